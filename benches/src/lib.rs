@@ -1,0 +1,2 @@
+//! Benchmark helpers.
+#![forbid(unsafe_code)]
