@@ -134,12 +134,14 @@ impl Io for AnyIo {
     }
 }
 
-/// A buffer of at least `capacity_bytes`: from the pool when it fits (waiting for one to come
-/// back if all are out), from the heap otherwise.
+/// A buffer of at least `capacity_bytes`: a registered pool buffer when one fits and is free,
+/// a heap buffer otherwise. It never waits, so a slow client holding pool buffers can't stall
+/// other requests; callers bound their own concurrency.
 pub(crate) async fn take_buf(pool: &BufPool, capacity_bytes: usize) -> AlignedBuf {
     if capacity_bytes <= pool.buf_size() {
-        pool.acquire().await
-    } else {
-        AlignedBuf::new(capacity_bytes)
+        if let Some(b) = pool.try_acquire() {
+            return b;
+        }
     }
+    AlignedBuf::new(capacity_bytes)
 }

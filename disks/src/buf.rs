@@ -25,7 +25,7 @@ pub const fn align_up(n: u64) -> u64 {
 
 /// Whether `n` is a multiple of [`ALIGN`].
 pub const fn is_aligned(n: u64) -> bool {
-    n % ALIGN as u64 == 0
+    n.is_multiple_of(ALIGN as u64)
 }
 
 enum Origin {
@@ -218,7 +218,7 @@ impl BufPool {
     /// A pool of `count` buffers of `buf_size` bytes (a multiple of [`ALIGN`]).
     pub fn new(buf_size: usize, count: usize) -> BufPool {
         assert!(
-            buf_size > 0 && buf_size % ALIGN == 0,
+            buf_size > 0 && buf_size.is_multiple_of(ALIGN),
             "pool buffer size {buf_size} not aligned"
         );
         assert!(

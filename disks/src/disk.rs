@@ -155,7 +155,11 @@ pub fn probe_direct_io(dir: &Path) -> Result<(u32, u32)> {
                 "{}: filesystem does not report STATX_DIOALIGN; trying an aligned write",
                 dir.display()
             );
-        } else if off == 0 || ALIGN as u32 % off != 0 || mem == 0 || ALIGN as u32 % mem != 0 {
+        } else if off == 0
+            || !(ALIGN as u32).is_multiple_of(off)
+            || mem == 0
+            || !(ALIGN as u32).is_multiple_of(mem)
+        {
             return Err(unusable(
                 dir,
                 format!("O_DIRECT alignment (offset {off}, memory {mem}) does not divide {ALIGN}"),

@@ -47,8 +47,8 @@ pub trait Io: Clone + 'static {
     /// Reserves `len_bytes` of space from offset 0 (`fallocate(2)`, mode 0): the file size
     /// becomes at least `len_bytes` and the new range reads as zeros.
     async fn allocate(&self, file: &Self::File, len_bytes: u64) -> Result<()>;
-    /// Reads `buf.capacity()` bytes at `offset` into `buf`; `buf.len()` becomes the count read
-    /// (less only at end of file).
+    /// Reads `buf.len()` bytes (set by the caller, aligned) at `offset` into `buf`; on return
+    /// `buf.len()` is the count read (less only at end of file).
     async fn read_at(
         &self,
         file: &Self::File,

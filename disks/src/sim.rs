@@ -409,7 +409,11 @@ impl Io for SimDisk {
         offset: u64,
         mut buf: AlignedBuf,
     ) -> (Result<()>, AlignedBuf) {
-        assert!(is_aligned(offset), "unaligned read offset {offset}");
+        assert!(
+            is_aligned(offset) && is_aligned(buf.len() as u64),
+            "unaligned read {offset}+{}",
+            buf.len()
+        );
         self.latency().await;
         if let Err(e) = self.begin(Some(file)) {
             return (Err(e), buf);
@@ -425,7 +429,7 @@ impl Io for SimDisk {
             return (Err(Error::Crashed), buf);
         };
         let start = (offset as usize).min(inode.data.len());
-        let n = buf.capacity().min(inode.data.len() - start);
+        let n = buf.len().min(inode.data.len() - start);
         buf.spare_all()[..n].copy_from_slice(&inode.data[start..start + n]);
         buf.set_len(n);
         if n > 0 && chance(&mut s.rng, s.faults.read_flip_ppm) {

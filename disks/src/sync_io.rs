@@ -61,7 +61,8 @@ impl Io for SyncIo {
         mut buf: AlignedBuf,
     ) -> (Result<()>, AlignedBuf) {
         assert!(is_aligned(offset), "unaligned read offset {offset}");
-        let want = buf.capacity();
+        let want = buf.len();
+        assert!(is_aligned(want as u64), "unaligned read length {want}");
         let mut done = 0usize;
         let ptr = buf.as_mut_ptr();
         while done < want {

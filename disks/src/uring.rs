@@ -270,7 +270,7 @@ impl Uring {
         mut buf: AlignedBuf,
     ) -> (Result<()>, AlignedBuf) {
         let want = match op {
-            Op::Read => buf.capacity(),
+            Op::Read => buf.len(),
             _ => buf.len(),
         };
         assert!(

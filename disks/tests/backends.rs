@@ -41,12 +41,12 @@ async fn exercise<I: Io>(io: &I, dir: &Path) {
     io.sync_data(&f).await.expect("sync");
     io.sync_dir(dir).await.expect("sync dir");
     drop(buf);
-    let (r, back) = io.read_at(&f, 4096, AlignedBuf::new(8192)).await;
+    let (r, back) = io.read_at(&f, 4096, full(8192)).await;
     r.expect("read");
     assert_eq!(back.len(), 8192);
     assert!(back.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
     // Reading past the end returns what is there.
-    let (r, tail) = io.read_at(&f, 60 * 1024, AlignedBuf::new(8192)).await;
+    let (r, tail) = io.read_at(&f, 60 * 1024, full(8192)).await;
     r.expect("read at end");
     assert_eq!(tail.len(), 4096);
     io.truncate(&f, 4096).await.expect("truncate");
@@ -63,6 +63,12 @@ async fn exercise<I: Io>(io: &I, dir: &Path) {
         .await
         .expect_err("missing file");
     assert_eq!(err.raw_os_error(), Some(libc::ENOENT));
+}
+
+fn full(n: usize) -> AlignedBuf {
+    let mut b = AlignedBuf::new(n);
+    b.set_len(n);
+    b
 }
 
 fn local_rt() -> (tokio::runtime::Runtime, tokio::task::LocalSet) {
@@ -160,7 +166,8 @@ fn a_dropped_read_keeps_its_buffer_until_the_kernel_is_done() {
             .expect("create");
         io.allocate(&f, 1 << 20).await.expect("allocate");
         for _ in 0..50 {
-            let buf = io.alloc_buf(1 << 20).await;
+            let mut buf = io.alloc_buf(1 << 20).await;
+            buf.set_len(1 << 20);
             let fut = io.read_at(&f, 0, buf);
             // Poll once (submits), then drop the future while the read is in flight.
             let mut fut = Box::pin(fut);
@@ -238,7 +245,7 @@ fn sim_crash_loses_unsynced_data_and_names_but_keeps_synced() {
             drop(b);
             io.crash();
             assert!(
-                io.read_at(&f, 0, AlignedBuf::new(4096)).await.0.is_err(),
+                io.read_at(&f, 0, full(4096)).await.0.is_err(),
                 "old handle fails"
             );
             let f = io

@@ -1,1 +1,30 @@
-//! placeholder
+//! podstore's storage engine: one shard per disk, and the node's set of shards.
+//!
+//! - [`record`]: the on-disk record format (byte diagram there).
+//! - [`Shard`]: blob files, index, group commit, reads, deletes, checkpoints; recovery in
+//!   `recovery.rs`.
+//! - [`ShardSet`]: the shards of a core and the API the network layer calls.
+//! - [`placement`]: which shard holds a key.
+//!
+//! Everything here runs on one core's thread; nothing is `Send`. Disk access goes through
+//! [`podstore_disks::Io`], so the same engine runs on io_uring, the fallback and the simulator.
+#![forbid(unsafe_code)]
+
+mod blob;
+pub mod checkpoint;
+mod error;
+mod group_commit;
+pub mod index;
+pub mod placement;
+pub mod record;
+mod recovery;
+mod scan;
+mod shard;
+mod shard_set;
+
+pub use error::{Error, Result};
+pub use recovery::RecoveryReport;
+pub use shard::{
+    validate, Chunk, ObjectMeta, ObjectReader, PutDone, PutWriter, Shard, ShardConfig, ShardStats,
+};
+pub use shard_set::{KeyVersion, ShardSet, ShardSpec};

@@ -1,0 +1,61 @@
+//! The engine's error type: what failed, on which shard, and why.
+
+/// Errors of the storage engine.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A disk operation failed.
+    #[error("shard {shard}: {source}")]
+    Disk {
+        shard: u32,
+        #[source]
+        source: podstore_disks::Error,
+    },
+    /// The shard stopped taking writes after a failed write or fdatasync (DESIGN.md §4.5).
+    #[error("shard {shard} is fenced read-only: {reason}")]
+    Fenced { shard: u32, reason: String },
+    /// A stored record failed its checks; it is not served.
+    #[error("shard {shard}: record at blob {blob} offset {offset} is corrupt: {reason}")]
+    Corrupt {
+        shard: u32,
+        blob: u32,
+        offset: u64,
+        reason: String,
+    },
+    /// The key's newest record is quarantined (damaged, awaiting repair): no copy is served.
+    #[error("shard {shard}: the object's newest record is quarantined awaiting repair")]
+    Quarantined { shard: u32 },
+    /// The object is larger than the configured maximum.
+    #[error("object of {len} bytes exceeds the maximum of {max} bytes")]
+    TooLarge { len: u64, max: u64 },
+    /// The key is empty or too long, or the content type too long.
+    #[error("invalid {0}")]
+    Invalid(&'static str),
+    /// The writer received a different number of bytes than announced.
+    #[error("object body was {got} bytes, {expected} were announced")]
+    BodyLength { expected: u64, got: u64 },
+    /// No room for the record on this shard.
+    #[error("shard {shard} is full")]
+    NoSpace { shard: u32 },
+    /// A shard's files are inconsistent in a way recovery can't settle alone.
+    #[error("shard {shard} is damaged: {reason}")]
+    Damaged { shard: u32, reason: String },
+    /// No shard can take the request.
+    #[error("no shard available")]
+    NoShard,
+}
+
+impl Error {
+    /// Whether the error came from a simulated crash (tests stop the world on it).
+    pub fn is_crash(&self) -> bool {
+        matches!(
+            self,
+            Error::Disk {
+                source: podstore_disks::Error::Crashed,
+                ..
+            }
+        )
+    }
+}
+
+/// Result of the engine.
+pub type Result<T> = std::result::Result<T, Error>;

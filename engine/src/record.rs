@@ -1,0 +1,480 @@
+//! The record: one object (or one tombstone) in a blob file.
+//!
+//! A record starts at a 4096-aligned offset of its blob and occupies a whole number of 4096-byte
+//! blocks. It identifies itself (magic, version, shard, blob, offset, sequence, key), so a torn,
+//! misdirected or stale write is detected rather than trusted.
+//!
+//! ```text
+//! record (4096-aligned, length a multiple of 4096)
+//! +--------------------+-----+--------------+------------------------+--------+---------+
+//! | header (128 bytes) | key | content type | object data            | footer | zeros   |
+//! +--------------------+-----+--------------+------------------------+--------+---------+
+//!
+//! header, little-endian
+//! offset size field
+//!      0    4 magic "PSR1"
+//!      4    2 format version = 1
+//!      6    2 flags: bit 0 tombstone, bit 1 void (abandoned before completion: skip
+//!             record length bytes); other bits zero
+//!      8    4 shard id (the disk id)
+//!     12    4 blob id
+//!     16    8 offset of this record in its blob, bytes
+//!     24    8 sequence: per shard, strictly increasing in reservation order
+//!     32    8 created, milliseconds since the Unix epoch
+//!     40    8 object length, bytes (0 for a tombstone)
+//!     48    8 record length, bytes (multiple of 4096, everything above included)
+//!     56    2 key length (1..=1024)
+//!     58    1 content type length (0..=255)
+//!     59   65 zero (reserved: replication version and origin)
+//!    124    4 CRC32C of header bytes 0..124, then the key, then the content type
+//!
+//! footer, directly after the data (unaligned), little-endian
+//!      0    4 magic "PSF1"
+//!      4    4 chunk count n = ceil(object length / 1 MiB)
+//!      8    8 sequence (the header's: binds the footer to its record)
+//!     16   16 content digest: XXH3-128 of the object data (the ETag)
+//!     32  4*n CRC32C of each 1 MiB chunk of the data (the last may be shorter)
+//!  32+4n    4 CRC32C of footer bytes 0..32+4n
+//! ```
+//!
+//! A reader verifies the header CRC before trusting any field, the footer CRC before trusting a
+//! chunk CRC, and a chunk's CRC before returning any byte of it. A range read needs only the
+//! chunks it covers.
+//!
+//! Version history: 1 (first).
+
+use crate::Error;
+
+pub(crate) const HEADER_MAGIC: u32 = u32::from_le_bytes(*b"PSR1");
+pub(crate) const FOOTER_MAGIC: u32 = u32::from_le_bytes(*b"PSF1");
+pub(crate) const FORMAT_VERSION: u16 = 1;
+/// Size of the fixed header.
+pub const HEADER_BYTES: usize = 128;
+/// Fixed part of the footer (without chunk CRCs and the footer CRC).
+pub(crate) const FOOTER_FIXED_BYTES: usize = 32;
+/// Data chunk covered by one CRC.
+pub const CHUNK_BYTES: u64 = 1 << 20;
+/// Longest key.
+pub const KEY_MAX_BYTES: usize = 1024;
+/// Longest content type.
+pub const CONTENT_TYPE_MAX_BYTES: usize = 255;
+/// Block size of the format.
+pub const BLOCK: u64 = 4096;
+
+/// Header flag: the record is a tombstone (a delete).
+pub const FLAG_TOMBSTONE: u16 = 1;
+/// Header flag: the record was abandoned before completion; its space is dead.
+pub const FLAG_VOID: u16 = 2;
+
+/// The decoded fixed header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub flags: u16,
+    pub shard_id: u32,
+    pub blob_id: u32,
+    pub offset: u64,
+    pub seq: u64,
+    pub created_ms: u64,
+    pub object_len: u64,
+    pub record_len: u64,
+    pub key_len: u16,
+    pub content_type_len: u8,
+}
+
+/// Why bytes are not a valid record part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FormatError {
+    #[error("too short")]
+    Short,
+    #[error("bad magic")]
+    Magic,
+    #[error("unsupported format version {0}")]
+    Version(u16),
+    #[error("header checksum mismatch")]
+    HeaderChecksum,
+    #[error("footer checksum mismatch")]
+    FooterChecksum,
+    #[error("data checksum mismatch in chunk {0}")]
+    DataChecksum(u32),
+    #[error("field {0} out of range")]
+    Field(&'static str),
+}
+
+fn le_u16(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+fn le_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+fn le_u64(b: &[u8], at: usize) -> u64 {
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(x)
+}
+
+/// Number of data chunks of an object.
+pub fn chunk_count(object_len: u64) -> u64 {
+    object_len.div_ceil(CHUNK_BYTES)
+}
+
+/// Footer length for an object length.
+pub fn footer_len(object_len: u64) -> u64 {
+    FOOTER_FIXED_BYTES as u64 + 4 * chunk_count(object_len) + 4
+}
+
+/// Offset of the data from the record start.
+pub fn data_start(key_len: usize, content_type_len: usize) -> u64 {
+    (HEADER_BYTES + key_len + content_type_len) as u64
+}
+
+/// Total (aligned) record length.
+pub fn record_len(key_len: usize, content_type_len: usize, object_len: u64) -> u64 {
+    let raw = data_start(key_len, content_type_len) + object_len + footer_len(object_len);
+    raw.div_ceil(BLOCK) * BLOCK
+}
+
+impl Header {
+    /// Offset of the data from the record start.
+    pub fn data_start(&self) -> u64 {
+        data_start(self.key_len as usize, self.content_type_len as usize)
+    }
+
+    /// Offset of the footer from the record start.
+    pub fn footer_start(&self) -> u64 {
+        self.data_start() + self.object_len
+    }
+
+    /// Whether this record is a tombstone.
+    pub fn is_tombstone(&self) -> bool {
+        self.flags & FLAG_TOMBSTONE != 0
+    }
+
+    /// Whether this record was abandoned (its body is not to be read).
+    pub fn is_void(&self) -> bool {
+        self.flags & FLAG_VOID != 0
+    }
+
+    /// Encodes header, key and content type into `out` (which must hold
+    /// `data_start()` bytes).
+    pub fn encode(&self, key: &[u8], content_type: &[u8], out: &mut [u8]) {
+        assert_eq!(key.len(), self.key_len as usize);
+        assert_eq!(content_type.len(), self.content_type_len as usize);
+        let ds = self.data_start() as usize;
+        let b = &mut out[..ds];
+        b[..HEADER_BYTES].fill(0);
+        b[0..4].copy_from_slice(&HEADER_MAGIC.to_le_bytes());
+        b[4..6].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        b[6..8].copy_from_slice(&self.flags.to_le_bytes());
+        b[8..12].copy_from_slice(&self.shard_id.to_le_bytes());
+        b[12..16].copy_from_slice(&self.blob_id.to_le_bytes());
+        b[16..24].copy_from_slice(&self.offset.to_le_bytes());
+        b[24..32].copy_from_slice(&self.seq.to_le_bytes());
+        b[32..40].copy_from_slice(&self.created_ms.to_le_bytes());
+        b[40..48].copy_from_slice(&self.object_len.to_le_bytes());
+        b[48..56].copy_from_slice(&self.record_len.to_le_bytes());
+        b[56..58].copy_from_slice(&self.key_len.to_le_bytes());
+        b[58] = self.content_type_len;
+        b[HEADER_BYTES..HEADER_BYTES + key.len()].copy_from_slice(key);
+        b[HEADER_BYTES + key.len()..ds].copy_from_slice(content_type);
+        let mut crc = crc32c::crc32c(&b[0..124]);
+        crc = crc32c::crc32c_append(crc, &b[HEADER_BYTES..ds]);
+        b[124..128].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    /// Decodes and verifies a header with its key and content type from the start of `b`.
+    /// Never panics. Returns the header; the key is `b[128..128+key_len]`.
+    pub fn decode(b: &[u8]) -> Result<Header, FormatError> {
+        if b.len() < HEADER_BYTES {
+            return Err(FormatError::Short);
+        }
+        if le_u32(b, 0) != HEADER_MAGIC {
+            return Err(FormatError::Magic);
+        }
+        let key_len = le_u16(b, 56);
+        let ct_len = b[58];
+        let ds = data_start(key_len as usize, ct_len as usize) as usize;
+        if key_len == 0 || key_len as usize > KEY_MAX_BYTES {
+            return Err(FormatError::Field("key length"));
+        }
+        if b.len() < ds {
+            return Err(FormatError::Short);
+        }
+        let mut crc = crc32c::crc32c(&b[0..124]);
+        crc = crc32c::crc32c_append(crc, &b[HEADER_BYTES..ds]);
+        if crc != le_u32(b, 124) {
+            return Err(FormatError::HeaderChecksum);
+        }
+        let version = le_u16(b, 4);
+        if version != FORMAT_VERSION {
+            return Err(FormatError::Version(version));
+        }
+        let h = Header {
+            flags: le_u16(b, 6),
+            shard_id: le_u32(b, 8),
+            blob_id: le_u32(b, 12),
+            offset: le_u64(b, 16),
+            seq: le_u64(b, 24),
+            created_ms: le_u64(b, 32),
+            object_len: le_u64(b, 40),
+            record_len: le_u64(b, 48),
+            key_len,
+            content_type_len: ct_len,
+        };
+        if h.flags & !(FLAG_TOMBSTONE | FLAG_VOID) != 0 {
+            return Err(FormatError::Field("flags"));
+        }
+        if h.is_tombstone() && h.object_len != 0 {
+            return Err(FormatError::Field("tombstone length"));
+        }
+        if !h.offset.is_multiple_of(BLOCK) {
+            return Err(FormatError::Field("offset"));
+        }
+        // Checked arithmetic: a corrupt length must not overflow.
+        let expect = h
+            .object_len
+            .checked_add(ds as u64 + footer_len(h.object_len.min(u64::MAX / 2)));
+        match expect {
+            Some(raw) if raw.div_ceil(BLOCK).checked_mul(BLOCK) == Some(h.record_len) => Ok(h),
+            _ => Err(FormatError::Field("record length")),
+        }
+    }
+
+    /// The key bytes that follow a decoded header in `b`.
+    pub fn key<'a>(&self, b: &'a [u8]) -> &'a [u8] {
+        &b[HEADER_BYTES..HEADER_BYTES + self.key_len as usize]
+    }
+
+    /// The content type that follows the key in `b`.
+    pub fn content_type<'a>(&self, b: &'a [u8]) -> &'a [u8] {
+        let s = HEADER_BYTES + self.key_len as usize;
+        &b[s..s + self.content_type_len as usize]
+    }
+}
+
+/// The decoded footer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Footer {
+    pub seq: u64,
+    pub digest: [u8; 16],
+    pub chunk_crcs: Vec<u32>,
+}
+
+impl Footer {
+    /// Encodes the footer (length `footer_len(object_len)`).
+    pub fn encode(&self) -> Vec<u8> {
+        let n = self.chunk_crcs.len();
+        let mut b = Vec::with_capacity(FOOTER_FIXED_BYTES + 4 * n + 4);
+        b.extend_from_slice(&FOOTER_MAGIC.to_le_bytes());
+        b.extend_from_slice(&(n as u32).to_le_bytes());
+        b.extend_from_slice(&self.seq.to_le_bytes());
+        b.extend_from_slice(&self.digest);
+        for c in &self.chunk_crcs {
+            b.extend_from_slice(&c.to_le_bytes());
+        }
+        let crc = crc32c::crc32c(&b);
+        b.extend_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    /// Decodes and verifies a footer for an object of `object_len` bytes with sequence `seq`.
+    /// Never panics.
+    pub fn decode(b: &[u8], object_len: u64, seq: u64) -> Result<Footer, FormatError> {
+        let n = chunk_count(object_len);
+        let len = footer_len(object_len);
+        if (b.len() as u64) < len {
+            return Err(FormatError::Short);
+        }
+        let len = len as usize;
+        if le_u32(b, 0) != FOOTER_MAGIC {
+            return Err(FormatError::Magic);
+        }
+        if crc32c::crc32c(&b[..len - 4]) != le_u32(b, len - 4) {
+            return Err(FormatError::FooterChecksum);
+        }
+        if le_u32(b, 4) as u64 != n {
+            return Err(FormatError::Field("chunk count"));
+        }
+        if le_u64(b, 8) != seq {
+            return Err(FormatError::Field("footer sequence"));
+        }
+        let mut digest = [0u8; 16];
+        digest.copy_from_slice(&b[16..32]);
+        let chunk_crcs = (0..n as usize)
+            .map(|i| le_u32(b, FOOTER_FIXED_BYTES + 4 * i))
+            .collect();
+        Ok(Footer {
+            seq,
+            digest,
+            chunk_crcs,
+        })
+    }
+}
+
+/// Streaming checksums of object data as it is written: per-chunk CRC32C and the digest.
+pub(crate) struct DataSums {
+    crcs: Vec<u32>,
+    current: u32,
+    in_chunk: u64,
+    digest: xxhash_rust::xxh3::Xxh3,
+    total: u64,
+}
+
+impl std::fmt::Debug for DataSums {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataSums")
+            .field("total", &self.total)
+            .field("chunks", &self.crcs.len())
+            .finish()
+    }
+}
+
+impl DataSums {
+    pub(crate) fn new() -> DataSums {
+        DataSums {
+            crcs: Vec::new(),
+            current: 0,
+            in_chunk: 0,
+            digest: xxhash_rust::xxh3::Xxh3::new(),
+            total: 0,
+        }
+    }
+
+    pub(crate) fn update(&mut self, mut data: &[u8]) {
+        self.digest.update(data);
+        self.total += data.len() as u64;
+        while !data.is_empty() {
+            let room = (CHUNK_BYTES - self.in_chunk) as usize;
+            let n = room.min(data.len());
+            self.current = crc32c::crc32c_append(self.current, &data[..n]);
+            self.in_chunk += n as u64;
+            data = &data[n..];
+            if self.in_chunk == CHUNK_BYTES {
+                self.crcs.push(self.current);
+                self.current = 0;
+                self.in_chunk = 0;
+            }
+        }
+    }
+
+    pub(crate) fn total(&self) -> u64 {
+        self.total
+    }
+
+    pub(crate) fn finish(mut self, seq: u64) -> Footer {
+        if self.in_chunk > 0 {
+            self.crcs.push(self.current);
+        }
+        Footer {
+            seq,
+            digest: self.digest.digest128().to_le_bytes(),
+            chunk_crcs: self.crcs,
+        }
+    }
+}
+
+/// Verifies the data chunks `first..first+n` held contiguously in `data` (the last chunk of the
+/// object may be short) against the footer.
+pub(crate) fn verify_chunks(footer: &Footer, first: u64, data: &[u8]) -> Result<(), FormatError> {
+    for (i, chunk) in data.chunks(CHUNK_BYTES as usize).enumerate() {
+        let idx = first + i as u64;
+        let want = footer
+            .chunk_crcs
+            .get(idx as usize)
+            .ok_or(FormatError::Field("chunk index"))?;
+        if crc32c::crc32c(chunk) != *want {
+            return Err(FormatError::DataChecksum(idx as u32));
+        }
+    }
+    Ok(())
+}
+
+/// Maps a format error of a stored record to the engine error.
+pub(crate) fn corrupt(shard: u32, blob: u32, offset: u64, e: FormatError) -> Error {
+    Error::Corrupt {
+        shard,
+        blob,
+        offset,
+        reason: e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(object_len: u64) -> Header {
+        Header {
+            flags: 0,
+            shard_id: 1,
+            blob_id: 2,
+            offset: 8192,
+            seq: 42,
+            created_ms: 1_700_000_000_000,
+            object_len,
+            record_len: record_len(3, 10, object_len),
+            key_len: 3,
+            content_type_len: 10,
+        }
+    }
+
+    #[test]
+    fn header_round_trips_and_detects_any_flipped_bit() {
+        let h = header(5000);
+        let mut b = vec![0u8; 4096];
+        h.encode(b"abc", b"image/jpeg", &mut b);
+        let d = Header::decode(&b).expect("valid");
+        assert_eq!(d, h);
+        assert_eq!(d.key(&b), b"abc");
+        assert_eq!(d.content_type(&b), b"image/jpeg");
+        for bit in 0..(h.data_start() as usize * 8) {
+            let mut c = b.clone();
+            c[bit / 8] ^= 1 << (bit % 8);
+            assert!(Header::decode(&c).is_err(), "bit {bit} flip undetected");
+        }
+    }
+
+    #[test]
+    fn footer_round_trips_and_chunks_verify() {
+        let data: Vec<u8> = (0..(CHUNK_BYTES as usize * 2 + 77))
+            .map(|i| (i * 7 % 256) as u8)
+            .collect();
+        let mut s = DataSums::new();
+        for piece in data.chunks(333_333) {
+            s.update(piece);
+        }
+        let f = s.finish(9);
+        assert_eq!(f.chunk_crcs.len(), 3);
+        let enc = f.encode();
+        assert_eq!(enc.len() as u64, footer_len(data.len() as u64));
+        assert_eq!(
+            Footer::decode(&enc, data.len() as u64, 9).expect("valid"),
+            f
+        );
+        assert_eq!(
+            Footer::decode(&enc, data.len() as u64, 10),
+            Err(FormatError::Field("footer sequence"))
+        );
+        verify_chunks(&f, 0, &data).expect("all chunks");
+        verify_chunks(&f, 1, &data[CHUNK_BYTES as usize..]).expect("tail chunks");
+        let mut bad = data.clone();
+        bad[CHUNK_BYTES as usize + 5] ^= 0x10;
+        assert_eq!(
+            verify_chunks(&f, 0, &bad),
+            Err(FormatError::DataChecksum(1))
+        );
+    }
+
+    #[test]
+    fn decoders_survive_arbitrary_bytes() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..20_000 {
+            let n = rng.usize(0..600);
+            let mut b: Vec<u8> = (0..n).map(|_| rng.u8(..)).collect();
+            if n >= 4 && rng.bool() {
+                b[0..4].copy_from_slice(&HEADER_MAGIC.to_le_bytes());
+            }
+            let _ = Header::decode(&b);
+            let _ = Footer::decode(&b, rng.u64(..), rng.u64(..));
+        }
+    }
+}

@@ -1,0 +1,454 @@
+//! Opening a shard: load the newest valid checkpoint, scan what was written after it, settle
+//! torn tails and damage, and write a fresh checkpoint.
+//!
+//! The rules (DESIGN.md §4.3–4.4):
+//! - Records found after a blob's `scan_from` are applied to the index in sequence order, but
+//!   only those the checkpoint does not already reflect (sequence above its `max_seq`, or listed
+//!   as in flight when it was taken).
+//! - Invalid data after the last valid record of a blob is a torn tail: nothing there was ever
+//!   acknowledged (an acknowledged record is complete on disk, and everything before it in the
+//!   same file was synced with it). It is counted and zeroed (truncate, then re-preallocate).
+//! - Invalid data before a valid record is never truncated: a record with a valid header and a
+//!   bad body is quarantined under its key (the key answers "quarantined" until a newer write
+//!   or a repair supersedes it, so an older copy is never served in its place); garbage blocks
+//!   are quarantined as a region.
+//! - A dedicated blob whose only record is invalid is a torn tail as a whole and is removed.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::rc::Rc;
+use std::time::Instant;
+
+use podstore_disks::{AlignedBuf, Io, OpenMode};
+
+use crate::blob::{blob_name, parse_blob_name, BlobFile};
+use crate::checkpoint::{
+    parse_ckpt_name, Checkpoint, CkptError, QuarantineReason, Quarantined, CKPT_HEADER_BYTES,
+};
+use crate::index::{fingerprint, Index, Loc, Slot};
+use crate::scan::{Found, Scanner};
+use crate::shard::{Shard, ShardConfig};
+use crate::{Error, Result};
+
+/// What recovery did, for logs, metrics and tests.
+#[derive(Debug, Clone, Default)]
+pub struct RecoveryReport {
+    /// Max sequence of the checkpoint loaded, if one was.
+    pub checkpoint_seq: Option<u64>,
+    /// Index entries loaded from the checkpoint.
+    pub checkpoint_entries: u64,
+    /// Checkpoints that failed their checks (name, reason).
+    pub checkpoints_rejected: Vec<(String, String)>,
+    pub blobs: u64,
+    pub blobs_scanned: u64,
+    pub bytes_scanned: u64,
+    /// Records from the scan applied to the index.
+    pub records_applied: u64,
+    /// Invalid records or blocks after the last valid record of a blob (unacknowledged).
+    pub torn_tail_items: u64,
+    /// Keys whose unacknowledged record was in a torn tail (first 100).
+    pub torn_tail_keys: Vec<Vec<u8>>,
+    /// Blobs whose torn tail was zeroed.
+    pub tails_truncated: u64,
+    /// Dedicated blobs removed because their only record was torn.
+    pub dedicated_removed: u64,
+    /// Newly quarantined records and regions.
+    pub quarantined_new: u64,
+    pub duration_ms: u64,
+}
+
+enum TailItem {
+    Valid {
+        blob: u32,
+        offset: u64,
+        record_len: u64,
+        tombstone: bool,
+        key: Vec<u8>,
+    },
+    Bad {
+        blob: u32,
+        offset: u64,
+        record_len: u64,
+        key: Vec<u8>,
+    },
+}
+
+impl<I: Io> Shard<I> {
+    /// Opens (recovering) the shard whose files are in `dir`, creating nothing until the first
+    /// write. `id` is the disk id the records must carry.
+    pub async fn open(
+        io: I,
+        cfg: ShardConfig,
+        dir: &Path,
+        id: u32,
+    ) -> Result<(Rc<Shard<I>>, RecoveryReport)> {
+        let started = Instant::now();
+        let shard = Rc::new(Shard::new_empty(io, cfg, dir, id));
+        let mut report = RecoveryReport::default();
+        let io = &shard.io;
+        let names = io.list_dir(dir).await.map_err(|e| shard.disk_err(e))?;
+        let mut removed_tmp = false;
+        for n in names.iter().filter(|n| n.ends_with(".tmp")) {
+            io.remove(&dir.join(n))
+                .await
+                .map_err(|e| shard.disk_err(e))?;
+            removed_tmp = true;
+        }
+        if removed_tmp {
+            io.sync_dir(dir).await.map_err(|e| shard.disk_err(e))?;
+        }
+
+        // Newest valid checkpoint.
+        let mut ckpts: Vec<(u64, &String)> = names
+            .iter()
+            .filter_map(|n| parse_ckpt_name(n).map(|s| (s, n)))
+            .collect();
+        ckpts.sort_by_key(|c| std::cmp::Reverse(c.0));
+        let mut ck: Option<Checkpoint> = None;
+        for (_, name) in ckpts {
+            match read_checkpoint(io, &dir.join(name), id).await {
+                Ok(Ok(c)) if c.shard_id == id => {
+                    ck = Some(c);
+                    break;
+                }
+                Ok(Ok(c)) => report
+                    .checkpoints_rejected
+                    .push((name.clone(), format!("belongs to shard {}", c.shard_id))),
+                Ok(Err(e)) => report
+                    .checkpoints_rejected
+                    .push((name.clone(), e.to_string())),
+                Err(e) if e.is_crash() => return Err(e),
+                Err(e) => report
+                    .checkpoints_rejected
+                    .push((name.clone(), e.to_string())),
+            }
+        }
+        for (name, why) in &report.checkpoints_rejected {
+            tracing::warn!("shard {id}: checkpoint {name} rejected: {why}");
+        }
+        let ck = ck.unwrap_or_default();
+        report.checkpoint_seq = (ck.max_seq > 0 || !ck.blobs.is_empty()).then_some(ck.max_seq);
+        let ck_in_flight: HashSet<u64> = ck.in_flight.iter().copied().collect();
+        {
+            let mut ix = Index::with_capacity(ck.main.len());
+            for (fp, raw) in &ck.main {
+                ix.set(Slot::Main, *fp, &[], Loc::from_raw(*raw));
+            }
+            for (key, raw) in &ck.overflow {
+                ix.set(Slot::Overflow, fingerprint(key), key, Loc::from_raw(*raw));
+            }
+            report.checkpoint_entries = ix.len() as u64;
+            *shard.index.borrow_mut() = ix;
+        }
+        *shard.quarantine.borrow_mut() = ck.quarantine.clone();
+        for q in &ck.quarantine {
+            if let (Some(k), QuarantineReason::BadBody | QuarantineReason::ReadChecksum) =
+                (&q.key, q.reason)
+            {
+                shard
+                    .quarantined_keys
+                    .borrow_mut()
+                    .insert(k.clone().into(), q.seq);
+            }
+        }
+
+        // Blobs on disk, checked against the checkpoint.
+        let mut on_disk: Vec<(u32, bool)> =
+            names.iter().filter_map(|n| parse_blob_name(n)).collect();
+        on_disk.sort_unstable();
+        let disk_ids: HashSet<u32> = on_disk.iter().map(|b| b.0).collect();
+        if let Some(missing) = ck.blobs.iter().find(|b| !disk_ids.contains(&b.id)) {
+            return Err(Error::Damaged {
+                shard: id,
+                reason: format!("blob {} named by the checkpoint is missing", missing.id),
+            });
+        }
+        let ck_blobs: HashMap<u32, &crate::checkpoint::CkptBlob> =
+            ck.blobs.iter().map(|b| (b.id, b)).collect();
+        let mut max_seq = ck.max_seq;
+        let mut items: Vec<(u64, TailItem)> = Vec::new();
+        let mut changed = removed_tmp;
+        for (bid, dedicated) in on_disk {
+            report.blobs += 1;
+            let path = dir.join(blob_name(bid, dedicated));
+            let file = io
+                .open(&path, OpenMode::Existing)
+                .await
+                .map_err(|e| shard.disk_err(e))?;
+            let size = io.file_size(&file).await.map_err(|e| shard.disk_err(e))?;
+            let from = ck_blobs.get(&bid).map(|b| b.scan_from).unwrap_or(0);
+            if size % 4096 != 0 || from > size {
+                return Err(Error::Damaged {
+                    shard: id,
+                    reason: format!("blob {bid} is {size} bytes, expected at least {from}"),
+                });
+            }
+            let mut scanner = Scanner::new(io, &file, id, size, shard.cfg.scan_window_bytes);
+            let scan = if from < size {
+                scanner.scan(bid, from).await?
+            } else {
+                Default::default()
+            };
+            if from < size {
+                report.blobs_scanned += 1;
+            }
+            report.bytes_scanned += scan.bytes_read;
+            let end = if from < size { scan.end_valid } else { size };
+            let mut tail_dirty = false;
+            for f in scan.found {
+                match f {
+                    Found::Record {
+                        offset,
+                        header,
+                        key,
+                        ..
+                    } => {
+                        max_seq = max_seq.max(header.seq);
+                        items.push((
+                            header.seq,
+                            TailItem::Valid {
+                                blob: bid,
+                                offset,
+                                record_len: header.record_len,
+                                tombstone: header.is_tombstone(),
+                                key,
+                            },
+                        ));
+                    }
+                    Found::BadBody {
+                        offset,
+                        header,
+                        key,
+                    } if offset < end => {
+                        max_seq = max_seq.max(header.seq);
+                        items.push((
+                            header.seq,
+                            TailItem::Bad {
+                                blob: bid,
+                                offset,
+                                record_len: header.record_len,
+                                key,
+                            },
+                        ));
+                    }
+                    Found::Garbage { offset } if offset < end => {
+                        let mut q = shard.quarantine.borrow_mut();
+                        match q.last_mut() {
+                            Some(last)
+                                if last.reason == QuarantineReason::BadRegion
+                                    && last.blob == bid
+                                    && last.offset + last.len_bytes == offset =>
+                            {
+                                last.len_bytes += 4096;
+                            }
+                            _ => {
+                                q.push(Quarantined {
+                                    blob: bid,
+                                    offset,
+                                    len_bytes: 4096,
+                                    seq: 0,
+                                    key: None,
+                                    reason: QuarantineReason::BadRegion,
+                                });
+                                report.quarantined_new += 1;
+                            }
+                        }
+                        changed = true;
+                    }
+                    Found::BadBody { header, key, .. } => {
+                        max_seq = max_seq.max(header.seq);
+                        report.torn_tail_items += 1;
+                        if report.torn_tail_keys.len() < 100 {
+                            report.torn_tail_keys.push(key);
+                        }
+                        tail_dirty = true;
+                    }
+                    Found::Garbage { .. } => {
+                        report.torn_tail_items += 1;
+                        tail_dirty = true;
+                    }
+                }
+            }
+            if dedicated && end == 0 && size > 0 && from == 0 {
+                // The one record of a dedicated blob never completed.
+                drop(file);
+                io.remove(&path).await.map_err(|e| shard.disk_err(e))?;
+                io.sync_dir(dir).await.map_err(|e| shard.disk_err(e))?;
+                report.dedicated_removed += 1;
+                shard
+                    .next_blob_id
+                    .set(shard.next_blob_id.get().max(bid + 1));
+                changed = true;
+                continue;
+            }
+            if tail_dirty {
+                // Zero the torn tail: cut the file at the last valid record, preallocate again.
+                io.truncate(&file, end)
+                    .await
+                    .map_err(|e| shard.disk_err(e))?;
+                io.allocate(&file, size)
+                    .await
+                    .map_err(|e| shard.disk_err(e))?;
+                io.sync_data(&file).await.map_err(|e| shard.disk_err(e))?;
+                report.tails_truncated += 1;
+                changed = true;
+            }
+            let tail = if dedicated { size } else { end };
+            shard.blobs.borrow_mut().insert(
+                bid,
+                Rc::new(BlobFile::new(bid, file, size, dedicated, tail)),
+            );
+            shard
+                .next_blob_id
+                .set(shard.next_blob_id.get().max(bid + 1));
+        }
+
+        // Apply what the checkpoint does not reflect, oldest first.
+        items.sort_by_key(|(seq, _)| *seq);
+        let mut tail_keys: HashMap<u64, Vec<u8>> = HashMap::new();
+        for (seq, item) in items {
+            if seq <= ck.max_seq && !ck_in_flight.contains(&seq) {
+                continue;
+            }
+            changed = true;
+            match item {
+                TailItem::Valid {
+                    blob,
+                    offset,
+                    record_len,
+                    tombstone,
+                    key,
+                } => {
+                    let fp = fingerprint(&key);
+                    let slot = match tail_keys.get(&fp) {
+                        Some(k) if *k == key => Slot::Main,
+                        Some(_) => Slot::Overflow,
+                        None => {
+                            let (slot, _) = shard.resolve_slot(fp, &key).await?;
+                            if slot == Slot::Main {
+                                tail_keys.insert(fp, key.clone());
+                            }
+                            slot
+                        }
+                    };
+                    shard.index.borrow_mut().set(
+                        slot,
+                        fp,
+                        &key,
+                        Loc::new(blob, offset, record_len, tombstone),
+                    );
+                    if shard
+                        .quarantined_keys
+                        .borrow_mut()
+                        .remove(&key[..])
+                        .is_some()
+                    {
+                        shard
+                            .quarantine
+                            .borrow_mut()
+                            .retain(|q| q.key.as_deref() != Some(&key[..]));
+                    }
+                    report.records_applied += 1;
+                }
+                TailItem::Bad {
+                    blob,
+                    offset,
+                    record_len,
+                    key,
+                } => {
+                    tracing::warn!("shard {id}: record at blob {blob} offset {offset} is damaged before valid records; quarantined");
+                    shard
+                        .quarantined_keys
+                        .borrow_mut()
+                        .insert(key.clone().into(), seq);
+                    shard.quarantine.borrow_mut().push(Quarantined {
+                        blob,
+                        offset,
+                        len_bytes: record_len,
+                        seq,
+                        key: Some(key),
+                        reason: QuarantineReason::BadBody,
+                    });
+                    report.quarantined_new += 1;
+                }
+            }
+        }
+        shard.next_seq.set(max_seq + 1);
+        let open = shard
+            .blobs
+            .borrow()
+            .values()
+            .filter(|b| !b.dedicated)
+            .map(|b| b.id)
+            .max();
+        for b in shard.blobs.borrow().values() {
+            b.sealed.set(b.dedicated || Some(b.id) != open);
+        }
+        shard.open_blob.set(open);
+        shard.recount_bytes();
+        if changed || report.checkpoint_seq.is_none() && report.blobs > 0 {
+            shard.checkpoint().await?;
+        }
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        Ok((shard, report))
+    }
+
+    /// Recomputes live and dead bytes from the index and the blob tails.
+    fn recount_bytes(&self) {
+        let ix = self.index.borrow();
+        let len_of = |l: Loc| l.record_len().unwrap_or(4 << 30);
+        let live: u64 = ix
+            .main_entries()
+            .chain(ix.overflow_entries().map(|(_, l)| (0, l)))
+            .filter(|(_, l)| !l.is_tombstone())
+            .map(|(_, l)| len_of(l))
+            .sum();
+        let used: u64 = self.blobs.borrow().values().map(|b| b.tail.get()).sum();
+        let mut c = self.counters.borrow_mut();
+        c.live_bytes = live;
+        c.dead_bytes = used.saturating_sub(live);
+    }
+}
+
+/// Reads and decodes one checkpoint file. The outer error is an I/O failure, the inner one a
+/// checkpoint that fails its checks.
+async fn read_checkpoint<I: Io>(
+    io: &I,
+    path: &Path,
+    shard: u32,
+) -> Result<std::result::Result<Checkpoint, CkptError>> {
+    let disk = |e| Error::Disk { shard, source: e };
+    let file = io.open(path, OpenMode::ReadOnly).await.map_err(disk)?;
+    let size = io.file_size(&file).await.map_err(disk)?;
+    if size < CKPT_HEADER_BYTES as u64 || size % 4096 != 0 {
+        return Ok(Err(CkptError::Short));
+    }
+    let mut hb = AlignedBuf::new(CKPT_HEADER_BYTES);
+    hb.set_len(CKPT_HEADER_BYTES);
+    let (r, hb) = io.read_at(&file, 0, hb).await;
+    r.map_err(disk)?;
+    let body = match Checkpoint::body_len(&hb) {
+        Ok(n) => n,
+        Err(e) => return Ok(Err(e)),
+    };
+    let total = podstore_disks::align_up(CKPT_HEADER_BYTES as u64 + body);
+    if total > size {
+        return Ok(Err(CkptError::Short));
+    }
+    let mut all = Vec::with_capacity(total as usize);
+    let chunk = 8 << 20;
+    let mut off = 0u64;
+    while off < total {
+        let n = (total - off).min(chunk) as usize;
+        let mut b = AlignedBuf::new(n);
+        b.set_len(n);
+        let (r, b) = io.read_at(&file, off, b).await;
+        r.map_err(disk)?;
+        if b.len() < n {
+            return Ok(Err(CkptError::Short));
+        }
+        all.extend_from_slice(&b);
+        off += n as u64;
+    }
+    Ok(Checkpoint::decode(&all))
+}

@@ -1,0 +1,250 @@
+//! Sequential scans of blob files: what recovery reads after the checkpoint, and what key
+//! iteration walks.
+//!
+//! A scan reads a blob from a starting offset to its end in large windows and classifies every
+//! 4096-aligned position: a fully valid record (header, footer, every data chunk and the digest
+//! check out, and the record names this shard, blob and offset), a void record (abandoned, skip
+//! it), a record whose header is valid but whose body is not (incomplete or damaged), a zero
+//! block (never written), or a block of garbage.
+
+use podstore_disks::{AlignedBuf, Io};
+
+use crate::record::{DataSums, Footer, Header, BLOCK, HEADER_BYTES};
+use crate::{Error, Result};
+
+/// What a scan found at one position.
+#[derive(Debug, Clone)]
+pub(crate) enum Found {
+    /// A complete, verified record (or a void one, which has no verified body).
+    Record {
+        offset: u64,
+        header: Header,
+        key: Vec<u8>,
+        digest: [u8; 16],
+    },
+    /// A valid header whose body fails its checks.
+    BadBody {
+        offset: u64,
+        header: Header,
+        key: Vec<u8>,
+    },
+    /// A block of non-zero bytes that is not a valid header.
+    Garbage { offset: u64 },
+}
+
+/// Result of scanning one blob.
+#[derive(Debug, Default)]
+pub(crate) struct BlobScan {
+    pub(crate) found: Vec<Found>,
+    /// End of the last valid (or void) record, or the start offset if there was none.
+    pub(crate) end_valid: u64,
+    /// Bytes read.
+    pub(crate) bytes_read: u64,
+}
+
+struct Window {
+    buf: AlignedBuf,
+    start: u64,
+}
+
+impl Window {
+    fn covers(&self, pos: u64, n: u64) -> bool {
+        pos >= self.start && pos + n <= self.start + self.buf.len() as u64
+    }
+
+    fn slice(&self, pos: u64, n: u64) -> &[u8] {
+        let s = (pos - self.start) as usize;
+        &self.buf[s..s + n as usize]
+    }
+}
+
+/// Reads a blob sequentially through a window of `window_bytes`.
+pub(crate) struct Scanner<'a, I: Io> {
+    io: &'a I,
+    file: &'a I::File,
+    shard: u32,
+    size: u64,
+    win: Option<Window>,
+    window_bytes: usize,
+    pub(crate) bytes_read: u64,
+}
+
+impl<'a, I: Io> Scanner<'a, I> {
+    pub(crate) fn new(
+        io: &'a I,
+        file: &'a I::File,
+        shard: u32,
+        size: u64,
+        window_bytes: usize,
+    ) -> Self {
+        Scanner {
+            io,
+            file,
+            shard,
+            size,
+            win: None,
+            window_bytes,
+            bytes_read: 0,
+        }
+    }
+
+    /// Makes `[pos, pos+n)` available (n at most the window), reading from `pos` onward.
+    async fn ensure(&mut self, pos: u64, n: u64) -> Result<bool> {
+        if self.win.as_ref().is_some_and(|w| w.covers(pos, n)) {
+            return Ok(true);
+        }
+        let start = pos - pos % BLOCK;
+        let mut buf = self
+            .win
+            .take()
+            .map(|w| w.buf)
+            .unwrap_or_else(|| AlignedBuf::new(self.window_bytes));
+        buf.set_len(self.window_bytes);
+        let (r, buf) = self.io.read_at(self.file, start, buf).await;
+        r.map_err(|source| Error::Disk {
+            shard: self.shard,
+            source,
+        })?;
+        self.bytes_read += buf.len() as u64;
+        let w = Window { buf, start };
+        let ok = w.covers(pos, n);
+        self.win = Some(w);
+        Ok(ok)
+    }
+
+    /// Streams `[pos, pos+len)` to `f` in window-sized pieces.
+    async fn feed(&mut self, mut pos: u64, len: u64, mut f: impl FnMut(&[u8])) -> Result<bool> {
+        let end = pos + len;
+        while pos < end {
+            let n = (end - pos)
+                .min(self.window_bytes as u64 - pos % BLOCK)
+                .min(self.window_bytes as u64 / 2);
+            if !self.ensure(pos, n).await? {
+                return Ok(false);
+            }
+            let w = self.win.as_ref().expect("ensured");
+            f(w.slice(pos, n));
+            pos += n;
+        }
+        Ok(true)
+    }
+
+    /// Decodes the header at `pos` if one is there: returns it with its key.
+    async fn header_at(&mut self, pos: u64, blob: u32) -> Result<Option<(Header, Vec<u8>)>> {
+        if !self.ensure(pos, BLOCK).await? {
+            return Ok(None);
+        }
+        let w = self.win.as_ref().expect("ensured");
+        let b = w.slice(pos, BLOCK);
+        let Ok(h) = Header::decode(b) else {
+            return Ok(None);
+        };
+        if h.shard_id != self.shard
+            || h.blob_id != blob
+            || h.offset != pos
+            || pos + h.record_len > self.size
+        {
+            return Ok(None);
+        }
+        let key = h.key(b).to_vec();
+        Ok(Some((h, key)))
+    }
+
+    async fn block_is_zero(&mut self, pos: u64) -> Result<bool> {
+        if !self.ensure(pos, BLOCK).await? {
+            return Ok(true);
+        }
+        Ok(self
+            .win
+            .as_ref()
+            .expect("ensured")
+            .slice(pos, BLOCK)
+            .iter()
+            .all(|&b| b == 0))
+    }
+
+    /// Verifies a record's body (data chunks, digest, footer) by streaming it.
+    async fn body_ok(&mut self, pos: u64, h: &Header) -> Result<Option<[u8; 16]>> {
+        let mut sums = DataSums::new();
+        let ok = self
+            .feed(pos + h.data_start(), h.object_len, |d| sums.update(d))
+            .await?;
+        if !ok {
+            return Ok(None);
+        }
+        let flen = crate::record::footer_len(h.object_len);
+        let mut fbytes = Vec::with_capacity(flen as usize);
+        if !self
+            .feed(pos + h.footer_start(), flen, |d| {
+                fbytes.extend_from_slice(d)
+            })
+            .await?
+        {
+            return Ok(None);
+        }
+        let Ok(footer) = Footer::decode(&fbytes, h.object_len, h.seq) else {
+            return Ok(None);
+        };
+        let computed = sums.finish(h.seq);
+        if computed.chunk_crcs != footer.chunk_crcs || computed.digest != footer.digest {
+            return Ok(None);
+        }
+        Ok(Some(footer.digest))
+    }
+
+    /// Scans `[from, size)` of blob `blob`.
+    pub(crate) async fn scan(&mut self, blob: u32, from: u64) -> Result<BlobScan> {
+        let mut out = BlobScan {
+            end_valid: from,
+            ..Default::default()
+        };
+        let mut pos = from;
+        while pos + BLOCK <= self.size {
+            match self.header_at(pos, blob).await? {
+                Some((h, key)) if h.is_void() => {
+                    pos += h.record_len;
+                    out.end_valid = pos;
+                    let _ = key;
+                }
+                Some((h, key)) => match self.body_ok(pos, &h).await? {
+                    Some(digest) => {
+                        let len = h.record_len;
+                        out.found.push(Found::Record {
+                            offset: pos,
+                            header: h,
+                            key,
+                            digest,
+                        });
+                        pos += len;
+                        out.end_valid = pos;
+                    }
+                    None => {
+                        let len = h.record_len;
+                        out.found.push(Found::BadBody {
+                            offset: pos,
+                            header: h,
+                            key,
+                        });
+                        // The header gives the extent; a valid record may follow it.
+                        pos += len;
+                    }
+                },
+                None => {
+                    if !self.block_is_zero(pos).await? {
+                        out.found.push(Found::Garbage { offset: pos });
+                    }
+                    pos += BLOCK;
+                }
+            }
+        }
+        out.bytes_read = self.bytes_read;
+        Ok(out)
+    }
+}
+
+/// Size of a header read: the header with the longest key and content type fits one block.
+pub(crate) const HEADER_READ_BYTES: usize = BLOCK as usize;
+const _: () = assert!(
+    HEADER_BYTES + crate::record::KEY_MAX_BYTES + crate::record::CONTENT_TYPE_MAX_BYTES
+        <= HEADER_READ_BYTES
+);

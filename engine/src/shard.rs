@@ -1,0 +1,1156 @@
+//! One shard: everything podstore keeps on one disk, and the operations on it.
+//!
+//! A shard owns its blob files, its index and its checkpoints, and runs on one core (nothing
+//! here is `Send`). Writes reserve space at the tail of the open blob, stream the record into
+//! it through aligned buffers, wait for a group fdatasync, and only then change the index and
+//! answer. Writes to one key are serialized (by fingerprint), so a key's records are committed
+//! in sequence order. Reads are one disk read for records up to `single_read_max_bytes`, and
+//! every byte is checked against its CRC before it is returned. A failed write or fdatasync
+//! fences the shard read-only; it is never retried and trusted.
+//!
+//! Recovery (opening a shard) lives in `recovery.rs`; the record format in `record.rs`.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use podstore_disks::{AlignedBuf, Io, OpenMode};
+use std::sync::Arc;
+
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+
+use crate::blob::{blob_name, BlobFile};
+use crate::checkpoint::{
+    ckpt_name, parse_ckpt_name, Checkpoint, CkptBlob, QuarantineReason, Quarantined,
+};
+use crate::group_commit::Synced;
+use crate::index::{fingerprint, Index, Loc, Slot, BLOB_ID_MAX, BLOB_SIZE_MAX_BYTES};
+use crate::record::{
+    self, corrupt, verify_chunks, DataSums, Footer, FormatError, Header, BLOCK, CHUNK_BYTES,
+    CONTENT_TYPE_MAX_BYTES, FLAG_TOMBSTONE, FLAG_VOID, KEY_MAX_BYTES,
+};
+use crate::scan::HEADER_READ_BYTES;
+use crate::{Error, Result};
+
+/// Limits and sizes of one shard.
+#[derive(Debug, Clone)]
+pub struct ShardConfig {
+    /// Size of a regular blob file.
+    pub blob_size_bytes: u64,
+    /// Largest object.
+    pub object_size_max_bytes: u64,
+    /// Most bytes of blob files on the shard (the disk's free space also limits it).
+    pub shard_size_max_bytes: u64,
+    /// Records up to this length are read with one read.
+    pub single_read_max_bytes: u64,
+    /// Buffer of a streaming write (a multiple of 4096).
+    pub write_buf_bytes: usize,
+    /// Most writes (PUT or DELETE) in progress on the shard; more wait.
+    pub writes_in_flight_max: usize,
+    /// Read window of recovery scans (a multiple of 4096).
+    pub scan_window_bytes: usize,
+}
+
+impl Default for ShardConfig {
+    fn default() -> Self {
+        ShardConfig {
+            blob_size_bytes: 1 << 30,
+            object_size_max_bytes: 5 << 30,
+            shard_size_max_bytes: u64::MAX,
+            single_read_max_bytes: 2 << 20,
+            write_buf_bytes: 1 << 20,
+            writes_in_flight_max: 1024,
+            scan_window_bytes: 4 << 20,
+        }
+    }
+}
+
+impl ShardConfig {
+    pub(crate) fn check(&self) {
+        assert!(self.blob_size_bytes.is_multiple_of(BLOCK) && self.blob_size_bytes >= 4 * BLOCK);
+        assert!(self.blob_size_bytes <= BLOB_SIZE_MAX_BYTES);
+        assert!(self.object_size_max_bytes < BLOB_SIZE_MAX_BYTES - 2 * BLOCK);
+        assert!(
+            self.write_buf_bytes.is_multiple_of(BLOCK as usize)
+                && self.write_buf_bytes >= BLOCK as usize
+        );
+        assert!(
+            self.scan_window_bytes.is_multiple_of(BLOCK as usize)
+                && self.scan_window_bytes >= 2 * BLOCK as usize
+        );
+        assert!(self.writes_in_flight_max > 0);
+    }
+}
+
+/// What a reader learns about an object before reading its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub object_len: u64,
+    pub content_type: String,
+    pub created_ms: u64,
+    /// XXH3-128 of the content: the ETag.
+    pub digest: [u8; 16],
+    pub seq: u64,
+}
+
+impl ObjectMeta {
+    /// The digest as 32 hex digits.
+    pub fn etag_hex(&self) -> String {
+        self.digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// A piece of object data: a window into an owned aligned buffer.
+#[derive(Debug)]
+pub struct Chunk {
+    buf: Rc<AlignedBuf>,
+    start: usize,
+    end: usize,
+}
+
+impl std::ops::Deref for Chunk {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+}
+
+/// Counters of one shard (monotonic unless noted).
+#[derive(Debug, Clone, Default)]
+pub struct ShardStats {
+    pub shard_id: u32,
+    /// Objects (not tombstones) in the index (gauge).
+    pub objects: u64,
+    /// Tombstones in the index (gauge).
+    pub tombstones: u64,
+    /// Bytes of records the index points to (gauge).
+    pub live_bytes: u64,
+    /// Bytes of records nothing points to any more (gauge).
+    pub dead_bytes: u64,
+    /// Bytes of blob files (gauge).
+    pub blob_bytes: u64,
+    /// Bytes appended or reserved in blobs (gauge).
+    pub used_bytes: u64,
+    /// Index memory (gauge).
+    pub index_bytes: u64,
+    pub blobs: u64,
+    pub puts: u64,
+    pub deletes: u64,
+    pub gets: u64,
+    pub aborted_writes: u64,
+    pub io_errors: u64,
+    pub checksum_errors: u64,
+    /// Damaged records and regions awaiting repair (gauge).
+    pub quarantined: u64,
+    pub syncs: u64,
+    /// Writers covered by the most recent fdatasync (gauge).
+    pub last_sync_batch: u64,
+    pub checkpoints: u64,
+    /// Why the shard is fenced, if it is.
+    pub fenced: Option<String>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) puts: u64,
+    pub(crate) deletes: u64,
+    pub(crate) gets: u64,
+    pub(crate) aborted: u64,
+    pub(crate) io_errors: u64,
+    pub(crate) checksum_errors: u64,
+    pub(crate) checkpoints: u64,
+    pub(crate) live_bytes: u64,
+    pub(crate) dead_bytes: u64,
+}
+
+/// One shard (one disk). Use through `Rc<Shard<I>>`.
+#[derive(Debug)]
+pub struct Shard<I: Io> {
+    pub(crate) io: I,
+    pub(crate) cfg: ShardConfig,
+    pub(crate) dir: PathBuf,
+    pub(crate) id: u32,
+    pub(crate) blobs: RefCell<BTreeMap<u32, Rc<BlobFile<I>>>>,
+    pub(crate) open_blob: Cell<Option<u32>>,
+    pub(crate) next_blob_id: Cell<u32>,
+    pub(crate) next_seq: Cell<u64>,
+    pub(crate) index: RefCell<Index>,
+    key_locks: RefCell<HashSet<u64>>,
+    key_unlocked: Notify,
+    write_slots: Arc<Semaphore>,
+    reserve_lock: tokio::sync::Mutex<()>,
+    checkpointing: Cell<bool>,
+    pub(crate) fenced: RefCell<Option<String>>,
+    pub(crate) quarantine: RefCell<Vec<Quarantined>>,
+    pub(crate) quarantined_keys: RefCell<HashMap<Box<[u8]>, u64>>,
+    pub(crate) counters: RefCell<Counters>,
+}
+
+/// `ENOSPC` on Linux.
+const ENOSPC: i32 = 28;
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Checks a key and content type against the format's limits.
+pub fn validate(key: &[u8], content_type: &str) -> Result<()> {
+    if key.is_empty() || key.len() > KEY_MAX_BYTES {
+        return Err(Error::Invalid("key length"));
+    }
+    if content_type.len() > CONTENT_TYPE_MAX_BYTES {
+        return Err(Error::Invalid("content type length"));
+    }
+    Ok(())
+}
+
+struct KeyLock<I: Io> {
+    shard: Rc<Shard<I>>,
+    fp: u64,
+}
+
+impl<I: Io> Drop for KeyLock<I> {
+    fn drop(&mut self) {
+        self.shard.key_locks.borrow_mut().remove(&self.fp);
+        self.shard.key_unlocked.notify_waiters();
+    }
+}
+
+impl<I: Io> Shard<I> {
+    pub(crate) fn new_empty(io: I, cfg: ShardConfig, dir: &Path, id: u32) -> Shard<I> {
+        cfg.check();
+        let slots = cfg.writes_in_flight_max;
+        Shard {
+            io,
+            cfg,
+            dir: dir.to_path_buf(),
+            id,
+            blobs: RefCell::new(BTreeMap::new()),
+            open_blob: Cell::new(None),
+            next_blob_id: Cell::new(0),
+            next_seq: Cell::new(1),
+            index: RefCell::new(Index::default()),
+            key_locks: RefCell::new(HashSet::new()),
+            key_unlocked: Notify::new(),
+            write_slots: Arc::new(Semaphore::new(slots)),
+            reserve_lock: tokio::sync::Mutex::new(()),
+            checkpointing: Cell::new(false),
+            fenced: RefCell::new(None),
+            quarantine: RefCell::new(Vec::new()),
+            quarantined_keys: RefCell::new(HashMap::new()),
+            counters: RefCell::new(Counters::default()),
+        }
+    }
+
+    /// The shard (disk) id.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The shard's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Why the shard is fenced, if it is.
+    pub fn fenced(&self) -> Option<String> {
+        self.fenced.borrow().clone()
+    }
+
+    pub(crate) fn disk_err(&self, source: podstore_disks::Error) -> Error {
+        if !matches!(source, podstore_disks::Error::Crashed) {
+            self.counters.borrow_mut().io_errors += 1;
+        }
+        Error::Disk {
+            shard: self.id,
+            source,
+        }
+    }
+
+    /// Fences the shard after a failed write or sync: no more writes, reads go on.
+    pub(crate) fn fence(&self, reason: String) -> Error {
+        let mut f = self.fenced.borrow_mut();
+        if f.is_none() {
+            tracing::error!("shard {} fenced read-only: {reason}", self.id);
+            *f = Some(reason.clone());
+        }
+        Error::Fenced {
+            shard: self.id,
+            reason: f.clone().unwrap_or(reason),
+        }
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        match &*self.fenced.borrow() {
+            Some(reason) => Err(Error::Fenced {
+                shard: self.id,
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    async fn lock_key(self: &Rc<Self>, fp: u64) -> KeyLock<I> {
+        loop {
+            let notified = self.key_unlocked.notified();
+            if self.key_locks.borrow_mut().insert(fp) {
+                return KeyLock {
+                    shard: self.clone(),
+                    fp,
+                };
+            }
+            notified.await;
+        }
+    }
+
+    async fn write_slot(&self) -> OwnedSemaphorePermit {
+        self.write_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed")
+    }
+
+    pub(crate) fn blob(&self, id: u32) -> Option<Rc<BlobFile<I>>> {
+        self.blobs.borrow().get(&id).cloned()
+    }
+
+    /// Reads one block at a record location and decodes its header and key.
+    async fn read_header(
+        &self,
+        loc: Loc,
+    ) -> Result<std::result::Result<(Header, Vec<u8>, String), FormatError>> {
+        let blob = self.blob(loc.blob()).ok_or_else(|| Error::Damaged {
+            shard: self.id,
+            reason: format!("index points to missing blob {}", loc.blob()),
+        })?;
+        let mut buf = self.io.alloc_buf(HEADER_READ_BYTES).await;
+        buf.set_len(HEADER_READ_BYTES);
+        let (r, buf) = self.io.read_at(&blob.file, loc.offset(), buf).await;
+        r.map_err(|e| self.disk_err(e))?;
+        let b = &buf[..buf.len().min(HEADER_READ_BYTES)];
+        Ok(Header::decode(b).and_then(|h| {
+            if h.shard_id != self.id || h.blob_id != loc.blob() || h.offset != loc.offset() {
+                return Err(FormatError::Field("identity"));
+            }
+            let ct = String::from_utf8_lossy(h.content_type(b)).into_owned();
+            Ok((h.clone(), h.key(b).to_vec(), ct))
+        }))
+    }
+
+    /// Where `key`'s entry lives and what it is now. A fingerprint already in the main table
+    /// for a different key sends this key to the overflow map; telling them apart costs one
+    /// header read, on overwrites only.
+    pub(crate) async fn resolve_slot(&self, fp: u64, key: &[u8]) -> Result<(Slot, Option<Loc>)> {
+        if let Some(l) = self.index.borrow().overflow_get(key) {
+            return Ok((Slot::Overflow, Some(l)));
+        }
+        let Some(l) = self.index.borrow().main_get(fp) else {
+            return Ok((Slot::Main, None));
+        };
+        match self.read_header(l).await? {
+            Ok((_, k, _)) if k != key => Ok((Slot::Overflow, None)),
+            // Same key, or an unreadable record we can't attribute: replace it.
+            _ => Ok((Slot::Main, Some(l))),
+        }
+    }
+
+    /// Reserves `len` bytes for a record: in the open blob, a new blob, or a dedicated one.
+    async fn reserve(&self, len: u64) -> Result<(Rc<BlobFile<I>>, u64, u64)> {
+        let _g = self.reserve_lock.lock().await;
+        self.check_writable()?;
+        let open = self.open_blob.get().and_then(|id| self.blob(id));
+        let blob = match open {
+            Some(b) if b.room() >= len => b,
+            _ if len > self.cfg.blob_size_bytes / 4 => self.create_blob(len, true).await?,
+            _ => {
+                let b = self.create_blob(self.cfg.blob_size_bytes, false).await?;
+                if let Some(old) = self
+                    .open_blob
+                    .replace(Some(b.id))
+                    .and_then(|id| self.blob(id))
+                {
+                    old.sealed.set(true);
+                }
+                b
+            }
+        };
+        let offset = blob.tail.get();
+        blob.tail.set(offset + len);
+        let seq = self.next_seq.get();
+        self.next_seq.set(seq + 1);
+        blob.in_flight.borrow_mut().insert(offset, seq);
+        Ok((blob, offset, seq))
+    }
+
+    async fn create_blob(&self, size: u64, dedicated: bool) -> Result<Rc<BlobFile<I>>> {
+        let id = self.next_blob_id.get();
+        if id > BLOB_ID_MAX {
+            return Err(Error::NoSpace { shard: self.id });
+        }
+        let used: u64 = self.blobs.borrow().values().map(|b| b.size_bytes).sum();
+        if used.saturating_add(size) > self.cfg.shard_size_max_bytes {
+            return Err(Error::NoSpace { shard: self.id });
+        }
+        self.next_blob_id.set(id + 1);
+        let path = self.dir.join(blob_name(id, dedicated));
+        let file = self
+            .io
+            .open(&path, OpenMode::CreateNew)
+            .await
+            .map_err(|e| self.disk_err(e))?;
+        if let Err(e) = self.io.allocate(&file, size).await {
+            let _ = self.io.remove(&path).await;
+            return Err(match e.raw_os_error() {
+                Some(ENOSPC) => Error::NoSpace { shard: self.id },
+                _ => self.disk_err(e),
+            });
+        }
+        // The blob's size and name must be durable before any record in it is acknowledged.
+        if let Err(e) = self.io.sync_data(&file).await {
+            return Err(self.fence(format!("fdatasync of new blob {id}: {e}")));
+        }
+        if let Err(e) = self.io.sync_dir(&self.dir).await {
+            return Err(self.fence(format!("fsync of shard directory: {e}")));
+        }
+        let blob = Rc::new(BlobFile::new(id, file, size, dedicated, 0));
+        self.blobs.borrow_mut().insert(id, blob.clone());
+        Ok(blob)
+    }
+
+    /// Starts a streaming PUT of `object_len` bytes. Write the body with
+    /// [`PutWriter::write`], then [`PutWriter::finish`]; the object exists only after
+    /// `finish` returns Ok.
+    pub async fn put(
+        self: &Rc<Self>,
+        key: &[u8],
+        content_type: &str,
+        object_len: u64,
+    ) -> Result<PutWriter<I>> {
+        validate(key, content_type)?;
+        if object_len > self.cfg.object_size_max_bytes {
+            return Err(Error::TooLarge {
+                len: object_len,
+                max: self.cfg.object_size_max_bytes,
+            });
+        }
+        self.check_writable()?;
+        let permit = self.write_slot().await;
+        let fp = fingerprint(key);
+        let lock = self.lock_key(fp).await;
+        let (slot, _old) = self.resolve_slot(fp, key).await?;
+        let rec_len = record::record_len(key.len(), content_type.len(), object_len);
+        let (blob, offset, seq) = self.reserve(rec_len).await?;
+        let header = Header {
+            flags: 0,
+            shard_id: self.id,
+            blob_id: blob.id,
+            offset,
+            seq,
+            created_ms: now_ms(),
+            object_len,
+            record_len: rec_len,
+            key_len: key.len() as u16,
+            content_type_len: content_type.len() as u8,
+        };
+        let mut buf = self.io.alloc_buf(self.cfg.write_buf_bytes).await;
+        buf.clear();
+        let ds = header.data_start() as usize;
+        buf.set_len(ds);
+        header.encode(key, content_type.as_bytes(), buf.as_mut_slice());
+        Ok(PutWriter {
+            shard: self.clone(),
+            _permit: permit,
+            _lock: lock,
+            blob,
+            header,
+            key: key.to_vec(),
+            fp,
+            slot,
+            buf: Some(buf),
+            written: 0,
+            sums: DataSums::new(),
+            finished: false,
+        })
+    }
+
+    /// Stores a whole object from memory (a convenience over [`Shard::put`]).
+    pub async fn put_bytes(
+        self: &Rc<Self>,
+        key: &[u8],
+        content_type: &str,
+        data: &[u8],
+    ) -> Result<PutDone> {
+        let mut w = self.put(key, content_type, data.len() as u64).await?;
+        w.write(data).await?;
+        w.finish().await
+    }
+
+    /// Applies a committed record to the index and the counters.
+    fn commit_index(&self, slot: Slot, fp: u64, key: &[u8], loc: Loc, rec_len: u64) {
+        let old = self.index.borrow_mut().set(slot, fp, key, loc);
+        let mut c = self.counters.borrow_mut();
+        if !loc.is_tombstone() {
+            c.live_bytes += rec_len;
+        } else {
+            c.dead_bytes += rec_len;
+        }
+        if let Some(o) = old {
+            let olen = o.record_len().unwrap_or(4 << 30);
+            if !o.is_tombstone() {
+                c.live_bytes = c.live_bytes.saturating_sub(olen);
+                c.dead_bytes += olen;
+            }
+        }
+        drop(c);
+        if self.quarantined_keys.borrow_mut().remove(key).is_some() {
+            // A newer record supersedes the damaged one: nothing of it needs repair any more.
+            self.quarantine
+                .borrow_mut()
+                .retain(|q| q.key.as_deref() != Some(key));
+        }
+    }
+
+    /// Deletes a key with a tombstone record. Returns whether an object existed.
+    pub async fn delete(self: &Rc<Self>, key: &[u8]) -> Result<bool> {
+        validate(key, "")?;
+        self.check_writable()?;
+        let _permit = self.write_slot().await;
+        let fp = fingerprint(key);
+        let _lock = self.lock_key(fp).await;
+        let (slot, old) = self.resolve_slot(fp, key).await?;
+        let quarantined = self.quarantined_keys.borrow().contains_key(key);
+        let existed = old.is_some_and(|l| !l.is_tombstone());
+        if !existed && !quarantined {
+            return Ok(false);
+        }
+        let rec_len = record::record_len(key.len(), 0, 0);
+        let (blob, offset, seq) = self.reserve(rec_len).await?;
+        let header = Header {
+            flags: FLAG_TOMBSTONE,
+            shard_id: self.id,
+            blob_id: blob.id,
+            offset,
+            seq,
+            created_ms: now_ms(),
+            object_len: 0,
+            record_len: rec_len,
+            key_len: key.len() as u16,
+            content_type_len: 0,
+        };
+        let mut buf = self.io.alloc_buf(rec_len as usize).await;
+        buf.clear();
+        let ds = header.data_start() as usize;
+        buf.set_len(ds);
+        header.encode(key, b"", buf.as_mut_slice());
+        buf.extend_from(&DataSums::new().finish(seq).encode());
+        buf.pad_to_alignment();
+        let r = self.write_and_commit(&blob, offset, buf).await;
+        blob.in_flight.borrow_mut().remove(&offset);
+        r?;
+        self.commit_index(
+            slot,
+            fp,
+            key,
+            Loc::new(blob.id, offset, rec_len, true),
+            rec_len,
+        );
+        self.counters.borrow_mut().deletes += 1;
+        Ok(existed)
+    }
+
+    /// Writes a buffer, fencing on failure.
+    pub(crate) async fn write_fenced(
+        &self,
+        blob: &BlobFile<I>,
+        offset: u64,
+        buf: AlignedBuf,
+    ) -> Result<AlignedBuf> {
+        let (r, buf) = self.io.write_at(&blob.file, offset, buf).await;
+        match r {
+            Ok(()) => Ok(buf),
+            Err(e) => {
+                if !matches!(e, podstore_disks::Error::Crashed) {
+                    self.counters.borrow_mut().io_errors += 1;
+                }
+                Err(self.fence(format!("write failed: {e}")))
+            }
+        }
+    }
+
+    /// Waits for a group fdatasync covering everything written to `blob` so far.
+    pub(crate) async fn commit(&self, blob: &BlobFile<I>) -> Result<()> {
+        let io = &self.io;
+        let file = &blob.file;
+        match blob
+            .commit
+            .sync(|| async move { io.sync_data(file).await.map_err(|e| e.to_string()) })
+            .await
+        {
+            Synced::Durable => Ok(()),
+            Synced::Failed(e) => {
+                self.counters.borrow_mut().io_errors += 1;
+                Err(self.fence(format!("fdatasync failed: {e}")))
+            }
+        }
+    }
+
+    async fn write_and_commit(
+        &self,
+        blob: &BlobFile<I>,
+        offset: u64,
+        buf: AlignedBuf,
+    ) -> Result<()> {
+        self.write_fenced(blob, offset, buf).await?;
+        self.commit(blob).await
+    }
+
+    /// Looks a key up and opens a verified reader of its newest record, or None if it does not
+    /// exist (or was deleted). A record that fails its checks is never returned: the key is
+    /// quarantined and the call fails.
+    pub async fn get(self: &Rc<Self>, key: &[u8]) -> Result<Option<ObjectReader<I>>> {
+        validate(key, "")?;
+        self.counters.borrow_mut().gets += 1;
+        if self.quarantined_keys.borrow().contains_key(key) {
+            return Err(Error::Quarantined { shard: self.id });
+        }
+        let fp = fingerprint(key);
+        let loc = {
+            let ix = self.index.borrow();
+            ix.overflow_get(key).or_else(|| ix.main_get(fp))
+        };
+        let Some(loc) = loc else { return Ok(None) };
+        if loc.is_tombstone() {
+            return Ok(None);
+        }
+        // A checksum failure is read a second time: a transient error (a bad transfer) is not
+        // a reason to quarantine; a second failure is.
+        let mut last = None;
+        for _ in 0..2 {
+            match self.open_reader(key, loc).await? {
+                Opened::Reader(r) => return Ok(Some(*r)),
+                Opened::OtherKey => return Ok(None),
+                Opened::Bad(e, seq) => {
+                    self.counters.borrow_mut().checksum_errors += 1;
+                    last = Some((e, seq));
+                }
+            }
+        }
+        let (e, seq) = last.expect("two attempts");
+        self.quarantine_read(key, loc, seq);
+        Err(corrupt(self.id, loc.blob(), loc.offset(), e))
+    }
+
+    /// The metadata of a key's newest record (reads and verifies like `get`).
+    pub async fn head(self: &Rc<Self>, key: &[u8]) -> Result<Option<ObjectMeta>> {
+        Ok(self.get(key).await?.map(|r| r.meta))
+    }
+
+    fn quarantine_read(&self, key: &[u8], loc: Loc, seq: u64) {
+        tracing::warn!(
+            "shard {}: record at blob {} offset {} failed its checksums twice; quarantined",
+            self.id,
+            loc.blob(),
+            loc.offset()
+        );
+        self.quarantined_keys.borrow_mut().insert(key.into(), seq);
+        self.quarantine.borrow_mut().push(Quarantined {
+            blob: loc.blob(),
+            offset: loc.offset(),
+            len_bytes: loc.record_len().unwrap_or(BLOCK),
+            seq,
+            key: Some(key.to_vec()),
+            reason: QuarantineReason::ReadChecksum,
+        });
+    }
+
+    async fn open_reader(self: &Rc<Self>, key: &[u8], loc: Loc) -> Result<Opened<I>> {
+        let blob = self.blob(loc.blob()).ok_or_else(|| Error::Damaged {
+            shard: self.id,
+            reason: format!("index points to missing blob {}", loc.blob()),
+        })?;
+        let whole = loc
+            .record_len()
+            .filter(|&l| l <= self.cfg.single_read_max_bytes);
+        let first_read = whole.unwrap_or(HEADER_READ_BYTES as u64) as usize;
+        let mut buf = self.io.alloc_buf(first_read).await;
+        buf.set_len(first_read);
+        let (r, buf) = self.io.read_at(&blob.file, loc.offset(), buf).await;
+        r.map_err(|e| self.disk_err(e))?;
+        let h = match Header::decode(&buf) {
+            Ok(h)
+                if h.shard_id == self.id && h.blob_id == loc.blob() && h.offset == loc.offset() =>
+            {
+                h
+            }
+            Ok(_) => return Ok(Opened::Bad(FormatError::Field("identity"), 0)),
+            Err(e) => return Ok(Opened::Bad(e, 0)),
+        };
+        if h.key(&buf) != key {
+            return Ok(Opened::OtherKey);
+        }
+        if h.is_tombstone() || h.is_void() || whole.is_some_and(|l| l != h.record_len) {
+            return Ok(Opened::Bad(FormatError::Field("record kind"), h.seq));
+        }
+        let content_type = String::from_utf8_lossy(h.content_type(&buf)).into_owned();
+        let footer;
+        let mem;
+        if whole.is_some() {
+            let fs = h.footer_start() as usize;
+            footer = match Footer::decode(&buf[fs..], h.object_len, h.seq) {
+                Ok(f) => f,
+                Err(e) => return Ok(Opened::Bad(e, h.seq)),
+            };
+            let ds = h.data_start() as usize;
+            if let Err(e) = verify_chunks(&footer, 0, &buf[ds..fs]) {
+                return Ok(Opened::Bad(e, h.seq));
+            }
+            mem = Some(Rc::new(buf));
+        } else {
+            footer = match self.read_footer(&blob, loc.offset(), &h).await? {
+                Ok(f) => f,
+                Err(e) => return Ok(Opened::Bad(e, h.seq)),
+            };
+            mem = None;
+        }
+        let meta = ObjectMeta {
+            object_len: h.object_len,
+            content_type,
+            created_ms: h.created_ms,
+            digest: footer.digest,
+            seq: h.seq,
+        };
+        Ok(Opened::Reader(Box::new(ObjectReader {
+            shard: self.clone(),
+            blob,
+            key: key.to_vec(),
+            loc,
+            header: h,
+            footer,
+            mem,
+            pos: 0,
+            end: meta.object_len,
+            meta,
+        })))
+    }
+
+    async fn read_footer(
+        &self,
+        blob: &BlobFile<I>,
+        rec_off: u64,
+        h: &Header,
+    ) -> Result<std::result::Result<Footer, FormatError>> {
+        let fs = rec_off + h.footer_start();
+        let start = fs - fs % BLOCK;
+        let end = podstore_disks::align_up(fs + record::footer_len(h.object_len));
+        let mut buf = self.io.alloc_buf((end - start) as usize).await;
+        buf.set_len((end - start) as usize);
+        let (r, buf) = self.io.read_at(&blob.file, start, buf).await;
+        r.map_err(|e| self.disk_err(e))?;
+        let at = (fs - start) as usize;
+        Ok(buf
+            .get(at..)
+            .ok_or(FormatError::Short)
+            .and_then(|b| Footer::decode(b, h.object_len, h.seq)))
+    }
+
+    /// A consistent snapshot of the index and blob table for a checkpoint.
+    pub(crate) fn snapshot(&self) -> Checkpoint {
+        let blobs = self.blobs.borrow();
+        let ix = self.index.borrow();
+        Checkpoint {
+            shard_id: self.id,
+            max_seq: self.next_seq.get() - 1,
+            blobs: blobs
+                .values()
+                .map(|b| CkptBlob {
+                    id: b.id,
+                    dedicated: b.dedicated,
+                    size_bytes: b.size_bytes,
+                    tail: b.tail.get(),
+                    scan_from: b.scan_from(),
+                })
+                .collect(),
+            in_flight: blobs
+                .values()
+                .flat_map(|b| b.in_flight.borrow().values().copied().collect::<Vec<_>>())
+                .collect(),
+            main: ix.main_entries().map(|(f, l)| (f, l.to_raw())).collect(),
+            overflow: ix
+                .overflow_entries()
+                .map(|(k, l)| (k.to_vec(), l.to_raw()))
+                .collect(),
+            quarantine: self.quarantine.borrow().clone(),
+        }
+    }
+
+    /// Writes a checkpoint of the index (temporary file, fdatasync, rename, directory fsync)
+    /// and removes older ones. Returns the checkpoint's size in bytes, or None if another
+    /// checkpoint of this shard is being written.
+    pub async fn checkpoint(&self) -> Result<Option<u64>> {
+        if self.checkpointing.replace(true) {
+            return Ok(None);
+        }
+        let r = self.write_checkpoint().await;
+        self.checkpointing.set(false);
+        r.map(Some)
+    }
+
+    async fn write_checkpoint(&self) -> Result<u64> {
+        let snap = self.snapshot();
+        let bytes = snap.encode();
+        let name = ckpt_name(snap.max_seq);
+        let tmp = self.dir.join(format!("{name}.tmp"));
+        let path = self.dir.join(&name);
+        let _ = self.io.remove(&tmp).await;
+        let file = self
+            .io
+            .open(&tmp, OpenMode::CreateNew)
+            .await
+            .map_err(|e| self.disk_err(e))?;
+        self.io
+            .allocate(&file, bytes.len() as u64)
+            .await
+            .map_err(|e| self.disk_err(e))?;
+        let mut off = 0usize;
+        while off < bytes.len() {
+            let n = (bytes.len() - off).min(self.cfg.write_buf_bytes);
+            let mut buf = self.io.alloc_buf(n).await;
+            buf.clear();
+            buf.extend_from(&bytes[off..off + n]);
+            let (r, _) = self.io.write_at(&file, off as u64, buf).await;
+            r.map_err(|e| self.disk_err(e))?;
+            off += n;
+        }
+        self.io
+            .sync_data(&file)
+            .await
+            .map_err(|e| self.disk_err(e))?;
+        self.io
+            .rename(&tmp, &path)
+            .await
+            .map_err(|e| self.disk_err(e))?;
+        self.io
+            .sync_dir(&self.dir)
+            .await
+            .map_err(|e| self.disk_err(e))?;
+        for old in self
+            .io
+            .list_dir(&self.dir)
+            .await
+            .map_err(|e| self.disk_err(e))?
+        {
+            if parse_ckpt_name(&old).is_some_and(|s| s < snap.max_seq) {
+                let _ = self.io.remove(&self.dir.join(&old)).await;
+            }
+        }
+        self.io
+            .sync_dir(&self.dir)
+            .await
+            .map_err(|e| self.disk_err(e))?;
+        self.counters.borrow_mut().checkpoints += 1;
+        Ok(bytes.len() as u64)
+    }
+
+    /// Damaged records and regions awaiting repair.
+    pub fn quarantined(&self) -> Vec<Quarantined> {
+        self.quarantine.borrow().clone()
+    }
+
+    /// Counters and gauges of the shard.
+    pub fn stats(&self) -> ShardStats {
+        let ix = self.index.borrow();
+        let blobs = self.blobs.borrow();
+        let c = self.counters.borrow();
+        let (syncs, last_batch) = blobs.values().fold((0, 0), |(s, l), b| {
+            (s + b.commit.syncs(), l.max(b.commit.last_batch()))
+        });
+        let used: u64 = blobs.values().map(|b| b.tail.get()).sum();
+        ShardStats {
+            shard_id: self.id,
+            objects: ix.live_objects(),
+            tombstones: ix.tombstones(),
+            live_bytes: c.live_bytes,
+            dead_bytes: c.dead_bytes,
+            blob_bytes: blobs.values().map(|b| b.size_bytes).sum(),
+            used_bytes: used,
+            index_bytes: ix.memory_bytes(),
+            blobs: blobs.len() as u64,
+            puts: c.puts,
+            deletes: c.deletes,
+            gets: c.gets,
+            aborted_writes: c.aborted,
+            io_errors: c.io_errors,
+            checksum_errors: c.checksum_errors,
+            quarantined: self.quarantine.borrow().len() as u64,
+            syncs,
+            last_sync_batch: last_batch,
+            checkpoints: c.checkpoints,
+            fenced: self.fenced.borrow().clone(),
+        }
+    }
+}
+
+enum Opened<I: Io> {
+    Reader(Box<ObjectReader<I>>),
+    /// The fingerprint's record belongs to another key (a collision): this key is absent.
+    OtherKey,
+    Bad(FormatError, u64),
+}
+
+/// The result of a committed PUT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutDone {
+    pub seq: u64,
+    /// XXH3-128 of the content (the ETag).
+    pub digest: [u8; 16],
+    pub record_len: u64,
+}
+
+/// A PUT in progress. Dropping it without `finish` abandons the write: the object is not
+/// stored and the reserved space is dead. [`PutWriter::abort`] also marks the space void on
+/// disk, so recovery skips it instead of reporting it.
+#[derive(Debug)]
+pub struct PutWriter<I: Io> {
+    shard: Rc<Shard<I>>,
+    _permit: OwnedSemaphorePermit,
+    _lock: KeyLock<I>,
+    blob: Rc<BlobFile<I>>,
+    header: Header,
+    key: Vec<u8>,
+    fp: u64,
+    slot: Slot,
+    buf: Option<AlignedBuf>,
+    written: u64,
+    sums: DataSums,
+    finished: bool,
+}
+
+impl<I: Io> std::fmt::Debug for KeyLock<I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeyLock({:x})", self.fp)
+    }
+}
+
+impl<I: Io> PutWriter<I> {
+    async fn flush(&mut self) -> Result<()> {
+        let buf = self.buf.take().expect("writer holds its buffer");
+        let n = buf.len() as u64;
+        let at = self.header.offset + self.written;
+        assert!(
+            self.written + n <= self.header.record_len,
+            "write past the reservation"
+        );
+        let mut buf = self.shard.write_fenced(&self.blob, at, buf).await?;
+        self.written += n;
+        buf.clear();
+        self.buf = Some(buf);
+        Ok(())
+    }
+
+    async fn append(&mut self, mut data: &[u8]) -> Result<()> {
+        while !data.is_empty() {
+            let buf = self.buf.as_mut().expect("writer holds its buffer");
+            let n = buf.extend_from(data);
+            data = &data[n..];
+            if buf.len() == buf.capacity() {
+                self.flush().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends body bytes. Fails (and the PUT is abandoned) if more than the announced length
+    /// arrives or the disk fails.
+    pub async fn write(&mut self, data: &[u8]) -> Result<()> {
+        let got = self.sums.total() + data.len() as u64;
+        if got > self.header.object_len {
+            return Err(Error::BodyLength {
+                expected: self.header.object_len,
+                got,
+            });
+        }
+        self.sums.update(data);
+        self.append(data).await
+    }
+
+    /// Bytes of body received so far.
+    pub fn received(&self) -> u64 {
+        self.sums.total()
+    }
+
+    /// Completes the record, waits until it is durable, and makes it visible.
+    pub async fn finish(mut self) -> Result<PutDone> {
+        if self.sums.total() != self.header.object_len {
+            return Err(Error::BodyLength {
+                expected: self.header.object_len,
+                got: self.sums.total(),
+            });
+        }
+        let sums = std::mem::replace(&mut self.sums, DataSums::new());
+        let footer = sums.finish(self.header.seq);
+        self.append(&footer.encode()).await?;
+        if let Some(b) = self.buf.as_mut() {
+            if !b.is_empty() {
+                b.pad_to_alignment();
+                self.flush().await?;
+            }
+        }
+        assert_eq!(
+            self.written, self.header.record_len,
+            "record length mismatch"
+        );
+        self.shard.commit(&self.blob).await?;
+        self.blob.in_flight.borrow_mut().remove(&self.header.offset);
+        self.finished = true;
+        let loc = Loc::new(
+            self.blob.id,
+            self.header.offset,
+            self.header.record_len,
+            false,
+        );
+        self.shard
+            .commit_index(self.slot, self.fp, &self.key, loc, self.header.record_len);
+        self.shard.counters.borrow_mut().puts += 1;
+        Ok(PutDone {
+            seq: self.header.seq,
+            digest: footer.digest,
+            record_len: self.header.record_len,
+        })
+    }
+
+    /// Abandons the write and marks its space void on disk (best effort: if the mark is lost
+    /// in a crash, recovery reports the incomplete record instead).
+    pub async fn abort(mut self) -> Result<()> {
+        let mut h = self.header.clone();
+        h.flags |= FLAG_VOID;
+        let mut buf = self
+            .buf
+            .take()
+            .unwrap_or_else(|| AlignedBuf::new(BLOCK as usize));
+        buf.clear();
+        buf.set_len(h.data_start() as usize);
+        h.encode(
+            &self.key,
+            &vec![b' '; h.content_type_len as usize],
+            buf.as_mut_slice(),
+        );
+        buf.pad_to_alignment();
+        buf.set_len(BLOCK as usize);
+        let r = self.shard.write_fenced(&self.blob, h.offset, buf).await;
+        r.map(|_| ())
+    }
+}
+
+impl<I: Io> Drop for PutWriter<I> {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.blob.in_flight.borrow_mut().remove(&self.header.offset);
+        let mut c = self.shard.counters.borrow_mut();
+        c.aborted += 1;
+        c.dead_bytes += self.header.record_len;
+    }
+}
+
+/// A verified reader of one object (or a byte range of it).
+#[derive(Debug)]
+pub struct ObjectReader<I: Io> {
+    shard: Rc<Shard<I>>,
+    blob: Rc<BlobFile<I>>,
+    key: Vec<u8>,
+    loc: Loc,
+    header: Header,
+    footer: Footer,
+    /// The whole record, already verified, for records read in one go.
+    mem: Option<Rc<AlignedBuf>>,
+    pos: u64,
+    end: u64,
+    /// What the object is.
+    pub meta: ObjectMeta,
+}
+
+impl<I: Io> ObjectReader<I> {
+    /// Restricts the reader to bytes `[start, end)` of the object (before reading).
+    pub fn set_range(&mut self, start: u64, end: u64) {
+        assert!(
+            start <= end && end <= self.meta.object_len,
+            "range {start}..{end} of {}",
+            self.meta.object_len
+        );
+        self.pos = start;
+        self.end = end;
+    }
+
+    /// The next verified piece of the object, or None at the end of the range.
+    pub async fn next_chunk(&mut self) -> Result<Option<Chunk>> {
+        if self.pos >= self.end {
+            return Ok(None);
+        }
+        let ds = self.header.data_start();
+        if let Some(mem) = &self.mem {
+            let c = Chunk {
+                buf: mem.clone(),
+                start: (ds + self.pos) as usize,
+                end: (ds + self.end) as usize,
+            };
+            self.pos = self.end;
+            return Ok(Some(c));
+        }
+        // Large record: read the 1 MiB chunk holding `pos`, verify it, return its part.
+        let ci = self.pos / CHUNK_BYTES;
+        let c_start = ci * CHUNK_BYTES;
+        let c_end = (c_start + CHUNK_BYTES).min(self.meta.object_len);
+        let disk_start = self.loc.offset() + ds + c_start;
+        let aligned = disk_start - disk_start % BLOCK;
+        let disk_end = podstore_disks::align_up(self.loc.offset() + ds + c_end);
+        let mut buf = self.shard.io.alloc_buf((disk_end - aligned) as usize).await;
+        buf.set_len((disk_end - aligned) as usize);
+        let (r, buf) = self.shard.io.read_at(&self.blob.file, aligned, buf).await;
+        r.map_err(|e| self.shard.disk_err(e))?;
+        let skip = (disk_start - aligned) as usize;
+        let n = (c_end - c_start) as usize;
+        let data = buf.get(skip..skip + n);
+        let ok = data.map(|d| verify_chunks(&self.footer, ci, d));
+        match ok {
+            Some(Ok(())) => {}
+            other => {
+                let e = match other {
+                    Some(Err(e)) => e,
+                    _ => FormatError::Short,
+                };
+                self.shard.counters.borrow_mut().checksum_errors += 1;
+                self.shard
+                    .quarantine_read(&self.key, self.loc, self.header.seq);
+                return Err(corrupt(
+                    self.shard.id,
+                    self.loc.blob(),
+                    self.loc.offset(),
+                    e,
+                ));
+            }
+        }
+        let from = (self.pos - c_start) as usize;
+        let to = (self.end.min(c_end) - c_start) as usize;
+        self.pos = self.end.min(c_end);
+        Ok(Some(Chunk {
+            buf: Rc::new(buf),
+            start: skip + from,
+            end: skip + to,
+        }))
+    }
+
+    /// Reads the rest of the range into memory (tests and small objects).
+    pub async fn read_all(&mut self) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity((self.end - self.pos) as usize);
+        while let Some(c) = self.next_chunk().await? {
+            out.extend_from_slice(&c);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,225 @@
+//! The engine's operations on a fault-free simulated disk: the behaviour a user relies on,
+//! before any fault is injected.
+
+use std::path::Path;
+use std::rc::Rc;
+
+use podstore_disks::{SimDisk, SimFaults};
+use podstore_engine::{Error, Shard, ShardConfig, ShardSet, ShardSpec};
+
+fn cfg() -> ShardConfig {
+    ShardConfig {
+        blob_size_bytes: 256 << 10,
+        write_buf_bytes: 16 << 10,
+        scan_window_bytes: 64 << 10,
+        object_size_max_bytes: 8 << 20,
+        ..ShardConfig::default()
+    }
+}
+
+fn run<F: std::future::Future<Output = ()>>(f: F) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    tokio::task::LocalSet::new().block_on(&rt, f);
+}
+
+fn data(n: usize, seed: u8) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+async fn get(shard: &Rc<Shard<SimDisk>>, key: &[u8]) -> Option<Vec<u8>> {
+    let mut r = shard.get(key).await.expect("get")?;
+    Some(r.read_all().await.expect("read"))
+}
+
+#[test]
+fn put_get_overwrite_delete_and_ranges() {
+    run(async {
+        let disk = SimDisk::new(1, SimFaults::default());
+        let dir = Path::new("/d0");
+        let (shard, report) = Shard::open(disk.clone(), cfg(), dir, 0)
+            .await
+            .expect("open");
+        assert_eq!(report.blobs, 0);
+        assert_eq!(get(&shard, b"a").await, None);
+        let v1 = data(10_000, 1);
+        let done = shard.put_bytes(b"a", "image/jpeg", &v1).await.expect("put");
+        let mut r = shard.get(b"a").await.expect("get").expect("exists");
+        assert_eq!(r.meta.content_type, "image/jpeg");
+        assert_eq!(r.meta.object_len, 10_000);
+        assert_eq!(r.meta.digest, done.digest);
+        r.set_range(100, 200);
+        assert_eq!(r.read_all().await.expect("range"), &v1[100..200]);
+        // Overwrite, empty object, large object over several chunks (read in pieces).
+        let v2 = data(3_000_000, 2);
+        shard.put_bytes(b"a", "", &v2).await.expect("overwrite");
+        assert_eq!(get(&shard, b"a").await.as_deref(), Some(&v2[..]));
+        let mut r = shard.get(b"a").await.expect("get").expect("exists");
+        r.set_range(1_048_570, 2_100_000);
+        assert_eq!(
+            r.read_all().await.expect("range"),
+            &v2[1_048_570..2_100_000]
+        );
+        shard.put_bytes(b"empty", "", b"").await.expect("empty");
+        assert_eq!(get(&shard, b"empty").await, Some(vec![]));
+        // The same content has the same digest (ETag) under another key.
+        let d2 = shard.put_bytes(b"b", "", &v1).await.expect("put b");
+        assert_eq!(d2.digest, done.digest);
+        assert!(shard.delete(b"a").await.expect("delete"));
+        assert!(!shard.delete(b"a").await.expect("delete again"));
+        assert_eq!(get(&shard, b"a").await, None);
+        let st = shard.stats();
+        assert_eq!((st.objects, st.tombstones), (2, 1));
+        assert!(st.dead_bytes > 3_000_000);
+        // Limits.
+        assert!(matches!(
+            shard.put(b"", "", 1).await.map(|_| ()),
+            Err(Error::Invalid(_))
+        ));
+        assert!(matches!(
+            shard.put(&[b'k'; 1025], "", 1).await.map(|_| ()),
+            Err(Error::Invalid(_))
+        ));
+        assert!(matches!(
+            shard.put(b"x", "", 9 << 20).await.map(|_| ()),
+            Err(Error::TooLarge { .. })
+        ));
+        let mut w = shard.put(b"short", "", 10).await.expect("put");
+        w.write(b"12345").await.expect("write");
+        assert!(matches!(
+            w.finish().await,
+            Err(Error::BodyLength {
+                expected: 10,
+                got: 5
+            })
+        ));
+        let mut w = shard.put(b"long", "", 3).await.expect("put");
+        assert!(matches!(
+            w.write(b"1234").await,
+            Err(Error::BodyLength { .. })
+        ));
+        drop(w);
+        assert_eq!(get(&shard, b"short").await, None);
+        assert_eq!(get(&shard, b"long").await, None);
+
+        // Reopen: from the checkpoint written at a clean point plus the tail.
+        shard.checkpoint().await.expect("checkpoint");
+        shard
+            .put_bytes(b"after", "", b"tail")
+            .await
+            .expect("put after checkpoint");
+        drop(shard);
+        let (shard, report) = Shard::open(disk.clone(), cfg(), dir, 0)
+            .await
+            .expect("reopen");
+        assert!(report.checkpoint_seq.is_some());
+        assert_eq!(report.records_applied, 1, "{report:?}");
+        assert_eq!(get(&shard, b"a").await, None);
+        assert_eq!(get(&shard, b"b").await.as_deref(), Some(&v1[..]));
+        assert_eq!(get(&shard, b"after").await.as_deref(), Some(&b"tail"[..]));
+        assert_eq!(get(&shard, b"empty").await, Some(vec![]));
+        // Without any checkpoint: a full rebuild from the blobs gives the same answers.
+        for p in disk.paths() {
+            if p.to_string_lossy().ends_with(".ckpt") {
+                podstore_disks::Io::remove(&disk, &p).await.expect("rm");
+            }
+        }
+        drop(shard);
+        let (shard, report) = Shard::open(disk.clone(), cfg(), dir, 0)
+            .await
+            .expect("rebuild");
+        assert_eq!(report.checkpoint_seq, None);
+        assert_eq!(get(&shard, b"a").await, None);
+        assert_eq!(get(&shard, b"b").await.as_deref(), Some(&v1[..]));
+        assert_eq!(shard.stats().objects, 3);
+    });
+}
+
+#[test]
+fn concurrent_writers_share_fdatasyncs() {
+    run(async {
+        let disk = SimDisk::new(
+            2,
+            SimFaults {
+                latency_yields_max: 3,
+                ..Default::default()
+            },
+        );
+        let (shard, _) = Shard::open(disk.clone(), cfg(), Path::new("/d"), 0)
+            .await
+            .expect("open");
+        let mut tasks = Vec::new();
+        for i in 0..64u32 {
+            let s = shard.clone();
+            tasks.push(tokio::task::spawn_local(async move {
+                s.put_bytes(format!("k{i}").as_bytes(), "", &data(4096, i as u8))
+                    .await
+                    .expect("put");
+            }));
+        }
+        for t in tasks {
+            t.await.expect("task");
+        }
+        let st = shard.stats();
+        assert_eq!(st.puts, 64);
+        assert!(
+            st.syncs < 32,
+            "64 concurrent puts took {} fdatasyncs",
+            st.syncs
+        );
+        for i in 0..64u32 {
+            assert_eq!(
+                get(&shard, format!("k{i}").as_bytes()).await,
+                Some(data(4096, i as u8))
+            );
+        }
+    });
+}
+
+#[test]
+fn shard_set_routes_keys_and_iterates_versions() {
+    run(async {
+        let disk = SimDisk::new(3, SimFaults::default());
+        let specs: Vec<ShardSpec> = (0..3)
+            .map(|i| ShardSpec {
+                id: i,
+                dir: format!("/disk{i}").into(),
+                weight: 1.0,
+            })
+            .collect();
+        let (set, reports) = ShardSet::open(disk.clone(), cfg(), &specs).await;
+        assert!(reports.iter().all(|(_, r)| r.is_ok()));
+        for i in 0..60 {
+            set.put_bytes(format!("obj{i}").as_bytes(), "", &data(100, i))
+                .await
+                .expect("put");
+        }
+        set.delete(b"obj7").await.expect("delete");
+        set.put_bytes(b"obj8", "", b"new").await.expect("overwrite");
+        let per_shard: Vec<u64> = set.stats().iter().map(|s| s.objects).collect();
+        assert!(
+            per_shard.iter().all(|&n| n > 5),
+            "placement spread {per_shard:?}"
+        );
+        let mut seen = Vec::new();
+        set.for_each_key(|_, kv| seen.push(kv))
+            .await
+            .expect("iterate");
+        assert_eq!(seen.len(), 60);
+        assert!(seen.iter().any(|k| k.key == b"obj7" && k.tombstone));
+        assert_eq!(seen.iter().filter(|k| k.key == b"obj8").count(), 1);
+        assert_eq!(
+            set.get(b"obj8")
+                .await
+                .expect("get")
+                .expect("exists")
+                .read_all()
+                .await
+                .expect("read"),
+            b"new"
+        );
+    });
+}
