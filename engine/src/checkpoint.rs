@@ -24,6 +24,7 @@
 //!   128 3968 zero
 //! body, from offset 4096, then zero padding to a multiple of 4096
 //!   B × blob:       id u32, flags u32 (bit 0 dedicated), size u64, tail u64, scan_from u64
+//!                   (scan_from is the size for a sealed blob with nothing in flight)
 //!   F × in-flight:  sequence u64 (reserved before the snapshot, not yet durable)
 //!   M × main:       fingerprint u64, packed location u64
 //!   O × overflow:   packed location u64, key length u16, key
@@ -288,9 +289,9 @@ impl Checkpoint {
             let scan_from = r.u64()?;
             if flags > 1
                 || tail > size_bytes
-                || scan_from > tail
-                || tail % 4096 != 0
-                || scan_from % 4096 != 0
+                || scan_from > size_bytes
+                || !tail.is_multiple_of(4096)
+                || !scan_from.is_multiple_of(4096)
             {
                 return Err(CkptError::Field("blob"));
             }
@@ -352,13 +353,23 @@ mod tests {
         Checkpoint {
             shard_id: 4,
             max_seq: 99,
-            blobs: vec![CkptBlob {
-                id: 0,
-                dedicated: false,
-                size_bytes: 1 << 20,
-                tail: 8192,
-                scan_from: 4096,
-            }],
+            blobs: vec![
+                CkptBlob {
+                    id: 0,
+                    dedicated: false,
+                    size_bytes: 1 << 20,
+                    tail: 8192,
+                    scan_from: 4096,
+                },
+                // A sealed blob: nothing in flight, so recovery starts at its end.
+                CkptBlob {
+                    id: 1,
+                    dedicated: false,
+                    size_bytes: 1 << 20,
+                    tail: 8192,
+                    scan_from: 1 << 20,
+                },
+            ],
             in_flight: vec![98],
             main: vec![(1, 2), (3, 4)],
             overflow: vec![(b"key".to_vec(), 5)],

@@ -1,0 +1,572 @@
+//! The simulation: seeded runs of concurrent put/get/delete/abort/checkpoint workloads over the
+//! simulated disk, with crashes (during the workload and during recovery), torn and lost
+//! writes, EIO, misdirected writes and bit flips, checked against a model of what was
+//! acknowledged.
+//!
+//! What is checked, after every crash and recovery:
+//! - every acknowledged PUT is readable byte-exact, unless a later write to the same key was in
+//!   flight (then the old or the new value, or "quarantined", may be seen) or the seed injects
+//!   silent corruption (then an error may be seen, never wrong bytes);
+//! - nothing unacknowledged is ever read in part: any bytes returned equal some value that was
+//!   written whole;
+//! - an acknowledged DELETE stays deleted;
+//! - no bad byte is ever served, in any mode. Under silent corruption (bit flips, misdirected
+//!   writes) an acknowledged value may be lost on this node (its peers hold it): then an error,
+//!   an older whole value or "not found" may be seen, never bytes that were not written whole.
+//!
+//! Seeds: `PODSTORE_SIM_SEEDS` (default 400 here; `.ci/run` asks for more), starting at
+//! `PODSTORE_SIM_FIRST_SEED`. A failing seed prints itself; `PODSTORE_SIM_SEED=N` replays it.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use podstore_disks::{SimDisk, SimFaults};
+use podstore_engine::{Error, ShardConfig, ShardSet, ShardSpec};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    /// Crashes only: torn and lost unsynced writes.
+    Crash,
+    /// Crashes plus EIO on read, write and fdatasync.
+    Eio,
+    /// Everything, plus silent corruption: misdirected writes and bit flips.
+    Corrupt,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug)]
+enum Val {
+    Absent,
+    Bytes(Rc<Vec<u8>>),
+}
+
+#[derive(Clone, Debug)]
+enum Attempt {
+    Put(Rc<Vec<u8>>),
+    Delete,
+    /// An abandoned PUT: never visible, but its incomplete record may quarantine the key.
+    Aborted,
+}
+
+#[derive(Default, Debug)]
+struct KeyModel {
+    acked: Option<Val>,
+    history: Vec<Val>,
+    attempts: HashMap<u64, Attempt>,
+    quarantined: bool,
+    /// Every value ever written whole (for the corruption mode, where a damaged newest record
+    /// may leave an older whole value visible: stale, never torn).
+    ever: Vec<Rc<Vec<u8>>>,
+}
+
+impl KeyModel {
+    fn acked(&self) -> Val {
+        self.acked.clone().unwrap_or(Val::Absent)
+    }
+}
+
+#[derive(Default)]
+struct Model {
+    keys: HashMap<Vec<u8>, KeyModel>,
+    next_attempt: u64,
+}
+
+#[derive(Default, Debug, Clone)]
+struct Totals {
+    seeds: u64,
+    rounds: u64,
+    ops: u64,
+    acked_puts: u64,
+    acked_deletes: u64,
+    verified_exact: u64,
+    quarantined_seen: u64,
+    recovery_crashes: u64,
+    torn_tail_items: u64,
+    fenced: u64,
+    faults: u64,
+}
+
+struct Seed {
+    seed: u64,
+    mode: Mode,
+    rng: RefCell<fastrand::Rng>,
+    model: RefCell<Model>,
+    totals: RefCell<Totals>,
+}
+
+fn value_for(rng: &mut fastrand::Rng, large_ok: bool) -> Vec<u8> {
+    let n = match rng.u32(0..100) {
+        0..=59 => rng.usize(0..3000),
+        60..=84 => rng.usize(3000..40_000),
+        85..=96 => rng.usize(40_000..300_000),
+        _ if large_ok => rng.usize(1_000_000..2_600_000),
+        _ => rng.usize(0..100),
+    };
+    let base = rng.u8(..);
+    let step = rng.u8(1..);
+    (0..n)
+        .map(|i| base.wrapping_add((i as u8).wrapping_mul(step)) ^ (i >> 12) as u8)
+        .collect()
+}
+
+impl Seed {
+    fn fail(&self, what: String) -> ! {
+        panic!(
+            "simulation seed {} ({:?}) failed: {what}\nreplay: PODSTORE_SIM_SEED={} cargo test -p podstore-engine --test sim -- --nocapture",
+            self.seed, self.mode, self.seed
+        )
+    }
+
+    fn begin(&self, key: &[u8], a: Attempt) -> u64 {
+        let mut m = self.model.borrow_mut();
+        let id = m.next_attempt;
+        m.next_attempt += 1;
+        let k = m.keys.entry(key.to_vec()).or_default();
+        if let Attempt::Put(v) = &a {
+            k.ever.push(v.clone());
+        }
+        k.attempts.insert(id, a);
+        id
+    }
+
+    fn ack(&self, key: &[u8], id: u64) {
+        let mut m = self.model.borrow_mut();
+        let k = m.keys.get_mut(key).expect("key begun");
+        let a = k.attempts.remove(&id).expect("attempt begun");
+        let v = match a {
+            Attempt::Put(v) => Val::Bytes(v),
+            Attempt::Delete => Val::Absent,
+            Attempt::Aborted => unreachable!("aborted puts are never acknowledged"),
+        };
+        k.acked = Some(v.clone());
+        k.history.push(v);
+        k.quarantined = false;
+        // Attempts that already failed can never surface after a later acknowledgement on the
+        // same key (a failure fences the shard or stops the machine); pending ones may.
+    }
+
+    /// Checks a read against the model: `hist_from` is the history length when the read began.
+    fn check_read(
+        &self,
+        key: &[u8],
+        hist_from: usize,
+        got: &Result<Option<Vec<u8>>, Error>,
+        during_workload: bool,
+    ) {
+        let m = self.model.borrow();
+        let empty = KeyModel::default();
+        let k = m.keys.get(key).unwrap_or(&empty);
+        let mut allowed: Vec<Val> = k
+            .history
+            .get(hist_from.saturating_sub(1)..)
+            .unwrap_or(&[])
+            .to_vec();
+        allowed.push(k.acked());
+        if self.mode == Mode::Corrupt {
+            allowed.push(Val::Absent);
+            allowed.extend(k.ever.iter().cloned().map(Val::Bytes));
+        }
+        for a in k.attempts.values() {
+            match a {
+                Attempt::Put(v) => allowed.push(Val::Bytes(v.clone())),
+                Attempt::Delete => allowed.push(Val::Absent),
+                Attempt::Aborted => {}
+            }
+        }
+        match got {
+            Ok(Some(b)) => {
+                if !allowed
+                    .iter()
+                    .any(|v| matches!(v, Val::Bytes(x) if x[..] == b[..]))
+                {
+                    self.fail(format!(
+                        "key {:?}: read {} bytes that match no written value (acked {:?}); pending {}",
+                        String::from_utf8_lossy(key),
+                        b.len(),
+                        describe(&k.acked()),
+                        k.attempts.len()
+                    ));
+                }
+            }
+            Ok(None) => {
+                if !allowed.contains(&Val::Absent) {
+                    self.fail(format!(
+                        "key {:?}: not found, but acknowledged {:?} (pending attempts {})",
+                        String::from_utf8_lossy(key),
+                        describe(&k.acked()),
+                        k.attempts.len()
+                    ));
+                }
+            }
+            Err(Error::Quarantined { .. }) | Err(Error::Corrupt { .. }) => {
+                let excused = self.mode == Mode::Corrupt || k.quarantined || !k.attempts.is_empty();
+                if !excused {
+                    self.fail(format!(
+                        "key {:?}: {} with no fault that could explain it (acked {:?})",
+                        String::from_utf8_lossy(key),
+                        got.as_ref()
+                            .err()
+                            .map(|e| e.to_string())
+                            .unwrap_or_default(),
+                        describe(&k.acked())
+                    ));
+                }
+            }
+            Err(e) if e.is_crash() && during_workload => {}
+            Err(Error::Disk { .. }) if during_workload && self.mode != Mode::Crash => {}
+            Err(e) => self.fail(format!(
+                "key {:?}: unexpected error {e}",
+                String::from_utf8_lossy(key)
+            )),
+        }
+    }
+}
+
+fn describe(v: &Val) -> String {
+    match v {
+        Val::Absent => "absent".into(),
+        Val::Bytes(b) => format!("{} bytes", b.len()),
+    }
+}
+
+async fn read_key(set: &ShardSet<SimDisk>, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+    match set.get(key).await? {
+        None => Ok(None),
+        Some(mut r) => {
+            if r.meta.object_len > 0 && fastrand::bool() {
+                // Exercise ranges too: the range must be the same bytes as the whole.
+                let len = r.meta.object_len;
+                let a = len / 3;
+                r.set_range(a, len);
+                let tail = r.read_all().await?;
+                let seq = r.meta.seq;
+                let Some(mut r2) = set.get(key).await? else {
+                    return Ok(None);
+                };
+                let whole = r2.read_all().await?;
+                // A concurrent write may have replaced the object between the two reads.
+                if r2.meta.seq == seq {
+                    assert_eq!(
+                        &whole[a as usize..],
+                        &tail[..],
+                        "range read differs from whole read"
+                    );
+                }
+                Ok(Some(whole))
+            } else {
+                r.read_all().await.map(Some)
+            }
+        }
+    }
+}
+
+fn keys() -> Vec<Vec<u8>> {
+    let mut k: Vec<Vec<u8>> = (0..10)
+        .map(|i| format!("bucket/k{i}").into_bytes())
+        .collect();
+    k.push(vec![b'L'; 1024]);
+    k.push("photos/ü/ключ".as_bytes().to_vec());
+    k
+}
+
+async fn worker(s: Rc<Seed>, set: Rc<ShardSet<SimDisk>>, ops: u32, large_ok: bool) {
+    let keys = keys();
+    for _ in 0..ops {
+        let (key, op, val, pieces) = {
+            let mut rng = s.rng.borrow_mut();
+            let key = keys[rng.usize(0..keys.len())].clone();
+            let op = rng.u32(0..100);
+            let val = value_for(&mut rng, large_ok);
+            let pieces = rng.usize(1..65_536);
+            (key, op, val, pieces)
+        };
+        s.totals.borrow_mut().ops += 1;
+        match op {
+            0..=47 => {
+                let v = Rc::new(val);
+                let id = s.begin(&key, Attempt::Put(v.clone()));
+                let r = async {
+                    let mut w = set
+                        .put(&key, "application/octet-stream", v.len() as u64)
+                        .await?;
+                    for piece in v.chunks(pieces) {
+                        w.write(piece).await?;
+                    }
+                    w.finish().await
+                }
+                .await;
+                match r {
+                    Ok(_) => {
+                        s.ack(&key, id);
+                        s.totals.borrow_mut().acked_puts += 1;
+                    }
+                    Err(e) if e.is_crash() => return,
+                    Err(_) => {}
+                }
+            }
+            48..=77 => {
+                let from = s
+                    .model
+                    .borrow()
+                    .keys
+                    .get(&key)
+                    .map(|k| k.history.len())
+                    .unwrap_or(0);
+                let r = read_key(&set, &key).await;
+                if matches!(&r, Err(e) if e.is_crash()) {
+                    return;
+                }
+                s.check_read(&key, from, &r, true);
+            }
+            78..=89 => {
+                let id = s.begin(&key, Attempt::Delete);
+                match set.delete(&key).await {
+                    Ok(_) => {
+                        s.ack(&key, id);
+                        s.totals.borrow_mut().acked_deletes += 1;
+                    }
+                    Err(e) if e.is_crash() => return,
+                    Err(_) => {}
+                }
+            }
+            90..=95 => {
+                let _id = s.begin(&key, Attempt::Aborted);
+                let r = async {
+                    let mut w = set.put(&key, "", val.len() as u64 + 1).await?;
+                    w.write(&val[..val.len() / 2]).await?;
+                    if fastrand::bool() {
+                        w.abort().await
+                    } else {
+                        drop(w);
+                        Ok(())
+                    }
+                }
+                .await;
+                if matches!(&r, Err(e) if e.is_crash()) {
+                    return;
+                }
+            }
+            _ => {
+                for (_, r) in set.checkpoint_all().await {
+                    if matches!(&r, Err(e) if e.is_crash()) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn faults_for(mode: Mode, rng: &mut fastrand::Rng) -> SimFaults {
+    let latency_yields_max = rng.u32(0..4);
+    match mode {
+        Mode::Crash => SimFaults {
+            latency_yields_max,
+            ..Default::default()
+        },
+        Mode::Eio => SimFaults {
+            read_eio_ppm: rng.u32(0..3000),
+            write_eio_ppm: rng.u32(0..3000),
+            sync_eio_ppm: rng.u32(0..5000),
+            latency_yields_max,
+            ..Default::default()
+        },
+        Mode::Corrupt => SimFaults {
+            read_eio_ppm: rng.u32(0..2000),
+            write_eio_ppm: rng.u32(0..2000),
+            sync_eio_ppm: rng.u32(0..2000),
+            misdirect_write_ppm: rng.u32(0..4000),
+            read_flip_ppm: rng.u32(0..4000),
+            latency_yields_max,
+        },
+    }
+}
+
+fn run_seed(seed: u64) -> Totals {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mode = match seed % 3 {
+        0 => Mode::Crash,
+        1 => Mode::Eio,
+        _ => Mode::Corrupt,
+    };
+    let faults = faults_for(mode, &mut rng);
+    let disk = SimDisk::new(seed ^ 0x5eed, faults.clone());
+    let cfg = ShardConfig {
+        blob_size_bytes: [64 << 10, 256 << 10, 1 << 20][rng.usize(0..3)],
+        write_buf_bytes: [4 << 10, 8 << 10, 64 << 10][rng.usize(0..3)],
+        single_read_max_bytes: [8 << 10, 64 << 10, 2 << 20][rng.usize(0..3)],
+        scan_window_bytes: [8 << 10, 64 << 10][rng.usize(0..2)],
+        object_size_max_bytes: 4 << 20,
+        writes_in_flight_max: rng.usize(1..64),
+        ..ShardConfig::default()
+    };
+    let nshards = rng.u32(1..=2);
+    let specs: Vec<ShardSpec> = (0..nshards)
+        .map(|i| ShardSpec {
+            id: i,
+            dir: PathBuf::from(format!("/disk{i}")),
+            weight: 1.0,
+        })
+        .collect();
+    let large_ok = rng.u32(0..4) == 0;
+    let rounds = rng.u32(2..6);
+    let s = Rc::new(Seed {
+        seed,
+        mode,
+        rng: RefCell::new(fastrand::Rng::with_seed(seed.wrapping_mul(7919))),
+        model: RefCell::new(Model::default()),
+        totals: RefCell::new(Totals {
+            seeds: 1,
+            ..Default::default()
+        }),
+    });
+    fastrand::seed(seed);
+    for round in 0..rounds {
+        s.totals.borrow_mut().rounds += 1;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let local = tokio::task::LocalSet::new();
+        let last = round + 1 == rounds;
+        local.block_on(&rt, async {
+            // Recover, possibly crashing during recovery itself.
+            disk.set_faults(SimFaults::default());
+            let set = loop {
+                if rng.u32(0..4) == 0 {
+                    disk.crash_at_op(Some(disk.ops() + rng.u64(1..80)));
+                }
+                let (set, reports) = ShardSet::open(disk.clone(), cfg.clone(), &specs).await;
+                if disk.has_crashed() {
+                    disk.crash();
+                    s.totals.borrow_mut().recovery_crashes += 1;
+                    continue;
+                }
+                disk.crash_at_op(None);
+                for (id, r) in reports {
+                    match r {
+                        Ok(rep) => s.totals.borrow_mut().torn_tail_items += rep.torn_tail_items,
+                        Err(e) => s.fail(format!("shard {id} failed to recover: {e}")),
+                    }
+                }
+                break Rc::new(set);
+            };
+            // Verify every key against the model, then collapse the model to what is there.
+            for key in keys() {
+                let r = read_key(&set, &key).await;
+                s.check_read(&key, usize::MAX, &r, false);
+                let mut m = s.model.borrow_mut();
+                let k = m.keys.entry(key.clone()).or_default();
+                let strict = k.attempts.is_empty() && !k.quarantined && s.mode != Mode::Corrupt;
+                match r {
+                    Ok(v) => {
+                        let v = v.map(|b| Val::Bytes(Rc::new(b))).unwrap_or(Val::Absent);
+                        if strict {
+                            assert_eq!(v, k.acked(), "seed {seed}: strict check");
+                            s.totals.borrow_mut().verified_exact += 1;
+                        }
+                        k.acked = Some(v.clone());
+                        k.history = vec![v];
+                        k.quarantined = false;
+                    }
+                    Err(_) => {
+                        k.quarantined = true;
+                        k.history.clear();
+                        s.totals.borrow_mut().quarantined_seen += 1;
+                    }
+                }
+                k.attempts.clear();
+            }
+            // The workload, with faults on and a crash somewhere.
+            disk.set_faults(faults.clone());
+            if !last {
+                disk.crash_at_op(Some(disk.ops() + rng.u64(20..3000)));
+            }
+            let workers = rng.u32(1..6);
+            let ops = rng.u32(10..80);
+            let tasks: Vec<_> = (0..workers)
+                .map(|_| tokio::task::spawn_local(worker(s.clone(), set.clone(), ops, large_ok)))
+                .collect();
+            for t in tasks {
+                t.await.expect("worker panicked");
+            }
+            if set.shards().iter().any(|sh| sh.fenced().is_some()) {
+                s.totals.borrow_mut().fenced += 1;
+            }
+        });
+        drop(local);
+        drop(rt);
+        if mode == Mode::Corrupt && rng.bool() {
+            for i in 0..nshards {
+                disk.flip_random_bit(&PathBuf::from(format!("/disk{i}")));
+            }
+        }
+        disk.crash();
+    }
+    let st = disk.stats();
+    let mut t = s.totals.borrow().clone();
+    t.faults = st.read_eio
+        + st.write_eio
+        + st.sync_eio
+        + st.misdirected_writes
+        + st.read_flips
+        + st.bit_flips
+        + st.writes_torn_at_crash
+        + st.writes_lost_at_crash;
+    t
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[test]
+fn simulation_keeps_every_promise() {
+    let seeds: Vec<u64> = match std::env::var("PODSTORE_SIM_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        Some(one) => vec![one],
+        None => {
+            let first = env_u64("PODSTORE_SIM_FIRST_SEED", 0);
+            (first..first + env_u64("PODSTORE_SIM_SEEDS", 400)).collect()
+        }
+    };
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(4);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let totals = std::sync::Mutex::new(Totals::default());
+    std::thread::scope(|sc| {
+        for _ in 0..threads {
+            sc.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(&seed) = seeds.get(i) else { break };
+                let t = run_seed(seed);
+                let mut all = totals.lock().expect("totals");
+                all.seeds += t.seeds;
+                all.rounds += t.rounds;
+                all.ops += t.ops;
+                all.acked_puts += t.acked_puts;
+                all.acked_deletes += t.acked_deletes;
+                all.verified_exact += t.verified_exact;
+                all.quarantined_seen += t.quarantined_seen;
+                all.recovery_crashes += t.recovery_crashes;
+                all.torn_tail_items += t.torn_tail_items;
+                all.fenced += t.fenced;
+                all.faults += t.faults;
+            });
+        }
+    });
+    let t = totals.into_inner().expect("totals");
+    println!("simulation: {t:?}");
+    assert_eq!(t.seeds as usize, seeds.len());
+    assert!(
+        t.acked_puts > 0 && t.verified_exact > 0,
+        "the simulation verified nothing: {t:?}"
+    );
+}
