@@ -162,7 +162,7 @@ impl<I: Io> Shard<I> {
         if let Some(missing) = ck
             .blobs
             .iter()
-            .find(|b| !disk_ids.contains(&b.id) && !(b.dedicated && b.scan_from == 0))
+            .find(|b| !(disk_ids.contains(&b.id) || b.dedicated && b.scan_from == 0))
         {
             return Err(Error::Damaged {
                 shard: id,
