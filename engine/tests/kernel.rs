@@ -1,0 +1,281 @@
+//! The engine on the real kernel: io_uring with O_DIRECT on files in a temp directory, and
+//! (as root) on ext4 and XFS filesystems on loop devices of our own, unmounted and mounted
+//! again between writing and verifying.
+//!
+//! Loop devices are shared on this machine: this test attaches its own with
+//! `losetup -f --show --direct-io=on` and detaches only that one.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use podstore_disks::{probe_direct_io, CacheMode, Uring, UringConfig};
+use podstore_engine::{Shard, ShardConfig};
+
+fn cfg() -> ShardConfig {
+    ShardConfig {
+        blob_size_bytes: 4 << 20,
+        object_size_max_bytes: 64 << 20,
+        ..ShardConfig::default()
+    }
+}
+
+fn value(i: u32, n: usize) -> Vec<u8> {
+    (0..n)
+        .map(|j| (j as u32).wrapping_mul(2654435761).wrapping_add(i) as u8 ^ (j >> 11) as u8)
+        .collect()
+}
+
+fn size_of(i: u32) -> usize {
+    match i % 7 {
+        0 => 0,
+        1 => 4000,
+        2 => 70_000,
+        3 => 1 << 20,
+        4 => 3_500_000,
+        _ => (i as usize * 977) % 20_000,
+    }
+}
+
+fn with_uring<F: std::future::Future<Output = ()>>(dir: &Path, f: impl FnOnce(Uring) -> F) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let local = tokio::task::LocalSet::new();
+    let cache = match probe_direct_io(dir) {
+        Ok(_) => CacheMode::Direct,
+        Err(e) => panic!("{} can't do O_DIRECT: {e}", dir.display()),
+    };
+    local.block_on(&rt, async move {
+        let (io, driver) = Uring::new(UringConfig {
+            cache,
+            pool_buf_count: 8,
+            ..UringConfig::default()
+        })
+        .expect("io_uring");
+        tokio::task::spawn_local(driver.run());
+        f(io).await;
+    });
+}
+
+/// Writes, overwrites and deletes objects; reads them back.
+fn write_phase(dir: &Path, n: u32) {
+    with_uring(dir, |io| async move {
+        let (shard, _) = Shard::open(io, cfg(), dir, 7).await.expect("open");
+        let mut tasks = Vec::new();
+        for i in 0..n {
+            let s = shard.clone();
+            tasks.push(tokio::task::spawn_local(async move {
+                let v = value(i, size_of(i));
+                s.put_bytes(format!("obj/{i}").as_bytes(), "video/mp4", &v)
+                    .await
+                    .expect("put");
+            }));
+        }
+        for t in tasks {
+            t.await.expect("task");
+        }
+        for i in (0..n).step_by(5) {
+            assert!(shard
+                .delete(format!("obj/{i}").as_bytes())
+                .await
+                .expect("delete"));
+        }
+        for i in (1..n).step_by(5) {
+            shard
+                .put_bytes(format!("obj/{i}").as_bytes(), "", &value(i + 1000, 5000))
+                .await
+                .expect("overwrite");
+        }
+        if n > 10 {
+            shard.checkpoint().await.expect("checkpoint");
+            // A little after the checkpoint, so recovery scans a tail too.
+            shard
+                .put_bytes(b"tail", "", &value(99, 12345))
+                .await
+                .expect("tail put");
+        }
+        verify(&shard, n).await;
+        let st = shard.stats();
+        assert!(
+            st.syncs > 0 && st.io_errors == 0 && st.fenced.is_none(),
+            "{st:?}"
+        );
+    });
+}
+
+async fn verify<I: podstore_disks::Io>(shard: &std::rc::Rc<Shard<I>>, n: u32) {
+    for i in 0..n {
+        let got = match shard.get(format!("obj/{i}").as_bytes()).await.expect("get") {
+            Some(mut r) => Some(r.read_all().await.expect("read")),
+            None => None,
+        };
+        let want = match i % 5 {
+            0 => None,
+            1 => Some(value(i + 1000, 5000)),
+            _ => Some(value(i, size_of(i))),
+        };
+        assert_eq!(
+            got.as_ref().map(|v| v.len()),
+            want.as_ref().map(|v| v.len()),
+            "obj/{i}"
+        );
+        assert!(got == want, "obj/{i} differs");
+    }
+}
+
+fn reopen_and_verify(dir: &Path, n: u32) {
+    with_uring(dir, |io| async move {
+        let (shard, report) = Shard::open(io, cfg(), dir, 7).await.expect("reopen");
+        assert!(report.checkpoint_seq.is_some(), "{report:?}");
+        assert_eq!(report.torn_tail_items, 0, "{report:?}");
+        verify(&shard, n).await;
+        if n > 10 {
+            let mut r = shard.get(b"tail").await.expect("get").expect("tail exists");
+            assert_eq!(r.read_all().await.expect("read"), value(99, 12345));
+        }
+    });
+}
+
+#[test]
+fn engine_on_io_uring_with_temp_files() {
+    let dir = std::env::temp_dir().join(format!("podstore-kernel-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    write_phase(&dir, 40);
+    reopen_and_verify(&dir, 40);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn sh(cmd: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{cmd}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{cmd} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+struct LoopFs {
+    image: PathBuf,
+    mnt: PathBuf,
+    dev: Option<String>,
+    mounted: bool,
+}
+
+impl LoopFs {
+    fn new(fs: &str) -> Result<LoopFs, String> {
+        let base = std::env::temp_dir().join(format!("podstore-loop-{fs}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(&base).map_err(|e| e.to_string())?;
+        let image = base.join("disk.img");
+        let mnt = base.join("mnt");
+        std::fs::create_dir_all(&mnt).map_err(|e| e.to_string())?;
+        let f = std::fs::File::create(&image).map_err(|e| e.to_string())?;
+        f.set_len(1 << 30).map_err(|e| e.to_string())?;
+        let mut me = LoopFs {
+            image,
+            mnt,
+            dev: None,
+            mounted: false,
+        };
+        let dev = sh(
+            "losetup",
+            &[
+                "-f",
+                "--show",
+                "--direct-io=on",
+                me.image.to_str().expect("utf8"),
+            ],
+        )?;
+        me.dev = Some(dev.clone());
+        let mkfs = format!("mkfs.{fs}");
+        let args: &[&str] = if fs == "xfs" {
+            &["-q", "-f"]
+        } else {
+            &["-q", "-F"]
+        };
+        let mut a = args.to_vec();
+        a.push(&dev);
+        sh(&mkfs, &a)?;
+        me.mount()?;
+        Ok(me)
+    }
+
+    fn mount(&mut self) -> Result<(), String> {
+        sh(
+            "mount",
+            &[
+                self.dev.as_deref().expect("attached"),
+                self.mnt.to_str().expect("utf8"),
+            ],
+        )?;
+        self.mounted = true;
+        Ok(())
+    }
+
+    fn umount(&mut self) -> Result<(), String> {
+        sh("umount", &[self.mnt.to_str().expect("utf8")])?;
+        self.mounted = false;
+        Ok(())
+    }
+}
+
+impl Drop for LoopFs {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = self.umount();
+        }
+        if let Some(dev) = &self.dev {
+            let _ = sh("losetup", &["-d", dev]);
+        }
+        if let Some(base) = self.image.parent() {
+            let _ = std::fs::remove_dir_all(base);
+        }
+    }
+}
+
+fn loop_device_test(fs: &str) {
+    if !is_root() {
+        eprintln!("skipped: the {fs} loop-device test needs root (run by .ci/run)");
+        return;
+    }
+    if let Err(e) = sh("which", &[&format!("mkfs.{fs}")]) {
+        eprintln!("skipped: mkfs.{fs} is not installed ({e}); .ci/run installs it");
+        return;
+    }
+    let mut lfs = match LoopFs::new(fs) {
+        Ok(l) => l,
+        Err(e) if std::env::var_os("CI").is_some() => panic!("loop device setup failed: {e}"),
+        Err(e) => {
+            eprintln!("skipped: loop device setup failed: {e}");
+            return;
+        }
+    };
+    let dir = lfs.mnt.join("shard");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    write_phase(&dir, 60);
+    lfs.umount().expect("umount");
+    lfs.mount().expect("mount again");
+    reopen_and_verify(&dir, 60);
+}
+
+#[test]
+fn engine_on_ext4_loop_device() {
+    loop_device_test("ext4");
+}
+
+#[test]
+fn engine_on_xfs_loop_device() {
+    loop_device_test("xfs");
+}
