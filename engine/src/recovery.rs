@@ -8,10 +8,13 @@
 //! - Invalid data after the last valid record of a blob is a torn tail: nothing there was ever
 //!   acknowledged (an acknowledged record is complete on disk, and everything before it in the
 //!   same file was synced with it). It is counted and zeroed (truncate, then re-preallocate).
-//! - Invalid data before a valid record is never truncated: a record with a valid header and a
-//!   bad body is quarantined under its key (the key answers "quarantined" until a newer write
-//!   or a repair supersedes it, so an older copy is never served in its place); garbage blocks
-//!   are quarantined as a region.
+//! - Invalid data before a valid record is never truncated. A record whose footer is missing
+//!   was never completed (the footer is the last thing written, after every data block had
+//!   completed), hence never acknowledged: its space is dead and the key keeps its previous
+//!   value. A record with a valid header and footer but bad data is damage: it is quarantined
+//!   under its key (the key answers "quarantined" until a newer write or a repair supersedes
+//!   it, so an older copy is never served in its place). Garbage blocks are quarantined as a
+//!   region.
 //! - A dedicated blob whose only record is invalid is a torn tail as a whole and is removed.
 
 use std::collections::{HashMap, HashSet};
@@ -54,6 +57,8 @@ pub struct RecoveryReport {
     pub dedicated_removed: u64,
     /// Newly quarantined records and regions.
     pub quarantined_new: u64,
+    /// Records never completed (no valid footer) found before valid records: dead space.
+    pub incomplete_records: u64,
     pub duration_ms: u64,
 }
 
@@ -237,6 +242,11 @@ impl<I: Io> Shard<I> {
                             },
                         ));
                     }
+                    Found::Incomplete { header, .. } if header.offset < end => {
+                        // Never completed, so never acknowledged: dead space, nothing to repair.
+                        max_seq = max_seq.max(header.seq);
+                        report.incomplete_records += 1;
+                    }
                     Found::Garbage { offset } if offset < end => {
                         let mut q = shard.quarantine.borrow_mut();
                         match q.last_mut() {
@@ -261,7 +271,7 @@ impl<I: Io> Shard<I> {
                         }
                         changed = true;
                     }
-                    Found::BadBody { header, key, .. } => {
+                    Found::BadBody { header, key, .. } | Found::Incomplete { header, key, .. } => {
                         max_seq = max_seq.max(header.seq);
                         report.torn_tail_items += 1;
                         if report.torn_tail_keys.len() < 100 {

@@ -22,7 +22,14 @@ pub(crate) enum Found {
         key: Vec<u8>,
         digest: [u8; 16],
     },
-    /// A valid header whose body fails its checks.
+    /// A valid header without a valid footer: the record was never completed (the footer is
+    /// written last, after every data block), so it was never acknowledged.
+    Incomplete {
+        offset: u64,
+        header: Header,
+        key: Vec<u8>,
+    },
+    /// A valid header and footer whose data fails its checks: damage.
     BadBody {
         offset: u64,
         header: Header,
@@ -30,6 +37,12 @@ pub(crate) enum Found {
     },
     /// A block of non-zero bytes that is not a valid header.
     Garbage { offset: u64 },
+}
+
+enum Body {
+    Ok([u8; 16]),
+    Incomplete,
+    Bad,
 }
 
 /// Result of scanning one blob.
@@ -164,14 +177,11 @@ impl<'a, I: Io> Scanner<'a, I> {
     }
 
     /// Verifies a record's body (data chunks, digest, footer) by streaming it.
-    async fn body_ok(&mut self, pos: u64, h: &Header) -> Result<Option<[u8; 16]>> {
+    async fn check_body(&mut self, pos: u64, h: &Header) -> Result<Body> {
         let mut sums = DataSums::new();
-        let ok = self
+        let data_read = self
             .feed(pos + h.data_start(), h.object_len, |d| sums.update(d))
             .await?;
-        if !ok {
-            return Ok(None);
-        }
         let flen = crate::record::footer_len(h.object_len);
         let mut fbytes = Vec::with_capacity(flen as usize);
         if !self
@@ -180,16 +190,19 @@ impl<'a, I: Io> Scanner<'a, I> {
             })
             .await?
         {
-            return Ok(None);
+            return Ok(Body::Incomplete);
         }
         let Ok(footer) = Footer::decode(&fbytes, h.object_len, h.seq) else {
-            return Ok(None);
+            return Ok(Body::Incomplete);
         };
         let computed = sums.finish(h.seq);
-        if computed.chunk_crcs != footer.chunk_crcs || computed.digest != footer.digest {
-            return Ok(None);
+        if !data_read
+            || computed.chunk_crcs != footer.chunk_crcs
+            || computed.digest != footer.digest
+        {
+            return Ok(Body::Bad);
         }
-        Ok(Some(footer.digest))
+        Ok(Body::Ok(footer.digest))
     }
 
     /// Scans `[from, size)` of blob `blob`.
@@ -206,29 +219,32 @@ impl<'a, I: Io> Scanner<'a, I> {
                     out.end_valid = pos;
                     let _ = key;
                 }
-                Some((h, key)) => match self.body_ok(pos, &h).await? {
-                    Some(digest) => {
-                        let len = h.record_len;
-                        out.found.push(Found::Record {
+                Some((h, key)) => {
+                    let len = h.record_len;
+                    match self.check_body(pos, &h).await? {
+                        Body::Ok(digest) => {
+                            out.found.push(Found::Record {
+                                offset: pos,
+                                header: h,
+                                key,
+                                digest,
+                            });
+                            out.end_valid = pos + len;
+                        }
+                        Body::Incomplete => out.found.push(Found::Incomplete {
                             offset: pos,
                             header: h,
                             key,
-                            digest,
-                        });
-                        pos += len;
-                        out.end_valid = pos;
-                    }
-                    None => {
-                        let len = h.record_len;
-                        out.found.push(Found::BadBody {
+                        }),
+                        Body::Bad => out.found.push(Found::BadBody {
                             offset: pos,
                             header: h,
                             key,
-                        });
-                        // The header gives the extent; a valid record may follow it.
-                        pos += len;
+                        }),
                     }
-                },
+                    // The header gives the extent; a valid record may follow it.
+                    pos += len;
+                }
                 None => {
                     if !self.block_is_zero(pos).await? {
                         out.found.push(Found::Garbage { offset: pos });

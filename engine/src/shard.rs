@@ -912,8 +912,10 @@ pub struct PutDone {
 }
 
 /// A PUT in progress. Dropping it without `finish` abandons the write: the object is not
-/// stored and the reserved space is dead. [`PutWriter::abort`] also marks the space void on
-/// disk, so recovery skips it instead of reporting it.
+/// stored and the reserved space is dead (recovery sees a record without a footer). Data
+/// blocks are written strictly in order and the footer last, each write waiting for the one
+/// before, which is what lets recovery tell an incomplete record from a damaged one.
+/// [`PutWriter::abort`] also marks the space void on disk.
 #[derive(Debug)]
 pub struct PutWriter<I: Io> {
     shard: Rc<Shard<I>>,
