@@ -24,11 +24,7 @@ pub(crate) enum Found {
     },
     /// A valid header without a valid footer: the record was never completed (the footer is
     /// written last, after every data block), so it was never acknowledged.
-    Incomplete {
-        offset: u64,
-        header: Header,
-        key: Vec<u8>,
-    },
+    Incomplete { header: Header, key: Vec<u8> },
     /// A valid header and footer whose data fails its checks: damage.
     BadBody {
         offset: u64,
@@ -231,11 +227,7 @@ impl<'a, I: Io> Scanner<'a, I> {
                             });
                             out.end_valid = pos + len;
                         }
-                        Body::Incomplete => out.found.push(Found::Incomplete {
-                            offset: pos,
-                            header: h,
-                            key,
-                        }),
+                        Body::Incomplete => out.found.push(Found::Incomplete { header: h, key }),
                         Body::Bad => out.found.push(Found::BadBody {
                             offset: pos,
                             header: h,
