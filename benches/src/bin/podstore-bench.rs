@@ -1,0 +1,249 @@
+//! `podstore-bench`: the storage engine's benchmarks beside fio on the same filesystem, in one
+//! run, printed as ratios against the issue's targets.
+//!
+//! ```text
+//! podstore-bench [--dir DIR] [--quick]
+//! ```
+//! `DIR` (default `./target/bench-data`) should be on the disk to measure; it is emptied.
+//! `--quick` runs everything at a small size (a minute instead of several).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use podstore_benches::*;
+
+struct Fio {
+    iops: f64,
+    mib_s: f64,
+}
+
+fn fio(dir: &Path, name: &str, args: &[&str]) -> Option<Fio> {
+    let file = dir.join(format!("fio-{name}.dat"));
+    let out = Command::new("fio")
+        .arg(format!("--name={name}"))
+        .arg(format!("--filename={}", file.display()))
+        .args([
+            "--ioengine=io_uring",
+            "--direct=1",
+            "--output-format=json",
+            "--group_reporting",
+        ])
+        .args(args)
+        .output()
+        .ok()?;
+    let _ = std::fs::remove_file(&file);
+    if !out.status.success() {
+        eprintln!(
+            "fio {name} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let job = &v["jobs"][0];
+    let side = if job["write"]["io_bytes"].as_u64().unwrap_or(0) > 0 {
+        &job["write"]
+    } else {
+        &job["read"]
+    };
+    Some(Fio {
+        iops: side["iops"].as_f64()?,
+        mib_s: side["bw_bytes"].as_f64()? / (1 << 20) as f64,
+    })
+}
+
+fn machine(dir: &Path) -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let df = Command::new("df")
+        .args(["--output=source,fstype,size", &dir.display().to_string()])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .nth(1)
+                .unwrap_or("")
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default();
+    format!("{cpu}, {cores} cores, Linux {kernel}, disk: {df}")
+}
+
+fn verdict(ratio: f64, target: f64) -> &'static str {
+    if ratio >= target {
+        "meets"
+    } else {
+        "below"
+    }
+}
+
+fn main() {
+    let mut dir = PathBuf::from("target/bench-data");
+    let mut quick = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--dir" => dir = PathBuf::from(args.next().expect("--dir needs a value")),
+            "--quick" => quick = true,
+            "-h" | "--help" => {
+                println!("usage: podstore-bench [--dir DIR] [--quick]");
+                return;
+            }
+            other => {
+                eprintln!("unknown argument {other:?}; try --help");
+                std::process::exit(2);
+            }
+        }
+    }
+    std::fs::create_dir_all(&dir).expect("create bench dir");
+    let scale: u64 = if quick { 1 } else { 4 };
+    println!("# podstore engine benchmarks");
+    println!("machine: {}", machine(&dir));
+    println!("mode: {}", if quick { "quick" } else { "full" });
+    println!();
+    println!("| benchmark | podstore | machine limit (fio, same run) | ratio | target | |");
+    println!("|---|---|---|---|---|---|");
+
+    // 1. Durable sequential append of 1 MiB objects vs fio sequential 1 MiB writes, no fsync.
+    let total = 256u64 << 20 << (scale / 2);
+    let seq = durable_puts(&fresh_dir(&dir, "seq"), 1 << 20, 8, total);
+    let size = format!("--size={total}");
+    let f = fio(
+        &dir,
+        "seqwrite",
+        &["--rw=write", "--bs=1M", "--iodepth=8", &size],
+    );
+    row(
+        "durable 1 MiB appends, 8 writers",
+        format!("{:.0} MiB/s", seq.mib_per_s()),
+        f.as_ref().map(|f| {
+            (
+                format!("{:.0} MiB/s (write, bs=1M, QD8, no fsync)", f.mib_s),
+                seq.mib_per_s() / f.mib_s,
+            )
+        }),
+        0.8,
+    );
+
+    // 2. 4 KiB durable puts from 64 writers vs fio 4 KiB write + fdatasync at QD1.
+    let small = durable_puts(
+        &fresh_dir(&dir, "small"),
+        4096,
+        64,
+        16u64 << 20 << (scale / 2),
+    );
+    let runtime = format!("--runtime={}", 3 * scale);
+    let f = fio(
+        &dir,
+        "syncwrite",
+        &[
+            "--rw=write",
+            "--bs=4k",
+            "--iodepth=1",
+            "--fdatasync=1",
+            "--size=256M",
+            "--time_based",
+            &runtime,
+        ],
+    );
+    row(
+        "4 KiB durable puts, 64 writers",
+        format!("{:.0} puts/s", small.ops_per_s()),
+        f.as_ref().map(|f| {
+            (
+                format!("{:.0} IOPS (write+fdatasync, QD1)", f.iops),
+                small.ops_per_s() / f.iops,
+            )
+        }),
+        3.0,
+    );
+
+    // 3. 4 KiB random reads of stored objects, 32 readers vs fio 4 KiB random reads at QD32.
+    let objects = 32_768 * scale;
+    let reads = random_reads(&fresh_dir(&dir, "reads"), 4096, objects, 32, 50_000 * scale);
+    let rsize = format!("--size={}", objects * 8192);
+    let f = fio(
+        &dir,
+        "randread",
+        &[
+            "--rw=randread",
+            "--bs=4k",
+            "--iodepth=32",
+            &rsize,
+            "--time_based",
+            &runtime,
+        ],
+    );
+    row(
+        "4 KiB random GETs, 32 readers",
+        format!("{:.0} GETs/s", reads.ops_per_s()),
+        f.as_ref().map(|f| {
+            (
+                format!("{:.0} IOPS (randread 4k, QD32)", f.iops),
+                reads.ops_per_s() / f.iops,
+            )
+        }),
+        0.8,
+    );
+
+    // 4. Index memory per object at 10 million objects.
+    let n = if quick { 2_000_000 } else { 10_000_000 };
+    let b = index_bytes_per_object(n);
+    println!(
+        "| index memory, {n} objects | {b:.1} bytes/object | - | - | at most 32 | {} |",
+        if b <= 32.0 { "meets" } else { "above" }
+    );
+
+    // 5. Startup from a checkpoint, and the tail scan vs fio sequential reads.
+    let (loaded, took) = startup_from_checkpoint(&fresh_dir(&dir, "startup"), n);
+    let per_s = loaded as f64 / took.as_secs_f64();
+    println!("| startup from checkpoint, {loaded} objects | {:.2} M objects/s ({} ms) | - | - | at least 2 M/s | {} |", per_s / 1e6, took.as_millis(), if per_s >= 2e6 { "meets" } else { "below" });
+    let tail = 256u64 << 20 << (scale / 2);
+    let (scanned, took) = tail_scan(&fresh_dir(&dir, "tail"), tail);
+    let scan_mib = scanned as f64 / (1 << 20) as f64 / took.as_secs_f64();
+    let tsize = format!("--size={tail}");
+    let f = fio(
+        &dir,
+        "seqread",
+        &["--rw=read", "--bs=1M", "--iodepth=8", &tsize],
+    );
+    row(
+        "startup tail scan (verifies every record)",
+        format!("{scan_mib:.0} MiB/s"),
+        f.as_ref().map(|f| {
+            (
+                format!("{:.0} MiB/s (read, bs=1M, QD8)", f.mib_s),
+                scan_mib / f.mib_s,
+            )
+        }),
+        0.5,
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn row(name: &str, ours: String, limit: Option<(String, f64)>, target: f64) {
+    match limit {
+        Some((l, ratio)) => println!(
+            "| {name} | {ours} | {l} | {ratio:.2} | at least {target} | {} |",
+            verdict(ratio, target)
+        ),
+        None => {
+            println!("| {name} | {ours} | fio unavailable | - | at least {target} | not compared |")
+        }
+    }
+}
