@@ -34,22 +34,11 @@ impl Rate {
 
 /// Runs `f` on a fresh current-thread runtime with an io_uring driver, as one core does.
 pub fn on_core<T, F: std::future::Future<Output = T>>(dir: &Path, f: impl FnOnce(Uring) -> F) -> T {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     let local = tokio::task::LocalSet::new();
-    let cache = if probe_direct_io(dir).is_ok() {
-        CacheMode::Direct
-    } else {
-        CacheMode::Buffered
-    };
+    let cache = if probe_direct_io(dir).is_ok() { CacheMode::Direct } else { CacheMode::Buffered };
     local.block_on(&rt, async move {
-        let cfg = UringConfig {
-            cache,
-            pool_buf_count: 64,
-            ..UringConfig::default()
-        };
+        let cfg = UringConfig { cache, pool_buf_count: 64, ..UringConfig::default() };
         let (io, driver) = Uring::new(cfg).expect("io_uring");
         tokio::task::spawn_local(driver.run());
         f(io).await
@@ -57,10 +46,7 @@ pub fn on_core<T, F: std::future::Future<Output = T>>(dir: &Path, f: impl FnOnce
 }
 
 fn shard_cfg() -> ShardConfig {
-    ShardConfig {
-        blob_size_bytes: 256 << 20,
-        ..ShardConfig::default()
-    }
+    ShardConfig { blob_size_bytes: 256 << 20, ..ShardConfig::default() }
 }
 
 /// A fresh, empty shard directory under `root`.
@@ -81,9 +67,7 @@ fn payload(n: usize, seed: u64) -> Vec<u8> {
 pub fn durable_puts(dir: &Path, object_bytes: usize, writers: usize, total_bytes: u64) -> Rate {
     let dir = dir.to_path_buf();
     on_core(&dir.clone(), |io| async move {
-        let (shard, _) = Shard::open(io, shard_cfg(), &dir, 0)
-            .await
-            .expect("open shard");
+        let (shard, _) = Shard::open(io, shard_cfg(), &dir, 0).await.expect("open shard");
         let data = Rc::new(payload(object_bytes, 1));
         let per_writer = (total_bytes / object_bytes as u64).div_ceil(writers as u64);
         let start = Instant::now();
@@ -93,10 +77,7 @@ pub fn durable_puts(dir: &Path, object_bytes: usize, writers: usize, total_bytes
             tasks.push(tokio::task::spawn_local(async move {
                 for i in 0..per_writer {
                     let key = format!("w{w}/o{i}");
-                    shard
-                        .put_bytes(key.as_bytes(), "", &data)
-                        .await
-                        .expect("put");
+                    shard.put_bytes(key.as_bytes(), "", &data).await.expect("put");
                 }
             }));
         }
@@ -104,28 +85,16 @@ pub fn durable_puts(dir: &Path, object_bytes: usize, writers: usize, total_bytes
             t.await.expect("writer");
         }
         let ops = per_writer * writers as u64;
-        Rate {
-            ops,
-            bytes: ops * object_bytes as u64,
-            elapsed: start.elapsed(),
-        }
+        Rate { ops, bytes: ops * object_bytes as u64, elapsed: start.elapsed() }
     })
 }
 
 /// Stores `objects` objects of `object_bytes`, then reads random ones with `readers`
 /// concurrent readers for `reads` reads in all (each read verified against its checksum).
-pub fn random_reads(
-    dir: &Path,
-    object_bytes: usize,
-    objects: u64,
-    readers: usize,
-    reads: u64,
-) -> Rate {
+pub fn random_reads(dir: &Path, object_bytes: usize, objects: u64, readers: usize, reads: u64) -> Rate {
     let dir = dir.to_path_buf();
     on_core(&dir.clone(), |io| async move {
-        let (shard, _) = Shard::open(io, shard_cfg(), &dir, 0)
-            .await
-            .expect("open shard");
+        let (shard, _) = Shard::open(io, shard_cfg(), &dir, 0).await.expect("open shard");
         let data = Rc::new(payload(object_bytes, 2));
         let mut tasks = Vec::new();
         for w in 0..64u64 {
@@ -133,10 +102,7 @@ pub fn random_reads(
             tasks.push(tokio::task::spawn_local(async move {
                 let mut i = w;
                 while i < objects {
-                    shard
-                        .put_bytes(format!("r{i}").as_bytes(), "", &data)
-                        .await
-                        .expect("put");
+                    shard.put_bytes(format!("r{i}").as_bytes(), "", &data).await.expect("put");
                     i += 64;
                 }
             }));
@@ -166,11 +132,7 @@ pub fn random_reads(
         for t in tasks {
             bytes += t.await.expect("reader");
         }
-        Rate {
-            ops: per * readers as u64,
-            bytes,
-            elapsed: start.elapsed(),
-        }
+        Rate { ops: per * readers as u64, bytes, elapsed: start.elapsed() }
     })
 }
 
@@ -179,12 +141,7 @@ pub fn index_bytes_per_object(objects: u64) -> f64 {
     let mut ix = Index::default();
     let mut rng = fastrand::Rng::with_seed(3);
     for i in 0..objects {
-        let loc = Loc::new(
-            (i >> 16) as u32 & 0xFFFFF,
-            (i & 0xFFFF) * 4096,
-            4096 * (1 + i % 200),
-            false,
-        );
+        let loc = Loc::new((i >> 16) as u32 & 0xFFFFF, (i & 0xFFFF) * 4096, 4096 * (1 + i % 200), false);
         ix.set(Slot::Main, rng.u64(..), b"", loc);
     }
     assert_eq!(ix.len() as u64, objects);
@@ -200,12 +157,7 @@ pub fn startup_from_checkpoint(dir: &Path, objects: u64) -> (u64, Duration) {
     f.set_len(blob_size).expect("size blob");
     let mut rng = fastrand::Rng::with_seed(4);
     let main: Vec<(u64, u64)> = (0..objects)
-        .map(|i| {
-            (
-                rng.u64(..),
-                Loc::new(0, (i % (blob_size / 4096)) * 4096, 4096, false).to_raw(),
-            )
-        })
+        .map(|i| (rng.u64(..), Loc::new(0, (i % (blob_size / 4096)) * 4096, 4096, false).to_raw()))
         .collect();
     let ck = Checkpoint {
         shard_id: 0,
@@ -251,10 +203,7 @@ pub fn tail_scan(dir: &Path, tail_bytes: u64) -> (u64, Duration) {
             tasks.push(tokio::task::spawn_local(async move {
                 let mut i = w;
                 while i < n {
-                    shard
-                        .put_bytes(format!("t{i}").as_bytes(), "", &data)
-                        .await
-                        .expect("put");
+                    shard.put_bytes(format!("t{i}").as_bytes(), "", &data).await.expect("put");
                     i += 8;
                 }
             }));

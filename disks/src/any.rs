@@ -22,11 +22,7 @@ pub struct Backend {
 
 /// The kernel's io_uring switch: 0 enabled, 1 only for `kernel.io_uring_group`, 2 disabled.
 pub fn io_uring_disabled_sysctl() -> Option<u32> {
-    std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").ok()?.trim().parse().ok()
 }
 
 impl AnyIo {
@@ -41,10 +37,7 @@ impl AnyIo {
                     return (
                         AnyIo::Uring(io),
                         Some(driver),
-                        Backend {
-                            name: "io_uring",
-                            fallback_reason: None,
-                        },
+                        Backend { name: "io_uring", fallback_reason: None },
                     )
                 }
                 Err(e) => match io_uring_disabled_sysctl() {
@@ -58,10 +51,7 @@ impl AnyIo {
         (
             AnyIo::Sync(SyncIo::new(cfg.cache), pool),
             None,
-            Backend {
-                name: "sync",
-                fallback_reason: Some(reason),
-            },
+            Backend { name: "sync", fallback_reason: Some(reason) },
         )
     }
 
@@ -92,20 +82,10 @@ impl Io for AnyIo {
     async fn allocate(&self, file: &FdFile, len_bytes: u64) -> Result<()> {
         dispatch!(self, io => io.allocate(file, len_bytes).await)
     }
-    async fn read_at(
-        &self,
-        file: &FdFile,
-        offset: u64,
-        buf: AlignedBuf,
-    ) -> (Result<()>, AlignedBuf) {
+    async fn read_at(&self, file: &FdFile, offset: u64, buf: AlignedBuf) -> (Result<()>, AlignedBuf) {
         dispatch!(self, io => io.read_at(file, offset, buf).await)
     }
-    async fn write_at(
-        &self,
-        file: &FdFile,
-        offset: u64,
-        buf: AlignedBuf,
-    ) -> (Result<()>, AlignedBuf) {
+    async fn write_at(&self, file: &FdFile, offset: u64, buf: AlignedBuf) -> (Result<()>, AlignedBuf) {
         dispatch!(self, io => io.write_at(file, offset, buf).await)
     }
     async fn sync_data(&self, file: &FdFile) -> Result<()> {

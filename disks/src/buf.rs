@@ -60,12 +60,7 @@ impl AlignedBuf {
         // SAFETY: the layout has a non-zero size (capacity >= ALIGN).
         let raw = unsafe { alloc_zeroed(layout) };
         let ptr = NonNull::new(raw).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
-        AlignedBuf {
-            ptr,
-            capacity,
-            len: 0,
-            origin: Origin::Heap,
-        }
+        AlignedBuf { ptr, capacity, len: 0, origin: Origin::Heap }
     }
 
     /// Capacity in bytes (a multiple of [`ALIGN`]).
@@ -86,11 +81,7 @@ impl AlignedBuf {
     /// Sets the filled length. Bytes up to `capacity` are always initialised (zeroed at
     /// allocation), so any length up to the capacity is valid.
     pub fn set_len(&mut self, len: usize) {
-        assert!(
-            len <= self.capacity,
-            "set_len {len} beyond capacity {}",
-            self.capacity
-        );
+        assert!(len <= self.capacity, "set_len {len} beyond capacity {}", self.capacity);
         self.len = len;
     }
 
@@ -154,8 +145,7 @@ impl Drop for AlignedBuf {
     fn drop(&mut self) {
         match &self.origin {
             Origin::Heap => {
-                let layout =
-                    Layout::from_size_align(self.capacity, ALIGN).expect("layout was valid");
+                let layout = Layout::from_size_align(self.capacity, ALIGN).expect("layout was valid");
                 // SAFETY: ptr was allocated in `new` with exactly this layout and is freed once.
                 unsafe { dealloc(self.ptr.as_ptr(), layout) };
             }
@@ -217,16 +207,9 @@ pub const POOL_BUFFERS_MAX: usize = 4096;
 impl BufPool {
     /// A pool of `count` buffers of `buf_size` bytes (a multiple of [`ALIGN`]).
     pub fn new(buf_size: usize, count: usize) -> BufPool {
-        assert!(
-            buf_size > 0 && buf_size.is_multiple_of(ALIGN),
-            "pool buffer size {buf_size} not aligned"
-        );
-        assert!(
-            count > 0 && count <= POOL_BUFFERS_MAX,
-            "pool count {count} out of range"
-        );
-        let layout =
-            Layout::from_size_align(buf_size * count, ALIGN).expect("pool layout is valid");
+        assert!(buf_size > 0 && buf_size.is_multiple_of(ALIGN), "pool buffer size {buf_size} not aligned");
+        assert!(count > 0 && count <= POOL_BUFFERS_MAX, "pool count {count} out of range");
+        let layout = Layout::from_size_align(buf_size * count, ALIGN).expect("pool layout is valid");
         // SAFETY: the layout size is non-zero (both factors are positive).
         let raw = unsafe { alloc_zeroed(layout) };
         let base = NonNull::new(raw).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
@@ -269,10 +252,7 @@ impl BufPool {
             ptr,
             capacity: self.shared.buf_size,
             len: 0,
-            origin: Origin::Pool {
-                pool: self.shared.clone(),
-                index,
-            },
+            origin: Origin::Pool { pool: self.shared.clone(), index },
         })
     }
 

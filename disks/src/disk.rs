@@ -46,9 +46,7 @@ impl std::str::FromStr for Tier {
         match s {
             "fast" => Ok(Tier::Fast),
             "capacity" => Ok(Tier::Capacity),
-            _ => Err(format!(
-                "unknown tier {s:?} (expected \"fast\" or \"capacity\")"
-            )),
+            _ => Err(format!("unknown tier {s:?} (expected \"fast\" or \"capacity\")")),
         }
     }
 }
@@ -91,10 +89,7 @@ pub fn fs_space(path: &Path) -> Result<(u64, u64)> {
 }
 
 fn unusable(path: &Path, reason: impl Into<String>) -> Error {
-    Error::Unusable {
-        path: path.to_path_buf(),
-        reason: reason.into(),
-    }
+    Error::Unusable { path: path.to_path_buf(), reason: reason.into() }
 }
 
 fn is_mount_point(path: &Path) -> Result<bool> {
@@ -110,15 +105,7 @@ fn dio_align(path: &Path) -> Result<(u32, u32)> {
     // SAFETY: zeroed is valid for libc::statx.
     let mut stx: libc::statx = unsafe { std::mem::zeroed() };
     // SAFETY: c is a valid path; stx is a valid out-pointer.
-    let r = unsafe {
-        libc::statx(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            0,
-            libc::STATX_DIOALIGN,
-            &mut stx,
-        )
-    };
+    let r = unsafe { libc::statx(libc::AT_FDCWD, c.as_ptr(), 0, libc::STATX_DIOALIGN, &mut stx) };
     if r < 0 {
         return Err(crate::fd::last_os_error(crate::Op::Stat, path, 0));
     }
@@ -140,12 +127,14 @@ pub fn probe_direct_io(dir: &Path) -> Result<(u32, u32)> {
         .open(&probe);
     let mut f = match opened {
         Ok(f) => f,
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Err(unusable(
-            dir,
-            "the filesystem does not support O_DIRECT (tmpfs and some FUSE filesystems don't); \
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            return Err(unusable(
+                dir,
+                "the filesystem does not support O_DIRECT (tmpfs and some FUSE filesystems don't); \
                  put the disk on a block-device filesystem such as XFS or ext4, or set \
                  `cache = \"buffered\"` for development only",
-        )),
+            ))
+        }
         Err(e) => return Err(unusable(dir, format!("can't create files here: {e}"))),
     };
     let result = (|| {
@@ -168,16 +157,12 @@ pub fn probe_direct_io(dir: &Path) -> Result<(u32, u32)> {
         let mut buf = AlignedBuf::new(ALIGN);
         buf.extend_from(&[0x5a; ALIGN]);
         // SAFETY: buf is 4096-aligned and 4096 long, as O_DIRECT wants.
-        f.write_all(&buf)
-            .map_err(|e| unusable(dir, format!("aligned O_DIRECT write failed: {e}")))?;
+        f.write_all(&buf).map_err(|e| unusable(dir, format!("aligned O_DIRECT write failed: {e}")))?;
         Ok((off, mem))
     })();
     let mut check = AlignedBuf::new(ALIGN);
-    let read_back = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(&probe)
-        .and_then(|mut r| {
+    let read_back =
+        std::fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(&probe).and_then(|mut r| {
             check.set_len(ALIGN);
             r.read_exact(check.as_mut_slice())
         });
@@ -185,32 +170,23 @@ pub fn probe_direct_io(dir: &Path) -> Result<(u32, u32)> {
     let aligned = result?;
     read_back.map_err(|e| unusable(dir, format!("aligned O_DIRECT read failed: {e}")))?;
     if check.iter().any(|&b| b != 0x5a) {
-        return Err(unusable(
-            dir,
-            "O_DIRECT read returned other bytes than were written",
-        ));
+        return Err(unusable(dir, "O_DIRECT read returned other bytes than were written"));
     }
     Ok(aligned)
 }
 
 fn now_unix_s() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// Checks a configured disk and labels it on first use (see the module documentation).
 pub fn open_disk(spec: &DiskSpec, node_id: &str) -> Result<Disk> {
     let path = &spec.path;
     if node_id.is_empty() || node_id.len() > NODE_ID_MAX_BYTES {
-        return Err(unusable(
-            path,
-            format!("node id must be 1..={NODE_ID_MAX_BYTES} bytes"),
-        ));
+        return Err(unusable(path, format!("node id must be 1..={NODE_ID_MAX_BYTES} bytes")));
     }
-    let meta = std::fs::metadata(path)
-        .map_err(|e| unusable(path, format!("can't open the directory: {e}")))?;
+    let meta =
+        std::fs::metadata(path).map_err(|e| unusable(path, format!("can't open the directory: {e}")))?;
     if !meta.is_dir() {
         return Err(unusable(path, "not a directory"));
     }
@@ -218,37 +194,24 @@ pub fn open_disk(spec: &DiskSpec, node_id: &str) -> Result<Disk> {
     let (dio_offset_align, dio_mem_align) = match spec.cache {
         CacheMode::Direct => probe_direct_io(path)?,
         CacheMode::Buffered => {
-            tracing::warn!(
-                "disk {}: buffered I/O (development only): page cache in use",
-                path.display()
-            );
+            tracing::warn!("disk {}: buffered I/O (development only): page cache in use", path.display());
             (0, 0)
         }
     };
     match std::fs::read(&label_path) {
         Ok(bytes) => {
-            let label = Label::decode(&bytes).map_err(|e| {
-                unusable(
-                    path,
-                    format!("{LABEL_FILE} is damaged or not podstore's: {e}"),
-                )
-            })?;
+            let label = Label::decode(&bytes)
+                .map_err(|e| unusable(path, format!("{LABEL_FILE} is damaged or not podstore's: {e}")))?;
             if label.node_id != node_id {
                 return Err(unusable(
                     path,
-                    format!(
-                        "disk belongs to node {:?}, not {node_id:?} (foreign disk)",
-                        label.node_id
-                    ),
+                    format!("disk belongs to node {:?}, not {node_id:?} (foreign disk)", label.node_id),
                 ));
             }
             if label.disk_id != spec.id {
                 return Err(unusable(
                     path,
-                    format!(
-                        "label says disk id {}, the configuration says {}",
-                        label.disk_id, spec.id
-                    ),
+                    format!("label says disk id {}, the configuration says {}", label.disk_id, spec.id),
                 ));
             }
             if label.tier != spec.tier {
@@ -259,17 +222,10 @@ pub fn open_disk(spec: &DiskSpec, node_id: &str) -> Result<Disk> {
                     spec.tier
                 );
             }
-            Ok(Disk {
-                spec: spec.clone(),
-                label,
-                labelled_now: false,
-                dio_offset_align,
-                dio_mem_align,
-            })
+            Ok(Disk { spec: spec.clone(), label, labelled_now: false, dio_offset_align, dio_mem_align })
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let rd =
-                std::fs::read_dir(path).map_err(|e| unusable(path, format!("can't list: {e}")))?;
+            let rd = std::fs::read_dir(path).map_err(|e| unusable(path, format!("can't list: {e}")))?;
             let foreign: Vec<String> = rd
                 .filter_map(|e| e.ok())
                 .map(|e| String::from_utf8_lossy(e.file_name().as_bytes()).into_owned())
@@ -300,18 +256,8 @@ pub fn open_disk(spec: &DiskSpec, node_id: &str) -> Result<Disk> {
                 created_unix_s: now_unix_s(),
             };
             write_label(path, &label)?;
-            tracing::info!(
-                "disk {}: labelled as disk {} of node {node_id}",
-                path.display(),
-                spec.id
-            );
-            Ok(Disk {
-                spec: spec.clone(),
-                label,
-                labelled_now: true,
-                dio_offset_align,
-                dio_mem_align,
-            })
+            tracing::info!("disk {}: labelled as disk {} of node {node_id}", path.display(), spec.id);
+            Ok(Disk { spec: spec.clone(), label, labelled_now: true, dio_offset_align, dio_mem_align })
         }
         Err(e) => Err(unusable(path, format!("can't read {LABEL_FILE}: {e}"))),
     }
@@ -324,12 +270,7 @@ fn write_label(dir: &Path, label: &Label) -> Result<()> {
     let bytes = label.encode();
     debug_assert_eq!(bytes.len(), LABEL_SIZE);
     let io = |e: std::io::Error| Error::io(crate::Op::Write, &tmp, 0, e);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
-        .map_err(io)?;
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).map_err(io)?;
     f.write_all(&bytes).map_err(io)?;
     f.sync_all().map_err(io)?;
     std::fs::rename(&tmp, &final_path).map_err(|e| Error::io(crate::Op::Rename, &tmp, 0, e))?;

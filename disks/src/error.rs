@@ -51,13 +51,7 @@ pub enum Error {
     },
     /// A read or write moved fewer bytes than asked (end of file on read, or a short write).
     #[error("{op} {path} at offset {offset}: short transfer, {done} of {wanted} bytes")]
-    Short {
-        op: Op,
-        path: PathBuf,
-        offset: u64,
-        done: usize,
-        wanted: usize,
-    },
+    Short { op: Op, path: PathBuf, offset: u64, done: usize, wanted: usize },
     /// The directory can't be used as a podstore disk; the reason says what to do.
     #[error("disk {path}: {reason}")]
     Unusable { path: PathBuf, reason: String },
@@ -71,12 +65,7 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn io(op: Op, path: &std::path::Path, offset: u64, source: std::io::Error) -> Error {
-        Error::Io {
-            op,
-            path: path.to_path_buf(),
-            offset,
-            source,
-        }
+        Error::Io { op, path: path.to_path_buf(), offset, source }
     }
 
     /// The errno behind this error, if it is an OS error.

@@ -30,10 +30,7 @@ impl FdFile {
     pub(crate) fn from_raw(fd: RawFd, path: &Path) -> FdFile {
         // SAFETY: `fd` was just returned by a successful open and is owned by nobody else.
         let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-        FdFile {
-            fd: Rc::new(owned),
-            path: Rc::new(path.to_path_buf()),
-        }
+        FdFile { fd: Rc::new(owned), path: Rc::new(path.to_path_buf()) }
     }
 }
 
@@ -58,12 +55,7 @@ pub(crate) const FILE_MODE: libc::mode_t = 0o600;
 
 pub(crate) fn cstring(op: Op, path: &Path) -> Result<CString> {
     CString::new(path.as_os_str().as_bytes()).map_err(|_| {
-        Error::io(
-            op,
-            path,
-            0,
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in path"),
-        )
+        Error::io(op, path, 0, std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in path"))
     })
 }
 
@@ -78,9 +70,7 @@ pub(crate) fn list_regular_files(dir: &Path) -> Result<Vec<String>> {
     let mut names = Vec::new();
     for entry in rd {
         let entry = entry.map_err(|e| Error::io(Op::ListDir, dir, 0, e))?;
-        let ft = entry
-            .file_type()
-            .map_err(|e| Error::io(Op::ListDir, dir, 0, e))?;
+        let ft = entry.file_type().map_err(|e| Error::io(Op::ListDir, dir, 0, e))?;
         if ft.is_file() {
             if let Some(name) = entry.file_name().to_str() {
                 names.push(name.to_string());
@@ -95,12 +85,7 @@ pub(crate) fn list_regular_files(dir: &Path) -> Result<Vec<String>> {
 pub(crate) fn sync_dir_blocking(dir: &Path) -> Result<()> {
     let c = cstring(Op::SyncDir, dir)?;
     // SAFETY: c is a valid NUL-terminated path.
-    let fd = unsafe {
-        libc::open(
-            c.as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-        )
-    };
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) };
     if fd < 0 {
         return Err(last_os_error(Op::SyncDir, dir, 0));
     }

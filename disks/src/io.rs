@@ -49,19 +49,9 @@ pub trait Io: Clone + 'static {
     async fn allocate(&self, file: &Self::File, len_bytes: u64) -> Result<()>;
     /// Reads `buf.len()` bytes (set by the caller, aligned) at `offset` into `buf`; on return
     /// `buf.len()` is the count read (less only at end of file).
-    async fn read_at(
-        &self,
-        file: &Self::File,
-        offset: u64,
-        buf: AlignedBuf,
-    ) -> (Result<()>, AlignedBuf);
+    async fn read_at(&self, file: &Self::File, offset: u64, buf: AlignedBuf) -> (Result<()>, AlignedBuf);
     /// Writes the filled part of `buf` (`buf.len()`, aligned) at `offset`, all of it or an error.
-    async fn write_at(
-        &self,
-        file: &Self::File,
-        offset: u64,
-        buf: AlignedBuf,
-    ) -> (Result<()>, AlignedBuf);
+    async fn write_at(&self, file: &Self::File, offset: u64, buf: AlignedBuf) -> (Result<()>, AlignedBuf);
     /// `fdatasync(2)`: everything written to the file before is durable when this returns Ok.
     async fn sync_data(&self, file: &Self::File) -> Result<()>;
     /// Sets the file size (`ftruncate(2)`).

@@ -98,17 +98,11 @@ impl Label {
         if n == 0 || n > NODE_ID_MAX_BYTES {
             return Err(LabelError::Field("node id length"));
         }
-        let node_id = std::str::from_utf8(&b[24..24 + n])
-            .map_err(|_| LabelError::Field("node id"))?
-            .to_string();
+        let node_id =
+            std::str::from_utf8(&b[24..24 + n]).map_err(|_| LabelError::Field("node id"))?.to_string();
         let mut t = [0u8; 8];
         t.copy_from_slice(&b[88..96]);
-        Ok(Label {
-            disk_id,
-            tier,
-            node_id,
-            created_unix_s: u64::from_le_bytes(t),
-        })
+        Ok(Label { disk_id, tier, node_id, created_unix_s: u64::from_le_bytes(t) })
     }
 }
 
@@ -118,12 +112,8 @@ mod tests {
 
     #[test]
     fn label_round_trips_and_rejects_damage() {
-        let l = Label {
-            disk_id: 7,
-            tier: Tier::Fast,
-            node_id: "pod-a".into(),
-            created_unix_s: 1_700_000_000,
-        };
+        let l =
+            Label { disk_id: 7, tier: Tier::Fast, node_id: "pod-a".into(), created_unix_s: 1_700_000_000 };
         let mut b = l.encode();
         assert_eq!(Label::decode(&b), Ok(l));
         b[30] ^= 1;

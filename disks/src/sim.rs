@@ -58,17 +58,9 @@ pub struct SimStats {
 
 enum Pending {
     /// A write at `offset`; `old` holds the bytes it replaced and `old_len` the file length.
-    Write {
-        offset: u64,
-        old: Vec<u8>,
-        old_len: usize,
-    },
+    Write { offset: u64, old: Vec<u8>, old_len: usize },
     /// A size change from `old_len`, with the bytes cut off if it shrank the file.
-    Resize {
-        old_len: usize,
-        new_len: usize,
-        cut: Vec<u8>,
-    },
+    Resize { old_len: usize, new_len: usize, cut: Vec<u8> },
 }
 
 #[derive(Default)]
@@ -106,9 +98,7 @@ pub struct SimDisk {
 
 impl std::fmt::Debug for SimDisk {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SimDisk")
-            .field("stats", &self.s.borrow().stats)
-            .finish()
+        f.debug_struct("SimDisk").field("stats", &self.s.borrow().stats).finish()
     }
 }
 
@@ -176,11 +166,7 @@ impl SimDisk {
             let inode = s.inodes.get_mut(&ino).expect("listed");
             while let Some(p) = inode.pending.pop() {
                 match p {
-                    Pending::Write {
-                        offset,
-                        old,
-                        old_len,
-                    } => {
+                    Pending::Write { offset, old, old_len } => {
                         let sectors = old.len().div_ceil(SIM_SECTOR);
                         let kept = s.rng.usize(0..=sectors);
                         if kept == sectors {
@@ -202,11 +188,7 @@ impl SimDisk {
                             inode.data.truncate(keep_len);
                         }
                     }
-                    Pending::Resize {
-                        old_len,
-                        new_len,
-                        cut,
-                    } => {
+                    Pending::Resize { old_len, new_len, cut } => {
                         if s.rng.bool() {
                             continue; // the size change persisted
                         }
@@ -234,9 +216,7 @@ impl SimDisk {
         let candidates: Vec<(PathBuf, u64)> = s
             .names
             .iter()
-            .filter(|(p, ino)| {
-                p.starts_with(prefix) && s.inodes.get(ino).is_some_and(|i| !i.data.is_empty())
-            })
+            .filter(|(p, ino)| p.starts_with(prefix) && s.inodes.get(ino).is_some_and(|i| !i.data.is_empty()))
             .map(|(p, i)| (p.clone(), *i))
             .collect();
         if candidates.is_empty() {
@@ -297,12 +277,7 @@ impl SimDisk {
     }
 
     fn eio(op: Op, path: &Path, offset: u64) -> Error {
-        Error::io(
-            op,
-            path,
-            offset,
-            std::io::Error::from_raw_os_error(libc::EIO),
-        )
+        Error::io(op, path, offset, std::io::Error::from_raw_os_error(libc::EIO))
     }
 
     fn write_bytes(inode: &mut Inode, offset: usize, data: &[u8]) {
@@ -313,11 +288,7 @@ impl SimDisk {
         }
         let old = inode.data[offset..end].to_vec();
         inode.data[offset..end].copy_from_slice(data);
-        inode.pending.push(Pending::Write {
-            offset: offset as u64,
-            old,
-            old_len,
-        });
+        inode.pending.push(Pending::Write { offset: offset as u64, old, old_len });
     }
 }
 
@@ -326,10 +297,7 @@ struct YieldNow(bool);
 
 impl std::future::Future for YieldNow {
     type Output = ();
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<()> {
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
         if self.0 {
             return std::task::Poll::Ready(());
         }
@@ -354,12 +322,7 @@ impl Io for SimDisk {
         let existing = s.names.get(path).copied();
         let inode = match (mode, existing) {
             (OpenMode::CreateNew, Some(_)) => {
-                return Err(Error::io(
-                    Op::Open,
-                    path,
-                    0,
-                    std::io::Error::from_raw_os_error(libc::EEXIST),
-                ))
+                return Err(Error::io(Op::Open, path, 0, std::io::Error::from_raw_os_error(libc::EEXIST)))
             }
             (OpenMode::CreateNew, None) => {
                 let ino = s.next_inode;
@@ -370,19 +333,10 @@ impl Io for SimDisk {
             }
             (_, Some(ino)) => ino,
             (_, None) => {
-                return Err(Error::io(
-                    Op::Open,
-                    path,
-                    0,
-                    std::io::Error::from_raw_os_error(libc::ENOENT),
-                ))
+                return Err(Error::io(Op::Open, path, 0, std::io::Error::from_raw_os_error(libc::ENOENT)))
             }
         };
-        Ok(SimFile {
-            inode,
-            epoch,
-            path: Rc::new(path.to_path_buf()),
-        })
+        Ok(SimFile { inode, epoch, path: Rc::new(path.to_path_buf()) })
     }
 
     async fn allocate(&self, file: &SimFile, len_bytes: u64) -> Result<()> {
@@ -394,26 +348,13 @@ impl Io for SimDisk {
         if inode.data.len() < len {
             let old_len = inode.data.len();
             inode.data.resize(len, 0);
-            inode.pending.push(Pending::Resize {
-                old_len,
-                new_len: len,
-                cut: Vec::new(),
-            });
+            inode.pending.push(Pending::Resize { old_len, new_len: len, cut: Vec::new() });
         }
         Ok(())
     }
 
-    async fn read_at(
-        &self,
-        file: &SimFile,
-        offset: u64,
-        mut buf: AlignedBuf,
-    ) -> (Result<()>, AlignedBuf) {
-        assert!(
-            is_aligned(offset) && is_aligned(buf.len() as u64),
-            "unaligned read {offset}+{}",
-            buf.len()
-        );
+    async fn read_at(&self, file: &SimFile, offset: u64, mut buf: AlignedBuf) -> (Result<()>, AlignedBuf) {
+        assert!(is_aligned(offset) && is_aligned(buf.len() as u64), "unaligned read {offset}+{}", buf.len());
         self.latency().await;
         if let Err(e) = self.begin(Some(file)) {
             return (Err(e), buf);
@@ -440,17 +381,8 @@ impl Io for SimDisk {
         (Ok(()), buf)
     }
 
-    async fn write_at(
-        &self,
-        file: &SimFile,
-        offset: u64,
-        buf: AlignedBuf,
-    ) -> (Result<()>, AlignedBuf) {
-        assert!(
-            is_aligned(offset) && is_aligned(buf.len() as u64),
-            "unaligned write {offset}+{}",
-            buf.len()
-        );
+    async fn write_at(&self, file: &SimFile, offset: u64, buf: AlignedBuf) -> (Result<()>, AlignedBuf) {
+        assert!(is_aligned(offset) && is_aligned(buf.len() as u64), "unaligned write {offset}+{}", buf.len());
         self.latency().await;
         if let Err(e) = self.begin(Some(file)) {
             return (Err(e), buf);
@@ -499,17 +431,9 @@ impl Io for SimDisk {
         let inode = s.inodes.get_mut(&file.inode).ok_or(Error::Crashed)?;
         let len = len_bytes as usize;
         let old_len = inode.data.len();
-        let cut = if len < old_len {
-            inode.data[len..].to_vec()
-        } else {
-            Vec::new()
-        };
+        let cut = if len < old_len { inode.data[len..].to_vec() } else { Vec::new() };
         inode.data.resize(len, 0);
-        inode.pending.push(Pending::Resize {
-            old_len,
-            new_len: len,
-            cut,
-        });
+        inode.pending.push(Pending::Resize { old_len, new_len: len, cut });
         Ok(())
     }
 
@@ -524,12 +448,7 @@ impl Io for SimDisk {
         self.begin(None)?;
         let mut s = self.s.borrow_mut();
         if s.names.remove(path).is_none() {
-            return Err(Error::io(
-                Op::Remove,
-                path,
-                0,
-                std::io::Error::from_raw_os_error(libc::ENOENT),
-            ));
+            return Err(Error::io(Op::Remove, path, 0, std::io::Error::from_raw_os_error(libc::ENOENT)));
         }
         Ok(())
     }
@@ -539,12 +458,7 @@ impl Io for SimDisk {
         self.begin(None)?;
         let mut s = self.s.borrow_mut();
         let Some(ino) = s.names.remove(from) else {
-            return Err(Error::io(
-                Op::Rename,
-                from,
-                0,
-                std::io::Error::from_raw_os_error(libc::ENOENT),
-            ));
+            return Err(Error::io(Op::Rename, from, 0, std::io::Error::from_raw_os_error(libc::ENOENT)));
         };
         s.names.insert(to.to_path_buf(), ino);
         Ok(())

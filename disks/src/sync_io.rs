@@ -8,8 +8,7 @@
 use std::path::Path;
 
 use crate::fd::{
-    cstring, fstat_size, last_os_error, list_regular_files, open_flags, sync_dir_blocking, FdFile,
-    FILE_MODE,
+    cstring, fstat_size, last_os_error, list_regular_files, open_flags, sync_dir_blocking, FdFile, FILE_MODE,
 };
 use crate::{is_aligned, AlignedBuf, CacheMode, Error, Io, Op, OpenMode, Result};
 
@@ -32,13 +31,7 @@ impl Io for SyncIo {
     async fn open(&self, path: &Path, mode: OpenMode) -> Result<FdFile> {
         let c = cstring(Op::Open, path)?;
         // SAFETY: c is a valid NUL-terminated path; flags and mode are plain integers.
-        let fd = unsafe {
-            libc::open(
-                c.as_ptr(),
-                open_flags(mode, self.cache),
-                FILE_MODE as libc::c_uint,
-            )
-        };
+        let fd = unsafe { libc::open(c.as_ptr(), open_flags(mode, self.cache), FILE_MODE as libc::c_uint) };
         if fd < 0 {
             return Err(last_os_error(Op::Open, path, 0));
         }
@@ -54,12 +47,7 @@ impl Io for SyncIo {
         Ok(())
     }
 
-    async fn read_at(
-        &self,
-        file: &FdFile,
-        offset: u64,
-        mut buf: AlignedBuf,
-    ) -> (Result<()>, AlignedBuf) {
+    async fn read_at(&self, file: &FdFile, offset: u64, mut buf: AlignedBuf) -> (Result<()>, AlignedBuf) {
         assert!(is_aligned(offset), "unaligned read offset {offset}");
         let want = buf.len();
         assert!(is_aligned(want as u64), "unaligned read length {want}");
@@ -92,17 +80,8 @@ impl Io for SyncIo {
         (Ok(()), buf)
     }
 
-    async fn write_at(
-        &self,
-        file: &FdFile,
-        offset: u64,
-        buf: AlignedBuf,
-    ) -> (Result<()>, AlignedBuf) {
-        assert!(
-            is_aligned(offset) && is_aligned(buf.len() as u64),
-            "unaligned write {offset}+{}",
-            buf.len()
-        );
+    async fn write_at(&self, file: &FdFile, offset: u64, buf: AlignedBuf) -> (Result<()>, AlignedBuf) {
+        assert!(is_aligned(offset) && is_aligned(buf.len() as u64), "unaligned write {offset}+{}", buf.len());
         let want = buf.len();
         let mut done = 0usize;
         while done < want {
@@ -125,13 +104,7 @@ impl Io for SyncIo {
             }
             if n == 0 {
                 return (
-                    Err(Error::Short {
-                        op: Op::Write,
-                        path: file.path().into(),
-                        offset,
-                        done,
-                        wanted: want,
-                    }),
+                    Err(Error::Short { op: Op::Write, path: file.path().into(), offset, done, wanted: want }),
                     buf,
                 );
             }

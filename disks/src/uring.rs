@@ -45,6 +45,14 @@ pub struct UringConfig {
     pub pool_buf_count: usize,
     /// O_DIRECT or (development only) buffered.
     pub cache: CacheMode,
+    /// While fewer operations than this are in the kernel, a new one is submitted at once, so
+    /// a burst of completions never leaves the device idle while the burst is processed;
+    /// beyond it, operations wait for the driver's one batched submission per event-loop turn.
+    pub eager_submit_below: u64,
+    /// A batch is submitted as soon as it holds this many operations, without waiting for the
+    /// end of the turn, so the device never waits for a long burst of completions to be
+    /// processed.
+    pub submit_batch_max: u64,
 }
 
 impl Default for UringConfig {
@@ -55,6 +63,8 @@ impl Default for UringConfig {
             pool_buf_size_bytes: 1 << 20,
             pool_buf_count: 32,
             cache: CacheMode::Direct,
+            eager_submit_below: 8,
+            submit_batch_max: 4,
         }
     }
 }
@@ -115,6 +125,10 @@ struct Driver {
     kick: Notify,
     slot_freed: Notify,
     pending_submit: Cell<bool>,
+    /// Operations submitted to the kernel and not yet reaped.
+    in_kernel: Cell<u64>,
+    /// Operations queued since the last submission.
+    pending_count: Cell<u64>,
     cfg: UringConfig,
     pool: BufPool,
     stats: Cell<UringStats>,
@@ -129,6 +143,8 @@ pub struct UringStats {
     pub ops_submitted: u64,
     /// CQEs reaped.
     pub completions: u64,
+    /// Times the driver looked for completions.
+    pub wakeups: u64,
 }
 
 /// The per-core io_uring `Io`. Cheap to clone (a shared handle to the core's driver).
@@ -165,10 +181,7 @@ impl Uring {
         // SAFETY: plain syscall; the flags make the fd non-blocking and close-on-exec.
         let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
         if efd < 0 {
-            return Err(Error::UringUnavailable(format!(
-                "eventfd: {}",
-                std::io::Error::last_os_error()
-            )));
+            return Err(Error::UringUnavailable(format!("eventfd: {}", std::io::Error::last_os_error())));
         }
         // SAFETY: efd was just created and is owned by nobody else.
         let efd = unsafe { OwnedFd::from_raw_fd(efd) };
@@ -177,9 +190,8 @@ impl Uring {
             .map_err(|e| Error::UringUnavailable(format!("register eventfd: {e}")))?;
         // SAFETY: the AsyncFd owns the eventfd, which nothing else closes or hands out, so the
         // descriptor stays valid and unique while it is registered with the runtime.
-        let eventfd = unsafe { AsyncFd::register(efd) }.map_err(|e| {
-            Error::UringUnavailable(format!("watch eventfd (no tokio runtime?): {e}"))
-        })?;
+        let eventfd = unsafe { AsyncFd::register(efd) }
+            .map_err(|e| Error::UringUnavailable(format!("watch eventfd (no tokio runtime?): {e}")))?;
         let pool = BufPool::new(cfg.pool_buf_size_bytes, cfg.pool_buf_count);
         let iovecs = pool.iovecs();
         // SAFETY: the iovecs describe the pool's single allocation, which lives as long as the
@@ -200,6 +212,8 @@ impl Uring {
             kick: Notify::new(),
             slot_freed: Notify::new(),
             pending_submit: Cell::new(false),
+            in_kernel: Cell::new(0),
+            pending_count: Cell::new(0),
             cfg,
             pool,
             stats: Cell::new(UringStats::default()),
@@ -232,10 +246,7 @@ impl Uring {
             }
             freed.await;
         }
-        let idx = self.d.slots.borrow_mut().insert(Slot {
-            state: SlotState::Waiting(None),
-            keep,
-        });
+        let idx = self.d.slots.borrow_mut().insert(Slot { state: SlotState::Waiting(None), keep });
         let entry = entry.user_data(idx as u64);
         {
             let mut ring = self.d.ring.borrow_mut();
@@ -247,36 +258,31 @@ impl Uring {
                     break;
                 }
                 // Submission queue full: hand what is queued to the kernel now.
-                if let Err(e) = ring.submit() {
-                    tracing::warn!("io_uring submit: {e}");
+                match ring.submit() {
+                    Ok(n) => self.d.in_kernel.set(self.d.in_kernel.get() + n as u64),
+                    Err(e) => tracing::warn!("io_uring submit: {e}"),
                 }
             }
         }
         self.d.pending_submit.set(true);
-        self.d.kick.notify_one();
-        OpFuture {
-            d: self.d.clone(),
-            idx,
-            done: false,
+        self.d.pending_count.set(self.d.pending_count.get() + 1);
+        if self.d.in_kernel.get() < self.d.cfg.eager_submit_below
+            || self.d.pending_count.get() >= self.d.cfg.submit_batch_max
+        {
+            // The device is nearly idle: hand the operation over now (see eager_submit_below).
+            self.d.submit_pending();
+        } else {
+            self.d.kick.notify_one();
         }
-        .await
+        OpFuture { d: self.d.clone(), idx, done: false }.await
     }
 
-    async fn rw(
-        &self,
-        op: Op,
-        file: &FdFile,
-        offset: u64,
-        mut buf: AlignedBuf,
-    ) -> (Result<()>, AlignedBuf) {
+    async fn rw(&self, op: Op, file: &FdFile, offset: u64, mut buf: AlignedBuf) -> (Result<()>, AlignedBuf) {
         let want = match op {
             Op::Read => buf.len(),
             _ => buf.len(),
         };
-        assert!(
-            is_aligned(offset) && is_aligned(want as u64),
-            "unaligned {op} {offset}+{want}"
-        );
+        assert!(is_aligned(offset) && is_aligned(want as u64), "unaligned {op} {offset}+{want}");
         let mut done = 0usize;
         while done < want {
             let ptr = buf.as_mut_ptr();
@@ -300,30 +306,13 @@ impl Uring {
                 if op == Op::Read {
                     buf.set_len(0);
                 }
-                return (
-                    Err(Error::io(
-                        op,
-                        file.path(),
-                        pos,
-                        std::io::Error::from_raw_os_error(-res),
-                    )),
-                    buf,
-                );
+                return (Err(Error::io(op, file.path(), pos, std::io::Error::from_raw_os_error(-res))), buf);
             }
             if res == 0 {
                 if op == Op::Read {
                     break; // end of file
                 }
-                return (
-                    Err(Error::Short {
-                        op,
-                        path: file.path().into(),
-                        offset,
-                        done,
-                        wanted: want,
-                    }),
-                    buf,
-                );
+                return (Err(Error::Short { op, path: file.path().into(), offset, done, wanted: want }), buf);
             }
             done += res as usize;
             if op == Op::Read && !is_aligned(done as u64) {
@@ -339,12 +328,7 @@ impl Uring {
     async fn simple(&self, op: Op, path: &Path, entry: squeue::Entry, keep: Keep) -> Result<i32> {
         let (res, _keep) = self.submit(entry, keep).await;
         if res < 0 {
-            return Err(Error::io(
-                op,
-                path,
-                0,
-                std::io::Error::from_raw_os_error(-res),
-            ));
+            return Err(Error::io(op, path, 0, std::io::Error::from_raw_os_error(-res)));
         }
         Ok(res)
     }
@@ -386,10 +370,7 @@ impl Drop for OpFuture {
             return;
         }
         let mut slots = self.d.slots.borrow_mut();
-        let finished = matches!(
-            slots.slots[self.idx].as_ref().map(|s| &s.state),
-            Some(SlotState::Done(_))
-        );
+        let finished = matches!(slots.slots[self.idx].as_ref().map(|s| &s.state), Some(SlotState::Done(_)));
         if finished {
             slots.remove(self.idx);
             drop(slots);
@@ -409,6 +390,8 @@ impl Driver {
         let ring = self.ring.borrow();
         match ring.submit() {
             Ok(n) => {
+                self.in_kernel.set(self.in_kernel.get() + n as u64);
+                self.pending_count.set(0);
                 let mut s = self.stats.get();
                 s.submit_calls += 1;
                 s.ops_submitted += n as u64;
@@ -422,17 +405,17 @@ impl Driver {
         }
     }
 
-    fn reap(&self) {
+    /// Reaps every available completion; returns how many.
+    fn reap(&self) -> u64 {
         let mut ring = self.ring.borrow_mut();
         let mut slots = self.slots.borrow_mut();
         let mut n = 0u64;
         let mut freed = false;
         for cqe in ring.completion() {
             n += 1;
+            self.in_kernel.set(self.in_kernel.get().saturating_sub(1));
             let idx = cqe.user_data() as usize;
-            let slot = slots.slots[idx]
-                .as_mut()
-                .expect("completion for a live slot");
+            let slot = slots.slots[idx].as_mut().expect("completion for a live slot");
             match std::mem::replace(&mut slot.state, SlotState::Done(cqe.result())) {
                 SlotState::Waiting(Some(w)) => w.wake(),
                 SlotState::Waiting(None) => {}
@@ -450,19 +433,15 @@ impl Driver {
         }
         let mut s = self.stats.get();
         s.completions += n;
+        s.wakeups += 1;
         self.stats.set(s);
+        n
     }
 
     fn drain_eventfd(&self) {
         let mut v = 0u64;
         // SAFETY: reading 8 bytes into a u64 from our own non-blocking eventfd.
-        let _ = unsafe {
-            libc::read(
-                self.eventfd.get_ref().as_raw_fd(),
-                (&mut v as *mut u64).cast(),
-                8,
-            )
-        };
+        let _ = unsafe { libc::read(self.eventfd.get_ref().as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
     }
 }
 
@@ -471,7 +450,7 @@ impl Drop for Driver {
         // The kernel may still own buffers of in-flight operations: wait for every completion
         // before the ring and the memory go away.
         loop {
-            self.reap();
+            let _ = self.reap();
             if self.slots.borrow().in_flight == 0 {
                 break;
             }
@@ -487,7 +466,12 @@ impl UringDriver {
         let d = &self.io.d;
         loop {
             d.submit_pending();
-            d.reap();
+            if d.reap() > 0 {
+                // Let the tasks just woken run and queue their next operations, then submit
+                // them in one call before sleeping: completions and submissions stay in step.
+                tokio::task::yield_now().await;
+                continue;
+            }
             tokio::select! {
                 biased;
                 guard = d.eventfd.readable() => {
@@ -516,47 +500,26 @@ impl Io for Uring {
     }
 
     async fn allocate(&self, file: &FdFile, len_bytes: u64) -> Result<()> {
-        let entry = opcode::Fallocate::new(types::Fd(file.raw()), len_bytes)
-            .offset(0)
-            .mode(0)
-            .build();
-        self.simple(Op::Allocate, file.path(), entry, Keep::File(file.clone()))
-            .await
-            .map(|_| ())
+        let entry = opcode::Fallocate::new(types::Fd(file.raw()), len_bytes).offset(0).mode(0).build();
+        self.simple(Op::Allocate, file.path(), entry, Keep::File(file.clone())).await.map(|_| ())
     }
 
-    async fn read_at(
-        &self,
-        file: &FdFile,
-        offset: u64,
-        buf: AlignedBuf,
-    ) -> (Result<()>, AlignedBuf) {
+    async fn read_at(&self, file: &FdFile, offset: u64, buf: AlignedBuf) -> (Result<()>, AlignedBuf) {
         self.rw(Op::Read, file, offset, buf).await
     }
 
-    async fn write_at(
-        &self,
-        file: &FdFile,
-        offset: u64,
-        buf: AlignedBuf,
-    ) -> (Result<()>, AlignedBuf) {
+    async fn write_at(&self, file: &FdFile, offset: u64, buf: AlignedBuf) -> (Result<()>, AlignedBuf) {
         self.rw(Op::Write, file, offset, buf).await
     }
 
     async fn sync_data(&self, file: &FdFile) -> Result<()> {
-        let entry = opcode::Fsync::new(types::Fd(file.raw()))
-            .flags(types::FsyncFlags::DATASYNC)
-            .build();
-        self.simple(Op::Sync, file.path(), entry, Keep::File(file.clone()))
-            .await
-            .map(|_| ())
+        let entry = opcode::Fsync::new(types::Fd(file.raw())).flags(types::FsyncFlags::DATASYNC).build();
+        self.simple(Op::Sync, file.path(), entry, Keep::File(file.clone())).await.map(|_| ())
     }
 
     async fn truncate(&self, file: &FdFile, len_bytes: u64) -> Result<()> {
         let entry = opcode::Ftruncate::new(types::Fd(file.raw()), len_bytes).build();
-        self.simple(Op::Truncate, file.path(), entry, Keep::File(file.clone()))
-            .await
-            .map(|_| ())
+        self.simple(Op::Truncate, file.path(), entry, Keep::File(file.clone())).await.map(|_| ())
     }
 
     async fn file_size(&self, file: &FdFile) -> Result<u64> {
@@ -566,9 +529,7 @@ impl Io for Uring {
     async fn remove(&self, path: &Path) -> Result<()> {
         let c = cstring(Op::Remove, path)?;
         let entry = opcode::UnlinkAt::new(types::Fd(libc::AT_FDCWD), c.as_ptr()).build();
-        self.simple(Op::Remove, path, entry, Keep::Path(c))
-            .await
-            .map(|_| ())
+        self.simple(Op::Remove, path, entry, Keep::Path(c)).await.map(|_| ())
     }
 
     async fn rename(&self, from: &Path, to: &Path) -> Result<()> {
@@ -581,9 +542,7 @@ impl Io for Uring {
             b.as_ptr(),
         )
         .build();
-        self.simple(Op::Rename, from, entry, Keep::Paths(a, b))
-            .await
-            .map(|_| ())
+        self.simple(Op::Rename, from, entry, Keep::Paths(a, b)).await.map(|_| ())
     }
 
     async fn sync_dir(&self, dir: &Path) -> Result<()> {
@@ -594,9 +553,7 @@ impl Io for Uring {
         let fd = self.simple(Op::SyncDir, dir, entry, Keep::Path(c)).await?;
         let f = FdFile::from_raw(fd, dir);
         let entry = opcode::Fsync::new(types::Fd(f.raw())).build();
-        self.simple(Op::SyncDir, dir, entry, Keep::File(f))
-            .await
-            .map(|_| ())
+        self.simple(Op::SyncDir, dir, entry, Keep::File(f)).await.map(|_| ())
     }
 
     async fn list_dir(&self, dir: &Path) -> Result<Vec<String>> {

@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use podstore_disks::{
-    probe_direct_io, AlignedBuf, CacheMode, Io, OpenMode, SimDisk, SimFaults, SyncIo, Uring,
-    UringConfig, ALIGN,
+    probe_direct_io, AlignedBuf, CacheMode, Io, OpenMode, SimDisk, SimFaults, SyncIo, Uring, UringConfig,
+    ALIGN,
 };
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -52,16 +52,10 @@ async fn exercise<I: Io>(io: &I, dir: &Path) {
     io.truncate(&f, 4096).await.expect("truncate");
     assert_eq!(io.file_size(&f).await.expect("size"), 4096);
     io.rename(&path, &dir.join("blob-1")).await.expect("rename");
-    assert_eq!(
-        io.list_dir(dir).await.expect("list"),
-        vec!["blob-1".to_string()]
-    );
+    assert_eq!(io.list_dir(dir).await.expect("list"), vec!["blob-1".to_string()]);
     io.remove(&dir.join("blob-1")).await.expect("remove");
     assert!(io.list_dir(dir).await.expect("list").is_empty());
-    let err = io
-        .open(&dir.join("missing"), OpenMode::Existing)
-        .await
-        .expect_err("missing file");
+    let err = io.open(&dir.join("missing"), OpenMode::Existing).await.expect_err("missing file");
     assert_eq!(err.raw_os_error(), Some(libc::ENOENT));
 }
 
@@ -72,10 +66,7 @@ fn full(n: usize) -> AlignedBuf {
 }
 
 fn local_rt() -> (tokio::runtime::Runtime, tokio::task::LocalSet) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     (rt, tokio::task::LocalSet::new())
 }
 
@@ -84,11 +75,7 @@ fn uring_backend_does_every_operation() {
     let dir = temp_dir("uring");
     let (rt, local) = local_rt();
     local.block_on(&rt, async {
-        let cfg = UringConfig {
-            cache: cache_for(&dir),
-            pool_buf_count: 4,
-            ..UringConfig::default()
-        };
+        let cfg = UringConfig { cache: cache_for(&dir), pool_buf_count: 4, ..UringConfig::default() };
         let (io, driver) = Uring::new(cfg).expect("io_uring is available on this kernel");
         tokio::task::spawn_local(driver.run());
         exercise(&io, &dir).await;
@@ -103,17 +90,10 @@ fn uring_batches_concurrent_operations_into_few_submissions() {
     let dir = temp_dir("uring-batch");
     let (rt, local) = local_rt();
     local.block_on(&rt, async {
-        let cfg = UringConfig {
-            cache: cache_for(&dir),
-            pool_buf_count: 4,
-            ..UringConfig::default()
-        };
+        let cfg = UringConfig { cache: cache_for(&dir), pool_buf_count: 4, ..UringConfig::default() };
         let (io, driver) = Uring::new(cfg).expect("io_uring");
         tokio::task::spawn_local(driver.run());
-        let f = io
-            .open(&dir.join("f"), OpenMode::CreateNew)
-            .await
-            .expect("create");
+        let f = io.open(&dir.join("f"), OpenMode::CreateNew).await.expect("create");
         io.allocate(&f, 64 * ALIGN as u64).await.expect("allocate");
         let before = io.stats();
         let mut tasks = Vec::new();
@@ -133,14 +113,9 @@ fn uring_batches_concurrent_operations_into_few_submissions() {
         let ops = after.ops_submitted - before.ops_submitted;
         let calls = after.submit_calls - before.submit_calls;
         assert_eq!(ops, 64);
-        assert!(
-            calls < 64,
-            "64 concurrent writes took {calls} submit calls: not batched"
-        );
+        assert!(calls < 64, "64 concurrent writes took {calls} submit calls: not batched");
         for i in 0..64u64 {
-            let (r, b) = io
-                .read_at(&f, i * ALIGN as u64, AlignedBuf::new(ALIGN))
-                .await;
+            let (r, b) = io.read_at(&f, i * ALIGN as u64, AlignedBuf::new(ALIGN)).await;
             r.expect("read");
             assert!(b.iter().all(|&x| x == i as u8));
         }
@@ -153,17 +128,10 @@ fn a_dropped_read_keeps_its_buffer_until_the_kernel_is_done() {
     let dir = temp_dir("uring-drop");
     let (rt, local) = local_rt();
     local.block_on(&rt, async {
-        let cfg = UringConfig {
-            cache: cache_for(&dir),
-            pool_buf_count: 2,
-            ..UringConfig::default()
-        };
+        let cfg = UringConfig { cache: cache_for(&dir), pool_buf_count: 2, ..UringConfig::default() };
         let (io, driver) = Uring::new(cfg).expect("io_uring");
         tokio::task::spawn_local(driver.run());
-        let f = io
-            .open(&dir.join("f"), OpenMode::CreateNew)
-            .await
-            .expect("create");
+        let f = io.open(&dir.join("f"), OpenMode::CreateNew).await.expect("create");
         io.allocate(&f, 1 << 20).await.expect("allocate");
         for _ in 0..50 {
             let mut buf = io.alloc_buf(1 << 20).await;
@@ -223,10 +191,7 @@ fn sim_crash_loses_unsynced_data_and_names_but_keeps_synced() {
         for seed in 0..40 {
             let io = SimDisk::new(seed, SimFaults::default());
             let dir = Path::new("/d");
-            let f = io
-                .open(&dir.join("a"), OpenMode::CreateNew)
-                .await
-                .expect("create");
+            let f = io.open(&dir.join("a"), OpenMode::CreateNew).await.expect("create");
             io.allocate(&f, 16 * 4096).await.expect("alloc");
             let mut b = AlignedBuf::new(4096);
             b.extend_from(&[1u8; 4096]);
@@ -238,26 +203,12 @@ fn sim_crash_loses_unsynced_data_and_names_but_keeps_synced() {
             b2.extend_from(&[2u8; 8192]);
             let (r, _) = io.write_at(&f, 4096, b2).await;
             r.expect("write 2");
-            let _g = io
-                .open(&dir.join("ghost"), OpenMode::CreateNew)
-                .await
-                .expect("create ghost");
+            let _g = io.open(&dir.join("ghost"), OpenMode::CreateNew).await.expect("create ghost");
             drop(b);
             io.crash();
-            assert!(
-                io.read_at(&f, 0, full(4096)).await.0.is_err(),
-                "old handle fails"
-            );
-            let f = io
-                .open(&dir.join("a"), OpenMode::Existing)
-                .await
-                .expect("synced name survives");
-            assert!(
-                io.open(&dir.join("ghost"), OpenMode::Existing)
-                    .await
-                    .is_err(),
-                "unsynced name lost"
-            );
+            assert!(io.read_at(&f, 0, full(4096)).await.0.is_err(), "old handle fails");
+            let f = io.open(&dir.join("a"), OpenMode::Existing).await.expect("synced name survives");
+            assert!(io.open(&dir.join("ghost"), OpenMode::Existing).await.is_err(), "unsynced name lost");
             let data = io.file_bytes(&dir.join("a")).expect("file");
             assert!(data[..4096].iter().all(|&x| x == 1), "synced data survives");
             // The unsynced write persisted as a sector prefix: 2s then the old zeros.
@@ -268,9 +219,6 @@ fn sim_crash_loses_unsynced_data_and_names_but_keeps_synced() {
             lost_some |= twos < 8192;
             drop(f);
         }
-        assert!(
-            lost_some,
-            "the crash model never lost an unsynced write in 40 seeds"
-        );
+        assert!(lost_some, "the crash model never lost an unsynced write in 40 seeds");
     });
 }

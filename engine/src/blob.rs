@@ -53,13 +53,7 @@ pub(crate) struct BlobFile<I: Io> {
 }
 
 impl<I: Io> BlobFile<I> {
-    pub(crate) fn new(
-        id: u32,
-        file: I::File,
-        size_bytes: u64,
-        dedicated: bool,
-        tail: u64,
-    ) -> BlobFile<I> {
+    pub(crate) fn new(id: u32, file: I::File, size_bytes: u64, dedicated: bool, tail: u64) -> BlobFile<I> {
         BlobFile {
             id,
             file,
@@ -79,17 +73,8 @@ impl<I: Io> BlobFile<I> {
 
     /// Where recovery must rescan from: the lowest in-flight reservation, else the tail.
     pub(crate) fn scan_from(&self) -> u64 {
-        let end = if self.sealed.get() {
-            self.size_bytes
-        } else {
-            self.tail.get()
-        };
-        self.in_flight
-            .borrow()
-            .keys()
-            .next()
-            .copied()
-            .unwrap_or(end)
+        let end = if self.sealed.get() { self.size_bytes } else { self.tail.get() };
+        self.in_flight.borrow().keys().next().copied().unwrap_or(end)
     }
 }
 
@@ -100,17 +85,8 @@ mod tests {
     #[test]
     fn blob_names_round_trip() {
         assert_eq!(parse_blob_name(&blob_name(12, false)), Some((12, false)));
-        assert_eq!(
-            parse_blob_name(&blob_name(1_048_575, true)),
-            Some((1_048_575, true))
-        );
-        for bad in [
-            "blob-12.psb",
-            "blob-000001x.psb",
-            "blob-0000001.tmp",
-            "index-1.ckpt",
-            "blob-0000001",
-        ] {
+        assert_eq!(parse_blob_name(&blob_name(1_048_575, true)), Some((1_048_575, true)));
+        for bad in ["blob-12.psb", "blob-000001x.psb", "blob-0000001.tmp", "index-1.ckpt", "blob-0000001"] {
             assert_eq!(parse_blob_name(bad), None, "{bad}");
         }
     }

@@ -169,9 +169,8 @@ impl<'a> Rd<'a> {
 impl Checkpoint {
     /// Encodes the whole file (header block, body, padding to 4096).
     pub fn encode(&self) -> Vec<u8> {
-        let mut body = Vec::with_capacity(
-            self.blobs.len() * 32 + self.in_flight.len() * 8 + self.main.len() * 16,
-        );
+        let mut body =
+            Vec::with_capacity(self.blobs.len() * 32 + self.in_flight.len() * 8 + self.main.len() * 16);
         for b in &self.blobs {
             body.extend_from_slice(&b.id.to_le_bytes());
             body.extend_from_slice(&(b.dedicated as u32).to_le_bytes());
@@ -255,9 +254,7 @@ impl Checkpoint {
         let nmain = r.u64()?;
         let nover = r.u64()?;
         let nquar = r.u64()?;
-        let body_end = (CKPT_HEADER_BYTES as u64)
-            .checked_add(body_len)
-            .ok_or(CkptError::Short)?;
+        let body_end = (CKPT_HEADER_BYTES as u64).checked_add(body_len).ok_or(CkptError::Short)?;
         if (b.len() as u64) < body_end {
             return Err(CkptError::Short);
         }
@@ -275,11 +272,7 @@ impl Checkpoint {
             return Err(CkptError::Field("counts"));
         }
         let mut r = Rd { b: body, at: 0 };
-        let mut ck = Checkpoint {
-            shard_id,
-            max_seq,
-            ..Default::default()
-        };
+        let mut ck = Checkpoint { shard_id, max_seq, ..Default::default() };
         ck.blobs.reserve(nblobs as usize);
         for _ in 0..nblobs {
             let id = r.u32()?;
@@ -295,13 +288,7 @@ impl Checkpoint {
             {
                 return Err(CkptError::Field("blob"));
             }
-            ck.blobs.push(CkptBlob {
-                id,
-                dedicated: flags == 1,
-                size_bytes,
-                tail,
-                scan_from,
-            });
+            ck.blobs.push(CkptBlob { id, dedicated: flags == 1, size_bytes, tail, scan_from });
         }
         ck.in_flight.reserve(nflight as usize);
         for _ in 0..nflight {
@@ -318,25 +305,13 @@ impl Checkpoint {
         }
         for _ in 0..nquar {
             let blob = r.u32()?;
-            let reason = QuarantineReason::from_u32(r.u32()?)
-                .ok_or(CkptError::Field("quarantine reason"))?;
+            let reason = QuarantineReason::from_u32(r.u32()?).ok_or(CkptError::Field("quarantine reason"))?;
             let offset = r.u64()?;
             let len_bytes = r.u64()?;
             let seq = r.u64()?;
             let n = r.u16()? as usize;
-            let key = if n == 0 {
-                None
-            } else {
-                Some(r.take(n)?.to_vec())
-            };
-            ck.quarantine.push(Quarantined {
-                blob,
-                offset,
-                len_bytes,
-                seq,
-                key,
-                reason,
-            });
+            let key = if n == 0 { None } else { Some(r.take(n)?.to_vec()) };
+            ck.quarantine.push(Quarantined { blob, offset, len_bytes, seq, key, reason });
         }
         if r.at != body.len() {
             return Err(CkptError::Field("body length"));
@@ -354,21 +329,9 @@ mod tests {
             shard_id: 4,
             max_seq: 99,
             blobs: vec![
-                CkptBlob {
-                    id: 0,
-                    dedicated: false,
-                    size_bytes: 1 << 20,
-                    tail: 8192,
-                    scan_from: 4096,
-                },
+                CkptBlob { id: 0, dedicated: false, size_bytes: 1 << 20, tail: 8192, scan_from: 4096 },
                 // A sealed blob: nothing in flight, so recovery starts at its end.
-                CkptBlob {
-                    id: 1,
-                    dedicated: false,
-                    size_bytes: 1 << 20,
-                    tail: 8192,
-                    scan_from: 1 << 20,
-                },
+                CkptBlob { id: 1, dedicated: false, size_bytes: 1 << 20, tail: 8192, scan_from: 1 << 20 },
             ],
             in_flight: vec![98],
             main: vec![(1, 2), (3, 4)],

@@ -15,12 +15,7 @@ pub enum Error {
     Fenced { shard: u32, reason: String },
     /// A stored record failed its checks; it is not served.
     #[error("shard {shard}: record at blob {blob} offset {offset} is corrupt: {reason}")]
-    Corrupt {
-        shard: u32,
-        blob: u32,
-        offset: u64,
-        reason: String,
-    },
+    Corrupt { shard: u32, blob: u32, offset: u64, reason: String },
     /// The key's newest record is quarantined (damaged, awaiting repair): no copy is served.
     #[error("shard {shard}: the object's newest record is quarantined awaiting repair")]
     Quarantined { shard: u32 },
@@ -47,13 +42,7 @@ pub enum Error {
 impl Error {
     /// Whether the error came from a simulated crash (tests stop the world on it).
     pub fn is_crash(&self) -> bool {
-        matches!(
-            self,
-            Error::Disk {
-                source: podstore_disks::Error::Crashed,
-                ..
-            }
-        )
+        matches!(self, Error::Disk { source: podstore_disks::Error::Crashed, .. })
     }
 }
 

@@ -31,14 +31,8 @@ impl Loc {
     /// Packs a location. `record_len` is in bytes (a multiple of 4096).
     pub fn new(blob: u32, offset: u64, record_len: u64, tombstone: bool) -> Loc {
         assert!(blob <= BLOB_ID_MAX, "blob id {blob} beyond {BLOB_ID_MAX}");
-        assert!(
-            offset.is_multiple_of(4096) && offset < BLOB_SIZE_MAX_BYTES,
-            "offset {offset}"
-        );
-        assert!(
-            record_len.is_multiple_of(4096) && record_len > 0,
-            "record length {record_len}"
-        );
+        assert!(offset.is_multiple_of(4096) && offset < BLOB_SIZE_MAX_BYTES, "offset {offset}");
+        assert!(record_len.is_multiple_of(4096) && record_len > 0, "record length {record_len}");
         let len_field = if tombstone {
             assert_eq!(record_len, 4096, "a tombstone is one block");
             0
@@ -127,10 +121,7 @@ pub struct Index {
 impl Index {
     /// An index with room for `n` entries.
     pub fn with_capacity(n: usize) -> Index {
-        Index {
-            main: FpMap::with_capacity_and_hasher(n, Default::default()),
-            ..Default::default()
-        }
+        Index { main: FpMap::with_capacity_and_hasher(n, Default::default()), ..Default::default() }
     }
 
     /// The main-table entry for a fingerprint.
@@ -149,11 +140,7 @@ impl Index {
     fn count(&mut self, old: Option<Loc>, new: Option<Loc>) {
         for (l, sign) in [(old, -1i64), (new, 1)] {
             if let Some(l) = l {
-                let c = if l.is_tombstone() {
-                    &mut self.tombstones
-                } else {
-                    &mut self.live_objects
-                };
+                let c = if l.is_tombstone() { &mut self.tombstones } else { &mut self.live_objects };
                 *c = c.wrapping_add_signed(sign);
             }
         }

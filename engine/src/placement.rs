@@ -44,14 +44,7 @@ mod tests {
     use crate::index::fingerprint;
 
     fn shards(weights: &[f64]) -> Vec<Candidate> {
-        weights
-            .iter()
-            .enumerate()
-            .map(|(i, &w)| Candidate {
-                shard_id: i as u32,
-                weight: w,
-            })
-            .collect()
+        weights.iter().enumerate().map(|(i, &w)| Candidate { shard_id: i as u32, weight: w }).collect()
     }
 
     #[test]
@@ -75,10 +68,7 @@ mod tests {
     fn adding_a_shard_moves_only_its_share() {
         let before = shards(&[1.0; 6]);
         let mut after = before.clone();
-        after.push(Candidate {
-            shard_id: 6,
-            weight: 1.0,
-        });
+        after.push(Candidate { shard_id: 6, weight: 1.0 });
         let n = 60_000;
         let mut moved = 0;
         for i in 0..n {

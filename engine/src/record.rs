@@ -230,9 +230,7 @@ impl Header {
             return Err(FormatError::Field("offset"));
         }
         // Checked arithmetic: a corrupt length must not overflow.
-        let expect = h
-            .object_len
-            .checked_add(ds as u64 + footer_len(h.object_len.min(u64::MAX / 2)));
+        let expect = h.object_len.checked_add(ds as u64 + footer_len(h.object_len.min(u64::MAX / 2)));
         match expect {
             Some(raw) if raw.div_ceil(BLOCK).checked_mul(BLOCK) == Some(h.record_len) => Ok(h),
             _ => Err(FormatError::Field("record length")),
@@ -299,14 +297,8 @@ impl Footer {
         }
         let mut digest = [0u8; 16];
         digest.copy_from_slice(&b[16..32]);
-        let chunk_crcs = (0..n as usize)
-            .map(|i| le_u32(b, FOOTER_FIXED_BYTES + 4 * i))
-            .collect();
-        Ok(Footer {
-            seq,
-            digest,
-            chunk_crcs,
-        })
+        let chunk_crcs = (0..n as usize).map(|i| le_u32(b, FOOTER_FIXED_BYTES + 4 * i)).collect();
+        Ok(Footer { seq, digest, chunk_crcs })
     }
 }
 
@@ -321,10 +313,7 @@ pub(crate) struct DataSums {
 
 impl std::fmt::Debug for DataSums {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DataSums")
-            .field("total", &self.total)
-            .field("chunks", &self.crcs.len())
-            .finish()
+        f.debug_struct("DataSums").field("total", &self.total).field("chunks", &self.crcs.len()).finish()
     }
 }
 
@@ -364,11 +353,7 @@ impl DataSums {
         if self.in_chunk > 0 {
             self.crcs.push(self.current);
         }
-        Footer {
-            seq,
-            digest: self.digest.digest128().to_le_bytes(),
-            chunk_crcs: self.crcs,
-        }
+        Footer { seq, digest: self.digest.digest128().to_le_bytes(), chunk_crcs: self.crcs }
     }
 }
 
@@ -377,10 +362,7 @@ impl DataSums {
 pub(crate) fn verify_chunks(footer: &Footer, first: u64, data: &[u8]) -> Result<(), FormatError> {
     for (i, chunk) in data.chunks(CHUNK_BYTES as usize).enumerate() {
         let idx = first + i as u64;
-        let want = footer
-            .chunk_crcs
-            .get(idx as usize)
-            .ok_or(FormatError::Field("chunk index"))?;
+        let want = footer.chunk_crcs.get(idx as usize).ok_or(FormatError::Field("chunk index"))?;
         if crc32c::crc32c(chunk) != *want {
             return Err(FormatError::DataChecksum(idx as u32));
         }
@@ -390,12 +372,7 @@ pub(crate) fn verify_chunks(footer: &Footer, first: u64, data: &[u8]) -> Result<
 
 /// Maps a format error of a stored record to the engine error.
 pub(crate) fn corrupt(shard: u32, blob: u32, offset: u64, e: FormatError) -> Error {
-    Error::Corrupt {
-        shard,
-        blob,
-        offset,
-        reason: e.to_string(),
-    }
+    Error::Corrupt { shard, blob, offset, reason: e.to_string() }
 }
 
 #[cfg(test)]
@@ -435,9 +412,7 @@ mod tests {
 
     #[test]
     fn footer_round_trips_and_chunks_verify() {
-        let data: Vec<u8> = (0..(CHUNK_BYTES as usize * 2 + 77))
-            .map(|i| (i * 7 % 256) as u8)
-            .collect();
+        let data: Vec<u8> = (0..(CHUNK_BYTES as usize * 2 + 77)).map(|i| (i * 7 % 256) as u8).collect();
         let mut s = DataSums::new();
         for piece in data.chunks(333_333) {
             s.update(piece);
@@ -446,22 +421,13 @@ mod tests {
         assert_eq!(f.chunk_crcs.len(), 3);
         let enc = f.encode();
         assert_eq!(enc.len() as u64, footer_len(data.len() as u64));
-        assert_eq!(
-            Footer::decode(&enc, data.len() as u64, 9).expect("valid"),
-            f
-        );
-        assert_eq!(
-            Footer::decode(&enc, data.len() as u64, 10),
-            Err(FormatError::Field("footer sequence"))
-        );
+        assert_eq!(Footer::decode(&enc, data.len() as u64, 9).expect("valid"), f);
+        assert_eq!(Footer::decode(&enc, data.len() as u64, 10), Err(FormatError::Field("footer sequence")));
         verify_chunks(&f, 0, &data).expect("all chunks");
         verify_chunks(&f, 1, &data[CHUNK_BYTES as usize..]).expect("tail chunks");
         let mut bad = data.clone();
         bad[CHUNK_BYTES as usize + 5] ^= 0x10;
-        assert_eq!(
-            verify_chunks(&f, 0, &bad),
-            Err(FormatError::DataChecksum(1))
-        );
+        assert_eq!(verify_chunks(&f, 0, &bad), Err(FormatError::DataChecksum(1)));
     }
 
     #[test]

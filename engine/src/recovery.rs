@@ -63,19 +63,8 @@ pub struct RecoveryReport {
 }
 
 enum TailItem {
-    Valid {
-        blob: u32,
-        offset: u64,
-        record_len: u64,
-        tombstone: bool,
-        key: Vec<u8>,
-    },
-    Bad {
-        blob: u32,
-        offset: u64,
-        record_len: u64,
-        key: Vec<u8>,
-    },
+    Valid { blob: u32, offset: u64, record_len: u64, tombstone: bool, key: Vec<u8> },
+    Bad { blob: u32, offset: u64, record_len: u64, key: Vec<u8> },
 }
 
 impl<I: Io> Shard<I> {
@@ -94,9 +83,7 @@ impl<I: Io> Shard<I> {
         let names = io.list_dir(dir).await.map_err(|e| shard.disk_err(e))?;
         let mut removed_tmp = false;
         for n in names.iter().filter(|n| n.ends_with(".tmp")) {
-            io.remove(&dir.join(n))
-                .await
-                .map_err(|e| shard.disk_err(e))?;
+            io.remove(&dir.join(n)).await.map_err(|e| shard.disk_err(e))?;
             removed_tmp = true;
         }
         if removed_tmp {
@@ -104,10 +91,8 @@ impl<I: Io> Shard<I> {
         }
 
         // Newest valid checkpoint.
-        let mut ckpts: Vec<(u64, &String)> = names
-            .iter()
-            .filter_map(|n| parse_ckpt_name(n).map(|s| (s, n)))
-            .collect();
+        let mut ckpts: Vec<(u64, &String)> =
+            names.iter().filter_map(|n| parse_ckpt_name(n).map(|s| (s, n))).collect();
         ckpts.sort_by_key(|c| std::cmp::Reverse(c.0));
         let mut ck: Option<Checkpoint> = None;
         for (_, name) in ckpts {
@@ -119,13 +104,9 @@ impl<I: Io> Shard<I> {
                 Ok(Ok(c)) => report
                     .checkpoints_rejected
                     .push((name.clone(), format!("belongs to shard {}", c.shard_id))),
-                Ok(Err(e)) => report
-                    .checkpoints_rejected
-                    .push((name.clone(), e.to_string())),
+                Ok(Err(e)) => report.checkpoints_rejected.push((name.clone(), e.to_string())),
                 Err(e) if e.is_crash() => return Err(e),
-                Err(e) => report
-                    .checkpoints_rejected
-                    .push((name.clone(), e.to_string())),
+                Err(e) => report.checkpoints_rejected.push((name.clone(), e.to_string())),
             }
         }
         for (name, why) in &report.checkpoints_rejected {
@@ -147,27 +128,20 @@ impl<I: Io> Shard<I> {
         }
         *shard.quarantine.borrow_mut() = ck.quarantine.clone();
         for q in &ck.quarantine {
-            if let (Some(k), QuarantineReason::BadBody | QuarantineReason::ReadChecksum) =
-                (&q.key, q.reason)
+            if let (Some(k), QuarantineReason::BadBody | QuarantineReason::ReadChecksum) = (&q.key, q.reason)
             {
-                shard
-                    .quarantined_keys
-                    .borrow_mut()
-                    .insert(k.clone().into(), q.seq);
+                shard.quarantined_keys.borrow_mut().insert(k.clone().into(), q.seq);
             }
         }
 
         // Blobs on disk, checked against the checkpoint.
-        let mut on_disk: Vec<(u32, bool)> =
-            names.iter().filter_map(|n| parse_blob_name(n)).collect();
+        let mut on_disk: Vec<(u32, bool)> = names.iter().filter_map(|n| parse_blob_name(n)).collect();
         on_disk.sort_unstable();
         let disk_ids: HashSet<u32> = on_disk.iter().map(|b| b.0).collect();
         // A dedicated blob whose only record never completed is removed by recovery, possibly
         // before a newer checkpoint forgets it: that one may be missing. Any other may not.
-        if let Some(missing) = ck
-            .blobs
-            .iter()
-            .find(|b| !(disk_ids.contains(&b.id) || b.dedicated && b.scan_from == 0))
+        if let Some(missing) =
+            ck.blobs.iter().find(|b| !(disk_ids.contains(&b.id) || b.dedicated && b.scan_from == 0))
         {
             return Err(Error::Damaged {
                 shard: id,
@@ -182,10 +156,7 @@ impl<I: Io> Shard<I> {
         for (bid, dedicated) in on_disk {
             report.blobs += 1;
             let path = dir.join(blob_name(bid, dedicated));
-            let file = io
-                .open(&path, OpenMode::Existing)
-                .await
-                .map_err(|e| shard.disk_err(e))?;
+            let file = io.open(&path, OpenMode::Existing).await.map_err(|e| shard.disk_err(e))?;
             let size = io.file_size(&file).await.map_err(|e| shard.disk_err(e))?;
             let from = ck_blobs.get(&bid).map(|b| b.scan_from).unwrap_or(0);
             if size % 4096 != 0 || from > size {
@@ -194,9 +165,8 @@ impl<I: Io> Shard<I> {
                     reason: format!("blob {bid} is {size} bytes, expected at least {from}"),
                 });
             }
-            let mut scanner = Scanner::new(io, &file, id, size, shard.cfg.scan_window_bytes);
             let scan = if from < size {
-                scanner.scan(bid, from).await?
+                Scanner::new(io, &file, id, size, shard.cfg.scan_window_bytes).scan(bid, from).await?
             } else {
                 Default::default()
             };
@@ -208,12 +178,7 @@ impl<I: Io> Shard<I> {
             let mut tail_dirty = false;
             for f in scan.found {
                 match f {
-                    Found::Record {
-                        offset,
-                        header,
-                        key,
-                        ..
-                    } => {
+                    Found::Record { offset, header, key, .. } => {
                         max_seq = max_seq.max(header.seq);
                         items.push((
                             header.seq,
@@ -226,20 +191,11 @@ impl<I: Io> Shard<I> {
                             },
                         ));
                     }
-                    Found::BadBody {
-                        offset,
-                        header,
-                        key,
-                    } if offset < end => {
+                    Found::BadBody { offset, header, key } if offset < end => {
                         max_seq = max_seq.max(header.seq);
                         items.push((
                             header.seq,
-                            TailItem::Bad {
-                                blob: bid,
-                                offset,
-                                record_len: header.record_len,
-                                key,
-                            },
+                            TailItem::Bad { blob: bid, offset, record_len: header.record_len, key },
                         ));
                     }
                     Found::Incomplete { header, .. } if header.offset < end => {
@@ -291,32 +247,21 @@ impl<I: Io> Shard<I> {
                 io.remove(&path).await.map_err(|e| shard.disk_err(e))?;
                 io.sync_dir(dir).await.map_err(|e| shard.disk_err(e))?;
                 report.dedicated_removed += 1;
-                shard
-                    .next_blob_id
-                    .set(shard.next_blob_id.get().max(bid + 1));
+                shard.next_blob_id.set(shard.next_blob_id.get().max(bid + 1));
                 changed = true;
                 continue;
             }
             if tail_dirty {
                 // Zero the torn tail: cut the file at the last valid record, preallocate again.
-                io.truncate(&file, end)
-                    .await
-                    .map_err(|e| shard.disk_err(e))?;
-                io.allocate(&file, size)
-                    .await
-                    .map_err(|e| shard.disk_err(e))?;
+                io.truncate(&file, end).await.map_err(|e| shard.disk_err(e))?;
+                io.allocate(&file, size).await.map_err(|e| shard.disk_err(e))?;
                 io.sync_data(&file).await.map_err(|e| shard.disk_err(e))?;
                 report.tails_truncated += 1;
                 changed = true;
             }
             let tail = if dedicated { size } else { end };
-            shard.blobs.borrow_mut().insert(
-                bid,
-                Rc::new(BlobFile::new(bid, file, size, dedicated, tail)),
-            );
-            shard
-                .next_blob_id
-                .set(shard.next_blob_id.get().max(bid + 1));
+            shard.blobs.borrow_mut().insert(bid, Rc::new(BlobFile::new(bid, file, size, dedicated, tail)));
+            shard.next_blob_id.set(shard.next_blob_id.get().max(bid + 1));
         }
 
         // Apply what the checkpoint does not reflect, oldest first.
@@ -328,13 +273,7 @@ impl<I: Io> Shard<I> {
             }
             changed = true;
             match item {
-                TailItem::Valid {
-                    blob,
-                    offset,
-                    record_len,
-                    tombstone,
-                    key,
-                } => {
+                TailItem::Valid { blob, offset, record_len, tombstone, key } => {
                     let fp = fingerprint(&key);
                     let slot = match tail_keys.get(&fp) {
                         Some(k) if *k == key => Slot::Main,
@@ -353,30 +292,14 @@ impl<I: Io> Shard<I> {
                         &key,
                         Loc::new(blob, offset, record_len, tombstone),
                     );
-                    if shard
-                        .quarantined_keys
-                        .borrow_mut()
-                        .remove(&key[..])
-                        .is_some()
-                    {
-                        shard
-                            .quarantine
-                            .borrow_mut()
-                            .retain(|q| q.key.as_deref() != Some(&key[..]));
+                    if shard.quarantined_keys.borrow_mut().remove(&key[..]).is_some() {
+                        shard.quarantine.borrow_mut().retain(|q| q.key.as_deref() != Some(&key[..]));
                     }
                     report.records_applied += 1;
                 }
-                TailItem::Bad {
-                    blob,
-                    offset,
-                    record_len,
-                    key,
-                } => {
+                TailItem::Bad { blob, offset, record_len, key } => {
                     tracing::warn!("shard {id}: record at blob {blob} offset {offset} is damaged before valid records; quarantined");
-                    shard
-                        .quarantined_keys
-                        .borrow_mut()
-                        .insert(key.clone().into(), seq);
+                    shard.quarantined_keys.borrow_mut().insert(key.clone().into(), seq);
                     shard.quarantine.borrow_mut().push(Quarantined {
                         blob,
                         offset,
@@ -390,13 +313,7 @@ impl<I: Io> Shard<I> {
             }
         }
         shard.next_seq.set(max_seq + 1);
-        let open = shard
-            .blobs
-            .borrow()
-            .values()
-            .filter(|b| !b.dedicated)
-            .map(|b| b.id)
-            .max();
+        let open = shard.blobs.borrow().values().filter(|b| !b.dedicated).map(|b| b.id).max();
         for b in shard.blobs.borrow().values() {
             b.sealed.set(b.dedicated || Some(b.id) != open);
         }

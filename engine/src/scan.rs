@@ -7,6 +7,10 @@
 //! it), a record whose header is valid but whose body is not (incomplete or damaged), a zero
 //! block (never written), or a block of garbage.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
 use podstore_disks::{AlignedBuf, Io};
 
 use crate::record::{DataSums, Footer, Header, BLOCK, HEADER_BYTES};
@@ -16,21 +20,12 @@ use crate::{Error, Result};
 #[derive(Debug, Clone)]
 pub(crate) enum Found {
     /// A complete, verified record (or a void one, which has no verified body).
-    Record {
-        offset: u64,
-        header: Header,
-        key: Vec<u8>,
-        digest: [u8; 16],
-    },
+    Record { offset: u64, header: Header, key: Vec<u8>, digest: [u8; 16] },
     /// A valid header without a valid footer: the record was never completed (the footer is
     /// written last, after every data block), so it was never acknowledged.
     Incomplete { header: Header, key: Vec<u8> },
     /// A valid header and footer whose data fails its checks: damage.
-    BadBody {
-        offset: u64,
-        header: Header,
-        key: Vec<u8>,
-    },
+    BadBody { offset: u64, header: Header, key: Vec<u8> },
     /// A block of non-zero bytes that is not a valid header.
     Garbage { offset: u64 },
 }
@@ -57,8 +52,12 @@ struct Window {
 }
 
 impl Window {
+    fn end(&self) -> u64 {
+        self.start + self.buf.len() as u64
+    }
+
     fn covers(&self, pos: u64, n: u64) -> bool {
-        pos >= self.start && pos + n <= self.start + self.buf.len() as u64
+        pos >= self.start && pos + n <= self.end()
     }
 
     fn slice(&self, pos: u64, n: u64) -> &[u8] {
@@ -67,71 +66,81 @@ impl Window {
     }
 }
 
-/// Reads a blob sequentially through a window of `window_bytes`.
+type ReadFuture<'a> = Pin<Box<dyn Future<Output = (podstore_disks::Result<()>, AlignedBuf)> + 'a>>;
+
+/// Reads a blob sequentially through windows of `window_bytes`, with the next window's read
+/// already in flight while the current one is checked (read-ahead), so the disk streams while
+/// the CPU verifies checksums.
 pub(crate) struct Scanner<'a, I: Io> {
     io: &'a I,
     file: &'a I::File,
     shard: u32,
     size: u64,
     win: Option<Window>,
+    ahead: Option<(u64, ReadFuture<'a>)>,
+    spare: Option<AlignedBuf>,
     window_bytes: usize,
     pub(crate) bytes_read: u64,
 }
 
 impl<'a, I: Io> Scanner<'a, I> {
-    pub(crate) fn new(
-        io: &'a I,
-        file: &'a I::File,
-        shard: u32,
-        size: u64,
-        window_bytes: usize,
-    ) -> Self {
-        Scanner {
-            io,
-            file,
-            shard,
-            size,
-            win: None,
-            window_bytes,
-            bytes_read: 0,
-        }
+    pub(crate) fn new(io: &'a I, file: &'a I::File, shard: u32, size: u64, window_bytes: usize) -> Self {
+        Scanner { io, file, shard, size, win: None, ahead: None, spare: None, window_bytes, bytes_read: 0 }
     }
 
-    /// Makes `[pos, pos+n)` available (n at most the window), reading from `pos` onward.
+    fn read(&mut self, start: u64) -> ReadFuture<'a> {
+        let mut buf = self.spare.take().unwrap_or_else(|| AlignedBuf::new(self.window_bytes));
+        let len = (self.size.saturating_sub(start)).min(self.window_bytes as u64);
+        buf.set_len(podstore_disks::align_up(len) as usize);
+        let (io, file) = (self.io, self.file);
+        Box::pin(async move { io.read_at(file, start, buf).await })
+    }
+
+    /// Makes the window holding `pos` current; returns whether `[pos, pos+n)` is in it.
     async fn ensure(&mut self, pos: u64, n: u64) -> Result<bool> {
         if self.win.as_ref().is_some_and(|w| w.covers(pos, n)) {
             return Ok(true);
         }
-        let start = pos - pos % BLOCK;
-        let mut buf = self
-            .win
-            .take()
-            .map(|w| w.buf)
-            .unwrap_or_else(|| AlignedBuf::new(self.window_bytes));
-        buf.set_len(self.window_bytes);
-        let (r, buf) = self.io.read_at(self.file, start, buf).await;
-        r.map_err(|source| Error::Disk {
-            shard: self.shard,
-            source,
-        })?;
+        if let Some(old) = self.win.take() {
+            self.spare = Some(old.buf);
+        }
+        let fut = match self.ahead.take() {
+            Some((start, fut)) if start == pos - pos % BLOCK => (start, fut),
+            _ => {
+                let start = pos - pos % BLOCK;
+                (start, self.read(start))
+            }
+        };
+        let (start, fut) = fut;
+        let (r, buf) = fut.await;
+        r.map_err(|source| Error::Disk { shard: self.shard, source })?;
         self.bytes_read += buf.len() as u64;
         let w = Window { buf, start };
+        let next = w.end();
         let ok = w.covers(pos, n);
+        let full = w.buf.len() == self.window_bytes;
         self.win = Some(w);
+        if full && next < self.size {
+            // Start the next window's read now: poll it once so it is submitted.
+            let mut fut = self.read(next);
+            let mut cx = Context::from_waker(Waker::noop());
+            if let Poll::Ready(done) = fut.as_mut().poll(&mut cx) {
+                fut = Box::pin(std::future::ready(done));
+            }
+            self.ahead = Some((next, fut));
+        }
         Ok(ok)
     }
 
-    /// Streams `[pos, pos+len)` to `f` in window-sized pieces.
+    /// Streams `[pos, pos+len)` to `f`, one window at a time.
     async fn feed(&mut self, mut pos: u64, len: u64, mut f: impl FnMut(&[u8])) -> Result<bool> {
         let end = pos + len;
         while pos < end {
-            let n = (end - pos)
-                .min(self.window_bytes as u64 - pos % BLOCK)
-                .min(self.window_bytes as u64 / 2);
-            if !self.ensure(pos, n).await? {
+            if !self.ensure(pos, 1).await? {
                 return Ok(false);
             }
             let w = self.win.as_ref().expect("ensured");
+            let n = (end - pos).min(w.end() - pos);
             f(w.slice(pos, n));
             pos += n;
         }
@@ -148,10 +157,7 @@ impl<'a, I: Io> Scanner<'a, I> {
         let Ok(h) = Header::decode(b) else {
             return Ok(None);
         };
-        if h.shard_id != self.shard
-            || h.blob_id != blob
-            || h.offset != pos
-            || pos + h.record_len > self.size
+        if h.shard_id != self.shard || h.blob_id != blob || h.offset != pos || pos + h.record_len > self.size
         {
             return Ok(None);
         }
@@ -163,39 +169,23 @@ impl<'a, I: Io> Scanner<'a, I> {
         if !self.ensure(pos, BLOCK).await? {
             return Ok(true);
         }
-        Ok(self
-            .win
-            .as_ref()
-            .expect("ensured")
-            .slice(pos, BLOCK)
-            .iter()
-            .all(|&b| b == 0))
+        Ok(self.win.as_ref().expect("ensured").slice(pos, BLOCK).iter().all(|&b| b == 0))
     }
 
     /// Verifies a record's body (data chunks, digest, footer) by streaming it.
     async fn check_body(&mut self, pos: u64, h: &Header) -> Result<Body> {
         let mut sums = DataSums::new();
-        let data_read = self
-            .feed(pos + h.data_start(), h.object_len, |d| sums.update(d))
-            .await?;
+        let data_read = self.feed(pos + h.data_start(), h.object_len, |d| sums.update(d)).await?;
         let flen = crate::record::footer_len(h.object_len);
         let mut fbytes = Vec::with_capacity(flen as usize);
-        if !self
-            .feed(pos + h.footer_start(), flen, |d| {
-                fbytes.extend_from_slice(d)
-            })
-            .await?
-        {
+        if !self.feed(pos + h.footer_start(), flen, |d| fbytes.extend_from_slice(d)).await? {
             return Ok(Body::Incomplete);
         }
         let Ok(footer) = Footer::decode(&fbytes, h.object_len, h.seq) else {
             return Ok(Body::Incomplete);
         };
         let computed = sums.finish(h.seq);
-        if !data_read
-            || computed.chunk_crcs != footer.chunk_crcs
-            || computed.digest != footer.digest
-        {
+        if !data_read || computed.chunk_crcs != footer.chunk_crcs || computed.digest != footer.digest {
             return Ok(Body::Bad);
         }
         Ok(Body::Ok(footer.digest))
@@ -203,10 +193,7 @@ impl<'a, I: Io> Scanner<'a, I> {
 
     /// Scans `[from, size)` of blob `blob`.
     pub(crate) async fn scan(&mut self, blob: u32, from: u64) -> Result<BlobScan> {
-        let mut out = BlobScan {
-            end_valid: from,
-            ..Default::default()
-        };
+        let mut out = BlobScan { end_valid: from, ..Default::default() };
         let mut pos = from;
         while pos + BLOCK <= self.size {
             match self.header_at(pos, blob).await? {
@@ -219,20 +206,11 @@ impl<'a, I: Io> Scanner<'a, I> {
                     let len = h.record_len;
                     match self.check_body(pos, &h).await? {
                         Body::Ok(digest) => {
-                            out.found.push(Found::Record {
-                                offset: pos,
-                                header: h,
-                                key,
-                                digest,
-                            });
+                            out.found.push(Found::Record { offset: pos, header: h, key, digest });
                             out.end_valid = pos + len;
                         }
                         Body::Incomplete => out.found.push(Found::Incomplete { header: h, key }),
-                        Body::Bad => out.found.push(Found::BadBody {
-                            offset: pos,
-                            header: h,
-                            key,
-                        }),
+                        Body::Bad => out.found.push(Found::BadBody { offset: pos, header: h, key }),
                     }
                     // The header gives the extent; a valid record may follow it.
                     pos += len;
@@ -253,6 +231,5 @@ impl<'a, I: Io> Scanner<'a, I> {
 /// Size of a header read: the header with the longest key and content type fits one block.
 pub(crate) const HEADER_READ_BYTES: usize = BLOCK as usize;
 const _: () = assert!(
-    HEADER_BYTES + crate::record::KEY_MAX_BYTES + crate::record::CONTENT_TYPE_MAX_BYTES
-        <= HEADER_READ_BYTES
+    HEADER_BYTES + crate::record::KEY_MAX_BYTES + crate::record::CONTENT_TYPE_MAX_BYTES <= HEADER_READ_BYTES
 );

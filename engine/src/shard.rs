@@ -21,9 +21,7 @@ use std::sync::Arc;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::blob::{blob_name, BlobFile};
-use crate::checkpoint::{
-    ckpt_name, parse_ckpt_name, Checkpoint, CkptBlob, QuarantineReason, Quarantined,
-};
+use crate::checkpoint::{ckpt_name, parse_ckpt_name, Checkpoint, CkptBlob, QuarantineReason, Quarantined};
 use crate::group_commit::Synced;
 use crate::index::{fingerprint, Index, Loc, Slot, BLOB_ID_MAX, BLOB_SIZE_MAX_BYTES};
 use crate::record::{
@@ -72,8 +70,7 @@ impl ShardConfig {
         assert!(self.blob_size_bytes <= BLOB_SIZE_MAX_BYTES);
         assert!(self.object_size_max_bytes < BLOB_SIZE_MAX_BYTES - 2 * BLOCK);
         assert!(
-            self.write_buf_bytes.is_multiple_of(BLOCK as usize)
-                && self.write_buf_bytes >= BLOCK as usize
+            self.write_buf_bytes.is_multiple_of(BLOCK as usize) && self.write_buf_bytes >= BLOCK as usize
         );
         assert!(
             self.scan_window_bytes.is_multiple_of(BLOCK as usize)
@@ -265,10 +262,7 @@ impl<I: Io> Shard<I> {
         if !matches!(source, podstore_disks::Error::Crashed) {
             self.counters.borrow_mut().io_errors += 1;
         }
-        Error::Disk {
-            shard: self.id,
-            source,
-        }
+        Error::Disk { shard: self.id, source }
     }
 
     /// Fences the shard after a failed write or sync: no more writes, reads go on.
@@ -278,18 +272,12 @@ impl<I: Io> Shard<I> {
             tracing::error!("shard {} fenced read-only: {reason}", self.id);
             *f = Some(reason.clone());
         }
-        Error::Fenced {
-            shard: self.id,
-            reason: f.clone().unwrap_or(reason),
-        }
+        Error::Fenced { shard: self.id, reason: f.clone().unwrap_or(reason) }
     }
 
     fn check_writable(&self) -> Result<()> {
         match &*self.fenced.borrow() {
-            Some(reason) => Err(Error::Fenced {
-                shard: self.id,
-                reason: reason.clone(),
-            }),
+            Some(reason) => Err(Error::Fenced { shard: self.id, reason: reason.clone() }),
             None => Ok(()),
         }
     }
@@ -298,21 +286,14 @@ impl<I: Io> Shard<I> {
         loop {
             let notified = self.key_unlocked.notified();
             if self.key_locks.borrow_mut().insert(fp) {
-                return KeyLock {
-                    shard: self.clone(),
-                    fp,
-                };
+                return KeyLock { shard: self.clone(), fp };
             }
             notified.await;
         }
     }
 
     async fn write_slot(&self) -> OwnedSemaphorePermit {
-        self.write_slots
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed")
+        self.write_slots.clone().acquire_owned().await.expect("the semaphore is never closed")
     }
 
     pub(crate) fn blob(&self, id: u32) -> Option<Rc<BlobFile<I>>> {
@@ -369,11 +350,7 @@ impl<I: Io> Shard<I> {
             _ if len > self.cfg.blob_size_bytes / 4 => self.create_blob(len, true).await?,
             _ => {
                 let b = self.create_blob(self.cfg.blob_size_bytes, false).await?;
-                if let Some(old) = self
-                    .open_blob
-                    .replace(Some(b.id))
-                    .and_then(|id| self.blob(id))
-                {
+                if let Some(old) = self.open_blob.replace(Some(b.id)).and_then(|id| self.blob(id)) {
                     old.sealed.set(true);
                 }
                 b
@@ -398,11 +375,7 @@ impl<I: Io> Shard<I> {
         }
         self.next_blob_id.set(id + 1);
         let path = self.dir.join(blob_name(id, dedicated));
-        let file = self
-            .io
-            .open(&path, OpenMode::CreateNew)
-            .await
-            .map_err(|e| self.disk_err(e))?;
+        let file = self.io.open(&path, OpenMode::CreateNew).await.map_err(|e| self.disk_err(e))?;
         if let Err(e) = self.io.allocate(&file, size).await {
             let _ = self.io.remove(&path).await;
             return Err(match e.raw_os_error() {
@@ -433,10 +406,7 @@ impl<I: Io> Shard<I> {
     ) -> Result<PutWriter<I>> {
         validate(key, content_type)?;
         if object_len > self.cfg.object_size_max_bytes {
-            return Err(Error::TooLarge {
-                len: object_len,
-                max: self.cfg.object_size_max_bytes,
-            });
+            return Err(Error::TooLarge { len: object_len, max: self.cfg.object_size_max_bytes });
         }
         self.check_writable()?;
         let permit = self.write_slot().await;
@@ -479,12 +449,7 @@ impl<I: Io> Shard<I> {
     }
 
     /// Stores a whole object from memory (a convenience over [`Shard::put`]).
-    pub async fn put_bytes(
-        self: &Rc<Self>,
-        key: &[u8],
-        content_type: &str,
-        data: &[u8],
-    ) -> Result<PutDone> {
+    pub async fn put_bytes(self: &Rc<Self>, key: &[u8], content_type: &str, data: &[u8]) -> Result<PutDone> {
         let mut w = self.put(key, content_type, data.len() as u64).await?;
         w.write(data).await?;
         w.finish().await
@@ -509,9 +474,7 @@ impl<I: Io> Shard<I> {
         drop(c);
         if self.quarantined_keys.borrow_mut().remove(key).is_some() {
             // A newer record supersedes the damaged one: nothing of it needs repair any more.
-            self.quarantine
-                .borrow_mut()
-                .retain(|q| q.key.as_deref() != Some(key));
+            self.quarantine.borrow_mut().retain(|q| q.key.as_deref() != Some(key));
         }
     }
 
@@ -552,13 +515,7 @@ impl<I: Io> Shard<I> {
         let r = self.write_and_commit(&blob, offset, buf).await;
         blob.in_flight.borrow_mut().remove(&offset);
         r?;
-        self.commit_index(
-            slot,
-            fp,
-            key,
-            Loc::new(blob.id, offset, rec_len, true),
-            rec_len,
-        );
+        self.commit_index(slot, fp, key, Loc::new(blob.id, offset, rec_len, true), rec_len);
         self.counters.borrow_mut().deletes += 1;
         Ok(existed)
     }
@@ -586,11 +543,7 @@ impl<I: Io> Shard<I> {
     pub(crate) async fn commit(&self, blob: &BlobFile<I>) -> Result<()> {
         let io = &self.io;
         let file = &blob.file;
-        match blob
-            .commit
-            .sync(|| async move { io.sync_data(file).await.map_err(|e| e.to_string()) })
-            .await
-        {
+        match blob.commit.sync(|| async move { io.sync_data(file).await.map_err(|e| e.to_string()) }).await {
             Synced::Durable => Ok(()),
             Synced::Failed(e) => {
                 self.counters.borrow_mut().io_errors += 1;
@@ -599,12 +552,7 @@ impl<I: Io> Shard<I> {
         }
     }
 
-    async fn write_and_commit(
-        &self,
-        blob: &BlobFile<I>,
-        offset: u64,
-        buf: AlignedBuf,
-    ) -> Result<()> {
+    async fn write_and_commit(&self, blob: &BlobFile<I>, offset: u64, buf: AlignedBuf) -> Result<()> {
         self.write_fenced(blob, offset, buf).await?;
         self.commit(blob).await
     }
@@ -673,20 +621,14 @@ impl<I: Io> Shard<I> {
             shard: self.id,
             reason: format!("index points to missing blob {}", loc.blob()),
         })?;
-        let whole = loc
-            .record_len()
-            .filter(|&l| l <= self.cfg.single_read_max_bytes);
+        let whole = loc.record_len().filter(|&l| l <= self.cfg.single_read_max_bytes);
         let first_read = whole.unwrap_or(HEADER_READ_BYTES as u64) as usize;
         let mut buf = self.io.alloc_buf(first_read).await;
         buf.set_len(first_read);
         let (r, buf) = self.io.read_at(&blob.file, loc.offset(), buf).await;
         r.map_err(|e| self.disk_err(e))?;
         let h = match Header::decode(&buf) {
-            Ok(h)
-                if h.shard_id == self.id && h.blob_id == loc.blob() && h.offset == loc.offset() =>
-            {
-                h
-            }
+            Ok(h) if h.shard_id == self.id && h.blob_id == loc.blob() && h.offset == loc.offset() => h,
             Ok(_) => return Ok(Opened::Bad(FormatError::Field("identity"), 0)),
             Err(e) => return Ok(Opened::Bad(e, 0)),
         };
@@ -752,10 +694,7 @@ impl<I: Io> Shard<I> {
         let (r, buf) = self.io.read_at(&blob.file, start, buf).await;
         r.map_err(|e| self.disk_err(e))?;
         let at = (fs - start) as usize;
-        Ok(buf
-            .get(at..)
-            .ok_or(FormatError::Short)
-            .and_then(|b| Footer::decode(b, h.object_len, h.seq)))
+        Ok(buf.get(at..).ok_or(FormatError::Short).and_then(|b| Footer::decode(b, h.object_len, h.seq)))
     }
 
     /// A consistent snapshot of the index and blob table for a checkpoint.
@@ -780,10 +719,7 @@ impl<I: Io> Shard<I> {
                 .flat_map(|b| b.in_flight.borrow().values().copied().collect::<Vec<_>>())
                 .collect(),
             main: ix.main_entries().map(|(f, l)| (f, l.to_raw())).collect(),
-            overflow: ix
-                .overflow_entries()
-                .map(|(k, l)| (k.to_vec(), l.to_raw()))
-                .collect(),
+            overflow: ix.overflow_entries().map(|(k, l)| (k.to_vec(), l.to_raw())).collect(),
             quarantine: self.quarantine.borrow().clone(),
         }
     }
@@ -807,15 +743,8 @@ impl<I: Io> Shard<I> {
         let tmp = self.dir.join(format!("{name}.tmp"));
         let path = self.dir.join(&name);
         let _ = self.io.remove(&tmp).await;
-        let file = self
-            .io
-            .open(&tmp, OpenMode::CreateNew)
-            .await
-            .map_err(|e| self.disk_err(e))?;
-        self.io
-            .allocate(&file, bytes.len() as u64)
-            .await
-            .map_err(|e| self.disk_err(e))?;
+        let file = self.io.open(&tmp, OpenMode::CreateNew).await.map_err(|e| self.disk_err(e))?;
+        self.io.allocate(&file, bytes.len() as u64).await.map_err(|e| self.disk_err(e))?;
         let mut off = 0usize;
         while off < bytes.len() {
             let n = (bytes.len() - off).min(self.cfg.write_buf_bytes);
@@ -826,32 +755,15 @@ impl<I: Io> Shard<I> {
             r.map_err(|e| self.disk_err(e))?;
             off += n;
         }
-        self.io
-            .sync_data(&file)
-            .await
-            .map_err(|e| self.disk_err(e))?;
-        self.io
-            .rename(&tmp, &path)
-            .await
-            .map_err(|e| self.disk_err(e))?;
-        self.io
-            .sync_dir(&self.dir)
-            .await
-            .map_err(|e| self.disk_err(e))?;
-        for old in self
-            .io
-            .list_dir(&self.dir)
-            .await
-            .map_err(|e| self.disk_err(e))?
-        {
+        self.io.sync_data(&file).await.map_err(|e| self.disk_err(e))?;
+        self.io.rename(&tmp, &path).await.map_err(|e| self.disk_err(e))?;
+        self.io.sync_dir(&self.dir).await.map_err(|e| self.disk_err(e))?;
+        for old in self.io.list_dir(&self.dir).await.map_err(|e| self.disk_err(e))? {
             if parse_ckpt_name(&old).is_some_and(|s| s < snap.max_seq) {
                 let _ = self.io.remove(&self.dir.join(&old)).await;
             }
         }
-        self.io
-            .sync_dir(&self.dir)
-            .await
-            .map_err(|e| self.disk_err(e))?;
+        self.io.sync_dir(&self.dir).await.map_err(|e| self.disk_err(e))?;
         self.counters.borrow_mut().checkpoints += 1;
         Ok(bytes.len() as u64)
     }
@@ -866,9 +778,8 @@ impl<I: Io> Shard<I> {
         let ix = self.index.borrow();
         let blobs = self.blobs.borrow();
         let c = self.counters.borrow();
-        let (syncs, last_batch) = blobs.values().fold((0, 0), |(s, l), b| {
-            (s + b.commit.syncs(), l.max(b.commit.last_batch()))
-        });
+        let (syncs, last_batch) =
+            blobs.values().fold((0, 0), |(s, l), b| (s + b.commit.syncs(), l.max(b.commit.last_batch())));
         let used: u64 = blobs.values().map(|b| b.tail.get()).sum();
         ShardStats {
             shard_id: self.id,
@@ -943,10 +854,7 @@ impl<I: Io> PutWriter<I> {
         let buf = self.buf.take().expect("writer holds its buffer");
         let n = buf.len() as u64;
         let at = self.header.offset + self.written;
-        assert!(
-            self.written + n <= self.header.record_len,
-            "write past the reservation"
-        );
+        assert!(self.written + n <= self.header.record_len, "write past the reservation");
         let mut buf = self.shard.write_fenced(&self.blob, at, buf).await?;
         self.written += n;
         buf.clear();
@@ -971,10 +879,7 @@ impl<I: Io> PutWriter<I> {
     pub async fn write(&mut self, data: &[u8]) -> Result<()> {
         let got = self.sums.total() + data.len() as u64;
         if got > self.header.object_len {
-            return Err(Error::BodyLength {
-                expected: self.header.object_len,
-                got,
-            });
+            return Err(Error::BodyLength { expected: self.header.object_len, got });
         }
         self.sums.update(data);
         self.append(data).await
@@ -988,10 +893,7 @@ impl<I: Io> PutWriter<I> {
     /// Completes the record, waits until it is durable, and makes it visible.
     pub async fn finish(mut self) -> Result<PutDone> {
         if self.sums.total() != self.header.object_len {
-            return Err(Error::BodyLength {
-                expected: self.header.object_len,
-                got: self.sums.total(),
-            });
+            return Err(Error::BodyLength { expected: self.header.object_len, got: self.sums.total() });
         }
         let sums = std::mem::replace(&mut self.sums, DataSums::new());
         let footer = sums.finish(self.header.seq);
@@ -1002,27 +904,14 @@ impl<I: Io> PutWriter<I> {
                 self.flush().await?;
             }
         }
-        assert_eq!(
-            self.written, self.header.record_len,
-            "record length mismatch"
-        );
+        assert_eq!(self.written, self.header.record_len, "record length mismatch");
         self.shard.commit(&self.blob).await?;
         self.blob.in_flight.borrow_mut().remove(&self.header.offset);
         self.finished = true;
-        let loc = Loc::new(
-            self.blob.id,
-            self.header.offset,
-            self.header.record_len,
-            false,
-        );
-        self.shard
-            .commit_index(self.slot, self.fp, &self.key, loc, self.header.record_len);
+        let loc = Loc::new(self.blob.id, self.header.offset, self.header.record_len, false);
+        self.shard.commit_index(self.slot, self.fp, &self.key, loc, self.header.record_len);
         self.shard.counters.borrow_mut().puts += 1;
-        Ok(PutDone {
-            seq: self.header.seq,
-            digest: footer.digest,
-            record_len: self.header.record_len,
-        })
+        Ok(PutDone { seq: self.header.seq, digest: footer.digest, record_len: self.header.record_len })
     }
 
     /// Abandons the write and marks its space void on disk (best effort: if the mark is lost
@@ -1030,17 +919,10 @@ impl<I: Io> PutWriter<I> {
     pub async fn abort(mut self) -> Result<()> {
         let mut h = self.header.clone();
         h.flags |= FLAG_VOID;
-        let mut buf = self
-            .buf
-            .take()
-            .unwrap_or_else(|| AlignedBuf::new(BLOCK as usize));
+        let mut buf = self.buf.take().unwrap_or_else(|| AlignedBuf::new(BLOCK as usize));
         buf.clear();
         buf.set_len(h.data_start() as usize);
-        h.encode(
-            &self.key,
-            &vec![b' '; h.content_type_len as usize],
-            buf.as_mut_slice(),
-        );
+        h.encode(&self.key, &vec![b' '; h.content_type_len as usize], buf.as_mut_slice());
         buf.pad_to_alignment();
         buf.set_len(BLOCK as usize);
         let r = self.shard.write_fenced(&self.blob, h.offset, buf).await;
@@ -1096,11 +978,8 @@ impl<I: Io> ObjectReader<I> {
         }
         let ds = self.header.data_start();
         if let Some(mem) = &self.mem {
-            let c = Chunk {
-                buf: mem.clone(),
-                start: (ds + self.pos) as usize,
-                end: (ds + self.end) as usize,
-            };
+            let c =
+                Chunk { buf: mem.clone(), start: (ds + self.pos) as usize, end: (ds + self.end) as usize };
             self.pos = self.end;
             return Ok(Some(c));
         }
@@ -1127,24 +1006,14 @@ impl<I: Io> ObjectReader<I> {
                     _ => FormatError::Short,
                 };
                 self.shard.counters.borrow_mut().checksum_errors += 1;
-                self.shard
-                    .quarantine_read(&self.key, self.loc, self.header.seq);
-                return Err(corrupt(
-                    self.shard.id,
-                    self.loc.blob(),
-                    self.loc.offset(),
-                    e,
-                ));
+                self.shard.quarantine_read(&self.key, self.loc, self.header.seq);
+                return Err(corrupt(self.shard.id, self.loc.blob(), self.loc.offset(), e));
             }
         }
         let from = (self.pos - c_start) as usize;
         let to = (self.end.min(c_end) - c_start) as usize;
         self.pos = self.end.min(c_end);
-        Ok(Some(Chunk {
-            buf: Rc::new(buf),
-            start: skip + from,
-            end: skip + to,
-        }))
+        Ok(Some(Chunk { buf: Rc::new(buf), start: skip + from, end: skip + to }))
     }
 
     /// Reads the rest of the range into memory (tests and small objects).

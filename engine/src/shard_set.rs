@@ -54,10 +54,7 @@ impl<I: Io> ShardSet<I> {
             match Shard::open(io.clone(), cfg.clone(), &s.dir, s.id).await {
                 Ok((shard, report)) => {
                     shards.push(shard);
-                    candidates.push(Candidate {
-                        shard_id: s.id,
-                        weight: s.weight,
-                    });
+                    candidates.push(Candidate { shard_id: s.id, weight: s.weight });
                     reports.push((s.id, Ok(report)));
                 }
                 Err(e) => {
@@ -77,29 +74,17 @@ impl<I: Io> ShardSet<I> {
     /// The shard a key belongs to.
     pub fn shard_for(&self, key: &[u8]) -> Result<&Rc<Shard<I>>> {
         let id = place(fingerprint(key), &self.candidates).ok_or(Error::NoShard)?;
-        self.shards
-            .iter()
-            .find(|s| s.id() == id)
-            .ok_or(Error::NoShard)
+        self.shards.iter().find(|s| s.id() == id).ok_or(Error::NoShard)
     }
 
     /// Starts a streaming PUT.
-    pub async fn put(
-        &self,
-        key: &[u8],
-        content_type: &str,
-        object_len: u64,
-    ) -> Result<PutWriter<I>> {
-        self.shard_for(key)?
-            .put(key, content_type, object_len)
-            .await
+    pub async fn put(&self, key: &[u8], content_type: &str, object_len: u64) -> Result<PutWriter<I>> {
+        self.shard_for(key)?.put(key, content_type, object_len).await
     }
 
     /// Stores a whole object from memory.
     pub async fn put_bytes(&self, key: &[u8], content_type: &str, data: &[u8]) -> Result<PutDone> {
-        self.shard_for(key)?
-            .put_bytes(key, content_type, data)
-            .await
+        self.shard_for(key)?.put_bytes(key, content_type, data).await
     }
 
     /// Opens a verified reader (use `set_range` for a byte range).
@@ -146,22 +131,10 @@ impl<I: Io> Shard<I> {
     pub async fn for_each_key(&self, mut f: impl FnMut(KeyVersion)) -> Result<()> {
         let blobs: Vec<_> = self.blobs.borrow().values().cloned().collect();
         for b in blobs {
-            let mut sc = Scanner::new(
-                &self.io,
-                &b.file,
-                self.id,
-                b.tail.get(),
-                self.cfg.scan_window_bytes,
-            );
+            let mut sc = Scanner::new(&self.io, &b.file, self.id, b.tail.get(), self.cfg.scan_window_bytes);
             let scan = sc.scan(b.id, 0).await?;
             for found in scan.found {
-                let Found::Record {
-                    offset,
-                    header,
-                    key,
-                    digest,
-                } = found
-                else {
+                let Found::Record { offset, header, key, digest } = found else {
                     continue;
                 };
                 let fp = fingerprint(&key);

@@ -18,16 +18,12 @@ fn cfg() -> ShardConfig {
 }
 
 fn run<F: std::future::Future<Output = ()>>(f: F) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
     tokio::task::LocalSet::new().block_on(&rt, f);
 }
 
 fn data(n: usize, seed: u8) -> Vec<u8> {
-    (0..n)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect()
+    (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
 }
 
 async fn get(shard: &Rc<Shard<SimDisk>>, key: &[u8]) -> Option<Vec<u8>> {
@@ -40,9 +36,7 @@ fn put_get_overwrite_delete_and_ranges() {
     run(async {
         let disk = SimDisk::new(1, SimFaults::default());
         let dir = Path::new("/d0");
-        let (shard, report) = Shard::open(disk.clone(), cfg(), dir, 0)
-            .await
-            .expect("open");
+        let (shard, report) = Shard::open(disk.clone(), cfg(), dir, 0).await.expect("open");
         assert_eq!(report.blobs, 0);
         assert_eq!(get(&shard, b"a").await, None);
         let v1 = data(10_000, 1);
@@ -59,10 +53,7 @@ fn put_get_overwrite_delete_and_ranges() {
         assert_eq!(get(&shard, b"a").await.as_deref(), Some(&v2[..]));
         let mut r = shard.get(b"a").await.expect("get").expect("exists");
         r.set_range(1_048_570, 2_100_000);
-        assert_eq!(
-            r.read_all().await.expect("range"),
-            &v2[1_048_570..2_100_000]
-        );
+        assert_eq!(r.read_all().await.expect("range"), &v2[1_048_570..2_100_000]);
         shard.put_bytes(b"empty", "", b"").await.expect("empty");
         assert_eq!(get(&shard, b"empty").await, Some(vec![]));
         // The same content has the same digest (ETag) under another key.
@@ -75,46 +66,23 @@ fn put_get_overwrite_delete_and_ranges() {
         assert_eq!((st.objects, st.tombstones), (2, 1));
         assert!(st.dead_bytes > 3_000_000);
         // Limits.
-        assert!(matches!(
-            shard.put(b"", "", 1).await.map(|_| ()),
-            Err(Error::Invalid(_))
-        ));
-        assert!(matches!(
-            shard.put(&[b'k'; 1025], "", 1).await.map(|_| ()),
-            Err(Error::Invalid(_))
-        ));
-        assert!(matches!(
-            shard.put(b"x", "", 9 << 20).await.map(|_| ()),
-            Err(Error::TooLarge { .. })
-        ));
+        assert!(matches!(shard.put(b"", "", 1).await.map(|_| ()), Err(Error::Invalid(_))));
+        assert!(matches!(shard.put(&[b'k'; 1025], "", 1).await.map(|_| ()), Err(Error::Invalid(_))));
+        assert!(matches!(shard.put(b"x", "", 9 << 20).await.map(|_| ()), Err(Error::TooLarge { .. })));
         let mut w = shard.put(b"short", "", 10).await.expect("put");
         w.write(b"12345").await.expect("write");
-        assert!(matches!(
-            w.finish().await,
-            Err(Error::BodyLength {
-                expected: 10,
-                got: 5
-            })
-        ));
+        assert!(matches!(w.finish().await, Err(Error::BodyLength { expected: 10, got: 5 })));
         let mut w = shard.put(b"long", "", 3).await.expect("put");
-        assert!(matches!(
-            w.write(b"1234").await,
-            Err(Error::BodyLength { .. })
-        ));
+        assert!(matches!(w.write(b"1234").await, Err(Error::BodyLength { .. })));
         drop(w);
         assert_eq!(get(&shard, b"short").await, None);
         assert_eq!(get(&shard, b"long").await, None);
 
         // Reopen: from the checkpoint written at a clean point plus the tail.
         shard.checkpoint().await.expect("checkpoint");
-        shard
-            .put_bytes(b"after", "", b"tail")
-            .await
-            .expect("put after checkpoint");
+        shard.put_bytes(b"after", "", b"tail").await.expect("put after checkpoint");
         drop(shard);
-        let (shard, report) = Shard::open(disk.clone(), cfg(), dir, 0)
-            .await
-            .expect("reopen");
+        let (shard, report) = Shard::open(disk.clone(), cfg(), dir, 0).await.expect("reopen");
         assert!(report.checkpoint_seq.is_some());
         assert_eq!(report.records_applied, 1, "{report:?}");
         assert_eq!(get(&shard, b"a").await, None);
@@ -128,9 +96,7 @@ fn put_get_overwrite_delete_and_ranges() {
             }
         }
         drop(shard);
-        let (shard, report) = Shard::open(disk.clone(), cfg(), dir, 0)
-            .await
-            .expect("rebuild");
+        let (shard, report) = Shard::open(disk.clone(), cfg(), dir, 0).await.expect("rebuild");
         assert_eq!(report.checkpoint_seq, None);
         assert_eq!(get(&shard, b"a").await, None);
         assert_eq!(get(&shard, b"b").await.as_deref(), Some(&v1[..]));
@@ -141,23 +107,13 @@ fn put_get_overwrite_delete_and_ranges() {
 #[test]
 fn concurrent_writers_share_fdatasyncs() {
     run(async {
-        let disk = SimDisk::new(
-            2,
-            SimFaults {
-                latency_yields_max: 3,
-                ..Default::default()
-            },
-        );
-        let (shard, _) = Shard::open(disk.clone(), cfg(), Path::new("/d"), 0)
-            .await
-            .expect("open");
+        let disk = SimDisk::new(2, SimFaults { latency_yields_max: 3, ..Default::default() });
+        let (shard, _) = Shard::open(disk.clone(), cfg(), Path::new("/d"), 0).await.expect("open");
         let mut tasks = Vec::new();
         for i in 0..64u32 {
             let s = shard.clone();
             tasks.push(tokio::task::spawn_local(async move {
-                s.put_bytes(format!("k{i}").as_bytes(), "", &data(4096, i as u8))
-                    .await
-                    .expect("put");
+                s.put_bytes(format!("k{i}").as_bytes(), "", &data(4096, i as u8)).await.expect("put");
             }));
         }
         for t in tasks {
@@ -165,16 +121,9 @@ fn concurrent_writers_share_fdatasyncs() {
         }
         let st = shard.stats();
         assert_eq!(st.puts, 64);
-        assert!(
-            st.syncs < 32,
-            "64 concurrent puts took {} fdatasyncs",
-            st.syncs
-        );
+        assert!(st.syncs < 32, "64 concurrent puts took {} fdatasyncs", st.syncs);
         for i in 0..64u32 {
-            assert_eq!(
-                get(&shard, format!("k{i}").as_bytes()).await,
-                Some(data(4096, i as u8))
-            );
+            assert_eq!(get(&shard, format!("k{i}").as_bytes()).await, Some(data(4096, i as u8)));
         }
     });
 }
@@ -183,42 +132,24 @@ fn concurrent_writers_share_fdatasyncs() {
 fn shard_set_routes_keys_and_iterates_versions() {
     run(async {
         let disk = SimDisk::new(3, SimFaults::default());
-        let specs: Vec<ShardSpec> = (0..3)
-            .map(|i| ShardSpec {
-                id: i,
-                dir: format!("/disk{i}").into(),
-                weight: 1.0,
-            })
-            .collect();
+        let specs: Vec<ShardSpec> =
+            (0..3).map(|i| ShardSpec { id: i, dir: format!("/disk{i}").into(), weight: 1.0 }).collect();
         let (set, reports) = ShardSet::open(disk.clone(), cfg(), &specs).await;
         assert!(reports.iter().all(|(_, r)| r.is_ok()));
         for i in 0..60 {
-            set.put_bytes(format!("obj{i}").as_bytes(), "", &data(100, i))
-                .await
-                .expect("put");
+            set.put_bytes(format!("obj{i}").as_bytes(), "", &data(100, i)).await.expect("put");
         }
         set.delete(b"obj7").await.expect("delete");
         set.put_bytes(b"obj8", "", b"new").await.expect("overwrite");
         let per_shard: Vec<u64> = set.stats().iter().map(|s| s.objects).collect();
-        assert!(
-            per_shard.iter().all(|&n| n > 5),
-            "placement spread {per_shard:?}"
-        );
+        assert!(per_shard.iter().all(|&n| n > 5), "placement spread {per_shard:?}");
         let mut seen = Vec::new();
-        set.for_each_key(|_, kv| seen.push(kv))
-            .await
-            .expect("iterate");
+        set.for_each_key(|_, kv| seen.push(kv)).await.expect("iterate");
         assert_eq!(seen.len(), 60);
         assert!(seen.iter().any(|k| k.key == b"obj7" && k.tombstone));
         assert_eq!(seen.iter().filter(|k| k.key == b"obj8").count(), 1);
         assert_eq!(
-            set.get(b"obj8")
-                .await
-                .expect("get")
-                .expect("exists")
-                .read_all()
-                .await
-                .expect("read"),
+            set.get(b"obj8").await.expect("get").expect("exists").read_all().await.expect("read"),
             b"new"
         );
     });

@@ -21,11 +21,7 @@ use podstore_engine::{Shard, ShardConfig};
 const KEYS: u64 = 40;
 
 fn cfg() -> ShardConfig {
-    ShardConfig {
-        blob_size_bytes: 2 << 20,
-        object_size_max_bytes: 16 << 20,
-        ..ShardConfig::default()
-    }
+    ShardConfig { blob_size_bytes: 2 << 20, object_size_max_bytes: 16 << 20, ..ShardConfig::default() }
 }
 
 fn value(key: u64, version: u64) -> Vec<u8> {
@@ -36,29 +32,16 @@ fn value(key: u64, version: u64) -> Vec<u8> {
         _ => ((key * 7919 + version * 104_729) % 30_000) as usize,
     };
     let seed = key.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ version;
-    (0..n)
-        .map(|i| (seed.rotate_left((i % 61) as u32) as u8) ^ (i as u8))
-        .collect()
+    (0..n).map(|i| (seed.rotate_left((i % 61) as u32) as u8) ^ (i as u8)).collect()
 }
 
 fn runtime<F: std::future::Future<Output = ()>>(dir: &Path, f: impl FnOnce(Uring) -> F) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let local = tokio::task::LocalSet::new();
-    let cache = if probe_direct_io(dir).is_ok() {
-        CacheMode::Direct
-    } else {
-        CacheMode::Buffered
-    };
+    let cache = if probe_direct_io(dir).is_ok() { CacheMode::Direct } else { CacheMode::Buffered };
     local.block_on(&rt, async move {
-        let (io, driver) = Uring::new(UringConfig {
-            cache,
-            pool_buf_count: 8,
-            ..UringConfig::default()
-        })
-        .expect("io_uring");
+        let (io, driver) =
+            Uring::new(UringConfig { cache, pool_buf_count: 8, ..UringConfig::default() }).expect("io_uring");
         tokio::task::spawn_local(driver.run());
         f(io).await;
     });
@@ -70,10 +53,7 @@ fn crash_child() {
     let Some(dir) = std::env::var_os("PODSTORE_CRASH_CHILD") else {
         return;
     };
-    let round: u64 = std::env::var("PODSTORE_CRASH_ROUND")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .expect("round");
+    let round: u64 = std::env::var("PODSTORE_CRASH_ROUND").ok().and_then(|v| v.parse().ok()).expect("round");
     let dir = PathBuf::from(dir);
     runtime(&dir.clone(), |io| async move {
         let (shard, _) = Shard::open(io, cfg(), &dir, 1).await.expect("child open");
@@ -95,16 +75,12 @@ fn crash_child() {
                     let ok = if delete {
                         shard.delete(k.as_bytes()).await.is_ok()
                     } else {
-                        shard
-                            .put_bytes(k.as_bytes(), "", &value(key, version))
-                            .await
-                            .is_ok()
+                        shard.put_bytes(k.as_bytes(), "", &value(key, version)).await.is_ok()
                     };
                     assert!(ok, "write failed in the child");
                     {
                         let mut o = out.borrow_mut();
-                        o.write_all(format!("A {key} {version}\n").as_bytes())
-                            .expect("stdout");
+                        o.write_all(format!("A {key} {version}\n").as_bytes()).expect("stdout");
                         o.flush().expect("flush");
                     }
                     if rng.u32(0..50) == 0 {
@@ -132,10 +108,7 @@ fn sigkill_during_writes_loses_no_acknowledged_object() {
     if std::env::var_os("PODSTORE_CRASH_CHILD").is_some() {
         return;
     }
-    let rounds: u64 = std::env::var("PODSTORE_CRASH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(12);
+    let rounds: u64 = std::env::var("PODSTORE_CRASH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(12);
     let dir = std::env::temp_dir().join(format!("podstore-crash-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("mkdir");
@@ -188,10 +161,7 @@ fn sigkill_during_writes_loses_no_acknowledged_object() {
                     let e = log.entry(k.parse().expect("key")).or_default();
                     let v: u64 = v.parse().expect("version");
                     let Some(del) = e.pending.remove(&v) else {
-                        panic!(
-                            "acknowledged without a begin: {l:?} pending {:?}",
-                            e.pending
-                        )
+                        panic!("acknowledged without a begin: {l:?} pending {:?}", e.pending)
                     };
                     e.acked = Some((v, del));
                     acks += 1;
@@ -215,11 +185,7 @@ fn sigkill_during_writes_loses_no_acknowledged_object() {
             );
             let _ = report;
             for (key, kl) in &snapshot {
-                let got = match shard
-                    .get(format!("key-{key}").as_bytes())
-                    .await
-                    .expect("get")
-                {
+                let got = match shard.get(format!("key-{key}").as_bytes()).await.expect("get") {
                     Some(mut r) => Some(r.read_all().await.expect("read")),
                     None => None,
                 };
@@ -257,9 +223,6 @@ fn sigkill_during_writes_loses_no_acknowledged_object() {
         }
     }
     println!("crash test: {rounds} SIGKILL rounds, {acks} acknowledged writes, {verified} key checks, slowest recovery {recovery_ms_max} ms");
-    assert!(
-        acks > rounds,
-        "the writer acknowledged almost nothing: {acks} writes in {rounds} rounds"
-    );
+    assert!(acks > rounds, "the writer acknowledged almost nothing: {acks} writes in {rounds} rounds");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -12,17 +12,11 @@ use podstore_disks::{probe_direct_io, CacheMode, Uring, UringConfig};
 use podstore_engine::{Shard, ShardConfig};
 
 fn cfg() -> ShardConfig {
-    ShardConfig {
-        blob_size_bytes: 4 << 20,
-        object_size_max_bytes: 64 << 20,
-        ..ShardConfig::default()
-    }
+    ShardConfig { blob_size_bytes: 4 << 20, object_size_max_bytes: 64 << 20, ..ShardConfig::default() }
 }
 
 fn value(i: u32, n: usize) -> Vec<u8> {
-    (0..n)
-        .map(|j| (j as u32).wrapping_mul(2654435761).wrapping_add(i) as u8 ^ (j >> 11) as u8)
-        .collect()
+    (0..n).map(|j| (j as u32).wrapping_mul(2654435761).wrapping_add(i) as u8 ^ (j >> 11) as u8).collect()
 }
 
 fn size_of(i: u32) -> usize {
@@ -37,22 +31,15 @@ fn size_of(i: u32) -> usize {
 }
 
 fn with_uring<F: std::future::Future<Output = ()>>(dir: &Path, f: impl FnOnce(Uring) -> F) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let local = tokio::task::LocalSet::new();
     let cache = match probe_direct_io(dir) {
         Ok(_) => CacheMode::Direct,
         Err(e) => panic!("{} can't do O_DIRECT: {e}", dir.display()),
     };
     local.block_on(&rt, async move {
-        let (io, driver) = Uring::new(UringConfig {
-            cache,
-            pool_buf_count: 8,
-            ..UringConfig::default()
-        })
-        .expect("io_uring");
+        let (io, driver) =
+            Uring::new(UringConfig { cache, pool_buf_count: 8, ..UringConfig::default() }).expect("io_uring");
         tokio::task::spawn_local(driver.run());
         f(io).await;
     });
@@ -67,19 +54,14 @@ fn write_phase(dir: &Path, n: u32) {
             let s = shard.clone();
             tasks.push(tokio::task::spawn_local(async move {
                 let v = value(i, size_of(i));
-                s.put_bytes(format!("obj/{i}").as_bytes(), "video/mp4", &v)
-                    .await
-                    .expect("put");
+                s.put_bytes(format!("obj/{i}").as_bytes(), "video/mp4", &v).await.expect("put");
             }));
         }
         for t in tasks {
             t.await.expect("task");
         }
         for i in (0..n).step_by(5) {
-            assert!(shard
-                .delete(format!("obj/{i}").as_bytes())
-                .await
-                .expect("delete"));
+            assert!(shard.delete(format!("obj/{i}").as_bytes()).await.expect("delete"));
         }
         for i in (1..n).step_by(5) {
             shard
@@ -90,17 +72,11 @@ fn write_phase(dir: &Path, n: u32) {
         if n > 10 {
             shard.checkpoint().await.expect("checkpoint");
             // A little after the checkpoint, so recovery scans a tail too.
-            shard
-                .put_bytes(b"tail", "", &value(99, 12345))
-                .await
-                .expect("tail put");
+            shard.put_bytes(b"tail", "", &value(99, 12345)).await.expect("tail put");
         }
         verify(&shard, n).await;
         let st = shard.stats();
-        assert!(
-            st.syncs > 0 && st.io_errors == 0 && st.fenced.is_none(),
-            "{st:?}"
-        );
+        assert!(st.syncs > 0 && st.io_errors == 0 && st.fenced.is_none(), "{st:?}");
     });
 }
 
@@ -115,11 +91,7 @@ async fn verify<I: podstore_disks::Io>(shard: &std::rc::Rc<Shard<I>>, n: u32) {
             1 => Some(value(i + 1000, 5000)),
             _ => Some(value(i, size_of(i))),
         };
-        assert_eq!(
-            got.as_ref().map(|v| v.len()),
-            want.as_ref().map(|v| v.len()),
-            "obj/{i}"
-        );
+        assert_eq!(got.as_ref().map(|v| v.len()), want.as_ref().map(|v| v.len()), "obj/{i}");
         assert!(got == want, "obj/{i} differs");
     }
 }
@@ -153,15 +125,9 @@ fn is_root() -> bool {
 }
 
 fn sh(cmd: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .map_err(|e| format!("{cmd}: {e}"))?;
+    let out = Command::new(cmd).args(args).output().map_err(|e| format!("{cmd}: {e}"))?;
     if !out.status.success() {
-        return Err(format!(
-            "{cmd} {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        return Err(format!("{cmd} {args:?}: {}", String::from_utf8_lossy(&out.stderr).trim()));
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
@@ -183,28 +149,11 @@ impl LoopFs {
         std::fs::create_dir_all(&mnt).map_err(|e| e.to_string())?;
         let f = std::fs::File::create(&image).map_err(|e| e.to_string())?;
         f.set_len(1 << 30).map_err(|e| e.to_string())?;
-        let mut me = LoopFs {
-            image,
-            mnt,
-            dev: None,
-            mounted: false,
-        };
-        let dev = sh(
-            "losetup",
-            &[
-                "-f",
-                "--show",
-                "--direct-io=on",
-                me.image.to_str().expect("utf8"),
-            ],
-        )?;
+        let mut me = LoopFs { image, mnt, dev: None, mounted: false };
+        let dev = sh("losetup", &["-f", "--show", "--direct-io=on", me.image.to_str().expect("utf8")])?;
         me.dev = Some(dev.clone());
         let mkfs = format!("mkfs.{fs}");
-        let args: &[&str] = if fs == "xfs" {
-            &["-q", "-f"]
-        } else {
-            &["-q", "-F"]
-        };
+        let args: &[&str] = if fs == "xfs" { &["-q", "-f"] } else { &["-q", "-F"] };
         let mut a = args.to_vec();
         a.push(&dev);
         sh(&mkfs, &a)?;
@@ -213,13 +162,7 @@ impl LoopFs {
     }
 
     fn mount(&mut self) -> Result<(), String> {
-        sh(
-            "mount",
-            &[
-                self.dev.as_deref().expect("attached"),
-                self.mnt.to_str().expect("utf8"),
-            ],
-        )?;
+        sh("mount", &[self.dev.as_deref().expect("attached"), self.mnt.to_str().expect("utf8")])?;
         self.mounted = true;
         Ok(())
     }

@@ -105,9 +105,7 @@ fn value_for(rng: &mut fastrand::Rng, large_ok: bool) -> Vec<u8> {
     };
     let base = rng.u8(..);
     let step = rng.u8(1..);
-    (0..n)
-        .map(|i| base.wrapping_add((i as u8).wrapping_mul(step)) ^ (i >> 12) as u8)
-        .collect()
+    (0..n).map(|i| base.wrapping_add((i as u8).wrapping_mul(step)) ^ (i >> 12) as u8).collect()
 }
 
 impl Seed {
@@ -157,11 +155,7 @@ impl Seed {
         let m = self.model.borrow();
         let empty = KeyModel::default();
         let k = m.keys.get(key).unwrap_or(&empty);
-        let mut allowed: Vec<Val> = k
-            .history
-            .get(hist_from.saturating_sub(1)..)
-            .unwrap_or(&[])
-            .to_vec();
+        let mut allowed: Vec<Val> = k.history.get(hist_from.saturating_sub(1)..).unwrap_or(&[]).to_vec();
         allowed.push(k.acked());
         if self.mode == Mode::Corrupt {
             allowed.push(Val::Absent);
@@ -176,10 +170,7 @@ impl Seed {
         }
         match got {
             Ok(Some(b)) => {
-                if !allowed
-                    .iter()
-                    .any(|v| matches!(v, Val::Bytes(x) if x[..] == b[..]))
-                {
+                if !allowed.iter().any(|v| matches!(v, Val::Bytes(x) if x[..] == b[..])) {
                     self.fail(format!(
                         "key {:?}: read {} bytes that match no written value (acked {:?}); pending {}",
                         String::from_utf8_lossy(key),
@@ -205,20 +196,14 @@ impl Seed {
                     self.fail(format!(
                         "key {:?}: {} with no fault that could explain it (acked {:?})",
                         String::from_utf8_lossy(key),
-                        got.as_ref()
-                            .err()
-                            .map(|e| e.to_string())
-                            .unwrap_or_default(),
+                        got.as_ref().err().map(|e| e.to_string()).unwrap_or_default(),
                         describe(&k.acked())
                     ));
                 }
             }
             Err(e) if e.is_crash() && during_workload => {}
             Err(Error::Disk { .. }) if during_workload && self.mode != Mode::Crash => {}
-            Err(e) => self.fail(format!(
-                "key {:?}: unexpected error {e}",
-                String::from_utf8_lossy(key)
-            )),
+            Err(e) => self.fail(format!("key {:?}: unexpected error {e}", String::from_utf8_lossy(key))),
         }
     }
 }
@@ -247,11 +232,7 @@ async fn read_key(set: &ShardSet<SimDisk>, key: &[u8]) -> Result<Option<Vec<u8>>
                 let whole = r2.read_all().await?;
                 // A concurrent write may have replaced the object between the two reads.
                 if r2.meta.seq == seq {
-                    assert_eq!(
-                        &whole[a as usize..],
-                        &tail[..],
-                        "range read differs from whole read"
-                    );
+                    assert_eq!(&whole[a as usize..], &tail[..], "range read differs from whole read");
                 }
                 Ok(Some(whole))
             } else {
@@ -262,9 +243,7 @@ async fn read_key(set: &ShardSet<SimDisk>, key: &[u8]) -> Result<Option<Vec<u8>>
 }
 
 fn keys() -> Vec<Vec<u8>> {
-    let mut k: Vec<Vec<u8>> = (0..10)
-        .map(|i| format!("bucket/k{i}").into_bytes())
-        .collect();
+    let mut k: Vec<Vec<u8>> = (0..10).map(|i| format!("bucket/k{i}").into_bytes()).collect();
     k.push(vec![b'L'; 1024]);
     k.push("photos/ü/ключ".as_bytes().to_vec());
     k
@@ -287,9 +266,7 @@ async fn worker(s: Rc<Seed>, set: Rc<ShardSet<SimDisk>>, ops: u32, large_ok: boo
                 let v = Rc::new(val);
                 let id = s.begin(&key, Attempt::Put(v.clone()));
                 let r = async {
-                    let mut w = set
-                        .put(&key, "application/octet-stream", v.len() as u64)
-                        .await?;
+                    let mut w = set.put(&key, "application/octet-stream", v.len() as u64).await?;
                     for piece in v.chunks(pieces) {
                         w.write(piece).await?;
                     }
@@ -306,13 +283,7 @@ async fn worker(s: Rc<Seed>, set: Rc<ShardSet<SimDisk>>, ops: u32, large_ok: boo
                 }
             }
             48..=77 => {
-                let from = s
-                    .model
-                    .borrow()
-                    .keys
-                    .get(&key)
-                    .map(|k| k.history.len())
-                    .unwrap_or(0);
+                let from = s.model.borrow().keys.get(&key).map(|k| k.history.len()).unwrap_or(0);
                 let r = read_key(&set, &key).await;
                 if matches!(&r, Err(e) if e.is_crash()) {
                     return;
@@ -361,10 +332,7 @@ async fn worker(s: Rc<Seed>, set: Rc<ShardSet<SimDisk>>, ops: u32, large_ok: boo
 fn faults_for(mode: Mode, rng: &mut fastrand::Rng) -> SimFaults {
     let latency_yields_max = rng.u32(0..4);
     match mode {
-        Mode::Crash => SimFaults {
-            latency_yields_max,
-            ..Default::default()
-        },
+        Mode::Crash => SimFaults { latency_yields_max, ..Default::default() },
         Mode::Eio => SimFaults {
             read_eio_ppm: rng.u32(0..3000),
             write_eio_ppm: rng.u32(0..3000),
@@ -403,11 +371,7 @@ fn run_seed(seed: u64) -> Totals {
     };
     let nshards = rng.u32(1..=2);
     let specs: Vec<ShardSpec> = (0..nshards)
-        .map(|i| ShardSpec {
-            id: i,
-            dir: PathBuf::from(format!("/disk{i}")),
-            weight: 1.0,
-        })
+        .map(|i| ShardSpec { id: i, dir: PathBuf::from(format!("/disk{i}")), weight: 1.0 })
         .collect();
     let large_ok = rng.u32(0..4) == 0;
     let rounds = rng.u32(2..6);
@@ -416,17 +380,12 @@ fn run_seed(seed: u64) -> Totals {
         mode,
         rng: RefCell::new(fastrand::Rng::with_seed(seed.wrapping_mul(7919))),
         model: RefCell::new(Model::default()),
-        totals: RefCell::new(Totals {
-            seeds: 1,
-            ..Default::default()
-        }),
+        totals: RefCell::new(Totals { seeds: 1, ..Default::default() }),
     });
     fastrand::seed(seed);
     for round in 0..rounds {
         s.totals.borrow_mut().rounds += 1;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("runtime");
+        let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
         let local = tokio::task::LocalSet::new();
         let last = round + 1 == rounds;
         local.block_on(&rt, async {
@@ -517,28 +476,19 @@ fn run_seed(seed: u64) -> Totals {
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 #[test]
 fn simulation_keeps_every_promise() {
-    let seeds: Vec<u64> = match std::env::var("PODSTORE_SIM_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
+    let seeds: Vec<u64> = match std::env::var("PODSTORE_SIM_SEED").ok().and_then(|v| v.parse().ok()) {
         Some(one) => vec![one],
         None => {
             let first = env_u64("PODSTORE_SIM_FIRST_SEED", 0);
             (first..first + env_u64("PODSTORE_SIM_SEEDS", 400)).collect()
         }
     };
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(4);
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(4);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let totals = std::sync::Mutex::new(Totals::default());
     std::thread::scope(|sc| {
@@ -565,8 +515,5 @@ fn simulation_keeps_every_promise() {
     let t = totals.into_inner().expect("totals");
     println!("simulation: {t:?}");
     assert_eq!(t.seeds as usize, seeds.len());
-    assert!(
-        t.acked_puts > 0 && t.verified_exact > 0,
-        "the simulation verified nothing: {t:?}"
-    );
+    assert!(t.acked_puts > 0 && t.verified_exact > 0, "the simulation verified nothing: {t:?}");
 }
