@@ -220,6 +220,9 @@ impl Header {
             key_len,
             content_type_len: ct_len,
         };
+        if b[59..124].iter().any(|&x| x != 0) {
+            return Err(FormatError::Field("reserved"));
+        }
         if h.flags & !(FLAG_TOMBSTONE | FLAG_VOID) != 0 {
             return Err(FormatError::Field("flags"));
         }
