@@ -48,6 +48,13 @@ pub struct ShardConfig {
     pub writes_in_flight_max: usize,
     /// Read window of recovery scans (a multiple of 4096).
     pub scan_window_bytes: usize,
+    /// Room at the end of the open blob that only tombstones may use, so deletes work on a
+    /// full shard.
+    pub tombstone_reserve_bytes: u64,
+    /// A checkpoint is due after this many records since the last one ...
+    pub checkpoint_every_records: u64,
+    /// ... or this many bytes of records.
+    pub checkpoint_every_bytes: u64,
 }
 
 impl Default for ShardConfig {
@@ -60,6 +67,9 @@ impl Default for ShardConfig {
             write_buf_bytes: 1 << 20,
             writes_in_flight_max: 1024,
             scan_window_bytes: 4 << 20,
+            tombstone_reserve_bytes: 1 << 20,
+            checkpoint_every_records: 1 << 20,
+            checkpoint_every_bytes: 16 << 30,
         }
     }
 }
@@ -77,6 +87,10 @@ impl ShardConfig {
                 && self.scan_window_bytes >= 2 * BLOCK as usize
         );
         assert!(self.writes_in_flight_max > 0);
+        assert!(
+            self.tombstone_reserve_bytes.is_multiple_of(BLOCK)
+                && self.tombstone_reserve_bytes < self.blob_size_bytes / 2
+        );
     }
 }
 
@@ -159,6 +173,8 @@ pub(crate) struct Counters {
     pub(crate) checkpoints: u64,
     pub(crate) live_bytes: u64,
     pub(crate) dead_bytes: u64,
+    pub(crate) since_checkpoint_records: u64,
+    pub(crate) since_checkpoint_bytes: u64,
 }
 
 /// One shard (one disk). Use through `Rc<Shard<I>>`.
@@ -341,20 +357,29 @@ impl<I: Io> Shard<I> {
     }
 
     /// Reserves `len` bytes for a record: in the open blob, a new blob, or a dedicated one.
-    async fn reserve(&self, len: u64) -> Result<(Rc<BlobFile<I>>, u64, u64)> {
+    ///
+    /// The last `tombstone_reserve_bytes` of the open blob are kept for tombstones, so deletes
+    /// still work when the shard has no room for another blob.
+    async fn reserve(&self, len: u64, tombstone: bool) -> Result<(Rc<BlobFile<I>>, u64, u64)> {
         let _g = self.reserve_lock.lock().await;
         self.check_writable()?;
         let open = self.open_blob.get().and_then(|id| self.blob(id));
+        let keep = if tombstone { 0 } else { self.cfg.tombstone_reserve_bytes };
         let blob = match open {
-            Some(b) if b.room() >= len => b,
+            Some(b) if b.room() >= len + keep => b,
             _ if len > self.cfg.blob_size_bytes / 4 => self.create_blob(len, true).await?,
-            _ => {
-                let b = self.create_blob(self.cfg.blob_size_bytes, false).await?;
-                if let Some(old) = self.open_blob.replace(Some(b.id)).and_then(|id| self.blob(id)) {
-                    old.sealed.set(true);
+            open => match self.create_blob(self.cfg.blob_size_bytes, false).await {
+                Ok(b) => {
+                    if let Some(old) = self.open_blob.replace(Some(b.id)).and_then(|id| self.blob(id)) {
+                        old.sealed.set(true);
+                    }
+                    b
                 }
-                b
-            }
+                Err(Error::NoSpace { .. }) if tombstone && open.as_ref().is_some_and(|b| b.room() >= len) => {
+                    open.expect("checked")
+                }
+                Err(e) => return Err(e),
+            },
         };
         let offset = blob.tail.get();
         blob.tail.set(offset + len);
@@ -414,7 +439,7 @@ impl<I: Io> Shard<I> {
         let lock = self.lock_key(fp).await;
         let (slot, _old) = self.resolve_slot(fp, key).await?;
         let rec_len = record::record_len(key.len(), content_type.len(), object_len);
-        let (blob, offset, seq) = self.reserve(rec_len).await?;
+        let (blob, offset, seq) = self.reserve(rec_len, false).await?;
         let header = Header {
             flags: 0,
             shard_id: self.id,
@@ -457,6 +482,11 @@ impl<I: Io> Shard<I> {
 
     /// Applies a committed record to the index and the counters.
     fn commit_index(&self, slot: Slot, fp: u64, key: &[u8], loc: Loc, rec_len: u64) {
+        {
+            let mut c = self.counters.borrow_mut();
+            c.since_checkpoint_records += 1;
+            c.since_checkpoint_bytes += rec_len;
+        }
         let old = self.index.borrow_mut().set(slot, fp, key, loc);
         let mut c = self.counters.borrow_mut();
         if !loc.is_tombstone() {
@@ -492,7 +522,7 @@ impl<I: Io> Shard<I> {
             return Ok(false);
         }
         let rec_len = record::record_len(key.len(), 0, 0);
-        let (blob, offset, seq) = self.reserve(rec_len).await?;
+        let (blob, offset, seq) = self.reserve(rec_len, true).await?;
         let header = Header {
             flags: FLAG_TOMBSTONE,
             shard_id: self.id,
@@ -736,8 +766,20 @@ impl<I: Io> Shard<I> {
         r.map(Some)
     }
 
+    /// Whether enough was written since the last checkpoint that the core should write one
+    /// (`checkpoint_every_records` / `checkpoint_every_bytes`), keeping startup scans short.
+    pub fn checkpoint_due(&self) -> bool {
+        let c = self.counters.borrow();
+        c.since_checkpoint_records >= self.cfg.checkpoint_every_records
+            || c.since_checkpoint_bytes >= self.cfg.checkpoint_every_bytes
+    }
+
     async fn write_checkpoint(&self) -> Result<u64> {
         let snap = self.snapshot();
+        let (records_then, bytes_then) = {
+            let c = self.counters.borrow();
+            (c.since_checkpoint_records, c.since_checkpoint_bytes)
+        };
         let bytes = snap.encode();
         let name = ckpt_name(snap.max_seq);
         let tmp = self.dir.join(format!("{name}.tmp"));
@@ -764,7 +806,11 @@ impl<I: Io> Shard<I> {
             }
         }
         self.io.sync_dir(&self.dir).await.map_err(|e| self.disk_err(e))?;
-        self.counters.borrow_mut().checkpoints += 1;
+        let mut c = self.counters.borrow_mut();
+        c.checkpoints += 1;
+        // Records committed while the checkpoint was written still count towards the next.
+        c.since_checkpoint_records -= records_then;
+        c.since_checkpoint_bytes -= bytes_then;
         Ok(bytes.len() as u64)
     }
 

@@ -102,6 +102,16 @@ impl<I: Io> ShardSet<I> {
         self.shard_for(key)?.delete(key).await
     }
 
+    /// Writes a checkpoint of every shard whose checkpoint is due (call it from the core's
+    /// housekeeping loop).
+    pub async fn checkpoint_due(&self) -> Vec<(u32, Result<Option<u64>>)> {
+        let mut out = Vec::new();
+        for s in self.shards.iter().filter(|s| s.checkpoint_due() && s.fenced().is_none()) {
+            out.push((s.id(), s.checkpoint().await));
+        }
+        out
+    }
+
     /// Writes a checkpoint of every shard.
     pub async fn checkpoint_all(&self) -> Vec<(u32, Result<Option<u64>>)> {
         let mut out = Vec::new();

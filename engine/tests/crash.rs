@@ -21,7 +21,12 @@ use podstore_engine::{Shard, ShardConfig};
 const KEYS: u64 = 40;
 
 fn cfg() -> ShardConfig {
-    ShardConfig { blob_size_bytes: 2 << 20, object_size_max_bytes: 16 << 20, ..ShardConfig::default() }
+    ShardConfig {
+        blob_size_bytes: 2 << 20,
+        object_size_max_bytes: 16 << 20,
+        tombstone_reserve_bytes: 64 << 10,
+        ..ShardConfig::default()
+    }
 }
 
 fn value(key: u64, version: u64) -> Vec<u8> {

@@ -12,7 +12,12 @@ use podstore_disks::{probe_direct_io, CacheMode, Uring, UringConfig};
 use podstore_engine::{Shard, ShardConfig};
 
 fn cfg() -> ShardConfig {
-    ShardConfig { blob_size_bytes: 4 << 20, object_size_max_bytes: 64 << 20, ..ShardConfig::default() }
+    ShardConfig {
+        blob_size_bytes: 4 << 20,
+        object_size_max_bytes: 64 << 20,
+        tombstone_reserve_bytes: 64 << 10,
+        ..ShardConfig::default()
+    }
 }
 
 fn value(i: u32, n: usize) -> Vec<u8> {

@@ -85,6 +85,7 @@ struct Totals {
     torn_tail_items: u64,
     fenced: u64,
     faults: u64,
+    no_space: u64,
 }
 
 struct Seed {
@@ -279,6 +280,7 @@ async fn worker(s: Rc<Seed>, set: Rc<ShardSet<SimDisk>>, ops: u32, large_ok: boo
                         s.totals.borrow_mut().acked_puts += 1;
                     }
                     Err(e) if e.is_crash() => return,
+                    Err(Error::NoSpace { .. }) => s.totals.borrow_mut().no_space += 1,
                     Err(_) => {}
                 }
             }
@@ -319,7 +321,9 @@ async fn worker(s: Rc<Seed>, set: Rc<ShardSet<SimDisk>>, ops: u32, large_ok: boo
                 }
             }
             _ => {
-                for (_, r) in set.checkpoint_all().await {
+                let all =
+                    if fastrand::bool() { set.checkpoint_all().await } else { set.checkpoint_due().await };
+                for (_, r) in all {
                     if matches!(&r, Err(e) if e.is_crash()) {
                         return;
                     }
@@ -360,8 +364,13 @@ fn run_seed(seed: u64) -> Totals {
     };
     let faults = faults_for(mode, &mut rng);
     let disk = SimDisk::new(seed ^ 0x5eed, faults.clone());
+    let blob_size_bytes = [64 << 10, 256 << 10, 1 << 20][rng.usize(0..3)];
     let cfg = ShardConfig {
-        blob_size_bytes: [64 << 10, 256 << 10, 1 << 20][rng.usize(0..3)],
+        blob_size_bytes,
+        tombstone_reserve_bytes: blob_size_bytes / 8,
+        // A quarter of the seeds run out of space: puts fail with NoSpace, deletes still work.
+        shard_size_max_bytes: if rng.u32(0..4) == 0 { blob_size_bytes * rng.u64(3..12) } else { u64::MAX },
+        checkpoint_every_records: rng.u64(5..200),
         write_buf_bytes: [4 << 10, 8 << 10, 64 << 10][rng.usize(0..3)],
         single_read_max_bytes: [8 << 10, 64 << 10, 2 << 20][rng.usize(0..3)],
         scan_window_bytes: [8 << 10, 64 << 10][rng.usize(0..2)],
@@ -509,6 +518,7 @@ fn simulation_keeps_every_promise() {
                 all.torn_tail_items += t.torn_tail_items;
                 all.fenced += t.fenced;
                 all.faults += t.faults;
+                all.no_space += t.no_space;
             });
         }
     });
