@@ -470,6 +470,7 @@ impl<I: Io> Shard<I> {
             written: 0,
             sums: DataSums::new(),
             finished: false,
+            broken: false,
         })
     }
 
@@ -887,6 +888,7 @@ pub struct PutWriter<I: Io> {
     written: u64,
     sums: DataSums,
     finished: bool,
+    broken: bool,
 }
 
 impl<I: Io> std::fmt::Debug for KeyLock<I> {
@@ -923,12 +925,25 @@ impl<I: Io> PutWriter<I> {
     /// Appends body bytes. Fails (and the PUT is abandoned) if more than the announced length
     /// arrives or the disk fails.
     pub async fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.usable()?;
         let got = self.sums.total() + data.len() as u64;
         if got > self.header.object_len {
+            self.broken = true;
             return Err(Error::BodyLength { expected: self.header.object_len, got });
         }
         self.sums.update(data);
-        self.append(data).await
+        let r = self.append(data).await;
+        self.broken |= r.is_err();
+        r
+    }
+
+    /// After a failed write the record can't be completed: every later call fails too.
+    fn usable(&self) -> Result<()> {
+        if !self.broken {
+            return Ok(());
+        }
+        self.shard.check_writable()?;
+        Err(Error::Invalid("continuation of a failed write"))
     }
 
     /// Bytes of body received so far.
@@ -938,6 +953,7 @@ impl<I: Io> PutWriter<I> {
 
     /// Completes the record, waits until it is durable, and makes it visible.
     pub async fn finish(mut self) -> Result<PutDone> {
+        self.usable()?;
         if self.sums.total() != self.header.object_len {
             return Err(Error::BodyLength { expected: self.header.object_len, got: self.sums.total() });
         }

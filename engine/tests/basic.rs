@@ -195,3 +195,58 @@ fn deletes_work_on_a_full_shard_and_checkpoints_come_due() {
         assert_eq!(get(&shard, b"k3").await, Some(data(20_000, 1)));
     });
 }
+
+#[test]
+fn a_failed_write_or_sync_fences_the_shard_and_promises_nothing() {
+    run(async {
+        for faults in [
+            SimFaults { write_eio_ppm: 1_000_000, ..Default::default() },
+            SimFaults { sync_eio_ppm: 1_000_000, ..Default::default() },
+        ] {
+            let disk = SimDisk::new(5, SimFaults::default());
+            let dir = Path::new("/fence");
+            let (shard, _) = Shard::open(disk.clone(), cfg(), dir, 0).await.expect("open");
+            shard.put_bytes(b"before", "", &data(5000, 1)).await.expect("healthy put");
+            disk.set_faults(faults.clone());
+            let mut w = shard.put(b"victim", "", 100_000).await.expect("reserve");
+            let mut failed = None;
+            for piece in data(100_000, 2).chunks(7000) {
+                if let Err(e) = w.write(piece).await {
+                    failed = Some(e);
+                    break;
+                }
+            }
+            let err = match failed {
+                Some(e) => e,
+                None => w.finish().await.expect_err("the sync fails"),
+            };
+            assert!(matches!(err, Error::Fenced { .. }), "{err}");
+            assert!(shard.fenced().is_some());
+            // Nothing more is accepted, reads go on, and nothing of the victim is visible.
+            disk.set_faults(SimFaults::default());
+            assert!(matches!(shard.put_bytes(b"after", "", b"x").await, Err(Error::Fenced { .. })));
+            assert!(matches!(shard.delete(b"before").await, Err(Error::Fenced { .. })));
+            assert_eq!(get(&shard, b"before").await, Some(data(5000, 1)));
+            assert_eq!(get(&shard, b"victim").await, None);
+            drop(shard);
+            disk.crash();
+            let (shard, _) = Shard::open(disk.clone(), cfg(), dir, 0).await.expect("reopen");
+            assert_eq!(get(&shard, b"before").await, Some(data(5000, 1)));
+            assert_eq!(get(&shard, b"victim").await, None);
+            assert!(shard.fenced().is_none());
+        }
+    });
+}
+
+#[test]
+fn continuing_a_failed_write_is_an_error_not_a_panic() {
+    run(async {
+        let disk = SimDisk::new(6, SimFaults::default());
+        let (shard, _) = Shard::open(disk.clone(), cfg(), Path::new("/w"), 0).await.expect("open");
+        let mut w = shard.put(b"k", "", 10).await.expect("put");
+        assert!(matches!(w.write(&[0; 11]).await, Err(Error::BodyLength { .. })));
+        assert!(w.write(&[0; 10]).await.is_err());
+        assert!(w.finish().await.is_err());
+        assert_eq!(get(&shard, b"k").await, None);
+    });
+}

@@ -175,7 +175,7 @@ fn main() {
     }
 
     // 4. Index memory per object at 10 million objects.
-    let n = if quick { 2_000_000 } else { 10_000_000 };
+    let n = 10_000_000;
     let b = index_bytes_per_object(n);
     println!(
         "| index memory, {n} objects | {b:.1} bytes/object | - | - | at most 32 | {} |",
