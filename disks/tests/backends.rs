@@ -222,3 +222,28 @@ fn sim_crash_loses_unsynced_data_and_names_but_keeps_synced() {
         assert!(lost_some, "the crash model never lost an unsynced write in 40 seeds");
     });
 }
+
+#[test]
+fn backend_detection_prefers_io_uring_and_says_why_it_falls_back() {
+    let (rt, local) = local_rt();
+    local.block_on(&rt, async {
+        let cfg = UringConfig { pool_buf_count: 2, ..UringConfig::default() };
+        let (io, driver, backend) = podstore_disks::AnyIo::detect(cfg.clone(), false);
+        match podstore_disks::io_uring_disabled_sysctl() {
+            Some(0) | None => {
+                assert_eq!(backend.name, "io_uring", "{backend:?}");
+                assert!(driver.is_some() && backend.fallback_reason.is_none());
+                assert!(matches!(io, podstore_disks::AnyIo::Uring(_)));
+            }
+            Some(v) => eprintln!("note: kernel.io_uring_disabled = {v}: {backend:?}"),
+        }
+        let (io, driver, backend) = podstore_disks::AnyIo::detect(cfg, true);
+        assert_eq!(backend.name, "sync");
+        assert!(driver.is_none());
+        assert!(backend.fallback_reason.as_deref().is_some_and(|r| r.contains("configured")), "{backend:?}");
+        // The fallback does real I/O too.
+        let dir = temp_dir("detect");
+        exercise(&io, &dir).await;
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}

@@ -28,7 +28,7 @@ use crate::blob::{blob_name, parse_blob_name, BlobFile};
 use crate::checkpoint::{
     parse_ckpt_name, Checkpoint, CkptError, QuarantineReason, Quarantined, CKPT_HEADER_BYTES,
 };
-use crate::index::{fingerprint, Index, Loc, Slot};
+use crate::index::{Index, Loc, Slot};
 use crate::scan::{Found, Scanner};
 use crate::shard::{Shard, ShardConfig};
 use crate::{Error, Result};
@@ -121,7 +121,7 @@ impl<I: Io> Shard<I> {
                 ix.set(Slot::Main, *fp, &[], Loc::from_raw(*raw));
             }
             for (key, raw) in &ck.overflow {
-                ix.set(Slot::Overflow, fingerprint(key), key, Loc::from_raw(*raw));
+                ix.set(Slot::Overflow, shard.fp(key), key, Loc::from_raw(*raw));
             }
             report.checkpoint_entries = ix.len() as u64;
             *shard.index.borrow_mut() = ix;
@@ -274,7 +274,7 @@ impl<I: Io> Shard<I> {
             changed = true;
             match item {
                 TailItem::Valid { blob, offset, record_len, tombstone, key } => {
-                    let fp = fingerprint(&key);
+                    let fp = shard.fp(&key);
                     let slot = match tail_keys.get(&fp) {
                         Some(k) if *k == key => Slot::Main,
                         Some(_) => Slot::Overflow,

@@ -51,6 +51,9 @@ pub struct ShardConfig {
     /// Room at the end of the open blob that only tombstones may use, so deletes work on a
     /// full shard.
     pub tombstone_reserve_bytes: u64,
+    /// Applied to every key fingerprint. Testing only (it forces fingerprint collisions to
+    /// exercise the overflow path); never change it for an existing shard.
+    pub fingerprint_mask: u64,
     /// A checkpoint is due after this many records since the last one ...
     pub checkpoint_every_records: u64,
     /// ... or this many bytes of records.
@@ -68,6 +71,7 @@ impl Default for ShardConfig {
             writes_in_flight_max: 1024,
             scan_window_bytes: 4 << 20,
             tombstone_reserve_bytes: 1 << 20,
+            fingerprint_mask: u64::MAX,
             checkpoint_every_records: 1 << 20,
             checkpoint_every_bytes: 16 << 30,
         }
@@ -259,6 +263,11 @@ impl<I: Io> Shard<I> {
         }
     }
 
+    /// The index fingerprint of a key.
+    pub(crate) fn fp(&self, key: &[u8]) -> u64 {
+        fingerprint(key) & self.cfg.fingerprint_mask
+    }
+
     /// The shard (disk) id.
     pub fn id(&self) -> u32 {
         self.id
@@ -435,7 +444,7 @@ impl<I: Io> Shard<I> {
         }
         self.check_writable()?;
         let permit = self.write_slot().await;
-        let fp = fingerprint(key);
+        let fp = self.fp(key);
         let lock = self.lock_key(fp).await;
         let (slot, _old) = self.resolve_slot(fp, key).await?;
         let rec_len = record::record_len(key.len(), content_type.len(), object_len);
@@ -514,7 +523,7 @@ impl<I: Io> Shard<I> {
         validate(key, "")?;
         self.check_writable()?;
         let _permit = self.write_slot().await;
-        let fp = fingerprint(key);
+        let fp = self.fp(key);
         let _lock = self.lock_key(fp).await;
         let (slot, old) = self.resolve_slot(fp, key).await?;
         let quarantined = self.quarantined_keys.borrow().contains_key(key);
@@ -597,7 +606,7 @@ impl<I: Io> Shard<I> {
         if self.quarantined_keys.borrow().contains_key(key) {
             return Err(Error::Quarantined { shard: self.id });
         }
-        let fp = fingerprint(key);
+        let fp = self.fp(key);
         let loc = {
             let ix = self.index.borrow();
             ix.overflow_get(key).or_else(|| ix.main_get(fp))

@@ -147,7 +147,7 @@ impl<I: Io> Shard<I> {
                 let Found::Record { offset, header, key, digest } = found else {
                     continue;
                 };
-                let fp = fingerprint(&key);
+                let fp = self.fp(&key);
                 let current = {
                     let ix = self.index.borrow();
                     ix.overflow_get(&key).or_else(|| ix.main_get(fp))

@@ -250,3 +250,56 @@ fn continuing_a_failed_write_is_an_error_not_a_panic() {
         assert_eq!(get(&shard, b"k").await, None);
     });
 }
+
+#[test]
+fn fingerprint_collisions_never_mix_keys() {
+    run(async {
+        // Every key gets the same fingerprint: one lives in the main table, the rest in the
+        // overflow map, and every lookup must compare the stored key.
+        let cfg = ShardConfig { fingerprint_mask: 0, ..cfg() };
+        let disk = SimDisk::new(7, SimFaults::default());
+        let dir = Path::new("/collide");
+        let (shard, _) = Shard::open(disk.clone(), cfg.clone(), dir, 0).await.expect("open");
+        let key = |i: u32| format!("same-fp/{i}").into_bytes();
+        for i in 0..20 {
+            shard.put_bytes(&key(i), "", &data(1000 + i as usize, i as u8)).await.expect("put");
+        }
+        shard.delete(&key(0)).await.expect("delete the main-table key");
+        shard.delete(&key(5)).await.expect("delete an overflow key");
+        shard.put_bytes(&key(7), "", b"seven").await.expect("overwrite");
+        shard.checkpoint().await.expect("checkpoint");
+        shard.put_bytes(&key(9), "", b"nine").await.expect("overwrite after checkpoint");
+        shard.put_bytes(&key(20), "", b"twenty").await.expect("new key after checkpoint");
+        shard.delete(&key(11)).await.expect("delete after checkpoint");
+        let expect = |i: u32| -> Option<Vec<u8>> {
+            match i {
+                0 | 5 | 11 => None,
+                7 => Some(b"seven".to_vec()),
+                9 => Some(b"nine".to_vec()),
+                20 => Some(b"twenty".to_vec()),
+                _ => Some(data(1000 + i as usize, i as u8)),
+            }
+        };
+        for i in 0..=21 {
+            let want = if i == 21 { None } else { expect(i) };
+            assert_eq!(get(&shard, &key(i)).await, want, "live, key {i}");
+        }
+        drop(shard);
+        // From the checkpoint plus the tail, then from the blobs alone.
+        for pass in 0..2 {
+            if pass == 1 {
+                for p in disk.paths() {
+                    if p.to_string_lossy().ends_with(".ckpt") {
+                        podstore_disks::Io::remove(&disk, &p).await.expect("rm");
+                    }
+                }
+            }
+            let (shard, _) = Shard::open(disk.clone(), cfg.clone(), dir, 0).await.expect("reopen");
+            for i in 0..=21 {
+                let want = if i == 21 { None } else { expect(i) };
+                assert_eq!(get(&shard, &key(i)).await, want, "pass {pass}, key {i}");
+            }
+            assert_eq!(shard.stats().objects, 18);
+        }
+    });
+}

@@ -368,6 +368,9 @@ fn run_seed(seed: u64) -> Totals {
     let cfg = ShardConfig {
         blob_size_bytes,
         tombstone_reserve_bytes: blob_size_bytes / 8,
+        // A quarter of the seeds force fingerprint collisions (4 distinct fingerprints for 12
+        // keys), so the overflow map and its checkpoint section are exercised.
+        fingerprint_mask: if rng.u32(0..4) == 0 { 0x3 } else { u64::MAX },
         // A quarter of the seeds run out of space: puts fail with NoSpace, deletes still work.
         shard_size_max_bytes: if rng.u32(0..4) == 0 { blob_size_bytes * rng.u64(3..12) } else { u64::MAX },
         checkpoint_every_records: rng.u64(5..200),
