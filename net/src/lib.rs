@@ -1,2 +1,12 @@
-//! The network layer: HTTP data and admin APIs and replication (issues 3 and 4). Empty until the node lands.
+//! podstore's network layer: the HTTP data API, the admin API and `/metrics`, the node's
+//! cores and their messages, and (later) replication. The `podstore` binary is `main.rs`.
 #![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod body;
+pub mod config;
+pub mod core;
+pub mod http;
+pub mod names;
+pub mod node;
+pub mod range;

@@ -1,0 +1,179 @@
+//! The admin port: `/metrics` (Prometheus text), `/health`, `/ready`, `/admin/disks`.
+//! It runs on its own thread, asks the cores for their shards' stats by message, and never
+//! touches the data path.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::header;
+use hyper::{Method, Request, Response, StatusCode};
+use metrics_exporter_prometheus::PrometheusHandle;
+use podstore_engine::ShardStats;
+use tokio::sync::{oneshot, watch};
+
+use crate::body::RespBody;
+use crate::core::{CoreMsg, Shared};
+use crate::http::SERVER;
+
+/// Collects every shard's stats from the cores (cores that don't answer in time are skipped).
+pub async fn all_stats(shared: &Shared) -> Vec<ShardStats> {
+    let mut waits = Vec::new();
+    for inbox in &shared.inboxes {
+        let (tx, rx) = oneshot::channel();
+        if inbox.try_send(CoreMsg::Stats { reply: tx }).is_ok() {
+            waits.push(rx);
+        }
+    }
+    let mut out = Vec::new();
+    for w in waits {
+        if let Ok(Ok(mut s)) = tokio::time::timeout(Duration::from_secs(2), w).await {
+            out.append(&mut s);
+        }
+    }
+    out
+}
+
+fn disk_state(shared: &Shared, id: u32, stats: Option<&ShardStats>) -> &'static str {
+    let d = shared.disks.iter().find(|d| d.id == id);
+    match (d.and_then(|d| d.failed.as_ref()), stats) {
+        (Some(_), _) | (None, None) => "failed",
+        (None, Some(s)) if s.fenced.is_some() => "read_only",
+        _ => "online",
+    }
+}
+
+/// Sets the gauges that come from shard stats, then renders the exposition.
+pub async fn render_metrics(shared: &Shared, handle: &PrometheusHandle) -> String {
+    let stats = all_stats(shared).await;
+    for d in &shared.disks {
+        let s = stats.iter().find(|s| s.shard_id == d.id);
+        let disk = d.id.to_string();
+        let tier = d.tier.to_string();
+        for state in ["online", "read_only", "failed"] {
+            let v = if disk_state(shared, d.id, s) == state { 1.0 } else { 0.0 };
+            metrics::gauge!("podstore_disk_state", "disk" => disk.clone(), "tier" => tier.clone(), "state" => state).set(v);
+        }
+        if let Some(s) = s {
+            let g = |name: &'static str, v: u64| metrics::gauge!(name, "disk" => disk.clone()).set(v as f64);
+            g("podstore_disk_capacity_bytes", d.capacity_bytes);
+            g("podstore_disk_used_bytes", s.used_bytes);
+            g("podstore_disk_free_bytes", d.capacity_bytes.saturating_sub(s.blob_bytes));
+            g("podstore_disk_objects", s.objects);
+            g("podstore_disk_tombstones", s.tombstones);
+            g("podstore_disk_dead_bytes", s.dead_bytes);
+            g("podstore_disk_live_bytes", s.live_bytes);
+            g("podstore_disk_io_errors", s.io_errors);
+            g("podstore_disk_checksum_errors", s.checksum_errors);
+            g("podstore_disk_quarantined", s.quarantined);
+            g("podstore_index_memory_bytes", s.index_bytes);
+            g("podstore_disk_fdatasyncs", s.syncs);
+            g("podstore_group_commit_last_batch_writers", s.last_sync_batch);
+            g("podstore_disk_checkpoints", s.checkpoints);
+        }
+    }
+    metrics::gauge!("podstore_http_open_connections").set(shared.connections.load(Ordering::Relaxed) as f64);
+    metrics::gauge!("podstore_recovery_duration_seconds")
+        .set(shared.recovery_ms.load(Ordering::Relaxed) as f64 / 1000.0);
+    metrics::gauge!("podstore_node_ready").set(if shared.ready.load(Ordering::Relaxed) { 1.0 } else { 0.0 });
+    handle.render()
+}
+
+async fn disks_json(shared: &Shared) -> String {
+    let stats = all_stats(shared).await;
+    let disks: Vec<serde_json::Value> = shared
+        .disks
+        .iter()
+        .map(|d| {
+            let s = stats.iter().find(|s| s.shard_id == d.id);
+            serde_json::json!({
+                "id": d.id,
+                "path": d.path.display().to_string(),
+                "tier": d.tier.to_string(),
+                "state": disk_state(shared, d.id, s),
+                "capacity_bytes": d.capacity_bytes,
+                "used_bytes": s.map(|s| s.used_bytes).unwrap_or(0),
+                "free_bytes": d.capacity_bytes.saturating_sub(s.map(|s| s.blob_bytes).unwrap_or(0)),
+                "objects": s.map(|s| s.objects).unwrap_or(0),
+                "dead_bytes": s.map(|s| s.dead_bytes).unwrap_or(0),
+                "io_errors": s.map(|s| s.io_errors).unwrap_or(0),
+                "quarantined": s.map(|s| s.quarantined).unwrap_or(0),
+                "error": d.failed.clone().or_else(|| s.and_then(|s| s.fenced.clone())),
+            })
+        })
+        .collect();
+    serde_json::json!({ "disks": disks }).to_string()
+}
+
+fn reply(status: StatusCode, ctype: &'static str, body: String) -> Response<RespBody> {
+    Response::builder()
+        .status(status)
+        .header(header::SERVER, SERVER)
+        .header(header::CONTENT_TYPE, ctype)
+        .header(header::CONTENT_LENGTH, body.len())
+        .body(RespBody::full(body))
+        .expect("static headers are valid")
+}
+
+async fn handle(shared: Arc<Shared>, handle: PrometheusHandle, req: Request<Incoming>) -> Response<RespBody> {
+    if req.method() != Method::GET {
+        let body = r#"{"error":"method_not_allowed","message":"the admin API is read-only"}"#.to_string();
+        return reply(StatusCode::METHOD_NOT_ALLOWED, "application/json", body);
+    }
+    let ready = shared.ready.load(Ordering::Relaxed) && !shared.draining.load(Ordering::Relaxed);
+    match req.uri().path() {
+        "/metrics" => {
+            reply(StatusCode::OK, "text/plain; version=0.0.4", render_metrics(&shared, &handle).await)
+        }
+        "/health" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
+        "/ready" if ready => reply(StatusCode::OK, "text/plain", "ready\n".into()),
+        "/ready" => reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n".into()),
+        "/admin/disks" => reply(StatusCode::OK, "application/json", disks_json(&shared).await),
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "application/json",
+            r#"{"error":"not_found","message":"no such endpoint"}"#.into(),
+        ),
+    }
+}
+
+/// Serves the admin port until shutdown.
+pub async fn serve(
+    shared: Arc<Shared>,
+    handle: PrometheusHandle,
+    listener: std::net::TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let listener =
+        match listener.set_nonblocking(true).and_then(|_| tokio::net::TcpListener::from_std(listener)) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("admin listener: {e}");
+                return;
+            }
+        };
+    loop {
+        let (stream, _) = tokio::select! {
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!("admin accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let (shared, handle) = (shared.clone(), handle.clone());
+        tokio::task::spawn_local(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let (shared, handle) = (shared.clone(), handle.clone());
+                async move { Ok::<_, std::convert::Infallible>(self::handle(shared, handle, req).await) }
+            });
+            let mut b = hyper::server::conn::http1::Builder::new();
+            b.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(Duration::from_secs(10));
+            let _ = b.serve_connection(hyper_util::rt::TokioIo::new(stream), svc).await;
+        });
+    }
+}

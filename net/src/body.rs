@@ -1,0 +1,83 @@
+//! Response bodies: empty, whole, or streamed from the core that reads the object.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::sync::mpsc;
+
+/// A piece of a streamed object, or why the stream stopped early.
+pub type Piece = Result<Bytes, String>;
+
+/// The body of a response.
+#[derive(Debug)]
+pub enum RespBody {
+    Empty,
+    Full(Option<Bytes>),
+    /// Streamed pieces with the exact total length.
+    Stream {
+        rx: mpsc::Receiver<Piece>,
+        remaining: u64,
+    },
+}
+
+/// A streamed body that ended before its length: the connection is closed, so the client
+/// sees a truncated response, never wrong bytes.
+#[derive(Debug, thiserror::Error)]
+#[error("object stream failed: {0}")]
+pub struct StreamError(pub String);
+
+impl RespBody {
+    pub fn full(b: impl Into<Bytes>) -> RespBody {
+        RespBody::Full(Some(b.into()))
+    }
+}
+
+impl Body for RespBody {
+    type Data = Bytes;
+    type Error = StreamError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, StreamError>>> {
+        match &mut *self {
+            RespBody::Empty => Poll::Ready(None),
+            RespBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            RespBody::Stream { rx, remaining } => {
+                if *remaining == 0 {
+                    return Poll::Ready(None);
+                }
+                match rx.poll_recv(cx) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(Some(Ok(b))) => {
+                        if b.len() as u64 > *remaining {
+                            return Poll::Ready(Some(Err(StreamError("more bytes than announced".into()))));
+                        }
+                        *remaining -= b.len() as u64;
+                        Poll::Ready(Some(Ok(Frame::data(b))))
+                    }
+                    Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(StreamError(e)))),
+                    Poll::Ready(None) => Poll::Ready(Some(Err(StreamError("reader stopped early".into())))),
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RespBody::Empty => true,
+            RespBody::Full(b) => b.is_none(),
+            RespBody::Stream { remaining, .. } => *remaining == 0,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RespBody::Empty => SizeHint::with_exact(0),
+            RespBody::Full(b) => SizeHint::with_exact(b.as_ref().map(|b| b.len() as u64).unwrap_or(0)),
+            RespBody::Stream { remaining, .. } => SizeHint::with_exact(*remaining),
+        }
+    }
+}

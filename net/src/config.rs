@@ -1,0 +1,307 @@
+//! The node's configuration: a TOML file (`--config`) or the embedded default.
+//!
+//! Every key is documented in `deploy/podstore.toml`, the commented example. Unknown keys and
+//! bad values are errors that name the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use podstore_disks::{CacheMode, Tier};
+use serde::Deserialize;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This node's name; written into every disk label.
+    pub node_id: String,
+    /// Cores (pinned threads) to run; 0 means every CPU the process may use.
+    #[serde(default)]
+    pub cores: usize,
+    /// `io_uring` (default) or `sync` (the pread/pwrite fallback).
+    #[serde(default = "default_io_backend")]
+    pub io_backend: String,
+    #[serde(default)]
+    pub listen: Listen,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub engine: Engine,
+    /// The X-Copies a request gets when it names none.
+    #[serde(default = "default_copies")]
+    pub default_copies: String,
+    pub disks: Vec<DiskConf>,
+}
+
+fn default_io_backend() -> String {
+    "io_uring".into()
+}
+
+fn default_copies() -> String {
+    "any".into()
+}
+
+/// Listening addresses.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    pub data: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen { data: ([127, 0, 0, 1], 7070).into(), admin: ([127, 0, 0, 1], 7072).into() }
+    }
+}
+
+/// Request limits and timeouts (API.md "Limits and timeouts").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub header_bytes_max: usize,
+    pub headers_max: usize,
+    pub object_bytes_max: u64,
+    pub header_timeout_ms: u64,
+    pub body_progress_bytes: u64,
+    pub body_progress_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
+    pub connections_max: usize,
+    pub copy_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_bytes_max: 16 << 10,
+            headers_max: 100,
+            object_bytes_max: 5 << 30,
+            header_timeout_ms: 10_000,
+            body_progress_bytes: 64 << 10,
+            body_progress_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            connections_max: 10_000,
+            copy_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Storage engine settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Engine {
+    pub blob_size_bytes: u64,
+    pub writes_in_flight_max: usize,
+    pub checkpoint_every_records: u64,
+    pub checkpoint_every_bytes: u64,
+    /// Registered I/O buffers per core.
+    pub io_buffers_per_core: usize,
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Engine {
+            blob_size_bytes: 1 << 30,
+            writes_in_flight_max: 1024,
+            checkpoint_every_records: 1 << 20,
+            checkpoint_every_bytes: 16 << 30,
+            io_buffers_per_core: 64,
+        }
+    }
+}
+
+/// One disk.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskConf {
+    pub id: u32,
+    pub path: PathBuf,
+    pub tier: TierConf,
+    /// Refuse to label a directory that is not a mount point (default true).
+    #[serde(default = "yes")]
+    pub require_mount_point: bool,
+    /// `direct` (default) or `buffered` (development only).
+    #[serde(default)]
+    pub cache: CacheConf,
+    /// Placement weight; default: the filesystem's size.
+    pub weight: Option<f64>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TierConf {
+    Fast,
+    Capacity,
+}
+
+impl From<TierConf> for Tier {
+    fn from(t: TierConf) -> Tier {
+        match t {
+            TierConf::Fast => Tier::Fast,
+            TierConf::Capacity => Tier::Capacity,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheConf {
+    #[default]
+    Direct,
+    Buffered,
+}
+
+impl From<CacheConf> for CacheMode {
+    fn from(c: CacheConf) -> CacheMode {
+        match c {
+            CacheConf::Direct => CacheMode::Direct,
+            CacheConf::Buffered => CacheMode::Buffered,
+        }
+    }
+}
+
+/// A configuration that can't be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("can't read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), message: message.into() }
+}
+
+impl Config {
+    /// Reads and checks a TOML file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and checks TOML text (`origin` names it in errors).
+    pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        let c: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: origin.into(), message: e.to_string() })?;
+        c.check()?;
+        Ok(c)
+    }
+
+    /// The embedded default: four directory-backed disks under `./podstore-data`, loopback
+    /// ports, 64 MiB blobs. For trying podstore out, not for production.
+    pub fn embedded_default(data_dir: &Path) -> Config {
+        Config {
+            node_id: "podstore-dev".into(),
+            cores: 0,
+            io_backend: default_io_backend(),
+            listen: Listen::default(),
+            limits: Limits::default(),
+            engine: Engine { blob_size_bytes: 64 << 20, ..Engine::default() },
+            default_copies: default_copies(),
+            disks: (0..4)
+                .map(|i| DiskConf {
+                    id: i,
+                    path: data_dir.join(format!("disk{i}")),
+                    tier: TierConf::Capacity,
+                    require_mount_point: false,
+                    cache: CacheConf::Direct,
+                    weight: Some(1.0),
+                })
+                .collect(),
+        }
+    }
+
+    /// Checks values the types can't.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.node_id.is_empty() || self.node_id.len() > podstore_disks::label::NODE_ID_MAX_BYTES {
+            return Err(invalid("node_id", "must be 1 to 64 bytes"));
+        }
+        if !matches!(self.io_backend.as_str(), "io_uring" | "sync") {
+            return Err(invalid(
+                "io_backend",
+                format!("{:?}: expected \"io_uring\" or \"sync\"", self.io_backend),
+            ));
+        }
+        if !matches!(self.default_copies.as_str(), "any" | "quorum" | "all" | "1") {
+            return Err(invalid("default_copies", "expected any, quorum, all or 1 (a single node)"));
+        }
+        if self.disks.is_empty() {
+            return Err(invalid("disks", "at least one disk is needed"));
+        }
+        let mut ids = std::collections::HashSet::new();
+        let mut paths = std::collections::HashSet::new();
+        for (i, d) in self.disks.iter().enumerate() {
+            if !ids.insert(d.id) {
+                return Err(invalid(format!("disks[{i}].id"), format!("disk id {} is used twice", d.id)));
+            }
+            if !paths.insert(d.path.clone()) {
+                return Err(invalid(format!("disks[{i}].path"), "the same path is given twice"));
+            }
+            if d.weight.is_some_and(|w| !(w > 0.0 && w.is_finite())) {
+                return Err(invalid(format!("disks[{i}].weight"), "must be a positive number"));
+            }
+        }
+        let l = &self.limits;
+        for (key, v, lo, hi) in [
+            ("limits.header_bytes_max", l.header_bytes_max as u64, 1024, 1 << 20),
+            ("limits.headers_max", l.headers_max as u64, 8, 1000),
+            ("limits.object_bytes_max", l.object_bytes_max, 1, 5 << 30),
+            ("limits.header_timeout_ms", l.header_timeout_ms, 100, 600_000),
+            ("limits.body_progress_bytes", l.body_progress_bytes, 1, 1 << 30),
+            ("limits.body_progress_timeout_ms", l.body_progress_timeout_ms, 100, 600_000),
+            ("limits.idle_timeout_ms", l.idle_timeout_ms, 100, 3_600_000),
+            ("limits.connections_max", l.connections_max as u64, 1, 1_000_000),
+            ("limits.copy_timeout_ms", l.copy_timeout_ms, 1, 600_000),
+            ("engine.blob_size_bytes", self.engine.blob_size_bytes, 1 << 20, 64 << 30),
+            ("engine.writes_in_flight_max", self.engine.writes_in_flight_max as u64, 1, 1 << 20),
+            ("engine.io_buffers_per_core", self.engine.io_buffers_per_core as u64, 1, 4096),
+        ] {
+            if v < lo || v > hi {
+                return Err(invalid(key, format!("{v} is outside {lo}..={hi}")));
+            }
+        }
+        if !self.engine.blob_size_bytes.is_multiple_of(4096) {
+            return Err(invalid("engine.blob_size_bytes", "must be a multiple of 4096"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_parses() {
+        let text = include_str!("../../deploy/podstore.toml");
+        let c = Config::parse(text, Path::new("podstore.toml")).expect("example parses");
+        assert_eq!(c.disks.len(), 3);
+        Config::embedded_default(Path::new("/tmp/x")).check().expect("default is valid");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let base = "node_id = \"a\"\n[[disks]]\nid = 0\npath = \"/d0\"\ntier = \"capacity\"\n";
+        let e = Config::parse(&format!("{base}bogus = 1\n"), Path::new("c.toml")).expect_err("unknown key");
+        assert!(e.to_string().contains("bogus"), "{e}");
+        let e = Config::parse(&base.replace("capacity", "slow"), Path::new("c.toml")).expect_err("bad tier");
+        assert!(e.to_string().contains("slow") || e.to_string().contains("tier"), "{e}");
+        let e = Config::parse(&format!("{base}[limits]\nheaders_max = 0\n"), Path::new("c.toml"))
+            .expect_err("range");
+        assert!(e.to_string().contains("limits.headers_max"), "{e}");
+        let e = Config::parse(
+            &format!("{base}[[disks]]\nid = 0\npath = \"/d1\"\ntier = \"fast\"\n"),
+            Path::new("c.toml"),
+        )
+        .expect_err("dup id");
+        assert!(e.to_string().contains("disks[1].id"), "{e}");
+    }
+}

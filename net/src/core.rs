@@ -1,0 +1,320 @@
+//! One core: a pinned thread with its own runtime, io_uring ring, shards and listener.
+//!
+//! A request is parsed on the core that accepted it; the work on the object runs on the core
+//! that owns the key's shard, reached through that core's inbox with a message that owns its
+//! buffers (`Bytes` and channels). Nothing on the data path is shared between cores but the
+//! read-only placement table and a few atomics (readiness, counters).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use podstore_disks::{AnyIo, DiskSpec, UringConfig};
+use podstore_engine::placement::Candidate;
+use podstore_engine::{ObjectMeta, PutDone, RecoveryReport, Shard, ShardConfig, ShardSpec, ShardStats};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::body::Piece;
+use crate::config::Config;
+use crate::range::{self, RangeAnswer};
+
+/// Body of a PUT on its way to the owning core.
+#[derive(Debug)]
+pub enum BodyMsg {
+    Data(Bytes),
+    /// The body is complete; `ok` is false when it must not be stored (bad Content-MD5).
+    End {
+        ok: bool,
+    },
+}
+
+/// The start of a GET: what the object is and the bytes to come.
+#[derive(Debug)]
+pub struct GetStart {
+    pub meta: ObjectMeta,
+    pub range: RangeAnswer,
+    pub body: mpsc::Receiver<Piece>,
+}
+
+/// Work for the core that owns a shard.
+#[derive(Debug)]
+pub enum CoreMsg {
+    Put {
+        shard: u32,
+        key: Vec<u8>,
+        content_type: String,
+        len: u64,
+        body: mpsc::Receiver<BodyMsg>,
+        reply: oneshot::Sender<Result<Option<PutDone>, podstore_engine::Error>>,
+    },
+    Get {
+        shard: u32,
+        key: Vec<u8>,
+        range: Option<String>,
+        head: bool,
+        reply: oneshot::Sender<Result<Option<GetStart>, podstore_engine::Error>>,
+    },
+    Delete {
+        shard: u32,
+        key: Vec<u8>,
+        reply: oneshot::Sender<Result<bool, podstore_engine::Error>>,
+    },
+    Stats {
+        reply: oneshot::Sender<Vec<ShardStats>>,
+    },
+}
+
+/// State of one configured disk, for `/admin/disks` and metrics.
+#[derive(Debug, Clone)]
+pub struct DiskInfo {
+    pub id: u32,
+    pub path: std::path::PathBuf,
+    pub tier: podstore_disks::Tier,
+    /// Why the disk is not serving, if it is not.
+    pub failed: Option<String>,
+    pub capacity_bytes: u64,
+    pub core: usize,
+}
+
+/// What every core and the admin thread share: read-only after startup, apart from atomics.
+#[derive(Debug)]
+pub struct Shared {
+    pub cfg: Config,
+    pub placement: Vec<Candidate>,
+    pub shard_core: HashMap<u32, usize>,
+    pub inboxes: Vec<mpsc::Sender<CoreMsg>>,
+    pub disks: Vec<DiskInfo>,
+    pub ready: AtomicBool,
+    pub draining: AtomicBool,
+    pub connections: AtomicUsize,
+    pub heartbeats: Vec<AtomicU64>,
+    pub recovery_ms: AtomicU64,
+}
+
+/// Most messages waiting in one core's inbox.
+pub const INBOX_MAX: usize = 4096;
+/// Pieces of a body in flight between two cores.
+pub const PIECES_IN_FLIGHT_MAX: usize = 4;
+
+/// What a core reports once its shards are open.
+#[derive(Debug)]
+pub struct CoreReady {
+    pub core: usize,
+    pub backend: podstore_disks::Backend,
+    pub shards: Vec<(u32, Result<RecoveryReport, String>)>,
+}
+
+/// Everything a core thread needs.
+pub struct CoreStart {
+    pub index: usize,
+    pub cpu: Option<usize>,
+    pub shared: Arc<Shared>,
+    pub disks: Vec<DiskSpec>,
+    pub inbox: mpsc::Receiver<CoreMsg>,
+    pub listener: std::net::TcpListener,
+    pub ready_tx: std::sync::mpsc::Sender<CoreReady>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for CoreStart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoreStart").field("index", &self.index).field("cpu", &self.cpu).finish()
+    }
+}
+
+pub(crate) type Shards = Rc<RefCell<HashMap<u32, Rc<Shard<AnyIo>>>>>;
+
+fn shard_cfg(cfg: &Config) -> ShardConfig {
+    ShardConfig {
+        blob_size_bytes: cfg.engine.blob_size_bytes,
+        object_size_max_bytes: cfg.limits.object_bytes_max,
+        writes_in_flight_max: cfg.engine.writes_in_flight_max,
+        checkpoint_every_records: cfg.engine.checkpoint_every_records,
+        checkpoint_every_bytes: cfg.engine.checkpoint_every_bytes,
+        tombstone_reserve_bytes: (cfg.engine.blob_size_bytes / 64).max(4096) / 4096 * 4096,
+        ..ShardConfig::default()
+    }
+}
+
+/// The body of a core thread.
+pub fn run(start: CoreStart) {
+    if let Some(cpu) = start.cpu {
+        if let Err(e) = podstore_disks::pin_current_thread(cpu) {
+            tracing::warn!("core {}: could not pin to cpu {cpu}: {e}", start.index);
+        }
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("core {}: no runtime: {e}", start.index);
+            return;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, core_main(start));
+}
+
+async fn core_main(start: CoreStart) {
+    let CoreStart { index, shared, disks, mut inbox, listener, ready_tx, mut shutdown, .. } = start;
+    let cfg = &shared.cfg;
+    let ucfg = UringConfig { pool_buf_count: cfg.engine.io_buffers_per_core, ..UringConfig::default() };
+    let (io, driver, backend) = AnyIo::detect(ucfg, cfg.io_backend == "sync");
+    if let Some(d) = driver {
+        tokio::task::spawn_local(d.run());
+    }
+    // Serve health and readiness (and 503 for data) while the shards recover.
+    let conns = Rc::new(crate::http::Connections::default());
+    let accept = tokio::task::spawn_local(crate::http::accept_loop(
+        index,
+        shared.clone(),
+        listener,
+        shutdown.clone(),
+        conns.clone(),
+    ));
+    let shards: Shards = Rc::new(RefCell::new(HashMap::new()));
+    let mut reports = Vec::new();
+    for spec in &disks {
+        let one = [ShardSpec { id: spec.id, dir: spec.path.clone(), weight: 1.0 }];
+        let (set, mut rep) = podstore_engine::ShardSet::open(io.clone(), shard_cfg(cfg), &one).await;
+        if let Some(s) = set.shards().first() {
+            shards.borrow_mut().insert(s.id(), s.clone());
+        }
+        if let Some((id, r)) = rep.pop() {
+            reports.push((id, r.map_err(|e| e.to_string())));
+        }
+    }
+    let _ = ready_tx.send(CoreReady { core: index, backend, shards: reports });
+
+    let hb = tokio::task::spawn_local(housekeeping(index, shared.clone(), shards.clone()));
+    loop {
+        tokio::select! {
+            msg = inbox.recv() => match msg {
+                Some(m) => {
+                    tokio::task::spawn_local(execute(m, shards.clone()));
+                }
+                None => break,
+            },
+            _ = shutdown.changed() => break,
+        }
+    }
+    // Drain: no new connections; in-flight requests finish or fail cleanly.
+    let _ = accept.await;
+    conns.drain(Duration::from_secs(30)).await;
+    // Serve any work still queued from other cores' last requests, then sync.
+    while let Ok(m) = inbox.try_recv() {
+        execute(m, shards.clone()).await;
+    }
+    hb.abort();
+    let all: Vec<_> = shards.borrow().values().cloned().collect();
+    for s in all {
+        if s.fenced().is_none() {
+            if let Err(e) = s.checkpoint().await {
+                tracing::warn!("core {index}: shard {} checkpoint at shutdown failed: {e}", s.id());
+            }
+        }
+    }
+}
+
+async fn housekeeping(index: usize, shared: Arc<Shared>, shards: Shards) {
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tick.tick().await;
+        shared.heartbeats[index].fetch_add(1, Ordering::Relaxed);
+        let due: Vec<_> = shards
+            .borrow()
+            .values()
+            .filter(|s| s.checkpoint_due() && s.fenced().is_none())
+            .cloned()
+            .collect();
+        for s in due {
+            if let Err(e) = s.checkpoint().await {
+                tracing::warn!("shard {}: checkpoint failed: {e}", s.id());
+            }
+        }
+    }
+}
+
+fn no_shard(id: u32) -> podstore_engine::Error {
+    podstore_engine::Error::Damaged { shard: id, reason: "the shard is not open on this node".into() }
+}
+
+async fn execute(msg: CoreMsg, shards: Shards) {
+    match msg {
+        CoreMsg::Put { shard, key, content_type, len, mut body, reply } => {
+            let Some(s) = shards.borrow().get(&shard).cloned() else {
+                let _ = reply.send(Err(no_shard(shard)));
+                return;
+            };
+            let r = async {
+                let mut w = s.put(&key, &content_type, len).await?;
+                loop {
+                    match body.recv().await {
+                        Some(BodyMsg::Data(b)) => w.write(&b).await?,
+                        Some(BodyMsg::End { ok: true }) => return w.finish().await.map(Some),
+                        Some(BodyMsg::End { ok: false }) | None => {
+                            w.abort().await?;
+                            return Ok(None);
+                        }
+                    }
+                }
+            }
+            .await;
+            let _ = reply.send(r);
+        }
+        CoreMsg::Get { shard, key, range, head, reply } => {
+            let Some(s) = shards.borrow().get(&shard).cloned() else {
+                let _ = reply.send(Err(no_shard(shard)));
+                return;
+            };
+            let mut reader = match s.get(&key).await {
+                Ok(Some(r)) => r,
+                Ok(None) => {
+                    let _ = reply.send(Ok(None));
+                    return;
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+            };
+            let answer = range::resolve(range.as_deref(), reader.meta.object_len);
+            if let RangeAnswer::Part { start, end } = answer {
+                reader.set_range(start, end);
+            }
+            let (tx, rx) = mpsc::channel(PIECES_IN_FLIGHT_MAX);
+            let start = GetStart { meta: reader.meta.clone(), range: answer, body: rx };
+            if reply.send(Ok(Some(start))).is_err() || head || answer == RangeAnswer::Unsatisfiable {
+                return;
+            }
+            loop {
+                match reader.next_chunk().await {
+                    Ok(Some(c)) => {
+                        if tx.send(Ok(Bytes::copy_from_slice(&c))).await.is_err() {
+                            return; // the client went away (or a 304 needed no body)
+                        }
+                    }
+                    Ok(None) => return,
+                    Err(e) => {
+                        tracing::warn!("shard {shard}: read failed mid-stream: {e}");
+                        let _ = tx.send(Err(e.to_string())).await;
+                        return;
+                    }
+                }
+            }
+        }
+        CoreMsg::Delete { shard, key, reply } => {
+            let Some(s) = shards.borrow().get(&shard).cloned() else {
+                let _ = reply.send(Err(no_shard(shard)));
+                return;
+            };
+            let _ = reply.send(s.delete(&key).await);
+        }
+        CoreMsg::Stats { reply } => {
+            let _ = reply.send(shards.borrow().values().map(|s| s.stats()).collect());
+        }
+    }
+}

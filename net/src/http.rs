@@ -1,0 +1,578 @@
+//! The data API over HTTP/1.1 (API.md): accepting connections on the core's `SO_REUSEPORT`
+//! listener, the limits and timeouts, and the handlers for PUT, GET, HEAD and DELETE.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use md5::Digest;
+use podstore_engine::ObjectMeta;
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+
+use crate::body::RespBody;
+use crate::core::{BodyMsg, CoreMsg, Shared, PIECES_IN_FLIGHT_MAX};
+use crate::names::{parse_object_path, NameError};
+use crate::range::RangeAnswer;
+
+/// The `Server` header.
+pub const SERVER: &str = concat!("podstore/", env!("CARGO_PKG_VERSION"));
+
+/// Connections of one core, for a graceful drain.
+#[derive(Debug, Default)]
+pub struct Connections {
+    open: Cell<usize>,
+    closed: Notify,
+    stop: RefCell<Vec<watch::Sender<bool>>>,
+}
+
+impl Connections {
+    /// Asks every connection to finish its request and close, and waits up to `grace`.
+    pub async fn drain(&self, grace: Duration) {
+        for s in self.stop.borrow().iter() {
+            let _ = s.send(true);
+        }
+        let deadline = Instant::now() + grace;
+        while self.open.get() > 0 {
+            let n = self.closed.notified();
+            if tokio::time::timeout_at(deadline.into(), n).await.is_err() {
+                tracing::warn!("{} connections still open after the drain period", self.open.get());
+                return;
+            }
+        }
+    }
+}
+
+/// Accepts connections until shutdown.
+pub async fn accept_loop(
+    core: usize,
+    shared: Arc<Shared>,
+    listener: std::net::TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+    conns: Rc<Connections>,
+) {
+    let listener =
+        match listener.set_nonblocking(true).and_then(|_| tokio::net::TcpListener::from_std(listener)) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("core {core}: listener: {e}");
+                return;
+            }
+        };
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => return,
+        };
+        let (stream, _peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!("core {core}: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let limit = shared.cfg.limits.connections_max;
+        if shared.connections.fetch_add(1, Ordering::Relaxed) >= limit {
+            shared.connections.fetch_sub(1, Ordering::Relaxed);
+            metrics::counter!("podstore_http_connections_refused_total").increment(1);
+            drop(stream);
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        conns.stop.borrow_mut().retain(|s| !s.is_closed());
+        conns.stop.borrow_mut().push(stop_tx);
+        conns.open.set(conns.open.get() + 1);
+        let (shared, conns) = (shared.clone(), conns.clone());
+        tokio::task::spawn_local(async move {
+            serve_connection(core, shared.clone(), stream, stop_rx).await;
+            shared.connections.fetch_sub(1, Ordering::Relaxed);
+            conns.open.set(conns.open.get() - 1);
+            conns.closed.notify_waiters();
+        });
+    }
+}
+
+async fn serve_connection(
+    core: usize,
+    shared: Arc<Shared>,
+    stream: tokio::net::TcpStream,
+    mut stop: watch::Receiver<bool>,
+) {
+    let limits = &shared.cfg.limits;
+    let mut b = hyper::server::conn::http1::Builder::new();
+    b.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(limits.header_timeout_ms))
+        .max_headers(limits.headers_max)
+        .max_header_size(limits.header_bytes_max)
+        .keep_alive(true);
+    let last_active = Rc::new(Cell::new(Instant::now()));
+    let in_flight = Rc::new(Cell::new(0usize));
+    let svc = {
+        let (shared, last_active, in_flight) = (shared.clone(), last_active.clone(), in_flight.clone());
+        hyper::service::service_fn(move |req: Request<Incoming>| {
+            let shared = shared.clone();
+            let (last_active, in_flight) = (last_active.clone(), in_flight.clone());
+            in_flight.set(in_flight.get() + 1);
+            async move {
+                let resp = handle(core, &shared, req).await;
+                in_flight.set(in_flight.get() - 1);
+                last_active.set(Instant::now());
+                Ok::<_, std::convert::Infallible>(resp)
+            }
+        })
+    };
+    let conn = b.serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
+    tokio::pin!(conn);
+    let idle = Duration::from_millis(limits.idle_timeout_ms);
+    let mut check =
+        tokio::time::interval(Duration::from_millis((limits.idle_timeout_ms / 4).clamp(50, 1000)));
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!("connection closed: {e}");
+                }
+                return;
+            }
+            _ = stop.changed(), if !stopping => {
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = check.tick() => {
+                if in_flight.get() == 0 && last_active.get().elapsed() >= idle && !stopping {
+                    stopping = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+/// An API error: status, code and message (API.md: JSON error bodies).
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+fn err(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError { status, code, message: message.into() }
+}
+
+fn base_response(status: StatusCode) -> hyper::http::response::Builder {
+    Response::builder().status(status).header(header::SERVER, SERVER)
+}
+
+impl ApiError {
+    fn into_response(self, head: bool) -> Response<RespBody> {
+        let body = serde_json::json!({ "error": self.code, "message": self.message }).to_string();
+        let mut r = base_response(self.status)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CONTENT_LENGTH, body.len())
+            .body(if head { RespBody::Empty } else { RespBody::full(body) })
+            .expect("static headers are valid");
+        if self.status == StatusCode::SERVICE_UNAVAILABLE || self.status == StatusCode::INSUFFICIENT_STORAGE {
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        r
+    }
+}
+
+fn engine_error(e: podstore_engine::Error) -> ApiError {
+    use podstore_engine::Error as E;
+    match e {
+        E::TooLarge { len, max } => {
+            err(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("{len} bytes exceeds {max}"))
+        }
+        E::Invalid(what) => err(StatusCode::BAD_REQUEST, "invalid_name", format!("invalid {what}")),
+        E::NoSpace { .. } | E::NoShard => {
+            err(StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage", "no disk has room")
+        }
+        E::BodyLength { .. } => {
+            err(StatusCode::BAD_REQUEST, "bad_length", "the body does not match Content-Length")
+        }
+        E::Quarantined { .. } | E::Corrupt { .. } => err(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the stored copy failed its checksum and awaits repair",
+        ),
+        E::Fenced { .. } => {
+            err(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the disk holding this object is read-only")
+        }
+        E::Disk { .. } | E::Damaged { .. } => {
+            err(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "disk error")
+        }
+    }
+}
+
+fn op_name(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "get",
+        Method::HEAD => "head",
+        Method::PUT => "put",
+        Method::DELETE => "delete",
+        _ => "other",
+    }
+}
+
+async fn handle(core: usize, shared: &Arc<Shared>, req: Request<Incoming>) -> Response<RespBody> {
+    let started = Instant::now();
+    let op = op_name(req.method());
+    let head = req.method() == Method::HEAD;
+    let resp = match route(core, shared, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(head),
+    };
+    let status = resp.status().as_u16().to_string();
+    metrics::counter!("podstore_http_requests_total", "op" => op, "status" => status).increment(1);
+    metrics::histogram!("podstore_http_request_duration_seconds", "op" => op)
+        .record(started.elapsed().as_secs_f64());
+    resp
+}
+
+async fn route(
+    core: usize,
+    shared: &Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<RespBody>, ApiError> {
+    let path = req.uri().path().to_string();
+    if let Some(node) = path.strip_prefix("/_/") {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return Err(err(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "node endpoints are GET or HEAD",
+            ));
+        }
+        let head = req.method() == Method::HEAD;
+        return match node {
+            "health" => Ok(text(StatusCode::OK, "ok\n", head)),
+            "ready" if shared.ready.load(Ordering::Relaxed) && !shared.draining.load(Ordering::Relaxed) => {
+                Ok(text(StatusCode::OK, "ready\n", head))
+            }
+            "ready" => Err(err(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "recovering or draining")),
+            _ => Err(err(StatusCode::NOT_FOUND, "not_found", "no such node endpoint")),
+        };
+    }
+    let name = parse_object_path(&path, podstore_engine::record::KEY_MAX_BYTES)
+        .map_err(|NameError::Invalid(m)| err(StatusCode::BAD_REQUEST, "invalid_name", m))?;
+    let method = req.method().clone();
+    if !matches!(method, Method::GET | Method::HEAD | Method::PUT | Method::DELETE) {
+        let mut r = err(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use GET, HEAD, PUT or DELETE")
+            .into_response(false);
+        r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, PUT, DELETE"));
+        return Ok(r);
+    }
+    if matches!(method, Method::PUT | Method::DELETE) {
+        copies(req.headers(), &shared.cfg.default_copies)?;
+    }
+    if !shared.ready.load(Ordering::Relaxed) {
+        return Err(err(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "the node is still recovering its disks",
+        ));
+    }
+    let key = name.storage_key();
+    let fp = podstore_engine::index::fingerprint(&key);
+    let shard = podstore_engine::placement::place(fp, &shared.placement).ok_or_else(|| {
+        err(StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage", "no disk is available")
+    })?;
+    let owner = *shared
+        .shard_core
+        .get(&shard)
+        .ok_or_else(|| err(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "disk not available"))?;
+    let _ = core;
+    match method {
+        Method::PUT => put(shared, owner, shard, key, req).await,
+        Method::DELETE => delete(shared, owner, shard, key).await,
+        _ => get(shared, owner, shard, key, req.headers(), method == Method::HEAD).await,
+    }
+}
+
+fn text(status: StatusCode, body: &'static str, head: bool) -> Response<RespBody> {
+    base_response(status)
+        .header(header::CONTENT_TYPE, "text/plain")
+        .header(header::CONTENT_LENGTH, body.len())
+        .body(if head { RespBody::Empty } else { RespBody::full(body) })
+        .expect("static headers are valid")
+}
+
+/// X-Copies on a single node: any, quorum, all and 1 all mean this node.
+fn copies(h: &HeaderMap, default: &str) -> Result<u32, ApiError> {
+    let v = match h.get("x-copies") {
+        None => default,
+        Some(v) => {
+            v.to_str().map_err(|_| err(StatusCode::BAD_REQUEST, "bad_copies", "X-Copies is not text"))?
+        }
+    };
+    match v.trim() {
+        "any" | "quorum" | "all" | "1" => Ok(1),
+        _ => Err(err(
+            StatusCode::BAD_REQUEST,
+            "bad_copies",
+            "X-Copies must be any, quorum, all or a number of appliances no larger than the replica set (1)",
+        )),
+    }
+}
+
+async fn send(shared: &Shared, core: usize, msg: CoreMsg) -> Result<(), ApiError> {
+    shared.inboxes[core]
+        .send(msg)
+        .await
+        .map_err(|_| err(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the node is shutting down"))
+}
+
+fn gone() -> ApiError {
+    err(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the request was interrupted")
+}
+
+fn etag(meta_digest: &[u8; 16]) -> String {
+    let hex: String = meta_digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("\"{hex}\"")
+}
+
+async fn put(
+    shared: &Shared,
+    owner: usize,
+    shard: u32,
+    key: Vec<u8>,
+    req: Request<Incoming>,
+) -> Result<Response<RespBody>, ApiError> {
+    let h = req.headers();
+    if h.contains_key(header::TRANSFER_ENCODING) {
+        return Err(err(
+            StatusCode::LENGTH_REQUIRED,
+            "length_required",
+            "chunked bodies are not accepted; send Content-Length",
+        ));
+    }
+    let len: u64 = h
+        .get(header::CONTENT_LENGTH)
+        .ok_or_else(|| err(StatusCode::LENGTH_REQUIRED, "length_required", "Content-Length is required"))?
+        .to_str()
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| err(StatusCode::BAD_REQUEST, "bad_length", "Content-Length is not a number"))?;
+    let max = shared.cfg.limits.object_bytes_max;
+    if len > max {
+        return Err(err(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("objects are at most {max} bytes"),
+        ));
+    }
+    let content_type = match h.get(header::CONTENT_TYPE) {
+        None => "application/octet-stream".to_string(),
+        Some(v) => v
+            .to_str()
+            .map_err(|_| err(StatusCode::BAD_REQUEST, "bad_content_type", "Content-Type is not text"))?
+            .to_string(),
+    };
+    if content_type.len() > podstore_engine::record::CONTENT_TYPE_MAX_BYTES {
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            "bad_content_type",
+            "Content-Type is longer than 255 bytes",
+        ));
+    }
+    let want_md5: Option<[u8; 16]> = match h.get("content-md5") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s.trim()).ok())
+                .and_then(|d| <[u8; 16]>::try_from(d).ok())
+                .ok_or_else(|| {
+                    err(StatusCode::BAD_REQUEST, "bad_digest", "Content-MD5 is not base64 of 16 bytes")
+                })?,
+        ),
+    };
+    let (tx, rx) = mpsc::channel(PIECES_IN_FLIGHT_MAX);
+    let (reply_tx, reply_rx) = oneshot::channel();
+    send(shared, owner, CoreMsg::Put { shard, key, content_type, len, body: rx, reply: reply_tx }).await?;
+    let mut body = req.into_body();
+    let mut md5 = want_md5.map(|_| md5::Md5::new());
+    let mut received = 0u64;
+    let limits = &shared.cfg.limits;
+    let window = Duration::from_millis(limits.body_progress_timeout_ms);
+    let mut window_end = Instant::now() + window;
+    let mut window_bytes = 0u64;
+    let mut failed = None;
+    while received < len {
+        let frame = match tokio::time::timeout_at(window_end.into(), body.frame()).await {
+            Ok(Some(Ok(f))) => f,
+            Ok(Some(Err(e))) => {
+                failed = Some(format!("body: {e}"));
+                break;
+            }
+            Ok(None) => {
+                failed = Some("the body ended early".into());
+                break;
+            }
+            Err(_) => {
+                if window_bytes < limits.body_progress_bytes {
+                    failed = Some("the body is too slow".into());
+                    break;
+                }
+                window_end = Instant::now() + window;
+                window_bytes = 0;
+                continue;
+            }
+        };
+        let Ok(data) = frame.into_data() else { continue };
+        received += data.len() as u64;
+        window_bytes += data.len() as u64;
+        metrics::counter!("podstore_http_received_bytes_total").increment(data.len() as u64);
+        if let Some(m) = md5.as_mut() {
+            m.update(&data);
+        }
+        if tx.send(BodyMsg::Data(data)).await.is_err() {
+            break; // the core gave up (disk full, fenced...): its reply says why
+        }
+    }
+    let complete = failed.is_none() && received == len;
+    let digest_ok = match (md5, want_md5) {
+        (Some(m), Some(want)) => m.finalize()[..] == want[..],
+        _ => true,
+    };
+    let _ = tx.send(BodyMsg::End { ok: complete && digest_ok }).await;
+    drop(tx);
+    let outcome = reply_rx.await.map_err(|_| gone())?;
+    let done = outcome.map_err(engine_error)?;
+    if let Some(why) = failed {
+        return Err(err(StatusCode::BAD_REQUEST, "incomplete_body", why));
+    }
+    if !digest_ok {
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            "bad_digest",
+            "the body does not match Content-MD5; nothing was stored",
+        ));
+    }
+    let done = done.ok_or_else(gone)?;
+    Ok(base_response(StatusCode::CREATED)
+        .header(header::ETAG, etag(&done.digest))
+        .header("x-copies-written", "1")
+        .header(header::CONTENT_LENGTH, 0)
+        .body(RespBody::Empty)
+        .expect("valid headers"))
+}
+
+async fn delete(
+    shared: &Shared,
+    owner: usize,
+    shard: u32,
+    key: Vec<u8>,
+) -> Result<Response<RespBody>, ApiError> {
+    let (reply_tx, reply_rx) = oneshot::channel();
+    send(shared, owner, CoreMsg::Delete { shard, key, reply: reply_tx }).await?;
+    reply_rx.await.map_err(|_| gone())?.map_err(engine_error)?;
+    Ok(base_response(StatusCode::NO_CONTENT)
+        .header("x-copies-written", "1")
+        .body(RespBody::Empty)
+        .expect("valid headers"))
+}
+
+fn last_modified(meta: &ObjectMeta) -> std::time::SystemTime {
+    // HTTP dates have second granularity: compare and send whole seconds.
+    std::time::UNIX_EPOCH + Duration::from_secs(meta.created_ms / 1000)
+}
+
+fn etag_matches(list: &str, tag: &str) -> bool {
+    list.split(',').map(str::trim).any(|t| t == "*" || t == tag || t.strip_prefix("W/") == Some(tag))
+}
+
+async fn get(
+    shared: &Shared,
+    owner: usize,
+    shard: u32,
+    key: Vec<u8>,
+    h: &HeaderMap,
+    head: bool,
+) -> Result<Response<RespBody>, ApiError> {
+    let range = h.get(header::RANGE).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let (reply_tx, reply_rx) = oneshot::channel();
+    send(shared, owner, CoreMsg::Get { shard, key, range, head, reply: reply_tx }).await?;
+    let start = reply_rx
+        .await
+        .map_err(|_| gone())?
+        .map_err(engine_error)?
+        .ok_or_else(|| err(StatusCode::NOT_FOUND, "not_found", "no such object"))?;
+    let meta = &start.meta;
+    let tag = etag(&meta.digest);
+    let modified = last_modified(meta);
+    let lm = httpdate::fmt_http_date(modified);
+    // Conditional requests (API.md): If-Match, then If-None-Match, then If-Modified-Since.
+    if let Some(v) = h.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) {
+        if !etag_matches(v, &tag) {
+            return Err(err(
+                StatusCode::PRECONDITION_FAILED,
+                "precondition_failed",
+                "If-Match does not match",
+            ));
+        }
+    }
+    let not_modified = match h.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
+        Some(v) => etag_matches(v, &tag),
+        None => h
+            .get(header::IF_MODIFIED_SINCE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok())
+            .is_some_and(|since| modified <= since),
+    };
+    if not_modified {
+        return Ok(base_response(StatusCode::NOT_MODIFIED)
+            .header(header::ETAG, tag)
+            .header(header::LAST_MODIFIED, lm)
+            .body(RespBody::Empty)
+            .expect("valid headers"));
+    }
+    let len = meta.object_len;
+    let mut b = base_response(StatusCode::OK)
+        .header(header::ETAG, &tag)
+        .header(header::LAST_MODIFIED, &lm)
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(
+            header::CONTENT_TYPE,
+            HeaderValue::from_str(&meta.content_type)
+                .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+        );
+    let (status, send_len) = match start.range {
+        RangeAnswer::Whole => (StatusCode::OK, len),
+        RangeAnswer::Part { start: a, end } => {
+            b = b.header(header::CONTENT_RANGE, format!("bytes {a}-{}/{len}", end - 1));
+            (StatusCode::PARTIAL_CONTENT, end - a)
+        }
+        RangeAnswer::Unsatisfiable => {
+            let body = serde_json::json!({"error": "range_not_satisfiable", "message": "the range starts past the end"}).to_string();
+            return Ok(base_response(StatusCode::RANGE_NOT_SATISFIABLE)
+                .header(header::CONTENT_RANGE, format!("bytes */{len}"))
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(header::CONTENT_LENGTH, body.len())
+                .body(if head { RespBody::Empty } else { RespBody::full(body) })
+                .expect("valid headers"));
+        }
+    };
+    let body = if head || send_len == 0 {
+        RespBody::Empty
+    } else {
+        metrics::counter!("podstore_http_sent_bytes_total").increment(send_len);
+        RespBody::Stream { rx: start.body, remaining: send_len }
+    };
+    b.status(status)
+        .header(header::CONTENT_LENGTH, send_len)
+        .body(body)
+        .map_err(|e| err(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
+}

@@ -1,0 +1,120 @@
+//! Bucket and key names (API.md "Names"): parsing a request path into a validated bucket and
+//! key. Keys are data, never paths: nothing here touches a filesystem.
+
+/// Why a path is not an object name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NameError {
+    /// The path names no object (no key, or a bucket/key that breaks the rules).
+    Invalid(&'static str),
+}
+
+/// A validated object name: the storage key is `bucket` + `/` + `key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectName {
+    pub bucket: String,
+    pub key: Vec<u8>,
+}
+
+impl ObjectName {
+    /// The engine key: bucket, a slash, the key bytes.
+    pub fn storage_key(&self) -> Vec<u8> {
+        let mut k = Vec::with_capacity(self.bucket.len() + 1 + self.key.len());
+        k.extend_from_slice(self.bucket.as_bytes());
+        k.push(b'/');
+        k.extend_from_slice(&self.key);
+        k
+    }
+}
+
+/// Checks a bucket name: 3–63 of `a-z 0-9 . -`, starting and ending with a letter or digit.
+pub fn valid_bucket(b: &str) -> bool {
+    let bytes = b.as_bytes();
+    (3..=63).contains(&bytes.len())
+        && bytes.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'.' || *c == b'-')
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes[bytes.len() - 1].is_ascii_alphanumeric()
+}
+
+fn hex(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Percent-decodes a path segment; a malformed escape is an error.
+pub fn percent_decode(s: &str) -> Result<Vec<u8>, NameError> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let (Some(h), Some(l)) = (b.get(i + 1).and_then(|&c| hex(c)), b.get(i + 2).and_then(|&c| hex(c)))
+            else {
+                return Err(NameError::Invalid("malformed percent escape"));
+            };
+            out.push(h << 4 | l);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// Parses `/{bucket}/{key}` (the path without the query). `key_bytes_max` bounds the key.
+pub fn parse_object_path(path: &str, key_bytes_max: usize) -> Result<ObjectName, NameError> {
+    let rest = path.strip_prefix('/').ok_or(NameError::Invalid("path must start with /"))?;
+    let (bucket, key) = rest.split_once('/').ok_or(NameError::Invalid("no key in the path"))?;
+    if !valid_bucket(bucket) {
+        return Err(NameError::Invalid("bucket names are 3-63 characters of a-z 0-9 . -"));
+    }
+    let key = percent_decode(key)?;
+    if key.is_empty() {
+        return Err(NameError::Invalid("empty key"));
+    }
+    if key.len() > key_bytes_max {
+        return Err(NameError::Invalid("key too long"));
+    }
+    let text = std::str::from_utf8(&key).map_err(|_| NameError::Invalid("key is not UTF-8"))?;
+    if text.chars().any(char::is_control) {
+        return Err(NameError::Invalid("key contains a control character"));
+    }
+    Ok(ObjectName { bucket: bucket.to_string(), key })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(path: &str) -> Result<Vec<u8>, NameError> {
+        parse_object_path(path, 1024).map(|n| n.key)
+    }
+
+    #[test]
+    fn names_follow_the_api() {
+        assert_eq!(key("/photos/a/b.jpg"), Ok(b"a/b.jpg".to_vec()));
+        assert_eq!(key("/photos/a%2Fb"), key("/photos/a/b"));
+        assert_eq!(key("/photos/..%2Fx"), Ok(b"../x".to_vec()));
+        assert_eq!(key("/photos/%2e%2e%2f"), Ok(b"../".to_vec()));
+        assert_eq!(key("/photos/a//b"), Ok(b"a//b".to_vec()));
+        assert_eq!(key("/photos/%D0%BA%D0%BB"), Ok("кл".as_bytes().to_vec()));
+        assert!(key("/photos/").is_err());
+        assert!(key("/photos").is_err());
+        assert!(key("/Photos/a").is_err());
+        assert!(key("/ph/a").is_err());
+        assert!(key("/-photos/a").is_err());
+        assert!(key("/_/health").is_err());
+        assert!(key("/photos/a%00b").is_err());
+        assert!(key("/photos/a%7Fb").is_err());
+        assert!(key("/photos/a%C2%85b").is_err(), "C1 control");
+        assert!(key("/photos/%FF").is_err(), "invalid UTF-8");
+        assert!(key("/photos/%4").is_err());
+        assert_eq!(parse_object_path(&format!("/photos/{}", "k".repeat(1024)), 1024).map(|_| ()), Ok(()));
+        assert!(parse_object_path(&format!("/photos/{}", "k".repeat(1025)), 1024).is_err());
+        assert!(valid_bucket("a.b-c") && !valid_bucket("ab.") && !valid_bucket(&"a".repeat(64)));
+    }
+}

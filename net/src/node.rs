@@ -1,0 +1,244 @@
+//! Starting, running and stopping the node: disks, cores, listeners, readiness, the systemd
+//! protocol and the graceful drain.
+//!
+//! systemd (`Type=notify`): `READY=1` once every shard recovered or failed; `WATCHDOG=1` only
+//! while every core's loop turns (each core bumps a heartbeat); `STOPPING=1` on SIGTERM or
+//! SIGINT, then the drain: stop accepting, let in-flight requests finish (or fail cleanly),
+//! checkpoint, exit 0.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use podstore_disks::{fs_space, open_disk, DiskSpec};
+use podstore_engine::placement::Candidate;
+use sd_notify::NotifyState;
+use tokio::sync::{mpsc, watch};
+
+use crate::config::Config;
+use crate::core::{CoreReady, CoreStart, DiskInfo, Shared, INBOX_MAX};
+
+/// Binds a listener with `SO_REUSEPORT`, so every core accepts on its own socket and the
+/// kernel spreads connections between them.
+fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let domain = socket2::Domain::for_address(addr);
+    let s = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.set_cloexec(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    Ok(s.into())
+}
+
+fn notify(state: &[NotifyState]) {
+    if let Err(e) = sd_notify::notify(state) {
+        tracing::warn!("sd_notify: {e}");
+    }
+}
+
+/// Runs the node until SIGTERM or SIGINT. Errors are startup failures, described for humans.
+pub fn run(cfg: Config) -> Result<(), String> {
+    let recorder = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Suffix("seconds".into()),
+            &[
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                10.0,
+            ],
+        )
+        .map_err(|e| e.to_string())?
+        .build_recorder();
+    let prom = recorder.handle();
+    // The exporter is built on the `metrics` facade's one global recorder; the handle is
+    // passed explicitly to the admin thread that renders it.
+    let _ = metrics::set_global_recorder(recorder);
+
+    // Disks: a disk that fails its checks is reported and left out; the others serve.
+    let cpus = podstore_disks::allowed_cpus();
+    let ncores = if cfg.cores == 0 { cpus.len().max(1) } else { cfg.cores };
+    let mut disks = Vec::new();
+    let mut specs: Vec<Vec<DiskSpec>> = vec![Vec::new(); ncores];
+    let mut placement = Vec::new();
+    let mut shard_core = HashMap::new();
+    let mut healthy = 0usize;
+    for d in &cfg.disks {
+        let spec = DiskSpec {
+            id: d.id,
+            path: d.path.clone(),
+            tier: d.tier.into(),
+            require_mount_point: d.require_mount_point,
+            cache: d.cache.into(),
+        };
+        let core = healthy % ncores;
+        let (failed, capacity) = match open_disk(&spec, &cfg.node_id) {
+            Ok(_) => {
+                let (cap, _) = fs_space(&spec.path).unwrap_or((0, 0));
+                healthy += 1;
+                (None, cap)
+            }
+            Err(e) => {
+                tracing::error!("disk {} ({}) is not used: {e}", d.id, d.path.display());
+                (Some(e.to_string()), 0)
+            }
+        };
+        if failed.is_none() {
+            let weight = d.weight.unwrap_or((capacity as f64 / (1u64 << 30) as f64).max(1.0));
+            placement.push(Candidate { shard_id: d.id, weight });
+            shard_core.insert(d.id, core);
+            specs[core].push(spec);
+        }
+        disks.push(DiskInfo {
+            id: d.id,
+            path: d.path.clone(),
+            tier: d.tier.into(),
+            failed,
+            capacity_bytes: capacity,
+            core,
+        });
+    }
+    if healthy == 0 {
+        return Err("no disk can be used; see the errors above".into());
+    }
+
+    let mut listeners = Vec::new();
+    for _ in 0..ncores {
+        listeners.push(
+            reuseport_listener(cfg.listen.data).map_err(|e| format!("data port {}: {e}", cfg.listen.data))?,
+        );
+    }
+    let admin_listener = std::net::TcpListener::bind(cfg.listen.admin)
+        .map_err(|e| format!("admin port {}: {e}", cfg.listen.admin))?;
+
+    let mut inbox_rx = Vec::new();
+    let mut inboxes = Vec::new();
+    for _ in 0..ncores {
+        let (tx, rx) = mpsc::channel(INBOX_MAX);
+        inboxes.push(tx);
+        inbox_rx.push(rx);
+    }
+    let shared = Arc::new(Shared {
+        cfg: cfg.clone(),
+        placement,
+        shard_core,
+        inboxes,
+        disks,
+        ready: AtomicBool::new(false),
+        draining: AtomicBool::new(false),
+        connections: AtomicUsize::new(0),
+        heartbeats: (0..ncores).map(|_| AtomicU64::new(0)).collect(),
+        recovery_ms: AtomicU64::new(0),
+    });
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<CoreReady>();
+    let started = Instant::now();
+    let mut threads = Vec::new();
+    for (index, (inbox, listener)) in inbox_rx.into_iter().zip(listeners).enumerate() {
+        let start = CoreStart {
+            index,
+            cpu: cpus.get(index % cpus.len().max(1)).copied(),
+            shared: shared.clone(),
+            disks: std::mem::take(&mut specs[index]),
+            inbox,
+            listener,
+            ready_tx: ready_tx.clone(),
+            shutdown: shutdown_rx.clone(),
+        };
+        let t = std::thread::Builder::new()
+            .name(format!("podstore-core-{index}"))
+            .spawn(move || crate::core::run(start))
+            .map_err(|e| format!("core thread: {e}"))?;
+        threads.push(t);
+    }
+    drop(ready_tx);
+    let admin = {
+        let (shared, prom, rx) = (shared.clone(), prom.clone(), shutdown_rx.clone());
+        std::thread::Builder::new()
+            .name("podstore-admin".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("admin runtime");
+                tokio::task::LocalSet::new()
+                    .block_on(&rt, crate::admin::serve(shared, prom, admin_listener, rx));
+            })
+            .map_err(|e| format!("admin thread: {e}"))?
+    };
+    tracing::info!(
+        "podstore {} node {:?}: {ncores} cores, data {} admin {}; recovering {healthy} disks",
+        env!("CARGO_PKG_VERSION"),
+        cfg.node_id,
+        cfg.listen.data,
+        cfg.listen.admin
+    );
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
+        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).map_err(|e| e.to_string())?;
+        // Readiness: every core reports once its shards are open (recovered or failed).
+        let (rtx, mut rrx) = mpsc::channel::<CoreReady>(ncores.max(1));
+        std::thread::spawn(move || {
+            while let Ok(r) = ready_rx.recv() {
+                if rtx.blocking_send(r).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut reported = 0;
+        let watchdog = sd_notify::watchdog_enabled();
+        let mut tick = tokio::time::interval(watchdog.map(|w| w / 2).unwrap_or(Duration::from_secs(1)));
+        let mut last_beats: Vec<u64> = vec![0; ncores];
+        loop {
+            tokio::select! {
+                r = rrx.recv(), if reported < ncores => {
+                    let Some(r) = r else { reported = ncores; continue };
+                    reported += 1;
+                    if let Some(why) = &r.backend.fallback_reason {
+                        tracing::warn!("core {}: disk I/O through {} ({why})", r.core, r.backend.name);
+                    }
+                    for (id, rep) in &r.shards {
+                        match rep {
+                            Ok(rep) => tracing::info!(
+                                "disk {id}: recovered in {} ms ({} entries from checkpoint, {} records scanned in, {} torn-tail items, {} quarantined)",
+                                rep.duration_ms, rep.checkpoint_entries, rep.records_applied, rep.torn_tail_items, rep.quarantined_new
+                            ),
+                            Err(e) => tracing::error!("disk {id}: failed to recover: {e}"),
+                        }
+                    }
+                    if reported == ncores {
+                        shared.recovery_ms.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+                        shared.ready.store(true, Ordering::Relaxed);
+                        notify(&[NotifyState::Ready, NotifyState::Status("serving")]);
+                        tracing::info!("ready after {} ms", started.elapsed().as_millis());
+                    }
+                }
+                _ = tick.tick() => {
+                    let beats: Vec<u64> = shared.heartbeats.iter().map(|b| b.load(Ordering::Relaxed)).collect();
+                    let all_turning = beats.iter().zip(&last_beats).all(|(now, then)| now > then);
+                    last_beats = beats;
+                    if watchdog.is_some() && all_turning && reported == ncores {
+                        notify(&[NotifyState::Watchdog]);
+                    }
+                }
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+            }
+        }
+        Ok::<(), String>(())
+    })?;
+    tracing::info!("stopping: draining connections");
+    shared.draining.store(true, Ordering::Relaxed);
+    notify(&[NotifyState::Stopping, NotifyState::Status("draining")]);
+    let _ = shutdown_tx.send(true);
+    for t in threads {
+        let _ = t.join();
+    }
+    let _ = admin.join();
+    tracing::info!("stopped");
+    Ok(())
+}
