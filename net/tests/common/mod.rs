@@ -1,0 +1,216 @@
+//! Starting the real `podstore` binary for tests, and a raw HTTP/1.1 client (raw, so tests can
+//! also send what no well-behaved client would).
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free TCP port on loopback (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+pub struct Node {
+    pub child: Option<Child>,
+    pub data: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub log: PathBuf,
+}
+
+/// Extra TOML for the node's config (limits and so on), put after the fixed part.
+pub fn config_text(dir: &Path, data: SocketAddr, admin: SocketAddr, extra: &str) -> String {
+    let mut disks = String::new();
+    for i in 0..3 {
+        disks.push_str(&format!(
+            "[[disks]]\nid = {i}\npath = \"{}\"\ntier = \"capacity\"\nrequire_mount_point = false\nweight = 1.0\n\n",
+            dir.join(format!("disk{i}")).display()
+        ));
+    }
+    format!(
+        "node_id = \"test-node\"\n{extra_top}\n[listen]\ndata = \"{data}\"\nadmin = \"{admin}\"\n\n[engine]\nblob_size_bytes = 8388608\n\n{extra}\n\n{disks}",
+        extra_top = "",
+    )
+}
+
+impl Node {
+    /// Starts a node on three directory disks under a fresh temp directory.
+    pub fn start(name: &str, extra: &str) -> Node {
+        let dir = std::env::temp_dir().join(format!("podstore-it-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        for i in 0..3 {
+            std::fs::create_dir_all(dir.join(format!("disk{i}"))).expect("mkdir disk");
+        }
+        let data: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let config = dir.join("podstore.toml");
+        std::fs::write(&config, config_text(&dir, data, admin, extra)).expect("write config");
+        let log = dir.join("node.log");
+        let mut n = Node { child: None, data, admin, dir, config, log };
+        n.spawn(&[]);
+        n
+    }
+
+    /// Starts (or restarts) the process with extra environment variables.
+    pub fn spawn(&mut self, env: &[(&str, &str)]) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_podstore"));
+        cmd.args(["serve", "--config"]).arg(&self.config).stdout(Stdio::null()).stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().expect("start podstore"));
+        self.wait_ready();
+    }
+
+    pub fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(st) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("podstore exited during startup: {st:?}\n{}", self.log_text());
+            }
+            if let Ok(r) = request(self.data, "GET", "/_/ready", &[], b"") {
+                if r.status == 200 {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("podstore did not become ready\n{}", self.log_text());
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
+    }
+
+    /// SIGTERM and wait: returns the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        signal(c.id() as i32, "TERM");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(st) = c.try_wait().expect("wait") {
+                return st;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                panic!("podstore did not stop within 60 s after SIGTERM\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL and wait.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn req(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+        request(self.data, method, path, headers, body).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    pub fn admin(&self, path: &str) -> Resp {
+        request(self.admin, "GET", path, &[], b"").unwrap_or_else(|e| panic!("admin {path}: {e}"))
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+pub fn signal(pid: i32, sig: &str) {
+    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+}
+
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    pub fn json_error(&self) -> String {
+        let v: serde_json::Value = serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| panic!("not JSON: {:?}", String::from_utf8_lossy(&self.body)));
+        v["error"].as_str().expect("error code").to_string()
+    }
+}
+
+/// One request on a fresh connection; reads the whole response (by Content-Length).
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Resp> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+    let has_len = headers.iter().any(|(k, _)| {
+        k.eq_ignore_ascii_case("content-length") || k.eq_ignore_ascii_case("transfer-encoding")
+    });
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !has_len && (method == "PUT" || !body.is_empty()) {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes())?;
+    s.write_all(body)?;
+    read_response(&mut BufReader::new(s), method == "HEAD")
+}
+
+pub fn read_response<R: Read>(r: &mut BufReader<R>, head: bool) -> std::io::Result<Resp> {
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+    let mut headers = Vec::new();
+    loop {
+        let mut l = String::new();
+        r.read_line(&mut l)?;
+        let l = l.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            headers.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; if head || status == 304 || status == 204 { 0 } else { len }];
+    r.read_exact(&mut body)?;
+    Ok(Resp { status, headers, body })
+}
