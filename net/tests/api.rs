@@ -34,6 +34,70 @@ fn objects_ranges_conditionals_and_names() {
     assert!(etag.starts_with('"') && etag.ends_with('"'));
     assert_eq!(r.header("x-copies-written"), Some("1"));
     has_common_headers(&r);
+
+    // GET and HEAD.
+    let g = node.req("GET", "/photos/cats/tom.jpg", &[], b"");
+    assert_eq!(g.status, 200);
+    assert_eq!(g.body, data);
+    assert_eq!(g.header("content-type"), Some("image/jpeg"));
+    assert_eq!(g.header("content-length"), Some("100000"));
+    assert_eq!(g.header("etag"), Some(etag.as_str()));
+    assert_eq!(g.header("accept-ranges"), Some("bytes"));
+    let lm = g.header("last-modified").expect("last-modified").to_string();
+    has_common_headers(&g);
+    let h = node.req("HEAD", "/photos/cats/tom.jpg", &[], b"");
+    has_common_headers(&h);
+    assert_eq!((h.status, h.header("content-length"), h.body.len()), (200, Some("100000"), 0));
+    assert_eq!(h.header("etag"), Some(etag.as_str()));
+
+    // Same content, same ETag; other content, other ETag; default content type.
+    let r2 = node.req("PUT", "/photos/copy", &[], &data);
+    assert_eq!(r2.header("etag"), Some(etag.as_str()));
+    assert_eq!(
+        node.req("GET", "/photos/copy", &[], b"").header("content-type"),
+        Some("application/octet-stream")
+    );
+    let r3 = node.req("PUT", "/photos/copy", &[], &body(100_000, 2));
+    assert_ne!(r3.header("etag"), Some(etag.as_str()));
+
+    // Ranges.
+    let p = node.req("GET", "/photos/cats/tom.jpg", &[("Range", "bytes=10-19")], b"");
+    assert_eq!((p.status, p.header("content-range")), (206, Some("bytes 10-19/100000")));
+    assert_eq!(p.body, &data[10..20]);
+    let p = node.req("GET", "/photos/cats/tom.jpg", &[("Range", "bytes=99990-")], b"");
+    assert_eq!((p.status, &p.body[..]), (206, &data[99_990..]));
+    let p = node.req("GET", "/photos/cats/tom.jpg", &[("Range", "bytes=-5")], b"");
+    assert_eq!(
+        (p.status, &p.body[..], p.header("content-range")),
+        (206, &data[99_995..], Some("bytes 99995-99999/100000"))
+    );
+    let p = node.req("GET", "/photos/cats/tom.jpg", &[("Range", "bytes=100000-")], b"");
+    assert_eq!((p.status, p.header("content-range")), (416, Some("bytes */100000")));
+    let p = node.req("GET", "/photos/cats/tom.jpg", &[("Range", "bytes=0-1,5-6")], b"");
+    assert_eq!((p.status, p.body.len()), (200, 100_000));
+    let p = node.req("GET", "/photos/cats/tom.jpg", &[("Range", "bytes=oops")], b"");
+    assert_eq!((p.status, p.body.len()), (200, 100_000));
+    let p = node.req("HEAD", "/photos/cats/tom.jpg", &[("Range", "bytes=0-9")], b"");
+    assert_eq!((p.status, p.header("content-length"), p.body.len()), (206, Some("10"), 0));
+
+    // Conditional requests.
+    for (hname, hval, want) in [
+        ("If-None-Match", etag.as_str(), 304),
+        ("If-None-Match", "*", 304),
+        ("If-None-Match", "\"other\"", 200),
+        ("If-Match", "\"other\"", 412),
+        ("If-Match", etag.as_str(), 200),
+        ("If-Modified-Since", lm.as_str(), 304),
+        ("If-Modified-Since", "Thu, 01 Jan 1970 00:00:00 GMT", 200),
+    ] {
+        let c = node.req("GET", "/photos/cats/tom.jpg", &[(hname, hval)], b"");
+        assert_eq!(c.status, want, "{hname}: {hval}");
+        has_common_headers(&c);
+        if want == 304 {
+            assert!(c.body.is_empty());
+            assert_eq!(c.header("etag"), Some(etag.as_str()));
+            assert_eq!(c.header("last-modified"), Some(lm.as_str()));
+        }
     }
 
     // Missing, deleted, and DELETE of nothing.
