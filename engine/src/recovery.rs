@@ -82,7 +82,8 @@ impl<I: Io> Shard<I> {
         let io = &shard.io;
         let names = io.list_dir(dir).await.map_err(|e| shard.disk_err(e))?;
         let mut removed_tmp = false;
-        for n in names.iter().filter(|n| n.ends_with(".tmp")) {
+        let read_only = shard.cfg.read_only;
+        for n in names.iter().filter(|n| n.ends_with(".tmp") && !read_only) {
             io.remove(&dir.join(n)).await.map_err(|e| shard.disk_err(e))?;
             removed_tmp = true;
         }
@@ -156,7 +157,8 @@ impl<I: Io> Shard<I> {
         for (bid, dedicated) in on_disk {
             report.blobs += 1;
             let path = dir.join(blob_name(bid, dedicated));
-            let file = io.open(&path, OpenMode::Existing).await.map_err(|e| shard.disk_err(e))?;
+            let mode = if read_only { OpenMode::ReadOnly } else { OpenMode::Existing };
+            let file = io.open(&path, mode).await.map_err(|e| shard.disk_err(e))?;
             let size = io.file_size(&file).await.map_err(|e| shard.disk_err(e))?;
             let from = ck_blobs.get(&bid).map(|b| b.scan_from).unwrap_or(0);
             if size % 4096 != 0 || from > size {
@@ -241,6 +243,10 @@ impl<I: Io> Shard<I> {
                     }
                 }
             }
+            if dedicated && end == 0 && size > 0 && from == 0 && read_only {
+                report.dedicated_removed += 1;
+                continue;
+            }
             if dedicated && end == 0 && size > 0 && from == 0 {
                 // The one record of a dedicated blob never completed.
                 drop(file);
@@ -251,7 +257,9 @@ impl<I: Io> Shard<I> {
                 changed = true;
                 continue;
             }
-            if tail_dirty {
+            if tail_dirty && read_only {
+                report.tails_truncated += 1; // would be; nothing is changed in read-only mode
+            } else if tail_dirty {
                 // Zero the torn tail: cut the file at the last valid record, preallocate again.
                 io.truncate(&file, end).await.map_err(|e| shard.disk_err(e))?;
                 io.allocate(&file, size).await.map_err(|e| shard.disk_err(e))?;
@@ -319,7 +327,9 @@ impl<I: Io> Shard<I> {
         }
         shard.open_blob.set(open);
         shard.recount_bytes();
-        if changed || report.checkpoint_seq.is_none() && report.blobs > 0 {
+        if read_only {
+            *shard.fenced.borrow_mut() = Some("opened read-only".into());
+        } else if changed || report.checkpoint_seq.is_none() && report.blobs > 0 {
             shard.checkpoint().await?;
         }
         report.duration_ms = started.elapsed().as_millis() as u64;

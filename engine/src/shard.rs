@@ -51,6 +51,9 @@ pub struct ShardConfig {
     /// Room at the end of the open blob that only tombstones may use, so deletes work on a
     /// full shard.
     pub tombstone_reserve_bytes: u64,
+    /// Open for inspection only: recovery changes nothing on disk (no truncation, no
+    /// checkpoint, no clean-up) and the shard refuses writes.
+    pub read_only: bool,
     /// Applied to every key fingerprint. Testing only (it forces fingerprint collisions to
     /// exercise the overflow path); never change it for an existing shard.
     pub fingerprint_mask: u64,
@@ -72,6 +75,7 @@ impl Default for ShardConfig {
             scan_window_bytes: 4 << 20,
             tombstone_reserve_bytes: 1 << 20,
             fingerprint_mask: u64::MAX,
+            read_only: false,
             checkpoint_every_records: 1 << 20,
             checkpoint_every_bytes: 16 << 30,
         }

@@ -303,3 +303,29 @@ fn fingerprint_collisions_never_mix_keys() {
         }
     });
 }
+
+#[test]
+fn read_only_open_changes_nothing_on_disk() {
+    run(async {
+        let disk = SimDisk::new(8, SimFaults::default());
+        let dir = Path::new("/ro");
+        let (shard, _) = Shard::open(disk.clone(), cfg(), dir, 0).await.expect("open");
+        shard.put_bytes(b"kept", "", &data(3000, 1)).await.expect("put");
+        // A write cut short: its record is torn at the tail.
+        let mut w = shard.put(b"torn", "", 50_000).await.expect("put");
+        w.write(&data(40_000, 2)).await.expect("write");
+        drop(w);
+        drop(shard);
+        disk.crash();
+        let before: Vec<_> = disk.paths().into_iter().map(|p| (p.clone(), disk.file_bytes(&p))).collect();
+        let ro = ShardConfig { read_only: true, ..cfg() };
+        let (shard, report) = Shard::open(disk.clone(), ro, dir, 0).await.expect("read-only open");
+        assert_eq!(get(&shard, b"kept").await, Some(data(3000, 1)));
+        assert!(matches!(shard.put_bytes(b"x", "", b"x").await, Err(Error::Fenced { .. })));
+        let after: Vec<_> = disk.paths().into_iter().map(|p| (p.clone(), disk.file_bytes(&p))).collect();
+        assert!(before == after, "a read-only open changed the disk");
+        drop(shard);
+        let (_shard, rw) = Shard::open(disk.clone(), cfg(), dir, 0).await.expect("open");
+        assert_eq!(report.tails_truncated, rw.tails_truncated);
+    });
+}
