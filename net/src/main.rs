@@ -5,6 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+
+use podstore_net::client;
 use podstore_net::config::Config;
 
 #[derive(Parser, Debug)]
@@ -27,6 +30,49 @@ enum Cmd {
     },
     /// Check a configuration file and print what it says.
     CheckConfig { config: PathBuf },
+    /// Store a file (or stdin, with -) as BUCKET/KEY.
+    Put {
+        name: String,
+        source: String,
+        #[arg(long, default_value = "127.0.0.1:7070")]
+        server: SocketAddr,
+        #[arg(long)]
+        content_type: Option<String>,
+        #[arg(long)]
+        copies: Option<String>,
+    },
+    /// Fetch BUCKET/KEY into a file (or stdout, with - or nothing).
+    Get {
+        name: String,
+        #[arg(default_value = "-")]
+        dest: String,
+        #[arg(long, default_value = "127.0.0.1:7070")]
+        server: SocketAddr,
+        /// A byte range, as in `0-99`, `100-` or `-100`.
+        #[arg(long)]
+        range: Option<String>,
+    },
+    /// Show BUCKET/KEY's headers.
+    Head {
+        name: String,
+        #[arg(long, default_value = "127.0.0.1:7070")]
+        server: SocketAddr,
+    },
+    /// Delete BUCKET/KEY.
+    Delete {
+        name: String,
+        #[arg(long, default_value = "127.0.0.1:7070")]
+        server: SocketAddr,
+        #[arg(long)]
+        copies: Option<String>,
+    },
+    /// A running node's disks (from its admin port).
+    Stat {
+        #[arg(long, default_value = "127.0.0.1:7072")]
+        admin: SocketAddr,
+    },
+    /// Inspect a stopped node's disk offline (changes nothing).
+    IndexInfo { disk_dir: PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -42,6 +88,14 @@ fn main() -> ExitCode {
         Cmd::CheckConfig { config } => {
             Config::load(&config).map(|c| println!("{c:#?}")).map_err(|e| e.to_string())
         }
+        Cmd::Put { name, source, server, content_type, copies } => {
+            client::put(server, &name, &source, content_type.as_deref(), copies.as_deref())
+        }
+        Cmd::Get { name, dest, server, range } => client::get(server, &name, &dest, range.as_deref()),
+        Cmd::Head { name, server } => client::head(server, &name),
+        Cmd::Delete { name, server, copies } => client::delete(server, &name, copies.as_deref()),
+        Cmd::Stat { admin } => client::stat(admin),
+        Cmd::IndexInfo { disk_dir } => client::index_info(&disk_dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

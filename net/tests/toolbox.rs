@@ -1,0 +1,109 @@
+//! The operator's toolbox in the same binary: put/get/head/delete against a running node,
+//! files and stdin/stdout, `stat` from the admin port, `index-info` on a stopped node's disk.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use common::*;
+
+fn podstore(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_podstore"));
+    c.args(args)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("run podstore");
+    if let Some(input) = stdin {
+        child.stdin.take().expect("stdin").write_all(input).expect("write stdin");
+    }
+    child.wait_with_output().expect("wait")
+}
+
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn put_get_head_delete_stat_and_index_info() {
+    let mut node = Node::start("toolbox", "");
+    let server = node.data.to_string();
+    let admin = node.admin.to_string();
+    let file = node.dir.join("in.bin");
+    let data: Vec<u8> = (0..2_500_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&file, &data).expect("write");
+
+    let out = ok(&podstore(
+        &[
+            "put",
+            "videos/clip one.mp4",
+            file.to_str().expect("utf8"),
+            "--server",
+            &server,
+            "--content-type",
+            "video/mp4",
+        ],
+        None,
+    ));
+    assert!(out.contains("stored"), "{out}");
+    let back = node.dir.join("out.bin");
+    ok(&podstore(&["get", "videos/clip one.mp4", back.to_str().expect("utf8"), "--server", &server], None));
+    assert_eq!(std::fs::read(&back).expect("read"), data);
+    let part = podstore(&["get", "videos/clip one.mp4", "-", "--server", &server, "--range", "10-19"], None);
+    ok(&part);
+    assert_eq!(part.stdout, &data[10..20]);
+
+    ok(&podstore(&["put", "notes/from-stdin", "-", "--server", &server], Some(b"piped bytes")));
+    assert_eq!(podstore(&["get", "notes/from-stdin", "--server", &server], None).stdout, b"piped bytes");
+    let h = ok(&podstore(&["head", "videos/clip one.mp4", "--server", &server], None));
+    assert!(h.contains("content-length: 2500000") && h.contains("video/mp4"), "{h}");
+
+    let st = ok(&podstore(&["stat", "--admin", &admin], None));
+    assert_eq!(st.lines().filter(|l| l.contains("online")).count(), 3, "{st}");
+
+    ok(&podstore(&["delete", "notes/from-stdin", "--server", &server], None));
+    let gone = podstore(&["get", "notes/from-stdin", "--server", &server], None);
+    assert!(!gone.status.success());
+    assert!(
+        String::from_utf8_lossy(&gone.stderr).contains("404"),
+        "{}",
+        String::from_utf8_lossy(&gone.stderr)
+    );
+    let bad = podstore(&["put", "x/y", "/nonexistent/file", "--server", &server], None);
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("/nonexistent/file"));
+
+    // Offline: the disk that holds the clip reports it, and nothing on the disk changes.
+    assert!(node.stop().success());
+    let mut objects = 0;
+    let mut tombstones = 0;
+    for i in 0..3 {
+        let disk = node.dir.join(format!("disk{i}"));
+        let listing = |d: &std::path::Path| {
+            let mut v: Vec<_> =
+                std::fs::read_dir(d).expect("ls").map(|e| e.expect("entry").file_name()).collect();
+            v.sort();
+            v
+        };
+        let before = listing(&disk);
+        let info = ok(&podstore(&["index-info", disk.to_str().expect("utf8")], None));
+        assert_eq!(listing(&disk), before, "index-info changed the disk");
+        for l in info.lines() {
+            if let Some(n) = l.strip_prefix("objects:") {
+                objects += n.trim().parse::<u64>().expect("count");
+            }
+            if let Some(n) = l.strip_prefix("deleted (tombstones):") {
+                tombstones += n.trim().parse::<u64>().expect("count");
+            }
+        }
+    }
+    assert_eq!((objects, tombstones), (1, 1));
+    let not_a_disk = podstore(&["index-info", node.dir.to_str().expect("utf8")], None);
+    assert!(!not_a_disk.status.success());
+}
