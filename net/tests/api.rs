@@ -328,3 +328,80 @@ fn sigterm_drains_and_a_restart_keeps_everything() {
     let n = sock.recv(&mut buf).expect("STOPPING=1");
     assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));
 }
+
+#[test]
+fn watchdog_pings_while_cores_turn() {
+    let mut node = Node::start("watchdog", "");
+    let sock_path = node.dir.join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).expect("bind");
+    sock.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    assert!(node.stop().success());
+    // WATCHDOG_USEC=400ms: the node must ping at least every 200 ms once ready.
+    node.spawn(&[("NOTIFY_SOCKET", sock_path.to_str().expect("utf8")), ("WATCHDOG_USEC", "400000")]);
+    let mut buf = [0u8; 512];
+    let mut ready = false;
+    let mut pings = 0;
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(3) {
+        let n = sock.recv(&mut buf).expect("a notification");
+        let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+        ready |= msg.contains("READY=1");
+        if msg.contains("WATCHDOG=1") {
+            assert!(ready, "a watchdog ping came before READY=1");
+            pings += 1;
+        }
+    }
+    assert!(pings >= 5, "only {pings} watchdog pings in 3 s");
+    assert!(node.stop().success());
+}
+
+#[test]
+fn connection_limit_refuses_new_connections_and_keeps_old_ones() {
+    let node = Node::start("connlimit", "[limits]\nconnections_max = 20\n");
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        let mut s = TcpStream::connect(node.data).expect("connect");
+        s.write_all(b"GET /_/health HTTP/1.1\r\nHost: t\r\n\r\n").expect("write");
+        let mut r = BufReader::new(s.try_clone().expect("clone"));
+        assert_eq!(read_response(&mut r, false).expect("response").status, 200);
+        held.push((s, r));
+    }
+    // The 21st is accepted and closed at once.
+    let extra = request(node.data, "GET", "/_/health", &[], b"");
+    assert!(extra.is_err(), "the 21st connection was served: {extra:?}");
+    // The held ones keep working.
+    for (s, r) in held.iter_mut().take(5) {
+        s.write_all(b"GET /_/health HTTP/1.1\r\nHost: t\r\n\r\n").expect("write");
+        assert_eq!(read_response(r, false).expect("response").status, 200);
+    }
+    drop(held);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(node.req("GET", "/_/health", &[], b"").status, 200, "room again after closing");
+}
+
+#[test]
+fn malformed_requests_get_an_error_or_a_close_and_change_nothing() {
+    let node = Node::start("malformed", "");
+    for raw in [
+        &b"GARBAGE\r\n\r\n"[..],
+        b"GET /photos/x HTTP/9.9\r\n\r\n",
+        b"PUT /photos/x HTTP/1.1\r\nContent-Length: abc\r\n\r\n",
+        b"PUT /photos/x HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
+        b"GET /photos/x HTTP/1.1\r\nBad Header Line\r\n\r\n",
+        b"\x00\x01\x02\x03\r\n\r\n",
+    ] {
+        let mut s = TcpStream::connect(node.data).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        let _ = s.write_all(raw);
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            out.is_empty() || text.starts_with("HTTP/1.1 4"),
+            "{:?} got {text:?}",
+            String::from_utf8_lossy(raw)
+        );
+    }
+    assert_eq!(node.req("GET", "/photos/x", &[], b"").status, 404, "a malformed request stored something");
+    assert_eq!(node.req("GET", "/_/health", &[], b"").status, 200);
+}
