@@ -1,0 +1,160 @@
+//! `podstore-load`: an HTTP/1.1 load generator for PUTs, with keep-alive connections, used to
+//! fill podstore and nginx (WebDAV) with the same objects and to stream many large PUTs at
+//! once. Prints requests/s, MiB/s and latency percentiles.
+//!
+//! ```text
+//! podstore-load --addr 127.0.0.1:7070 --prefix /bench/o --count 100000 --size 4096 --conns 64
+//! ```
+//! Object `i` is `{prefix}-{i}`; its bytes depend only on `i` and the size, so two servers
+//! loaded with the same arguments hold the same objects.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+struct Args {
+    addr: SocketAddr,
+    prefix: String,
+    count: u64,
+    size: usize,
+    conns: usize,
+}
+
+fn parse() -> Args {
+    let mut a = Args { addr: "127.0.0.1:7070".parse().expect("addr"), prefix: "/bench/o".into(), count: 1000, size: 4096, conns: 16 };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let v = it.next().unwrap_or_else(|| panic!("{k} needs a value"));
+        match k.as_str() {
+            "--addr" => a.addr = v.parse().expect("--addr host:port"),
+            "--prefix" => a.prefix = v,
+            "--count" => a.count = v.parse().expect("--count"),
+            "--size" => a.size = v.parse().expect("--size"),
+            "--conns" => a.conns = v.parse().expect("--conns"),
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    a
+}
+
+/// Bodies larger than this repeat their first block.
+const BLOCK_MAX: usize = 4 << 20;
+
+fn object(i: u64, size: usize) -> Vec<u8> {
+    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..size)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn put(
+    conn: &mut Option<(TcpStream, BufReader<TcpStream>)>,
+    addr: SocketAddr,
+    path: &str,
+    body: &[u8],
+    total: usize,
+) -> std::io::Result<u16> {
+    if conn.is_none() {
+        let s = TcpStream::connect(addr)?;
+        s.set_nodelay(true)?;
+        let r = BufReader::new(s.try_clone()?);
+        *conn = Some((s, r));
+    }
+    let (s, r) = conn.as_mut().expect("connected");
+    let head = format!("PUT {path} HTTP/1.1\r\nHost: bench\r\nContent-Length: {total}\r\n\r\n");
+    s.write_all(head.as_bytes())?;
+    // Large bodies are streamed by repeating one block, so many large PUTs at once cost the
+    // client little memory.
+    let mut left = total;
+    while left > 0 {
+        let n = left.min(body.len());
+        s.write_all(&body[..n])?;
+        left -= n;
+    }
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    let status: u16 = line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let mut len = 0usize;
+    let mut close = false;
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h)?;
+        let t = h.trim_end();
+        if t.is_empty() {
+            break;
+        }
+        let lower = t.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap_or(0);
+        }
+        close |= lower.starts_with("connection:") && lower.contains("close");
+    }
+    let mut sink = vec![0u8; len];
+    r.read_exact(&mut sink)?;
+    if close {
+        *conn = None;
+    }
+    Ok(status)
+}
+
+fn main() {
+    let a = parse();
+    let next = Arc::new(AtomicU64::new(0));
+    let lat = Arc::new(Mutex::new(Vec::with_capacity(a.count as usize)));
+    let failures = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let threads: Vec<_> = (0..a.conns)
+        .map(|_| {
+            let (next, lat, failures, prefix) = (next.clone(), lat.clone(), failures.clone(), a.prefix.clone());
+            let (addr, size, count) = (a.addr, a.size, a.count);
+            std::thread::spawn(move || {
+                let mut conn = None;
+                let mut mine = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= count {
+                        break;
+                    }
+                    let body = object(i, size.min(BLOCK_MAX));
+                    let t = Instant::now();
+                    match put(&mut conn, addr, &format!("{prefix}-{i}"), &body, size) {
+                        Ok(s) if (200..300).contains(&s) => mine.push(t.elapsed()),
+                        r => {
+                            failures.fetch_add(1, Ordering::Relaxed);
+                            eprintln!("PUT {prefix}-{i}: {r:?}");
+                            conn = None;
+                        }
+                    }
+                }
+                lat.lock().expect("lat").extend(mine);
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("worker");
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let mut l = lat.lock().expect("lat").clone();
+    l.sort();
+    let pct = |p: f64| l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1))).copied().unwrap_or(Duration::ZERO);
+    let ok = l.len() as f64;
+    println!(
+        "puts={} failures={} seconds={secs:.2} req_per_s={:.0} mib_per_s={:.1} p50_ms={:.2} p99_ms={:.2}",
+        l.len(),
+        failures.load(Ordering::Relaxed),
+        ok / secs,
+        ok * a.size as f64 / (1 << 20) as f64 / secs,
+        pct(0.5).as_secs_f64() * 1e3,
+        pct(0.99).as_secs_f64() * 1e3
+    );
+    if failures.load(Ordering::Relaxed) > 0 {
+        std::process::exit(1);
+    }
+}
