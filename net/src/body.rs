@@ -15,8 +15,9 @@ pub type Piece = Result<Bytes, String>;
 pub enum RespBody {
     Empty,
     Full(Option<Bytes>),
-    /// Streamed pieces with the exact total length.
+    /// A first piece, then streamed pieces, with the exact total length.
     Stream {
+        first: Option<Bytes>,
         rx: mpsc::Receiver<Piece>,
         remaining: u64,
     },
@@ -45,11 +46,15 @@ impl Body for RespBody {
         match &mut *self {
             RespBody::Empty => Poll::Ready(None),
             RespBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            RespBody::Stream { rx, remaining } => {
+            RespBody::Stream { first, rx, remaining } => {
                 if *remaining == 0 {
                     return Poll::Ready(None);
                 }
-                match rx.poll_recv(cx) {
+                let next = match first.take() {
+                    Some(b) => Poll::Ready(Some(Ok(b))),
+                    None => rx.poll_recv(cx),
+                };
+                match next {
                     Poll::Pending => Poll::Pending,
                     Poll::Ready(Some(Ok(b))) => {
                         if b.len() as u64 > *remaining {

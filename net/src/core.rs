@@ -37,6 +37,10 @@ pub enum BodyMsg {
 pub struct GetStart {
     pub meta: ObjectMeta,
     pub range: RangeAnswer,
+    /// The first verified piece, read before answering: a small object travels whole in the
+    /// reply, and a read error becomes an error status instead of a cut-off body.
+    pub first: Option<Bytes>,
+    /// The pieces after the first.
     pub body: mpsc::Receiver<Piece>,
 }
 
@@ -286,8 +290,20 @@ async fn execute(msg: CoreMsg, shards: Shards) {
                 reader.set_range(start, end);
             }
             let (tx, rx) = mpsc::channel(PIECES_IN_FLIGHT_MAX);
-            let start = GetStart { meta: reader.meta.clone(), range: answer, body: rx };
-            if reply.send(Ok(Some(start))).is_err() || head || answer == RangeAnswer::Unsatisfiable {
+            let first = if head || answer == RangeAnswer::Unsatisfiable {
+                None
+            } else {
+                match reader.next_chunk().await {
+                    Ok(c) => c.map(|c| Bytes::copy_from_slice(&c)),
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                        return;
+                    }
+                }
+            };
+            let more = first.is_some();
+            let start = GetStart { meta: reader.meta.clone(), range: answer, first, body: rx };
+            if reply.send(Ok(Some(start))).is_err() || !more {
                 return;
             }
             loop {

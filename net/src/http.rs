@@ -569,7 +569,7 @@ async fn get(
         RespBody::Empty
     } else {
         metrics::counter!("podstore_http_sent_bytes_total").increment(send_len);
-        RespBody::Stream { rx: start.body, remaining: send_len }
+        RespBody::Stream { first: start.first, rx: start.body, remaining: send_len }
     };
     b.status(status)
         .header(header::CONTENT_LENGTH, send_len)

@@ -23,7 +23,13 @@ struct Args {
 }
 
 fn parse() -> Args {
-    let mut a = Args { addr: "127.0.0.1:7070".parse().expect("addr"), prefix: "/bench/o".into(), count: 1000, size: 4096, conns: 16 };
+    let mut a = Args {
+        addr: "127.0.0.1:7070".parse().expect("addr"),
+        prefix: "/bench/o".into(),
+        count: 1000,
+        size: 4096,
+        conns: 16,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
         let v = it.next().unwrap_or_else(|| panic!("{k} needs a value"));
@@ -112,7 +118,8 @@ fn main() {
     let start = Instant::now();
     let threads: Vec<_> = (0..a.conns)
         .map(|_| {
-            let (next, lat, failures, prefix) = (next.clone(), lat.clone(), failures.clone(), a.prefix.clone());
+            let (next, lat, failures, prefix) =
+                (next.clone(), lat.clone(), failures.clone(), a.prefix.clone());
             let (addr, size, count) = (a.addr, a.size, a.count);
             std::thread::spawn(move || {
                 let mut conn = None;
@@ -143,7 +150,11 @@ fn main() {
     let secs = start.elapsed().as_secs_f64();
     let mut l = lat.lock().expect("lat").clone();
     l.sort();
-    let pct = |p: f64| l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1))).copied().unwrap_or(Duration::ZERO);
+    let pct = |p: f64| {
+        l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(Duration::ZERO)
+    };
     let ok = l.len() as f64;
     println!(
         "puts={} failures={} seconds={secs:.2} req_per_s={:.0} mib_per_s={:.1} p50_ms={:.2} p99_ms={:.2}",
