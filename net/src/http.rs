@@ -21,6 +21,9 @@ use crate::core::{BodyMsg, CoreMsg, Shared, PIECES_IN_FLIGHT_MAX};
 use crate::names::{parse_object_path, NameError};
 use crate::range::RangeAnswer;
 
+/// Largest read buffer of one connection (unless the header limit needs more).
+const READ_BUF_MAX_BYTES: usize = 64 << 10;
+
 /// The `Server` header.
 pub const SERVER: &str = concat!("podstore/", env!("CARGO_PKG_VERSION"));
 
@@ -113,6 +116,9 @@ async fn serve_connection(
         .header_read_timeout(Duration::from_millis(limits.header_timeout_ms))
         .max_headers(limits.headers_max)
         .max_header_size(limits.header_bytes_max)
+        // hyper's read buffer grows to this: keep it small so thousands of connections (and
+        // hundreds of streaming PUTs) cost little memory; bodies flow through in pieces.
+        .max_buf_size(limits.header_bytes_max.max(READ_BUF_MAX_BYTES))
         .keep_alive(true);
     let last_active = Rc::new(Cell::new(Instant::now()));
     let in_flight = Rc::new(Cell::new(0usize));
