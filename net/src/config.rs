@@ -96,6 +96,8 @@ pub struct Engine {
     pub checkpoint_every_bytes: u64,
     /// Registered I/O buffers per core.
     pub io_buffers_per_core: usize,
+    /// Most bytes of blob files per disk (0: as much as the filesystem holds).
+    pub disk_bytes_max: u64,
 }
 
 impl Default for Engine {
@@ -106,6 +108,7 @@ impl Default for Engine {
             checkpoint_every_records: 1 << 20,
             checkpoint_every_bytes: 16 << 30,
             io_buffers_per_core: 64,
+            disk_bytes_max: 0,
         }
     }
 }

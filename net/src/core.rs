@@ -140,6 +140,11 @@ fn shard_cfg(cfg: &Config) -> ShardConfig {
         checkpoint_every_records: cfg.engine.checkpoint_every_records,
         checkpoint_every_bytes: cfg.engine.checkpoint_every_bytes,
         tombstone_reserve_bytes: (cfg.engine.blob_size_bytes / 64).max(4096) / 4096 * 4096,
+        shard_size_max_bytes: if cfg.engine.disk_bytes_max == 0 {
+            u64::MAX
+        } else {
+            cfg.engine.disk_bytes_max
+        },
         ..ShardConfig::default()
     }
 }

@@ -405,3 +405,32 @@ fn malformed_requests_get_an_error_or_a_close_and_change_nothing() {
     assert_eq!(node.req("GET", "/photos/x", &[], b"").status, 404, "a malformed request stored something");
     assert_eq!(node.req("GET", "/_/health", &[], b"").status, 200);
 }
+
+#[test]
+fn a_full_node_answers_507_and_still_deletes() {
+    // Three disks of at most two 8 MiB blobs each.
+    let node = Node::start("full", "[engine]\nblob_size_bytes = 8388608\ndisk_bytes_max = 16777216\n");
+    let piece = vec![5u8; 1 << 20];
+    let mut stored = Vec::new();
+    for i in 0..200 {
+        let path = format!("/full/o{i}");
+        let r = node.req("PUT", &path, &[], &piece);
+        match r.status {
+            201 => stored.push(path),
+            507 => {
+                assert_eq!(r.json_error(), "insufficient_storage");
+                break;
+            }
+            s => panic!("unexpected {s}"),
+        }
+    }
+    assert!(!stored.is_empty() && stored.len() < 200, "stored {} objects", stored.len());
+    // Fill every disk, then deletes still work and stay deleted.
+    for i in 200..400 {
+        let _ = node.req("PUT", &format!("/full/o{i}"), &[], &piece);
+    }
+    for p in &stored {
+        assert_eq!(node.req("DELETE", p, &[], b"").status, 204, "delete {p} on a full node");
+        assert_eq!(node.req("GET", p, &[], b"").status, 404);
+    }
+}

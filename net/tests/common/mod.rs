@@ -32,10 +32,9 @@ pub fn config_text(dir: &Path, data: SocketAddr, admin: SocketAddr, extra: &str)
             dir.join(format!("disk{i}")).display()
         ));
     }
-    format!(
-        "node_id = \"test-node\"\n{extra_top}\n[listen]\ndata = \"{data}\"\nadmin = \"{admin}\"\n\n[engine]\nblob_size_bytes = 8388608\n\n{extra}\n\n{disks}",
-        extra_top = "",
-    )
+    // Small blobs, unless the extra text sets its own [engine] table.
+    let engine = if extra.contains("[engine]") { "" } else { "[engine]\nblob_size_bytes = 8388608\n" };
+    format!("node_id = \"test-node\"\n\n[listen]\ndata = \"{data}\"\nadmin = \"{admin}\"\n\n{engine}\n{extra}\n\n{disks}")
 }
 
 impl Node {
