@@ -139,7 +139,12 @@ fn shard_cfg(cfg: &Config) -> ShardConfig {
         writes_in_flight_max: cfg.engine.writes_in_flight_max,
         checkpoint_every_records: cfg.engine.checkpoint_every_records,
         checkpoint_every_bytes: cfg.engine.checkpoint_every_bytes,
-        tombstone_reserve_bytes: (cfg.engine.blob_size_bytes / 64).max(4096) / 4096 * 4096,
+        // Room for deletes on a full disk: 1/64 of a blob, at least 1 MiB (256 tombstones),
+        // at most a quarter of a blob. Space is only reclaimed by compaction (issue 6).
+        tombstone_reserve_bytes: (cfg.engine.blob_size_bytes / 64)
+            .clamp(1 << 20, cfg.engine.blob_size_bytes / 4)
+            / 4096
+            * 4096,
         shard_size_max_bytes: if cfg.engine.disk_bytes_max == 0 {
             u64::MAX
         } else {
