@@ -83,7 +83,8 @@ impl Default for ShardConfig {
 }
 
 impl ShardConfig {
-    pub(crate) fn check(&self) {
+    /// Panics if the settings are inconsistent (asserted when a shard opens).
+    pub fn check(&self) {
         assert!(self.blob_size_bytes.is_multiple_of(BLOCK) && self.blob_size_bytes >= 4 * BLOCK);
         assert!(self.blob_size_bytes <= BLOB_SIZE_MAX_BYTES);
         assert!(self.object_size_max_bytes < BLOB_SIZE_MAX_BYTES - 2 * BLOCK);

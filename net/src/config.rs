@@ -291,6 +291,14 @@ mod tests {
     }
 
     #[test]
+    fn the_smallest_blobs_make_a_valid_engine_config() {
+        let mut c = Config::embedded_default(Path::new("/tmp/x"));
+        c.engine.blob_size_bytes = 1 << 20;
+        c.check().expect("valid");
+        crate::core::shard_config(&c).check();
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let base = "node_id = \"a\"\n[[disks]]\nid = 0\npath = \"/d0\"\ntier = \"capacity\"\n";
         let e = Config::parse(&format!("{base}bogus = 1\n"), Path::new("c.toml")).expect_err("unknown key");

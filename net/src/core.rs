@@ -132,7 +132,8 @@ impl std::fmt::Debug for CoreStart {
 
 pub(crate) type Shards = Rc<RefCell<HashMap<u32, Rc<Shard<AnyIo>>>>>;
 
-fn shard_cfg(cfg: &Config) -> ShardConfig {
+/// The engine settings of every shard, from the configuration.
+pub(crate) fn shard_config(cfg: &Config) -> ShardConfig {
     ShardConfig {
         blob_size_bytes: cfg.engine.blob_size_bytes,
         object_size_max_bytes: cfg.limits.object_bytes_max,
@@ -142,7 +143,8 @@ fn shard_cfg(cfg: &Config) -> ShardConfig {
         // Room for deletes on a full disk: 1/64 of a blob, at least 1 MiB (256 tombstones),
         // at most a quarter of a blob. Space is only reclaimed by compaction (issue 6).
         tombstone_reserve_bytes: (cfg.engine.blob_size_bytes / 64)
-            .clamp(1 << 20, cfg.engine.blob_size_bytes / 4)
+            .max(1 << 20)
+            .min(cfg.engine.blob_size_bytes / 4)
             / 4096
             * 4096,
         shard_size_max_bytes: if cfg.engine.disk_bytes_max == 0 {
@@ -193,7 +195,7 @@ async fn core_main(start: CoreStart) {
     let mut reports = Vec::new();
     for spec in &disks {
         let one = [ShardSpec { id: spec.id, dir: spec.path.clone(), weight: 1.0 }];
-        let (set, mut rep) = podstore_engine::ShardSet::open(io.clone(), shard_cfg(cfg), &one).await;
+        let (set, mut rep) = podstore_engine::ShardSet::open(io.clone(), shard_config(cfg), &one).await;
         if let Some(s) = set.shards().first() {
             shards.borrow_mut().insert(s.id(), s.clone());
         }
