@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
@@ -23,6 +24,9 @@ use crate::range::RangeAnswer;
 
 /// Largest read buffer of one connection (unless the header limit needs more).
 const READ_BUF_MAX_BYTES: usize = 64 << 10;
+
+/// PUT bodies up to this size are read whole before they go to the owning core.
+const SMALL_BODY_MAX_BYTES: u64 = 64 << 10;
 
 /// The `Server` header.
 pub const SERVER: &str = concat!("podstore/", env!("CARGO_PKG_VERSION"));
@@ -405,9 +409,16 @@ async fn put(
                 })?,
         ),
     };
-    let (tx, rx) = mpsc::channel(PIECES_IN_FLIGHT_MAX);
+    // A small body is read whole first and handed over in one message (fewer cross-core
+    // wake-ups); a large one streams to the owning core as it arrives.
+    let small = len <= SMALL_BODY_MAX_BYTES;
+    let (tx, rx) = mpsc::channel(if small { 2 } else { PIECES_IN_FLIGHT_MAX });
     let (reply_tx, reply_rx) = oneshot::channel();
-    send(shared, owner, CoreMsg::Put { shard, key, content_type, len, body: rx, reply: reply_tx }).await?;
+    let mut msg = Some(CoreMsg::Put { shard, key, content_type, len, body: rx, reply: reply_tx });
+    if !small {
+        send(shared, owner, msg.take().expect("not sent yet")).await?;
+    }
+    let mut whole = if small { Some(Vec::with_capacity(len as usize)) } else { None };
     let mut body = req.into_body();
     let mut md5 = want_md5.map(|_| md5::Md5::new());
     let mut received = 0u64;
@@ -444,7 +455,9 @@ async fn put(
         if let Some(m) = md5.as_mut() {
             m.update(&data);
         }
-        if tx.send(BodyMsg::Data(data)).await.is_err() {
+        if let Some(w) = whole.as_mut() {
+            w.extend_from_slice(&data);
+        } else if tx.send(BodyMsg::Data(data)).await.is_err() {
             break; // the core gave up (disk full, fenced...): its reply says why
         }
     }
@@ -453,8 +466,26 @@ async fn put(
         (Some(m), Some(want)) => m.finalize()[..] == want[..],
         _ => true,
     };
-    let _ = tx.send(BodyMsg::End { ok: complete && digest_ok }).await;
-    drop(tx);
+    if let Some(w) = whole {
+        if !(complete && digest_ok) {
+            return Err(match failed {
+                Some(why) => err(StatusCode::BAD_REQUEST, "incomplete_body", why),
+                None => err(
+                    StatusCode::BAD_REQUEST,
+                    "bad_digest",
+                    "the body does not match Content-MD5; nothing was stored",
+                ),
+            });
+        }
+        // Room for both was made when the channel was created.
+        let _ = tx.try_send(BodyMsg::Data(Bytes::from(w)));
+        let _ = tx.try_send(BodyMsg::End { ok: true });
+        drop(tx);
+        send(shared, owner, msg.take().expect("not sent yet")).await?;
+    } else {
+        let _ = tx.send(BodyMsg::End { ok: complete && digest_ok }).await;
+        drop(tx);
+    }
     let outcome = reply_rx.await.map_err(|_| gone())?;
     let done = outcome.map_err(engine_error)?;
     if let Some(why) = failed {
