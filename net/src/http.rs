@@ -100,7 +100,7 @@ pub async fn accept_loop(
         conns.open.set(conns.open.get() + 1);
         let (shared, conns) = (shared.clone(), conns.clone());
         tokio::task::spawn_local(async move {
-            serve_connection(core, shared.clone(), stream, stop_rx).await;
+            serve_connection(shared.clone(), stream, stop_rx).await;
             shared.connections.fetch_sub(1, Ordering::Relaxed);
             conns.open.set(conns.open.get() - 1);
             conns.closed.notify_waiters();
@@ -109,7 +109,6 @@ pub async fn accept_loop(
 }
 
 async fn serve_connection(
-    core: usize,
     shared: Arc<Shared>,
     stream: tokio::net::TcpStream,
     mut stop: watch::Receiver<bool>,
@@ -133,7 +132,7 @@ async fn serve_connection(
             let (last_active, in_flight) = (last_active.clone(), in_flight.clone());
             in_flight.set(in_flight.get() + 1);
             async move {
-                let resp = handle(core, &shared, req).await;
+                let resp = handle(&shared, req).await;
                 in_flight.set(in_flight.get() - 1);
                 last_active.set(Instant::now());
                 Ok::<_, std::convert::Infallible>(resp)
@@ -236,11 +235,11 @@ fn op_name(m: &Method) -> &'static str {
     }
 }
 
-async fn handle(core: usize, shared: &Arc<Shared>, req: Request<Incoming>) -> Response<RespBody> {
+async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<RespBody> {
     let started = Instant::now();
     let op = op_name(req.method());
     let head = req.method() == Method::HEAD;
-    let resp = match route(core, shared, req).await {
+    let resp = match route(shared, req).await {
         Ok(r) => r,
         Err(e) => e.into_response(head),
     };
@@ -251,11 +250,7 @@ async fn handle(core: usize, shared: &Arc<Shared>, req: Request<Incoming>) -> Re
     resp
 }
 
-async fn route(
-    core: usize,
-    shared: &Arc<Shared>,
-    req: Request<Incoming>,
-) -> Result<Response<RespBody>, ApiError> {
+async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Result<Response<RespBody>, ApiError> {
     let path = req.uri().path().to_string();
     if let Some(node) = path.strip_prefix("/_/") {
         if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -303,7 +298,6 @@ async fn route(
         .shard_core
         .get(&shard)
         .ok_or_else(|| err(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "disk not available"))?;
-    let _ = core;
     match method {
         Method::PUT => put(shared, owner, shard, key, req).await,
         Method::DELETE => delete(shared, owner, shard, key).await,

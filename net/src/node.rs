@@ -196,7 +196,9 @@ pub fn run(cfg: Config) -> Result<(), String> {
         loop {
             tokio::select! {
                 r = rrx.recv(), if reported < ncores => {
-                    let Some(r) = r else { reported = ncores; continue };
+                    let Some(r) = r else {
+                        return Err("a core thread stopped during startup; see the errors above".to_string());
+                    };
                     reported += 1;
                     if let Some(why) = &r.backend.fallback_reason {
                         tracing::warn!("core {}: disk I/O through {} ({why})", r.core, r.backend.name);
