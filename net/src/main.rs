@@ -110,9 +110,15 @@ fn serve(config: Option<PathBuf>, data_dir: PathBuf) -> Result<(), String> {
     let cfg = match config {
         Some(p) => Config::load(&p).map_err(|e| e.to_string())?,
         None => {
-            let cfg = Config::embedded_default(&data_dir);
-            for d in &cfg.disks {
+            let mut cfg = Config::embedded_default(&data_dir);
+            for d in &mut cfg.disks {
                 std::fs::create_dir_all(&d.path).map_err(|e| format!("{}: {e}", d.path.display()))?;
+                // The embedded default is for trying podstore out: where the filesystem has no
+                // O_DIRECT, it runs buffered (development only) and says so.
+                if let Err(e) = podstore_disks::probe_direct_io(&d.path) {
+                    tracing::warn!("{e}; the embedded default uses buffered I/O there (development only)");
+                    d.cache = podstore_net::config::CacheConf::Buffered;
+                }
             }
             tracing::info!("no --config: embedded default, data under {}", data_dir.display());
             cfg
