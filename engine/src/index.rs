@@ -207,11 +207,6 @@ impl Index {
     pub fn overflow_entries(&self) -> impl Iterator<Item = (&[u8], Loc)> + '_ {
         self.overflow.iter().map(|(k, l)| (&k[..], *l))
     }
-
-    /// Reserves room for `n` more main entries.
-    pub fn reserve(&mut self, n: usize) {
-        self.main.reserve(n);
-    }
 }
 
 #[cfg(test)]
