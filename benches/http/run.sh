@@ -42,7 +42,7 @@ trap cleanup EXIT
 mkdir -p "$work/mnt"
 where="a temp directory on $(df --output=source,fstype "$work" | tail -1 | xargs) (not root: no loop device)"
 if [ "$(id -u)" = 0 ]; then
-  truncate -s 48G "$work/disk.img"
+  truncate -s 64G "$work/disk.img"
   dev=$(losetup -f --show --direct-io=on "$work/disk.img")
   mkfs.xfs -q -f "$dev"
   mount "$dev" "$work/mnt"
@@ -121,10 +121,21 @@ read ps4 ps4p99 _ < <(wrk_get "http://127.0.0.1:$PS" /bench/s $N4K)
 read ng4 ng4p99 _ < <(wrk_get "http://127.0.0.1:$NG" /bench/s $N4K)
 read _ _ ps1m < <(wrk_get "http://127.0.0.1:$PS" /bench/m $N1M)
 read _ _ ng1m < <(wrk_get "http://127.0.0.1:$NG" /bench/m $N1M)
-psput1=$("$LOAD" --addr 127.0.0.1:$PS --prefix /bench/p1 --count $PUT1M --size 1048576 --conns 16 | val mib_per_s)
-ngput1=$("$LOAD" --addr 127.0.0.1:$NG --prefix /bench/p1 --count $PUT1M --size 1048576 --conns 16 | val mib_per_s)
-psput4=$("$LOAD" --addr 127.0.0.1:$PS --prefix /bench/p4 --count $PUT4K --size 4096 --conns 64 | val req_per_s)
-ngput4=$("$LOAD" --addr 127.0.0.1:$NG --prefix /bench/p4 --count $PUT4K --size 4096 --conns 64 | val req_per_s)
+# Durable PUTs. Each server starts from a clean page cache (sync), so neither pays for the
+# other's writeback. nginx's PUT does not fsync: while what it has written fits under the
+# kernel's dirty limit it runs at memory speed (the "burst" row), and only a volume well past
+# that limit shows what it sustains on the disk (the row the target applies to).
+dirty_kib=$(awk -v r="$(cat /proc/sys/vm/dirty_ratio)" '/MemAvailable/ {print int($2 * r / 100)}' /proc/meminfo)
+db=$(cat /proc/sys/vm/dirty_bytes); [ "$db" -gt 0 ] && dirty_kib=$((db / 1024))
+if [ $quick = 1 ]; then SUST1M=600; else SUST1M=$(( dirty_kib * 3 / 2 / 1024 )); [ $SUST1M -lt 3000 ] && SUST1M=3000; fi
+put_mib() { sync; "$LOAD" --addr 127.0.0.1:$1 --prefix "$2" --count "$3" --size 1048576 --conns 16 | val mib_per_s; }
+psburst=$(put_mib $PS /bench/p1 $PUT1M)
+ngburst=$(put_mib $NG /bench/p1 $PUT1M)
+psput1=$(put_mib $PS /bench/ps $SUST1M)
+ngput1=$(put_mib $NG /bench/ps $SUST1M)
+sync
+psput4=$(sync; "$LOAD" --addr 127.0.0.1:$PS --prefix /bench/p4 --count $PUT4K --size 4096 --conns 64 | val req_per_s)
+ngput4=$(sync; "$LOAD" --addr 127.0.0.1:$NG --prefix /bench/p4 --count $PUT4K --size 4096 --conns 64 | val req_per_s)
 
 # Memory: the resident set's peak while many clients stream a large PUT each at once.
 peak=0
@@ -144,7 +155,8 @@ echo "|---|---|---|---|---|---|"
 r=$(ratio $ps4 $ng4); echo "| GET 4 KiB, random over $N4K objects, 64 connections | $ps4 req/s | $ng4 req/s | $r | at least 1.0 | $(verdict $r 1.0) |"
 r=$(ratio $ng4p99 $ps4p99); echo "| GET 4 KiB p99 latency | $ps4p99 ms | $ng4p99 ms | $r (nginx/podstore) | at least 1.0 | $(verdict $r 1.0) |"
 r=$(ratio $ps1m $ng1m); echo "| GET 1 MiB, random over $N1M objects | $ps1m MiB/s | $ng1m MiB/s | $r | at least 1.0 | $(verdict $r 1.0) |"
-r=$(ratio $psput1 $ngput1); echo "| durable PUT 1 MiB, 16 connections | $psput1 MiB/s | $ngput1 MiB/s (no fsync) | $r | at least 1.0 | $(verdict $r 1.0) |"
+r=$(ratio $psburst $ngburst); echo "| durable PUT 1 MiB, 16 connections, burst of $PUT1M MiB | $psburst MiB/s | $ngburst MiB/s (no fsync: page cache) | $r | - | |"
+r=$(ratio $psput1 $ngput1); echo "| durable PUT 1 MiB, 16 connections, $SUST1M MiB (past the dirty limit of $((dirty_kib/1024)) MiB) | $psput1 MiB/s | $ngput1 MiB/s (no fsync) | $r | at least 1.0 | $(verdict $r 1.0) |"
 r=$(ratio $psput4 $ngput4); echo "| durable PUT 4 KiB, 64 connections | $psput4 req/s | $ngput4 req/s (no fsync) | $r | at least 1.0 | $(verdict $r 1.0) |"
 lim=$((512*1024 + index))
 echo "| RSS peak, $MEMCLIENTS clients each streaming a $((MEMSIZE>>20)) MiB PUT | $((peak/1024)) MiB | - | - | under $((lim/1024)) MiB (512 MiB + index) | $([ $peak -lt $lim ] && echo meets || echo above) |"
