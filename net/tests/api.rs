@@ -290,17 +290,21 @@ fn sigterm_drains_and_a_restart_keeps_everything() {
     let mut node = Node::start("restart", "");
     let mut rng = fastrand::Rng::with_seed(9);
     let mut expect = Vec::new();
-    for i in 0..600 {
-        let n = match i % 10 {
-            0 => rng.usize(200_000..1_500_000),
-            1 => 0,
+    // Thousands of objects: mostly small, some empty, some past the one-read GET size and
+    // some spanning several write buffers.
+    const OBJECTS: usize = 3000;
+    for i in 0..OBJECTS {
+        let n = match i % 50 {
+            0 => rng.usize(2_500_000..4_500_000),
+            1..=3 => rng.usize(200_000..1_500_000),
+            4 => 0,
             _ => rng.usize(1..20_000),
         };
         let v = body(n, i as u8);
         assert_eq!(node.req("PUT", &format!("/restart/obj-{i}"), &[], &v).status, 201);
         expect.push(Some(v));
     }
-    for i in (0..600).step_by(7) {
+    for i in (0..OBJECTS).step_by(7) {
         assert_eq!(node.req("DELETE", &format!("/restart/obj-{i}"), &[], b"").status, 204);
         expect[i] = None;
     }
