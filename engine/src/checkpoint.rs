@@ -19,7 +19,9 @@
 //!     48    8 main entry count M
 //!     56    8 overflow entry count O
 //!     64    8 quarantine entry count Q
-//!     72   52 zero
+//!     72    8 clock: the node clock's newest stamp when the snapshot was taken (every
+//!             version in the shard is at most this)
+//!     80   44 zero
 //!    124    4 CRC32C of bytes 0..124
 //!   128 3968 zero
 //! body, from offset 4096, then zero padding to a multiple of 4096
@@ -100,6 +102,8 @@ pub struct Quarantined {
 pub struct Checkpoint {
     pub shard_id: u32,
     pub max_seq: u64,
+    /// Upper bound of the versions' clock part in the shard.
+    pub max_hlc: u64,
     pub blobs: Vec<CkptBlob>,
     pub in_flight: Vec<u64>,
     pub main: Vec<(u64, u64)>,
@@ -212,6 +216,7 @@ impl Checkpoint {
         out[48..56].copy_from_slice(&(self.main.len() as u64).to_le_bytes());
         out[56..64].copy_from_slice(&(self.overflow.len() as u64).to_le_bytes());
         out[64..72].copy_from_slice(&(self.quarantine.len() as u64).to_le_bytes());
+        out[72..80].copy_from_slice(&self.max_hlc.to_le_bytes());
         let crc = crc32c::crc32c(&out[0..124]);
         out[124..128].copy_from_slice(&crc.to_le_bytes());
         out.extend_from_slice(&body);
@@ -254,6 +259,7 @@ impl Checkpoint {
         let nmain = r.u64()?;
         let nover = r.u64()?;
         let nquar = r.u64()?;
+        let max_hlc = r.u64()?;
         let body_end = (CKPT_HEADER_BYTES as u64).checked_add(body_len).ok_or(CkptError::Short)?;
         if (b.len() as u64) < body_end {
             return Err(CkptError::Short);
@@ -272,7 +278,7 @@ impl Checkpoint {
             return Err(CkptError::Field("counts"));
         }
         let mut r = Rd { b: body, at: 0 };
-        let mut ck = Checkpoint { shard_id, max_seq, ..Default::default() };
+        let mut ck = Checkpoint { shard_id, max_seq, max_hlc, ..Default::default() };
         ck.blobs.reserve(nblobs as usize);
         for _ in 0..nblobs {
             let id = r.u32()?;
@@ -328,6 +334,7 @@ mod tests {
         Checkpoint {
             shard_id: 4,
             max_seq: 99,
+            max_hlc: 0x55_0000,
             blobs: vec![
                 CkptBlob { id: 0, dedicated: false, size_bytes: 1 << 20, tail: 8192, scan_from: 4096 },
                 // A sealed blob: nothing in flight, so recovery starts at its end.

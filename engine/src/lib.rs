@@ -21,10 +21,13 @@ mod recovery;
 mod scan;
 mod shard;
 mod shard_set;
+pub mod version;
 
 pub use error::{Error, Result};
 pub use recovery::RecoveryReport;
 pub use shard::{
-    validate, Chunk, ObjectMeta, ObjectReader, PutDone, PutWriter, Shard, ShardConfig, ShardStats,
+    validate, Chunk, DeleteDone, ObjectMeta, ObjectReader, PutDone, PutWriter, Shard, ShardConfig,
+    ShardStats, Stamp,
 };
 pub use shard_set::{KeyVersion, ShardSet, ShardSpec};
+pub use version::{Clock, Version};

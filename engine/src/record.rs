@@ -25,7 +25,10 @@
 //!     48    8 record length, bytes (multiple of 4096, everything above included)
 //!     56    2 key length (1..=1024)
 //!     58    1 content type length (0..=255)
-//!     59   65 zero (reserved: replication version and origin)
+//!     59    5 zero
+//!     64    8 version: hybrid logical clock (ms << 16 | counter), see version.rs
+//!     72    8 version: origin (the node that accepted the write)
+//!     80   44 zero
 //!    124    4 CRC32C of header bytes 0..124, then the key, then the content type
 //!
 //! footer, directly after the data (unaligned), little-endian
@@ -79,6 +82,8 @@ pub struct Header {
     pub record_len: u64,
     pub key_len: u16,
     pub content_type_len: u8,
+    /// The write's version, the same on every copy.
+    pub version: crate::Version,
 }
 
 /// Why bytes are not a valid record part.
@@ -174,6 +179,8 @@ impl Header {
         b[48..56].copy_from_slice(&self.record_len.to_le_bytes());
         b[56..58].copy_from_slice(&self.key_len.to_le_bytes());
         b[58] = self.content_type_len;
+        b[64..72].copy_from_slice(&self.version.hlc.to_le_bytes());
+        b[72..80].copy_from_slice(&self.version.origin.to_le_bytes());
         b[HEADER_BYTES..HEADER_BYTES + key.len()].copy_from_slice(key);
         b[HEADER_BYTES + key.len()..ds].copy_from_slice(content_type);
         let mut crc = crc32c::crc32c(&b[0..124]);
@@ -219,8 +226,9 @@ impl Header {
             record_len: le_u64(b, 48),
             key_len,
             content_type_len: ct_len,
+            version: crate::Version { hlc: le_u64(b, 64), origin: le_u64(b, 72) },
         };
-        if b[59..124].iter().any(|&x| x != 0) {
+        if b[59..64].iter().chain(&b[80..124]).any(|&x| x != 0) {
             return Err(FormatError::Field("reserved"));
         }
         if h.flags & !(FLAG_TOMBSTONE | FLAG_VOID) != 0 {
@@ -394,6 +402,7 @@ mod tests {
             record_len: record_len(3, 10, object_len),
             key_len: 3,
             content_type_len: 10,
+            version: crate::Version { hlc: 0x1234_5678_9abc, origin: 77 },
         }
     }
 

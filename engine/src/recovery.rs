@@ -152,6 +152,8 @@ impl<I: Io> Shard<I> {
         let ck_blobs: HashMap<u32, &crate::checkpoint::CkptBlob> =
             ck.blobs.iter().map(|b| (b.id, b)).collect();
         let mut max_seq = ck.max_seq;
+        let clock = shard.cfg.clock.clone();
+        clock.observe(ck.max_hlc);
         let mut items: Vec<(u64, TailItem)> = Vec::new();
         let mut changed = removed_tmp;
         for (bid, dedicated) in on_disk {
@@ -182,6 +184,7 @@ impl<I: Io> Shard<I> {
                 match f {
                     Found::Record { offset, header, key, .. } => {
                         max_seq = max_seq.max(header.seq);
+                        clock.observe(header.version.hlc);
                         items.push((
                             header.seq,
                             TailItem::Valid {
@@ -195,6 +198,7 @@ impl<I: Io> Shard<I> {
                     }
                     Found::BadBody { offset, header, key } if offset < end => {
                         max_seq = max_seq.max(header.seq);
+                        clock.observe(header.version.hlc);
                         items.push((
                             header.seq,
                             TailItem::Bad { blob: bid, offset, record_len: header.record_len, key },

@@ -29,7 +29,7 @@ use crate::record::{
     CONTENT_TYPE_MAX_BYTES, FLAG_TOMBSTONE, FLAG_VOID, KEY_MAX_BYTES,
 };
 use crate::scan::HEADER_READ_BYTES;
-use crate::{Error, Result};
+use crate::{Error, Result, Version};
 
 /// Limits and sizes of one shard.
 #[derive(Debug, Clone)]
@@ -61,6 +61,8 @@ pub struct ShardConfig {
     pub checkpoint_every_records: u64,
     /// ... or this many bytes of records.
     pub checkpoint_every_bytes: u64,
+    /// The node's clock: stamps local writes, and observes every version found on the disk.
+    pub clock: std::sync::Arc<crate::Clock>,
 }
 
 impl Default for ShardConfig {
@@ -78,6 +80,7 @@ impl Default for ShardConfig {
             read_only: false,
             checkpoint_every_records: 1 << 20,
             checkpoint_every_bytes: 16 << 30,
+            clock: std::sync::Arc::new(crate::Clock::default()),
         }
     }
 }
@@ -112,6 +115,8 @@ pub struct ObjectMeta {
     /// XXH3-128 of the content: the ETag.
     pub digest: [u8; 16],
     pub seq: u64,
+    /// The write's version, the same on every copy.
+    pub version: Version,
 }
 
 impl ObjectMeta {
@@ -434,15 +439,32 @@ impl<I: Io> Shard<I> {
         Ok(blob)
     }
 
-    /// Starts a streaming PUT of `object_len` bytes. Write the body with
-    /// [`PutWriter::write`], then [`PutWriter::finish`]; the object exists only after
-    /// `finish` returns Ok.
+    /// Starts a streaming PUT of `object_len` bytes, stamped with a new version of this
+    /// node's clock. Write the body with [`PutWriter::write`], then [`PutWriter::finish`]; the
+    /// object exists only after `finish` returns Ok.
     pub async fn put(
         self: &Rc<Self>,
         key: &[u8],
         content_type: &str,
         object_len: u64,
     ) -> Result<PutWriter<I>> {
+        Ok(self
+            .put_stamped(key, content_type, object_len, Stamp::Local)
+            .await?
+            .expect("a local stamp is newest"))
+    }
+
+    /// Starts a streaming PUT with a given stamp. With [`Stamp::Given`] (a copy of another
+    /// appliance's write) it returns `None`, writing nothing, when the shard already holds
+    /// this version of the key or a newer one (an object or a tombstone): the newest write
+    /// wins whatever order copies arrive in.
+    pub async fn put_stamped(
+        self: &Rc<Self>,
+        key: &[u8],
+        content_type: &str,
+        object_len: u64,
+        stamp: Stamp,
+    ) -> Result<Option<PutWriter<I>>> {
         validate(key, content_type)?;
         if object_len > self.cfg.object_size_max_bytes {
             return Err(Error::TooLarge { len: object_len, max: self.cfg.object_size_max_bytes });
@@ -451,7 +473,10 @@ impl<I: Io> Shard<I> {
         let permit = self.write_slot().await;
         let fp = self.fp(key);
         let lock = self.lock_key(fp).await;
-        let (slot, _old) = self.resolve_slot(fp, key).await?;
+        let (slot, old) = self.resolve_slot(fp, key).await?;
+        let Some(version) = self.stamp(stamp, old).await? else {
+            return Ok(None);
+        };
         let rec_len = record::record_len(key.len(), content_type.len(), object_len);
         let (blob, offset, seq) = self.reserve(rec_len, false).await?;
         let header = Header {
@@ -465,13 +490,14 @@ impl<I: Io> Shard<I> {
             record_len: rec_len,
             key_len: key.len() as u16,
             content_type_len: content_type.len() as u8,
+            version,
         };
         let mut buf = self.io.alloc_buf(self.cfg.write_buf_bytes).await;
         buf.clear();
         let ds = header.data_start() as usize;
         buf.set_len(ds);
         header.encode(key, content_type.as_bytes(), buf.as_mut_slice());
-        Ok(PutWriter {
+        Ok(Some(PutWriter {
             shard: self.clone(),
             _permit: permit,
             _lock: lock,
@@ -485,7 +511,34 @@ impl<I: Io> Shard<I> {
             sums: DataSums::new(),
             finished: false,
             broken: false,
-        })
+        }))
+    }
+
+    /// The version a write gets: a new stamp for a local write; for a copy, its own stamp if
+    /// it is newer than what the shard holds for the key (`old`), else None.
+    async fn stamp(&self, stamp: Stamp, old: Option<Loc>) -> Result<Option<Version>> {
+        match stamp {
+            Stamp::Local => Ok(Some(self.cfg.clock.now())),
+            Stamp::Given(v) => {
+                self.cfg.clock.observe(v.hlc);
+                let held = match old {
+                    None => Version::NONE,
+                    // An unreadable record holds nothing worth keeping over a good copy.
+                    Some(l) => self.read_header(l).await?.map(|(h, _, _)| h.version).unwrap_or(Version::NONE),
+                };
+                Ok((v > held).then_some(v))
+            }
+        }
+    }
+
+    /// The version of the key's newest record (object or tombstone), if the shard has one.
+    /// Costs one header read.
+    pub async fn version_of(&self, key: &[u8]) -> Result<Option<(Version, bool)>> {
+        validate(key, "")?;
+        let fp = self.fp(key);
+        let (_, old) = self.resolve_slot(fp, key).await?;
+        let Some(l) = old else { return Ok(None) };
+        Ok(self.read_header(l).await?.ok().map(|(h, _, _)| (h.version, h.is_tombstone())))
     }
 
     /// Stores a whole object from memory (a convenience over [`Shard::put`]).
@@ -525,6 +578,20 @@ impl<I: Io> Shard<I> {
 
     /// Deletes a key with a tombstone record. Returns whether an object existed.
     pub async fn delete(self: &Rc<Self>, key: &[u8]) -> Result<bool> {
+        Ok(self.delete_stamped(key, Stamp::Local, false).await?.existed)
+    }
+
+    /// Deletes a key with a tombstone stamped as `stamp` says. A local delete of a key the
+    /// shard does not hold writes a tombstone only if `always` (a replica set needs it, so the
+    /// delete reaches peers that hold the key); a copy of another appliance's delete writes
+    /// one whenever it is newer than what the shard holds, so an older copy arriving later
+    /// can't resurrect the object.
+    pub async fn delete_stamped(
+        self: &Rc<Self>,
+        key: &[u8],
+        stamp: Stamp,
+        always: bool,
+    ) -> Result<DeleteDone> {
         validate(key, "")?;
         self.check_writable()?;
         let _permit = self.write_slot().await;
@@ -533,9 +600,13 @@ impl<I: Io> Shard<I> {
         let (slot, old) = self.resolve_slot(fp, key).await?;
         let quarantined = self.quarantined_keys.borrow().contains_key(key);
         let existed = old.is_some_and(|l| !l.is_tombstone());
-        if !existed && !quarantined {
-            return Ok(false);
+        let local = matches!(stamp, Stamp::Local);
+        if local && !existed && !quarantined && !always {
+            return Ok(DeleteDone { existed, version: None });
         }
+        let Some(version) = self.stamp(stamp, old).await? else {
+            return Ok(DeleteDone { existed, version: None });
+        };
         let rec_len = record::record_len(key.len(), 0, 0);
         let (blob, offset, seq) = self.reserve(rec_len, true).await?;
         let header = Header {
@@ -549,6 +620,7 @@ impl<I: Io> Shard<I> {
             record_len: rec_len,
             key_len: key.len() as u16,
             content_type_len: 0,
+            version,
         };
         let mut buf = self.io.alloc_buf(rec_len as usize).await;
         buf.clear();
@@ -562,7 +634,7 @@ impl<I: Io> Shard<I> {
         r?;
         self.commit_index(slot, fp, key, Loc::new(blob.id, offset, rec_len, true), rec_len);
         self.counters.borrow_mut().deletes += 1;
-        Ok(existed)
+        Ok(DeleteDone { existed, version: Some(version) })
     }
 
     /// Writes a buffer, fencing on failure.
@@ -710,6 +782,7 @@ impl<I: Io> Shard<I> {
             created_ms: h.created_ms,
             digest: footer.digest,
             seq: h.seq,
+            version: h.version,
         };
         Ok(Opened::Reader(Box::new(ObjectReader {
             shard: self.clone(),
@@ -749,6 +822,7 @@ impl<I: Io> Shard<I> {
         Checkpoint {
             shard_id: self.id,
             max_seq: self.next_seq.get() - 1,
+            max_hlc: self.cfg.clock.last(),
             blobs: blobs
                 .values()
                 .map(|b| CkptBlob {
@@ -874,10 +948,30 @@ enum Opened<I: Io> {
     Bad(FormatError, u64),
 }
 
+/// How a write is stamped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stamp {
+    /// A write accepted here: a new version of this node's clock.
+    Local,
+    /// A copy of a write accepted elsewhere, with that write's version.
+    Given(Version),
+}
+
+/// The result of a delete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeleteDone {
+    /// An object existed before.
+    pub existed: bool,
+    /// The tombstone's version, if one was written.
+    pub version: Option<Version>,
+}
+
 /// The result of a committed PUT.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PutDone {
     pub seq: u64,
+    /// The write's version.
+    pub version: Version,
     /// XXH3-128 of the content (the ETag).
     pub digest: [u8; 16],
     pub record_len: u64,
@@ -987,7 +1081,12 @@ impl<I: Io> PutWriter<I> {
         let loc = Loc::new(self.blob.id, self.header.offset, self.header.record_len, false);
         self.shard.commit_index(self.slot, self.fp, &self.key, loc, self.header.record_len);
         self.shard.counters.borrow_mut().puts += 1;
-        Ok(PutDone { seq: self.header.seq, digest: footer.digest, record_len: self.header.record_len })
+        Ok(PutDone {
+            seq: self.header.seq,
+            version: self.header.version,
+            digest: footer.digest,
+            record_len: self.header.record_len,
+        })
     }
 
     /// Abandons the write and marks its space void on disk (best effort: if the mark is lost

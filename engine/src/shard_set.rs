@@ -26,6 +26,8 @@ pub struct ShardSpec {
 pub struct KeyVersion {
     pub key: Vec<u8>,
     pub seq: u64,
+    /// The write's version, the same on every copy.
+    pub version: crate::Version,
     pub tombstone: bool,
     pub object_len: u64,
     /// XXH3-128 of the content (zeros for a tombstone's empty content).
@@ -156,6 +158,7 @@ impl<I: Io> Shard<I> {
                     f(KeyVersion {
                         key,
                         seq: header.seq,
+                        version: header.version,
                         tombstone: header.is_tombstone(),
                         object_len: header.object_len,
                         digest,

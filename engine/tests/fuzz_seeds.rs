@@ -21,6 +21,7 @@ fn record(key: &[u8], ct: &[u8], data_len: u64, tombstone: bool) -> Vec<u8> {
         record_len: record_len(key.len(), ct.len(), data_len),
         key_len: key.len() as u16,
         content_type_len: ct.len() as u8,
+        version: podstore_engine::Version { hlc: 1_764_000_000_000 << 16 | 3, origin: 0xabcd },
     };
     let mut b = vec![0u8; h.data_start() as usize];
     h.encode(key, ct, &mut b);
@@ -34,6 +35,7 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     let ck = Checkpoint {
         shard_id: 3,
         max_seq: 500,
+        max_hlc: 1_764_000_000_000 << 16,
         blobs: vec![CkptBlob { id: 0, dedicated: false, size_bytes: 1 << 20, tail: 65536, scan_from: 32768 }],
         in_flight: vec![499],
         main: vec![(0xdead_beef, 0x1234_5678), (42, 0x10_0000_0001)],

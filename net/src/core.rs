@@ -97,6 +97,8 @@ pub struct Shared {
     pub connections: AtomicUsize,
     pub heartbeats: Vec<AtomicU64>,
     pub recovery_ms: AtomicU64,
+    /// The node's clock: versions of the writes it accepts.
+    pub clock: Arc<podstore_engine::Clock>,
 }
 
 /// Most messages waiting in one core's inbox.
@@ -133,8 +135,9 @@ impl std::fmt::Debug for CoreStart {
 pub(crate) type Shards = Rc<RefCell<HashMap<u32, Rc<Shard<AnyIo>>>>>;
 
 /// The engine settings of every shard, from the configuration.
-pub(crate) fn shard_config(cfg: &Config) -> ShardConfig {
+pub(crate) fn shard_config(cfg: &Config, clock: Arc<podstore_engine::Clock>) -> ShardConfig {
     ShardConfig {
+        clock,
         blob_size_bytes: cfg.engine.blob_size_bytes,
         object_size_max_bytes: cfg.limits.object_bytes_max,
         writes_in_flight_max: cfg.engine.writes_in_flight_max,
@@ -195,7 +198,8 @@ async fn core_main(start: CoreStart) {
     let mut reports = Vec::new();
     for spec in &disks {
         let one = [ShardSpec { id: spec.id, dir: spec.path.clone(), weight: 1.0 }];
-        let (set, mut rep) = podstore_engine::ShardSet::open(io.clone(), shard_config(cfg), &one).await;
+        let (set, mut rep) =
+            podstore_engine::ShardSet::open(io.clone(), shard_config(cfg, shared.clock.clone()), &one).await;
         if let Some(s) = set.shards().first() {
             shards.borrow_mut().insert(s.id(), s.clone());
         }

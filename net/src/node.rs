@@ -131,6 +131,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
         connections: AtomicUsize::new(0),
         heartbeats: (0..ncores).map(|_| AtomicU64::new(0)).collect(),
         recovery_ms: AtomicU64::new(0),
+        clock: Arc::new(podstore_engine::Clock::new(podstore_engine::version::origin_of(&cfg.node_id))),
     });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<CoreReady>();

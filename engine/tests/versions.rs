@@ -1,0 +1,119 @@
+//! Versions: the newest write wins whatever order copies arrive in, a tombstone keeps an older
+//! copy from coming back, and a node's clock never falls behind a version on its disks.
+
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use podstore_disks::{SimDisk, SimFaults};
+use podstore_engine::{Clock, Shard, ShardConfig, Stamp, Version};
+
+fn cfg(clock: Arc<Clock>) -> ShardConfig {
+    ShardConfig {
+        blob_size_bytes: 256 << 10,
+        write_buf_bytes: 16 << 10,
+        scan_window_bytes: 64 << 10,
+        object_size_max_bytes: 8 << 20,
+        tombstone_reserve_bytes: 16 << 10,
+        clock,
+        ..ShardConfig::default()
+    }
+}
+
+fn run<F: std::future::Future<Output = ()>>(f: F) {
+    let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    tokio::task::LocalSet::new().block_on(&rt, f);
+}
+
+async fn copy(shard: &Rc<Shard<SimDisk>>, key: &[u8], body: &[u8], v: Version) -> bool {
+    match shard.put_stamped(key, "", body.len() as u64, Stamp::Given(v)).await.expect("put copy") {
+        Some(mut w) => {
+            w.write(body).await.expect("write");
+            assert_eq!(w.finish().await.expect("finish").version, v);
+            true
+        }
+        None => false,
+    }
+}
+
+async fn body(shard: &Rc<Shard<SimDisk>>, key: &[u8]) -> Option<(Vec<u8>, Version)> {
+    let mut r = shard.get(key).await.expect("get")?;
+    let v = r.meta.version;
+    Some((r.read_all().await.expect("read"), v))
+}
+
+fn v(ms: u64, origin: u64) -> Version {
+    Version { hlc: ms << 16, origin }
+}
+
+#[test]
+fn copies_in_any_order_leave_the_newest() {
+    run(async {
+        let disk = SimDisk::new(1, SimFaults::default());
+        let clock = Arc::new(Clock::new(1));
+        let (shard, _) =
+            Shard::open(disk.clone(), cfg(clock.clone()), Path::new("/d"), 0).await.expect("open");
+        // Newer first, then older: the older is refused and nothing is written.
+        assert!(copy(&shard, b"k", b"new", v(2_000, 5)).await);
+        let records = shard.stats().objects;
+        assert!(!copy(&shard, b"k", b"old", v(1_000, 5)).await);
+        assert!(!copy(&shard, b"k", b"same", v(2_000, 5)).await, "the same version twice is one write");
+        assert_eq!(shard.stats().objects, records);
+        assert_eq!(body(&shard, b"k").await, Some((b"new".to_vec(), v(2_000, 5))));
+        // A tie on the clock goes to the larger origin, the same on every appliance.
+        assert!(copy(&shard, b"k", b"tie", v(2_000, 6)).await);
+        assert!(!copy(&shard, b"k", b"tie-lower", v(2_000, 4)).await);
+        assert_eq!(body(&shard, b"k").await.map(|b| b.0), Some(b"tie".to_vec()));
+
+        // A copied delete newer than the object removes it; an older copy of the object
+        // arriving afterwards does not bring it back, nor does a copy of an older delete.
+        let d = shard.delete_stamped(b"k", Stamp::Given(v(3_000, 5)), false).await.expect("delete copy");
+        assert_eq!((d.existed, d.version), (true, Some(v(3_000, 5))));
+        assert!(!copy(&shard, b"k", b"stale", v(2_500, 7)).await);
+        assert_eq!(body(&shard, b"k").await, None);
+        let d = shard.delete_stamped(b"k", Stamp::Given(v(2_900, 5)), false).await.expect("old delete");
+        assert_eq!(d.version, None);
+        assert_eq!(shard.version_of(b"k").await.expect("version"), Some((v(3_000, 5), true)));
+        // A newer write after the delete is accepted.
+        assert!(copy(&shard, b"k", b"reborn", v(4_000, 5)).await);
+        // A delete copy for a key never seen still leaves a tombstone (it may be older copies'
+        // only guard), and a local delete of an absent key writes one only when asked.
+        let d = shard.delete_stamped(b"never", Stamp::Given(v(5_000, 5)), false).await.expect("delete");
+        assert_eq!((d.existed, d.version), (false, Some(v(5_000, 5))));
+        assert!(!copy(&shard, b"never", b"x", v(4_999, 9)).await);
+        let d = shard.delete_stamped(b"absent", Stamp::Local, false).await.expect("delete");
+        assert_eq!(d.version, None);
+        let d = shard.delete_stamped(b"absent", Stamp::Local, true).await.expect("delete");
+        assert!(d.version.is_some());
+
+        // Local writes are stamped after every version the clock has seen.
+        let local = shard.put_bytes(b"k", "", b"local").await.expect("local put");
+        assert!(local.version > v(5_000, 5) && local.version.origin == 1);
+
+        // Versions survive a restart, from the checkpoint and from the tail after it.
+        shard.checkpoint().await.expect("checkpoint");
+        assert!(copy(&shard, b"tail", b"t", v(9_000_000_000_000, 3)).await);
+        drop(shard);
+        let mut tail_v = v(9_000_000_000_000, 3);
+        for with_checkpoint in [true, false] {
+            if !with_checkpoint {
+                for p in disk.paths() {
+                    if p.to_string_lossy().ends_with(".ckpt") {
+                        podstore_disks::Io::remove(&disk, &p).await.expect("rm");
+                    }
+                }
+            }
+            // A fresh clock (a restarted process) learns every version from the disk.
+            let fresh = Arc::new(Clock::new(1));
+            let (shard, _) =
+                Shard::open(disk.clone(), cfg(fresh.clone()), Path::new("/d"), 0).await.expect("reopen");
+            assert_eq!(body(&shard, b"k").await, Some((b"local".to_vec(), local.version)));
+            assert_eq!(body(&shard, b"tail").await.map(|b| b.1), Some(tail_v));
+            assert!(fresh.last() >= tail_v.hlc, "with_checkpoint={with_checkpoint}");
+            let next = shard.put_bytes(b"tail", "", b"after restart").await.expect("put");
+            assert!(next.version > tail_v);
+            assert!(!copy(&shard, b"tail", b"t", tail_v).await);
+            tail_v = next.version;
+        }
+    });
+}
