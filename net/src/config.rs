@@ -30,7 +30,58 @@ pub struct Config {
     /// The X-Copies a request gets when it names none.
     #[serde(default = "default_copies")]
     pub default_copies: String,
+    /// The replica set: this node's peers in other datacenters. None: a single appliance.
+    #[serde(default)]
+    pub replication: Option<Replication>,
     pub disks: Vec<DiskConf>,
+}
+
+/// Replication to peer appliances (issue 4; DESIGN.md §3).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Replication {
+    /// The replication port's address (default 127.0.0.1:7071).
+    #[serde(default = "default_repl_listen")]
+    pub listen: SocketAddr,
+    /// This node's datacenter.
+    pub datacenter: String,
+    /// A file readable only by the service holding the replica set's shared secret.
+    pub secret_file: PathBuf,
+    /// Connections each core keeps to each peer.
+    #[serde(default = "default_connections_per_peer")]
+    pub connections_per_peer: usize,
+    /// Time to connect and authenticate to a peer.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// A peer connection with no traffic for this long is checked with a ping and closed if
+    /// the peer does not answer within it.
+    #[serde(default = "default_peer_idle_ms")]
+    pub peer_idle_ms: u64,
+    pub peers: Vec<PeerConf>,
+}
+
+fn default_repl_listen() -> SocketAddr {
+    ([127, 0, 0, 1], 7071).into()
+}
+fn default_connections_per_peer() -> usize {
+    2
+}
+fn default_connect_timeout_ms() -> u64 {
+    2_000
+}
+fn default_peer_idle_ms() -> u64 {
+    10_000
+}
+
+/// One peer appliance.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConf {
+    /// The peer's node_id.
+    pub name: String,
+    pub datacenter: String,
+    /// The peer's replication address.
+    pub address: SocketAddr,
 }
 
 fn default_io_backend() -> String {
@@ -209,6 +260,7 @@ impl Config {
             limits: Limits::default(),
             engine: Engine { blob_size_bytes: 64 << 20, ..Engine::default() },
             default_copies: default_copies(),
+            replication: None,
             disks: (0..4)
                 .map(|i| DiskConf {
                     id: i,
@@ -222,6 +274,11 @@ impl Config {
         }
     }
 
+    /// Appliances holding a copy of every object: this one and its peers.
+    pub fn replica_set_size(&self) -> u32 {
+        1 + self.replication.as_ref().map_or(0, |r| r.peers.len() as u32)
+    }
+
     /// Checks values the types can't.
     pub fn check(&self) -> Result<(), ConfigError> {
         if self.node_id.is_empty() || self.node_id.len() > podstore_disks::label::NODE_ID_MAX_BYTES {
@@ -233,8 +290,52 @@ impl Config {
                 format!("{:?}: expected \"io_uring\" or \"sync\"", self.io_backend),
             ));
         }
-        if !matches!(self.default_copies.as_str(), "any" | "quorum" | "all" | "1") {
-            return Err(invalid("default_copies", "expected any, quorum, all or 1 (a single node)"));
+        if parse_copies(&self.default_copies, self.replica_set_size()).is_none() {
+            return Err(invalid(
+                "default_copies",
+                format!(
+                    "expected any, quorum, all or a number from 1 to {} (the replica set's size)",
+                    self.replica_set_size()
+                ),
+            ));
+        }
+        if let Some(r) = &self.replication {
+            if r.datacenter.is_empty() || r.datacenter.len() > 64 {
+                return Err(invalid("replication.datacenter", "must be 1 to 64 bytes"));
+            }
+            let mut names = std::collections::HashSet::new();
+            for (i, p) in r.peers.iter().enumerate() {
+                if p.name.is_empty() || p.name.len() > podstore_disks::label::NODE_ID_MAX_BYTES {
+                    return Err(invalid(format!("replication.peers[{i}].name"), "must be 1 to 64 bytes"));
+                }
+                if p.name == self.node_id {
+                    return Err(invalid(
+                        format!("replication.peers[{i}].name"),
+                        "is this node's own node_id",
+                    ));
+                }
+                if !names.insert(p.name.clone()) {
+                    return Err(invalid(
+                        format!("replication.peers[{i}].name"),
+                        "the same peer is named twice",
+                    ));
+                }
+                if p.datacenter.is_empty() || p.datacenter.len() > 64 {
+                    return Err(invalid(
+                        format!("replication.peers[{i}].datacenter"),
+                        "must be 1 to 64 bytes",
+                    ));
+                }
+            }
+            for (key, v, lo, hi) in [
+                ("replication.connections_per_peer", r.connections_per_peer as u64, 1, 64),
+                ("replication.connect_timeout_ms", r.connect_timeout_ms, 10, 600_000),
+                ("replication.peer_idle_ms", r.peer_idle_ms, 100, 3_600_000),
+            ] {
+                if v < lo || v > hi {
+                    return Err(invalid(key, format!("{v} is outside {lo}..={hi}")));
+                }
+            }
         }
         if self.disks.is_empty() {
             return Err(invalid("disks", "at least one disk is needed"));
@@ -275,6 +376,20 @@ impl Config {
             return Err(invalid("engine.blob_size_bytes", "must be a multiple of 4096"));
         }
         Ok(())
+    }
+}
+
+/// The copies an `X-Copies` value asks for in a replica set of `n` appliances: `any` 1,
+/// `quorum` a majority, `all` n, or a number from 1 to n. None for anything else.
+pub fn parse_copies(v: &str, n: u32) -> Option<u32> {
+    match v {
+        "any" => Some(1),
+        "quorum" => Some(n / 2 + 1),
+        "all" => Some(n),
+        _ if v.bytes().all(|b| b.is_ascii_digit()) && !v.is_empty() && v.len() <= 3 => {
+            v.parse().ok().filter(|&c| (1..=n).contains(&c))
+        }
+        _ => None,
     }
 }
 

@@ -280,7 +280,7 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         return Ok(r);
     }
     if matches!(method, Method::PUT | Method::DELETE) {
-        copies(req.headers(), &shared.cfg.default_copies)?;
+        copies(req.headers(), &shared.cfg)?;
     }
     if !shared.ready.load(Ordering::Relaxed) {
         return Err(err(
@@ -314,21 +314,21 @@ fn text(status: StatusCode, body: &'static str, head: bool) -> Response<RespBody
 }
 
 /// X-Copies on a single node: any, quorum, all and 1 all mean this node.
-fn copies(h: &HeaderMap, default: &str) -> Result<u32, ApiError> {
+fn copies(h: &HeaderMap, cfg: &crate::config::Config) -> Result<u32, ApiError> {
     let v = match h.get("x-copies") {
-        None => default,
+        None => cfg.default_copies.as_str(),
         Some(v) => {
             v.to_str().map_err(|_| err(StatusCode::BAD_REQUEST, "bad_copies", "X-Copies is not text"))?
         }
     };
-    match v.trim() {
-        "any" | "quorum" | "all" | "1" => Ok(1),
-        _ => Err(err(
+    let n = cfg.replica_set_size();
+    crate::config::parse_copies(v.trim(), n).ok_or_else(|| {
+        err(
             StatusCode::BAD_REQUEST,
             "bad_copies",
-            "X-Copies must be any, quorum, all or a number of appliances no larger than the replica set (1)",
-        )),
-    }
+            format!("X-Copies must be any, quorum, all or a number of appliances no larger than the replica set ({n})"),
+        )
+    })
 }
 
 async fn send(shared: &Shared, core: usize, msg: CoreMsg) -> Result<(), ApiError> {

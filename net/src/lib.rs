@@ -1,5 +1,5 @@
 //! podstore's network layer: the HTTP data API, the admin API and `/metrics`, the node's
-//! cores and their messages, and (later) replication. The `podstore` binary is `main.rs`.
+//! cores and their messages, and replication to peer appliances. The `podstore` binary is `main.rs`.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -11,3 +11,4 @@ pub mod http;
 pub mod names;
 pub mod node;
 pub mod range;
+pub mod repl;

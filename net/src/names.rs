@@ -69,21 +69,28 @@ pub fn percent_decode(s: &str) -> Result<Vec<u8>, NameError> {
 pub fn parse_object_path(path: &str, key_bytes_max: usize) -> Result<ObjectName, NameError> {
     let rest = path.strip_prefix('/').ok_or(NameError::Invalid("path must start with /"))?;
     let (bucket, key) = rest.split_once('/').ok_or(NameError::Invalid("no key in the path"))?;
+    let key = percent_decode(key)?;
+    validate_name(bucket, &key, key_bytes_max)?;
+    Ok(ObjectName { bucket: bucket.to_string(), key })
+}
+
+/// Checks a bucket and a decoded key against API.md's rules (used for requests and for
+/// writes copied from peers alike).
+pub fn validate_name(bucket: &str, key: &[u8], key_bytes_max: usize) -> Result<(), NameError> {
     if !valid_bucket(bucket) {
         return Err(NameError::Invalid("bucket names are 3-63 characters of a-z 0-9 . -"));
     }
-    let key = percent_decode(key)?;
     if key.is_empty() {
         return Err(NameError::Invalid("empty key"));
     }
     if key.len() > key_bytes_max {
         return Err(NameError::Invalid("key too long"));
     }
-    let text = std::str::from_utf8(&key).map_err(|_| NameError::Invalid("key is not UTF-8"))?;
+    let text = std::str::from_utf8(key).map_err(|_| NameError::Invalid("key is not UTF-8"))?;
     if text.chars().any(char::is_control) {
         return Err(NameError::Invalid("key contains a control character"));
     }
-    Ok(ObjectName { bucket: bucket.to_string(), key })
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,0 +1,459 @@
+//! The replication protocol's frames: versioned, length-prefixed, checksummed.
+//!
+//! Every frame starts with a fixed header; a metadata part follows (its length and CRC are in
+//! the header); a PUT's object bytes follow the metadata and end with a trailer that carries
+//! the content digest, so a sender can stream a body it is still receiving.
+//!
+//! ```text
+//! header (40 bytes), little-endian
+//! offset size field
+//!      0    4 magic "PSRP"
+//!      4    1 protocol version = 1
+//!      5    1 type (Kind)
+//!      6    2 zero
+//!      8    8 request id (chosen by the sender of a request; an ACK carries it back)
+//!     16    4 metadata length, bytes (at most META_MAX_BYTES)
+//!     20    4 CRC32C of the metadata
+//!     24    8 data length, bytes (PUT: the object's length; every other kind: 0)
+//!     32    4 zero
+//!     36    4 CRC32C of header bytes 0..36
+//!
+//! metadata by kind (strings are a u16 length then UTF-8 bytes; names as API.md allows)
+//!   HELLO      node name, datacenter, nonce [32]
+//!   CHALLENGE  node name, datacenter, nonce [32], mac [32]
+//!   AUTH       mac [32]
+//!   AUTH_OK    (empty)
+//!   PUT        hlc u64, origin u64, bucket (u8 length), key (u16 length), content type
+//!              (u8 length)
+//!   DELETE     hlc u64, origin u64, bucket (u8 length), key (u16 length)
+//!   ACK        status u8 (0 stored, 1 a newer or the same version was already stored,
+//!              2 failed), message string
+//!   PING, PONG (empty)
+//!   REFUSED    message string (the handshake failed; the connection closes)
+//!
+//! PUT trailer (28 bytes), after the data
+//!      0    4 magic "PSRT"
+//!      4    4 flags: bit 0 abort (the sender could not complete the body: store nothing)
+//!      8   16 XXH3-128 of the data (the ETag)
+//!     24    4 CRC32C of trailer bytes 0..24
+//! ```
+//!
+//! Decoders never panic and never allocate more than the limits allow, whatever the bytes.
+
+use podstore_engine::Version;
+
+pub const MAGIC: u32 = u32::from_le_bytes(*b"PSRP");
+pub const TRAILER_MAGIC: u32 = u32::from_le_bytes(*b"PSRT");
+pub const PROTOCOL_VERSION: u8 = 1;
+pub const HEADER_BYTES: usize = 40;
+pub const TRAILER_BYTES: usize = 28;
+/// Largest metadata part.
+pub const META_MAX_BYTES: usize = 4096;
+/// Length of handshake nonces and MACs.
+pub const NONCE_BYTES: usize = 32;
+
+/// Frame types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    Hello = 1,
+    Challenge = 2,
+    Auth = 3,
+    AuthOk = 4,
+    Put = 5,
+    Delete = 6,
+    Ack = 7,
+    Ping = 8,
+    Pong = 9,
+    Refused = 10,
+}
+
+impl Kind {
+    fn from_u8(v: u8) -> Option<Kind> {
+        Some(match v {
+            1 => Kind::Hello,
+            2 => Kind::Challenge,
+            3 => Kind::Auth,
+            4 => Kind::AuthOk,
+            5 => Kind::Put,
+            6 => Kind::Delete,
+            7 => Kind::Ack,
+            8 => Kind::Ping,
+            9 => Kind::Pong,
+            10 => Kind::Refused,
+            _ => return None,
+        })
+    }
+}
+
+/// Why bytes are not a valid frame.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("bad magic")]
+    Magic,
+    #[error("unsupported protocol version {0}")]
+    Version(u8),
+    #[error("unknown frame type {0}")]
+    Kind(u8),
+    #[error("header checksum mismatch")]
+    HeaderChecksum,
+    #[error("metadata checksum mismatch")]
+    MetaChecksum,
+    #[error("trailer checksum mismatch")]
+    TrailerChecksum,
+    #[error("{0}")]
+    Field(&'static str),
+}
+
+/// A decoded frame header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHeader {
+    pub kind: Kind,
+    pub request: u64,
+    pub meta_len: u32,
+    pub meta_crc: u32,
+    pub data_len: u64,
+}
+
+fn le_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+fn le_u64(b: &[u8], at: usize) -> u64 {
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(x)
+}
+
+impl FrameHeader {
+    /// Encodes the header for `kind` with this metadata.
+    pub fn encode(kind: Kind, request: u64, meta: &[u8], data_len: u64) -> [u8; HEADER_BYTES] {
+        assert!(meta.len() <= META_MAX_BYTES, "metadata too long");
+        assert!(kind == Kind::Put || data_len == 0);
+        let mut b = [0u8; HEADER_BYTES];
+        b[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+        b[4] = PROTOCOL_VERSION;
+        b[5] = kind as u8;
+        b[8..16].copy_from_slice(&request.to_le_bytes());
+        b[16..20].copy_from_slice(&(meta.len() as u32).to_le_bytes());
+        b[20..24].copy_from_slice(&crc32c::crc32c(meta).to_le_bytes());
+        b[24..32].copy_from_slice(&data_len.to_le_bytes());
+        let crc = crc32c::crc32c(&b[0..36]);
+        b[36..40].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    /// Decodes and checks a header. `data_max` bounds a PUT's data length.
+    pub fn decode(b: &[u8; HEADER_BYTES], data_max: u64) -> Result<FrameHeader, FrameError> {
+        if le_u32(b, 0) != MAGIC {
+            return Err(FrameError::Magic);
+        }
+        if crc32c::crc32c(&b[0..36]) != le_u32(b, 36) {
+            return Err(FrameError::HeaderChecksum);
+        }
+        if b[4] != PROTOCOL_VERSION {
+            return Err(FrameError::Version(b[4]));
+        }
+        let kind = Kind::from_u8(b[5]).ok_or(FrameError::Kind(b[5]))?;
+        if b[6] != 0 || b[7] != 0 || b[32..36].iter().any(|&x| x != 0) {
+            return Err(FrameError::Field("reserved header bytes are not zero"));
+        }
+        let h = FrameHeader {
+            kind,
+            request: le_u64(b, 8),
+            meta_len: le_u32(b, 16),
+            meta_crc: le_u32(b, 20),
+            data_len: le_u64(b, 24),
+        };
+        if h.meta_len as usize > META_MAX_BYTES {
+            return Err(FrameError::Field("metadata too long"));
+        }
+        if h.kind != Kind::Put && h.data_len != 0 {
+            return Err(FrameError::Field("data on a frame that carries none"));
+        }
+        if h.data_len > data_max {
+            return Err(FrameError::Field("object too large"));
+        }
+        Ok(h)
+    }
+
+    /// Checks the metadata against the header's CRC.
+    pub fn check_meta(&self, meta: &[u8]) -> Result<(), FrameError> {
+        if meta.len() != self.meta_len as usize {
+            return Err(FrameError::Field("metadata length"));
+        }
+        if crc32c::crc32c(meta) != self.meta_crc {
+            return Err(FrameError::MetaChecksum);
+        }
+        Ok(())
+    }
+}
+
+/// The end of a PUT's data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Trailer {
+    pub abort: bool,
+    pub digest: [u8; 16],
+}
+
+impl Trailer {
+    pub fn encode(&self) -> [u8; TRAILER_BYTES] {
+        let mut b = [0u8; TRAILER_BYTES];
+        b[0..4].copy_from_slice(&TRAILER_MAGIC.to_le_bytes());
+        b[4..8].copy_from_slice(&u32::from(self.abort).to_le_bytes());
+        b[8..24].copy_from_slice(&self.digest);
+        let crc = crc32c::crc32c(&b[0..24]);
+        b[24..28].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    pub fn decode(b: &[u8; TRAILER_BYTES]) -> Result<Trailer, FrameError> {
+        if le_u32(b, 0) != TRAILER_MAGIC {
+            return Err(FrameError::Magic);
+        }
+        if crc32c::crc32c(&b[0..24]) != le_u32(b, 24) {
+            return Err(FrameError::TrailerChecksum);
+        }
+        let flags = le_u32(b, 4);
+        if flags & !1 != 0 {
+            return Err(FrameError::Field("unknown trailer flags"));
+        }
+        let mut digest = [0u8; 16];
+        digest.copy_from_slice(&b[8..24]);
+        Ok(Trailer { abort: flags & 1 == 1, digest })
+    }
+}
+
+/// A write copied to a peer: what PUT and DELETE metadata say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteMeta {
+    pub version: Version,
+    pub bucket: String,
+    pub key: Vec<u8>,
+    /// PUT only.
+    pub content_type: String,
+}
+
+/// How a peer answered a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum AckStatus {
+    /// The copy is durable.
+    Stored = 0,
+    /// The peer already held this version or a newer one (durably).
+    Newer = 1,
+    /// The peer could not store it.
+    Failed = 2,
+}
+
+/// Metadata builder.
+#[derive(Debug, Default)]
+pub struct MetaWriter(pub Vec<u8>);
+
+impl MetaWriter {
+    pub fn u8(mut self, v: u8) -> Self {
+        self.0.push(v);
+        self
+    }
+    pub fn u64(mut self, v: u64) -> Self {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    pub fn bytes(mut self, v: &[u8]) -> Self {
+        self.0.extend_from_slice(v);
+        self
+    }
+    /// A string or byte string with a u16 length (longer ones are cut to fit).
+    pub fn str16(mut self, v: &[u8]) -> Self {
+        let v = &v[..v.len().min(u16::MAX as usize)];
+        self.0.extend_from_slice(&(v.len() as u16).to_le_bytes());
+        self.0.extend_from_slice(v);
+        self
+    }
+    /// A byte string of at most 255 bytes with a u8 length.
+    pub fn str8(mut self, v: &[u8]) -> Self {
+        let v = &v[..v.len().min(u8::MAX as usize)];
+        self.0.push(v.len() as u8);
+        self.0.extend_from_slice(v);
+        self
+    }
+}
+
+/// Metadata reader; every read is bounds-checked.
+#[derive(Debug)]
+pub struct MetaReader<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> MetaReader<'a> {
+    pub fn new(b: &'a [u8]) -> Self {
+        MetaReader { b, at: 0 }
+    }
+    pub fn take(&mut self, n: usize) -> Result<&'a [u8], FrameError> {
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|&e| e <= self.b.len())
+            .ok_or(FrameError::Field("metadata short"))?;
+        let s = &self.b[self.at..end];
+        self.at = end;
+        Ok(s)
+    }
+    pub fn u8(&mut self) -> Result<u8, FrameError> {
+        Ok(self.take(1)?[0])
+    }
+    pub fn u64(&mut self) -> Result<u64, FrameError> {
+        Ok(le_u64(self.take(8)?, 0))
+    }
+    pub fn str16(&mut self) -> Result<&'a [u8], FrameError> {
+        let n = self.take(2)?;
+        let n = u16::from_le_bytes([n[0], n[1]]) as usize;
+        self.take(n)
+    }
+    pub fn str8(&mut self) -> Result<&'a [u8], FrameError> {
+        let n = self.u8()? as usize;
+        self.take(n)
+    }
+    pub fn array<const N: usize>(&mut self) -> Result<[u8; N], FrameError> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+    /// Fails if bytes are left over.
+    pub fn end(self) -> Result<(), FrameError> {
+        if self.at == self.b.len() {
+            Ok(())
+        } else {
+            Err(FrameError::Field("metadata has trailing bytes"))
+        }
+    }
+}
+
+fn text(b: &[u8], what: &'static str) -> Result<String, FrameError> {
+    String::from_utf8(b.to_vec()).map_err(|_| FrameError::Field(what))
+}
+
+impl WriteMeta {
+    /// Encodes PUT (`put`) or DELETE metadata.
+    pub fn encode(&self, put: bool) -> Vec<u8> {
+        let w = MetaWriter::default()
+            .u64(self.version.hlc)
+            .u64(self.version.origin)
+            .str8(self.bucket.as_bytes())
+            .str16(&self.key);
+        if put {
+            w.str8(self.content_type.as_bytes()).0
+        } else {
+            w.0
+        }
+    }
+
+    /// Decodes and validates PUT or DELETE metadata like a client's request: the bucket and
+    /// key follow API.md's rules, the content type is text, the version is real.
+    pub fn decode(meta: &[u8], put: bool, key_bytes_max: usize) -> Result<WriteMeta, FrameError> {
+        let mut r = MetaReader::new(meta);
+        let version = Version { hlc: r.u64()?, origin: r.u64()? };
+        let bucket = text(r.str8()?, "bucket is not UTF-8")?;
+        let key = r.str16()?.to_vec();
+        let content_type = if put { text(r.str8()?, "content type is not UTF-8")? } else { String::new() };
+        r.end()?;
+        if version.hlc == 0 || version.origin == 0 {
+            return Err(FrameError::Field("a copied write needs a version"));
+        }
+        crate::names::validate_name(&bucket, &key, key_bytes_max)
+            .map_err(|crate::names::NameError::Invalid(m)| FrameError::Field(m))?;
+        if content_type.chars().any(char::is_control) {
+            return Err(FrameError::Field("content type contains a control character"));
+        }
+        Ok(WriteMeta { version, bucket, key, content_type })
+    }
+
+    /// The engine's key (`bucket/key`).
+    pub fn storage_key(&self) -> Vec<u8> {
+        crate::names::ObjectName { bucket: self.bucket.clone(), key: self.key.clone() }.storage_key()
+    }
+}
+
+/// Encodes ACK metadata.
+pub fn ack_meta(status: AckStatus, message: &str) -> Vec<u8> {
+    MetaWriter::default().u8(status as u8).str16(message.as_bytes()).0
+}
+
+/// Decodes ACK metadata.
+pub fn decode_ack(meta: &[u8]) -> Result<(AckStatus, String), FrameError> {
+    let mut r = MetaReader::new(meta);
+    let status = match r.u8()? {
+        0 => AckStatus::Stored,
+        1 => AckStatus::Newer,
+        2 => AckStatus::Failed,
+        _ => return Err(FrameError::Field("unknown ack status")),
+    };
+    let msg = String::from_utf8_lossy(r.str16()?).into_owned();
+    r.end()?;
+    Ok((status, msg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_round_trips_and_detects_any_flipped_bit() {
+        let meta = b"some metadata";
+        let h = FrameHeader::encode(Kind::Put, 77, meta, 1 << 20);
+        let d = FrameHeader::decode(&h, 5 << 30).expect("decode");
+        assert_eq!((d.kind, d.request, d.meta_len, d.data_len), (Kind::Put, 77, meta.len() as u32, 1 << 20));
+        d.check_meta(meta).expect("meta");
+        assert_eq!(d.check_meta(b"some metadatA"), Err(FrameError::MetaChecksum));
+        for bit in 0..HEADER_BYTES * 8 {
+            let mut b = h;
+            b[bit / 8] ^= 1 << (bit % 8);
+            assert!(FrameHeader::decode(&b, 5 << 30).is_err(), "bit {bit}");
+        }
+        assert_eq!(FrameHeader::decode(&h, 1000), Err(FrameError::Field("object too large")));
+    }
+
+    #[test]
+    fn trailer_and_metadata_round_trip() {
+        let t = Trailer { abort: false, digest: [9; 16] };
+        assert_eq!(Trailer::decode(&t.encode()), Ok(t));
+        let mut b = t.encode();
+        b[10] ^= 4;
+        assert_eq!(Trailer::decode(&b), Err(FrameError::TrailerChecksum));
+        let m = WriteMeta {
+            version: Version { hlc: 5 << 16, origin: 3 },
+            bucket: "photos".into(),
+            key: "a/b c.jpg".into(),
+            content_type: "image/jpeg".into(),
+        };
+        assert_eq!(WriteMeta::decode(&m.encode(true), true, 1024), Ok(m.clone()));
+        let mut d = m.clone();
+        d.content_type.clear();
+        assert_eq!(WriteMeta::decode(&m.encode(false), false, 1024), Ok(d));
+        // Names are checked like a client's.
+        let bad = WriteMeta { bucket: "A".into(), ..m.clone() };
+        assert!(WriteMeta::decode(&bad.encode(true), true, 1024).is_err());
+        let bad = WriteMeta { key: b"\x00".to_vec(), ..m.clone() };
+        assert!(WriteMeta::decode(&bad.encode(true), true, 1024).is_err());
+        let bad = WriteMeta { version: Version::NONE, ..m };
+        assert!(WriteMeta::decode(&bad.encode(true), true, 1024).is_err());
+        assert_eq!(decode_ack(&ack_meta(AckStatus::Newer, "x")), Ok((AckStatus::Newer, "x".into())));
+    }
+
+    #[test]
+    fn decoders_survive_arbitrary_bytes() {
+        let mut rng = fastrand::Rng::with_seed(3);
+        for _ in 0..20_000 {
+            let mut h = [0u8; HEADER_BYTES];
+            rng.fill(&mut h);
+            let _ = FrameHeader::decode(&h, u64::MAX);
+            let mut t = [0u8; TRAILER_BYTES];
+            rng.fill(&mut t);
+            let _ = Trailer::decode(&t);
+            let n = rng.usize(0..64);
+            let m: Vec<u8> = (0..n).map(|_| rng.u8(..)).collect();
+            let _ = WriteMeta::decode(&m, rng.bool(), 1024);
+            let _ = decode_ack(&m);
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! Replication to peer appliances: the frame format, the authenticated handshake, outgoing
+//! peer links and the receiving side.
+
+pub mod auth;
+pub mod frame;
