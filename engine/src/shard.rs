@@ -1060,13 +1060,24 @@ impl<I: Io> PutWriter<I> {
     }
 
     /// Completes the record, waits until it is durable, and makes it visible.
-    pub async fn finish(mut self) -> Result<PutDone> {
+    pub async fn finish(self) -> Result<PutDone> {
+        self.finish_expecting(None).await
+    }
+
+    /// Like [`PutWriter::finish`], but when `digest` is given (a copy from a peer names the
+    /// content's XXH3-128), the record is completed only if the bytes received match it; on a
+    /// mismatch nothing is stored and the call fails.
+    pub async fn finish_expecting(mut self, digest: Option<[u8; 16]>) -> Result<PutDone> {
         self.usable()?;
         if self.sums.total() != self.header.object_len {
             return Err(Error::BodyLength { expected: self.header.object_len, got: self.sums.total() });
         }
         let sums = std::mem::replace(&mut self.sums, DataSums::new());
         let footer = sums.finish(self.header.seq);
+        if digest.is_some_and(|d| d != footer.digest) {
+            self.broken = true;
+            return Err(Error::Invalid("the content does not match the digest it was sent with"));
+        }
         self.append(&footer.encode()).await?;
         if let Some(b) = self.buf.as_mut() {
             if !b.is_empty() {

@@ -15,7 +15,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use podstore_disks::{AnyIo, DiskSpec, UringConfig};
 use podstore_engine::placement::Candidate;
-use podstore_engine::{ObjectMeta, PutDone, RecoveryReport, Shard, ShardConfig, ShardSpec, ShardStats};
+use podstore_engine::{
+    DeleteDone, ObjectMeta, PutDone, RecoveryReport, Shard, ShardConfig, ShardSpec, ShardStats, Stamp,
+};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::body::Piece;
@@ -26,10 +28,22 @@ use crate::range::{self, RangeAnswer};
 #[derive(Debug)]
 pub enum BodyMsg {
     Data(Bytes),
-    /// The body is complete; `ok` is false when it must not be stored (bad Content-MD5).
+    /// The body is complete; `ok` is false when it must not be stored (bad Content-MD5, a
+    /// peer's aborted copy). `digest`: the content must have this XXH3-128 (a peer's copy).
     End {
         ok: bool,
+        digest: Option<[u8; 16]>,
     },
+}
+
+/// What became of a PUT on the owning core.
+#[derive(Debug)]
+pub enum PutOutcome {
+    Stored(PutDone),
+    /// The shard already holds this version of the key or a newer one: nothing written.
+    Superseded,
+    /// The body was not to be stored.
+    Aborted,
 }
 
 /// The start of a GET: what the object is and the bytes to come.
@@ -52,8 +66,9 @@ pub enum CoreMsg {
         key: Vec<u8>,
         content_type: String,
         len: u64,
+        stamp: Stamp,
         body: mpsc::Receiver<BodyMsg>,
-        reply: oneshot::Sender<Result<Option<PutDone>, podstore_engine::Error>>,
+        reply: oneshot::Sender<Result<PutOutcome, podstore_engine::Error>>,
     },
     Get {
         shard: u32,
@@ -65,7 +80,10 @@ pub enum CoreMsg {
     Delete {
         shard: u32,
         key: Vec<u8>,
-        reply: oneshot::Sender<Result<bool, podstore_engine::Error>>,
+        stamp: Stamp,
+        /// Write a tombstone even if the key is absent here (a replica set needs it).
+        always: bool,
+        reply: oneshot::Sender<Result<DeleteDone, podstore_engine::Error>>,
     },
     Stats {
         reply: oneshot::Sender<Vec<ShardStats>>,
@@ -99,6 +117,8 @@ pub struct Shared {
     pub recovery_ms: AtomicU64,
     /// The node's clock: versions of the writes it accepts.
     pub clock: Arc<podstore_engine::Clock>,
+    /// The replica set's shared secret (when replication is configured).
+    pub repl_secret: Option<Vec<u8>>,
 }
 
 /// Most messages waiting in one core's inbox.
@@ -122,6 +142,8 @@ pub struct CoreStart {
     pub disks: Vec<DiskSpec>,
     pub inbox: mpsc::Receiver<CoreMsg>,
     pub listener: std::net::TcpListener,
+    /// This core's socket on the replication port (when replication is configured).
+    pub repl_listener: Option<std::net::TcpListener>,
     pub ready_tx: std::sync::mpsc::Sender<CoreReady>,
     pub shutdown: watch::Receiver<bool>,
 }
@@ -178,7 +200,9 @@ pub fn run(start: CoreStart) {
 }
 
 async fn core_main(start: CoreStart) {
-    let CoreStart { index, shared, disks, mut inbox, listener, ready_tx, mut shutdown, .. } = start;
+    let CoreStart {
+        index, shared, disks, mut inbox, listener, repl_listener, ready_tx, mut shutdown, ..
+    } = start;
     let cfg = &shared.cfg;
     let ucfg = UringConfig { pool_buf_count: cfg.engine.io_buffers_per_core, ..UringConfig::default() };
     let (io, driver, backend) = AnyIo::detect(ucfg, cfg.io_backend == "sync");
@@ -187,13 +211,28 @@ async fn core_main(start: CoreStart) {
     }
     // Serve health and readiness (and 503 for data) while the shards recover.
     let conns = Rc::new(crate::http::Connections::default());
+    let links = Rc::new(match (&cfg.replication, &shared.repl_secret) {
+        (Some(r), Some(secret)) => {
+            let id = crate::repl::link::Identity {
+                node: cfg.node_id.clone(),
+                datacenter: r.datacenter.clone(),
+                secret: secret.clone(),
+            };
+            crate::repl::link::Links::new(r, Rc::new(id))
+        }
+        _ => crate::repl::link::Links::default(),
+    });
     let accept = tokio::task::spawn_local(crate::http::accept_loop(
         index,
         shared.clone(),
         listener,
         shutdown.clone(),
         conns.clone(),
+        links,
     ));
+    let repl_accept = repl_listener.map(|l| {
+        tokio::task::spawn_local(crate::repl::server::accept_loop(index, shared.clone(), l, shutdown.clone()))
+    });
     let shards: Shards = Rc::new(RefCell::new(HashMap::new()));
     let mut reports = Vec::new();
     for spec in &disks {
@@ -223,6 +262,9 @@ async fn core_main(start: CoreStart) {
     }
     // Drain: no new connections; in-flight requests finish or fail cleanly.
     let _ = accept.await;
+    if let Some(r) = repl_accept {
+        let _ = r.await;
+    }
     conns.drain(Duration::from_secs(30)).await;
     // Serve any work still queued from other cores' last requests, then sync.
     while let Ok(m) = inbox.try_recv() {
@@ -264,20 +306,30 @@ fn no_shard(id: u32) -> podstore_engine::Error {
 
 async fn execute(msg: CoreMsg, shards: Shards) {
     match msg {
-        CoreMsg::Put { shard, key, content_type, len, mut body, reply } => {
+        CoreMsg::Put { shard, key, content_type, len, stamp, mut body, reply } => {
             let Some(s) = shards.borrow().get(&shard).cloned() else {
                 let _ = reply.send(Err(no_shard(shard)));
                 return;
             };
             let r = async {
-                let mut w = s.put(&key, &content_type, len).await?;
+                let Some(mut w) = s.put_stamped(&key, &content_type, len, stamp).await? else {
+                    // Superseded: take the body (so the sender is not stuck) and store nothing.
+                    while let Some(m) = body.recv().await {
+                        if matches!(m, BodyMsg::End { .. }) {
+                            break;
+                        }
+                    }
+                    return Ok(PutOutcome::Superseded);
+                };
                 loop {
                     match body.recv().await {
                         Some(BodyMsg::Data(b)) => w.write(&b).await?,
-                        Some(BodyMsg::End { ok: true }) => return w.finish().await.map(Some),
-                        Some(BodyMsg::End { ok: false }) | None => {
+                        Some(BodyMsg::End { ok: true, digest }) => {
+                            return w.finish_expecting(digest).await.map(PutOutcome::Stored)
+                        }
+                        Some(BodyMsg::End { ok: false, .. }) | None => {
                             w.abort().await?;
-                            return Ok(None);
+                            return Ok(PutOutcome::Aborted);
                         }
                     }
                 }
@@ -338,12 +390,12 @@ async fn execute(msg: CoreMsg, shards: Shards) {
                 }
             }
         }
-        CoreMsg::Delete { shard, key, reply } => {
+        CoreMsg::Delete { shard, key, stamp, always, reply } => {
             let Some(s) = shards.borrow().get(&shard).cloned() else {
                 let _ = reply.send(Err(no_shard(shard)));
                 return;
             };
-            let _ = reply.send(s.delete(&key).await);
+            let _ = reply.send(s.delete_stamped(&key, stamp, always).await);
         }
         CoreMsg::Stats { reply } => {
             let _ = reply.send(shards.borrow().values().map(|s| s.stats()).collect());

@@ -14,13 +14,14 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use md5::Digest;
-use podstore_engine::ObjectMeta;
+use podstore_engine::{ObjectMeta, Stamp};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use crate::body::RespBody;
-use crate::core::{BodyMsg, CoreMsg, Shared, PIECES_IN_FLIGHT_MAX};
-use crate::names::{parse_object_path, NameError};
+use crate::core::{BodyMsg, CoreMsg, PutOutcome, Shared, PIECES_IN_FLIGHT_MAX};
+use crate::names::{parse_object_path, NameError, ObjectName};
 use crate::range::RangeAnswer;
+use crate::repl::link::{CopyResult, Links, Piece};
 
 /// Largest read buffer of one connection (unless the header limit needs more).
 const READ_BUF_MAX_BYTES: usize = 64 << 10;
@@ -63,6 +64,7 @@ pub async fn accept_loop(
     listener: std::net::TcpListener,
     mut shutdown: watch::Receiver<bool>,
     conns: Rc<Connections>,
+    links: Rc<Links>,
 ) {
     let listener =
         match listener.set_nonblocking(true).and_then(|_| tokio::net::TcpListener::from_std(listener)) {
@@ -98,9 +100,9 @@ pub async fn accept_loop(
         conns.stop.borrow_mut().retain(|s| !s.is_closed());
         conns.stop.borrow_mut().push(stop_tx);
         conns.open.set(conns.open.get() + 1);
-        let (shared, conns) = (shared.clone(), conns.clone());
+        let (shared, conns, links) = (shared.clone(), conns.clone(), links.clone());
         tokio::task::spawn_local(async move {
-            serve_connection(shared.clone(), stream, stop_rx).await;
+            serve_connection(shared.clone(), links, stream, stop_rx).await;
             shared.connections.fetch_sub(1, Ordering::Relaxed);
             conns.open.set(conns.open.get() - 1);
             conns.closed.notify_waiters();
@@ -110,6 +112,7 @@ pub async fn accept_loop(
 
 async fn serve_connection(
     shared: Arc<Shared>,
+    links: Rc<Links>,
     stream: tokio::net::TcpStream,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -128,11 +131,11 @@ async fn serve_connection(
     let svc = {
         let (shared, last_active, in_flight) = (shared.clone(), last_active.clone(), in_flight.clone());
         hyper::service::service_fn(move |req: Request<Incoming>| {
-            let shared = shared.clone();
+            let (shared, links) = (shared.clone(), links.clone());
             let (last_active, in_flight) = (last_active.clone(), in_flight.clone());
             in_flight.set(in_flight.get() + 1);
             async move {
-                let resp = handle(&shared, req).await;
+                let resp = handle(&shared, &links, req).await;
                 in_flight.set(in_flight.get() - 1);
                 last_active.set(Instant::now());
                 Ok::<_, std::convert::Infallible>(resp)
@@ -235,11 +238,11 @@ fn op_name(m: &Method) -> &'static str {
     }
 }
 
-async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<RespBody> {
+async fn handle(shared: &Arc<Shared>, links: &Links, req: Request<Incoming>) -> Response<RespBody> {
     let started = Instant::now();
     let op = op_name(req.method());
     let head = req.method() == Method::HEAD;
-    let resp = match route(shared, req).await {
+    let resp = match route(shared, links, req).await {
         Ok(r) => r,
         Err(e) => e.into_response(head),
     };
@@ -250,7 +253,11 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<RespBo
     resp
 }
 
-async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Result<Response<RespBody>, ApiError> {
+async fn route(
+    shared: &Arc<Shared>,
+    links: &Links,
+    req: Request<Incoming>,
+) -> Result<Response<RespBody>, ApiError> {
     let path = req.uri().path().to_string();
     if let Some(node) = path.strip_prefix("/_/") {
         if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -299,8 +306,11 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         .get(&shard)
         .ok_or_else(|| err(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "disk not available"))?;
     match method {
-        Method::PUT => put(shared, owner, shard, key, req).await,
-        Method::DELETE => delete(shared, owner, shard, key).await,
+        Method::PUT => put(shared, links, owner, shard, name, key, req).await,
+        Method::DELETE => {
+            let h = req.headers().clone();
+            delete(shared, links, owner, shard, name, key, &h).await
+        }
         _ => get(shared, owner, shard, key, req.headers(), method == Method::HEAD).await,
     }
 }
@@ -349,8 +359,10 @@ fn etag(meta_digest: &[u8; 16]) -> String {
 
 async fn put(
     shared: &Shared,
+    links: &Links,
     owner: usize,
     shard: u32,
+    name: ObjectName,
     key: Vec<u8>,
     req: Request<Incoming>,
 ) -> Result<Response<RespBody>, ApiError> {
@@ -403,15 +415,48 @@ async fn put(
                 })?,
         ),
     };
+    let want = copies(h, &shared.cfg)?;
+    let peers = &links.peers;
+    // In a replica set every copy gets the version stamped here; a lone node lets the shard
+    // stamp it.
+    let version = (!peers.is_empty()).then(|| shared.clock.now());
+    let stamp = version.map_or(Stamp::Local, Stamp::Given);
     // A small body is read whole first and handed over in one message (fewer cross-core
     // wake-ups); a large one streams to the owning core as it arrives.
     let small = len <= SMALL_BODY_MAX_BYTES;
     let (tx, rx) = mpsc::channel(if small { 2 } else { PIECES_IN_FLIGHT_MAX });
     let (reply_tx, reply_rx) = oneshot::channel();
-    let mut msg = Some(CoreMsg::Put { shard, key, content_type, len, body: rx, reply: reply_tx });
+    let mut msg = Some(CoreMsg::Put {
+        shard,
+        key,
+        content_type: content_type.clone(),
+        len,
+        stamp,
+        body: rx,
+        reply: reply_tx,
+    });
     if !small {
         send(shared, owner, msg.take().expect("not sent yet")).await?;
     }
+    // Copies to peers stream beside the local write; each reports into `copies_rx`.
+    let (copies_tx, mut copies_rx) = mpsc::channel::<CopyResult>(peers.len().max(1));
+    let mut to_peers: Vec<Option<mpsc::Sender<Piece>>> = Vec::new();
+    if let Some(v) = version {
+        for p in peers {
+            let (ptx, prx) = mpsc::channel(PEER_PIECES_MAX);
+            let (p, ct, copies_tx, bucket, skey) =
+                (p.clone(), content_type.clone(), copies_tx.clone(), name.bucket.clone(), name.key.clone());
+            tokio::task::spawn_local(async move {
+                let r = p.send_put(v, &bucket, &skey, &ct, len, prx).await;
+                note_copy(&p.conf.name, "put", &r);
+                let _ = copies_tx.send(r).await;
+            });
+            to_peers.push(Some(ptx));
+        }
+    }
+    drop(copies_tx);
+    let mut hash = version.map(|_| xxhash_rust::xxh3::Xxh3::new());
+    let stall = Duration::from_millis(shared.cfg.limits.copy_timeout_ms);
     let mut whole = if small { Some(Vec::with_capacity(len as usize)) } else { None };
     let mut body = req.into_body();
     let mut md5 = want_md5.map(|_| md5::Md5::new());
@@ -449,6 +494,12 @@ async fn put(
         if let Some(m) = md5.as_mut() {
             m.update(&data);
         }
+        if let Some(hs) = hash.as_mut() {
+            hs.update(&data);
+        }
+        for slot in to_peers.iter_mut() {
+            feed_peer(slot, Piece::Data(data.clone()), stall).await;
+        }
         if let Some(w) = whole.as_mut() {
             w.extend_from_slice(&data);
         } else if tx.send(BodyMsg::Data(data)).await.is_err() {
@@ -460,6 +511,11 @@ async fn put(
         (Some(m), Some(want)) => m.finalize()[..] == want[..],
         _ => true,
     };
+    let digest = hash.map(|h| h.digest128().to_le_bytes());
+    for slot in to_peers.iter_mut() {
+        feed_peer(slot, Piece::End(digest.filter(|_| complete && digest_ok)), stall).await;
+    }
+    drop(to_peers);
     if let Some(w) = whole {
         if !(complete && digest_ok) {
             return Err(match failed {
@@ -473,15 +529,15 @@ async fn put(
         }
         // Room for both was made when the channel was created.
         let _ = tx.try_send(BodyMsg::Data(Bytes::from(w)));
-        let _ = tx.try_send(BodyMsg::End { ok: true });
+        let _ = tx.try_send(BodyMsg::End { ok: true, digest: None });
         drop(tx);
         send(shared, owner, msg.take().expect("not sent yet")).await?;
     } else {
-        let _ = tx.send(BodyMsg::End { ok: complete && digest_ok }).await;
+        let _ = tx.send(BodyMsg::End { ok: complete && digest_ok, digest: None }).await;
         drop(tx);
     }
     let outcome = reply_rx.await.map_err(|_| gone())?;
-    let done = outcome.map_err(engine_error)?;
+    let outcome = outcome.map_err(engine_error)?;
     if let Some(why) = failed {
         return Err(err(StatusCode::BAD_REQUEST, "incomplete_body", why));
     }
@@ -492,26 +548,108 @@ async fn put(
             "the body does not match Content-MD5; nothing was stored",
         ));
     }
-    let done = done.ok_or_else(gone)?;
+    let etag_digest = match outcome {
+        PutOutcome::Stored(done) => done.digest,
+        // A newer write of the key won on this appliance; this one's content is still known.
+        PutOutcome::Superseded => digest.ok_or_else(gone)?,
+        PutOutcome::Aborted => return Err(gone()),
+    };
+    let written = wait_for_copies(shared, want, &mut copies_rx).await?;
     Ok(base_response(StatusCode::CREATED)
-        .header(header::ETAG, etag(&done.digest))
-        .header("x-copies-written", "1")
+        .header(header::ETAG, etag(&etag_digest))
+        .header("x-copies-written", written)
         .header(header::CONTENT_LENGTH, 0)
         .body(RespBody::Empty)
         .expect("valid headers"))
 }
 
+/// Pieces of a body queued for one peer.
+const PEER_PIECES_MAX: usize = 16;
+
+/// Hands a piece to a peer's copy; a peer that takes none for `stall` is dropped from this
+/// write (its copy is completed later) so one slow peer does not hold up the client.
+async fn feed_peer(slot: &mut Option<mpsc::Sender<Piece>>, piece: Piece, stall: Duration) {
+    let Some(tx) = slot.as_ref() else { return };
+    let ok = match tx.try_send(piece) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(p)) => {
+            matches!(tokio::time::timeout(stall, tx.send(p)).await, Ok(Ok(())))
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+    };
+    if !ok {
+        *slot = None;
+    }
+}
+
+fn note_copy(peer: &str, op: &'static str, r: &CopyResult) {
+    let outcome = if r.is_ok() { "ok" } else { "failed" };
+    metrics::counter!("podstore_repl_copies_total", "peer" => peer.to_string(), "op" => op, "outcome" => outcome)
+        .increment(1);
+    if let Err(e) = r {
+        tracing::warn!("copy of a {op} to {peer} failed: {e}");
+    }
+}
+
+/// Counts durable copies (the local one included, already made) until `want` are reached;
+/// `503 copies_unavailable` if they are not within the copy timeout.
+async fn wait_for_copies(
+    shared: &Shared,
+    want: u32,
+    rx: &mut mpsc::Receiver<CopyResult>,
+) -> Result<u32, ApiError> {
+    let mut written = 1u32;
+    let deadline = Instant::now() + Duration::from_millis(shared.cfg.limits.copy_timeout_ms);
+    while written < want {
+        match tokio::time::timeout_at(deadline.into(), rx.recv()).await {
+            Ok(Some(Ok(_))) => written += 1,
+            Ok(Some(Err(_))) => {}
+            Ok(None) | Err(_) => {
+                return Err(err(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "copies_unavailable",
+                    format!("{written} of the {want} copies asked for were written in time; the write may exist on some appliances"),
+                ));
+            }
+        }
+    }
+    Ok(written)
+}
+
 async fn delete(
     shared: &Shared,
+    links: &Links,
     owner: usize,
     shard: u32,
+    name: ObjectName,
     key: Vec<u8>,
+    h: &HeaderMap,
 ) -> Result<Response<RespBody>, ApiError> {
+    let want = copies(h, &shared.cfg)?;
+    let version = (!links.peers.is_empty()).then(|| shared.clock.now());
+    let stamp = version.map_or(Stamp::Local, Stamp::Given);
+    let (copies_tx, mut copies_rx) = mpsc::channel::<CopyResult>(links.peers.len().max(1));
+    if let Some(v) = version {
+        for p in &links.peers {
+            let (p, copies_tx, bucket, skey) =
+                (p.clone(), copies_tx.clone(), name.bucket.clone(), name.key.clone());
+            tokio::task::spawn_local(async move {
+                let r = p.send_delete(v, &bucket, &skey).await;
+                note_copy(&p.conf.name, "delete", &r);
+                let _ = copies_tx.send(r).await;
+            });
+        }
+    }
+    drop(copies_tx);
     let (reply_tx, reply_rx) = oneshot::channel();
-    send(shared, owner, CoreMsg::Delete { shard, key, reply: reply_tx }).await?;
+    // In a replica set the tombstone is written even if this appliance lacks the key: a peer
+    // may hold it, and the tombstone keeps older copies from coming back.
+    let always = version.is_some();
+    send(shared, owner, CoreMsg::Delete { shard, key, stamp, always, reply: reply_tx }).await?;
     reply_rx.await.map_err(|_| gone())?.map_err(engine_error)?;
+    let written = wait_for_copies(shared, want, &mut copies_rx).await?;
     Ok(base_response(StatusCode::NO_CONTENT)
-        .header("x-copies-written", "1")
+        .header("x-copies-written", written)
         .body(RespBody::Empty)
         .expect("valid headers"))
 }

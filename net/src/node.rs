@@ -110,6 +110,16 @@ pub fn run(cfg: Config) -> Result<(), String> {
             reuseport_listener(cfg.listen.data).map_err(|e| format!("data port {}: {e}", cfg.listen.data))?,
         );
     }
+    let mut repl_listeners: Vec<Option<std::net::TcpListener>> = (0..ncores).map(|_| None).collect();
+    let mut repl_secret = None;
+    if let Some(r) = &cfg.replication {
+        repl_secret = Some(crate::repl::auth::read_secret(&r.secret_file)?);
+        for slot in repl_listeners.iter_mut() {
+            *slot = Some(
+                reuseport_listener(r.listen).map_err(|e| format!("replication port {}: {e}", r.listen))?,
+            );
+        }
+    }
     let admin_listener = std::net::TcpListener::bind(cfg.listen.admin)
         .map_err(|e| format!("admin port {}: {e}", cfg.listen.admin))?;
 
@@ -132,12 +142,15 @@ pub fn run(cfg: Config) -> Result<(), String> {
         heartbeats: (0..ncores).map(|_| AtomicU64::new(0)).collect(),
         recovery_ms: AtomicU64::new(0),
         clock: Arc::new(podstore_engine::Clock::new(podstore_engine::version::origin_of(&cfg.node_id))),
+        repl_secret,
     });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<CoreReady>();
     let started = Instant::now();
     let mut threads = Vec::new();
-    for (index, (inbox, listener)) in inbox_rx.into_iter().zip(listeners).enumerate() {
+    for (index, ((inbox, listener), repl_listener)) in
+        inbox_rx.into_iter().zip(listeners).zip(repl_listeners).enumerate()
+    {
         let start = CoreStart {
             index,
             cpu: cpus.get(index % cpus.len().max(1)).copied(),
@@ -145,6 +158,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
             disks: std::mem::take(&mut specs[index]),
             inbox,
             listener,
+            repl_listener,
             ready_tx: ready_tx.clone(),
             shutdown: shutdown_rx.clone(),
         };

@@ -3,3 +3,5 @@
 
 pub mod auth;
 pub mod frame;
+pub mod link;
+pub mod server;

@@ -14,6 +14,11 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
+/// A free loopback address.
+pub fn free_addr() -> SocketAddr {
+    format!("127.0.0.1:{}", free_port()).parse().expect("addr")
+}
+
 pub struct Node {
     pub child: Option<Child>,
     pub data: SocketAddr,
@@ -25,6 +30,11 @@ pub struct Node {
 
 /// Extra TOML for the node's config (limits and so on), put after the fixed part.
 pub fn config_text(dir: &Path, data: SocketAddr, admin: SocketAddr, extra: &str) -> String {
+    config_text_as("test-node", dir, data, admin, extra)
+}
+
+/// [`config_text`] for a node with its own node_id.
+pub fn config_text_as(node_id: &str, dir: &Path, data: SocketAddr, admin: SocketAddr, extra: &str) -> String {
     let mut disks = String::new();
     for i in 0..3 {
         disks.push_str(&format!(
@@ -34,22 +44,30 @@ pub fn config_text(dir: &Path, data: SocketAddr, admin: SocketAddr, extra: &str)
     }
     // Small blobs, unless the extra text sets its own [engine] table.
     let engine = if extra.contains("[engine]") { "" } else { "[engine]\nblob_size_bytes = 8388608\n" };
-    format!("node_id = \"test-node\"\n\n[listen]\ndata = \"{data}\"\nadmin = \"{admin}\"\n\n{engine}\n{extra}\n\n{disks}")
+    format!("node_id = \"{node_id}\"\n\n[listen]\ndata = \"{data}\"\nadmin = \"{admin}\"\n\n{engine}\n{extra}\n\n{disks}")
 }
 
 impl Node {
     /// Starts a node on three directory disks under a fresh temp directory.
     pub fn start(name: &str, extra: &str) -> Node {
+        Node::start_as(name, "test-node", extra)
+    }
+
+    /// [`Node::start`] with a node_id.
+    pub fn start_as(name: &str, node_id: &str, extra: &str) -> Node {
+        Node::start_on(name, node_id, free_addr(), free_addr(), extra)
+    }
+
+    /// [`Node::start`] with a node_id and ports chosen by the caller.
+    pub fn start_on(name: &str, node_id: &str, data: SocketAddr, admin: SocketAddr, extra: &str) -> Node {
         let dir = std::env::temp_dir().join(format!("podstore-it-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("mkdir");
         for i in 0..3 {
             std::fs::create_dir_all(dir.join(format!("disk{i}"))).expect("mkdir disk");
         }
-        let data: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let config = dir.join("podstore.toml");
-        std::fs::write(&config, config_text(&dir, data, admin, extra)).expect("write config");
+        std::fs::write(&config, config_text_as(node_id, &dir, data, admin, extra)).expect("write config");
         let log = dir.join("node.log");
         let mut n = Node { child: None, data, admin, dir, config, log };
         n.spawn(&[]);

@@ -1,0 +1,386 @@
+//! Outgoing links: each core keeps its own authenticated connections to each peer and sends
+//! the writes it accepted over them; acknowledgements come back out of order, matched by
+//! request id.
+//!
+//! A connection carries one frame at a time in each direction (a PUT's data is contiguous), so
+//! a core keeps up to `connections_per_peer` connections to a peer and picks an idle one. A
+//! connection with no traffic is pinged; one that hears nothing for `peer_idle_ms` is closed
+//! and every write waiting on it fails (the caller counts that copy as missing). The kernel
+//! gives up on unacknowledged sends after the same time (`TCP_USER_TIMEOUT`), so a writer is
+//! never stuck on a partitioned peer.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use podstore_engine::Version;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{mpsc, oneshot};
+
+use super::auth::{self, Side};
+use super::frame::{
+    self, AckStatus, FrameHeader, Kind, MetaReader, MetaWriter, Trailer, WriteMeta, HEADER_BYTES,
+};
+use crate::config::{PeerConf, Replication};
+
+/// What a peer said about one write: Ok(stored or newer) or why the copy is missing.
+pub type CopyResult = Result<AckStatus, String>;
+
+/// The node's identity on the replication channel.
+#[derive(Debug)]
+pub struct Identity {
+    pub node: String,
+    pub datacenter: String,
+    pub secret: Vec<u8>,
+}
+
+/// One core's links to every peer.
+#[derive(Debug, Default)]
+pub struct Links {
+    pub peers: Vec<Rc<PeerLink>>,
+}
+
+impl Links {
+    /// Links to the configured peers (no connection is made until a write needs one).
+    pub fn new(cfg: &Replication, id: Rc<Identity>) -> Links {
+        Links {
+            peers: cfg
+                .peers
+                .iter()
+                .map(|p| {
+                    Rc::new(PeerLink {
+                        conf: p.clone(),
+                        id: id.clone(),
+                        max_conns: cfg.connections_per_peer,
+                        connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
+                        idle: Duration::from_millis(cfg.peer_idle_ms),
+                        conns: RefCell::new(Vec::new()),
+                        connecting: Cell::new(0),
+                    })
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Connections of one core to one peer.
+#[derive(Debug)]
+pub struct PeerLink {
+    pub conf: PeerConf,
+    id: Rc<Identity>,
+    max_conns: usize,
+    connect_timeout: Duration,
+    idle: Duration,
+    conns: RefCell<Vec<Rc<Conn>>>,
+    connecting: Cell<usize>,
+}
+
+#[derive(Debug)]
+struct Conn {
+    writer: tokio::sync::Mutex<OwnedWriteHalf>,
+    pending: RefCell<HashMap<u64, oneshot::Sender<CopyResult>>>,
+    /// Writes holding or waiting for the writer.
+    busy: Cell<usize>,
+    dead: Cell<bool>,
+    next_request: Cell<u64>,
+    /// Last time data was written: a long PUT keeps the connection alive while the peer,
+    /// busy reading it, has nothing to say.
+    wrote: Cell<std::time::Instant>,
+}
+
+impl Conn {
+    fn fail_all(&self, why: &str) {
+        self.dead.set(true);
+        for (_, tx) in self.pending.borrow_mut().drain() {
+            let _ = tx.send(Err(why.to_string()));
+        }
+    }
+}
+
+/// Marks a connection busy while a write uses it.
+struct Busy(Rc<Conn>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.busy.set(self.0.busy.get() - 1);
+    }
+}
+
+/// A write's body on its way to one peer.
+#[derive(Debug)]
+pub enum Piece {
+    Data(Bytes),
+    /// The body is complete: its XXH3-128, or None if it must not be stored.
+    End(Option<[u8; 16]>),
+}
+
+async fn write_frame(w: &mut OwnedWriteHalf, kind: Kind, request: u64, meta: &[u8]) -> std::io::Result<()> {
+    let h = FrameHeader::encode(kind, request, meta, 0);
+    let mut buf = Vec::with_capacity(HEADER_BYTES + meta.len());
+    buf.extend_from_slice(&h);
+    buf.extend_from_slice(meta);
+    w.write_all(&buf).await
+}
+
+/// Reads one frame header and its metadata (frames without data only).
+pub(crate) async fn read_small_frame<R: AsyncReadExt + Unpin>(
+    r: &mut R,
+) -> Result<(FrameHeader, Vec<u8>), String> {
+    let mut hb = [0u8; HEADER_BYTES];
+    r.read_exact(&mut hb).await.map_err(|e| format!("read: {e}"))?;
+    let h = FrameHeader::decode(&hb, 0).map_err(|e| format!("bad frame: {e}"))?;
+    let mut meta = vec![0u8; h.meta_len as usize];
+    r.read_exact(&mut meta).await.map_err(|e| format!("read: {e}"))?;
+    h.check_meta(&meta).map_err(|e| format!("bad frame: {e}"))?;
+    Ok((h, meta))
+}
+
+/// Sets TCP_NODELAY and TCP_USER_TIMEOUT on a replication socket.
+pub(crate) fn tune_socket(s: &tokio::net::TcpStream, idle: Duration) {
+    let _ = s.set_nodelay(true);
+    let _ = socket2::SockRef::from(s).set_tcp_user_timeout(Some(idle));
+}
+
+impl PeerLink {
+    /// A connection to use now: an idle one, a new one while under the limit, else the least
+    /// busy.
+    async fn conn(&self) -> Result<Rc<Conn>, String> {
+        self.conns.borrow_mut().retain(|c| !c.dead.get());
+        let pick = {
+            let conns = self.conns.borrow();
+            let idle = conns.iter().find(|c| c.busy.get() == 0).cloned();
+            let least = conns.iter().min_by_key(|c| c.busy.get()).cloned();
+            (idle, least, conns.len() + self.connecting.get())
+        };
+        match pick {
+            (Some(c), _, _) => Ok(c),
+            (None, least, n) if n >= self.max_conns && least.is_some() => Ok(least.expect("checked")),
+            _ => {
+                self.connecting.set(self.connecting.get() + 1);
+                let r = tokio::time::timeout(self.connect_timeout, self.connect()).await;
+                self.connecting.set(self.connecting.get() - 1);
+                let c = r.map_err(|_| format!("peer {}: connect timed out", self.conf.name))??;
+                self.conns.borrow_mut().push(c.clone());
+                Ok(c)
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<Rc<Conn>, String> {
+        let name = &self.conf.name;
+        let s = tokio::net::TcpStream::connect(self.conf.address)
+            .await
+            .map_err(|e| format!("peer {name}: connect to {}: {e}", self.conf.address))?;
+        tune_socket(&s, self.idle);
+        let (mut r, mut w) = s.into_split();
+        let nonce_i = auth::nonce().map_err(|e| format!("nonce: {e}"))?;
+        let hello = MetaWriter::default()
+            .str16(self.id.node.as_bytes())
+            .str16(self.id.datacenter.as_bytes())
+            .bytes(&nonce_i)
+            .0;
+        write_frame(&mut w, Kind::Hello, 0, &hello).await.map_err(|e| format!("peer {name}: {e}"))?;
+        let (h, meta) = read_small_frame(&mut r).await.map_err(|e| format!("peer {name}: {e}"))?;
+        match h.kind {
+            Kind::Challenge => {}
+            Kind::Refused => {
+                let mut m = MetaReader::new(&meta);
+                let why = m.str16().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+                metrics::counter!("podstore_repl_handshake_failures_total", "peer" => name.clone())
+                    .increment(1);
+                return Err(format!("peer {name} refused us: {why}"));
+            }
+            k => return Err(format!("peer {name}: expected a challenge, got {k:?}")),
+        }
+        let mut m = MetaReader::new(&meta);
+        let (their_name, _dc, nonce_a, mac_a) = (|| {
+            let n = String::from_utf8_lossy(m.str16()?).into_owned();
+            let dc = String::from_utf8_lossy(m.str16()?).into_owned();
+            Ok::<_, frame::FrameError>((n, dc, m.array::<32>()?, m.array::<32>()?))
+        })()
+        .map_err(|e| format!("peer {name}: bad challenge: {e}"))?;
+        let genuine = auth::verify(
+            &self.id.secret,
+            Side::Acceptor,
+            &nonce_i,
+            &nonce_a,
+            &self.id.node,
+            &their_name,
+            &mac_a,
+        );
+        if !genuine || their_name != *name {
+            metrics::counter!("podstore_repl_handshake_failures_total", "peer" => name.clone()).increment(1);
+            let _ = write_frame(
+                &mut w,
+                Kind::Refused,
+                0,
+                &MetaWriter::default().str16(b"authentication failed").0,
+            )
+            .await;
+            return Err(format!(
+                "peer {name} at {} failed authentication (answered as {their_name:?})",
+                self.conf.address
+            ));
+        }
+        let mac_i = auth::sign(&self.id.secret, Side::Initiator, &nonce_i, &nonce_a, &self.id.node, name);
+        write_frame(&mut w, Kind::Auth, 0, &mac_i).await.map_err(|e| format!("peer {name}: {e}"))?;
+        let (h, _) = read_small_frame(&mut r).await.map_err(|e| format!("peer {name}: {e}"))?;
+        if h.kind != Kind::AuthOk {
+            metrics::counter!("podstore_repl_handshake_failures_total", "peer" => name.clone()).increment(1);
+            return Err(format!("peer {name} did not accept our authentication"));
+        }
+        let conn = Rc::new(Conn {
+            writer: tokio::sync::Mutex::new(w),
+            pending: RefCell::new(HashMap::new()),
+            busy: Cell::new(0),
+            dead: Cell::new(false),
+            next_request: Cell::new(1),
+            wrote: Cell::new(std::time::Instant::now()),
+        });
+        tokio::task::spawn_local(read_acks(conn.clone(), r, self.idle, name.clone()));
+        tokio::task::spawn_local(ping(Rc::downgrade(&conn), self.idle));
+        metrics::counter!("podstore_repl_connections_total", "peer" => name.clone()).increment(1);
+        Ok(conn)
+    }
+
+    /// Sends a copy of a PUT: `body` yields the object's bytes (exactly `len`) and then an
+    /// end marker. Returns when the peer has answered, or the connection failed.
+    pub async fn send_put(
+        &self,
+        version: Version,
+        bucket: &str,
+        key: &[u8],
+        content_type: &str,
+        len: u64,
+        mut body: mpsc::Receiver<Piece>,
+    ) -> CopyResult {
+        let conn = self.conn().await?;
+        conn.busy.set(conn.busy.get() + 1);
+        let _busy = Busy(conn.clone());
+        let meta =
+            WriteMeta { version, bucket: bucket.into(), key: key.into(), content_type: content_type.into() }
+                .encode(true);
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut w = conn.writer.lock().await;
+            if conn.dead.get() {
+                return Err(format!("peer {}: connection lost", self.conf.name));
+            }
+            let req = conn.next_request.get();
+            conn.next_request.set(req + 1);
+            conn.pending.borrow_mut().insert(req, tx);
+            let r: Result<(), String> = async {
+                let mut head = Vec::with_capacity(HEADER_BYTES + meta.len());
+                head.extend_from_slice(&FrameHeader::encode(Kind::Put, req, &meta, len));
+                head.extend_from_slice(&meta);
+                w.write_all(&head).await.map_err(|e| e.to_string())?;
+                let mut sent = 0u64;
+                let digest = loop {
+                    match body.recv().await {
+                        Some(Piece::Data(b)) => {
+                            if sent + b.len() as u64 > len {
+                                break None;
+                            }
+                            w.write_all(&b).await.map_err(|e| e.to_string())?;
+                            conn.wrote.set(std::time::Instant::now());
+                            sent += b.len() as u64;
+                            metrics::counter!("podstore_repl_sent_bytes_total", "peer" => self.conf.name.clone())
+                                .increment(b.len() as u64);
+                        }
+                        Some(Piece::End(d)) => break d.filter(|_| sent == len),
+                        None => break None,
+                    }
+                };
+                if digest.is_none() && sent < len {
+                    // The frame's length can't be met: closing is the only way to end it.
+                    return Err("the body ended early; copy abandoned".into());
+                }
+                let t = Trailer { abort: digest.is_none(), digest: digest.unwrap_or_default() };
+                w.write_all(&t.encode()).await.map_err(|e| e.to_string())
+            }
+            .await;
+            if let Err(e) = r {
+                let _ = w.shutdown().await;
+                conn.fail_all(&e);
+                return Err(format!("peer {}: {e}", self.conf.name));
+            }
+        }
+        rx.await.unwrap_or_else(|_| Err(format!("peer {}: connection lost", self.conf.name)))
+    }
+
+    /// Sends a copy of a DELETE.
+    pub async fn send_delete(&self, version: Version, bucket: &str, key: &[u8]) -> CopyResult {
+        let conn = self.conn().await?;
+        conn.busy.set(conn.busy.get() + 1);
+        let _busy = Busy(conn.clone());
+        let meta = WriteMeta { version, bucket: bucket.into(), key: key.into(), content_type: String::new() }
+            .encode(false);
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut w = conn.writer.lock().await;
+            if conn.dead.get() {
+                return Err(format!("peer {}: connection lost", self.conf.name));
+            }
+            let req = conn.next_request.get();
+            conn.next_request.set(req + 1);
+            conn.pending.borrow_mut().insert(req, tx);
+            if let Err(e) = write_frame(&mut w, Kind::Delete, req, &meta).await {
+                conn.fail_all(&e.to_string());
+                return Err(format!("peer {}: {e}", self.conf.name));
+            }
+        }
+        rx.await.unwrap_or_else(|_| Err(format!("peer {}: connection lost", self.conf.name)))
+    }
+}
+
+/// Reads acknowledgements until the connection fails or stays silent too long.
+async fn read_acks(conn: Rc<Conn>, mut r: OwnedReadHalf, idle: Duration, peer: String) {
+    let why = loop {
+        let frame = match tokio::time::timeout(idle, read_small_frame(&mut r)).await {
+            Ok(Ok(f)) => f,
+            Ok(Err(e)) => break e,
+            Err(_) if conn.wrote.get().elapsed() < idle => continue,
+            Err(_) => break format!("no answer for {} ms", idle.as_millis()),
+        };
+        match frame.0.kind {
+            Kind::Ack => match frame::decode_ack(&frame.1) {
+                Ok((status, msg)) => {
+                    if let Some(tx) = conn.pending.borrow_mut().remove(&frame.0.request) {
+                        let _ = tx.send(if status == AckStatus::Failed { Err(msg) } else { Ok(status) });
+                    }
+                }
+                Err(e) => break format!("bad ack: {e}"),
+            },
+            Kind::Pong => {}
+            k => break format!("unexpected {k:?} frame"),
+        }
+    };
+    tracing::info!("replication link to {peer} closed: {why}");
+    conn.fail_all(&why);
+}
+
+/// Pings an idle connection often enough that a live peer's pongs keep it open.
+async fn ping(conn: std::rc::Weak<Conn>, idle: Duration) {
+    let mut tick = tokio::time::interval(idle / 3);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(c) = conn.upgrade() else { return };
+        if c.dead.get() {
+            return;
+        }
+        // A busy connection is being written to; its acks or the write itself show liveness.
+        let guard = c.writer.try_lock();
+        let failed = match guard {
+            Ok(mut w) => write_frame(&mut w, Kind::Ping, 0, &[]).await.is_err(),
+            Err(_) => false,
+        };
+        if failed {
+            c.fail_all("ping failed");
+            return;
+        }
+    }
+}

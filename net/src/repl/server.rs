@@ -1,0 +1,306 @@
+//! The receiving side: peers connect to the replication port, authenticate, and send copies
+//! of their writes, which are stored with the version they carry (the newest wins) and
+//! acknowledged once durable.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use podstore_engine::Stamp;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::auth::{self, Side};
+use super::frame::{
+    self, AckStatus, FrameHeader, Kind, MetaReader, MetaWriter, Trailer, WriteMeta, HEADER_BYTES,
+    TRAILER_BYTES,
+};
+use super::link::{read_small_frame, tune_socket};
+use crate::core::{BodyMsg, CoreMsg, PutOutcome, Shared, PIECES_IN_FLIGHT_MAX};
+
+/// Largest piece a copy's body is read in.
+const PIECE_BYTES: usize = 256 << 10;
+
+fn refused(reason: &'static str) {
+    metrics::counter!("podstore_repl_refused_total", "reason" => reason).increment(1);
+}
+
+/// Accepts peer connections until shutdown.
+pub async fn accept_loop(
+    core: usize,
+    shared: Arc<Shared>,
+    listener: std::net::TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let listener =
+        match listener.set_nonblocking(true).and_then(|_| tokio::net::TcpListener::from_std(listener)) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("core {core}: replication listener: {e}");
+                return;
+            }
+        };
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => return,
+        };
+        match accepted {
+            Ok((stream, from)) => {
+                let (shared, stop) = (shared.clone(), shutdown.clone());
+                tokio::task::spawn_local(async move {
+                    if let Err(e) = serve_peer(shared, stream, stop).await {
+                        tracing::info!("replication connection from {from} closed: {e}");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!("core {core}: replication accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn send_frame(out: &mpsc::Sender<Vec<u8>>, kind: Kind, request: u64, meta: &[u8]) {
+    let mut b = FrameHeader::encode(kind, request, meta, 0).to_vec();
+    b.extend_from_slice(meta);
+    let _ = out.send(b).await;
+}
+
+/// Authenticates the initiator; returns its name.
+async fn handshake(shared: &Shared, stream: &mut tokio::net::TcpStream) -> Result<String, String> {
+    let repl = shared.cfg.replication.as_ref().ok_or("replication is not configured")?;
+    let secret = shared.repl_secret.as_deref().ok_or("no secret")?;
+    let refuse = |why: &str| {
+        let mut b =
+            FrameHeader::encode(Kind::Refused, 0, &MetaWriter::default().str16(why.as_bytes()).0, 0).to_vec();
+        b.extend_from_slice(&MetaWriter::default().str16(why.as_bytes()).0);
+        b
+    };
+    let (h, meta) = read_small_frame(stream).await.inspect_err(|_| refused("bad_hello"))?;
+    if h.kind != Kind::Hello {
+        refused("bad_hello");
+        return Err(format!("expected HELLO, got {:?}", h.kind));
+    }
+    let mut m = MetaReader::new(&meta);
+    let (name, nonce_i) = (|| {
+        let n = String::from_utf8_lossy(m.str16()?).into_owned();
+        let _dc = m.str16()?;
+        Ok::<_, frame::FrameError>((n, m.array::<32>()?))
+    })()
+    .map_err(|e| {
+        refused("bad_hello");
+        format!("bad HELLO: {e}")
+    })?;
+    if !repl.peers.iter().any(|p| p.name == name) {
+        refused("unknown_peer");
+        let _ = stream.write_all(&refuse("not a member of this replica set")).await;
+        return Err(format!("{name:?} is not a configured peer"));
+    }
+    let nonce_a = auth::nonce().map_err(|e| e.to_string())?;
+    let mac_a = auth::sign(secret, Side::Acceptor, &nonce_i, &nonce_a, &name, &shared.cfg.node_id);
+    let challenge = MetaWriter::default()
+        .str16(shared.cfg.node_id.as_bytes())
+        .str16(repl.datacenter.as_bytes())
+        .bytes(&nonce_a)
+        .bytes(&mac_a)
+        .0;
+    let mut b = FrameHeader::encode(Kind::Challenge, 0, &challenge, 0).to_vec();
+    b.extend_from_slice(&challenge);
+    stream.write_all(&b).await.map_err(|e| e.to_string())?;
+    let (h, mac_i) = read_small_frame(stream).await?;
+    if h.kind != Kind::Auth
+        || !auth::verify(secret, Side::Initiator, &nonce_i, &nonce_a, &name, &shared.cfg.node_id, &mac_i)
+    {
+        refused("bad_auth");
+        let _ = stream.write_all(&refuse("authentication failed")).await;
+        return Err(format!("{name:?} failed authentication"));
+    }
+    let ok = FrameHeader::encode(Kind::AuthOk, 0, &[], 0);
+    stream.write_all(&ok).await.map_err(|e| e.to_string())?;
+    Ok(name)
+}
+
+async fn serve_peer(
+    shared: Arc<Shared>,
+    mut stream: tokio::net::TcpStream,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), String> {
+    let repl = shared.cfg.replication.clone().ok_or("replication is not configured")?;
+    let idle = Duration::from_millis(repl.peer_idle_ms);
+    tune_socket(&stream, idle);
+    let peer =
+        tokio::time::timeout(Duration::from_millis(repl.connect_timeout_ms), handshake(&shared, &mut stream))
+            .await
+            .map_err(|_| {
+                refused("handshake_timeout");
+                "handshake timed out".to_string()
+            })??;
+    tracing::info!("replication: {peer} connected");
+    let (mut r, mut w) = stream.into_split();
+    // One writer task sends every answer (acks finish out of order).
+    let (out, mut out_rx) = mpsc::channel::<Vec<u8>>(256);
+    let writer = tokio::task::spawn_local(async move {
+        while let Some(b) = out_rx.recv().await {
+            if w.write_all(&b).await.is_err() {
+                return;
+            }
+        }
+    });
+    let r = async {
+        loop {
+            let mut hb = [0u8; HEADER_BYTES];
+            tokio::select! {
+                x = tokio::time::timeout(idle, r.read_exact(&mut hb)) => match x {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return Err(format!("read: {e}")),
+                    Err(_) => return Err(format!("{peer}: silent for {} ms", idle.as_millis())),
+                },
+                _ = shutdown.changed() => return Ok(()),
+            }
+            let h = FrameHeader::decode(&hb, shared.cfg.limits.object_bytes_max)
+                .map_err(|e| format!("bad frame: {e}"))?;
+            let mut meta = vec![0u8; h.meta_len as usize];
+            r.read_exact(&mut meta).await.map_err(|e| format!("read: {e}"))?;
+            h.check_meta(&meta).map_err(|e| format!("bad frame: {e}"))?;
+            match h.kind {
+                Kind::Ping => send_frame(&out, Kind::Pong, 0, &[]).await,
+                Kind::Put => receive_put(&shared, &peer, &h, &meta, &mut r, &out).await?,
+                Kind::Delete => receive_delete(&shared, &h, &meta, &out).await?,
+                k => return Err(format!("unexpected {k:?} frame")),
+            }
+        }
+    }
+    .await;
+    drop(out);
+    let _ = writer.await;
+    r
+}
+
+fn ack(request: u64, status: AckStatus, message: &str) -> Vec<u8> {
+    let meta = frame::ack_meta(status, message);
+    let mut b = FrameHeader::encode(Kind::Ack, request, &meta, 0).to_vec();
+    b.extend_from_slice(&meta);
+    b
+}
+
+/// The shard and core that hold a key.
+fn locate(shared: &Shared, key: &[u8]) -> Result<(u32, usize), String> {
+    let fp = podstore_engine::index::fingerprint(key);
+    let shard = podstore_engine::placement::place(fp, &shared.placement).ok_or("no disk is available")?;
+    let owner = *shared.shard_core.get(&shard).ok_or("disk not available")?;
+    Ok((shard, owner))
+}
+
+async fn receive_put(
+    shared: &Arc<Shared>,
+    peer: &str,
+    h: &FrameHeader,
+    meta: &[u8],
+    r: &mut OwnedReadHalf,
+    out: &mpsc::Sender<Vec<u8>>,
+) -> Result<(), String> {
+    let key_max = podstore_engine::record::KEY_MAX_BYTES;
+    let wm = WriteMeta::decode(meta, true, key_max).map_err(|e| format!("bad PUT: {e}"))?;
+    let len = h.data_len;
+    let ready = shared.ready.load(Ordering::Relaxed);
+    let target = if ready { locate(shared, &wm.storage_key()) } else { Err("the node is recovering".into()) };
+    let (tx, rx) = mpsc::channel(PIECES_IN_FLIGHT_MAX);
+    let (reply_tx, reply_rx) = oneshot::channel();
+    let mut to_core = match &target {
+        Ok((shard, owner)) => {
+            let msg = CoreMsg::Put {
+                shard: *shard,
+                key: wm.storage_key(),
+                content_type: wm.content_type.clone(),
+                len,
+                stamp: Stamp::Given(wm.version),
+                body: rx,
+                reply: reply_tx,
+            };
+            shared.inboxes[*owner].send(msg).await.is_ok().then_some(tx)
+        }
+        Err(_) => None,
+    };
+    // Read the body whatever happens to it: the stream must stay in step.
+    let mut left = len;
+    while left > 0 {
+        let n = (left as usize).min(PIECE_BYTES);
+        let mut b = BytesMut::zeroed(n);
+        r.read_exact(&mut b).await.map_err(|e| format!("read: {e}"))?;
+        left -= n as u64;
+        metrics::counter!("podstore_repl_received_bytes_total", "peer" => peer.to_string())
+            .increment(n as u64);
+        if let Some(t) = to_core.as_ref() {
+            if t.send(BodyMsg::Data(b.freeze())).await.is_err() {
+                to_core = None;
+            }
+        }
+    }
+    let mut tb = [0u8; TRAILER_BYTES];
+    r.read_exact(&mut tb).await.map_err(|e| format!("read: {e}"))?;
+    let trailer = Trailer::decode(&tb).map_err(|e| format!("bad trailer: {e}"))?;
+    if let Some(t) = to_core.take() {
+        let end = if trailer.abort {
+            BodyMsg::End { ok: false, digest: None }
+        } else {
+            BodyMsg::End { ok: true, digest: Some(trailer.digest) }
+        };
+        let _ = t.send(end).await;
+    }
+    let out = out.clone();
+    let request = h.request;
+    tokio::task::spawn_local(async move {
+        let (status, msg) = match (target, reply_rx.await) {
+            (Err(e), _) => (AckStatus::Failed, e),
+            (Ok(_), Err(_)) => (AckStatus::Failed, "the write was interrupted".to_string()),
+            (Ok(_), Ok(Ok(PutOutcome::Stored(_)))) => (AckStatus::Stored, String::new()),
+            (Ok(_), Ok(Ok(PutOutcome::Superseded))) => (AckStatus::Newer, String::new()),
+            (Ok(_), Ok(Ok(PutOutcome::Aborted))) => (AckStatus::Failed, "aborted by the sender".to_string()),
+            (Ok(_), Ok(Err(e))) => (AckStatus::Failed, e.to_string()),
+        };
+        let b = ack(request, status, &msg);
+        let _ = out.send(b).await;
+    });
+    Ok(())
+}
+
+async fn receive_delete(
+    shared: &Arc<Shared>,
+    h: &FrameHeader,
+    meta: &[u8],
+    out: &mpsc::Sender<Vec<u8>>,
+) -> Result<(), String> {
+    let wm = WriteMeta::decode(meta, false, podstore_engine::record::KEY_MAX_BYTES)
+        .map_err(|e| format!("bad DELETE: {e}"))?;
+    let ready = shared.ready.load(Ordering::Relaxed);
+    let target = if ready { locate(shared, &wm.storage_key()) } else { Err("the node is recovering".into()) };
+    let (reply_tx, reply_rx) = oneshot::channel();
+    if let Ok((shard, owner)) = &target {
+        let msg = CoreMsg::Delete {
+            shard: *shard,
+            key: wm.storage_key(),
+            stamp: Stamp::Given(wm.version),
+            always: true,
+            reply: reply_tx,
+        };
+        let _ = shared.inboxes[*owner].send(msg).await;
+    }
+    let out = out.clone();
+    let request = h.request;
+    tokio::task::spawn_local(async move {
+        let (status, msg) = match (target, reply_rx.await) {
+            (Err(e), _) => (AckStatus::Failed, e),
+            (Ok(_), Err(_)) => (AckStatus::Failed, "the delete was interrupted".to_string()),
+            (Ok(_), Ok(Ok(d))) if d.version.is_some() => (AckStatus::Stored, String::new()),
+            (Ok(_), Ok(Ok(_))) => (AckStatus::Newer, String::new()),
+            (Ok(_), Ok(Err(e))) => (AckStatus::Failed, e.to_string()),
+        };
+        let b = ack(request, status, &msg);
+        let _ = out.send(b).await;
+    });
+    Ok(())
+}

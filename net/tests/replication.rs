@@ -1,0 +1,232 @@
+//! Three appliances on loopback, each the real binary, replicating to each other: X-Copies,
+//! copies arriving everywhere, deletes, a peer that is down, concurrent overwrites, and peers
+//! that can't authenticate. (The whole-system tests in network namespaces, with partitions,
+//! live in `tests/` at the top and run as root.)
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::{free_addr, Node};
+
+struct Member {
+    name: String,
+    data: SocketAddr,
+    admin: SocketAddr,
+    repl: SocketAddr,
+}
+
+fn secret_file(dir_name: &str, secret: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = std::env::temp_dir().join(format!("podstore-secret-{dir_name}-{}", std::process::id()));
+    std::fs::write(&p, secret).expect("secret");
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    p
+}
+
+fn repl_config(me: &Member, peers: &[&Member], secret: &std::path::Path) -> String {
+    let mut t = format!(
+        "[limits]\ncopy_timeout_ms = 2000\n\n[replication]\nlisten = \"{}\"\ndatacenter = \"dc-{}\"\nsecret_file = \"{}\"\nconnect_timeout_ms = 500\npeer_idle_ms = 1500\n\n",
+        me.repl,
+        me.name,
+        secret.display()
+    );
+    for p in peers {
+        t.push_str(&format!(
+            "[[replication.peers]]\nname = \"{}\"\ndatacenter = \"dc-{}\"\naddress = \"{}\"\n\n",
+            p.name, p.name, p.repl
+        ));
+    }
+    t
+}
+
+fn members(n: usize) -> Vec<Member> {
+    ["pod-a", "pod-b", "pod-c", "pod-d"][..n]
+        .iter()
+        .map(|name| Member {
+            name: name.to_string(),
+            data: free_addr(),
+            admin: free_addr(),
+            repl: free_addr(),
+        })
+        .collect()
+}
+
+fn start(tag: &str, m: &[Member], secret: &std::path::Path) -> Vec<Node> {
+    m.iter()
+        .map(|me| {
+            let peers: Vec<&Member> = m.iter().filter(|p| p.name != me.name).collect();
+            Node::start_on(
+                &format!("{tag}-{}", me.name),
+                &me.name,
+                me.data,
+                me.admin,
+                &repl_config(me, &peers, secret),
+            )
+        })
+        .collect()
+}
+
+fn body(n: usize, seed: u8) -> Vec<u8> {
+    (0..n).map(|i| (i as u8).wrapping_mul(13).wrapping_add(seed)).collect()
+}
+
+/// Waits until `f` holds (copies sent in the background arrive soon, not at once).
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("never happened: {what}");
+}
+
+fn metric(node: &Node, prefix: &str) -> f64 {
+    let text = String::from_utf8(node.admin("/metrics").body).expect("utf8");
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn writes_reach_every_appliance_as_x_copies_asks() {
+    let m = members(3);
+    let secret = secret_file("three", "a-shared-secret-of-enough-length");
+    let mut nodes = start("repl3", &m, &secret);
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+
+    // all: durable on every appliance when acknowledged, large and small.
+    for (i, n) in [0usize, 1, 5_000, 3_500_000].into_iter().enumerate() {
+        let v = body(n, i as u8);
+        let path = format!("/photos/all-{i}");
+        let r = a.req("PUT", &path, &[("X-Copies", "all")], &v);
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.header("x-copies-written"), Some("3"));
+        let etag = r.header("etag").expect("etag").to_string();
+        for node in [b, c] {
+            let g = node.req("GET", &path, &[], b"");
+            assert_eq!(g.status, 200, "{path} on a peer");
+            assert!(g.body == v, "{path}: bytes differ on a peer");
+            assert_eq!(g.header("etag"), Some(etag.as_str()), "the same ETag everywhere");
+        }
+    }
+    // The bytes went over the replication channel, once to each peer.
+    let sent = metric(a, "podstore_repl_sent_bytes_total");
+    assert!(sent >= 2.0 * 3_505_001.0, "sent {sent}");
+    assert!(metric(b, "podstore_repl_received_bytes_total") >= 3_505_001.0);
+    // More copies than appliances, or zero, is a client error.
+    for bad in ["5", "4", "0", "most"] {
+        let r = a.req("PUT", "/photos/bad", &[("X-Copies", bad)], b"x");
+        assert_eq!(r.status, 400, "X-Copies: {bad}");
+        assert!(String::from_utf8_lossy(&r.body).contains("bad_copies"));
+    }
+    assert_eq!(b.req("GET", "/photos/bad", &[], b"").status, 404);
+    let r = b.req("PUT", "/photos/quorum", &[("X-Copies", "quorum")], b"q");
+    assert_eq!(r.status, 201);
+    assert!(r.header("x-copies-written").expect("written").parse::<u32>().expect("n") >= 2);
+
+    // any: answered after the local copy; the others arrive afterwards.
+    let v = body(200_000, 9);
+    let r = b.req("PUT", "/photos/any", &[("X-Copies", "any")], &v);
+    assert_eq!(r.status, 201);
+    for node in [a, c] {
+        eventually("an `any` write reaches every appliance", || {
+            let g = node.req("GET", "/photos/any", &[], b"");
+            g.status == 200 && g.body == v
+        });
+    }
+
+    // DELETE travels the same way and holds everywhere.
+    let r = c.req("DELETE", "/photos/all-2", &[("X-Copies", "all")], b"");
+    assert_eq!(r.status, 204);
+    assert_eq!(r.header("x-copies-written"), Some("3"));
+    for node in [a, b, c] {
+        assert_eq!(node.req("GET", "/photos/all-2", &[], b"").status, 404);
+    }
+    // A delete of a key this appliance never had still reaches the peers that have it.
+    let r = a.req("PUT", "/photos/elsewhere", &[("X-Copies", "all")], b"doomed");
+    assert_eq!(r.status, 201);
+
+    // Concurrent overwrites of one key on two appliances converge to one version everywhere.
+    for round in 0..5 {
+        let path = format!("/photos/race-{round}");
+        let (pa, pb) = (body(30_000, 100 + round), body(30_000, 200 + round));
+        std::thread::scope(|s| {
+            s.spawn(|| assert_eq!(a.req("PUT", &path, &[], &pa).status, 201));
+            s.spawn(|| assert_eq!(b.req("PUT", &path, &[], &pb).status, 201));
+        });
+        eventually("concurrent overwrites converge", || {
+            let got: Vec<_> = [a, b, c].iter().map(|n| n.req("GET", &path, &[], b"")).collect();
+            got.iter().all(|g| g.status == 200 && (g.body == pa || g.body == pb))
+                && got.windows(2).all(|w| w[0].body == w[1].body)
+        });
+    }
+
+    // A peer that is down: `all` fails with 503 in bounded time; `any` and `quorum` succeed.
+    nodes[2].kill();
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let t = Instant::now();
+    let r = a.req("PUT", "/photos/while-c-is-down", &[("X-Copies", "all")], b"x");
+    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    assert!(String::from_utf8_lossy(&r.body).contains("copies_unavailable"));
+    assert!(t.elapsed() < Duration::from_secs(6), "503 took {:?}", t.elapsed());
+    let r = a.req("PUT", "/photos/quorum-while-c-is-down", &[("X-Copies", "quorum")], b"y");
+    assert_eq!(r.status, 201);
+    assert_eq!(b.req("GET", "/photos/quorum-while-c-is-down", &[], b"").body, b"y");
+    let r = a.req("DELETE", "/photos/any", &[("X-Copies", "2")], b"");
+    assert_eq!(r.status, 204);
+    assert_eq!(b.req("GET", "/photos/any", &[], b"").status, 404);
+    assert!(metric(a, "podstore_repl_copies_total{") > 0.0);
+    for n in nodes.iter_mut() {
+        n.kill();
+    }
+}
+
+#[test]
+fn peers_that_cannot_authenticate_are_refused_and_counted() {
+    let m = members(2);
+    let good = secret_file("auth-good", "the-right-secret-0123456789");
+    let bad = secret_file("auth-bad", "a-wrong-secret-0123456789ab");
+    let a = Node::start_on("auth-a", &m[0].name, m[0].data, m[0].admin, &repl_config(&m[0], &[&m[1]], &good));
+    let b = Node::start_on("auth-b", &m[1].name, m[1].data, m[1].admin, &repl_config(&m[1], &[&m[0]], &bad));
+    // b's copies are refused: an `all` write on b can't get its second copy.
+    let r = b.req("PUT", "/photos/x", &[("X-Copies", "all")], b"x");
+    assert_eq!(r.status, 503);
+    assert_eq!(a.req("GET", "/photos/x", &[], b"").status, 404, "a refused peer wrote nothing");
+    let r = a.req("PUT", "/photos/y", &[("X-Copies", "2")], b"y");
+    assert_eq!(r.status, 503, "a peer with the wrong secret can't pass as a replica either");
+    assert_eq!(b.req("GET", "/photos/y", &[], b"").status, 404);
+    assert!(metric(&a, "podstore_repl_refused_total") > 0.0, "refusals are counted");
+    assert!(metric(&b, "podstore_repl_handshake_failures_total") > 0.0);
+
+    // A stranger (not a member) is refused too.
+    let mut s = std::net::TcpStream::connect(m[0].repl).expect("connect");
+    use std::io::{Read, Write};
+    let mut meta = Vec::new();
+    for f in [&b"stranger"[..], b"dc-x"] {
+        meta.extend_from_slice(&(f.len() as u16).to_le_bytes());
+        meta.extend_from_slice(f);
+    }
+    meta.extend_from_slice(&[7u8; 32]);
+    let mut h = [0u8; 40];
+    h[0..4].copy_from_slice(b"PSRP");
+    h[4] = 1;
+    h[5] = 1;
+    h[16..20].copy_from_slice(&(meta.len() as u32).to_le_bytes());
+    h[20..24].copy_from_slice(&crc32c::crc32c(&meta).to_le_bytes());
+    let crc = crc32c::crc32c(&h[0..36]);
+    h[36..40].copy_from_slice(&crc.to_le_bytes());
+    s.write_all(&h).expect("hello");
+    s.write_all(&meta).expect("hello");
+    let mut answer = [0u8; 40];
+    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    s.read_exact(&mut answer).expect("an answer");
+    assert_eq!(answer[5], 10, "REFUSED");
+    eventually("the stranger is counted", || {
+        metric(&a, "podstore_repl_refused_total{reason=\"unknown_peer\"}") > 0.0
+    });
+}
