@@ -21,7 +21,8 @@
 //!     64    8 quarantine entry count Q
 //!     72    8 clock: the node clock's newest stamp when the snapshot was taken (every
 //!             version in the shard is at most this)
-//!     80   44 zero
+//!     80    4 backlog count P (one per peer)
+//!     84   40 zero
 //!    124    4 CRC32C of bytes 0..124
 //!   128 3968 zero
 //! body, from offset 4096, then zero padding to a multiple of 4096
@@ -32,6 +33,8 @@
 //!   O × overflow:   packed location u64, key length u16, key
 //!   Q × quarantine: blob u32, reason u32, offset u64, length u64, sequence u64,
 //!                   key length u16 (0: unknown), key
+//!   P × backlog:    peer name length u8, name, flags u8 (bit 0 overflowed), entry count E u64,
+//!                   E × (sequence u64, blob u32, offset u64, record length u64, created ms u64)
 //! ```
 //! Recovery applies a record found after `scan_from` only if its sequence is above `max_seq`
 //! or listed in the in-flight section: every other record there is already in the snapshot.
@@ -109,7 +112,20 @@ pub struct Checkpoint {
     pub main: Vec<(u64, u64)>,
     pub overflow: Vec<(Vec<u8>, u64)>,
     pub quarantine: Vec<Quarantined>,
+    /// Each peer's unconfirmed writes (see backlog.rs).
+    pub backlogs: Vec<CkptBacklog>,
 }
+
+/// One peer's backlog as the checkpoint saw it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CkptBacklog {
+    pub peer: String,
+    pub overflowed: bool,
+    pub entries: Vec<crate::backlog::BacklogEntry>,
+}
+
+/// Bytes of one backlog entry.
+const BACKLOG_ENTRY: u64 = 36;
 
 /// Why bytes are not a valid checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -204,6 +220,20 @@ impl Checkpoint {
             body.extend_from_slice(&(key.len() as u16).to_le_bytes());
             body.extend_from_slice(key);
         }
+        for b in &self.backlogs {
+            let name = &b.peer.as_bytes()[..b.peer.len().min(255)];
+            body.push(name.len() as u8);
+            body.extend_from_slice(name);
+            body.push(u8::from(b.overflowed));
+            body.extend_from_slice(&(b.entries.len() as u64).to_le_bytes());
+            for e in &b.entries {
+                body.extend_from_slice(&e.seq.to_le_bytes());
+                body.extend_from_slice(&e.blob.to_le_bytes());
+                body.extend_from_slice(&e.offset.to_le_bytes());
+                body.extend_from_slice(&e.record_len.to_le_bytes());
+                body.extend_from_slice(&e.created_ms.to_le_bytes());
+            }
+        }
         let mut out = vec![0u8; CKPT_HEADER_BYTES];
         out[0..8].copy_from_slice(MAGIC);
         out[8..12].copy_from_slice(&VERSION.to_le_bytes());
@@ -217,6 +247,7 @@ impl Checkpoint {
         out[56..64].copy_from_slice(&(self.overflow.len() as u64).to_le_bytes());
         out[64..72].copy_from_slice(&(self.quarantine.len() as u64).to_le_bytes());
         out[72..80].copy_from_slice(&self.max_hlc.to_le_bytes());
+        out[80..84].copy_from_slice(&(self.backlogs.len() as u32).to_le_bytes());
         let crc = crc32c::crc32c(&out[0..124]);
         out[124..128].copy_from_slice(&crc.to_le_bytes());
         out.extend_from_slice(&body);
@@ -260,6 +291,7 @@ impl Checkpoint {
         let nover = r.u64()?;
         let nquar = r.u64()?;
         let max_hlc = r.u64()?;
+        let nbacklogs = r.u32()?;
         let body_end = (CKPT_HEADER_BYTES as u64).checked_add(body_len).ok_or(CkptError::Short)?;
         if (b.len() as u64) < body_end {
             return Err(CkptError::Short);
@@ -319,6 +351,31 @@ impl Checkpoint {
             let key = if n == 0 { None } else { Some(r.take(n)?.to_vec()) };
             ck.quarantine.push(Quarantined { blob, offset, len_bytes, seq, key, reason });
         }
+        for _ in 0..nbacklogs {
+            let n = r.take(1)?[0] as usize;
+            let peer =
+                String::from_utf8(r.take(n)?.to_vec()).map_err(|_| CkptError::Field("backlog peer"))?;
+            let flags = r.take(1)?[0];
+            if flags > 1 {
+                return Err(CkptError::Field("backlog flags"));
+            }
+            let count = r.u64()?;
+            // The entries must fit what is left before anything is allocated for them.
+            if count.checked_mul(BACKLOG_ENTRY).is_none_or(|need| need > (body.len() - r.at) as u64) {
+                return Err(CkptError::Field("backlog count"));
+            }
+            let mut entries = Vec::with_capacity(count as usize);
+            for _ in 0..count {
+                entries.push(crate::backlog::BacklogEntry {
+                    seq: r.u64()?,
+                    blob: r.u32()?,
+                    offset: r.u64()?,
+                    record_len: r.u64()?,
+                    created_ms: r.u64()?,
+                });
+            }
+            ck.backlogs.push(CkptBacklog { peer, overflowed: flags == 1, entries });
+        }
         if r.at != body.len() {
             return Err(CkptError::Field("body length"));
         }
@@ -335,6 +392,20 @@ mod tests {
             shard_id: 4,
             max_seq: 99,
             max_hlc: 0x55_0000,
+            backlogs: vec![
+                CkptBacklog {
+                    peer: "pod-b".into(),
+                    overflowed: false,
+                    entries: vec![crate::backlog::BacklogEntry {
+                        seq: 98,
+                        blob: 1,
+                        offset: 8192,
+                        record_len: 4096,
+                        created_ms: 1_700_000_000_000,
+                    }],
+                },
+                CkptBacklog { peer: "pod-c".into(), overflowed: true, entries: vec![] },
+            ],
             blobs: vec![
                 CkptBlob { id: 0, dedicated: false, size_bytes: 1 << 20, tail: 8192, scan_from: 4096 },
                 // A sealed blob: nothing in flight, so recovery starts at its end.

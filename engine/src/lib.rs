@@ -10,6 +10,7 @@
 //! [`podstore_disks::Io`], so the same engine runs on io_uring, the fallback and the simulator.
 #![forbid(unsafe_code)]
 
+pub mod backlog;
 mod blob;
 pub mod checkpoint;
 mod error;
@@ -26,7 +27,7 @@ pub mod version;
 pub use error::{Error, Result};
 pub use recovery::RecoveryReport;
 pub use shard::{
-    validate, Chunk, DeleteDone, ObjectMeta, ObjectReader, PutDone, PutWriter, Shard, ShardConfig,
+    validate, Chunk, CopyItem, DeleteDone, ObjectMeta, ObjectReader, PutDone, PutWriter, Shard, ShardConfig,
     ShardStats, Stamp,
 };
 pub use shard_set::{KeyVersion, ShardSet, ShardSpec};

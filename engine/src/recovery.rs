@@ -29,6 +29,7 @@ use crate::checkpoint::{
     parse_ckpt_name, Checkpoint, CkptError, QuarantineReason, Quarantined, CKPT_HEADER_BYTES,
 };
 use crate::index::{Index, Loc, Slot};
+use crate::record::Header;
 use crate::scan::{Found, Scanner};
 use crate::shard::{Shard, ShardConfig};
 use crate::{Error, Result};
@@ -63,7 +64,7 @@ pub struct RecoveryReport {
 }
 
 enum TailItem {
-    Valid { blob: u32, offset: u64, record_len: u64, tombstone: bool, key: Vec<u8> },
+    Valid { blob: u32, offset: u64, record_len: u64, tombstone: bool, key: Vec<u8>, header: Header },
     Bad { blob: u32, offset: u64, record_len: u64, key: Vec<u8> },
 }
 
@@ -128,6 +129,19 @@ impl<I: Io> Shard<I> {
             *shard.index.borrow_mut() = ix;
         }
         *shard.quarantine.borrow_mut() = ck.quarantine.clone();
+        {
+            let mut backlogs = shard.backlogs.borrow_mut();
+            for b in &ck.backlogs {
+                // A peer no longer configured is dropped; a new one starts empty.
+                if let Some(i) = shard.cfg.peers.iter().position(|p| *p == b.peer) {
+                    let bl = &mut backlogs[i];
+                    bl.overflowed = b.overflowed;
+                    for e in &b.entries {
+                        bl.add(*e, u64::MAX);
+                    }
+                }
+            }
+        }
         for q in &ck.quarantine {
             if let (Some(k), QuarantineReason::BadBody | QuarantineReason::ReadChecksum) = (&q.key, q.reason)
             {
@@ -193,6 +207,7 @@ impl<I: Io> Shard<I> {
                                 record_len: header.record_len,
                                 tombstone: header.is_tombstone(),
                                 key,
+                                header,
                             },
                         ));
                     }
@@ -285,7 +300,7 @@ impl<I: Io> Shard<I> {
             }
             changed = true;
             match item {
-                TailItem::Valid { blob, offset, record_len, tombstone, key } => {
+                TailItem::Valid { blob, offset, record_len, tombstone, key, header } => {
                     let fp = shard.fp(&key);
                     let slot = match tail_keys.get(&fp) {
                         Some(k) if *k == key => Slot::Main,
@@ -307,6 +322,8 @@ impl<I: Io> Shard<I> {
                     if shard.quarantined_keys.borrow_mut().remove(&key[..]).is_some() {
                         shard.quarantine.borrow_mut().retain(|q| q.key.as_deref() != Some(&key[..]));
                     }
+                    // Not in the checkpoint's backlogs: no peer can have confirmed it yet.
+                    shard.backlog_add(&header);
                     report.records_applied += 1;
                 }
                 TailItem::Bad { blob, offset, record_len, key } => {

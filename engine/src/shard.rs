@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
+use crate::backlog::{Backlog, BacklogEntry, BacklogStats};
 use crate::blob::{blob_name, BlobFile};
 use crate::checkpoint::{ckpt_name, parse_ckpt_name, Checkpoint, CkptBlob, QuarantineReason, Quarantined};
 use crate::group_commit::Synced;
@@ -63,6 +64,12 @@ pub struct ShardConfig {
     pub checkpoint_every_bytes: u64,
     /// The node's clock: stamps local writes, and observes every version found on the disk.
     pub clock: std::sync::Arc<crate::Clock>,
+    /// The replica set's other appliances, by name: each has a backlog of this appliance's
+    /// writes it has not confirmed.
+    pub peers: Vec<String>,
+    /// Most entries of one peer's backlog on one shard; past it the backlog is dropped and the
+    /// peer needs anti-entropy.
+    pub backlog_records_max: u64,
 }
 
 impl Default for ShardConfig {
@@ -81,6 +88,8 @@ impl Default for ShardConfig {
             checkpoint_every_records: 1 << 20,
             checkpoint_every_bytes: 16 << 30,
             clock: std::sync::Arc::new(crate::Clock::default()),
+            peers: Vec::new(),
+            backlog_records_max: 10_000_000,
         }
     }
 }
@@ -212,6 +221,8 @@ pub struct Shard<I: Io> {
     pub(crate) quarantine: RefCell<Vec<Quarantined>>,
     pub(crate) quarantined_keys: RefCell<HashMap<Box<[u8]>, u64>>,
     pub(crate) counters: RefCell<Counters>,
+    /// One per peer in `cfg.peers`.
+    pub(crate) backlogs: RefCell<Vec<Backlog>>,
 }
 
 /// `ENOSPC` on Linux.
@@ -251,7 +262,9 @@ impl<I: Io> Shard<I> {
     pub(crate) fn new_empty(io: I, cfg: ShardConfig, dir: &Path, id: u32) -> Shard<I> {
         cfg.check();
         let slots = cfg.writes_in_flight_max;
+        let backlogs = RefCell::new(vec![Backlog::default(); cfg.peers.len()]);
         Shard {
+            backlogs,
             io,
             cfg,
             dir: dir.to_path_buf(),
@@ -531,6 +544,73 @@ impl<I: Io> Shard<I> {
         }
     }
 
+    /// Adds a committed record of this appliance's own writes to every peer's backlog.
+    pub(crate) fn backlog_add(&self, h: &Header) {
+        if h.version.origin != self.cfg.clock.origin() {
+            return; // a copy of another appliance's write: its origin sends it to the others
+        }
+        let e = BacklogEntry {
+            seq: h.seq,
+            blob: h.blob_id,
+            offset: h.offset,
+            record_len: h.record_len,
+            created_ms: h.created_ms,
+        };
+        for b in self.backlogs.borrow_mut().iter_mut() {
+            b.add(e, self.cfg.backlog_records_max);
+        }
+    }
+
+    /// Peer `peer` (an index into `cfg.peers`) holds the write with this sequence durably.
+    pub fn backlog_confirm(&self, peer: usize, seq: u64) {
+        if let Some(b) = self.backlogs.borrow_mut().get_mut(peer) {
+            b.confirm(seq);
+        }
+    }
+
+    /// Up to `max` unconfirmed writes for `peer`, oldest first, created at or before
+    /// `before_ms`; each stays reserved for the caller until confirmed or released.
+    pub fn backlog_take(&self, peer: usize, max: usize, before_ms: u64) -> Vec<BacklogEntry> {
+        self.backlogs.borrow_mut().get_mut(peer).map(|b| b.take(max, before_ms)).unwrap_or_default()
+    }
+
+    /// A taken entry could not be sent: it will be taken again.
+    pub fn backlog_release(&self, peer: usize, seq: u64) {
+        if let Some(b) = self.backlogs.borrow_mut().get_mut(peer) {
+            b.release(seq);
+        }
+    }
+
+    /// What `peer`'s backlog on this shard holds.
+    pub fn backlog_stats(&self, peer: usize) -> BacklogStats {
+        self.backlogs.borrow().get(peer).map(|b| b.stats()).unwrap_or_default()
+    }
+
+    /// The write a backlog entry stands for, if it is still the key's newest here: a reader
+    /// of the object, or a tombstone's key and version. None if it was superseded (the newer
+    /// write has its own entry, or came from another appliance that sends it).
+    pub async fn backlog_item(self: &Rc<Self>, e: &BacklogEntry) -> Result<Option<CopyItem<I>>> {
+        let loc_hint = Loc::new(e.blob, e.offset, e.record_len, false);
+        let Ok((h, key, _)) = self.read_header(loc_hint).await? else {
+            return Ok(None);
+        };
+        let fp = self.fp(&key);
+        let current = {
+            let ix = self.index.borrow();
+            ix.overflow_get(&key).or_else(|| ix.main_get(fp))
+        };
+        let Some(loc) = current.filter(|l| l.blob() == e.blob && l.offset() == e.offset) else {
+            return Ok(None);
+        };
+        if loc.is_tombstone() {
+            return Ok(Some(CopyItem::Delete { key, version: h.version }));
+        }
+        match self.open_reader(&key, loc).await? {
+            Opened::Reader(r) => Ok(Some(CopyItem::Put(r))),
+            _ => Ok(None),
+        }
+    }
+
     /// The version of the key's newest record (object or tombstone), if the shard has one.
     /// Costs one header read.
     pub async fn version_of(&self, key: &[u8]) -> Result<Option<(Version, bool)>> {
@@ -633,6 +713,7 @@ impl<I: Io> Shard<I> {
         blob.in_flight.borrow_mut().remove(&offset);
         r?;
         self.commit_index(slot, fp, key, Loc::new(blob.id, offset, rec_len, true), rec_len);
+        self.backlog_add(&header);
         self.counters.borrow_mut().deletes += 1;
         Ok(DeleteDone { existed, version: Some(version) })
     }
@@ -823,6 +904,17 @@ impl<I: Io> Shard<I> {
             shard_id: self.id,
             max_seq: self.next_seq.get() - 1,
             max_hlc: self.cfg.clock.last(),
+            backlogs: self
+                .cfg
+                .peers
+                .iter()
+                .zip(self.backlogs.borrow().iter())
+                .map(|(name, b)| crate::checkpoint::CkptBacklog {
+                    peer: name.clone(),
+                    overflowed: b.overflowed,
+                    entries: b.entries.values().copied().collect(),
+                })
+                .collect(),
             blobs: blobs
                 .values()
                 .map(|b| CkptBlob {
@@ -946,6 +1038,13 @@ enum Opened<I: Io> {
     /// The fingerprint's record belongs to another key (a collision): this key is absent.
     OtherKey,
     Bad(FormatError, u64),
+}
+
+/// A write to copy to a peer from the backlog.
+#[derive(Debug)]
+pub enum CopyItem<I: Io> {
+    Put(Box<ObjectReader<I>>),
+    Delete { key: Vec<u8>, version: Version },
 }
 
 /// How a write is stamped.
@@ -1091,6 +1190,7 @@ impl<I: Io> PutWriter<I> {
         self.finished = true;
         let loc = Loc::new(self.blob.id, self.header.offset, self.header.record_len, false);
         self.shard.commit_index(self.slot, self.fp, &self.key, loc, self.header.record_len);
+        self.shard.backlog_add(&self.header);
         self.shard.counters.borrow_mut().puts += 1;
         Ok(PutDone {
             seq: self.header.seq,

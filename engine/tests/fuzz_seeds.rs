@@ -48,6 +48,17 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             key: Some(b"bad".to_vec()),
             reason: QuarantineReason::BadBody,
         }],
+        backlogs: vec![podstore_engine::checkpoint::CkptBacklog {
+            peer: "pod-b".into(),
+            overflowed: false,
+            entries: vec![podstore_engine::backlog::BacklogEntry {
+                seq: 499,
+                blob: 0,
+                offset: 61440,
+                record_len: 4096,
+                created_ms: 1_764_000_000_000,
+            }],
+        }],
     };
     let label =
         Label { disk_id: 5, tier: Tier::Capacity, node_id: "pod-01".into(), created_unix_s: 1_764_000_000 };

@@ -117,3 +117,69 @@ fn copies_in_any_order_leave_the_newest() {
         }
     });
 }
+
+#[test]
+fn backlogs_hold_unconfirmed_local_writes_across_restarts() {
+    run(async {
+        let disk = SimDisk::new(2, SimFaults::default());
+        let clock = Arc::new(Clock::new(1));
+        let peers = |names: &[&str]| ShardConfig {
+            peers: names.iter().map(|s| s.to_string()).collect(),
+            ..cfg(clock.clone())
+        };
+        let (shard, _) =
+            Shard::open(disk.clone(), peers(&["b", "c"]), Path::new("/d"), 0).await.expect("open");
+        let d1 = shard.put_bytes(b"k1", "", b"one").await.expect("put");
+        let d2 = shard.put_bytes(b"k2", "", b"two").await.expect("put");
+        assert!(shard.delete(b"k1").await.expect("delete"));
+        // A copy of another appliance's write is that appliance's to send.
+        assert!(copy(&shard, b"theirs", b"t", v(9_000, 5)).await);
+        for p in 0..2 {
+            assert_eq!(shard.backlog_stats(p).objects, 3, "peer {p}");
+        }
+        shard.backlog_confirm(0, d2.seq);
+        assert_eq!(shard.backlog_stats(0).objects, 2);
+        assert_eq!(shard.backlog_stats(1).objects, 3);
+        // The overwritten put is superseded (its tombstone has its own entry); the delete is
+        // sent as a delete.
+        let taken = shard.backlog_take(0, 10, u64::MAX);
+        assert_eq!(taken.len(), 2);
+        assert_eq!(taken[0].seq, d1.seq);
+        assert!(shard.backlog_item(&taken[0]).await.expect("item").is_none());
+        match shard.backlog_item(&taken[1]).await.expect("item") {
+            Some(podstore_engine::CopyItem::Delete { key, .. }) => assert_eq!(key, b"k1"),
+            other => panic!("expected a delete, got {other:?}"),
+        }
+        assert!(shard.backlog_take(0, 10, u64::MAX).is_empty(), "taken entries are reserved");
+        shard.backlog_release(0, taken[1].seq);
+        shard.backlog_confirm(0, taken[0].seq);
+
+        // Restart from a checkpoint plus a tail; the peers' order in the config may change.
+        shard.checkpoint().await.expect("checkpoint");
+        let d3 = shard.put_bytes(b"k3", "", b"three").await.expect("put");
+        drop(shard);
+        let (shard, _) =
+            Shard::open(disk.clone(), peers(&["c", "b"]), Path::new("/d"), 0).await.expect("reopen");
+        assert_eq!(shard.backlog_stats(1).objects, 2, "b: the tombstone and k3");
+        assert_eq!(shard.backlog_stats(0).objects, 4, "c: everything local");
+        let b_seqs: Vec<u64> = shard.backlog_take(1, 10, u64::MAX).iter().map(|e| e.seq).collect();
+        assert!(b_seqs.contains(&d3.seq));
+        match shard.backlog_item(&shard.backlog_take(0, 10, u64::MAX)[1]).await.expect("item") {
+            Some(podstore_engine::CopyItem::Put(mut r)) => {
+                assert_eq!(r.read_all().await.expect("read"), b"two");
+                assert_eq!(r.meta.version, d2.version);
+            }
+            other => panic!("expected k2's put, got {other:?}"),
+        }
+        // Without any checkpoint every local write comes back (a copy sent twice is harmless).
+        drop(shard);
+        for p in disk.paths() {
+            if p.to_string_lossy().ends_with(".ckpt") {
+                podstore_disks::Io::remove(&disk, &p).await.expect("rm");
+            }
+        }
+        let (shard, _) =
+            Shard::open(disk.clone(), peers(&["b", "c"]), Path::new("/d"), 0).await.expect("rebuild");
+        assert_eq!(shard.backlog_stats(0).objects, 4);
+    });
+}
