@@ -183,6 +183,8 @@ pub struct ShardStats {
     pub checkpoints: u64,
     /// Why the shard is fenced, if it is.
     pub fenced: Option<String>,
+    /// Each peer's backlog on this shard.
+    pub backlogs: Vec<(String, BacklogStats)>,
 }
 
 #[derive(Debug, Default)]
@@ -682,10 +684,10 @@ impl<I: Io> Shard<I> {
         let existed = old.is_some_and(|l| !l.is_tombstone());
         let local = matches!(stamp, Stamp::Local);
         if local && !existed && !quarantined && !always {
-            return Ok(DeleteDone { existed, version: None });
+            return Ok(DeleteDone { existed, version: None, seq: None });
         }
         let Some(version) = self.stamp(stamp, old).await? else {
-            return Ok(DeleteDone { existed, version: None });
+            return Ok(DeleteDone { existed, version: None, seq: None });
         };
         let rec_len = record::record_len(key.len(), 0, 0);
         let (blob, offset, seq) = self.reserve(rec_len, true).await?;
@@ -715,7 +717,7 @@ impl<I: Io> Shard<I> {
         self.commit_index(slot, fp, key, Loc::new(blob.id, offset, rec_len, true), rec_len);
         self.backlog_add(&header);
         self.counters.borrow_mut().deletes += 1;
-        Ok(DeleteDone { existed, version: Some(version) })
+        Ok(DeleteDone { existed, version: Some(version), seq: Some(seq) })
     }
 
     /// Writes a buffer, fencing on failure.
@@ -1029,6 +1031,13 @@ impl<I: Io> Shard<I> {
             last_sync_batch: last_batch,
             checkpoints: c.checkpoints,
             fenced: self.fenced.borrow().clone(),
+            backlogs: self
+                .cfg
+                .peers
+                .iter()
+                .cloned()
+                .zip(self.backlogs.borrow().iter().map(|b| b.stats()))
+                .collect(),
         }
     }
 }
@@ -1063,6 +1072,8 @@ pub struct DeleteDone {
     pub existed: bool,
     /// The tombstone's version, if one was written.
     pub version: Option<Version>,
+    /// The tombstone's sequence, if one was written.
+    pub seq: Option<u64>,
 }
 
 /// The result of a committed PUT.
@@ -1246,6 +1257,11 @@ pub struct ObjectReader<I: Io> {
 }
 
 impl<I: Io> ObjectReader<I> {
+    /// The key this reader reads.
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+
     /// Restricts the reader to bytes `[start, end)` of the object (before reading).
     pub fn set_range(&mut self, start: u64, end: u64) {
         assert!(

@@ -1,4 +1,5 @@
-//! The admin port: `/metrics` (Prometheus text), `/health`, `/ready`, `/admin/disks`.
+//! The admin port: `/metrics` (Prometheus text), `/health`, `/ready`, `/admin/disks`,
+//! `/admin/peers`.
 //! It runs on its own thread, asks the cores for their shards' stats by message, and never
 //! touches the data path.
 
@@ -73,11 +74,93 @@ pub async fn render_metrics(shared: &Shared, handle: &PrometheusHandle) -> Strin
             g("podstore_disk_checkpoints", s.checkpoints);
         }
     }
+    let now_ms = now_ms();
+    for p in peer_totals(shared, &stats) {
+        let g = |name: &'static str, v: f64| metrics::gauge!(name, "peer" => p.name.clone()).set(v);
+        g("podstore_repl_backlog_objects", p.objects as f64);
+        g("podstore_repl_backlog_bytes", p.bytes as f64);
+        g("podstore_repl_backlog_age_seconds", p.age_seconds(now_ms));
+        g("podstore_repl_backlog_overflowed", if p.overflowed { 1.0 } else { 0.0 });
+    }
     metrics::gauge!("podstore_http_open_connections").set(shared.connections.load(Ordering::Relaxed) as f64);
     metrics::gauge!("podstore_recovery_duration_seconds")
         .set(shared.recovery_ms.load(Ordering::Relaxed) as f64 / 1000.0);
     metrics::gauge!("podstore_node_ready").set(if shared.ready.load(Ordering::Relaxed) { 1.0 } else { 0.0 });
     handle.render()
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// One peer's backlog over every disk.
+#[derive(Debug, Default)]
+struct PeerTotals {
+    name: String,
+    objects: u64,
+    bytes: u64,
+    oldest_created_ms: u64,
+    overflowed: bool,
+}
+
+impl PeerTotals {
+    fn age_seconds(&self, now_ms: u64) -> f64 {
+        if self.objects == 0 {
+            0.0
+        } else {
+            now_ms.saturating_sub(self.oldest_created_ms) as f64 / 1000.0
+        }
+    }
+}
+
+fn peer_totals(shared: &Shared, stats: &[ShardStats]) -> Vec<PeerTotals> {
+    let Some(r) = &shared.cfg.replication else { return Vec::new() };
+    r.peers
+        .iter()
+        .map(|p| {
+            let mut t = PeerTotals { name: p.name.clone(), ..Default::default() };
+            for (_, b) in stats.iter().flat_map(|s| s.backlogs.iter()).filter(|(n, _)| *n == p.name) {
+                t.objects += b.objects;
+                t.bytes += b.bytes;
+                t.overflowed |= b.overflowed;
+                if b.objects > 0 && (t.oldest_created_ms == 0 || b.oldest_created_ms < t.oldest_created_ms) {
+                    t.oldest_created_ms = b.oldest_created_ms;
+                }
+            }
+            t
+        })
+        .collect()
+}
+
+async fn peers_json(shared: &Shared) -> String {
+    let stats = all_stats(shared).await;
+    let now = now_ms();
+    let conf = shared.cfg.replication.as_ref();
+    let peers: Vec<serde_json::Value> = peer_totals(shared, &stats)
+        .iter()
+        .map(|t| {
+            let c = conf.and_then(|r| r.peers.iter().find(|p| p.name == t.name));
+            serde_json::json!({
+                "name": t.name,
+                "datacenter": c.map(|c| c.datacenter.clone()),
+                "address": c.map(|c| c.address.to_string()),
+                "backlog_objects": t.objects,
+                "backlog_bytes": t.bytes,
+                "backlog_age_seconds": t.age_seconds(now),
+                "backlog_overflowed": t.overflowed,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "node": shared.cfg.node_id,
+        "datacenter": conf.map(|r| r.datacenter.clone()),
+        "replica_set_size": shared.cfg.replica_set_size(),
+        "peers": peers,
+    })
+    .to_string()
 }
 
 async fn disks_json(shared: &Shared) -> String {
@@ -130,6 +213,7 @@ async fn handle(shared: Arc<Shared>, handle: PrometheusHandle, req: Request<Inco
         "/ready" if ready => reply(StatusCode::OK, "text/plain", "ready\n".into()),
         "/ready" => reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n".into()),
         "/admin/disks" => reply(StatusCode::OK, "application/json", disks_json(&shared).await),
+        "/admin/peers" => reply(StatusCode::OK, "application/json", peers_json(&shared).await),
         _ => reply(
             StatusCode::NOT_FOUND,
             "application/json",

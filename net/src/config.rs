@@ -57,6 +57,12 @@ pub struct Replication {
     /// the peer does not answer within it.
     #[serde(default = "default_peer_idle_ms")]
     pub peer_idle_ms: u64,
+    /// Most unconfirmed writes kept per peer and disk; past it the peer needs anti-entropy.
+    #[serde(default = "default_backlog_records_max")]
+    pub backlog_records_max: u64,
+    /// Copies of backlogged writes each core has in flight to each peer.
+    #[serde(default = "default_catch_up_in_flight")]
+    pub catch_up_in_flight: usize,
     pub peers: Vec<PeerConf>,
 }
 
@@ -71,6 +77,12 @@ fn default_connect_timeout_ms() -> u64 {
 }
 fn default_peer_idle_ms() -> u64 {
     10_000
+}
+fn default_backlog_records_max() -> u64 {
+    10_000_000
+}
+fn default_catch_up_in_flight() -> usize {
+    8
 }
 
 /// One peer appliance.
@@ -331,6 +343,8 @@ impl Config {
                 ("replication.connections_per_peer", r.connections_per_peer as u64, 1, 64),
                 ("replication.connect_timeout_ms", r.connect_timeout_ms, 10, 600_000),
                 ("replication.peer_idle_ms", r.peer_idle_ms, 100, 3_600_000),
+                ("replication.backlog_records_max", r.backlog_records_max, 1, 1 << 32),
+                ("replication.catch_up_in_flight", r.catch_up_in_flight as u64, 1, 256),
             ] {
                 if v < lo || v > hi {
                     return Err(invalid(key, format!("{v} is outside {lo}..={hi}")));

@@ -88,6 +88,12 @@ pub enum CoreMsg {
     Stats {
         reply: oneshot::Sender<Vec<ShardStats>>,
     },
+    /// Peer `peer` (index in the config) confirmed the write with this sequence.
+    Confirm {
+        shard: u32,
+        seq: u64,
+        peer: usize,
+    },
 }
 
 /// State of one configured disk, for `/admin/disks` and metrics.
@@ -172,6 +178,12 @@ pub(crate) fn shard_config(cfg: &Config, clock: Arc<podstore_engine::Clock>) -> 
             .min(cfg.engine.blob_size_bytes / 4)
             / 4096
             * 4096,
+        peers: cfg
+            .replication
+            .as_ref()
+            .map(|r| r.peers.iter().map(|p| p.name.clone()).collect())
+            .unwrap_or_default(),
+        backlog_records_max: cfg.replication.as_ref().map_or(10_000_000, |r| r.backlog_records_max),
         shard_size_max_bytes: if cfg.engine.disk_bytes_max == 0 {
             u64::MAX
         } else {
@@ -228,7 +240,7 @@ async fn core_main(start: CoreStart) {
         listener,
         shutdown.clone(),
         conns.clone(),
-        links,
+        links.clone(),
     ));
     let repl_accept = repl_listener.map(|l| {
         tokio::task::spawn_local(crate::repl::server::accept_loop(index, shared.clone(), l, shutdown.clone()))
@@ -249,6 +261,14 @@ async fn core_main(start: CoreStart) {
     let _ = ready_tx.send(CoreReady { core: index, backend, shards: reports });
 
     let hb = tokio::task::spawn_local(housekeeping(index, shared.clone(), shards.clone()));
+    let catch_up: Vec<_> = links
+        .peers
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            tokio::task::spawn_local(crate::repl::catchup::run(shared.clone(), shards.clone(), l.clone(), i))
+        })
+        .collect();
     loop {
         tokio::select! {
             msg = inbox.recv() => match msg {
@@ -271,6 +291,9 @@ async fn core_main(start: CoreStart) {
         execute(m, shards.clone()).await;
     }
     hb.abort();
+    for c in catch_up {
+        c.abort();
+    }
     let all: Vec<_> = shards.borrow().values().cloned().collect();
     for s in all {
         if s.fenced().is_none() {
@@ -396,6 +419,11 @@ async fn execute(msg: CoreMsg, shards: Shards) {
                 return;
             };
             let _ = reply.send(s.delete_stamped(&key, stamp, always).await);
+        }
+        CoreMsg::Confirm { shard, seq, peer } => {
+            if let Some(s) = shards.borrow().get(&shard) {
+                s.backlog_confirm(peer, seq);
+            }
         }
         CoreMsg::Stats { reply } => {
             let _ = reply.send(shards.borrow().values().map(|s| s.stats()).collect());

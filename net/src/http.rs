@@ -358,7 +358,7 @@ fn etag(meta_digest: &[u8; 16]) -> String {
 }
 
 async fn put(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     links: &Links,
     owner: usize,
     shard: u32,
@@ -439,17 +439,17 @@ async fn put(
         send(shared, owner, msg.take().expect("not sent yet")).await?;
     }
     // Copies to peers stream beside the local write; each reports into `copies_rx`.
-    let (copies_tx, mut copies_rx) = mpsc::channel::<CopyResult>(peers.len().max(1));
+    let (copies_tx, copies_rx) = mpsc::channel::<PeerCopy>(peers.len().max(1));
     let mut to_peers: Vec<Option<mpsc::Sender<Piece>>> = Vec::new();
     if let Some(v) = version {
-        for p in peers {
+        for (i, p) in peers.iter().enumerate() {
             let (ptx, prx) = mpsc::channel(PEER_PIECES_MAX);
             let (p, ct, copies_tx, bucket, skey) =
                 (p.clone(), content_type.clone(), copies_tx.clone(), name.bucket.clone(), name.key.clone());
             tokio::task::spawn_local(async move {
                 let r = p.send_put(v, &bucket, &skey, &ct, len, prx).await;
                 note_copy(&p.conf.name, "put", &r);
-                let _ = copies_tx.send(r).await;
+                let _ = copies_tx.send((i, r)).await;
             });
             to_peers.push(Some(ptx));
         }
@@ -548,13 +548,13 @@ async fn put(
             "the body does not match Content-MD5; nothing was stored",
         ));
     }
-    let etag_digest = match outcome {
-        PutOutcome::Stored(done) => done.digest,
+    let (etag_digest, seq) = match outcome {
+        PutOutcome::Stored(done) => (done.digest, Some(done.seq)),
         // A newer write of the key won on this appliance; this one's content is still known.
-        PutOutcome::Superseded => digest.ok_or_else(gone)?,
+        PutOutcome::Superseded => (digest.ok_or_else(gone)?, None),
         PutOutcome::Aborted => return Err(gone()),
     };
-    let written = wait_for_copies(shared, want, &mut copies_rx).await?;
+    let written = collect_copies(shared, owner, shard, seq, want, copies_rx).await?;
     Ok(base_response(StatusCode::CREATED)
         .header(header::ETAG, etag(&etag_digest))
         .header("x-copies-written", written)
@@ -591,33 +591,62 @@ fn note_copy(peer: &str, op: &'static str, r: &CopyResult) {
     }
 }
 
+/// A peer's answer about one copy, with the peer's index in the config.
+type PeerCopy = (usize, CopyResult);
+
 /// Counts durable copies (the local one included, already made) until `want` are reached;
-/// `503 copies_unavailable` if they are not within the copy timeout.
-async fn wait_for_copies(
-    shared: &Shared,
+/// `503 copies_unavailable` if they are not within the copy timeout. Every peer that confirms
+/// (now or later) has the local record `seq` removed from its backlog on the owning core.
+async fn collect_copies(
+    shared: &Arc<Shared>,
+    owner: usize,
+    shard: u32,
+    seq: Option<u64>,
     want: u32,
-    rx: &mut mpsc::Receiver<CopyResult>,
+    mut rx: mpsc::Receiver<PeerCopy>,
 ) -> Result<u32, ApiError> {
+    let confirm = {
+        let shared = shared.clone();
+        move |peer: usize| {
+            if let Some(seq) = seq {
+                // If the inbox is full the entry stays and is sent again later: harmless.
+                let _ = shared.inboxes[owner].try_send(CoreMsg::Confirm { shard, seq, peer });
+            }
+        }
+    };
     let mut written = 1u32;
     let deadline = Instant::now() + Duration::from_millis(shared.cfg.limits.copy_timeout_ms);
+    let mut outcome = Ok(());
     while written < want {
         match tokio::time::timeout_at(deadline.into(), rx.recv()).await {
-            Ok(Some(Ok(_))) => written += 1,
-            Ok(Some(Err(_))) => {}
+            Ok(Some((peer, Ok(_)))) => {
+                written += 1;
+                confirm(peer);
+            }
+            Ok(Some((_, Err(_)))) => {}
             Ok(None) | Err(_) => {
-                return Err(err(
+                outcome = Err(err(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "copies_unavailable",
                     format!("{written} of the {want} copies asked for were written in time; the write may exist on some appliances"),
                 ));
+                break;
             }
         }
     }
-    Ok(written)
+    // Copies still on their way confirm when they land.
+    tokio::task::spawn_local(async move {
+        while let Some((peer, r)) = rx.recv().await {
+            if r.is_ok() {
+                confirm(peer);
+            }
+        }
+    });
+    outcome.map(|()| written)
 }
 
 async fn delete(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     links: &Links,
     owner: usize,
     shard: u32,
@@ -628,15 +657,15 @@ async fn delete(
     let want = copies(h, &shared.cfg)?;
     let version = (!links.peers.is_empty()).then(|| shared.clock.now());
     let stamp = version.map_or(Stamp::Local, Stamp::Given);
-    let (copies_tx, mut copies_rx) = mpsc::channel::<CopyResult>(links.peers.len().max(1));
+    let (copies_tx, copies_rx) = mpsc::channel::<PeerCopy>(links.peers.len().max(1));
     if let Some(v) = version {
-        for p in &links.peers {
+        for (i, p) in links.peers.iter().enumerate() {
             let (p, copies_tx, bucket, skey) =
                 (p.clone(), copies_tx.clone(), name.bucket.clone(), name.key.clone());
             tokio::task::spawn_local(async move {
                 let r = p.send_delete(v, &bucket, &skey).await;
                 note_copy(&p.conf.name, "delete", &r);
-                let _ = copies_tx.send(r).await;
+                let _ = copies_tx.send((i, r)).await;
             });
         }
     }
@@ -646,8 +675,8 @@ async fn delete(
     // may hold it, and the tombstone keeps older copies from coming back.
     let always = version.is_some();
     send(shared, owner, CoreMsg::Delete { shard, key, stamp, always, reply: reply_tx }).await?;
-    reply_rx.await.map_err(|_| gone())?.map_err(engine_error)?;
-    let written = wait_for_copies(shared, want, &mut copies_rx).await?;
+    let done = reply_rx.await.map_err(|_| gone())?.map_err(engine_error)?;
+    let written = collect_copies(shared, owner, shard, done.seq, want, copies_rx).await?;
     Ok(base_response(StatusCode::NO_CONTENT)
         .header("x-copies-written", written)
         .body(RespBody::Empty)

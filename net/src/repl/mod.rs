@@ -2,6 +2,7 @@
 //! peer links and the receiving side.
 
 pub mod auth;
+pub mod catchup;
 pub mod frame;
 pub mod link;
 pub mod server;

@@ -1,0 +1,135 @@
+//! Catch-up: each core sends its shards' backlogged writes to each peer, oldest first, a few
+//! at a time, backing off while the peer is unreachable.
+//!
+//! An entry is only picked once it is older than the copy timeout, so the request that wrote
+//! it has had its chance to deliver the copy itself; a copy that arrives twice is harmless
+//! (the peer keeps the newest version and answers "newer").
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use podstore_disks::AnyIo;
+use podstore_engine::backlog::BacklogEntry;
+use podstore_engine::{CopyItem, Shard};
+use tokio::sync::mpsc;
+
+use super::link::{CopyResult, PeerLink, Piece};
+use crate::core::{Shards, Shared};
+
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+const IDLE_POLL: Duration = Duration::from_millis(250);
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Splits an engine key `bucket/key`.
+fn split(storage_key: &[u8]) -> Option<(String, Vec<u8>)> {
+    let at = storage_key.iter().position(|&b| b == b'/')?;
+    let bucket = std::str::from_utf8(&storage_key[..at]).ok()?.to_string();
+    Some((bucket, storage_key[at + 1..].to_vec()))
+}
+
+/// Sends one backlogged write; Ok(true) when the peer holds it (or it needs no copy).
+async fn send_one(shard: &Rc<Shard<AnyIo>>, link: &PeerLink, e: &BacklogEntry) -> CopyResult {
+    let item = shard.backlog_item(e).await.map_err(|e| e.to_string())?;
+    match item {
+        // Superseded here (the newer write has its own entry or its own origin), or a record
+        // that no longer reads back (quarantined, repaired from a peer): nothing to send.
+        None => Ok(super::frame::AckStatus::Newer),
+        Some(CopyItem::Delete { key, version }) => {
+            let (bucket, k) = split(&key).ok_or("a stored key without a bucket")?;
+            link.send_delete(version, &bucket, &k).await
+        }
+        Some(CopyItem::Put(mut r)) => {
+            let (bucket, k) = split(r.key()).ok_or("a stored key without a bucket")?;
+            let (tx, rx) = mpsc::channel(4);
+            let meta = r.meta.clone();
+            let feed = async move {
+                loop {
+                    match r.next_chunk().await {
+                        Ok(Some(c)) => {
+                            if tx.send(Piece::Data(Bytes::copy_from_slice(&c))).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(None) => {
+                            let _ = tx.send(Piece::End(Some(meta.digest))).await;
+                            return;
+                        }
+                        // Dropping the sender abandons the copy.
+                        Err(e) => {
+                            tracing::warn!("catch-up read failed: {e}");
+                            return;
+                        }
+                    }
+                }
+            };
+            let send = link.send_put(meta.version, &bucket, &k, &meta.content_type, meta.object_len, rx);
+            let ((), r) = tokio::join!(feed, send);
+            r
+        }
+    }
+}
+
+/// Runs one core's catch-up toward one peer until the task is aborted.
+pub async fn run(shared: Arc<Shared>, shards: Shards, link: Rc<PeerLink>, peer: usize) {
+    let Some(repl) = shared.cfg.replication.as_ref() else { return };
+    let grace_ms = shared.cfg.limits.copy_timeout_ms + 1000;
+    let window = repl.catch_up_in_flight;
+    let mut backoff = IDLE_POLL;
+    loop {
+        let list: Vec<Rc<Shard<AnyIo>>> = shards.borrow().values().cloned().collect();
+        let before = now_ms().saturating_sub(grace_ms);
+        let mut batch = Vec::new();
+        for s in &list {
+            if batch.len() >= window {
+                break;
+            }
+            for e in s.backlog_take(peer, window - batch.len(), before) {
+                batch.push((s.clone(), e));
+            }
+        }
+        if batch.is_empty() {
+            tokio::time::sleep(IDLE_POLL).await;
+            continue;
+        }
+        let handles: Vec<_> = batch
+            .into_iter()
+            .map(|(s, e)| {
+                let link = link.clone();
+                tokio::task::spawn_local(async move {
+                    let r = send_one(&s, &link, &e).await;
+                    match &r {
+                        Ok(_) => s.backlog_confirm(peer, e.seq),
+                        Err(_) => s.backlog_release(peer, e.seq),
+                    }
+                    r
+                })
+            })
+            .collect();
+        let mut failed = None;
+        for h in handles {
+            match h.await {
+                Ok(Ok(_)) => {
+                    metrics::counter!("podstore_repl_catch_up_copies_total", "peer" => link.conf.name.clone())
+                        .increment(1)
+                }
+                Ok(Err(e)) => failed = Some(e),
+                Err(e) => failed = Some(e.to_string()),
+            }
+        }
+        if let Some(e) = failed {
+            tracing::debug!("catch-up to {}: {e}; retrying in {:?}", link.conf.name, backoff);
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        } else {
+            backoff = IDLE_POLL;
+        }
+    }
+}
