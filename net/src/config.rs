@@ -420,6 +420,25 @@ mod tests {
     }
 
     #[test]
+    fn the_example_replication_section_parses_when_uncommented() {
+        let text = include_str!("../../deploy/podstore.toml");
+        let (head, rest) = text.split_once("#--- replication\n").expect("marked block");
+        let (block, tail) = rest.split_once("#--- end\n").expect("marked block end");
+        let block: String = block
+            .lines()
+            .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap_or(l.trim_start_matches('#'))))
+            .collect();
+        let c = Config::parse(&format!("{head}{block}{tail}"), Path::new("podstore.toml")).expect("parses");
+        let r = c.replication.as_ref().expect("replication");
+        assert_eq!((r.peers.len(), c.replica_set_size()), (1, 2));
+        assert_eq!(parse_copies("quorum", 2), Some(2));
+        assert_eq!(parse_copies("quorum", 3), Some(2));
+        assert_eq!(parse_copies("3", 2), None);
+        assert_eq!(parse_copies("0", 2), None);
+        assert_eq!(parse_copies("", 2), None);
+    }
+
+    #[test]
     fn the_smallest_blobs_make_a_valid_engine_config() {
         let mut c = Config::embedded_default(Path::new("/tmp/x"));
         c.engine.blob_size_bytes = 1 << 20;
