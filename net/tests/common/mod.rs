@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod history;
+pub mod netns;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -20,6 +23,8 @@ pub fn free_addr() -> SocketAddr {
 }
 
 pub struct Node {
+    /// The network namespace the node runs in (None: the test's own).
+    pub netns: Option<String>,
     pub child: Option<Child>,
     pub data: SocketAddr,
     pub admin: SocketAddr,
@@ -69,7 +74,7 @@ impl Node {
         let config = dir.join("podstore.toml");
         std::fs::write(&config, config_text_as(node_id, &dir, data, admin, extra)).expect("write config");
         let log = dir.join("node.log");
-        let mut n = Node { child: None, data, admin, dir, config, log };
+        let mut n = Node { netns: None, child: None, data, admin, dir, config, log };
         n.spawn(&[]);
         n
     }
@@ -77,7 +82,15 @@ impl Node {
     /// Starts (or restarts) the process with extra environment variables.
     pub fn spawn(&mut self, env: &[(&str, &str)]) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_podstore"));
+        let mut cmd = match &self.netns {
+            None => Command::new(env!("CARGO_BIN_EXE_podstore")),
+            Some(ns) => {
+                // `ip netns exec` enters the namespace and execs podstore (same pid).
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_podstore")]);
+                c
+            }
+        };
         cmd.args(["serve", "--config"]).arg(&self.config).stdout(Stdio::null()).stderr(log);
         for (k, v) in env {
             cmd.env(k, v);
@@ -92,7 +105,7 @@ impl Node {
             if let Some(st) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 panic!("podstore exited during startup: {st:?}\n{}", self.log_text());
             }
-            if let Ok(r) = request(self.data, "GET", "/_/ready", &[], b"") {
+            if let Ok(r) = self.try_req("GET", "/_/ready", &[], b"") {
                 if r.status == 200 {
                     return;
                 }
@@ -136,11 +149,32 @@ impl Node {
     }
 
     pub fn req(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
-        request(self.data, method, path, headers, body).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+        self.try_req(method, path, headers, body).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    /// A request on the data port; an error if the node can't be reached or answered badly.
+    pub fn try_req(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> std::io::Result<Resp> {
+        request_on(self.connect(self.data)?, method, path, headers, body)
     }
 
     pub fn admin(&self, path: &str) -> Resp {
-        request(self.admin, "GET", path, &[], b"").unwrap_or_else(|e| panic!("admin {path}: {e}"))
+        self.connect(self.admin)
+            .and_then(|s| request_on(s, "GET", path, &[], b""))
+            .unwrap_or_else(|e| panic!("admin {path}: {e}"))
+    }
+
+    /// A connection to one of the node's ports, from inside its namespace if it has one.
+    pub fn connect(&self, addr: SocketAddr) -> std::io::Result<TcpStream> {
+        match &self.netns {
+            None => TcpStream::connect_timeout(&addr, Duration::from_secs(5)),
+            Some(ns) => netns_connect(ns, addr),
+        }
     }
 }
 
@@ -184,7 +218,37 @@ pub fn request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> std::io::Result<Resp> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    request_on(TcpStream::connect_timeout(&addr, Duration::from_secs(5))?, method, path, headers, body)
+}
+
+/// A TCP connection made from inside the network namespace `ns` (`/run/netns/<ns>`): a thread
+/// enters the namespace, connects and leaves; the socket stays in the namespace.
+pub fn netns_connect(ns: &str, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    use std::os::fd::AsRawFd;
+    let path = format!("/run/netns/{ns}");
+    std::thread::scope(|sc| {
+        sc.spawn(|| {
+            let f = std::fs::File::open(&path)?;
+            // SAFETY: setns on a valid namespace fd changes only this thread's network
+            // namespace; the thread ends right after connecting.
+            if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        })
+        .join()
+        .map_err(|_| std::io::Error::other("connect thread panicked"))?
+    })
+}
+
+/// One request on a connected stream; reads the whole response (by Content-Length).
+pub fn request_on(
+    mut s: TcpStream,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Resp> {
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
     let has_len = headers.iter().any(|(k, _)| {

@@ -1,0 +1,31 @@
+//! The replication decoders (frame header, trailer, write and ack metadata) never panic on
+//! bytes from a peer, and what they accept re-encodes to itself.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use podstore_net::repl::frame::{
+    ack_meta, decode_ack, FrameHeader, Trailer, WriteMeta, HEADER_BYTES, TRAILER_BYTES,
+};
+
+fuzz_target!(|data: &[u8]| {
+    if let Some(h) = data.get(..HEADER_BYTES) {
+        let h: [u8; HEADER_BYTES] = h.try_into().expect("length");
+        if let Ok(d) = FrameHeader::decode(&h, 5 << 30) {
+            let _ = d.check_meta(&data[HEADER_BYTES..]);
+        }
+    }
+    if let Some(t) = data.get(..TRAILER_BYTES) {
+        let t: [u8; TRAILER_BYTES] = t.try_into().expect("length");
+        if let Ok(tr) = Trailer::decode(&t) {
+            assert_eq!(Trailer::decode(&tr.encode()), Ok(tr));
+        }
+    }
+    for put in [true, false] {
+        if let Ok(m) = WriteMeta::decode(data, put, 1024) {
+            assert_eq!(WriteMeta::decode(&m.encode(put), put, 1024), Ok(m));
+        }
+    }
+    if let Ok((status, msg)) = decode_ack(data) {
+        assert_eq!(decode_ack(&ack_meta(status, &msg)).map(|a| a.0), Ok(status));
+    }
+});
