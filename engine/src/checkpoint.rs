@@ -22,7 +22,8 @@
 //!     72    8 clock: the node clock's newest stamp when the snapshot was taken (every
 //!             version in the shard is at most this)
 //!     80    4 backlog count P (one per peer)
-//!     84   40 zero
+//!     84    4 digest count D (0, or the number of digest buckets, see digest.rs)
+//!     88   36 zero
 //!    124    4 CRC32C of bytes 0..124
 //!   128 3968 zero
 //! body, from offset 4096, then zero padding to a multiple of 4096
@@ -35,6 +36,7 @@
 //!                   key length u16 (0: unknown), key
 //!   P × backlog:    peer name length u8, name, flags u8 (bit 0 overflowed), entry count E u64,
 //!                   E × (sequence u64, blob u32, offset u64, record length u64, created ms u64)
+//!   D × digest:     u64 (bucket digests in bucket order)
 //! ```
 //! Recovery applies a record found after `scan_from` only if its sequence is above `max_seq`
 //! or listed in the in-flight section: every other record there is already in the snapshot.
@@ -114,6 +116,8 @@ pub struct Checkpoint {
     pub quarantine: Vec<Quarantined>,
     /// Each peer's unconfirmed writes (see backlog.rs).
     pub backlogs: Vec<CkptBacklog>,
+    /// Bucket digests of the current keys (digest.rs); empty when not kept.
+    pub digests: Vec<u64>,
 }
 
 /// One peer's backlog as the checkpoint saw it.
@@ -234,6 +238,9 @@ impl Checkpoint {
                 body.extend_from_slice(&e.created_ms.to_le_bytes());
             }
         }
+        for d in &self.digests {
+            body.extend_from_slice(&d.to_le_bytes());
+        }
         let mut out = vec![0u8; CKPT_HEADER_BYTES];
         out[0..8].copy_from_slice(MAGIC);
         out[8..12].copy_from_slice(&VERSION.to_le_bytes());
@@ -248,6 +255,7 @@ impl Checkpoint {
         out[64..72].copy_from_slice(&(self.quarantine.len() as u64).to_le_bytes());
         out[72..80].copy_from_slice(&self.max_hlc.to_le_bytes());
         out[80..84].copy_from_slice(&(self.backlogs.len() as u32).to_le_bytes());
+        out[84..88].copy_from_slice(&(self.digests.len() as u32).to_le_bytes());
         let crc = crc32c::crc32c(&out[0..124]);
         out[124..128].copy_from_slice(&crc.to_le_bytes());
         out.extend_from_slice(&body);
@@ -292,6 +300,10 @@ impl Checkpoint {
         let nquar = r.u64()?;
         let max_hlc = r.u64()?;
         let nbacklogs = r.u32()?;
+        let ndigests = r.u32()? as usize;
+        if ndigests != 0 && ndigests != crate::digest::BUCKETS {
+            return Err(CkptError::Field("digest count"));
+        }
         let body_end = (CKPT_HEADER_BYTES as u64).checked_add(body_len).ok_or(CkptError::Short)?;
         if (b.len() as u64) < body_end {
             return Err(CkptError::Short);
@@ -376,6 +388,10 @@ impl Checkpoint {
             }
             ck.backlogs.push(CkptBacklog { peer, overflowed: flags == 1, entries });
         }
+        ck.digests.reserve(ndigests);
+        for _ in 0..ndigests {
+            ck.digests.push(r.u64()?);
+        }
         if r.at != body.len() {
             return Err(CkptError::Field("body length"));
         }
@@ -406,6 +422,7 @@ mod tests {
                 },
                 CkptBacklog { peer: "pod-c".into(), overflowed: true, entries: vec![] },
             ],
+            digests: (0..crate::digest::BUCKETS as u64).map(|i| i * 0x9E37_79B9).collect(),
             blobs: vec![
                 CkptBlob { id: 0, dedicated: false, size_bytes: 1 << 20, tail: 8192, scan_from: 4096 },
                 // A sealed blob: nothing in flight, so recovery starts at its end.

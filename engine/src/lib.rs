@@ -13,6 +13,7 @@
 pub mod backlog;
 mod blob;
 pub mod checkpoint;
+pub mod digest;
 mod error;
 mod group_commit;
 pub mod index;

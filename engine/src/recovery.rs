@@ -129,6 +129,9 @@ impl<I: Io> Shard<I> {
             *shard.index.borrow_mut() = ix;
         }
         *shard.quarantine.borrow_mut() = ck.quarantine.clone();
+        if ck.digests.len() == crate::digest::BUCKETS {
+            *shard.digests.borrow_mut() = ck.digests.clone();
+        }
         {
             let mut backlogs = shard.backlogs.borrow_mut();
             for b in &ck.backlogs {
@@ -313,12 +316,22 @@ impl<I: Io> Shard<I> {
                             slot
                         }
                     };
-                    shard.index.borrow_mut().set(
+                    let prev = shard.index.borrow_mut().set(
                         slot,
                         fp,
                         &key,
                         Loc::new(blob, offset, record_len, tombstone),
                     );
+                    if shard.digests_on() {
+                        let held = match prev {
+                            Some(p) => match shard.read_header(p).await? {
+                                Ok((h, k, _)) if k == key => Some((h.version, h.is_tombstone())),
+                                _ => None,
+                            },
+                            None => None,
+                        };
+                        shard.digest_apply(&key, held, Some((header.version, tombstone)));
+                    }
                     if shard.quarantined_keys.borrow_mut().remove(&key[..]).is_some() {
                         shard.quarantine.borrow_mut().retain(|q| q.key.as_deref() != Some(&key[..]));
                     }

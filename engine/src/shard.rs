@@ -225,7 +225,12 @@ pub struct Shard<I: Io> {
     pub(crate) counters: RefCell<Counters>,
     /// One per peer in `cfg.peers`.
     pub(crate) backlogs: RefCell<Vec<Backlog>>,
+    /// Bucket digests of the current keys (digest.rs), kept when the shard has peers.
+    pub(crate) digests: RefCell<Vec<u64>>,
 }
+
+/// A key's previous state, when known: (version, tombstone).
+pub(crate) type Held = Option<(Version, bool)>;
 
 /// `ENOSPC` on Linux.
 const ENOSPC: i32 = 28;
@@ -267,6 +272,7 @@ impl<I: Io> Shard<I> {
         let backlogs = RefCell::new(vec![Backlog::default(); cfg.peers.len()]);
         Shard {
             backlogs,
+            digests: RefCell::new(vec![0; crate::digest::BUCKETS]),
             io,
             cfg,
             dir: dir.to_path_buf(),
@@ -351,7 +357,7 @@ impl<I: Io> Shard<I> {
     }
 
     /// Reads one block at a record location and decodes its header and key.
-    async fn read_header(
+    pub(crate) async fn read_header(
         &self,
         loc: Loc,
     ) -> Result<std::result::Result<(Header, Vec<u8>, String), FormatError>> {
@@ -489,7 +495,7 @@ impl<I: Io> Shard<I> {
         let fp = self.fp(key);
         let lock = self.lock_key(fp).await;
         let (slot, old) = self.resolve_slot(fp, key).await?;
-        let Some(version) = self.stamp(stamp, old).await? else {
+        let (Some(version), held) = self.stamp(stamp, old).await? else {
             return Ok(None);
         };
         let rec_len = record::record_len(key.len(), content_type.len(), object_len);
@@ -521,6 +527,7 @@ impl<I: Io> Shard<I> {
             key: key.to_vec(),
             fp,
             slot,
+            held,
             buf: Some(buf),
             written: 0,
             sums: DataSums::new(),
@@ -530,20 +537,77 @@ impl<I: Io> Shard<I> {
     }
 
     /// The version a write gets: a new stamp for a local write; for a copy, its own stamp if
-    /// it is newer than what the shard holds for the key (`old`), else None.
-    async fn stamp(&self, stamp: Stamp, old: Option<Loc>) -> Result<Option<Version>> {
+    /// it is newer than what the shard holds for the key (`old`), else None. Also returns what
+    /// the shard holds (read when it is needed: for a copy, or to keep digests).
+    async fn stamp(&self, stamp: Stamp, old: Option<Loc>) -> Result<(Option<Version>, Held)> {
+        let need_old = matches!(stamp, Stamp::Given(_)) || self.digests_on();
+        let held = match old {
+            Some(l) if need_old => {
+                self.read_header(l).await?.ok().map(|(h, _, _)| (h.version, h.is_tombstone()))
+            }
+            _ => None,
+        };
         match stamp {
-            Stamp::Local => Ok(Some(self.cfg.clock.now())),
+            Stamp::Local => Ok((Some(self.cfg.clock.now()), held)),
             Stamp::Given(v) => {
                 self.cfg.clock.observe(v.hlc);
-                let held = match old {
-                    None => Version::NONE,
-                    // An unreadable record holds nothing worth keeping over a good copy.
-                    Some(l) => self.read_header(l).await?.map(|(h, _, _)| h.version).unwrap_or(Version::NONE),
-                };
-                Ok((v > held).then_some(v))
+                // An unreadable record holds nothing worth keeping over a good copy.
+                let have = held.map_or(Version::NONE, |h| h.0);
+                Ok(((v > have).then_some(v), held))
             }
         }
+    }
+
+    /// Digests are kept when the shard has peers to compare with.
+    pub(crate) fn digests_on(&self) -> bool {
+        !self.cfg.peers.is_empty()
+    }
+
+    /// Replaces a key's contribution to its bucket digest.
+    pub(crate) fn digest_apply(&self, key: &[u8], old: Held, new: Held) {
+        if !self.digests_on() {
+            return;
+        }
+        let b = crate::digest::bucket_of(key);
+        let mut d = self.digests.borrow_mut();
+        for (v, tomb) in old.into_iter().chain(new) {
+            d[b] ^= crate::digest::entry_hash(key, v, tomb);
+        }
+    }
+
+    /// The shard's bucket digests (all zero when digests are off).
+    pub fn digests(&self) -> Vec<u64> {
+        self.digests.borrow().clone()
+    }
+
+    /// Every current key of a bucket with its version, read from the records' headers.
+    pub async fn bucket_keys(&self, bucket: usize) -> Result<Vec<crate::digest::KeyState>> {
+        let exact = self.cfg.fingerprint_mask == u64::MAX;
+        let locs: Vec<Loc> = {
+            let ix = self.index.borrow();
+            ix.main_entries()
+                .filter(|(fp, _)| !exact || (*fp >> 52) as usize == bucket)
+                .map(|(_, l)| l)
+                .chain(
+                    ix.overflow_entries()
+                        .filter(|(k, _)| crate::digest::bucket_of(k) == bucket)
+                        .map(|(_, l)| l),
+                )
+                .collect()
+        };
+        let mut out = Vec::new();
+        for l in locs {
+            if let Ok((h, key, _)) = self.read_header(l).await? {
+                if crate::digest::bucket_of(&key) == bucket {
+                    out.push(crate::digest::KeyState {
+                        key,
+                        version: h.version,
+                        tombstone: h.is_tombstone(),
+                    });
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Adds a committed record of this appliance's own writes to every peer's backlog.
@@ -686,7 +750,7 @@ impl<I: Io> Shard<I> {
         if local && !existed && !quarantined && !always {
             return Ok(DeleteDone { existed, version: None, seq: None });
         }
-        let Some(version) = self.stamp(stamp, old).await? else {
+        let (Some(version), held) = self.stamp(stamp, old).await? else {
             return Ok(DeleteDone { existed, version: None, seq: None });
         };
         let rec_len = record::record_len(key.len(), 0, 0);
@@ -715,6 +779,7 @@ impl<I: Io> Shard<I> {
         blob.in_flight.borrow_mut().remove(&offset);
         r?;
         self.commit_index(slot, fp, key, Loc::new(blob.id, offset, rec_len, true), rec_len);
+        self.digest_apply(key, held, Some((version, true)));
         self.backlog_add(&header);
         self.counters.borrow_mut().deletes += 1;
         Ok(DeleteDone { existed, version: Some(version), seq: Some(seq) })
@@ -906,6 +971,7 @@ impl<I: Io> Shard<I> {
             shard_id: self.id,
             max_seq: self.next_seq.get() - 1,
             max_hlc: self.cfg.clock.last(),
+            digests: if self.digests_on() { self.digests.borrow().clone() } else { Vec::new() },
             backlogs: self
                 .cfg
                 .peers
@@ -1102,6 +1168,8 @@ pub struct PutWriter<I: Io> {
     key: Vec<u8>,
     fp: u64,
     slot: Slot,
+    /// What the key held before (version, tombstone), when known: its digest is replaced.
+    held: Held,
     buf: Option<AlignedBuf>,
     written: u64,
     sums: DataSums,
@@ -1201,6 +1269,7 @@ impl<I: Io> PutWriter<I> {
         self.finished = true;
         let loc = Loc::new(self.blob.id, self.header.offset, self.header.record_len, false);
         self.shard.commit_index(self.slot, self.fp, &self.key, loc, self.header.record_len);
+        self.shard.digest_apply(&self.key, self.held, Some((self.header.version, false)));
         self.shard.backlog_add(&self.header);
         self.shard.counters.borrow_mut().puts += 1;
         Ok(PutDone {

@@ -59,6 +59,9 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
                 created_ms: 1_764_000_000_000,
             }],
         }],
+        digests: (0..podstore_engine::digest::BUCKETS as u64)
+            .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+            .collect(),
     };
     let label =
         Label { disk_id: 5, tier: Tier::Capacity, node_id: "pod-01".into(), created_unix_s: 1_764_000_000 };
