@@ -677,6 +677,23 @@ impl<I: Io> Shard<I> {
         }
     }
 
+    /// The key's newest write here, to copy to a peer: a verified reader of the object or the
+    /// tombstone's version. None if the shard has no record of the key.
+    pub async fn copy_item(self: &Rc<Self>, key: &[u8]) -> Result<Option<CopyItem<I>>> {
+        validate(key, "")?;
+        let fp = self.fp(key);
+        let (_, old) = self.resolve_slot(fp, key).await?;
+        let Some(loc) = old else { return Ok(None) };
+        let e = BacklogEntry {
+            seq: 0,
+            blob: loc.blob(),
+            offset: loc.offset(),
+            record_len: loc.record_len().unwrap_or(BLOCK),
+            created_ms: 0,
+        };
+        self.backlog_item(&e).await
+    }
+
     /// The version of the key's newest record (object or tombstone), if the shard has one.
     /// Costs one header read.
     pub async fn version_of(&self, key: &[u8]) -> Result<Option<(Version, bool)>> {

@@ -82,6 +82,22 @@ pub async fn render_metrics(shared: &Shared, handle: &PrometheusHandle) -> Strin
         g("podstore_repl_backlog_age_seconds", p.age_seconds(now_ms));
         g("podstore_repl_backlog_overflowed", if p.overflowed { 1.0 } else { 0.0 });
     }
+    if let Some(r) = &shared.cfg.replication {
+        for (p, ae) in r.peers.iter().zip(&shared.anti_entropy) {
+            let g = |name: &'static str, v: f64| metrics::gauge!(name, "peer" => p.name.clone()).set(v);
+            let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
+            g(
+                "podstore_repl_anti_entropy_running",
+                if ae.running.load(Ordering::Relaxed) { 1.0 } else { 0.0 },
+            );
+            g("podstore_repl_anti_entropy_passes", n(&ae.passes));
+            g("podstore_repl_anti_entropy_buckets_pending", n(&ae.buckets_differing) - n(&ae.buckets_done));
+            g("podstore_repl_anti_entropy_pushed", n(&ae.pushed));
+            g("podstore_repl_anti_entropy_pulled", n(&ae.pulled));
+            g("podstore_repl_anti_entropy_errors", n(&ae.errors));
+            g("podstore_repl_anti_entropy_last_end_timestamp_seconds", n(&ae.last_end_s));
+        }
+    }
     metrics::gauge!("podstore_http_open_connections").set(shared.connections.load(Ordering::Relaxed) as f64);
     metrics::gauge!("podstore_recovery_duration_seconds")
         .set(shared.recovery_ms.load(Ordering::Relaxed) as f64 / 1000.0);
@@ -141,8 +157,11 @@ async fn peers_json(shared: &Shared) -> String {
     let conf = shared.cfg.replication.as_ref();
     let peers: Vec<serde_json::Value> = peer_totals(shared, &stats)
         .iter()
-        .map(|t| {
+        .enumerate()
+        .map(|(i, t)| {
             let c = conf.and_then(|r| r.peers.iter().find(|p| p.name == t.name));
+            let ae = &shared.anti_entropy[i];
+            let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
             serde_json::json!({
                 "name": t.name,
                 "datacenter": c.map(|c| c.datacenter.clone()),
@@ -151,6 +170,20 @@ async fn peers_json(shared: &Shared) -> String {
                 "backlog_bytes": t.bytes,
                 "backlog_age_seconds": t.age_seconds(now),
                 "backlog_overflowed": t.overflowed,
+                "anti_entropy": {
+                    "running": ae.running.load(Ordering::Relaxed),
+                    "passes": n(&ae.passes),
+                    "buckets_differing": n(&ae.buckets_differing),
+                    "buckets_done": n(&ae.buckets_done),
+                    "keys_compared": n(&ae.keys_compared),
+                    "pushed": n(&ae.pushed),
+                    "pulled": n(&ae.pulled),
+                    "errors": n(&ae.errors),
+                    "pass_errors": n(&ae.pass_errors),
+                    "last_end_unix_s": n(&ae.last_end_s),
+                    "last_duration_ms": n(&ae.last_duration_ms),
+                    "last_error": ae.last_error.lock().ok().and_then(|e| e.clone()),
+                },
             })
         })
         .collect();
@@ -189,6 +222,29 @@ async fn disks_json(shared: &Shared) -> String {
     serde_json::json!({ "disks": disks }).to_string()
 }
 
+/// `POST /admin/recover?peer=NAME`: start an anti-entropy pass with that peer now.
+fn start_recover(shared: &Shared, query: &str) -> Response<RespBody> {
+    let err = |status, code: &str, msg: &str| {
+        reply(status, "application/json", serde_json::json!({"error": code, "message": msg}).to_string())
+    };
+    let Some(peer) = query.split('&').find_map(|kv| kv.strip_prefix("peer=")) else {
+        return err(StatusCode::BAD_REQUEST, "bad_request", "name the peer: /admin/recover?peer=NAME");
+    };
+    let Some(i) = shared.cfg.replication.as_ref().and_then(|r| r.peers.iter().position(|p| p.name == peer))
+    else {
+        return err(StatusCode::NOT_FOUND, "not_found", "no such peer in the replica set");
+    };
+    let ae = &shared.anti_entropy[i];
+    let passes = ae.passes.load(Ordering::Relaxed);
+    ae.requested.store(true, Ordering::Relaxed);
+    ae.wake.notify_one();
+    reply(
+        StatusCode::ACCEPTED,
+        "application/json",
+        serde_json::json!({"peer": peer, "passes_before": passes}).to_string(),
+    )
+}
+
 fn reply(status: StatusCode, ctype: &'static str, body: String) -> Response<RespBody> {
     Response::builder()
         .status(status)
@@ -200,8 +256,11 @@ fn reply(status: StatusCode, ctype: &'static str, body: String) -> Response<Resp
 }
 
 async fn handle(shared: Arc<Shared>, handle: PrometheusHandle, req: Request<Incoming>) -> Response<RespBody> {
+    if req.method() == Method::POST && req.uri().path() == "/admin/recover" {
+        return start_recover(&shared, req.uri().query().unwrap_or(""));
+    }
     if req.method() != Method::GET {
-        let body = r#"{"error":"method_not_allowed","message":"the admin API is read-only"}"#.to_string();
+        let body = r#"{"error":"method_not_allowed","message":"the admin API is read-only but for POST /admin/recover"}"#.to_string();
         return reply(StatusCode::METHOD_NOT_ALLOWED, "application/json", body);
     }
     let ready = shared.ready.load(Ordering::Relaxed) && !shared.draining.load(Ordering::Relaxed);

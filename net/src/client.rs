@@ -294,6 +294,69 @@ pub fn stat(admin: SocketAddr) -> Result<(), String> {
     })
 }
 
+async fn admin_json(
+    admin: SocketAddr,
+    method: hyper::Method,
+    path: &str,
+) -> Result<serde_json::Value, String> {
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", admin.to_string())
+        .body(http_body_util::Empty::<Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let resp = send(admin, req).await?;
+    if !resp.status().is_success() {
+        return Err(error_text(resp).await);
+    }
+    let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    serde_json::from_slice(&body).map_err(|e| e.to_string())
+}
+
+/// `podstore recover --from PEER`: starts an anti-entropy pass on the node and follows it to
+/// the end, printing progress.
+pub fn recover(admin: SocketAddr, peer: &str) -> Result<(), String> {
+    runtime()?.block_on(async {
+        let started = admin_json(admin, hyper::Method::POST, &format!("/admin/recover?peer={peer}")).await?;
+        let before = started["passes_before"].as_u64().unwrap_or(0);
+        let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let mut last = String::new();
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            let v = admin_json(admin, hyper::Method::GET, "/admin/peers").await?;
+            let p = v["peers"].as_array().into_iter().flatten().find(|p| p["name"] == peer).cloned();
+            let ae = p.map(|p| p["anti_entropy"].clone()).ok_or("the peer vanished from /admin/peers")?;
+            let line = format!(
+                "recover from {peer}: buckets {}/{} differing done, {} keys compared, {} pulled, {} pushed, {} errors",
+                ae["buckets_done"], ae["buckets_differing"], ae["keys_compared"], ae["pulled"], ae["pushed"], ae["pass_errors"]
+            );
+            if line != last {
+                if tty {
+                    eprint!("\r{line}");
+                } else {
+                    eprintln!("{line}");
+                }
+                last = line;
+            }
+            let passes = ae["passes"].as_u64().unwrap_or(0);
+            if passes > before && ae["running"] == false {
+                if tty {
+                    eprintln!();
+                }
+                if ae["pass_errors"].as_u64().unwrap_or(0) > 0 {
+                    let e = ae["last_error"].as_str().unwrap_or("?");
+                    return Err(format!("recover from {peer} finished with errors; last: {e}"));
+                }
+                println!(
+                    "recovered from {peer}: {} pulled, {} pushed in {} ms",
+                    ae["pulled"], ae["pushed"], ae["last_duration_ms"]
+                );
+                return Ok(());
+            }
+        }
+    })
+}
+
 /// `podstore index-info`: a stopped node's disk, inspected offline without changing it.
 pub fn index_info(dir: &Path) -> Result<(), String> {
     let label_path: PathBuf = dir.join(podstore_disks::label::LABEL_FILE);

@@ -63,6 +63,12 @@ pub struct Replication {
     /// Copies of backlogged writes each core has in flight to each peer.
     #[serde(default = "default_catch_up_in_flight")]
     pub catch_up_in_flight: usize,
+    /// Seconds between background anti-entropy passes with each peer (0: only on demand).
+    #[serde(default = "default_anti_entropy_interval_s")]
+    pub anti_entropy_interval_s: u64,
+    /// Most objects an anti-entropy pass copies per second (each direction together).
+    #[serde(default = "default_anti_entropy_objects_per_s")]
+    pub anti_entropy_objects_per_s: u64,
     pub peers: Vec<PeerConf>,
 }
 
@@ -83,6 +89,12 @@ fn default_backlog_records_max() -> u64 {
 }
 fn default_catch_up_in_flight() -> usize {
     8
+}
+fn default_anti_entropy_interval_s() -> u64 {
+    3600
+}
+fn default_anti_entropy_objects_per_s() -> u64 {
+    2000
 }
 
 /// One peer appliance.
@@ -345,6 +357,8 @@ impl Config {
                 ("replication.peer_idle_ms", r.peer_idle_ms, 100, 3_600_000),
                 ("replication.backlog_records_max", r.backlog_records_max, 1, 1 << 32),
                 ("replication.catch_up_in_flight", r.catch_up_in_flight as u64, 1, 256),
+                ("replication.anti_entropy_interval_s", r.anti_entropy_interval_s, 0, 30 * 86_400),
+                ("replication.anti_entropy_objects_per_s", r.anti_entropy_objects_per_s, 1, 1_000_000),
             ] {
                 if v < lo || v > hi {
                     return Err(invalid(key, format!("{v} is outside {lo}..={hi}")));

@@ -88,6 +88,22 @@ pub enum CoreMsg {
     Stats {
         reply: oneshot::Sender<Vec<ShardStats>>,
     },
+    /// The XOR of this core's shards' bucket digests.
+    Digests {
+        reply: oneshot::Sender<Vec<u64>>,
+    },
+    /// Every current key of a digest bucket on this core's shards.
+    BucketKeys {
+        bucket: usize,
+        reply: oneshot::Sender<Result<Vec<podstore_engine::digest::KeyState>, String>>,
+    },
+    /// Send the key's newest write here to peer `peer` (index in the config).
+    Push {
+        shard: u32,
+        key: Vec<u8>,
+        peer: usize,
+        reply: oneshot::Sender<crate::repl::link::CopyResult>,
+    },
     /// Peer `peer` (index in the config) confirmed the write with this sequence.
     Confirm {
         shard: u32,
@@ -125,6 +141,8 @@ pub struct Shared {
     pub clock: Arc<podstore_engine::Clock>,
     /// The replica set's shared secret (when replication is configured).
     pub repl_secret: Option<Vec<u8>>,
+    /// Anti-entropy progress, one per peer.
+    pub anti_entropy: Vec<crate::repl::anti_entropy::Progress>,
 }
 
 /// Most messages waiting in one core's inbox.
@@ -269,11 +287,21 @@ async fn core_main(start: CoreStart) {
             tokio::task::spawn_local(crate::repl::catchup::run(shared.clone(), shards.clone(), l.clone(), i))
         })
         .collect();
+    // Core 0 runs the anti-entropy passes (they reach every core through its inbox).
+    let anti_entropy: Vec<_> = if index == 0 {
+        (0..links.peers.len())
+            .map(|i| {
+                tokio::task::spawn_local(crate::repl::anti_entropy::run(shared.clone(), links.clone(), i))
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     loop {
         tokio::select! {
             msg = inbox.recv() => match msg {
                 Some(m) => {
-                    tokio::task::spawn_local(execute(m, shards.clone()));
+                    tokio::task::spawn_local(execute(m, shards.clone(), links.clone()));
                 }
                 None => break,
             },
@@ -288,10 +316,10 @@ async fn core_main(start: CoreStart) {
     conns.drain(Duration::from_secs(30)).await;
     // Serve any work still queued from other cores' last requests, then sync.
     while let Ok(m) = inbox.try_recv() {
-        execute(m, shards.clone()).await;
+        execute(m, shards.clone(), links.clone()).await;
     }
     hb.abort();
-    for c in catch_up {
+    for c in catch_up.into_iter().chain(anti_entropy) {
         c.abort();
     }
     let all: Vec<_> = shards.borrow().values().cloned().collect();
@@ -327,7 +355,7 @@ fn no_shard(id: u32) -> podstore_engine::Error {
     podstore_engine::Error::Damaged { shard: id, reason: "the shard is not open on this node".into() }
 }
 
-async fn execute(msg: CoreMsg, shards: Shards) {
+async fn execute(msg: CoreMsg, shards: Shards, links: Rc<crate::repl::link::Links>) {
     match msg {
         CoreMsg::Put { shard, key, content_type, len, stamp, mut body, reply } => {
             let Some(s) = shards.borrow().get(&shard).cloned() else {
@@ -419,6 +447,40 @@ async fn execute(msg: CoreMsg, shards: Shards) {
                 return;
             };
             let _ = reply.send(s.delete_stamped(&key, stamp, always).await);
+        }
+        CoreMsg::Digests { reply } => {
+            let mut d = vec![0u64; podstore_engine::digest::BUCKETS];
+            for s in shards.borrow().values() {
+                for (x, y) in d.iter_mut().zip(s.digests()) {
+                    *x ^= y;
+                }
+            }
+            let _ = reply.send(d);
+        }
+        CoreMsg::BucketKeys { bucket, reply } => {
+            let list: Vec<_> = shards.borrow().values().cloned().collect();
+            let mut out = Vec::new();
+            for s in list {
+                match s.bucket_keys(bucket).await {
+                    Ok(k) => out.extend(k),
+                    Err(e) => {
+                        let _ = reply.send(Err(e.to_string()));
+                        return;
+                    }
+                }
+            }
+            let _ = reply.send(Ok(out));
+        }
+        CoreMsg::Push { shard, key, peer, reply } => {
+            let s = shards.borrow().get(&shard).cloned();
+            let r = match (s, links.peers.get(peer)) {
+                (Some(s), Some(link)) => match s.copy_item(&key).await {
+                    Ok(item) => crate::repl::catchup::send_item(link, item).await,
+                    Err(e) => Err(e.to_string()),
+                },
+                _ => Err("no such shard or peer here".into()),
+            };
+            let _ = reply.send(r);
         }
         CoreMsg::Confirm { shard, seq, peer } => {
             if let Some(s) = shards.borrow().get(&shard) {

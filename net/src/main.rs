@@ -71,6 +71,15 @@ enum Cmd {
         #[arg(long, default_value = "127.0.0.1:7072")]
         admin: SocketAddr,
     },
+    /// Compare this node with a peer and copy what is missing or older, both ways (an
+    /// anti-entropy pass, e.g. to refill a replacement appliance); shows progress.
+    Recover {
+        /// The peer's name (its node_id in the replica set).
+        #[arg(long = "from")]
+        from: String,
+        #[arg(long, default_value = "127.0.0.1:7072")]
+        admin: SocketAddr,
+    },
     /// Inspect a stopped node's disk offline (changes nothing).
     IndexInfo { disk_dir: PathBuf },
 }
@@ -95,6 +104,7 @@ fn main() -> ExitCode {
         Cmd::Head { name, server } => client::head(server, &name),
         Cmd::Delete { name, server, copies } => client::delete(server, &name, copies.as_deref()),
         Cmd::Stat { admin } => client::stat(admin),
+        Cmd::Recover { from, admin } => client::recover(admin, &from),
         Cmd::IndexInfo { disk_dir } => client::index_info(&disk_dir),
     };
     match result {

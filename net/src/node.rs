@@ -143,6 +143,11 @@ pub fn run(cfg: Config) -> Result<(), String> {
         recovery_ms: AtomicU64::new(0),
         clock: Arc::new(podstore_engine::Clock::new(podstore_engine::version::origin_of(&cfg.node_id))),
         repl_secret,
+        anti_entropy: cfg
+            .replication
+            .as_ref()
+            .map(|r| r.peers.iter().map(|_| Default::default()).collect())
+            .unwrap_or_default(),
     });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<CoreReady>();

@@ -206,6 +206,22 @@ fn three_datacenters_survive_partitions_kills_and_races() {
         });
     }
 
+    // An emptied appliance (a replaced server) is refilled by `podstore recover`.
+    nodes[2].kill();
+    for d in 0..3 {
+        let p = nodes[2].dir.join(format!("disk{d}"));
+        std::fs::remove_dir_all(&p).expect("wipe");
+        std::fs::create_dir_all(&p).expect("mkdir");
+    }
+    nodes[2].spawn(&[]);
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &net.ns(2), env!("CARGO_BIN_EXE_podstore"), "recover", "--from", NAMES[0]])
+        .args(["--admin", &nodes[2].admin.to_string()])
+        .output()
+        .expect("podstore recover");
+    assert!(out.status.success(), "recover: {}", String::from_utf8_lossy(&out.stderr));
+    println!("netns recover: {}", String::from_utf8_lossy(&out.stdout).trim());
+
     let held = converge(&h, &nodes);
     match h.check(&held) {
         Ok(s) => println!(

@@ -277,3 +277,85 @@ fn a_peer_that_was_away_catches_up_even_across_a_crash_of_the_sender() {
         n.kill();
     }
 }
+
+#[test]
+fn podstore_recover_refills_an_emptied_appliance_in_both_directions() {
+    let m = members(2);
+    let secret = secret_file("recover", "recover-shared-secret-0123456");
+    // Tiny backlogs: what a node writes while its peer is away overflows them, so only
+    // anti-entropy can bring it over.
+    let extra = |me: &Member, peer: &Member| {
+        repl_config(me, &[peer], &secret).replace(
+            "peer_idle_ms = 1500\n",
+            "peer_idle_ms = 1500\nbacklog_records_max = 1\nanti_entropy_interval_s = 0\n",
+        )
+    };
+    let mut a = Node::start_on("recover-a", &m[0].name, m[0].data, m[0].admin, &extra(&m[0], &m[1]));
+    let mut b = Node::start_on("recover-b", &m[1].name, m[1].data, m[1].admin, &extra(&m[1], &m[0]));
+    let mut expect = Vec::new();
+    for i in 0..150usize {
+        let v = body(if i % 25 == 0 { 2_100_000 } else { 100 + i * 37 }, i as u8);
+        let path = format!("/photos/r-{i}");
+        assert_eq!(a.req("PUT", &path, &[("X-Copies", "all")], &v).status, 201);
+        expect.push((path, Some(v)));
+    }
+    for i in (0..150).step_by(15) {
+        assert_eq!(a.req("DELETE", &expect[i].0, &[("X-Copies", "all")], b"").status, 204);
+        expect[i].1 = None;
+    }
+    // B loses everything.
+    b.kill();
+    for d in 0..3 {
+        let p = b.dir.join(format!("disk{d}"));
+        std::fs::remove_dir_all(&p).expect("wipe");
+        std::fs::create_dir_all(&p).expect("mkdir");
+    }
+    b.spawn(&[]);
+    assert_eq!(b.req("GET", "/photos/r-1", &[], b"").status, 404, "B starts empty");
+    // Writes only B has (A is away; B's backlog overflows).
+    a.kill();
+    let mut only_b = Vec::new();
+    for i in 0..5 {
+        let v = body(5_000 + i, 200 + i as u8);
+        let path = format!("/photos/only-b-{i}");
+        assert_eq!(b.req("PUT", &path, &[("X-Copies", "any")], &v).status, 201);
+        only_b.push((path, v));
+    }
+    a.spawn(&[]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_podstore"))
+        .args(["recover", "--from", "pod-a", "--admin", &b.admin.to_string()])
+        .output()
+        .expect("run podstore recover");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "recover failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("recovered from pod-a"), "{stdout}");
+    let count = |what: &str| -> u64 {
+        let at = stdout.find(what).unwrap_or_else(|| panic!("{what} in {stdout}"));
+        stdout[..at].split_whitespace().last().and_then(|n| n.parse().ok()).expect("a number")
+    };
+    assert_eq!(count(" pulled"), 150, "every object and tombstone came over: {stdout}");
+    assert!(count(" pushed") >= 5, "B's own writes went to A: {stdout}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("buckets"), "progress is shown");
+    for (path, want) in &expect {
+        let g = b.req("GET", path, &[], b"");
+        match want {
+            Some(v) => {
+                assert!(g.status == 200 && g.body == *v, "{path} on the refilled appliance: {}", g.status)
+            }
+            None => assert_eq!(g.status, 404, "{path} was deleted"),
+        }
+    }
+    for (path, v) in &only_b {
+        let g = a.req("GET", path, &[], b"");
+        assert!(g.status == 200 && g.body == *v, "{path} pushed to the peer: {}", g.status);
+    }
+    // A second pass finds nothing to do: the digests agree.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_podstore"))
+        .args(["recover", "--from", "pod-a", "--admin", &b.admin.to_string()])
+        .output()
+        .expect("run podstore recover");
+    assert!(out.status.success());
+    let peers: serde_json::Value = serde_json::from_slice(&b.admin("/admin/peers").body).expect("json");
+    assert_eq!(peers["peers"][0]["anti_entropy"]["buckets_differing"], 0, "{peers}");
+    assert!(metric(&b, "podstore_repl_anti_entropy_passes") >= 2.0);
+}

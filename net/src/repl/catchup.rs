@@ -35,9 +35,15 @@ fn split(storage_key: &[u8]) -> Option<(String, Vec<u8>)> {
     Some((bucket, storage_key[at + 1..].to_vec()))
 }
 
-/// Sends one backlogged write; Ok(true) when the peer holds it (or it needs no copy).
+/// Sends one backlogged write; Ok when the peer holds it (or it needs no copy).
 async fn send_one(shard: &Rc<Shard<AnyIo>>, link: &PeerLink, e: &BacklogEntry) -> CopyResult {
     let item = shard.backlog_item(e).await.map_err(|e| e.to_string())?;
+    send_item(link, item).await
+}
+
+/// Sends a stored write (an object streamed from its verified reader, or a tombstone) to a
+/// peer. None: nothing to send.
+pub async fn send_item(link: &PeerLink, item: Option<CopyItem<AnyIo>>) -> CopyResult {
     match item {
         // Superseded here (the newer write has its own entry or its own origin), or a record
         // that no longer reads back (quarantined, repaired from a peer): nothing to send.

@@ -30,6 +30,14 @@
 //!              2 failed), message string
 //!   PING, PONG (empty)
 //!   REFUSED    message string (the handshake failed; the connection closes)
+//!   DIGESTS_REQ (empty): asks for the appliance's bucket digests
+//!   DIGESTS    BUCKETS × u64 (digest.rs in the engine)
+//!   KEYS_REQ   bucket u32, after (u16 length; the last key of the previous page, empty at
+//!              first)
+//!   KEYS       count u32, count × (storage key (u16 length), hlc u64, origin u64,
+//!              tombstone u8), more u8 (1: ask again after the last key)
+//!   PULL       bucket (u8 length), key (u16 length): send me your newest write of this key
+//!              (answered with an ACK once the copy is stored here, "newer" if there is none)
 //!
 //! PUT trailer (28 bytes), after the data
 //!      0    4 magic "PSRT"
@@ -47,8 +55,10 @@ pub const TRAILER_MAGIC: u32 = u32::from_le_bytes(*b"PSRT");
 pub const PROTOCOL_VERSION: u8 = 1;
 pub const HEADER_BYTES: usize = 40;
 pub const TRAILER_BYTES: usize = 28;
-/// Largest metadata part.
-pub const META_MAX_BYTES: usize = 4096;
+/// Largest metadata part (a page of keys, or every bucket digest).
+pub const META_MAX_BYTES: usize = 64 << 10;
+/// A KEYS page is cut before its metadata passes this.
+pub const KEYS_PAGE_BYTES: usize = 48 << 10;
 /// Length of handshake nonces and MACs.
 pub const NONCE_BYTES: usize = 32;
 
@@ -66,6 +76,11 @@ pub enum Kind {
     Ping = 8,
     Pong = 9,
     Refused = 10,
+    DigestsReq = 11,
+    Digests = 12,
+    KeysReq = 13,
+    Keys = 14,
+    Pull = 15,
 }
 
 impl Kind {
@@ -81,6 +96,11 @@ impl Kind {
             8 => Kind::Ping,
             9 => Kind::Pong,
             10 => Kind::Refused,
+            11 => Kind::DigestsReq,
+            12 => Kind::Digests,
+            13 => Kind::KeysReq,
+            14 => Kind::Keys,
+            15 => Kind::Pull,
             _ => return None,
         })
     }
@@ -393,6 +413,86 @@ pub fn decode_ack(meta: &[u8]) -> Result<(AckStatus, String), FrameError> {
     Ok((status, msg))
 }
 
+/// Encodes bucket digests.
+pub fn digests_meta(d: &[u64]) -> Vec<u8> {
+    d.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Decodes bucket digests (exactly `BUCKETS` of them).
+pub fn decode_digests(meta: &[u8]) -> Result<Vec<u64>, FrameError> {
+    if meta.len() != podstore_engine::digest::BUCKETS * 8 {
+        return Err(FrameError::Field("digest count"));
+    }
+    Ok(meta.chunks_exact(8).map(|c| le_u64(c, 0)).collect())
+}
+
+/// One key as a KEYS page lists it.
+pub type KeyEntry = podstore_engine::digest::KeyState;
+
+/// Encodes a KEYS_REQ.
+pub fn keys_req_meta(bucket: u32, after: &[u8]) -> Vec<u8> {
+    MetaWriter(bucket.to_le_bytes().to_vec()).str16(after).0
+}
+
+/// Decodes a KEYS_REQ.
+pub fn decode_keys_req(meta: &[u8]) -> Result<(u32, Vec<u8>), FrameError> {
+    let mut r = MetaReader::new(meta);
+    let b = r.array::<4>()?;
+    let bucket = u32::from_le_bytes(b);
+    if bucket as usize >= podstore_engine::digest::BUCKETS {
+        return Err(FrameError::Field("bucket out of range"));
+    }
+    let after = r.str16()?.to_vec();
+    r.end()?;
+    Ok((bucket, after))
+}
+
+/// Encodes a KEYS page: entries in key order, cut at `KEYS_PAGE_BYTES`; returns the
+/// metadata and how many entries it holds.
+pub fn keys_meta(entries: &[KeyEntry]) -> (Vec<u8>, usize) {
+    let mut body = Vec::new();
+    let mut n = 0usize;
+    for e in entries {
+        if body.len() + e.key.len() + 19 > KEYS_PAGE_BYTES {
+            break;
+        }
+        body = MetaWriter(body)
+            .str16(&e.key)
+            .u64(e.version.hlc)
+            .u64(e.version.origin)
+            .u8(u8::from(e.tombstone))
+            .0;
+        n += 1;
+    }
+    let mut out = (n as u32).to_le_bytes().to_vec();
+    out.extend_from_slice(&body);
+    out.push(u8::from(n < entries.len()));
+    (out, n)
+}
+
+/// Decodes a KEYS page: the entries and whether more follow.
+pub fn decode_keys(meta: &[u8]) -> Result<(Vec<KeyEntry>, bool), FrameError> {
+    let mut r = MetaReader::new(meta);
+    let n = u32::from_le_bytes(r.array::<4>()?) as usize;
+    if n > meta.len() / 19 {
+        return Err(FrameError::Field("key count"));
+    }
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let key = r.str16()?.to_vec();
+        let version = Version { hlc: r.u64()?, origin: r.u64()? };
+        let tombstone = match r.u8()? {
+            0 => false,
+            1 => true,
+            _ => return Err(FrameError::Field("tombstone flag")),
+        };
+        out.push(KeyEntry { key, version, tombstone });
+    }
+    let more = r.u8()? == 1;
+    r.end()?;
+    Ok((out, more))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -441,6 +541,29 @@ mod tests {
     }
 
     #[test]
+    fn anti_entropy_pages_round_trip_and_are_bounded() {
+        let d: Vec<u64> = (0..podstore_engine::digest::BUCKETS as u64).collect();
+        assert_eq!(decode_digests(&digests_meta(&d)), Ok(d));
+        assert!(decode_digests(&[0u8; 16]).is_err());
+        assert_eq!(decode_keys_req(&keys_req_meta(7, b"after")), Ok((7, b"after".to_vec())));
+        assert!(decode_keys_req(&keys_req_meta(1 << 20, b"")).is_err());
+        let entries: Vec<KeyEntry> = (0..5000)
+            .map(|i| KeyEntry {
+                key: format!("photos/{i:05}").into_bytes(),
+                version: Version { hlc: i, origin: 1 },
+                tombstone: i % 3 == 0,
+            })
+            .collect();
+        let (meta, n) = keys_meta(&entries);
+        assert!(meta.len() <= META_MAX_BYTES && n < entries.len());
+        let (got, more) = decode_keys(&meta).expect("decode");
+        assert!(more);
+        assert_eq!(got, entries[..n].to_vec());
+        let (meta, n) = keys_meta(&entries[..10]);
+        assert_eq!((decode_keys(&meta).expect("decode").1, n), (false, 10));
+    }
+
+    #[test]
     fn decoders_survive_arbitrary_bytes() {
         let mut rng = fastrand::Rng::with_seed(3);
         for _ in 0..20_000 {
@@ -454,6 +577,9 @@ mod tests {
             let m: Vec<u8> = (0..n).map(|_| rng.u8(..)).collect();
             let _ = WriteMeta::decode(&m, rng.bool(), 1024);
             let _ = decode_ack(&m);
+            let _ = decode_keys(&m);
+            let _ = decode_keys_req(&m);
+            let _ = decode_digests(&m);
         }
     }
 }

@@ -29,6 +29,21 @@ use crate::config::{PeerConf, Replication};
 /// What a peer said about one write: Ok(stored or newer) or why the copy is missing.
 pub type CopyResult = Result<AckStatus, String>;
 
+/// A peer's answer to a request: the frame kind and its metadata.
+pub type Answer = Result<(Kind, Vec<u8>), String>;
+
+/// Reads an ACK answer as the outcome of a copy.
+fn copy_result(a: Answer) -> CopyResult {
+    let (kind, meta) = a?;
+    if kind != Kind::Ack {
+        return Err(format!("expected an ACK, got {kind:?}"));
+    }
+    match frame::decode_ack(&meta).map_err(|e| format!("bad ack: {e}"))? {
+        (AckStatus::Failed, msg) => Err(msg),
+        (status, _) => Ok(status),
+    }
+}
+
 /// The node's identity on the replication channel.
 #[derive(Debug)]
 pub struct Identity {
@@ -81,7 +96,7 @@ pub struct PeerLink {
 #[derive(Debug)]
 struct Conn {
     writer: tokio::sync::Mutex<OwnedWriteHalf>,
-    pending: RefCell<HashMap<u64, oneshot::Sender<CopyResult>>>,
+    pending: RefCell<HashMap<u64, oneshot::Sender<Answer>>>,
     /// Writes holding or waiting for the writer.
     busy: Cell<usize>,
     dead: Cell<bool>,
@@ -308,16 +323,21 @@ impl PeerLink {
                 return Err(format!("peer {}: {e}", self.conf.name));
             }
         }
-        rx.await.unwrap_or_else(|_| Err(format!("peer {}: connection lost", self.conf.name)))
+        copy_result(rx.await.unwrap_or_else(|_| Err(format!("peer {}: connection lost", self.conf.name))))
     }
 
     /// Sends a copy of a DELETE.
     pub async fn send_delete(&self, version: Version, bucket: &str, key: &[u8]) -> CopyResult {
+        let meta = WriteMeta { version, bucket: bucket.into(), key: key.into(), content_type: String::new() }
+            .encode(false);
+        copy_result(self.request(Kind::Delete, &meta).await)
+    }
+
+    /// Sends a frame without data and waits for the peer's answer to it.
+    pub async fn request(&self, kind: Kind, meta: &[u8]) -> Answer {
         let conn = self.conn().await?;
         conn.busy.set(conn.busy.get() + 1);
         let _busy = Busy(conn.clone());
-        let meta = WriteMeta { version, bucket: bucket.into(), key: key.into(), content_type: String::new() }
-            .encode(false);
         let (tx, rx) = oneshot::channel();
         {
             let mut w = conn.writer.lock().await;
@@ -327,7 +347,7 @@ impl PeerLink {
             let req = conn.next_request.get();
             conn.next_request.set(req + 1);
             conn.pending.borrow_mut().insert(req, tx);
-            if let Err(e) = write_frame(&mut w, Kind::Delete, req, &meta).await {
+            if let Err(e) = write_frame(&mut w, kind, req, meta).await {
                 conn.fail_all(&e.to_string());
                 return Err(format!("peer {}: {e}", self.conf.name));
             }
@@ -346,14 +366,11 @@ async fn read_acks(conn: Rc<Conn>, mut r: OwnedReadHalf, idle: Duration, peer: S
             Err(_) => break format!("no answer for {} ms", idle.as_millis()),
         };
         match frame.0.kind {
-            Kind::Ack => match frame::decode_ack(&frame.1) {
-                Ok((status, msg)) => {
-                    if let Some(tx) = conn.pending.borrow_mut().remove(&frame.0.request) {
-                        let _ = tx.send(if status == AckStatus::Failed { Err(msg) } else { Ok(status) });
-                    }
+            Kind::Ack | Kind::Digests | Kind::Keys => {
+                if let Some(tx) = conn.pending.borrow_mut().remove(&frame.0.request) {
+                    let _ = tx.send(Ok((frame.0.kind, frame.1)));
                 }
-                Err(e) => break format!("bad ack: {e}"),
-            },
+            }
             Kind::Pong => {}
             k => break format!("unexpected {k:?} frame"),
         }

@@ -170,6 +170,17 @@ async fn serve_peer(
                 Kind::Ping => send_frame(&out, Kind::Pong, 0, &[]).await,
                 Kind::Put => receive_put(&shared, &peer, &h, &meta, &mut r, &out).await?,
                 Kind::Delete => receive_delete(&shared, &h, &meta, &out).await?,
+                Kind::DigestsReq | Kind::KeysReq | Kind::Pull => {
+                    let (shared, out, peer) = (shared.clone(), out.clone(), peer.clone());
+                    tokio::task::spawn_local(async move {
+                        let answer = answer_request(&shared, &peer, &h, &meta).await;
+                        let (kind, meta) =
+                            answer.unwrap_or_else(|e| (Kind::Ack, frame::ack_meta(AckStatus::Failed, &e)));
+                        let mut b = FrameHeader::encode(kind, h.request, &meta, 0).to_vec();
+                        b.extend_from_slice(&meta);
+                        let _ = out.send(b).await;
+                    });
+                }
                 k => return Err(format!("unexpected {k:?} frame")),
             }
         }
@@ -187,12 +198,49 @@ fn ack(request: u64, status: AckStatus, message: &str) -> Vec<u8> {
     b
 }
 
-/// The shard and core that hold a key.
-fn locate(shared: &Shared, key: &[u8]) -> Result<(u32, usize), String> {
-    let fp = podstore_engine::index::fingerprint(key);
-    let shard = podstore_engine::placement::place(fp, &shared.placement).ok_or("no disk is available")?;
-    let owner = *shared.shard_core.get(&shard).ok_or("disk not available")?;
-    Ok((shard, owner))
+use super::anti_entropy::locate;
+
+/// Answers an anti-entropy request from `peer`.
+async fn answer_request(
+    shared: &Arc<Shared>,
+    peer: &str,
+    h: &FrameHeader,
+    meta: &[u8],
+) -> Result<(Kind, Vec<u8>), String> {
+    if !shared.ready.load(Ordering::Relaxed) {
+        return Err("the node is recovering".into());
+    }
+    match h.kind {
+        Kind::DigestsReq => {
+            let d = super::anti_entropy::node_digests(shared).await?;
+            Ok((Kind::Digests, frame::digests_meta(&d)))
+        }
+        Kind::KeysReq => {
+            let (bucket, after) = frame::decode_keys_req(meta).map_err(|e| e.to_string())?;
+            let keys = super::anti_entropy::node_bucket_keys(shared, bucket as usize).await?;
+            let from = if after.is_empty() { 0 } else { keys.partition_point(|k| k.key <= after) };
+            Ok((Kind::Keys, frame::keys_meta(&keys[from..]).0))
+        }
+        Kind::Pull => {
+            let mut r = MetaReader::new(meta);
+            let bucket =
+                String::from_utf8(r.str8().map_err(|e| e.to_string())?.to_vec()).map_err(|_| "bad bucket")?;
+            let key = r.str16().map_err(|e| e.to_string())?.to_vec();
+            r.end().map_err(|e| e.to_string())?;
+            crate::names::validate_name(&bucket, &key, podstore_engine::record::KEY_MAX_BYTES)
+                .map_err(|crate::names::NameError::Invalid(m)| m.to_string())?;
+            let idx = shared
+                .cfg
+                .replication
+                .as_ref()
+                .and_then(|r| r.peers.iter().position(|p| p.name == peer))
+                .ok_or("not a configured peer")?;
+            let name = crate::names::ObjectName { bucket, key };
+            let status = super::anti_entropy::push(shared, name.storage_key(), idx).await?;
+            Ok((Kind::Ack, frame::ack_meta(status, "")))
+        }
+        k => Err(format!("{k:?} is not a request")),
+    }
 }
 
 async fn receive_put(

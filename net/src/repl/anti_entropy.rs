@@ -1,0 +1,267 @@
+//! Anti-entropy: compare this appliance's contents with a peer's and copy what is missing or
+//! older, in both directions.
+//!
+//! The two sides exchange their bucket digests (4096 numbers, engine/digest.rs), list the keys
+//! and versions of the buckets that differ, and for each key that differs either push the
+//! newer local write to the peer or ask the peer to push its newer one here. The same pass
+//! refills an empty replacement appliance (every bucket differs) and repairs anything the
+//! backlogs could not (an overflowed backlog, a write whose origin died before sending it).
+//! It runs in the background every `anti_entropy_interval_s`, and on demand
+//! (`POST /admin/recover?peer=NAME`, `podstore recover --from NAME`), paced by
+//! `anti_entropy_objects_per_s`.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use podstore_engine::digest::{KeyState, BUCKETS};
+use tokio::sync::{oneshot, Notify};
+
+use super::frame::{self, AckStatus, Kind, MetaWriter};
+use super::link::{Links, PeerLink};
+use crate::core::{CoreMsg, Shared};
+
+/// Copies a pass keeps in flight.
+const WINDOW: usize = 8;
+
+/// Progress of anti-entropy with one peer (shared with the admin thread).
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub running: AtomicBool,
+    /// A pass was asked for (admin endpoint).
+    pub requested: AtomicBool,
+    pub wake: Notify,
+    pub passes: AtomicU64,
+    pub buckets_differing: AtomicU64,
+    pub buckets_done: AtomicU64,
+    pub keys_compared: AtomicU64,
+    pub pushed: AtomicU64,
+    pub pulled: AtomicU64,
+    pub errors: AtomicU64,
+    /// Errors in the current (or last) pass.
+    pub pass_errors: AtomicU64,
+    /// Unix seconds when the last pass ended (0: never).
+    pub last_end_s: AtomicU64,
+    pub last_duration_ms: AtomicU64,
+    pub last_error: std::sync::Mutex<Option<String>>,
+}
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Sends a message to every core and collects the answers.
+async fn ask_all<T>(shared: &Shared, make: impl Fn(oneshot::Sender<T>) -> CoreMsg) -> Result<Vec<T>, String> {
+    let mut rxs = Vec::new();
+    for inbox in &shared.inboxes {
+        let (tx, rx) = oneshot::channel();
+        inbox.send(make(tx)).await.map_err(|_| "the node is shutting down")?;
+        rxs.push(rx);
+    }
+    let mut out = Vec::new();
+    for rx in rxs {
+        out.push(rx.await.map_err(|_| "a core did not answer")?);
+    }
+    Ok(out)
+}
+
+/// The node's bucket digests: the XOR over every core's shards.
+pub async fn node_digests(shared: &Shared) -> Result<Vec<u64>, String> {
+    let mut d = vec![0u64; BUCKETS];
+    for part in ask_all(shared, |reply| CoreMsg::Digests { reply }).await? {
+        for (x, y) in d.iter_mut().zip(part) {
+            *x ^= y;
+        }
+    }
+    Ok(d)
+}
+
+/// Every current key of a bucket on this node, in key order.
+pub async fn node_bucket_keys(shared: &Shared, bucket: usize) -> Result<Vec<KeyState>, String> {
+    let mut all = Vec::new();
+    for part in ask_all(shared, |reply| CoreMsg::BucketKeys { bucket, reply }).await? {
+        all.extend(part?);
+    }
+    all.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(all)
+}
+
+/// The shard and core that hold a key.
+pub fn locate(shared: &Shared, key: &[u8]) -> Result<(u32, usize), String> {
+    let fp = podstore_engine::index::fingerprint(key);
+    let shard = podstore_engine::placement::place(fp, &shared.placement).ok_or("no disk is available")?;
+    let owner = *shared.shard_core.get(&shard).ok_or("disk not available")?;
+    Ok((shard, owner))
+}
+
+/// Asks the owning core to push the key's newest write to peer `peer`.
+pub async fn push(shared: &Shared, key: Vec<u8>, peer: usize) -> super::link::CopyResult {
+    let (shard, owner) = locate(shared, &key)?;
+    let (tx, rx) = oneshot::channel();
+    shared.inboxes[owner]
+        .send(CoreMsg::Push { shard, key, peer, reply: tx })
+        .await
+        .map_err(|_| "shutting down")?;
+    rx.await.map_err(|_| "the push was interrupted".to_string())?
+}
+
+async fn peer_bucket_keys(link: &PeerLink, bucket: usize) -> Result<Vec<KeyState>, String> {
+    let mut out: Vec<KeyState> = Vec::new();
+    loop {
+        let after = out.last().map(|k| k.key.clone()).unwrap_or_default();
+        let (kind, meta) = link.request(Kind::KeysReq, &frame::keys_req_meta(bucket as u32, &after)).await?;
+        if kind != Kind::Keys {
+            return Err(format!("expected KEYS, got {kind:?}"));
+        }
+        let (page, more) = frame::decode_keys(&meta).map_err(|e| format!("bad KEYS: {e}"))?;
+        if page.first().is_some_and(|k| k.key <= after && !after.is_empty()) {
+            return Err("KEYS page out of order".into());
+        }
+        let empty = page.is_empty();
+        out.extend(page);
+        if !more || empty {
+            return Ok(out);
+        }
+    }
+}
+
+/// Asks the peer to push its newest write of `key` here.
+async fn pull(link: &PeerLink, key: &[u8]) -> super::link::CopyResult {
+    let at = key.iter().position(|&b| b == b'/').ok_or("a stored key without a bucket")?;
+    let meta = MetaWriter::default().str8(&key[..at]).str16(&key[at + 1..]).0;
+    let (kind, meta) = link.request(Kind::Pull, &meta).await?;
+    if kind != Kind::Ack {
+        return Err(format!("expected an ACK, got {kind:?}"));
+    }
+    match frame::decode_ack(&meta).map_err(|e| e.to_string())? {
+        (AckStatus::Failed, m) => Err(m),
+        (s, _) => Ok(s),
+    }
+}
+
+/// One pass against peer `peer`.
+pub async fn pass(
+    shared: &Arc<Shared>,
+    link: &Rc<PeerLink>,
+    peer: usize,
+    p: &Progress,
+) -> Result<(), String> {
+    let rate = shared.cfg.replication.as_ref().map_or(1000, |r| r.anti_entropy_objects_per_s).max(1);
+    for c in [&p.buckets_differing, &p.buckets_done, &p.keys_compared, &p.pushed, &p.pulled, &p.pass_errors] {
+        c.store(0, Ordering::Relaxed);
+    }
+    let mine = node_digests(shared).await?;
+    let (kind, meta) = link.request(Kind::DigestsReq, &[]).await?;
+    if kind != Kind::Digests {
+        return Err(format!("expected DIGESTS, got {kind:?}"));
+    }
+    let theirs = frame::decode_digests(&meta).map_err(|e| format!("bad DIGESTS: {e}"))?;
+    let differing: Vec<usize> = (0..BUCKETS).filter(|&b| mine[b] != theirs[b]).collect();
+    p.buckets_differing.store(differing.len() as u64, Ordering::Relaxed);
+    let started = Instant::now();
+    let mut done_ops = 0u64;
+    for b in differing {
+        let mine: BTreeMap<Vec<u8>, KeyState> =
+            node_bucket_keys(shared, b).await?.into_iter().map(|k| (k.key.clone(), k)).collect();
+        let theirs: BTreeMap<Vec<u8>, KeyState> =
+            peer_bucket_keys(link, b).await?.into_iter().map(|k| (k.key.clone(), k)).collect();
+        let mut work: Vec<(bool, Vec<u8>)> = Vec::new(); // (push, key)
+        for (k, m) in &mine {
+            p.keys_compared.fetch_add(1, Ordering::Relaxed);
+            match theirs.get(k) {
+                Some(t) if t.version == m.version => {}
+                Some(t) if t.version > m.version => work.push((false, k.clone())),
+                _ => work.push((true, k.clone())),
+            }
+        }
+        for k in theirs.keys().filter(|k| !mine.contains_key(*k)) {
+            p.keys_compared.fetch_add(1, Ordering::Relaxed);
+            work.push((false, k.clone()));
+        }
+        for chunk in work.chunks(WINDOW) {
+            let handles: Vec<_> = chunk
+                .iter()
+                .cloned()
+                .map(|(is_push, key)| {
+                    let (shared, link) = (shared.clone(), link.clone());
+                    tokio::task::spawn_local(async move {
+                        let r =
+                            if is_push { push(&shared, key, peer).await } else { pull(&link, &key).await };
+                        (is_push, r)
+                    })
+                })
+                .collect();
+            for h in handles {
+                match h.await {
+                    Ok((true, Ok(_))) => p.pushed.fetch_add(1, Ordering::Relaxed),
+                    Ok((false, Ok(_))) => p.pulled.fetch_add(1, Ordering::Relaxed),
+                    Ok((_, Err(e))) => {
+                        p.errors.fetch_add(1, Ordering::Relaxed);
+                        p.pass_errors.fetch_add(1, Ordering::Relaxed);
+                        *p.last_error.lock().expect("lock") = Some(e);
+                        0
+                    }
+                    Err(_) => {
+                        p.pass_errors.fetch_add(1, Ordering::Relaxed);
+                        p.errors.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+            }
+            // Pace: at most `rate` copies per second over the pass.
+            done_ops += chunk.len() as u64;
+            let due = Duration::from_secs_f64(done_ops as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        p.buckets_done.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// Runs passes against one peer: when asked, and every `anti_entropy_interval_s` (0: only when
+/// asked).
+pub async fn run(shared: Arc<Shared>, links: Rc<Links>, peer: usize) {
+    let Some(repl) = shared.cfg.replication.as_ref() else { return };
+    let Some(link) = links.peers.get(peer).cloned() else { return };
+    let p = &shared.anti_entropy[peer];
+    let interval = Duration::from_secs(repl.anti_entropy_interval_s);
+    loop {
+        if !p.requested.swap(false, Ordering::Relaxed) {
+            if interval.is_zero() {
+                p.wake.notified().await;
+            } else {
+                let _ = tokio::time::timeout(interval, p.wake.notified()).await;
+            }
+            p.requested.store(false, Ordering::Relaxed);
+        }
+        p.running.store(true, Ordering::Relaxed);
+        let t = Instant::now();
+        let r = pass(&shared, &link, peer, p).await;
+        if let Err(e) = &r {
+            p.errors.fetch_add(1, Ordering::Relaxed);
+            p.pass_errors.fetch_add(1, Ordering::Relaxed);
+            *p.last_error.lock().expect("lock") = Some(e.clone());
+            tracing::warn!("anti-entropy with {}: {e}", link.conf.name);
+        } else {
+            tracing::info!(
+                "anti-entropy with {}: {} buckets differed, {} pushed, {} pulled in {:?}",
+                link.conf.name,
+                p.buckets_differing.load(Ordering::Relaxed),
+                p.pushed.load(Ordering::Relaxed),
+                p.pulled.load(Ordering::Relaxed),
+                t.elapsed()
+            );
+        }
+        p.last_duration_ms.store(t.elapsed().as_millis() as u64, Ordering::Relaxed);
+        p.last_end_s.store(now_s(), Ordering::Relaxed);
+        p.passes.fetch_add(1, Ordering::Relaxed);
+        p.running.store(false, Ordering::Relaxed);
+        if r.is_err() {
+            // Do not spin on an unreachable peer.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
