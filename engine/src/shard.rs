@@ -495,7 +495,7 @@ impl<I: Io> Shard<I> {
         let fp = self.fp(key);
         let lock = self.lock_key(fp).await;
         let (slot, old) = self.resolve_slot(fp, key).await?;
-        let (Some(version), held) = self.stamp(stamp, old).await? else {
+        let (Some(version), held) = self.stamp(stamp, key, old).await? else {
             return Ok(None);
         };
         let rec_len = record::record_len(key.len(), content_type.len(), object_len);
@@ -539,7 +539,7 @@ impl<I: Io> Shard<I> {
     /// The version a write gets: a new stamp for a local write; for a copy, its own stamp if
     /// it is newer than what the shard holds for the key (`old`), else None. Also returns what
     /// the shard holds (read when it is needed: for a copy, or to keep digests).
-    async fn stamp(&self, stamp: Stamp, old: Option<Loc>) -> Result<(Option<Version>, Held)> {
+    async fn stamp(&self, stamp: Stamp, key: &[u8], old: Option<Loc>) -> Result<(Option<Version>, Held)> {
         let need_old = matches!(stamp, Stamp::Given(_)) || self.digests_on();
         let held = match old {
             Some(l) if need_old => {
@@ -551,8 +551,10 @@ impl<I: Io> Shard<I> {
             Stamp::Local => Ok((Some(self.cfg.clock.now()), held)),
             Stamp::Given(v) => {
                 self.cfg.clock.observe(v.hlc);
-                // An unreadable record holds nothing worth keeping over a good copy.
-                let have = held.map_or(Version::NONE, |h| h.0);
+                // An unreadable or quarantined record holds nothing worth keeping over a good
+                // copy, even of the same version: that is how a damaged record is repaired.
+                let damaged = self.quarantined_keys.borrow().contains_key(key);
+                let have = if damaged { Version::NONE } else { held.map_or(Version::NONE, |h| h.0) };
                 Ok(((v > have).then_some(v), held))
             }
         }
@@ -694,6 +696,13 @@ impl<I: Io> Shard<I> {
         self.backlog_item(&e).await
     }
 
+    /// Whether the index says the key was deleted here (no disk read; a fingerprint shared with
+    /// another key's tombstone also answers yes).
+    pub fn is_deleted(&self, key: &[u8]) -> bool {
+        let ix = self.index.borrow();
+        ix.overflow_get(key).or_else(|| ix.main_get(self.fp(key))).is_some_and(|l| l.is_tombstone())
+    }
+
     /// The version of the key's newest record (object or tombstone), if the shard has one.
     /// Costs one header read.
     pub async fn version_of(&self, key: &[u8]) -> Result<Option<(Version, bool)>> {
@@ -767,7 +776,7 @@ impl<I: Io> Shard<I> {
         if local && !existed && !quarantined && !always {
             return Ok(DeleteDone { existed, version: None, seq: None });
         }
-        let (Some(version), held) = self.stamp(stamp, old).await? else {
+        let (Some(version), held) = self.stamp(stamp, key, old).await? else {
             return Ok(DeleteDone { existed, version: None, seq: None });
         };
         let rec_len = record::record_len(key.len(), 0, 0);

@@ -97,6 +97,12 @@ pub enum CoreMsg {
         bucket: usize,
         reply: oneshot::Sender<Result<Vec<podstore_engine::digest::KeyState>, String>>,
     },
+    /// Whether the key was deleted here (read repair leaves deleted keys alone).
+    Deleted {
+        shard: u32,
+        key: Vec<u8>,
+        reply: oneshot::Sender<bool>,
+    },
     /// Send the key's newest write here to peer `peer` (index in the config).
     Push {
         shard: u32,
@@ -470,6 +476,9 @@ async fn execute(msg: CoreMsg, shards: Shards, links: Rc<crate::repl::link::Link
                 }
             }
             let _ = reply.send(Ok(out));
+        }
+        CoreMsg::Deleted { shard, key, reply } => {
+            let _ = reply.send(shards.borrow().get(&shard).is_some_and(|s| s.is_deleted(&key)));
         }
         CoreMsg::Push { shard, key, peer, reply } => {
             let s = shards.borrow().get(&shard).cloned();

@@ -18,7 +18,7 @@ use podstore_engine::{ObjectMeta, Stamp};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use crate::body::RespBody;
-use crate::core::{BodyMsg, CoreMsg, PutOutcome, Shared, PIECES_IN_FLIGHT_MAX};
+use crate::core::{BodyMsg, CoreMsg, GetStart, PutOutcome, Shared, PIECES_IN_FLIGHT_MAX};
 use crate::names::{parse_object_path, NameError, ObjectName};
 use crate::range::RangeAnswer;
 use crate::repl::link::{CopyResult, Links, Piece};
@@ -311,7 +311,7 @@ async fn route(
             let h = req.headers().clone();
             delete(shared, links, owner, shard, name, key, &h).await
         }
-        _ => get(shared, owner, shard, key, req.headers(), method == Method::HEAD).await,
+        _ => get(shared, links, owner, shard, key, req.headers(), method == Method::HEAD).await,
     }
 }
 
@@ -692,8 +692,65 @@ fn etag_matches(list: &str, tag: &str) -> bool {
     list.split(',').map(str::trim).any(|t| t == "*" || t == tag || t.strip_prefix("W/") == Some(tag))
 }
 
+/// Asks the owning core for an object.
+async fn get_local(
+    shared: &Shared,
+    owner: usize,
+    shard: u32,
+    key: &[u8],
+    range: &Option<String>,
+    head: bool,
+) -> Result<Result<Option<GetStart>, podstore_engine::Error>, ApiError> {
+    let (reply_tx, reply_rx) = oneshot::channel();
+    let msg = CoreMsg::Get { shard, key: key.to_vec(), range: range.clone(), head, reply: reply_tx };
+    send(shared, owner, msg).await?;
+    reply_rx.await.map_err(|_| gone())
+}
+
+/// Read repair: the object is missing here (and not deleted) or its copy is damaged; ask the
+/// peers, in turn, to push their newest write of it here. True once one did.
+async fn read_repair(
+    shared: &Shared,
+    links: &Links,
+    owner: usize,
+    shard: u32,
+    key: &[u8],
+    damaged: bool,
+) -> bool {
+    if links.peers.is_empty() {
+        return false;
+    }
+    if !damaged {
+        let (tx, rx) = oneshot::channel();
+        if send(shared, owner, CoreMsg::Deleted { shard, key: key.to_vec(), reply: tx }).await.is_err()
+            || rx.await.unwrap_or(true)
+        {
+            return false;
+        }
+    }
+    let Some(at) = key.iter().position(|&b| b == b'/') else { return false };
+    let meta = crate::repl::frame::MetaWriter::default().str8(&key[..at]).str16(&key[at + 1..]).0;
+    let limit = Duration::from_millis(shared.cfg.limits.copy_timeout_ms);
+    for p in &links.peers {
+        let r = tokio::time::timeout(limit, p.request(crate::repl::frame::Kind::Pull, &meta)).await;
+        let stored = match r {
+            Ok(Ok((crate::repl::frame::Kind::Ack, m))) => {
+                matches!(crate::repl::frame::decode_ack(&m), Ok((crate::repl::frame::AckStatus::Stored, _)))
+            }
+            _ => false,
+        };
+        metrics::counter!("podstore_repl_read_repairs_total", "peer" => p.conf.name.clone(), "outcome" => if stored { "repaired" } else { "not_found" }).increment(1);
+        if stored {
+            return true;
+        }
+    }
+    false
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn get(
     shared: &Shared,
+    links: &Links,
     owner: usize,
     shard: u32,
     key: Vec<u8>,
@@ -701,11 +758,17 @@ async fn get(
     head: bool,
 ) -> Result<Response<RespBody>, ApiError> {
     let range = h.get(header::RANGE).and_then(|v| v.to_str().ok()).map(str::to_string);
-    let (reply_tx, reply_rx) = oneshot::channel();
-    send(shared, owner, CoreMsg::Get { shard, key, range, head, reply: reply_tx }).await?;
-    let start = reply_rx
-        .await
-        .map_err(|_| gone())?
+    let mut answer = get_local(shared, owner, shard, &key, &range, head).await?;
+    let damaged = matches!(
+        answer,
+        Err(podstore_engine::Error::Quarantined { .. } | podstore_engine::Error::Corrupt { .. })
+    );
+    if (damaged || matches!(answer, Ok(None)))
+        && read_repair(shared, links, owner, shard, &key, damaged).await
+    {
+        answer = get_local(shared, owner, shard, &key, &range, head).await?;
+    }
+    let start = answer
         .map_err(engine_error)?
         .ok_or_else(|| err(StatusCode::NOT_FOUND, "not_found", "no such object"))?;
     let meta = &start.meta;

@@ -311,7 +311,11 @@ fn podstore_recover_refills_an_emptied_appliance_in_both_directions() {
         std::fs::create_dir_all(&p).expect("mkdir");
     }
     b.spawn(&[]);
-    assert_eq!(b.req("GET", "/photos/r-1", &[], b"").status, 404, "B starts empty");
+    let objects = |n: &Node| -> u64 {
+        let v: serde_json::Value = serde_json::from_slice(&n.admin("/admin/disks").body).expect("json");
+        v["disks"].as_array().expect("disks").iter().map(|d| d["objects"].as_u64().unwrap_or(0)).sum()
+    };
+    assert_eq!(objects(&b), 0, "B starts empty");
     // Writes only B has (A is away; B's backlog overflows).
     a.kill();
     let mut only_b = Vec::new();
@@ -335,6 +339,8 @@ fn podstore_recover_refills_an_emptied_appliance_in_both_directions() {
     };
     assert_eq!(count(" pulled"), 150, "every object and tombstone came over: {stdout}");
     assert!(count(" pushed") >= 5, "B's own writes went to A: {stdout}");
+    // Checked before any GET (a GET would also repair what it reads).
+    assert_eq!(objects(&b), 140 + 5, "every live object is on the refilled appliance");
     assert!(String::from_utf8_lossy(&out.stderr).contains("buckets"), "progress is shown");
     for (path, want) in &expect {
         let g = b.req("GET", path, &[], b"");
@@ -358,4 +364,70 @@ fn podstore_recover_refills_an_emptied_appliance_in_both_directions() {
     let peers: serde_json::Value = serde_json::from_slice(&b.admin("/admin/peers").body).expect("json");
     assert_eq!(peers["peers"][0]["anti_entropy"]["buckets_differing"], 0, "{peers}");
     assert!(metric(&b, "podstore_repl_anti_entropy_passes") >= 2.0);
+}
+
+/// Finds `needle` in the node's blob files and flips one bit of it on disk.
+fn corrupt_on_disk(node: &Node, needle: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    for d in 0..3 {
+        let dir = node.dir.join(format!("disk{d}"));
+        for e in std::fs::read_dir(&dir).expect("disk dir").flatten() {
+            let p = e.path();
+            if !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("blob")) {
+                continue;
+            }
+            let bytes = std::fs::read(&p).expect("read blob");
+            if let Some(at) = bytes.windows(needle.len()).position(|w| w == needle) {
+                let f = std::fs::OpenOptions::new().write(true).open(&p).expect("open blob");
+                f.write_all_at(&[bytes[at + 100] ^ 0x10], (at + 100) as u64).expect("flip");
+                f.sync_all().expect("sync");
+                return;
+            }
+        }
+    }
+    panic!("the object's bytes are not on any disk");
+}
+
+#[test]
+fn a_get_repairs_a_damaged_or_missing_copy_from_a_peer() {
+    let m = members(2);
+    let secret = secret_file("repair", "repair-shared-secret-0123456789");
+    // A long copy timeout keeps catch-up from delivering first: the GET must do it.
+    let extra = |me: &Member, peer: &Member| {
+        repl_config(me, &[peer], &secret).replace("copy_timeout_ms = 2000", "copy_timeout_ms = 30000")
+    };
+    let mut a = Node::start_on("repair-a", &m[0].name, m[0].data, m[0].admin, &extra(&m[0], &m[1]));
+    let mut b = Node::start_on("repair-b", &m[1].name, m[1].data, m[1].admin, &extra(&m[1], &m[0]));
+    let v: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    assert_eq!(a.req("PUT", "/photos/damaged", &[("X-Copies", "all")], &v).status, 201);
+    corrupt_on_disk(&a, &v[1000..1064]);
+    let g = a.req("GET", "/photos/damaged", &[], b"");
+    assert!(g.status == 200 && g.body == v, "served from the peer: {}", g.status);
+    let text = String::from_utf8(a.admin("/metrics").body).expect("utf8");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("podstore_repl_read_repairs_total") && l.contains("outcome=\"repaired\"")),
+        "a read repair is counted"
+    );
+    // Repaired locally: it reads back with the peer gone.
+    b.kill();
+    let g = a.req("GET", "/photos/damaged", &[], b"");
+    assert!(g.status == 200 && g.body == v, "the local copy was repaired: {}", g.status);
+
+    // Missing here (written while this appliance was away): a GET pulls it.
+    b.spawn(&[]);
+    a.kill();
+    assert_eq!(
+        b.req("PUT", "/photos/missed", &[("X-Copies", "any")], b"written while a was away").status,
+        201
+    );
+    a.spawn(&[]);
+    // B failed to reach A a moment ago and waits a short cool-down before dialling again.
+    std::thread::sleep(Duration::from_millis(1200));
+    let g = a.req("GET", "/photos/missed", &[], b"");
+    assert_eq!((g.status, g.body.as_slice()), (200, &b"written while a was away"[..]));
+    // A key deleted here is not fetched back; an unknown key is a plain 404.
+    assert_eq!(a.req("DELETE", "/photos/missed", &[("X-Copies", "all")], b"").status, 204);
+    assert_eq!(a.req("GET", "/photos/missed", &[], b"").status, 404);
+    assert_eq!(a.req("GET", "/photos/never-written", &[], b"").status, 404);
 }

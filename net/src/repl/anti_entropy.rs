@@ -153,7 +153,18 @@ pub async fn pass(
         c.store(0, Ordering::Relaxed);
     }
     let mine = node_digests(shared).await?;
-    let (kind, meta) = link.request(Kind::DigestsReq, &[]).await?;
+    // A peer that just came back may still be in its dial cool-down: try for a few seconds.
+    let mut tries = 0;
+    let (kind, meta) = loop {
+        match link.request(Kind::DigestsReq, &[]).await {
+            Ok(a) => break a,
+            Err(e) if tries >= 5 => return Err(e),
+            Err(_) => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
     if kind != Kind::Digests {
         return Err(format!("expected DIGESTS, got {kind:?}"));
     }

@@ -74,6 +74,7 @@ impl Links {
                         idle: Duration::from_millis(cfg.peer_idle_ms),
                         conns: RefCell::new(Vec::new()),
                         connecting: Cell::new(0),
+                        down_until: Cell::new(None),
                     })
                 })
                 .collect(),
@@ -91,6 +92,9 @@ pub struct PeerLink {
     idle: Duration,
     conns: RefCell<Vec<Rc<Conn>>>,
     connecting: Cell<usize>,
+    /// After a failed connect, further attempts fail at once until then (a partitioned peer
+    /// must not make every request wait out a connect timeout).
+    down_until: Cell<Option<std::time::Instant>>,
 }
 
 #[derive(Debug)]
@@ -174,10 +178,19 @@ impl PeerLink {
             (Some(c), _, _) => Ok(c),
             (None, least, n) if n >= self.max_conns && least.is_some() => Ok(least.expect("checked")),
             _ => {
+                if self.down_until.get().is_some_and(|t| std::time::Instant::now() < t) {
+                    return Err(format!("peer {}: unreachable (retrying soon)", self.conf.name));
+                }
                 self.connecting.set(self.connecting.get() + 1);
                 let r = tokio::time::timeout(self.connect_timeout, self.connect()).await;
                 self.connecting.set(self.connecting.get() - 1);
-                let c = r.map_err(|_| format!("peer {}: connect timed out", self.conf.name))??;
+                let r = r.map_err(|_| format!("peer {}: connect timed out", self.conf.name)).and_then(|r| r);
+                if r.is_err() {
+                    self.down_until.set(Some(
+                        std::time::Instant::now() + self.connect_timeout.min(Duration::from_secs(1)),
+                    ));
+                }
+                let c = r?;
                 self.conns.borrow_mut().push(c.clone());
                 Ok(c)
             }
