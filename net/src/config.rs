@@ -76,7 +76,7 @@ fn default_repl_listen() -> SocketAddr {
     ([127, 0, 0, 1], 7071).into()
 }
 fn default_connections_per_peer() -> usize {
-    2
+    4
 }
 fn default_connect_timeout_ms() -> u64 {
     2_000

@@ -3,7 +3,8 @@
 //! once. Prints requests/s, MiB/s and latency percentiles.
 //!
 //! ```text
-//! podstore-load --addr 127.0.0.1:7070 --prefix /bench/o --count 100000 --size 4096 --conns 64
+//! podstore-load --addr 127.0.0.1:7070 --prefix /bench/o --count 100000 --size 4096 --conns 64 \
+//!     [--header 'X-Copies: all']
 //! ```
 //! Object `i` is `{prefix}-{i}`; its bytes depend only on `i` and the size, so two servers
 //! loaded with the same arguments hold the same objects.
@@ -20,6 +21,8 @@ struct Args {
     count: u64,
     size: usize,
     conns: usize,
+    /// Extra request headers ("Name: value").
+    headers: Vec<String>,
 }
 
 fn parse() -> Args {
@@ -29,6 +32,7 @@ fn parse() -> Args {
         count: 1000,
         size: 4096,
         conns: 16,
+        headers: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -39,6 +43,10 @@ fn parse() -> Args {
             "--count" => a.count = v.parse().expect("--count"),
             "--size" => a.size = v.parse().expect("--size"),
             "--conns" => a.conns = v.parse().expect("--conns"),
+            "--header" => {
+                assert!(v.contains(':') && !v.contains('\r') && !v.contains('\n'), "--header 'Name: value'");
+                a.headers.push(v)
+            }
             other => panic!("unknown argument {other}"),
         }
     }
@@ -80,6 +88,7 @@ fn put(
     path: &str,
     body: &[u8],
     total: usize,
+    headers: &[String],
 ) -> std::io::Result<u16> {
     if conn.is_none() {
         let s = TcpStream::connect(addr)?;
@@ -88,7 +97,8 @@ fn put(
         *conn = Some((s, r));
     }
     let (s, r) = conn.as_mut().expect("connected");
-    let head = format!("PUT {path} HTTP/1.1\r\nHost: bench\r\nContent-Length: {total}\r\n\r\n");
+    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+    let head = format!("PUT {path} HTTP/1.1\r\nHost: bench\r\n{extra}Content-Length: {total}\r\n\r\n");
     s.write_all(head.as_bytes())?;
     // Large bodies are streamed by repeating one block, so many large PUTs at once cost the
     // client little memory.
@@ -133,8 +143,14 @@ fn main() {
     let start = Instant::now();
     let threads: Vec<_> = (0..a.conns)
         .map(|_| {
-            let (next, lat, failures, prefix, pool) =
-                (next.clone(), lat.clone(), failures.clone(), a.prefix.clone(), pool.clone());
+            let (next, lat, failures, prefix, pool, headers) = (
+                next.clone(),
+                lat.clone(),
+                failures.clone(),
+                a.prefix.clone(),
+                pool.clone(),
+                a.headers.clone(),
+            );
             let (addr, size, count) = (a.addr, a.size, a.count);
             std::thread::spawn(move || {
                 let mut conn = None;
@@ -147,7 +163,7 @@ fn main() {
                     }
                     object(&pool, i, size, &mut body);
                     let t = Instant::now();
-                    match put(&mut conn, addr, &format!("{prefix}-{i}"), &body, size) {
+                    match put(&mut conn, addr, &format!("{prefix}-{i}"), &body, size, &headers) {
                         Ok(s) if (200..300).contains(&s) => mine.push(t.elapsed()),
                         r => {
                             // The first few failures say what went wrong; the count says the rest.

@@ -9,7 +9,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use podstore_disks::AnyIo;
 use podstore_engine::backlog::BacklogEntry;
 use podstore_engine::{CopyItem, Shard};
@@ -60,7 +59,7 @@ pub async fn send_item(link: &PeerLink, item: Option<CopyItem<AnyIo>>) -> CopyRe
                 loop {
                     match r.next_chunk().await {
                         Ok(Some(c)) => {
-                            if tx.send(Piece::Data(Bytes::copy_from_slice(&c))).await.is_err() {
+                            if tx.send(Piece::Stored(c)).await.is_err() {
                                 return;
                             }
                         }
@@ -89,52 +88,60 @@ pub async fn run(shared: Arc<Shared>, shards: Shards, link: Rc<PeerLink>, peer: 
     let grace_ms = shared.cfg.limits.copy_timeout_ms + 1000;
     let window = repl.catch_up_in_flight;
     let mut backoff = IDLE_POLL;
+    // Copies in flight, refilled as each one finishes (no batch barrier).
+    let slots = Arc::new(tokio::sync::Semaphore::new(window));
+    let failures = Rc::new(std::cell::RefCell::new(None::<String>));
     loop {
-        let list: Vec<Rc<Shard<AnyIo>>> = shards.borrow().values().cloned().collect();
-        let before = now_ms().saturating_sub(grace_ms);
-        let mut batch = Vec::new();
-        for s in &list {
-            if batch.len() >= window {
-                break;
-            }
-            for e in s.backlog_take(peer, window - batch.len(), before) {
-                batch.push((s.clone(), e));
-            }
-        }
-        if batch.is_empty() {
-            tokio::time::sleep(IDLE_POLL).await;
-            continue;
-        }
-        let handles: Vec<_> = batch
-            .into_iter()
-            .map(|(s, e)| {
-                let link = link.clone();
-                tokio::task::spawn_local(async move {
-                    let r = send_one(&s, &link, &e).await;
-                    match &r {
-                        Ok(_) => s.backlog_confirm(peer, e.seq),
-                        Err(_) => s.backlog_release(peer, e.seq),
-                    }
-                    r
-                })
-            })
-            .collect();
-        let mut failed = None;
-        for h in handles {
-            match h.await {
-                Ok(Ok(_)) => {
-                    metrics::counter!("podstore_repl_catch_up_copies_total", "peer" => link.conf.name.clone())
-                        .increment(1)
-                }
-                Ok(Err(e)) => failed = Some(e),
-                Err(e) => failed = Some(e.to_string()),
-            }
-        }
+        let failed = failures.borrow_mut().take();
         if let Some(e) = failed {
             tracing::debug!("catch-up to {}: {e}; retrying in {:?}", link.conf.name, backoff);
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(BACKOFF_MAX);
-        } else {
+            continue;
+        }
+        let free = slots.available_permits();
+        if free == 0 {
+            let _ = slots.acquire().await;
+            continue;
+        }
+        let list: Vec<Rc<Shard<AnyIo>>> = shards.borrow().values().cloned().collect();
+        let before = now_ms().saturating_sub(grace_ms);
+        let mut batch = Vec::new();
+        for s in &list {
+            if batch.len() >= free {
+                break;
+            }
+            for e in s.backlog_take(peer, free - batch.len(), before) {
+                batch.push((s.clone(), e));
+            }
+        }
+        if batch.is_empty() {
+            // Nothing to take: wait for copies in flight, or poll again soon.
+            tokio::time::sleep(IDLE_POLL.min(Duration::from_millis(if free < window { 5 } else { 250 })))
+                .await;
+            continue;
+        }
+        for (s, e) in batch {
+            let permit = slots.clone().try_acquire_owned().expect("counted free slots");
+            let (link, failures) = (link.clone(), failures.clone());
+            tokio::task::spawn_local(async move {
+                let r = send_one(&s, &link, &e).await;
+                match r {
+                    Ok(_) => {
+                        s.backlog_confirm(peer, e.seq);
+                        metrics::counter!("podstore_repl_catch_up_copies_total", "peer" => link.conf.name.clone())
+                            .increment(1);
+                    }
+                    Err(err) => {
+                        s.backlog_release(peer, e.seq);
+                        *failures.borrow_mut() = Some(err);
+                    }
+                }
+                drop(permit);
+            });
+        }
+        let ok = failures.borrow().is_none();
+        if ok {
             backoff = IDLE_POLL;
         }
     }

@@ -132,6 +132,9 @@ impl Drop for Busy {
 #[derive(Debug)]
 pub enum Piece {
     Data(Bytes),
+    /// A verified piece of a stored object (catch-up, anti-entropy), sent from the buffer it
+    /// was read into.
+    Stored(podstore_engine::Chunk),
     /// The body is complete: its XXH3-128, or None if it must not be stored.
     End(Option<[u8; 16]>),
 }
@@ -317,6 +320,16 @@ impl PeerLink {
                             sent += b.len() as u64;
                             metrics::counter!("podstore_repl_sent_bytes_total", "peer" => self.conf.name.clone())
                                 .increment(b.len() as u64);
+                        }
+                        Some(Piece::Stored(c)) => {
+                            if sent + c.len() as u64 > len {
+                                break None;
+                            }
+                            w.write_all(&c).await.map_err(|e| e.to_string())?;
+                            conn.wrote.set(std::time::Instant::now());
+                            sent += c.len() as u64;
+                            metrics::counter!("podstore_repl_sent_bytes_total", "peer" => self.conf.name.clone())
+                                .increment(c.len() as u64);
                         }
                         Some(Piece::End(d)) => break d.filter(|_| sent == len),
                         None => break None,

@@ -21,7 +21,7 @@ use super::link::{read_small_frame, tune_socket};
 use crate::core::{BodyMsg, CoreMsg, PutOutcome, Shared, PIECES_IN_FLIGHT_MAX};
 
 /// Largest piece a copy's body is read in.
-const PIECE_BYTES: usize = 256 << 10;
+const PIECE_BYTES: usize = 1 << 20;
 
 fn refused(reason: &'static str) {
     metrics::counter!("podstore_repl_refused_total", "reason" => reason).increment(1);
@@ -277,8 +277,14 @@ async fn receive_put(
     let mut left = len;
     while left > 0 {
         let n = (left as usize).min(PIECE_BYTES);
-        let mut b = BytesMut::zeroed(n);
-        r.read_exact(&mut b).await.map_err(|e| format!("read: {e}"))?;
+        // Read into spare capacity (no zeroing first).
+        let mut b = BytesMut::with_capacity(n);
+        while b.len() < n {
+            let mut lim = (&mut *r).take((n - b.len()) as u64);
+            if lim.read_buf(&mut b).await.map_err(|e| format!("read: {e}"))? == 0 {
+                return Err("the peer closed mid-copy".into());
+            }
+        }
         left -= n as u64;
         metrics::counter!("podstore_repl_received_bytes_total", "peer" => peer.to_string())
             .increment(n as u64);

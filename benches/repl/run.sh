@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# Replication between two appliances in their own network namespaces, beside the machine's
+# own limits measured in the same run:
+#   - catch-up: a backlog of 1 MiB objects written while the peer was away, drained when it
+#     returns, against the smaller of iperf3 between the namespaces and fio's sequential
+#     write rate on the receiving disk (target: at least 0.8); CPU seconds per GiB copied;
+#   - PUT throughput with X-Copies: all across the two appliances against one appliance.
+#
+#   benches/repl/run.sh [--quick]      (root: namespaces, loop devices)
+#
+# Each appliance gets an XFS filesystem on a loop device of its own (losetup -f --show
+# --direct-io=on, detached at the end). Needs iproute2, iperf3, fio, xfsprogs.
+set -euo pipefail
+quick=0
+[ "${1:-}" = "--quick" ] && quick=1
+top=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$top"
+[ "$(id -u)" = 0 ] || { echo "repl-bench: needs root (network namespaces, loop devices)"; exit 1; }
+for t in ip iperf3 fio mkfs.xfs; do command -v $t >/dev/null || { echo "repl-bench: $t is not installed"; exit 1; }; done
+if [ $quick = 1 ]; then BACKLOG=512; PUTS=300; else BACKLOG=2048; PUTS=1500; fi
+
+cargo build --release --locked -q -p podstore-net -p podstore-benches
+PODSTORE=$top/target/release/podstore
+LOAD=$top/target/release/podstore-load
+
+work=$(mktemp -d /tmp/podstore-replbench.XXXXXX)
+p="prb$$"
+nsa="$p-a"; nsb="$p-b"
+devs=(); pids=()
+cleanup() {
+  status=$?
+  if [ $status != 0 ]; then
+    echo "repl-bench failed ($status); logs:" >&2
+    tail -n 20 "$work"/*.log >&2 || true
+    mkdir -p /tmp/podstore-replbench-logs; cp "$work"/*.log /tmp/podstore-replbench-logs/ 2>/dev/null || true
+  fi
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  sleep 0.5
+  for m in "$work"/mnt-*; do umount "$m" 2>/dev/null || true; done
+  for d in "${devs[@]}"; do losetup -d "$d" 2>/dev/null || true; done
+  ip netns del "$nsa" 2>/dev/null || true
+  ip netns del "$nsb" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+ip netns add "$nsa"; ip netns add "$nsb"
+ip -n "$nsa" link add eth0 type veth peer name eth0 netns "$nsb"
+ip -n "$nsa" addr add 10.78.0.1/24 dev eth0; ip -n "$nsb" addr add 10.78.0.2/24 dev eth0
+for n in "$nsa" "$nsb"; do ip -n "$n" link set eth0 up; ip -n "$n" link set lo up; done
+
+disk() { # name -> mount point
+  truncate -s 24G "$work/$1.img"
+  local d; d=$(losetup -f --show --direct-io=on "$work/$1.img"); devs+=("$d")
+  mkfs.xfs -q -f "$d"; mkdir -p "$work/mnt-$1"; mount "$d" "$work/mnt-$1"; echo "$work/mnt-$1"
+}
+ma=$(disk a); mb=$(disk b)
+
+echo "measuring the machine's limits" >&2
+ip netns exec "$nsb" iperf3 -s -1 -D -p 5201 >/dev/null
+sleep 0.5
+net_mib=$(ip netns exec "$nsa" iperf3 -c 10.78.0.2 -p 5201 -t 4 -J | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/8/2**20))')
+fio_mib=$(fio --name=w --filename="$mb/fio.test" --rw=write --bs=1M --size=2G --direct=1 --ioengine=io_uring --iodepth=8 --end_fsync=1 --output-format=json | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["jobs"][0]["write"]["bw"]/1024))')
+rm -f "$mb/fio.test"
+
+secret="$work/secret"; printf 'bench-shared-secret-0123456789' > "$secret"; chmod 600 "$secret"
+conf() { # me ip peer peer_ip mount -> config file
+  mkdir -p "$5/podstore"
+  cat > "$work/$1.toml" <<TOML
+node_id = "$1"
+[listen]
+data = "$2:7070"
+admin = "$2:7072"
+[limits]
+copy_timeout_ms = 2000
+[replication]
+listen = "$2:7071"
+datacenter = "dc-$1"
+secret_file = "$secret"
+anti_entropy_interval_s = 0
+[[replication.peers]]
+name = "$3"
+datacenter = "dc-$3"
+address = "$4:7071"
+[[disks]]
+id = 0
+path = "$5/podstore"
+tier = "capacity"
+require_mount_point = false
+TOML
+  echo "$work/$1.toml"
+}
+ca=$(conf pod-a 10.78.0.1 pod-b 10.78.0.2 "$ma"); cb=$(conf pod-b 10.78.0.2 pod-a 10.78.0.1 "$mb")
+start() { # ns config log -> pid
+  # stdout away from the command substitution that called us, or it would wait for podstore.
+  ip netns exec "$1" "$PODSTORE" serve --config "$2" >/dev/null 2>"$work/$3.log" & local pid=$!
+  for _ in $(seq 200); do ip netns exec "$1" curl -sf "http://${4}:7070/_/ready" >/dev/null 2>&1 && break; sleep 0.05; done
+  echo "$pid"
+}
+cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }  # clock ticks
+hz=$(getconf CLK_TCK)
+backlog() { ip netns exec "$nsa" curl -s http://10.78.0.1:7072/admin/peers | python3 -c 'import json,sys; print(json.load(sys.stdin)["peers"][0]["backlog_objects"])'; }
+
+echo "catch-up: $BACKLOG MiB written on pod-a while pod-b is away" >&2
+pa=$(start "$nsa" "$ca" a 10.78.0.1); pids+=("$pa")
+ip netns exec "$nsa" "$LOAD" --addr 10.78.0.1:7070 --prefix /bench/backlog --count "$BACKLOG" --size 1048576 --conns 8 --header 'X-Copies: any' >/dev/null
+[ "$(backlog)" = "$BACKLOG" ] || { echo "expected a backlog of $BACKLOG, got $(backlog)"; exit 1; }
+sleep 3  # older than the copy timeout: catch-up may take them
+a0=$(cpu "$pa")
+pb=$(start "$nsb" "$cb" b 10.78.0.2); pids+=("$pb")
+b0=$(cpu "$pb")
+t_ready=$(date +%s.%N); t_first=""
+while :; do
+  n=$(backlog)
+  [ -z "$t_first" ] && [ "$n" -lt "$BACKLOG" ] && t_first=$(date +%s.%N)
+  [ "$n" = 0 ] && break
+  sleep 0.05
+done
+t_end=$(date +%s.%N)
+a1=$(cpu "$pa"); b1=$(cpu "$pb")
+read drain_mib wait_s cpu_per_gib < <(python3 -c "
+mib=$BACKLOG; d=$t_end-$t_first; print(f'{mib/d:.0f} {$t_first-$t_ready:.2f} {(($a1-$a0)+($b1-$b0))/$hz/(mib/1024):.2f}')")
+
+echo "PUT throughput: X-Copies all on two appliances, then one appliance alone" >&2
+put_all=$(ip netns exec "$nsa" "$LOAD" --addr 10.78.0.1:7070 --prefix /bench/all --count "$PUTS" --size 1048576 --conns 16 --header 'X-Copies: all' | sed -n 's/.*mib_per_s=\([0-9.]*\).*/\1/p')
+kill "$pb"; wait "$pb" 2>/dev/null || true
+kill "$pa"; wait "$pa" 2>/dev/null || true
+sed '/^\[replication\]/,/^address/d' "$ca" > "$work/single.toml"
+pa=$(start "$nsa" "$work/single.toml" single 10.78.0.1); pids+=("$pa")
+put_one=$(ip netns exec "$nsa" "$LOAD" --addr 10.78.0.1:7070 --prefix /bench/one --count "$PUTS" --size 1048576 --conns 16 | sed -n 's/.*mib_per_s=\([0-9.]*\).*/\1/p')
+
+limit=$(( net_mib < fio_mib ? net_mib : fio_mib ))
+ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
+echo "# replication between two namespaces ($(nproc) cores, $(uname -r), XFS on loop devices --direct-io=on)"
+echo "mode: $([ $quick = 1 ] && echo quick || echo full)"
+echo
+echo "| measure | podstore | limit | ratio | target |"
+echo "|---|---|---|---|---|"
+r=$(ratio "$drain_mib" "$limit"); echo "| catch-up of a $BACKLOG MiB backlog of 1 MiB objects | $drain_mib MiB/s | $limit MiB/s (iperf3 $net_mib, fio seq write $fio_mib) | $r | at least 0.8: $(python3 -c "print('meets' if $r >= 0.8 else 'below')") |"
+echo "| CPU time per GiB replicated (both appliances) | $cpu_per_gib s | - | - | - |"
+echo "| wait before the first copy after the peer returned | ${wait_s} s | - | - | - |"
+r=$(ratio "$put_all" "$put_one"); echo "| PUT 1 MiB, 16 connections, X-Copies: all on 2 appliances vs 1 appliance | $put_all MiB/s | $put_one MiB/s | $r | - |"
