@@ -136,11 +136,17 @@ impl ObjectMeta {
 }
 
 /// A piece of object data: a window into an owned aligned buffer.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Chunk {
     buf: Rc<AlignedBuf>,
     start: usize,
     end: usize,
+}
+
+impl AsRef<[u8]> for Chunk {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
 }
 
 impl std::ops::Deref for Chunk {

@@ -254,7 +254,11 @@ async fn core_main(start: CoreStart) {
                 datacenter: r.datacenter.clone(),
                 secret: secret.clone(),
             };
-            crate::repl::link::Links::new(r, Rc::new(id))
+            let ring = match &io {
+                AnyIo::Uring(u) => Some(u.clone()),
+                _ => None,
+            };
+            crate::repl::link::Links::new(r, Rc::new(id), ring)
         }
         _ => crate::repl::link::Links::default(),
     });

@@ -58,9 +58,59 @@ pub struct Links {
     pub peers: Vec<Rc<PeerLink>>,
 }
 
+/// Pieces at least this large go out with zero-copy sends (when the core has a ring).
+const ZC_MIN_BYTES: usize = 64 << 10;
+/// Zero-copy sends a link makes before judging whether the kernel really avoids the copy.
+const ZC_PROBE_SENDS: u64 = 64;
+/// How long a link that found the kernel copying sends plainly before trying again.
+const ZC_RETRY: Duration = Duration::from_secs(60);
+
+/// Whether a link sends large pieces with `SEND_ZC`.
+#[derive(Debug)]
+struct ZeroCopy {
+    ring: Option<podstore_disks::Uring>,
+    /// Plain sends until then (the kernel was copying).
+    off_until: Cell<Option<std::time::Instant>>,
+    /// The ring's (notified, copied) counts when the current probe began, and sends since.
+    probe_start: Cell<(u64, u64)>,
+    probe_sends: Cell<u64>,
+}
+
+impl ZeroCopy {
+    fn usable(&self, len: usize) -> Option<&podstore_disks::Uring> {
+        let ring = self.ring.as_ref()?;
+        if len < ZC_MIN_BYTES || self.off_until.get().is_some_and(|t| std::time::Instant::now() < t) {
+            return None;
+        }
+        Some(ring)
+    }
+
+    /// After a zero-copy send: when the kernel copied most of the probe's sends (loopback,
+    /// veth, a NIC without support), go back to plain sends for a while.
+    fn judge(&self, peer: &str) {
+        let Some(ring) = &self.ring else { return };
+        let n = self.probe_sends.get() + 1;
+        self.probe_sends.set(n);
+        if n < ZC_PROBE_SENDS {
+            return;
+        }
+        let st = ring.stats();
+        let (n0, c0) = self.probe_start.get();
+        let (notified, copied) = (st.zc_notified - n0, st.zc_copied - c0);
+        if notified > 0 && copied * 2 > notified {
+            tracing::info!("replication to {peer}: the kernel copies zero-copy sends ({copied} of {notified}); sending plainly");
+            metrics::counter!("podstore_repl_zero_copy_fallbacks_total", "peer" => peer.to_string())
+                .increment(1);
+            self.off_until.set(Some(std::time::Instant::now() + ZC_RETRY));
+        }
+        self.probe_sends.set(0);
+        self.probe_start.set((st.zc_notified, st.zc_copied));
+    }
+}
+
 impl Links {
     /// Links to the configured peers (no connection is made until a write needs one).
-    pub fn new(cfg: &Replication, id: Rc<Identity>) -> Links {
+    pub fn new(cfg: &Replication, id: Rc<Identity>, ring: Option<podstore_disks::Uring>) -> Links {
         Links {
             peers: cfg
                 .peers
@@ -75,6 +125,15 @@ impl Links {
                         conns: RefCell::new(Vec::new()),
                         connecting: Cell::new(0),
                         down_until: Cell::new(None),
+                        zc: ZeroCopy {
+                            ring: ring.clone(),
+                            off_until: Cell::new(None),
+                            probe_start: Cell::new(
+                                ring.as_ref()
+                                    .map_or((0, 0), |r| (r.stats().zc_notified, r.stats().zc_copied)),
+                            ),
+                            probe_sends: Cell::new(0),
+                        },
                     })
                 })
                 .collect(),
@@ -95,6 +154,7 @@ pub struct PeerLink {
     /// After a failed connect, further attempts fail at once until then (a partitioned peer
     /// must not make every request wait out a connect timeout).
     down_until: Cell<Option<std::time::Instant>>,
+    zc: ZeroCopy,
 }
 
 #[derive(Debug)]
@@ -315,21 +375,19 @@ impl PeerLink {
                             if sent + b.len() as u64 > len {
                                 break None;
                             }
-                            w.write_all(&b).await.map_err(|e| e.to_string())?;
+                            let n = b.len();
+                            self.send_piece(&mut w, b).await?;
                             conn.wrote.set(std::time::Instant::now());
-                            sent += b.len() as u64;
-                            metrics::counter!("podstore_repl_sent_bytes_total", "peer" => self.conf.name.clone())
-                                .increment(b.len() as u64);
+                            sent += n as u64;
                         }
                         Some(Piece::Stored(c)) => {
                             if sent + c.len() as u64 > len {
                                 break None;
                             }
-                            w.write_all(&c).await.map_err(|e| e.to_string())?;
+                            let n = c.len();
+                            self.send_piece(&mut w, c).await?;
                             conn.wrote.set(std::time::Instant::now());
-                            sent += c.len() as u64;
-                            metrics::counter!("podstore_repl_sent_bytes_total", "peer" => self.conf.name.clone())
-                                .increment(c.len() as u64);
+                            sent += n as u64;
                         }
                         Some(Piece::End(d)) => break d.filter(|_| sent == len),
                         None => break None,
@@ -350,6 +408,33 @@ impl PeerLink {
             }
         }
         copy_result(rx.await.unwrap_or_else(|_| Err(format!("peer {}: connection lost", self.conf.name))))
+    }
+
+    /// Writes one piece of a body: large pieces with a zero-copy send from the buffer they
+    /// are in (kept alive until the kernel is done with it), others with a plain send.
+    async fn send_piece<T: AsRef<[u8]> + Clone + 'static>(
+        &self,
+        w: &mut OwnedWriteHalf,
+        piece: T,
+    ) -> Result<(), String> {
+        let len = piece.as_ref().len();
+        match self.zc.usable(len) {
+            Some(ring) => {
+                let mut off = 0;
+                while off < len {
+                    let n = ring.send_zc(w.as_ref(), piece.clone(), off).await.map_err(|e| e.to_string())?;
+                    if n == 0 {
+                        return Err("the connection closed".into());
+                    }
+                    off += n;
+                }
+                self.zc.judge(&self.conf.name);
+            }
+            None => w.write_all(piece.as_ref()).await.map_err(|e| e.to_string())?,
+        }
+        metrics::counter!("podstore_repl_sent_bytes_total", "peer" => self.conf.name.clone())
+            .increment(len as u64);
+        Ok(())
     }
 
     /// Sends a copy of a DELETE.
