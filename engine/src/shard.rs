@@ -1255,6 +1255,35 @@ impl<I: Io> PutWriter<I> {
         r
     }
 
+    /// Room for body bytes in the writer's aligned buffer, at most what the object still
+    /// needs: a reader can receive straight into it (then [`PutWriter::commit_spare`]) and
+    /// save a copy. Empty when the object is complete.
+    pub fn spare(&mut self) -> &mut [u8] {
+        let left = self.header.object_len - self.sums.total();
+        let buf = self.buf.as_mut().expect("writer holds its buffer");
+        let start = buf.len();
+        let n = ((buf.capacity() - start) as u64).min(left) as usize;
+        &mut buf.spare_all()[start..start + n]
+    }
+
+    /// Takes the first `n` bytes of [`PutWriter::spare`] as body bytes (checksummed like
+    /// [`PutWriter::write`]), writing the buffer out when it is full.
+    pub async fn commit_spare(&mut self, n: usize) -> Result<()> {
+        self.usable()?;
+        let buf = self.buf.as_mut().expect("writer holds its buffer");
+        let start = buf.len();
+        assert!(start + n <= buf.capacity(), "commit beyond the spare room");
+        assert!(self.sums.total() + n as u64 <= self.header.object_len, "commit beyond the object");
+        self.sums.update(&buf.spare_all()[start..start + n]);
+        buf.set_len(start + n);
+        if buf.len() == buf.capacity() {
+            let r = self.flush().await;
+            self.broken |= r.is_err();
+            r?;
+        }
+        Ok(())
+    }
+
     /// After a failed write the record can't be completed: every later call fails too.
     fn usable(&self) -> Result<()> {
         if !self.broken {

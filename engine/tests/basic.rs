@@ -329,3 +329,42 @@ fn read_only_open_changes_nothing_on_disk() {
         assert_eq!(report.tails_truncated, rw.tails_truncated);
     });
 }
+
+#[test]
+fn a_body_received_straight_into_the_writer_buffer_is_stored_and_checked() {
+    run(async {
+        let disk = SimDisk::new(7, SimFaults::default());
+        let (shard, _) = Shard::open(disk.clone(), cfg(), Path::new("/d0"), 0).await.expect("open");
+        let want = data(100_000, 9);
+        let digest = {
+            let mut w = shard.put(b"probe", "", want.len() as u64).await.expect("put");
+            w.write(&want).await.expect("write");
+            w.finish().await.expect("finish").digest
+        };
+        for (key, expect) in [(&b"direct"[..], Some(digest)), (&b"bad-digest"[..], Some([0u8; 16]))] {
+            let mut w = shard.put(key, "", want.len() as u64).await.expect("put");
+            let mut at = 0;
+            let mut step = 1;
+            loop {
+                let room = w.spare();
+                if room.is_empty() {
+                    break;
+                }
+                let n = room.len().min(step).min(want.len() - at);
+                room[..n].copy_from_slice(&want[at..at + n]);
+                w.commit_spare(n).await.expect("commit");
+                at += n;
+                step = step * 3 + 1; // odd sizes, across buffer boundaries
+            }
+            assert_eq!(at, want.len());
+            let r = w.finish_expecting(expect).await;
+            if expect == Some(digest) {
+                r.expect("matching digest");
+                assert_eq!(get(&shard, key).await.as_deref(), Some(&want[..]));
+            } else {
+                assert!(r.is_err(), "a wrong digest stores nothing");
+                assert_eq!(get(&shard, key).await, None);
+            }
+        }
+    });
+}

@@ -270,10 +270,12 @@ async fn core_main(start: CoreStart) {
         conns.clone(),
         links.clone(),
     ));
-    let repl_accept = repl_listener.map(|l| {
-        tokio::task::spawn_local(crate::repl::server::accept_loop(index, shared.clone(), l, shutdown.clone()))
-    });
     let shards: Shards = Rc::new(RefCell::new(HashMap::new()));
+    let repl_accept = repl_listener.map(|l| {
+        let server =
+            crate::repl::server::accept_loop(index, shared.clone(), l, shutdown.clone(), shards.clone());
+        tokio::task::spawn_local(server)
+    });
     let mut reports = Vec::new();
     for spec in &disks {
         let one = [ShardSpec { id: spec.id, dir: spec.path.clone(), weight: 1.0 }];

@@ -803,6 +803,7 @@ async fn get(
     let len = meta.object_len;
     let mut b = base_response(StatusCode::OK)
         .header(header::ETAG, &tag)
+        .header("x-podstore-version", meta.version.to_text())
         .header(header::LAST_MODIFIED, &lm)
         .header(header::ACCEPT_RANGES, "bytes")
         .header(

@@ -5,6 +5,10 @@
 //! final state of every appliance is checked against it (common/history.rs). Needs root;
 //! without it the test says why and passes, unless PODSTORE_REQUIRE_ROOT_TESTS is set (CI).
 //!
+//! Background anti-entropy runs every 5 s here: an appliance that is wiped (the last phase)
+//! loses the writes it had not yet sent, and only a comparison among the others converges
+//! them, as it would in production (hourly by default).
+//!
 //! PODSTORE_NETNS_ROUNDS (default 1) repeats the partition and kill phases.
 
 mod common;
@@ -24,7 +28,7 @@ const COPY_TIMEOUT_MS: u64 = 1500;
 fn start_node(net: &Net, i: usize, secret: &std::path::Path) -> Node {
     let ip = net.ip(i);
     let mut extra = format!(
-        "[limits]\ncopy_timeout_ms = {COPY_TIMEOUT_MS}\n\n[replication]\nlisten = \"{ip}:7071\"\ndatacenter = \"{}\"\nsecret_file = \"{}\"\nconnect_timeout_ms = 500\npeer_idle_ms = 1500\n\n",
+        "[limits]\ncopy_timeout_ms = {COPY_TIMEOUT_MS}\n\n[replication]\nlisten = \"{ip}:7071\"\ndatacenter = \"{}\"\nsecret_file = \"{}\"\nconnect_timeout_ms = 500\npeer_idle_ms = 1500\nanti_entropy_interval_s = 5\n\n",
         NAMES[i],
         secret.display()
     );
@@ -229,6 +233,18 @@ fn three_datacenters_survive_partitions_kills_and_races() {
             s.ops, s.ok, s.maybe, s.failed, s.keys
         ),
         Err(problems) => {
+            // The versions each appliance holds for the keys that went wrong.
+            for p in &problems {
+                let key = p.split(':').next().unwrap_or_default();
+                let versions: Vec<String> = nodes
+                    .iter()
+                    .map(|n| {
+                        let r = n.req("HEAD", &format!("/photos/{key}"), &[], b"");
+                        format!("{} {}", r.status, r.header("x-podstore-version").unwrap_or("-"))
+                    })
+                    .collect();
+                eprintln!("{key}: {versions:?}");
+            }
             for n in &nodes {
                 eprintln!("--- {:?}\n{}", n.netns, n.log_text().lines().rev().take(30).collect::<Vec<_>>().join("\n"));
             }

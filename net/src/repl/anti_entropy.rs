@@ -258,11 +258,14 @@ pub async fn run(shared: Arc<Shared>, links: Rc<Links>, peer: usize) {
             tracing::warn!("anti-entropy with {}: {e}", link.conf.name);
         } else {
             tracing::info!(
-                "anti-entropy with {}: {} buckets differed, {} pushed, {} pulled in {:?}",
+                "anti-entropy with {}: {} buckets differed, {} keys compared, {} pushed, {} pulled, {} failed{} in {:?}",
                 link.conf.name,
                 p.buckets_differing.load(Ordering::Relaxed),
+                p.keys_compared.load(Ordering::Relaxed),
                 p.pushed.load(Ordering::Relaxed),
                 p.pulled.load(Ordering::Relaxed),
+                p.pass_errors.load(Ordering::Relaxed),
+                p.last_error.lock().ok().and_then(|e| e.clone()).map(|e| format!(" (last: {e})")).unwrap_or_default(),
                 t.elapsed()
             );
         }

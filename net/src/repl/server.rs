@@ -18,7 +18,7 @@ use super::frame::{
     TRAILER_BYTES,
 };
 use super::link::{read_small_frame, tune_socket};
-use crate::core::{BodyMsg, CoreMsg, PutOutcome, Shared, PIECES_IN_FLIGHT_MAX};
+use crate::core::{BodyMsg, CoreMsg, PutOutcome, Shards, Shared, PIECES_IN_FLIGHT_MAX};
 
 /// Largest piece a copy's body is read in.
 const PIECE_BYTES: usize = 1 << 20;
@@ -33,6 +33,7 @@ pub async fn accept_loop(
     shared: Arc<Shared>,
     listener: std::net::TcpListener,
     mut shutdown: watch::Receiver<bool>,
+    shards: Shards,
 ) {
     let listener =
         match listener.set_nonblocking(true).and_then(|_| tokio::net::TcpListener::from_std(listener)) {
@@ -49,9 +50,9 @@ pub async fn accept_loop(
         };
         match accepted {
             Ok((stream, from)) => {
-                let (shared, stop) = (shared.clone(), shutdown.clone());
+                let (shared, stop, shards) = (shared.clone(), shutdown.clone(), shards.clone());
                 tokio::task::spawn_local(async move {
-                    if let Err(e) = serve_peer(shared, stream, stop).await {
+                    if let Err(e) = serve_peer(shared, stream, stop, shards).await {
                         tracing::info!("replication connection from {from} closed: {e}");
                     }
                 });
@@ -128,6 +129,7 @@ async fn serve_peer(
     shared: Arc<Shared>,
     mut stream: tokio::net::TcpStream,
     mut shutdown: watch::Receiver<bool>,
+    shards: Shards,
 ) -> Result<(), String> {
     let repl = shared.cfg.replication.clone().ok_or("replication is not configured")?;
     let idle = Duration::from_millis(repl.peer_idle_ms);
@@ -168,7 +170,7 @@ async fn serve_peer(
             h.check_meta(&meta).map_err(|e| format!("bad frame: {e}"))?;
             match h.kind {
                 Kind::Ping => send_frame(&out, Kind::Pong, 0, &[]).await,
-                Kind::Put => receive_put(&shared, &peer, &h, &meta, &mut r, &out).await?,
+                Kind::Put => receive_put(&shared, &shards, &peer, &h, &meta, &mut r, &out).await?,
                 Kind::Delete => receive_delete(&shared, &h, &meta, &out).await?,
                 Kind::DigestsReq | Kind::KeysReq | Kind::Pull => {
                     let (shared, out, peer) = (shared.clone(), out.clone(), peer.clone());
@@ -243,8 +245,10 @@ async fn answer_request(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn receive_put(
     shared: &Arc<Shared>,
+    shards: &Shards,
     peer: &str,
     h: &FrameHeader,
     meta: &[u8],
@@ -256,6 +260,11 @@ async fn receive_put(
     let len = h.data_len;
     let ready = shared.ready.load(Ordering::Relaxed);
     let target = if ready { locate(shared, &wm.storage_key()) } else { Err("the node is recovering".into()) };
+    // The shard is on this core: receive straight into the writer's aligned buffers.
+    let local = target.as_ref().ok().and_then(|(shard, _)| shards.borrow().get(shard).cloned());
+    if let Some(s) = local {
+        return receive_put_direct(&s, peer, h, &wm, r, out).await;
+    }
     let (tx, rx) = mpsc::channel(PIECES_IN_FLIGHT_MAX);
     let (reply_tx, reply_rx) = oneshot::channel();
     let mut to_core = match &target {
@@ -318,6 +327,85 @@ async fn receive_put(
         };
         let b = ack(request, status, &msg);
         let _ = out.send(b).await;
+    });
+    Ok(())
+}
+
+/// Reads and drops `n` bytes (a body nothing will store), keeping the stream in step.
+async fn discard(r: &mut OwnedReadHalf, mut n: u64, scratch: &mut Vec<u8>) -> Result<(), String> {
+    scratch.resize(64 << 10, 0);
+    while n > 0 {
+        let k = (n as usize).min(scratch.len());
+        r.read_exact(&mut scratch[..k]).await.map_err(|e| format!("read: {e}"))?;
+        n -= k as u64;
+    }
+    Ok(())
+}
+
+/// A PUT copy for a shard on this core: the body goes from the socket straight into the
+/// record's aligned write buffers (no intermediate copy), and is committed only if it
+/// matches the digest in the trailer.
+async fn receive_put_direct(
+    shard: &std::rc::Rc<podstore_engine::Shard<podstore_disks::AnyIo>>,
+    peer: &str,
+    h: &FrameHeader,
+    wm: &WriteMeta,
+    r: &mut OwnedReadHalf,
+    out: &mpsc::Sender<Vec<u8>>,
+) -> Result<(), String> {
+    let len = h.data_len;
+    let mut scratch = Vec::new();
+    let mut failure: Option<String> = None;
+    let mut writer =
+        match shard.put_stamped(&wm.storage_key(), &wm.content_type, len, Stamp::Given(wm.version)).await {
+            Ok(w) => w,
+            Err(e) => {
+                failure = Some(e.to_string());
+                None
+            }
+        };
+    let mut left = len;
+    while left > 0 {
+        match writer.as_mut() {
+            Some(w) if failure.is_none() => {
+                let room = w.spare();
+                let want = room.len().min(left as usize);
+                let n = r.read(&mut room[..want]).await.map_err(|e| format!("read: {e}"))?;
+                if n == 0 {
+                    return Err("the peer closed mid-copy".into());
+                }
+                left -= n as u64;
+                if let Err(e) = w.commit_spare(n).await {
+                    failure = Some(e.to_string());
+                }
+            }
+            _ => {
+                discard(r, left, &mut scratch).await?;
+                left = 0;
+            }
+        }
+    }
+    metrics::counter!("podstore_repl_received_bytes_total", "peer" => peer.to_string()).increment(len);
+    metrics::counter!("podstore_repl_received_direct_total", "peer" => peer.to_string()).increment(1);
+    let mut tb = [0u8; TRAILER_BYTES];
+    r.read_exact(&mut tb).await.map_err(|e| format!("read: {e}"))?;
+    let trailer = Trailer::decode(&tb).map_err(|e| format!("bad trailer: {e}"))?;
+    let (out, request) = (out.clone(), h.request);
+    // Waiting for the group fdatasync must not hold up the next frame.
+    tokio::task::spawn_local(async move {
+        let (status, msg) = match (failure, writer) {
+            (Some(e), _) => (AckStatus::Failed, e),
+            (None, None) => (AckStatus::Newer, String::new()),
+            (None, Some(w)) if trailer.abort => {
+                let _ = w.abort().await;
+                (AckStatus::Failed, "aborted by the sender".to_string())
+            }
+            (None, Some(w)) => match w.finish_expecting(Some(trailer.digest)).await {
+                Ok(_) => (AckStatus::Stored, String::new()),
+                Err(e) => (AckStatus::Failed, e.to_string()),
+            },
+        };
+        let _ = out.send(ack(request, status, &msg)).await;
     });
     Ok(())
 }
