@@ -23,6 +23,22 @@ use crate::core::{BodyMsg, CoreMsg, PutOutcome, Shards, Shared, PIECES_IN_FLIGHT
 /// Largest piece a copy's body is read in.
 const PIECE_BYTES: usize = 1 << 20;
 
+/// How long a read of a frame's parts may wait. A peer cut off mid-frame (a partition drops
+/// its packets and its FIN) must not keep a half-received copy, and the key lock its writer
+/// holds, forever.
+const FRAME_READ_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A read of part of a frame, bounded by `FRAME_READ_TIMEOUT`.
+async fn timed<T>(f: impl std::future::Future<Output = std::io::Result<T>>) -> Result<T, String> {
+    match tokio::time::timeout(FRAME_READ_TIMEOUT, f).await {
+        Ok(r) => r.map_err(|e| format!("read: {e}")),
+        Err(_) => Err(format!(
+            "the peer sent nothing for {} s in the middle of a frame",
+            FRAME_READ_TIMEOUT.as_secs()
+        )),
+    }
+}
+
 fn refused(reason: &'static str) {
     metrics::counter!("podstore_repl_refused_total", "reason" => reason).increment(1);
 }
@@ -166,7 +182,7 @@ async fn serve_peer(
             let h = FrameHeader::decode(&hb, shared.cfg.limits.object_bytes_max)
                 .map_err(|e| format!("bad frame: {e}"))?;
             let mut meta = vec![0u8; h.meta_len as usize];
-            r.read_exact(&mut meta).await.map_err(|e| format!("read: {e}"))?;
+            timed(r.read_exact(&mut meta)).await?;
             h.check_meta(&meta).map_err(|e| format!("bad frame: {e}"))?;
             match h.kind {
                 Kind::Ping => send_frame(&out, Kind::Pong, 0, &[]).await,
@@ -290,7 +306,7 @@ async fn receive_put(
         let mut b = BytesMut::with_capacity(n);
         while b.len() < n {
             let mut lim = (&mut *r).take((n - b.len()) as u64);
-            if lim.read_buf(&mut b).await.map_err(|e| format!("read: {e}"))? == 0 {
+            if timed(lim.read_buf(&mut b)).await? == 0 {
                 return Err("the peer closed mid-copy".into());
             }
         }
@@ -304,7 +320,7 @@ async fn receive_put(
         }
     }
     let mut tb = [0u8; TRAILER_BYTES];
-    r.read_exact(&mut tb).await.map_err(|e| format!("read: {e}"))?;
+    timed(r.read_exact(&mut tb)).await?;
     let trailer = Trailer::decode(&tb).map_err(|e| format!("bad trailer: {e}"))?;
     if let Some(t) = to_core.take() {
         let end = if trailer.abort {
@@ -336,7 +352,7 @@ async fn discard(r: &mut OwnedReadHalf, mut n: u64, scratch: &mut Vec<u8>) -> Re
     scratch.resize(64 << 10, 0);
     while n > 0 {
         let k = (n as usize).min(scratch.len());
-        r.read_exact(&mut scratch[..k]).await.map_err(|e| format!("read: {e}"))?;
+        timed(r.read_exact(&mut scratch[..k])).await?;
         n -= k as u64;
     }
     Ok(())
@@ -370,7 +386,7 @@ async fn receive_put_direct(
             Some(w) if failure.is_none() => {
                 let room = w.spare();
                 let want = room.len().min(left as usize);
-                let n = r.read(&mut room[..want]).await.map_err(|e| format!("read: {e}"))?;
+                let n = timed(r.read(&mut room[..want])).await?;
                 if n == 0 {
                     return Err("the peer closed mid-copy".into());
                 }
@@ -388,7 +404,7 @@ async fn receive_put_direct(
     metrics::counter!("podstore_repl_received_bytes_total", "peer" => peer.to_string()).increment(len);
     metrics::counter!("podstore_repl_received_direct_total", "peer" => peer.to_string()).increment(1);
     let mut tb = [0u8; TRAILER_BYTES];
-    r.read_exact(&mut tb).await.map_err(|e| format!("read: {e}"))?;
+    timed(r.read_exact(&mut tb)).await?;
     let trailer = Trailer::decode(&tb).map_err(|e| format!("bad trailer: {e}"))?;
     let (out, request) = (out.clone(), h.request);
     // Waiting for the group fdatasync must not hold up the next frame.
