@@ -431,3 +431,68 @@ fn a_get_repairs_a_damaged_or_missing_copy_from_a_peer() {
     assert_eq!(a.req("GET", "/photos/missed", &[], b"").status, 404);
     assert_eq!(a.req("GET", "/photos/never-written", &[], b"").status, 404);
 }
+
+/// Authenticates to `addr` as `name` with `secret`, the way a peer does.
+fn handshake_as(addr: SocketAddr, name: &str, target: &str, secret: &[u8]) -> std::net::TcpStream {
+    use podstore_net::repl::auth::{self, Side};
+    use podstore_net::repl::frame::{FrameHeader, Kind, MetaWriter, HEADER_BYTES};
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let send = |s: &mut std::net::TcpStream, kind, meta: &[u8]| {
+        s.write_all(&FrameHeader::encode(kind, 0, meta, 0)).expect("write");
+        s.write_all(meta).expect("write");
+    };
+    let read = |s: &mut std::net::TcpStream| {
+        let mut h = [0u8; HEADER_BYTES];
+        s.read_exact(&mut h).expect("frame");
+        let h = FrameHeader::decode(&h, 0).expect("header");
+        let mut meta = vec![0u8; h.meta_len as usize];
+        s.read_exact(&mut meta).expect("meta");
+        (h.kind, meta)
+    };
+    let nonce_i = [5u8; 32];
+    send(&mut s, Kind::Hello, &MetaWriter::default().str16(name.as_bytes()).str16(b"dc-x").bytes(&nonce_i).0);
+    let (kind, meta) = read(&mut s);
+    assert_eq!(kind, Kind::Challenge);
+    // name (u16 len) + dc (u16 len) + nonce + mac
+    let n = u16::from_le_bytes([meta[0], meta[1]]) as usize;
+    let d = u16::from_le_bytes([meta[2 + n], meta[3 + n]]) as usize;
+    let nonce_a: [u8; 32] = meta[4 + n + d..36 + n + d].try_into().expect("nonce");
+    let mac = auth::sign(secret, Side::Initiator, &nonce_i, &nonce_a, name, target);
+    send(&mut s, Kind::Auth, &mac);
+    assert_eq!(read(&mut s).0, Kind::AuthOk);
+    s
+}
+
+#[test]
+fn a_peer_that_stalls_mid_copy_does_not_hold_the_key_forever() {
+    use podstore_net::repl::frame::{FrameHeader, Kind, WriteMeta};
+    use std::io::Write;
+    let m = members(2);
+    let secret_text = "stall-shared-secret-0123456789";
+    let secret = secret_file("stall", secret_text);
+    let a =
+        Node::start_on("stall-a", &m[0].name, m[0].data, m[0].admin, &repl_config(&m[0], &[&m[1]], &secret));
+    // pod-b (not running) is impersonated: a copy of "/photos/stuck" starts and stops.
+    let mut s = handshake_as(m[0].repl, "pod-b", "pod-a", secret_text.as_bytes());
+    let meta = WriteMeta {
+        version: podstore_engine::Version { hlc: 1 << 16, origin: 42 },
+        bucket: "photos".into(),
+        key: b"stuck".to_vec(),
+        content_type: String::new(),
+    }
+    .encode(true);
+    s.write_all(&FrameHeader::encode(Kind::Put, 1, &meta, 1 << 20)).expect("put header");
+    s.write_all(&meta).expect("meta");
+    s.write_all(&vec![7u8; 100_000]).expect("part of the body");
+    std::thread::sleep(Duration::from_millis(300));
+    // A client's write of the same key waits for the stalled copy's lock, which the frame
+    // read timeout (3 × peer_idle_ms = 4.5 s here) releases; the partial copy stores nothing.
+    let t = Instant::now();
+    let r = a.req("PUT", "/photos/stuck", &[("X-Copies", "any")], b"fresh");
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    assert!(t.elapsed() < Duration::from_secs(12), "the write waited {:?}", t.elapsed());
+    assert_eq!(a.req("GET", "/photos/stuck", &[], b"").body, b"fresh");
+    drop(s);
+}

@@ -23,19 +23,20 @@ use crate::core::{BodyMsg, CoreMsg, PutOutcome, Shards, Shared, PIECES_IN_FLIGHT
 /// Largest piece a copy's body is read in.
 const PIECE_BYTES: usize = 1 << 20;
 
-/// How long a read of a frame's parts may wait. A peer cut off mid-frame (a partition drops
-/// its packets and its FIN) must not keep a half-received copy, and the key lock its writer
-/// holds, forever.
-const FRAME_READ_TIMEOUT: Duration = Duration::from_secs(15);
+thread_local! {
+    /// How long a read of a frame's part may wait (three times `peer_idle_ms`, set when a
+    /// connection starts; the config is the node's, so every connection agrees). A peer cut
+    /// off mid-frame (a partition drops its packets and its FIN) must not keep a
+    /// half-received copy, and the key lock its writer holds, forever.
+    static FRAME_READ_TIMEOUT: std::cell::Cell<Duration> = const { std::cell::Cell::new(Duration::from_secs(30)) };
+}
 
-/// A read of part of a frame, bounded by `FRAME_READ_TIMEOUT`.
+/// A read of part of a frame, bounded by the frame read timeout.
 async fn timed<T>(f: impl std::future::Future<Output = std::io::Result<T>>) -> Result<T, String> {
-    match tokio::time::timeout(FRAME_READ_TIMEOUT, f).await {
+    let limit = FRAME_READ_TIMEOUT.with(|t| t.get());
+    match tokio::time::timeout(limit, f).await {
         Ok(r) => r.map_err(|e| format!("read: {e}")),
-        Err(_) => Err(format!(
-            "the peer sent nothing for {} s in the middle of a frame",
-            FRAME_READ_TIMEOUT.as_secs()
-        )),
+        Err(_) => Err(format!("the peer sent nothing for {} ms in the middle of a frame", limit.as_millis())),
     }
 }
 
@@ -149,6 +150,7 @@ async fn serve_peer(
 ) -> Result<(), String> {
     let repl = shared.cfg.replication.clone().ok_or("replication is not configured")?;
     let idle = Duration::from_millis(repl.peer_idle_ms);
+    FRAME_READ_TIMEOUT.with(|t| t.set(idle * 3));
     tune_socket(&stream, idle);
     let peer =
         tokio::time::timeout(Duration::from_millis(repl.connect_timeout_ms), handshake(&shared, &mut stream))
