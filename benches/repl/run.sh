@@ -49,12 +49,14 @@ ip -n "$nsa" link add eth0 type veth peer name eth0 netns "$nsb"
 ip -n "$nsa" addr add 10.78.0.1/24 dev eth0; ip -n "$nsb" addr add 10.78.0.2/24 dev eth0
 for n in "$nsa" "$nsb"; do ip -n "$n" link set eth0 up; ip -n "$n" link set lo up; done
 
-disk() { # name -> mount point
+disk() { # name: a loop device of our own with XFS, mounted at $work/mnt-<name>
+  # (not called in a $(...) subshell: the device must be recorded here for the clean-up)
   truncate -s 24G "$work/$1.img"
   local d; d=$(losetup -f --show --direct-io=on "$work/$1.img"); devs+=("$d")
-  mkfs.xfs -q -f "$d"; mkdir -p "$work/mnt-$1"; mount "$d" "$work/mnt-$1"; echo "$work/mnt-$1"
+  mkfs.xfs -q -f "$d"; mkdir -p "$work/mnt-$1"; mount "$d" "$work/mnt-$1"
 }
-ma=$(disk a); mb=$(disk b)
+disk a; disk b
+ma="$work/mnt-a"; mb="$work/mnt-b"
 
 echo "measuring the machine's limits" >&2
 ip netns exec "$nsb" iperf3 -s -1 -D -p 5201 >/dev/null
