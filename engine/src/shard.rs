@@ -389,16 +389,24 @@ impl<I: Io> Shard<I> {
     /// for a different key sends this key to the overflow map; telling them apart costs one
     /// header read, on overwrites only.
     pub(crate) async fn resolve_slot(&self, fp: u64, key: &[u8]) -> Result<(Slot, Option<Loc>)> {
+        self.resolve(fp, key).await.map(|(slot, old, _)| (slot, old))
+    }
+
+    /// [`Shard::resolve_slot`], plus what the header it had to read says (Some(held) when it
+    /// read one: the version and tombstone flag, None if unreadable), so writers need not
+    /// read it again.
+    async fn resolve(&self, fp: u64, key: &[u8]) -> Result<(Slot, Option<Loc>, Option<Held>)> {
         if let Some(l) = self.index.borrow().overflow_get(key) {
-            return Ok((Slot::Overflow, Some(l)));
+            return Ok((Slot::Overflow, Some(l), None));
         }
         let Some(l) = self.index.borrow().main_get(fp) else {
-            return Ok((Slot::Main, None));
+            return Ok((Slot::Main, None, None));
         };
         match self.read_header(l).await? {
-            Ok((_, k, _)) if k != key => Ok((Slot::Overflow, None)),
-            // Same key, or an unreadable record we can't attribute: replace it.
-            _ => Ok((Slot::Main, Some(l))),
+            Ok((_, k, _)) if k != key => Ok((Slot::Overflow, None, None)),
+            Ok((h, _, _)) => Ok((Slot::Main, Some(l), Some(Some((h.version, h.is_tombstone()))))),
+            // An unreadable record we can't attribute: replace it.
+            Err(_) => Ok((Slot::Main, Some(l), Some(None))),
         }
     }
 
@@ -500,8 +508,8 @@ impl<I: Io> Shard<I> {
         let permit = self.write_slot().await;
         let fp = self.fp(key);
         let lock = self.lock_key(fp).await;
-        let (slot, old) = self.resolve_slot(fp, key).await?;
-        let (Some(version), held) = self.stamp(stamp, key, old).await? else {
+        let (slot, old, known) = self.resolve(fp, key).await?;
+        let (Some(version), held) = self.stamp(stamp, key, old, known).await? else {
             return Ok(None);
         };
         let rec_len = record::record_len(key.len(), content_type.len(), object_len);
@@ -545,13 +553,20 @@ impl<I: Io> Shard<I> {
     /// The version a write gets: a new stamp for a local write; for a copy, its own stamp if
     /// it is newer than what the shard holds for the key (`old`), else None. Also returns what
     /// the shard holds (read when it is needed: for a copy, or to keep digests).
-    async fn stamp(&self, stamp: Stamp, key: &[u8], old: Option<Loc>) -> Result<(Option<Version>, Held)> {
+    async fn stamp(
+        &self,
+        stamp: Stamp,
+        key: &[u8],
+        old: Option<Loc>,
+        known: Option<Held>,
+    ) -> Result<(Option<Version>, Held)> {
         let need_old = matches!(stamp, Stamp::Given(_)) || self.digests_on();
-        let held = match old {
-            Some(l) if need_old => {
+        let held = match (known, old) {
+            (Some(h), _) => h,
+            (None, Some(l)) if need_old => {
                 self.read_header(l).await?.ok().map(|(h, _, _)| (h.version, h.is_tombstone()))
             }
-            _ => None,
+            (None, _) => None,
         };
         match stamp {
             Stamp::Local => Ok((Some(self.cfg.clock.now()), held)),
@@ -775,14 +790,14 @@ impl<I: Io> Shard<I> {
         let _permit = self.write_slot().await;
         let fp = self.fp(key);
         let _lock = self.lock_key(fp).await;
-        let (slot, old) = self.resolve_slot(fp, key).await?;
+        let (slot, old, known) = self.resolve(fp, key).await?;
         let quarantined = self.quarantined_keys.borrow().contains_key(key);
         let existed = old.is_some_and(|l| !l.is_tombstone());
         let local = matches!(stamp, Stamp::Local);
         if local && !existed && !quarantined && !always {
             return Ok(DeleteDone { existed, version: None, seq: None });
         }
-        let (Some(version), held) = self.stamp(stamp, key, old).await? else {
+        let (Some(version), held) = self.stamp(stamp, key, old, known).await? else {
             return Ok(DeleteDone { existed, version: None, seq: None });
         };
         let rec_len = record::record_len(key.len(), 0, 0);

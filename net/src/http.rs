@@ -728,17 +728,10 @@ async fn read_repair(
             return false;
         }
     }
-    let Some(at) = key.iter().position(|&b| b == b'/') else { return false };
-    let meta = crate::repl::frame::MetaWriter::default().str8(&key[..at]).str16(&key[at + 1..]).0;
     let limit = Duration::from_millis(shared.cfg.limits.copy_timeout_ms);
     for p in &links.peers {
-        let r = tokio::time::timeout(limit, p.request(crate::repl::frame::Kind::Pull, &meta)).await;
-        let stored = match r {
-            Ok(Ok((crate::repl::frame::Kind::Ack, m))) => {
-                matches!(crate::repl::frame::decode_ack(&m), Ok((crate::repl::frame::AckStatus::Stored, _)))
-            }
-            _ => false,
-        };
+        let r = tokio::time::timeout(limit, p.pull(key)).await;
+        let stored = matches!(r, Ok(Ok(crate::repl::frame::AckStatus::Stored)));
         metrics::counter!("podstore_repl_read_repairs_total", "peer" => p.conf.name.clone(), "outcome" => if stored { "repaired" } else { "not_found" }).increment(1);
         if stored {
             return true;

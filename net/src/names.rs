@@ -26,6 +26,12 @@ impl ObjectName {
     }
 }
 
+/// Splits an engine key (`bucket/key`) back into bucket and key.
+pub fn split_storage_key(storage_key: &[u8]) -> Option<(&[u8], &[u8])> {
+    let at = storage_key.iter().position(|&b| b == b'/')?;
+    Some((&storage_key[..at], &storage_key[at + 1..]))
+}
+
 /// Checks a bucket name: 3–63 of `a-z 0-9 . -`, starting and ending with a letter or digit.
 pub fn valid_bucket(b: &str) -> bool {
     let bytes = b.as_bytes();

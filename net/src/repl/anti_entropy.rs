@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use podstore_engine::digest::{KeyState, BUCKETS};
 use tokio::sync::{oneshot, Notify};
 
-use super::frame::{self, AckStatus, Kind, MetaWriter};
+use super::frame::{self, Kind};
 use super::link::{Links, PeerLink};
 use crate::core::{CoreMsg, Shared};
 
@@ -127,20 +127,6 @@ async fn peer_bucket_keys(link: &PeerLink, bucket: usize) -> Result<Vec<KeyState
     }
 }
 
-/// Asks the peer to push its newest write of `key` here.
-async fn pull(link: &PeerLink, key: &[u8]) -> super::link::CopyResult {
-    let at = key.iter().position(|&b| b == b'/').ok_or("a stored key without a bucket")?;
-    let meta = MetaWriter::default().str8(&key[..at]).str16(&key[at + 1..]).0;
-    let (kind, meta) = link.request(Kind::Pull, &meta).await?;
-    if kind != Kind::Ack {
-        return Err(format!("expected an ACK, got {kind:?}"));
-    }
-    match frame::decode_ack(&meta).map_err(|e| e.to_string())? {
-        (AckStatus::Failed, m) => Err(m),
-        (s, _) => Ok(s),
-    }
-}
-
 /// One pass against peer `peer`.
 pub async fn pass(
     shared: &Arc<Shared>,
@@ -198,8 +184,7 @@ pub async fn pass(
                 .map(|(is_push, key)| {
                     let (shared, link) = (shared.clone(), link.clone());
                     tokio::task::spawn_local(async move {
-                        let r =
-                            if is_push { push(&shared, key, peer).await } else { pull(&link, &key).await };
+                        let r = if is_push { push(&shared, key, peer).await } else { link.pull(&key).await };
                         (is_push, r)
                     })
                 })

@@ -29,9 +29,8 @@ fn now_ms() -> u64 {
 
 /// Splits an engine key `bucket/key`.
 fn split(storage_key: &[u8]) -> Option<(String, Vec<u8>)> {
-    let at = storage_key.iter().position(|&b| b == b'/')?;
-    let bucket = std::str::from_utf8(&storage_key[..at]).ok()?.to_string();
-    Some((bucket, storage_key[at + 1..].to_vec()))
+    let (bucket, key) = crate::names::split_storage_key(storage_key)?;
+    Some((std::str::from_utf8(bucket).ok()?.to_string(), key.to_vec()))
 }
 
 /// Sends one backlogged write; Ok when the peer holds it (or it needs no copy).

@@ -208,6 +208,14 @@ impl FrameHeader {
     }
 }
 
+/// A whole frame without data (header and metadata), ready to write.
+pub fn small_frame(kind: Kind, request: u64, meta: &[u8]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(HEADER_BYTES + meta.len());
+    b.extend_from_slice(&FrameHeader::encode(kind, request, meta, 0));
+    b.extend_from_slice(meta);
+    b
+}
+
 /// The end of a PUT's data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Trailer {

@@ -171,6 +171,14 @@ struct Conn {
 }
 
 impl Conn {
+    /// A request id whose answer goes to `tx`.
+    fn register(&self, tx: oneshot::Sender<Answer>) -> u64 {
+        let req = self.next_request.get();
+        self.next_request.set(req + 1);
+        self.pending.borrow_mut().insert(req, tx);
+        req
+    }
+
     fn fail_all(&self, why: &str) {
         self.dead.set(true);
         for (_, tx) in self.pending.borrow_mut().drain() {
@@ -200,11 +208,7 @@ pub enum Piece {
 }
 
 async fn write_frame(w: &mut OwnedWriteHalf, kind: Kind, request: u64, meta: &[u8]) -> std::io::Result<()> {
-    let h = FrameHeader::encode(kind, request, meta, 0);
-    let mut buf = Vec::with_capacity(HEADER_BYTES + meta.len());
-    buf.extend_from_slice(&h);
-    buf.extend_from_slice(meta);
-    w.write_all(&buf).await
+    w.write_all(&frame::small_frame(kind, request, meta)).await
 }
 
 /// Reads one frame header and its metadata (frames without data only).
@@ -360,9 +364,7 @@ impl PeerLink {
             if conn.dead.get() {
                 return Err(format!("peer {}: connection lost", self.conf.name));
             }
-            let req = conn.next_request.get();
-            conn.next_request.set(req + 1);
-            conn.pending.borrow_mut().insert(req, tx);
+            let req = conn.register(tx);
             let r: Result<(), String> = async {
                 let mut head = Vec::with_capacity(HEADER_BYTES + meta.len());
                 head.extend_from_slice(&FrameHeader::encode(Kind::Put, req, &meta, len));
@@ -444,6 +446,13 @@ impl PeerLink {
         copy_result(self.request(Kind::Delete, &meta).await)
     }
 
+    /// Asks the peer to push its newest write of `key` (an engine key) here; Stored once the
+    /// copy is durable here, Newer if the peer has nothing newer to send.
+    pub async fn pull(&self, key: &[u8]) -> CopyResult {
+        let (bucket, k) = crate::names::split_storage_key(key).ok_or("a stored key without a bucket")?;
+        copy_result(self.request(Kind::Pull, &MetaWriter::default().str8(bucket).str16(k).0).await)
+    }
+
     /// Sends a frame without data and waits for the peer's answer to it.
     pub async fn request(&self, kind: Kind, meta: &[u8]) -> Answer {
         let conn = self.conn().await?;
@@ -455,9 +464,7 @@ impl PeerLink {
             if conn.dead.get() {
                 return Err(format!("peer {}: connection lost", self.conf.name));
             }
-            let req = conn.next_request.get();
-            conn.next_request.set(req + 1);
-            conn.pending.borrow_mut().insert(req, tx);
+            let req = conn.register(tx);
             if let Err(e) = write_frame(&mut w, kind, req, meta).await {
                 conn.fail_all(&e.to_string());
                 return Err(format!("peer {}: {e}", self.conf.name));

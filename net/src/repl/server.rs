@@ -83,21 +83,15 @@ pub async fn accept_loop(
 }
 
 async fn send_frame(out: &mpsc::Sender<Vec<u8>>, kind: Kind, request: u64, meta: &[u8]) {
-    let mut b = FrameHeader::encode(kind, request, meta, 0).to_vec();
-    b.extend_from_slice(meta);
-    let _ = out.send(b).await;
+    let _ = out.send(frame::small_frame(kind, request, meta)).await;
 }
 
 /// Authenticates the initiator; returns its name.
 async fn handshake(shared: &Shared, stream: &mut tokio::net::TcpStream) -> Result<String, String> {
     let repl = shared.cfg.replication.as_ref().ok_or("replication is not configured")?;
     let secret = shared.repl_secret.as_deref().ok_or("no secret")?;
-    let refuse = |why: &str| {
-        let mut b =
-            FrameHeader::encode(Kind::Refused, 0, &MetaWriter::default().str16(why.as_bytes()).0, 0).to_vec();
-        b.extend_from_slice(&MetaWriter::default().str16(why.as_bytes()).0);
-        b
-    };
+    let refuse =
+        |why: &str| frame::small_frame(Kind::Refused, 0, &MetaWriter::default().str16(why.as_bytes()).0);
     let (h, meta) = read_small_frame(stream).await.inspect_err(|_| refused("bad_hello"))?;
     if h.kind != Kind::Hello {
         refused("bad_hello");
@@ -126,9 +120,7 @@ async fn handshake(shared: &Shared, stream: &mut tokio::net::TcpStream) -> Resul
         .bytes(&nonce_a)
         .bytes(&mac_a)
         .0;
-    let mut b = FrameHeader::encode(Kind::Challenge, 0, &challenge, 0).to_vec();
-    b.extend_from_slice(&challenge);
-    stream.write_all(&b).await.map_err(|e| e.to_string())?;
+    stream.write_all(&frame::small_frame(Kind::Challenge, 0, &challenge)).await.map_err(|e| e.to_string())?;
     let (h, mac_i) = read_small_frame(stream).await?;
     if h.kind != Kind::Auth
         || !auth::verify(secret, Side::Initiator, &nonce_i, &nonce_a, &name, &shared.cfg.node_id, &mac_i)
@@ -137,8 +129,7 @@ async fn handshake(shared: &Shared, stream: &mut tokio::net::TcpStream) -> Resul
         let _ = stream.write_all(&refuse("authentication failed")).await;
         return Err(format!("{name:?} failed authentication"));
     }
-    let ok = FrameHeader::encode(Kind::AuthOk, 0, &[], 0);
-    stream.write_all(&ok).await.map_err(|e| e.to_string())?;
+    stream.write_all(&frame::small_frame(Kind::AuthOk, 0, &[])).await.map_err(|e| e.to_string())?;
     Ok(name)
 }
 
@@ -196,9 +187,7 @@ async fn serve_peer(
                         let answer = answer_request(&shared, &peer, &h, &meta).await;
                         let (kind, meta) =
                             answer.unwrap_or_else(|e| (Kind::Ack, frame::ack_meta(AckStatus::Failed, &e)));
-                        let mut b = FrameHeader::encode(kind, h.request, &meta, 0).to_vec();
-                        b.extend_from_slice(&meta);
-                        let _ = out.send(b).await;
+                        let _ = out.send(frame::small_frame(kind, h.request, &meta)).await;
                     });
                 }
                 k => return Err(format!("unexpected {k:?} frame")),
@@ -212,10 +201,7 @@ async fn serve_peer(
 }
 
 fn ack(request: u64, status: AckStatus, message: &str) -> Vec<u8> {
-    let meta = frame::ack_meta(status, message);
-    let mut b = FrameHeader::encode(Kind::Ack, request, &meta, 0).to_vec();
-    b.extend_from_slice(&meta);
-    b
+    frame::small_frame(Kind::Ack, request, &frame::ack_meta(status, message))
 }
 
 use super::anti_entropy::locate;
