@@ -52,10 +52,18 @@ impl std::fmt::Debug for AlignedBuf {
 }
 
 impl AlignedBuf {
-    /// A zeroed heap buffer of at least `capacity_bytes` (rounded up to [`ALIGN`], at least one
-    /// block), with length 0.
+    /// A heap buffer of at least `capacity_bytes` (rounded up to [`ALIGN`], at least one
+    /// block; large ones to a multiple of [`HEAP_CLASS_BYTES`]), with length 0. Its bytes are
+    /// initialised: zeroed when freshly allocated, earlier contents when it is a reused spare
+    /// (like a pool buffer).
     pub fn new(capacity_bytes: usize) -> AlignedBuf {
-        let capacity = (align_up(capacity_bytes.max(1) as u64)) as usize;
+        let mut capacity = (align_up(capacity_bytes.max(1) as u64)) as usize;
+        if capacity >= HEAP_CLASS_BYTES {
+            capacity = capacity.div_ceil(HEAP_CLASS_BYTES) * HEAP_CLASS_BYTES;
+            if let Some(ptr) = SPARES.with(|s| s.borrow_mut().take(capacity)) {
+                return AlignedBuf { ptr, capacity, len: 0, origin: Origin::Heap };
+            }
+        }
         let layout = Layout::from_size_align(capacity, ALIGN).expect("aligned layout is valid");
         // SAFETY: the layout has a non-zero size (capacity >= ALIGN).
         let raw = unsafe { alloc_zeroed(layout) };
@@ -79,7 +87,7 @@ impl AlignedBuf {
     }
 
     /// Sets the filled length. Bytes up to `capacity` are always initialised (zeroed at
-    /// allocation), so any length up to the capacity is valid.
+    /// allocation, earlier contents when reused), so any length up to the capacity is valid.
     pub fn set_len(&mut self, len: usize) {
         assert!(len <= self.capacity, "set_len {len} beyond capacity {}", self.capacity);
         self.len = len;
@@ -145,9 +153,16 @@ impl Drop for AlignedBuf {
     fn drop(&mut self) {
         match &self.origin {
             Origin::Heap => {
-                let layout = Layout::from_size_align(self.capacity, ALIGN).expect("layout was valid");
-                // SAFETY: ptr was allocated in `new` with exactly this layout and is freed once.
-                unsafe { dealloc(self.ptr.as_ptr(), layout) };
+                if self.capacity >= HEAP_CLASS_BYTES {
+                    // Kept for the next buffer of its size class on this thread (never
+                    // touched by the kernel again: every operation that used it has ended).
+                    let (ptr, capacity) = (self.ptr, self.capacity);
+                    if SPARES.try_with(|s| s.borrow_mut().keep(ptr, capacity)).is_err() {
+                        free_heap(ptr, capacity); // the thread is ending
+                    }
+                } else {
+                    free_heap(self.ptr, self.capacity);
+                }
             }
             Origin::Pool { pool, index } => {
                 pool.free.borrow_mut().push(*index);
@@ -155,6 +170,64 @@ impl Drop for AlignedBuf {
             }
         }
     }
+}
+
+fn free_heap(ptr: NonNull<u8>, capacity: usize) {
+    let layout = Layout::from_size_align(capacity, ALIGN).expect("layout was valid");
+    // SAFETY: ptr was allocated in `AlignedBuf::new` with exactly this layout and is freed once.
+    unsafe { dealloc(ptr.as_ptr(), layout) };
+}
+
+/// Heap buffers of at least this size are sized in multiples of it and reused.
+///
+/// Large reads (a whole record up to `single_read_max_bytes`, a 1 MiB chunk with the block
+/// before it) don't fit a pool buffer. Allocating each afresh costs a page fault and a zeroed
+/// page per 4 KiB (the allocator maps and unmaps buffers this large), more than the read
+/// itself; a few spares per thread avoid it.
+pub const HEAP_CLASS_BYTES: usize = 256 << 10;
+
+/// Most bytes of spare heap buffers one thread keeps.
+pub const HEAP_SPARE_BYTES_MAX: usize = 48 << 20;
+
+/// One thread's spare heap buffers, most recently freed last.
+struct Spares {
+    bufs: Vec<(usize, NonNull<u8>)>,
+    bytes: usize,
+}
+
+impl Spares {
+    fn take(&mut self, capacity: usize) -> Option<NonNull<u8>> {
+        let i = self.bufs.iter().rposition(|(c, _)| *c == capacity)?;
+        let (c, ptr) = self.bufs.remove(i);
+        self.bytes -= c;
+        Some(ptr)
+    }
+
+    fn keep(&mut self, ptr: NonNull<u8>, capacity: usize) {
+        if capacity > HEAP_SPARE_BYTES_MAX {
+            return free_heap(ptr, capacity);
+        }
+        // The oldest spares make room (sizes that stopped being asked for age out).
+        while self.bytes + capacity > HEAP_SPARE_BYTES_MAX {
+            let (c, p) = self.bufs.remove(0);
+            self.bytes -= c;
+            free_heap(p, c);
+        }
+        self.bufs.push((capacity, ptr));
+        self.bytes += capacity;
+    }
+}
+
+impl Drop for Spares {
+    fn drop(&mut self) {
+        for (c, p) in self.bufs.drain(..) {
+            free_heap(p, c);
+        }
+    }
+}
+
+thread_local! {
+    static SPARES: RefCell<Spares> = const { RefCell::new(Spares { bufs: Vec::new(), bytes: 0 }) };
 }
 
 impl std::ops::Deref for AlignedBuf {
@@ -291,6 +364,30 @@ impl BufPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn large_heap_buffers_are_reused_by_size_class() {
+        let mut a = AlignedBuf::new((1 << 20) + 4096);
+        assert_eq!(a.capacity(), (1 << 20) + HEAP_CLASS_BYTES);
+        let p = a.as_mut_ptr();
+        a.set_len(10);
+        a.as_mut_slice().copy_from_slice(b"0123456789");
+        drop(a);
+        // Another size of the same class gets the spare, with its earlier bytes.
+        let mut b = AlignedBuf::new((1 << 20) + 8192);
+        assert_eq!(b.as_mut_ptr(), p);
+        b.set_len(10);
+        assert_eq!(&b[..], b"0123456789");
+        // A different class does not.
+        let mut c = AlignedBuf::new(3 << 20);
+        assert_ne!(c.as_mut_ptr(), p);
+        assert_eq!(c.capacity(), 3 << 20);
+        drop((b, c));
+        // The spares stay bounded however many sizes come and go.
+        let many: Vec<AlignedBuf> = (1..40).map(|i| AlignedBuf::new(i * HEAP_CLASS_BYTES * 2)).collect();
+        drop(many);
+        SPARES.with(|s| assert!(s.borrow().bytes <= HEAP_SPARE_BYTES_MAX));
+    }
 
     #[test]
     fn heap_buffers_are_aligned_and_padded() {

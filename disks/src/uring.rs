@@ -32,6 +32,11 @@ use tokio::sync::Notify;
 use crate::fd::{cstring, fstat_size, list_regular_files, open_flags, FdFile, FILE_MODE};
 use crate::{is_aligned, AlignedBuf, BufPool, CacheMode, Error, Io, Op, OpenMode, Result};
 
+/// Size of a pooled buffer: a 1 MiB write buffer, or a 1 MiB chunk read with the blocks
+/// around it, or a whole record of a 1 MiB object (header, key, data, footer) in one read.
+/// Reads that fit a pool buffer need no fresh memory and, registered, no page pinning.
+pub const POOL_BUF_BYTES: usize = (1 << 20) + (64 << 10);
+
 /// Settings of one core's ring.
 #[derive(Debug, Clone)]
 pub struct UringConfig {
@@ -60,7 +65,7 @@ impl Default for UringConfig {
         UringConfig {
             sq_entries: 256,
             ops_in_flight_max: 256,
-            pool_buf_size_bytes: 1 << 20,
+            pool_buf_size_bytes: POOL_BUF_BYTES,
             pool_buf_count: 32,
             cache: CacheMode::Direct,
             eager_submit_below: 8,

@@ -88,7 +88,7 @@ fn default_backlog_records_max() -> u64 {
     10_000_000
 }
 fn default_catch_up_in_flight() -> usize {
-    8
+    32
 }
 fn default_anti_entropy_interval_s() -> u64 {
     3600
@@ -169,7 +169,7 @@ pub struct Engine {
     pub writes_in_flight_max: usize,
     pub checkpoint_every_records: u64,
     pub checkpoint_every_bytes: u64,
-    /// Registered I/O buffers per core.
+    /// Registered I/O buffers per core (1 MiB + 64 KiB each).
     pub io_buffers_per_core: usize,
     /// Most bytes of blob files per disk (0: as much as the filesystem holds).
     pub disk_bytes_max: u64,
