@@ -230,6 +230,22 @@ impl SimDisk {
         Some((path, at as u64))
     }
 
+    /// Flips bit `bit` of the byte at `offset` of `path` (targeted silent corruption, durable).
+    /// False if there is no such byte.
+    pub fn flip_bit_at(&self, path: &Path, offset: u64, bit: u8) -> bool {
+        let mut guard = self.s.borrow_mut();
+        let s = &mut *guard;
+        let Some(ino) = s.names.get(path).copied() else { return false };
+        match s.inodes.get_mut(&ino).and_then(|i| i.data.get_mut(offset as usize)) {
+            Some(b) => {
+                *b ^= 1 << (bit % 8);
+                s.stats.bit_flips += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Current content of a file (test inspection).
     pub fn file_bytes(&self, path: &Path) -> Option<Vec<u8>> {
         let s = self.s.borrow();

@@ -28,8 +28,8 @@ pub mod version;
 pub use error::{Error, Result};
 pub use recovery::RecoveryReport;
 pub use shard::{
-    validate, Chunk, CopyItem, DeleteDone, ObjectMeta, ObjectReader, PutDone, PutWriter, Shard, ShardConfig,
-    ShardStats, Stamp,
+    validate, Chunk, CopyItem, DeleteDone, ObjectMeta, ObjectReader, PutDone, PutWriter, ReadCheck, Shard,
+    ShardConfig, ShardStats, Stamp,
 };
 pub use shard_set::{KeyVersion, ShardSet, ShardSpec};
 pub use version::{Clock, Version};

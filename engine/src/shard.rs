@@ -678,11 +678,20 @@ impl<I: Io> Shard<I> {
     /// The write a backlog entry stands for, if it is still the key's newest here: a reader
     /// of the object, or a tombstone's key and version. None if it was superseded (the newer
     /// write has its own entry, or came from another appliance that sends it).
-    pub async fn backlog_item(self: &Rc<Self>, e: &BacklogEntry) -> Result<Option<CopyItem<I>>> {
+    pub async fn backlog_item(
+        self: &Rc<Self>,
+        e: &BacklogEntry,
+        check: ReadCheck,
+    ) -> Result<Option<CopyItem<I>>> {
+        // One read: the whole record when it is small enough (its length is in the entry), so
+        // learning the key costs no read of its own.
         let loc_hint = Loc::new(e.blob, e.offset, e.record_len, false);
-        let Ok((h, key, _)) = self.read_header(loc_hint).await? else {
-            return Ok(None);
+        let Some((blob, buf, whole)) = self.first_read(loc_hint).await? else { return Ok(None) };
+        let h = match Header::decode(&buf) {
+            Ok(h) if h.shard_id == self.id && h.blob_id == e.blob && h.offset == e.offset => h,
+            _ => return Ok(None),
         };
+        let key = h.key(&buf).to_vec();
         let fp = self.fp(&key);
         let current = {
             let ix = self.index.borrow();
@@ -694,15 +703,28 @@ impl<I: Io> Shard<I> {
         if loc.is_tombstone() {
             return Ok(Some(CopyItem::Delete { key, version: h.version }));
         }
-        match self.open_reader(&key, loc).await? {
+        match self.reader_from(&key, loc, blob, buf, whole, check).await? {
             Opened::Reader(r) => Ok(Some(CopyItem::Put(r))),
-            _ => Ok(None),
+            Opened::OtherKey => Ok(None),
+            Opened::Bad(..) => {
+                // Damaged (or a bad transfer): the read a GET makes (twice, then quarantine).
+                self.counters.borrow_mut().checksum_errors += 1;
+                match self.open_reader(&key, loc).await? {
+                    Opened::Reader(r) => Ok(Some(CopyItem::Put(r))),
+                    Opened::OtherKey => Ok(None),
+                    Opened::Bad(_, seq) => {
+                        self.counters.borrow_mut().checksum_errors += 1;
+                        self.quarantine_read(&key, loc, seq);
+                        Ok(None)
+                    }
+                }
+            }
         }
     }
 
     /// The key's newest write here, to copy to a peer: a verified reader of the object or the
     /// tombstone's version. None if the shard has no record of the key.
-    pub async fn copy_item(self: &Rc<Self>, key: &[u8]) -> Result<Option<CopyItem<I>>> {
+    pub async fn copy_item(self: &Rc<Self>, key: &[u8], check: ReadCheck) -> Result<Option<CopyItem<I>>> {
         validate(key, "")?;
         let fp = self.fp(key);
         let (_, old) = self.resolve_slot(fp, key).await?;
@@ -714,7 +736,7 @@ impl<I: Io> Shard<I> {
             record_len: loc.record_len().unwrap_or(BLOCK),
             created_ms: 0,
         };
-        self.backlog_item(&e).await
+        self.backlog_item(&e, check).await
     }
 
     /// Whether the index says the key was deleted here (no disk read; a fingerprint shared with
@@ -929,16 +951,38 @@ impl<I: Io> Shard<I> {
     }
 
     async fn open_reader(self: &Rc<Self>, key: &[u8], loc: Loc) -> Result<Opened<I>> {
-        let blob = self.blob(loc.blob()).ok_or_else(|| Error::Damaged {
-            shard: self.id,
-            reason: format!("index points to missing blob {}", loc.blob()),
-        })?;
+        let Some((blob, buf, whole)) = self.first_read(loc).await? else {
+            return Err(Error::Damaged {
+                shard: self.id,
+                reason: format!("index points to missing blob {}", loc.blob()),
+            });
+        };
+        self.reader_from(key, loc, blob, buf, whole, ReadCheck::Verify).await
+    }
+
+    /// The first read of a record: all of it when it is at most `single_read_max_bytes`
+    /// (Some(length)), its header block otherwise. None if the blob is gone.
+    async fn first_read(&self, loc: Loc) -> Result<Option<(Rc<BlobFile<I>>, AlignedBuf, Option<u64>)>> {
+        let Some(blob) = self.blob(loc.blob()) else { return Ok(None) };
         let whole = loc.record_len().filter(|&l| l <= self.cfg.single_read_max_bytes);
         let first_read = whole.unwrap_or(HEADER_READ_BYTES as u64) as usize;
         let mut buf = self.io.alloc_buf(first_read).await;
         buf.set_len(first_read);
         let (r, buf) = self.io.read_at(&blob.file, loc.offset(), buf).await;
         r.map_err(|e| self.disk_err(e))?;
+        Ok(Some((blob, buf, whole)))
+    }
+
+    /// A reader over a record whose first read is `buf` (see [`Shard::first_read`]).
+    async fn reader_from(
+        self: &Rc<Self>,
+        key: &[u8],
+        loc: Loc,
+        blob: Rc<BlobFile<I>>,
+        buf: AlignedBuf,
+        whole: Option<u64>,
+        check: ReadCheck,
+    ) -> Result<Opened<I>> {
         let h = match Header::decode(&buf) {
             Ok(h) if h.shard_id == self.id && h.blob_id == loc.blob() && h.offset == loc.offset() => h,
             Ok(_) => return Ok(Opened::Bad(FormatError::Field("identity"), 0)),
@@ -960,8 +1004,10 @@ impl<I: Io> Shard<I> {
                 Err(e) => return Ok(Opened::Bad(e, h.seq)),
             };
             let ds = h.data_start() as usize;
-            if let Err(e) = verify_chunks(&footer, 0, &buf[ds..fs]) {
-                return Ok(Opened::Bad(e, h.seq));
+            if check == ReadCheck::Verify {
+                if let Err(e) = verify_chunks(&footer, 0, &buf[ds..fs]) {
+                    return Ok(Opened::Bad(e, h.seq));
+                }
             }
             mem = Some(Rc::new(buf));
         } else {
@@ -987,6 +1033,7 @@ impl<I: Io> Shard<I> {
             header: h,
             footer,
             mem,
+            check,
             pos: 0,
             end: meta.object_len,
             meta,
@@ -1160,6 +1207,18 @@ enum Opened<I: Io> {
     /// The fingerprint's record belongs to another key (a collision): this key is absent.
     OtherKey,
     Bad(FormatError, u64),
+}
+
+/// What a reader checks as it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadCheck {
+    /// Every chunk's CRC32C before its bytes are handed out (GETs, and anything served).
+    Verify,
+    /// Nothing: the bytes go to a peer that checks the whole object against the XXH3-128
+    /// digest from the record's footer (itself checksummed) before storing any of it. Saves a
+    /// pass over cold memory per copied byte; a sender whose copy is refused reads again with
+    /// [`ReadCheck::Verify`], which finds and quarantines a damaged record.
+    ByPeer,
 }
 
 /// A write to copy to a peer from the backlog.
@@ -1393,8 +1452,9 @@ pub struct ObjectReader<I: Io> {
     loc: Loc,
     header: Header,
     footer: Footer,
-    /// The whole record, already verified, for records read in one go.
+    /// The whole record, for records read in one go (verified when `check` says so).
     mem: Option<Rc<AlignedBuf>>,
+    check: ReadCheck,
     pos: u64,
     end: u64,
     /// What the object is.
@@ -1444,7 +1504,10 @@ impl<I: Io> ObjectReader<I> {
         let skip = (disk_start - aligned) as usize;
         let n = (c_end - c_start) as usize;
         let data = buf.get(skip..skip + n);
-        let ok = data.map(|d| verify_chunks(&self.footer, ci, d));
+        let ok = data.map(|d| match self.check {
+            ReadCheck::Verify => verify_chunks(&self.footer, ci, d),
+            ReadCheck::ByPeer => Ok(()),
+        });
         match ok {
             Some(Ok(())) => {}
             other => {

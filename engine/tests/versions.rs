@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use podstore_disks::{SimDisk, SimFaults};
-use podstore_engine::{Clock, Shard, ShardConfig, Stamp, Version};
+use podstore_engine::{Clock, CopyItem, ReadCheck, Shard, ShardConfig, Stamp, Version};
 
 fn cfg(clock: Arc<Clock>) -> ShardConfig {
     ShardConfig {
@@ -145,8 +145,8 @@ fn backlogs_hold_unconfirmed_local_writes_across_restarts() {
         let taken = shard.backlog_take(0, 10, u64::MAX);
         assert_eq!(taken.len(), 2);
         assert_eq!(taken[0].seq, d1.seq);
-        assert!(shard.backlog_item(&taken[0]).await.expect("item").is_none());
-        match shard.backlog_item(&taken[1]).await.expect("item") {
+        assert!(shard.backlog_item(&taken[0], ReadCheck::Verify).await.expect("item").is_none());
+        match shard.backlog_item(&taken[1], ReadCheck::Verify).await.expect("item") {
             Some(podstore_engine::CopyItem::Delete { key, .. }) => assert_eq!(key, b"k1"),
             other => panic!("expected a delete, got {other:?}"),
         }
@@ -164,7 +164,11 @@ fn backlogs_hold_unconfirmed_local_writes_across_restarts() {
         assert_eq!(shard.backlog_stats(0).objects, 4, "c: everything local");
         let b_seqs: Vec<u64> = shard.backlog_take(1, 10, u64::MAX).iter().map(|e| e.seq).collect();
         assert!(b_seqs.contains(&d3.seq));
-        match shard.backlog_item(&shard.backlog_take(0, 10, u64::MAX)[1]).await.expect("item") {
+        match shard
+            .backlog_item(&shard.backlog_take(0, 10, u64::MAX)[1], ReadCheck::Verify)
+            .await
+            .expect("item")
+        {
             Some(podstore_engine::CopyItem::Put(mut r)) => {
                 assert_eq!(r.read_all().await.expect("read"), b"two");
                 assert_eq!(r.meta.version, d2.version);
@@ -252,5 +256,55 @@ fn digests_follow_every_write_and_survive_restarts() {
         }
         let (shard, _) = Shard::open(disk.clone(), c(), Path::new("/d"), 0).await.expect("rebuild");
         assert_eq!(shard.digests(), want, "full rebuild");
+    });
+}
+
+/// Copies to a peer are read without chunk checksums (the peer checks the whole digest): a
+/// damaged record read that way is refused by the receiving side's digest check, and the
+/// checked read the sender makes after a refused copy finds and quarantines it.
+#[test]
+fn a_damaged_record_copied_unchecked_is_refused_then_quarantined_by_the_checked_read() {
+    run(async {
+        let disk = SimDisk::new(5, SimFaults::default());
+        let clock = Arc::new(Clock::new(1));
+        let with_peer = ShardConfig { peers: vec!["b".into()], ..cfg(clock.clone()) };
+        let (shard, _) = Shard::open(disk.clone(), with_peer, Path::new("/d"), 0).await.expect("open");
+        let v: Vec<u8> = (0..100_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+        shard.put_bytes(b"k", "", &v).await.expect("put");
+        let needle = &v[40_000..40_064];
+        let mut flipped = false;
+        for p in disk.paths() {
+            let bytes = disk.file_bytes(&p).unwrap_or_default();
+            if let Some(at) = bytes.windows(needle.len()).position(|w| w == needle) {
+                flipped = disk.flip_bit_at(&p, at as u64 + 7, 2);
+            }
+        }
+        assert!(flipped, "the object's bytes are on the disk");
+        let e = shard.backlog_take(0, 10, u64::MAX)[0];
+
+        // Unchecked, the damaged bytes come out...
+        let Some(CopyItem::Put(mut r)) = shard.backlog_item(&e, ReadCheck::ByPeer).await.expect("item")
+        else {
+            panic!("expected a put");
+        };
+        let got = r.read_all().await.expect("unchecked read");
+        assert_eq!(got.len(), v.len());
+        assert_ne!(got, v, "the flip is in what was read");
+        // ...and the receiving side (the same path a peer's copy takes) refuses to store them.
+        let other = SimDisk::new(6, SimFaults::default());
+        let (peer, _) = Shard::open(other, cfg(clock.clone()), Path::new("/d"), 0).await.expect("open peer");
+        let mut w = peer
+            .put_stamped(b"k", "", got.len() as u64, Stamp::Given(r.meta.version))
+            .await
+            .expect("put copy")
+            .expect("a writer");
+        w.write(&got).await.expect("write");
+        assert!(w.finish_expecting(Some(r.meta.digest)).await.is_err(), "digest mismatch refused");
+        assert!(peer.get(b"k").await.expect("get").is_none(), "nothing of the copy stored");
+
+        // The checked read (after the refusal) finds the damage: nothing to send, quarantined.
+        assert!(shard.backlog_item(&e, ReadCheck::Verify).await.expect("checked item").is_none());
+        assert!(shard.get(b"k").await.is_err(), "the damaged record is not served");
+        assert!(shard.stats().checksum_errors >= 2);
     });
 }

@@ -16,7 +16,8 @@ use bytes::Bytes;
 use podstore_disks::{AnyIo, DiskSpec, UringConfig};
 use podstore_engine::placement::Candidate;
 use podstore_engine::{
-    DeleteDone, ObjectMeta, PutDone, RecoveryReport, Shard, ShardConfig, ShardSpec, ShardStats, Stamp,
+    DeleteDone, ObjectMeta, PutDone, ReadCheck, RecoveryReport, Shard, ShardConfig, ShardSpec, ShardStats,
+    Stamp,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -489,10 +490,21 @@ async fn execute(msg: CoreMsg, shards: Shards, links: Rc<crate::repl::link::Link
         CoreMsg::Push { shard, key, peer, reply } => {
             let s = shards.borrow().get(&shard).cloned();
             let r = match (s, links.peers.get(peer)) {
-                (Some(s), Some(link)) => match s.copy_item(&key).await {
-                    Ok(item) => crate::repl::catchup::send_item(link, item).await,
-                    Err(e) => Err(e.to_string()),
-                },
+                (Some(s), Some(link)) => {
+                    // Without chunk checksums first (the peer checks the digest); a refused
+                    // copy is read again with them, which quarantines a damaged record.
+                    let mut r = Err(String::new());
+                    for check in [ReadCheck::ByPeer, ReadCheck::Verify] {
+                        r = match s.copy_item(&key, check).await {
+                            Ok(item) => crate::repl::catchup::send_item(link, item, None).await,
+                            Err(e) => Err(e.to_string()),
+                        };
+                        if r.is_ok() {
+                            break;
+                        }
+                    }
+                    r
+                }
                 _ => Err("no such shard or peer here".into()),
             };
             let _ = reply.send(r);

@@ -432,6 +432,42 @@ fn a_get_repairs_a_damaged_or_missing_copy_from_a_peer() {
     assert_eq!(a.req("GET", "/photos/never-written", &[], b"").status, 404);
 }
 
+/// Catch-up reads records without their chunk checksums (the peer checks the digest): a
+/// record damaged on the sender's disk must never reach the peer, and must not block the rest
+/// of the backlog.
+#[test]
+fn catch_up_never_delivers_a_record_damaged_on_the_senders_disk() {
+    let m = members(2);
+    let secret = secret_file("damaged-catchup", "damaged-catchup-secret-0123456");
+    let mut nodes = start("damaged-catchup", &m, &secret);
+    nodes[1].kill();
+    let bad: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_246_822_519) >> 9) as u8).collect();
+    assert_eq!(nodes[0].req("PUT", "/photos/bad", &[("X-Copies", "any")], &bad).status, 201);
+    let mut good = Vec::new();
+    for i in 0..10 {
+        let v = body(50_000 + i * 1000, 100 + i as u8);
+        let path = format!("/photos/good-{i}");
+        assert_eq!(nodes[0].req("PUT", &path, &[("X-Copies", "any")], &v).status, 201);
+        good.push((path, v));
+    }
+    corrupt_on_disk(&nodes[0], &bad[1000..1064]);
+    nodes[1].spawn(&[]);
+    let (a, b) = (&nodes[0], &nodes[1]);
+    eventually("the backlog drains", || metric(a, "podstore_repl_backlog_objects{peer=\"pod-b\"}") == 0.0);
+    for (path, v) in &good {
+        let g = b.req("GET", path, &[], b"");
+        assert!(g.status == 200 && g.body == *v, "{path} reached the peer: {}", g.status);
+    }
+    let g = b.req("GET", "/photos/bad", &[], b"");
+    assert_ne!(g.status, 200, "the damaged record is not on the peer (nor pulled from the sender)");
+    assert!(metric(a, "podstore_repl_catch_up_copies_total") >= 10.0);
+    assert!(metric(a, "podstore_disk_checksum_errors") >= 1.0, "the sender found the damage");
+    assert_ne!(a.req("GET", "/photos/bad", &[], b"").status, 200, "the sender does not serve it either");
+    for n in nodes.iter_mut() {
+        n.kill();
+    }
+}
+
 /// Authenticates to `addr` as `name` with `secret`, the way a peer does.
 fn handshake_as(addr: SocketAddr, name: &str, target: &str, secret: &[u8]) -> std::net::TcpStream {
     use podstore_net::repl::auth::{self, Side};

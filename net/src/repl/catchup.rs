@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use podstore_disks::AnyIo;
 use podstore_engine::backlog::BacklogEntry;
-use podstore_engine::{CopyItem, Shard};
+use podstore_engine::{CopyItem, ReadCheck, Shard};
 use tokio::sync::mpsc;
 
 use super::link::{CopyResult, PeerLink, Piece};
@@ -33,15 +33,31 @@ fn split(storage_key: &[u8]) -> Option<(String, Vec<u8>)> {
     Some((std::str::from_utf8(bucket).ok()?.to_string(), key.to_vec()))
 }
 
-/// Sends one backlogged write; Ok when the peer holds it (or it needs no copy).
-async fn send_one(shard: &Rc<Shard<AnyIo>>, link: &PeerLink, e: &BacklogEntry) -> CopyResult {
-    let item = shard.backlog_item(e).await.map_err(|e| e.to_string())?;
-    send_item(link, item).await
+/// Sends one backlogged write; Ok when the peer holds it (or it needs no copy). The record is
+/// read only once a read-ahead permit is free, and the permit is held until its body has been
+/// handed to the connection, so the copies waiting for acknowledgements hold no data.
+///
+/// The record is read without its chunk checksums (the peer checks the whole object's digest
+/// before storing it) unless `check` asks for them: after a failed copy of the entry.
+async fn send_one(
+    shard: &Rc<Shard<AnyIo>>,
+    link: &PeerLink,
+    e: &BacklogEntry,
+    read_ahead: &Arc<tokio::sync::Semaphore>,
+    check: ReadCheck,
+) -> CopyResult {
+    let permit = read_ahead.clone().acquire_owned().await.map_err(|e| e.to_string())?;
+    let item = shard.backlog_item(e, check).await.map_err(|e| e.to_string())?;
+    send_item(link, item, Some(permit)).await
 }
 
 /// Sends a stored write (an object streamed from its verified reader, or a tombstone) to a
-/// peer. None: nothing to send.
-pub async fn send_item(link: &PeerLink, item: Option<CopyItem<AnyIo>>) -> CopyResult {
+/// peer. None: nothing to send. `hold` is dropped once the body has been sent.
+pub async fn send_item(
+    link: &PeerLink,
+    item: Option<CopyItem<AnyIo>>,
+    hold: Option<tokio::sync::OwnedSemaphorePermit>,
+) -> CopyResult {
     match item {
         // Superseded here (the newer write has its own entry or its own origin), or a record
         // that no longer reads back (quarantined, repaired from a peer): nothing to send.
@@ -63,7 +79,10 @@ pub async fn send_item(link: &PeerLink, item: Option<CopyItem<AnyIo>>) -> CopyRe
                             }
                         }
                         Ok(None) => {
-                            let _ = tx.send(Piece::End(Some(meta.digest))).await;
+                            if tx.send(Piece::End(Some(meta.digest))).await.is_ok() {
+                                tx.closed().await; // the link has sent the body
+                            }
+                            drop(hold);
                             return;
                         }
                         // Dropping the sender abandons the copy.
@@ -86,10 +105,16 @@ pub async fn run(shared: Arc<Shared>, shards: Shards, link: Rc<PeerLink>, peer: 
     let Some(repl) = shared.cfg.replication.as_ref() else { return };
     let grace_ms = shared.cfg.limits.copy_timeout_ms + 1000;
     let window = repl.catch_up_in_flight;
+    // Records read and not yet sent: enough to keep every connection busy, bounded so the
+    // window (copies awaiting acknowledgement) costs no memory.
+    let read_ahead = Arc::new(tokio::sync::Semaphore::new(2 * repl.connections_per_peer));
     let mut backoff = IDLE_POLL;
     // Copies in flight, refilled as each one finishes (no batch barrier).
     let slots = Arc::new(tokio::sync::Semaphore::new(window));
     let failures = Rc::new(std::cell::RefCell::new(None::<String>));
+    // Entries whose copy failed: read with checksums next time (a damaged record is then
+    // found and quarantined instead of being refused by the peer again and again).
+    let suspects = Rc::new(std::cell::RefCell::new(std::collections::HashSet::<(u32, u64)>::new()));
     loop {
         let failed = failures.borrow_mut().take();
         if let Some(e) = failed {
@@ -122,16 +147,24 @@ pub async fn run(shared: Arc<Shared>, shards: Shards, link: Rc<PeerLink>, peer: 
         }
         for (s, e) in batch {
             let permit = slots.clone().try_acquire_owned().expect("counted free slots");
-            let (link, failures) = (link.clone(), failures.clone());
+            let (link, failures, read_ahead) = (link.clone(), failures.clone(), read_ahead.clone());
+            let suspects = suspects.clone();
             tokio::task::spawn_local(async move {
-                let r = send_one(&s, &link, &e).await;
+                let id = (s.id(), e.seq);
+                let check =
+                    if suspects.borrow().contains(&id) { ReadCheck::Verify } else { ReadCheck::ByPeer };
+                let r = send_one(&s, &link, &e, &read_ahead, check).await;
                 match r {
                     Ok(_) => {
+                        suspects.borrow_mut().remove(&id);
                         s.backlog_confirm(peer, e.seq);
                         metrics::counter!("podstore_repl_catch_up_copies_total", "peer" => link.conf.name.clone())
                             .increment(1);
                     }
                     Err(err) => {
+                        // (bounded: at most the entries of the window fail at once, and each
+                        // leaves the set when its copy succeeds or is found unnecessary)
+                        suspects.borrow_mut().insert(id);
                         s.backlog_release(peer, e.seq);
                         *failures.borrow_mut() = Some(err);
                     }

@@ -409,6 +409,9 @@ impl PeerLink {
                 return Err(format!("peer {}: {e}", self.conf.name));
             }
         }
+        // The body is sent: closing its channel tells the feeder (which may be holding a
+        // read-ahead permit) while the peer's acknowledgement is awaited.
+        drop(body);
         copy_result(rx.await.unwrap_or_else(|_| Err(format!("peer {}: connection lost", self.conf.name))))
     }
 
