@@ -88,7 +88,7 @@ fn default_backlog_records_max() -> u64 {
     10_000_000
 }
 fn default_catch_up_in_flight() -> usize {
-    32
+    64
 }
 fn default_anti_entropy_interval_s() -> u64 {
     3600
