@@ -425,24 +425,32 @@ pub fn parse_copies(v: &str, n: u32) -> Option<u32> {
 mod tests {
     use super::*;
 
+    /// The example with the commented block after `#--- NAME` (to `#--- end`) uncommented.
+    fn uncomment(text: &str, name: &str) -> String {
+        let (head, rest) = text.split_once(&format!("#--- {name}\n")).expect("marked block");
+        let (block, tail) = rest.split_once("#--- end\n").expect("marked block end");
+        let block: String = block
+            .lines()
+            .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap_or(l.trim_start_matches('#'))))
+            .collect();
+        format!("{head}{block}{tail}")
+    }
+
     #[test]
-    fn the_example_config_parses() {
+    fn the_example_config_parses_once_it_names_disks() {
         let text = include_str!("../../deploy/podstore.toml");
-        let c = Config::parse(text, Path::new("podstore.toml")).expect("example parses");
+        // As installed: no disks yet, which the service's start condition tells apart.
+        let e = Config::parse(text, Path::new("podstore.toml")).expect_err("no disks yet");
+        assert!(e.to_string().contains("disks"), "{e}");
+        let c = Config::parse(&uncomment(text, "disks"), Path::new("podstore.toml")).expect("example parses");
         assert_eq!(c.disks.len(), 3);
         Config::embedded_default(Path::new("/tmp/x")).check().expect("default is valid");
     }
 
     #[test]
     fn the_example_replication_section_parses_when_uncommented() {
-        let text = include_str!("../../deploy/podstore.toml");
-        let (head, rest) = text.split_once("#--- replication\n").expect("marked block");
-        let (block, tail) = rest.split_once("#--- end\n").expect("marked block end");
-        let block: String = block
-            .lines()
-            .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap_or(l.trim_start_matches('#'))))
-            .collect();
-        let c = Config::parse(&format!("{head}{block}{tail}"), Path::new("podstore.toml")).expect("parses");
+        let text = uncomment(&uncomment(include_str!("../../deploy/podstore.toml"), "disks"), "replication");
+        let c = Config::parse(&text, Path::new("podstore.toml")).expect("parses");
         let r = c.replication.as_ref().expect("replication");
         assert_eq!((r.peers.len(), c.replica_set_size()), (1, 2));
         assert_eq!(parse_copies("quorum", 2), Some(2));

@@ -29,7 +29,13 @@ enum Cmd {
         data_dir: PathBuf,
     },
     /// Check a configuration file and print what it says.
-    CheckConfig { config: PathBuf },
+    CheckConfig {
+        config: PathBuf,
+        /// For systemd's ExecCondition: exit 1 (the unit is skipped, not failed) when the file
+        /// names no [[disks]] yet; 255 (a failure) when it is invalid.
+        #[arg(long)]
+        require_disks: bool,
+    },
     /// Store a file (or stdin, with -) as BUCKET/KEY.
     Put {
         name: String,
@@ -94,7 +100,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Serve { config, data_dir } => serve(config, data_dir),
-        Cmd::CheckConfig { config } => {
+        Cmd::CheckConfig { config, require_disks } => {
+            if require_disks {
+                return check_for_service(&config);
+            }
             Config::load(&config).map(|c| println!("{c:#?}")).map_err(|e| e.to_string())
         }
         Cmd::Put { name, source, server, content_type, copies } => {
@@ -112,6 +121,34 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("podstore: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `check-config --require-disks`: whether the service should start (0), is not configured
+/// yet (1: no [[disks]] in the file, the state a fresh install is in), or has a broken
+/// configuration (255).
+fn check_for_service(path: &std::path::Path) -> ExitCode {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("podstore: {}: {e}", path.display());
+            return ExitCode::from(255);
+        }
+    };
+    let names_disks = match toml::from_str::<toml::Table>(&text) {
+        Ok(t) => t.get("disks").is_some_and(|d| d.as_array().is_none_or(|a| !a.is_empty())),
+        Err(_) => true, // unparsable: the full check says why
+    };
+    if !names_disks {
+        eprintln!("podstore: {} names no [[disks]] yet; not starting", path.display());
+        return ExitCode::from(1);
+    }
+    match Config::load(path) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("podstore: {e}");
+            ExitCode::from(255)
         }
     }
 }

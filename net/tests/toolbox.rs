@@ -107,3 +107,34 @@ fn put_get_head_delete_stat_and_index_info() {
     let not_a_disk = podstore(&["index-info", node.dir.to_str().expect("utf8")], None);
     assert!(!not_a_disk.status.success());
 }
+
+/// The systemd unit's start condition: 0 to start, 1 (skipped, not failed) while the config
+/// names no disks (a fresh install), 255 (failed) for a broken config.
+#[test]
+fn check_config_tells_the_service_whether_to_start() {
+    let dir = std::env::temp_dir().join(format!("podstore-it-checkconfig-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let example = include_str!("../../deploy/podstore.toml");
+    let code = |text: &str| {
+        let p = dir.join("podstore.toml");
+        std::fs::write(&p, text).expect("write config");
+        let o = podstore(&["check-config", "--require-disks", p.to_str().expect("utf8")], None);
+        (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let (c, err) = code(example);
+    assert_eq!(c, Some(1), "the example as shipped names no disks: {err}");
+    assert!(err.contains("names no [[disks]]"), "{err}");
+    let disk = dir.join("disk0");
+    std::fs::create_dir_all(&disk).expect("mkdir");
+    let with_disk = format!(
+        "{example}\n[[disks]]\nid = 0\npath = \"{}\"\ntier = \"capacity\"\nrequire_mount_point = false\n",
+        disk.display()
+    );
+    assert_eq!(code(&with_disk).0, Some(0));
+    let (c, err) = code(&with_disk.replace("[limits]", "[limits]\nno_such_key = 1"));
+    assert_eq!(c, Some(255), "a broken config fails the unit: {err}");
+    assert_eq!(code("this is not toml [").0, Some(255));
+    let o = podstore(&["check-config", "--require-disks", "/nonexistent/podstore.toml"], None);
+    assert_eq!(o.status.code(), Some(255));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -127,6 +127,9 @@ async fn peer_bucket_keys(link: &PeerLink, bucket: usize) -> Result<Vec<KeyState
     }
 }
 
+/// Tries per key copy in a pass (0.5 s, then 1 s apart).
+const KEY_ATTEMPTS: u32 = 3;
+
 /// One pass against peer `peer`.
 pub async fn pass(
     shared: &Arc<Shared>,
@@ -184,7 +187,18 @@ pub async fn pass(
                 .map(|(is_push, key)| {
                     let (shared, link) = (shared.clone(), link.clone());
                     tokio::task::spawn_local(async move {
-                        let r = if is_push { push(&shared, key, peer).await } else { link.pull(&key).await };
+                        // A transient failure (a connection lost, the peer's dial cool-down)
+                        // is retried a few times before it counts against the pass.
+                        let mut r = Err(String::new());
+                        for attempt in 0..KEY_ATTEMPTS {
+                            if attempt > 0 {
+                                tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
+                            }
+                            r = if is_push { push(&shared, key.clone(), peer).await } else { link.pull(&key).await };
+                            if r.is_ok() {
+                                break;
+                            }
+                        }
                         (is_push, r)
                     })
                 })
