@@ -194,7 +194,11 @@ pub async fn pass(
                             if attempt > 0 {
                                 tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
                             }
-                            r = if is_push { push(&shared, key.clone(), peer).await } else { link.pull(&key).await };
+                            r = if is_push {
+                                push(&shared, key.clone(), peer).await
+                            } else {
+                                link.pull(&key).await
+                            };
                             if r.is_ok() {
                                 break;
                             }
