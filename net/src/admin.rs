@@ -45,6 +45,87 @@ fn disk_state(shared: &Shared, id: u32, stats: Option<&ShardStats>) -> &'static 
     }
 }
 
+/// Every metric the node exports, with its help text (the exposition's `# HELP`). Called
+/// once, after the recorder is installed; a test checks that every name used is described.
+pub fn describe_metrics() {
+    use metrics::{describe_counter as c, describe_gauge as g, describe_histogram as h, Unit};
+    g!(
+        "podstore_disk_state",
+        "1 for the disk's state (online, read_only: fenced after a write error, failed)"
+    );
+    g!(
+        "podstore_disk_capacity_bytes",
+        Unit::Bytes,
+        "Size of the disk's filesystem (or the configured limit)"
+    );
+    g!("podstore_disk_used_bytes", Unit::Bytes, "Bytes of blob files and checkpoints on the disk");
+    g!("podstore_disk_free_bytes", Unit::Bytes, "Bytes still available to blob files");
+    g!("podstore_disk_objects", "Live objects on the disk");
+    g!("podstore_disk_tombstones", "Tombstones (versioned deletes) on the disk");
+    g!(
+        "podstore_disk_dead_bytes",
+        Unit::Bytes,
+        "Bytes of overwritten or deleted records (reclaimed by compaction)"
+    );
+    g!("podstore_disk_live_bytes", Unit::Bytes, "Bytes of live records");
+    g!("podstore_disk_quarantined", "Records set aside after failing their checksums");
+    g!("podstore_index_memory_bytes", Unit::Bytes, "Memory of the disk's in-memory index");
+    g!("podstore_group_commit_last_batch_writers", "Writers that shared the disk's last fdatasync");
+    c!("podstore_disk_io_errors_total", "I/O errors on the disk since the node started");
+    c!("podstore_disk_checksum_errors_total", "Reads that failed their checksums since the node started");
+    c!("podstore_disk_fdatasyncs_total", "fdatasync calls (one per group commit) since the node started");
+    c!("podstore_disk_checkpoints_total", "Index checkpoints written since the node started");
+    g!("podstore_node_ready", "1 once every shard recovered and the node serves data");
+    g!("podstore_recovery_duration_seconds", Unit::Seconds, "How long the last start's recovery took");
+    g!("podstore_http_open_connections", "Open client connections on the data port");
+    c!("podstore_http_requests_total", "Data requests by operation and status");
+    h!(
+        "podstore_http_request_duration_seconds",
+        Unit::Seconds,
+        "Data request latency by operation, until the response head"
+    );
+    c!("podstore_http_received_bytes_total", Unit::Bytes, "Object bytes received from clients");
+    c!("podstore_http_sent_bytes_total", Unit::Bytes, "Object bytes sent to clients");
+    c!("podstore_http_connections_refused_total", "Connections refused at the connection limit");
+    g!("podstore_repl_backlog_objects", "Writes the peer has not confirmed yet (catch-up backlog)");
+    g!("podstore_repl_backlog_bytes", Unit::Bytes, "Bytes of the writes in the peer's backlog");
+    g!("podstore_repl_backlog_age_seconds", Unit::Seconds, "Age of the oldest write in the peer's backlog");
+    g!(
+        "podstore_repl_backlog_overflowed",
+        "1 if the peer's backlog overflowed its limit (anti-entropy completes it)"
+    );
+    g!("podstore_repl_anti_entropy_running", "1 while an anti-entropy pass with the peer runs");
+    g!(
+        "podstore_repl_anti_entropy_buckets_pending",
+        "Differing digest buckets not yet compared in the current pass"
+    );
+    g!("podstore_repl_anti_entropy_pushed", "Objects copied to the peer in the current or last pass");
+    g!("podstore_repl_anti_entropy_pulled", "Objects copied from the peer in the current or last pass");
+    c!("podstore_repl_anti_entropy_passes_total", "Anti-entropy passes with the peer since the node started");
+    c!("podstore_repl_anti_entropy_errors_total", "Failed copies and passes of anti-entropy with the peer");
+    g!(
+        "podstore_repl_anti_entropy_last_end_timestamp_seconds",
+        Unit::Seconds,
+        "When the last pass with the peer ended (Unix time)"
+    );
+    c!("podstore_repl_copies_total", "Copies of client writes sent to peers, by peer and outcome");
+    c!("podstore_repl_catch_up_copies_total", "Backlogged writes delivered to the peer by catch-up");
+    c!("podstore_repl_connections_total", "Replication connections opened to peers");
+    c!("podstore_repl_handshake_failures_total", "Failed replication handshakes with peers");
+    c!("podstore_repl_refused_total", "Incoming replication connections refused, by reason");
+    c!("podstore_repl_read_repairs_total", "GETs served from a peer and repaired locally, by outcome");
+    c!("podstore_repl_sent_bytes_total", Unit::Bytes, "Object bytes sent to the peer");
+    c!("podstore_repl_received_bytes_total", Unit::Bytes, "Object bytes received from the peer");
+    c!(
+        "podstore_repl_received_direct_total",
+        "Copies received straight into the owning core's write buffers"
+    );
+    c!(
+        "podstore_repl_zero_copy_fallbacks_total",
+        "Times zero-copy sends to the peer fell back to plain sends"
+    );
+}
+
 /// Sets the gauges that come from shard stats, then renders the exposition.
 pub async fn render_metrics(shared: &Shared, handle: &PrometheusHandle) -> String {
     let stats = all_stats(shared).await;
@@ -65,13 +146,16 @@ pub async fn render_metrics(shared: &Shared, handle: &PrometheusHandle) -> Strin
             g("podstore_disk_tombstones", s.tombstones);
             g("podstore_disk_dead_bytes", s.dead_bytes);
             g("podstore_disk_live_bytes", s.live_bytes);
-            g("podstore_disk_io_errors", s.io_errors);
-            g("podstore_disk_checksum_errors", s.checksum_errors);
             g("podstore_disk_quarantined", s.quarantined);
             g("podstore_index_memory_bytes", s.index_bytes);
-            g("podstore_disk_fdatasyncs", s.syncs);
             g("podstore_group_commit_last_batch_writers", s.last_sync_batch);
-            g("podstore_disk_checkpoints", s.checkpoints);
+            // Counts since the node started: counters (a restart resets them, which
+            // Prometheus' rate() handles).
+            let c = |name: &'static str, v: u64| metrics::counter!(name, "disk" => disk.clone()).absolute(v);
+            c("podstore_disk_io_errors_total", s.io_errors);
+            c("podstore_disk_checksum_errors_total", s.checksum_errors);
+            c("podstore_disk_fdatasyncs_total", s.syncs);
+            c("podstore_disk_checkpoints_total", s.checkpoints);
         }
     }
     let now_ms = now_ms();
@@ -90,11 +174,14 @@ pub async fn render_metrics(shared: &Shared, handle: &PrometheusHandle) -> Strin
                 "podstore_repl_anti_entropy_running",
                 if ae.running.load(Ordering::Relaxed) { 1.0 } else { 0.0 },
             );
-            g("podstore_repl_anti_entropy_passes", n(&ae.passes));
             g("podstore_repl_anti_entropy_buckets_pending", n(&ae.buckets_differing) - n(&ae.buckets_done));
             g("podstore_repl_anti_entropy_pushed", n(&ae.pushed));
             g("podstore_repl_anti_entropy_pulled", n(&ae.pulled));
-            g("podstore_repl_anti_entropy_errors", n(&ae.errors));
+            let c = |name: &'static str, a: &std::sync::atomic::AtomicU64| {
+                metrics::counter!(name, "peer" => p.name.clone()).absolute(a.load(Ordering::Relaxed))
+            };
+            c("podstore_repl_anti_entropy_passes_total", &ae.passes);
+            c("podstore_repl_anti_entropy_errors_total", &ae.errors);
             g("podstore_repl_anti_entropy_last_end_timestamp_seconds", n(&ae.last_end_s));
         }
     }

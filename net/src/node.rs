@@ -56,6 +56,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
     // The exporter is built on the `metrics` facade's one global recorder; the handle is
     // passed explicitly to the admin thread that renders it.
     let _ = metrics::set_global_recorder(recorder);
+    crate::admin::describe_metrics();
 
     // Disks: a disk that fails its checks is reported and left out; the others serve.
     let cpus = podstore_disks::allowed_cpus();
