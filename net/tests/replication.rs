@@ -8,65 +8,8 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{free_addr, Node};
-
-struct Member {
-    name: String,
-    data: SocketAddr,
-    admin: SocketAddr,
-    repl: SocketAddr,
-}
-
-fn secret_file(dir_name: &str, secret: &str) -> std::path::PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let p = std::env::temp_dir().join(format!("podstore-secret-{dir_name}-{}", std::process::id()));
-    std::fs::write(&p, secret).expect("secret");
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    p
-}
-
-fn repl_config(me: &Member, peers: &[&Member], secret: &std::path::Path) -> String {
-    let mut t = format!(
-        "[limits]\ncopy_timeout_ms = 2000\n\n[replication]\nlisten = \"{}\"\ndatacenter = \"dc-{}\"\nsecret_file = \"{}\"\nconnect_timeout_ms = 500\npeer_idle_ms = 1500\n\n",
-        me.repl,
-        me.name,
-        secret.display()
-    );
-    for p in peers {
-        t.push_str(&format!(
-            "[[replication.peers]]\nname = \"{}\"\ndatacenter = \"dc-{}\"\naddress = \"{}\"\n\n",
-            p.name, p.name, p.repl
-        ));
-    }
-    t
-}
-
-fn members(n: usize) -> Vec<Member> {
-    ["pod-a", "pod-b", "pod-c", "pod-d"][..n]
-        .iter()
-        .map(|name| Member {
-            name: name.to_string(),
-            data: free_addr(),
-            admin: free_addr(),
-            repl: free_addr(),
-        })
-        .collect()
-}
-
-fn start(tag: &str, m: &[Member], secret: &std::path::Path) -> Vec<Node> {
-    m.iter()
-        .map(|me| {
-            let peers: Vec<&Member> = m.iter().filter(|p| p.name != me.name).collect();
-            Node::start_on(
-                &format!("{tag}-{}", me.name),
-                &me.name,
-                me.data,
-                me.admin,
-                &repl_config(me, &peers, secret),
-            )
-        })
-        .collect()
-}
+use common::cluster::{members, repl_config, secret_file, start, Member};
+use common::Node;
 
 fn body(n: usize, seed: u8) -> Vec<u8> {
     (0..n).map(|i| (i as u8).wrapping_mul(13).wrapping_add(seed)).collect()
