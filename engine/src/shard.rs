@@ -47,6 +47,10 @@ pub struct ShardConfig {
     pub write_buf_bytes: usize,
     /// Most writes (PUT or DELETE) in progress on the shard; more wait.
     pub writes_in_flight_max: usize,
+    /// Most reads of object data in flight on the disk at once; more wait their turn here
+    /// rather than in the device's queue. The node sets it from the disk's measured profile
+    /// (`podstore-tune measure`: the depth past which random reads stop gaining).
+    pub reads_in_flight_max: usize,
     /// Read window of recovery scans (a multiple of 4096).
     pub scan_window_bytes: usize,
     /// Room at the end of the open blob that only tombstones may use, so deletes work on a
@@ -81,6 +85,7 @@ impl Default for ShardConfig {
             single_read_max_bytes: 2 << 20,
             write_buf_bytes: 1 << 20,
             writes_in_flight_max: 1024,
+            reads_in_flight_max: 256,
             scan_window_bytes: 4 << 20,
             tombstone_reserve_bytes: 1 << 20,
             fingerprint_mask: u64::MAX,
@@ -108,6 +113,7 @@ impl ShardConfig {
                 && self.scan_window_bytes >= 2 * BLOCK as usize
         );
         assert!(self.writes_in_flight_max > 0);
+        assert!(self.reads_in_flight_max > 0);
         assert!(
             self.tombstone_reserve_bytes.is_multiple_of(BLOCK)
                 && self.tombstone_reserve_bytes < self.blob_size_bytes / 2
@@ -186,6 +192,9 @@ pub struct ShardStats {
     pub syncs: u64,
     /// Writers covered by the most recent fdatasync (gauge).
     pub last_sync_batch: u64,
+    /// The disk's read limit, and the most reads it has had in flight at once.
+    pub reads_in_flight_max: u64,
+    pub reads_in_flight_peak: u64,
     pub checkpoints: u64,
     /// Why the shard is fenced, if it is.
     pub fenced: Option<String>,
@@ -223,6 +232,9 @@ pub struct Shard<I: Io> {
     key_locks: RefCell<HashSet<u64>>,
     key_unlocked: Notify,
     write_slots: Arc<Semaphore>,
+    /// Permits for reads of object data (`reads_in_flight_max`), and the most ever held.
+    read_slots: Semaphore,
+    reads_peak: Cell<usize>,
     reserve_lock: tokio::sync::Mutex<()>,
     checkpointing: Cell<bool>,
     pub(crate) fenced: RefCell<Option<String>>,
@@ -275,6 +287,7 @@ impl<I: Io> Shard<I> {
     pub(crate) fn new_empty(io: I, cfg: ShardConfig, dir: &Path, id: u32) -> Shard<I> {
         cfg.check();
         let slots = cfg.writes_in_flight_max;
+        let read_slots = Semaphore::new(cfg.reads_in_flight_max);
         let backlogs = RefCell::new(vec![Backlog::default(); cfg.peers.len()]);
         Shard {
             backlogs,
@@ -291,6 +304,8 @@ impl<I: Io> Shard<I> {
             key_locks: RefCell::new(HashSet::new()),
             key_unlocked: Notify::new(),
             write_slots: Arc::new(Semaphore::new(slots)),
+            read_slots,
+            reads_peak: Cell::new(0),
             reserve_lock: tokio::sync::Mutex::new(()),
             checkpointing: Cell::new(false),
             fenced: RefCell::new(None),
@@ -362,6 +377,21 @@ impl<I: Io> Shard<I> {
         self.blobs.borrow().get(&id).cloned()
     }
 
+    /// A read of object data, within the disk's read limit (`reads_in_flight_max`).
+    async fn read_limited(
+        &self,
+        file: &I::File,
+        offset: u64,
+        buf: podstore_disks::AlignedBuf,
+    ) -> (podstore_disks::Result<()>, podstore_disks::AlignedBuf) {
+        let _permit = self.read_slots.acquire().await.expect("the read semaphore is never closed");
+        let held = self.cfg.reads_in_flight_max - self.read_slots.available_permits();
+        if held > self.reads_peak.get() {
+            self.reads_peak.set(held);
+        }
+        self.io.read_at(file, offset, buf).await
+    }
+
     /// Reads one block at a record location and decodes its header and key.
     pub(crate) async fn read_header(
         &self,
@@ -373,7 +403,7 @@ impl<I: Io> Shard<I> {
         })?;
         let mut buf = self.io.alloc_buf(HEADER_READ_BYTES).await;
         buf.set_len(HEADER_READ_BYTES);
-        let (r, buf) = self.io.read_at(&blob.file, loc.offset(), buf).await;
+        let (r, buf) = self.read_limited(&blob.file, loc.offset(), buf).await;
         r.map_err(|e| self.disk_err(e))?;
         let b = &buf[..buf.len().min(HEADER_READ_BYTES)];
         Ok(Header::decode(b).and_then(|h| {
@@ -968,7 +998,7 @@ impl<I: Io> Shard<I> {
         let first_read = whole.unwrap_or(HEADER_READ_BYTES as u64) as usize;
         let mut buf = self.io.alloc_buf(first_read).await;
         buf.set_len(first_read);
-        let (r, buf) = self.io.read_at(&blob.file, loc.offset(), buf).await;
+        let (r, buf) = self.read_limited(&blob.file, loc.offset(), buf).await;
         r.map_err(|e| self.disk_err(e))?;
         Ok(Some((blob, buf, whole)))
     }
@@ -1051,7 +1081,7 @@ impl<I: Io> Shard<I> {
         let end = podstore_disks::align_up(fs + record::footer_len(h.object_len));
         let mut buf = self.io.alloc_buf((end - start) as usize).await;
         buf.set_len((end - start) as usize);
-        let (r, buf) = self.io.read_at(&blob.file, start, buf).await;
+        let (r, buf) = self.read_limited(&blob.file, start, buf).await;
         r.map_err(|e| self.disk_err(e))?;
         let at = (fs - start) as usize;
         Ok(buf.get(at..).ok_or(FormatError::Short).and_then(|b| Footer::decode(b, h.object_len, h.seq)))
@@ -1189,6 +1219,8 @@ impl<I: Io> Shard<I> {
             quarantined: self.quarantine.borrow().len() as u64,
             syncs,
             last_sync_batch: last_batch,
+            reads_in_flight_max: self.cfg.reads_in_flight_max as u64,
+            reads_in_flight_peak: self.reads_peak.get() as u64,
             checkpoints: c.checkpoints,
             fenced: self.fenced.borrow().clone(),
             backlogs: self
@@ -1499,7 +1531,7 @@ impl<I: Io> ObjectReader<I> {
         let disk_end = podstore_disks::align_up(self.loc.offset() + ds + c_end);
         let mut buf = self.shard.io.alloc_buf((disk_end - aligned) as usize).await;
         buf.set_len((disk_end - aligned) as usize);
-        let (r, buf) = self.shard.io.read_at(&self.blob.file, aligned, buf).await;
+        let (r, buf) = self.shard.read_limited(&self.blob.file, aligned, buf).await;
         r.map_err(|e| self.shard.disk_err(e))?;
         let skip = (disk_start - aligned) as usize;
         let n = (c_end - c_start) as usize;

@@ -287,3 +287,49 @@ fn a_five_gib_class_object_streams_in_and_out() {
     let _ =
         std::fs::remove_dir_all(std::env::temp_dir().join(format!("podstore-big-{}", std::process::id())));
 }
+
+/// Reads of object data stay within the disk's read limit (`reads_in_flight_max`, which the
+/// node takes from the disk's measured profile), however many GETs run at once; with a higher
+/// limit the same load has more reads in flight, so the limit is what bounds them.
+#[test]
+fn reads_in_flight_stay_within_the_disks_limit() {
+    let dir = std::env::temp_dir().join(format!("podstore-kernel-reads-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let mut peaks = Vec::new();
+    for limit in [2usize, 64] {
+        let sub = dir.join(format!("l{limit}"));
+        std::fs::create_dir_all(&sub).expect("mkdir");
+        let d = sub.clone();
+        let peak = std::rc::Rc::new(std::cell::Cell::new(0u64));
+        let p = peak.clone();
+        with_uring(&sub, |io| async move {
+            let c = ShardConfig { reads_in_flight_max: limit, ..cfg() };
+            let (shard, _) = Shard::open(io, c, &d, 3).await.expect("open");
+            for i in 0..40u32 {
+                shard.put_bytes(format!("k{i}").as_bytes(), "", &value(i, 300_000)).await.expect("put");
+            }
+            let mut tasks = Vec::new();
+            for round in 0..3u32 {
+                for i in 0..40u32 {
+                    let s = shard.clone();
+                    tasks.push(tokio::task::spawn_local(async move {
+                        let mut r = s.get(format!("k{i}").as_bytes()).await.expect("get").expect("present");
+                        assert_eq!(r.read_all().await.expect("read"), value(i, 300_000), "round {round}");
+                    }));
+                }
+            }
+            for t in tasks {
+                t.await.expect("get task");
+            }
+            let st = shard.stats();
+            assert_eq!(st.reads_in_flight_max, limit as u64);
+            assert!(st.reads_in_flight_peak <= limit as u64, "peak {} over {limit}", st.reads_in_flight_peak);
+            p.set(st.reads_in_flight_peak);
+        });
+        peaks.push(peak.get());
+    }
+    assert_eq!(peaks[0], 2, "120 concurrent GETs reach the limit of 2");
+    assert!(peaks[1] > 2, "without a tight limit more reads are in flight: {peaks:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

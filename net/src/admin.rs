@@ -71,6 +71,11 @@ pub fn describe_metrics() {
     g!("podstore_disk_quarantined", "Records set aside after failing their checksums");
     g!("podstore_index_memory_bytes", Unit::Bytes, "Memory of the disk's in-memory index");
     g!("podstore_group_commit_last_batch_writers", "Writers that shared the disk's last fdatasync");
+    g!(
+        "podstore_disk_reads_in_flight_max",
+        "The disk's read limit (its measured queue depth, or the default)"
+    );
+    g!("podstore_disk_reads_in_flight_peak", "The most reads the disk has had in flight at once");
     c!("podstore_disk_io_errors_total", "I/O errors on the disk since the node started");
     c!("podstore_disk_checksum_errors_total", "Reads that failed their checksums since the node started");
     c!("podstore_disk_fdatasyncs_total", "fdatasync calls (one per group commit) since the node started");
@@ -149,6 +154,8 @@ pub async fn render_metrics(shared: &Shared, handle: &PrometheusHandle) -> Strin
             g("podstore_disk_quarantined", s.quarantined);
             g("podstore_index_memory_bytes", s.index_bytes);
             g("podstore_group_commit_last_batch_writers", s.last_sync_batch);
+            g("podstore_disk_reads_in_flight_max", s.reads_in_flight_max);
+            g("podstore_disk_reads_in_flight_peak", s.reads_in_flight_peak);
             // Counts since the node started: counters (a restart resets them, which
             // Prometheus' rate() handles).
             let c = |name: &'static str, v: u64| metrics::counter!(name, "disk" => disk.clone()).absolute(v);
@@ -302,6 +309,12 @@ async fn disks_json(shared: &Shared) -> String {
                 "dead_bytes": s.map(|s| s.dead_bytes).unwrap_or(0),
                 "io_errors": s.map(|s| s.io_errors).unwrap_or(0),
                 "quarantined": s.map(|s| s.quarantined).unwrap_or(0),
+                "reads_in_flight_max": s.map(|s| s.reads_in_flight_max).unwrap_or(0),
+                "reads_in_flight_peak": s.map(|s| s.reads_in_flight_peak).unwrap_or(0),
+                "profile": d.profile.map(|p| serde_json::json!({
+                    "queue_depth": p.queue_depth,
+                    "background_mib_per_s": p.background_mib_per_s,
+                })),
                 "error": d.failed.clone().or_else(|| s.and_then(|s| s.fenced.clone())),
             })
         })

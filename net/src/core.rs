@@ -129,6 +129,8 @@ pub struct DiskInfo {
     pub failed: Option<String>,
     pub capacity_bytes: u64,
     pub core: usize,
+    /// Its measured profile (`podstore-tune measure`), if one was found.
+    pub profile: Option<crate::profile::DiskProfile>,
 }
 
 /// What every core and the admin thread share: read-only after startup, apart from atomics.
@@ -280,8 +282,11 @@ async fn core_main(start: CoreStart) {
     let mut reports = Vec::new();
     for spec in &disks {
         let one = [ShardSpec { id: spec.id, dir: spec.path.clone(), weight: 1.0 }];
-        let (set, mut rep) =
-            podstore_engine::ShardSet::open(io.clone(), shard_config(cfg, shared.clock.clone()), &one).await;
+        let mut sc = shard_config(cfg, shared.clock.clone());
+        if let Some(p) = shared.disks.iter().find(|d| d.id == spec.id).and_then(|d| d.profile) {
+            sc.reads_in_flight_max = p.queue_depth;
+        }
+        let (set, mut rep) = podstore_engine::ShardSet::open(io.clone(), sc, &one).await;
         if let Some(s) = set.shards().first() {
             shards.borrow_mut().insert(s.id(), s.clone());
         }

@@ -10,5 +10,6 @@ pub mod core;
 pub mod http;
 pub mod names;
 pub mod node;
+pub mod profile;
 pub mod range;
 pub mod repl;

@@ -92,6 +92,22 @@ pub fn run(cfg: Config) -> Result<(), String> {
             shard_core.insert(d.id, core);
             specs[core].push(spec);
         }
+        let profile = match crate::profile::read(&d.path) {
+            Ok(Some(p)) => {
+                tracing::info!(
+                    "disk {}: measured profile: {} reads in flight, background budget {:.0} MiB/s",
+                    d.id,
+                    p.queue_depth,
+                    p.background_mib_per_s
+                );
+                Some(p)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!("disk {}: {e}; using the defaults", d.id);
+                None
+            }
+        };
         disks.push(DiskInfo {
             id: d.id,
             path: d.path.clone(),
@@ -99,6 +115,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
             failed,
             capacity_bytes: capacity,
             core,
+            profile,
         });
     }
     if healthy == 0 {

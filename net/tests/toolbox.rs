@@ -138,3 +138,40 @@ fn check_config_tells_the_service_whether_to_start() {
     assert_eq!(o.status.code(), Some(255));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A disk's measured profile (`podstore-tune measure` writes it into the disk's directory)
+/// sets that disk's read limit; a broken profile is reported and the defaults kept; both show
+/// in /admin/disks and the metrics.
+#[test]
+fn a_disks_measured_profile_sets_its_read_limit() {
+    let mut n = Node::start("profile", "");
+    n.stop();
+    std::fs::write(
+        n.dir.join("disk0/podstore.disk-profile.toml"),
+        "queue_depth = 3\nbackground_mib_per_s = 40.0\n",
+    )
+    .expect("profile");
+    std::fs::write(n.dir.join("disk1/podstore.disk-profile.toml"), "queue_depth = -1\n")
+        .expect("bad profile");
+    n.spawn(&[]);
+    let v: serde_json::Value = serde_json::from_slice(&n.admin("/admin/disks").body).expect("json");
+    let disk =
+        |id: u64| v["disks"].as_array().expect("disks").iter().find(|d| d["id"] == id).expect("disk").clone();
+    assert_eq!(disk(0)["reads_in_flight_max"], 3, "{v}");
+    assert_eq!(disk(0)["profile"]["queue_depth"], 3);
+    assert_eq!(disk(0)["profile"]["background_mib_per_s"], 40.0);
+    assert_eq!(disk(1)["reads_in_flight_max"], 256, "a broken profile leaves the default: {v}");
+    assert!(disk(1)["profile"].is_null());
+    assert!(n.log_text().contains("disk 1: ") && n.log_text().contains("queue_depth (1..=4096)"));
+    let text = String::from_utf8(n.admin("/metrics").body).expect("utf8");
+    assert!(text.lines().any(|l| l.starts_with("podstore_disk_reads_in_flight_max{disk=\"0\"} 3")), "{text}");
+    // Data still flows under the limit.
+    let body: Vec<u8> = (0..500_000u32).map(|i| i as u8).collect();
+    for i in 0..12 {
+        assert_eq!(n.req("PUT", &format!("/photos/p{i}"), &[], &body).status, 201);
+    }
+    for i in 0..12 {
+        let g = n.req("GET", &format!("/photos/p{i}"), &[], b"");
+        assert!(g.status == 200 && g.body == body);
+    }
+}

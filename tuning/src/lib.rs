@@ -1,4 +1,5 @@
-//! Host checks and settings for a storage pod (`podstore-tune check|apply`).
+//! Host checks and settings for a storage pod (`podstore-tune check|apply`), and the
+//! measurement of each disk (`podstore-tune measure`, in [`measure`]).
 //!
 //! Every setting is read from, and written to, a tree rooted at `root` (`/` on a real host; a
 //! fixture directory in tests), so nothing here needs the machine it runs on to be a pod. A
@@ -7,6 +8,8 @@
 //! e.g. the rotational flag or the memlock limit, which the systemd unit sets), so a second
 //! run changes nothing.
 #![forbid(unsafe_code)]
+
+pub mod measure;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

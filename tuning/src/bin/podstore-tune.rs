@@ -2,10 +2,13 @@
 //!
 //!   podstore-tune check [--root DIR] [--strict]   every setting: current, recommended, why
 //!   podstore-tune apply [--root DIR] [--dry-run]  writes the ones that differ (idempotent)
+//!   podstore-tune measure --disk DIR [--seconds S] [--file-mib M] [--depths 1,4,16,64]
+//!                                                 a disk's profile, written to DIR
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use podstore_tuning::measure::{measure, Plan, PROFILE_FILE};
 use podstore_tuning::{apply, check, Change};
 
 #[derive(Parser, Debug)]
@@ -34,6 +37,25 @@ enum Cmd {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Measures a disk through podstore's own I/O path and writes its profile
+    /// (DIR/podstore.disk-profile.toml), which the node reads at start.
+    Measure {
+        /// The disk's directory (a [[disks]] path).
+        #[arg(long)]
+        disk: PathBuf,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        /// Size of the test file, MiB.
+        #[arg(long, default_value_t = 1024)]
+        file_mib: u64,
+        /// Queue depths to try.
+        #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
+        depths: Vec<usize>,
+        /// Where to write the profile (default: in the disk's directory).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -53,6 +75,34 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
             ExitCode::SUCCESS
+        }
+        Cmd::Measure { disk, seconds, file_mib, depths, out } => {
+            if !(0.1..=600.0).contains(&seconds)
+                || depths.is_empty()
+                || depths.iter().any(|&d| d == 0 || d > 256)
+            {
+                eprintln!("podstore-tune: --seconds must be 0.1..600 and --depths 1..256");
+                return ExitCode::FAILURE;
+            }
+            let plan = Plan { file_bytes: file_mib << 20, seconds, depths };
+            let mut progress = |what: &str| eprintln!("measuring {}: {what}", disk.display());
+            match measure(&disk, &plan, &mut progress) {
+                Ok(p) => {
+                    let text = p.to_toml();
+                    let out = out.unwrap_or_else(|| disk.join(PROFILE_FILE));
+                    if let Err(e) = std::fs::write(&out, &text) {
+                        eprintln!("podstore-tune: {}: {e}", out.display());
+                        return ExitCode::FAILURE;
+                    }
+                    print!("{text}");
+                    eprintln!("profile written to {}", out.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("podstore-tune: measuring {}: {e}", disk.display());
+                    ExitCode::FAILURE
+                }
+            }
         }
         Cmd::Apply { root, dry_run } => {
             let changes = apply(&root, dry_run);

@@ -1,0 +1,254 @@
+//! `podstore-tune measure`: what one disk can take, measured through podstore's own I/O path
+//! (io_uring, O_DIRECT, the same aligned buffers), written as a per-disk profile.
+//!
+//! On a test file in the disk's directory: random 4 KiB reads and sequential 1 MiB reads and
+//! writes at several queue depths (operations per second, bandwidth, latency percentiles),
+//! and the latency of an fdatasync after a 1 MiB write (what a durable PUT waits for). From
+//! them: the queue depth past which random reads stop gaining (`queue_depth`) and a budget
+//! for background work (`background_mib_per_s`, a fifth of the best sequential write rate).
+//! The file is removed afterwards.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use podstore_disks::{probe_direct_io, CacheMode, Io, OpenMode, Uring, UringConfig};
+
+/// The name of the profile in a disk's directory.
+pub const PROFILE_FILE: &str = "podstore.disk-profile.toml";
+
+/// How much to measure.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Size of the test file (random reads spread over all of it).
+    pub file_bytes: u64,
+    /// Time per measurement.
+    pub seconds: f64,
+    /// Queue depths tried.
+    pub depths: Vec<usize>,
+}
+
+impl Default for Plan {
+    fn default() -> Self {
+        Plan { file_bytes: 1 << 30, seconds: 3.0, depths: vec![1, 4, 16, 64] }
+    }
+}
+
+/// One measurement at one queue depth.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    pub queue_depth: usize,
+    pub ops_per_s: f64,
+    pub mib_per_s: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+}
+
+/// A disk's profile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Profile {
+    pub disk: PathBuf,
+    pub direct_io: bool,
+    pub random_read_4k: Vec<Point>,
+    pub seq_read_1m: Vec<Point>,
+    pub seq_write_1m: Vec<Point>,
+    pub fdatasync_p50_us: f64,
+    pub fdatasync_p99_us: f64,
+    /// The smallest queue depth reaching 90% of the best random-read rate.
+    pub queue_depth: usize,
+    /// A fifth of the best sequential write bandwidth: what background work may use.
+    pub background_mib_per_s: f64,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1e6
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    RandomRead4k,
+    SeqRead1m,
+    SeqWrite1m,
+}
+
+/// `depth` concurrent streams of one kind of I/O for `seconds`.
+async fn run_kind(
+    io: &Uring,
+    file: &Rc<<Uring as Io>::File>,
+    file_bytes: u64,
+    kind: Kind,
+    depth: usize,
+    seconds: f64,
+) -> podstore_disks::Result<Point> {
+    let size: usize = if kind == Kind::RandomRead4k { 4096 } else { 1 << 20 };
+    let blocks = file_bytes / size as u64;
+    let until = Instant::now() + Duration::from_secs_f64(seconds);
+    let next = Rc::new(std::cell::Cell::new(0u64));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..depth {
+        let (io, file, next) = (io.clone(), file.clone(), next.clone());
+        tasks.push(tokio::task::spawn_local(async move {
+            let mut rng = fastrand::Rng::with_seed(w as u64 + 1);
+            let mut lat = Vec::new();
+            let mut buf = io.alloc_buf(size).await;
+            buf.set_len(size);
+            if kind == Kind::SeqWrite1m {
+                buf.as_mut_slice().fill(0x5a);
+            }
+            while Instant::now() < until {
+                let block = match kind {
+                    Kind::RandomRead4k => rng.u64(0..blocks),
+                    _ => {
+                        let b = next.get();
+                        next.set(b + 1);
+                        b % blocks
+                    }
+                };
+                let t = Instant::now();
+                let (r, b) = match kind {
+                    Kind::SeqWrite1m => io.write_at(&file, block * size as u64, buf).await,
+                    _ => io.read_at(&file, block * size as u64, buf).await,
+                };
+                buf = b;
+                r?;
+                lat.push(t.elapsed());
+            }
+            Ok::<_, podstore_disks::Error>(lat)
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.expect("measurement task")?);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    lat.sort();
+    let ops = lat.len() as f64 / elapsed;
+    Ok(Point {
+        queue_depth: depth,
+        ops_per_s: ops,
+        mib_per_s: ops * size as f64 / (1 << 20) as f64,
+        p50_us: percentile(&lat, 0.5),
+        p99_us: percentile(&lat, 0.99),
+    })
+}
+
+/// Measures the disk whose filesystem holds `dir`. `progress` is told what runs.
+pub fn measure(dir: &Path, plan: &Plan, progress: &mut dyn FnMut(&str)) -> Result<Profile, String> {
+    let direct = probe_direct_io(dir).is_ok();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("runtime: {e}"))?;
+    let local = tokio::task::LocalSet::new();
+    let path = dir.join(".podstore-measure.tmp");
+    let cfg = UringConfig {
+        cache: if direct { CacheMode::Direct } else { CacheMode::Buffered },
+        pool_buf_count: plan.depths.iter().copied().max().unwrap_or(1).clamp(1, 256),
+        ..UringConfig::default()
+    };
+    let file_bytes = plan.file_bytes.max(64 << 20) / (1 << 20) * (1 << 20);
+    let result = local.block_on(&rt, async {
+        let (io, driver) = Uring::new(cfg).map_err(|e| format!("io_uring: {e}"))?;
+        tokio::task::spawn_local(driver.run());
+        let _ = io.remove(&path).await;
+        let file = Rc::new(io.open(&path, OpenMode::CreateNew).await.map_err(|e| e.to_string())?);
+        io.allocate(&file, file_bytes).await.map_err(|e| e.to_string())?;
+        progress(&format!("writing the {} MiB test file", file_bytes >> 20));
+        let mut buf = io.alloc_buf(1 << 20).await;
+        buf.set_len(1 << 20);
+        let mut rng = fastrand::Rng::with_seed(7);
+        buf.as_mut_slice().iter_mut().for_each(|b| *b = rng.u8(..));
+        for off in (0..file_bytes).step_by(1 << 20) {
+            let (r, b) = io.write_at(&file, off, buf).await;
+            r.map_err(|e| e.to_string())?;
+            buf = b;
+        }
+        io.sync_data(&file).await.map_err(|e| e.to_string())?;
+        let mut profile = Profile {
+            disk: dir.to_path_buf(),
+            direct_io: direct,
+            random_read_4k: Vec::new(),
+            seq_read_1m: Vec::new(),
+            seq_write_1m: Vec::new(),
+            fdatasync_p50_us: 0.0,
+            fdatasync_p99_us: 0.0,
+            queue_depth: 1,
+            background_mib_per_s: 0.0,
+        };
+        for (kind, name) in [
+            (Kind::RandomRead4k, "random 4 KiB reads"),
+            (Kind::SeqRead1m, "sequential 1 MiB reads"),
+            (Kind::SeqWrite1m, "sequential 1 MiB writes"),
+        ] {
+            for &qd in &plan.depths {
+                progress(&format!("{name} at queue depth {qd}"));
+                let p = run_kind(&io, &file, file_bytes, kind, qd, plan.seconds)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                match kind {
+                    Kind::RandomRead4k => profile.random_read_4k.push(p),
+                    Kind::SeqRead1m => profile.seq_read_1m.push(p),
+                    Kind::SeqWrite1m => profile.seq_write_1m.push(p),
+                }
+            }
+        }
+        progress("fdatasync after a 1 MiB write");
+        let mut lat = Vec::new();
+        let until = Instant::now() + Duration::from_secs_f64(plan.seconds);
+        let mut off = 0u64;
+        while Instant::now() < until || lat.len() < 3 {
+            let (r, b) = io.write_at(&file, off % file_bytes, buf).await;
+            r.map_err(|e| e.to_string())?;
+            buf = b;
+            let t = Instant::now();
+            io.sync_data(&file).await.map_err(|e| e.to_string())?;
+            lat.push(t.elapsed());
+            off += 1 << 20;
+        }
+        lat.sort();
+        profile.fdatasync_p50_us = percentile(&lat, 0.5);
+        profile.fdatasync_p99_us = percentile(&lat, 0.99);
+        let best = profile.random_read_4k.iter().map(|p| p.ops_per_s).fold(0.0, f64::max);
+        profile.queue_depth =
+            profile.random_read_4k.iter().find(|p| p.ops_per_s >= 0.9 * best).map_or(1, |p| p.queue_depth);
+        let best_write = profile.seq_write_1m.iter().map(|p| p.mib_per_s).fold(0.0, f64::max);
+        profile.background_mib_per_s = best_write / 5.0;
+        Ok(profile)
+    });
+    let _ = std::fs::remove_file(&path);
+    result
+}
+
+impl Profile {
+    /// The profile as TOML (the file the node reads).
+    pub fn to_toml(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "# podstore disk profile: written by `podstore-tune measure`, read by the node.");
+        let _ = writeln!(s, "disk = {:?}", self.disk.display().to_string());
+        let _ = writeln!(s, "direct_io = {}", self.direct_io);
+        let _ = writeln!(s, "queue_depth = {}", self.queue_depth);
+        let _ = writeln!(s, "background_mib_per_s = {:.1}", self.background_mib_per_s);
+        let _ = writeln!(s, "fdatasync_p50_us = {:.0}", self.fdatasync_p50_us);
+        let _ = writeln!(s, "fdatasync_p99_us = {:.0}", self.fdatasync_p99_us);
+        for (name, points) in [
+            ("random_read_4k", &self.random_read_4k),
+            ("seq_read_1m", &self.seq_read_1m),
+            ("seq_write_1m", &self.seq_write_1m),
+        ] {
+            for p in points {
+                let _ = writeln!(
+                    s,
+                    "\n[[{name}]]\nqueue_depth = {}\nops_per_s = {:.0}\nmib_per_s = {:.1}\np50_us = {:.0}\np99_us = {:.0}",
+                    p.queue_depth, p.ops_per_s, p.mib_per_s, p.p50_us, p.p99_us
+                );
+            }
+        }
+        s
+    }
+}
