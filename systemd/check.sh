@@ -42,9 +42,36 @@ systemd-tmpfiles --create --root="$root" "$top/systemd/podstore.tmpfiles"
   echo "tmpfiles: /srv/podstore is not 0750 podstore"; stat "$root/srv/podstore"; exit 1; }
 echo "sysusers and tmpfiles: the podstore user and /srv/podstore (0750) created in an empty root"
 
-# udev rules: parsed by udevadm on a device of its own where udev can run (root, a loop
-# device); elsewhere only their syntax is checked by udevadm's own rule parser when present.
-if command -v udevadm >/dev/null && udevadm verify --help >/dev/null 2>&1; then
-  udevadm verify "$top/systemd/60-podstore.rules"
-  echo "udevadm verify: 60-podstore.rules"
+# udev rules, applied for real (root, udevadm): `udevadm test` on loop devices of our own,
+# one labelled podstore-* (gets the settings) and one labelled otherwise (keeps its own).
+if [ "$(id -u)" = 0 ] && command -v udevadm >/dev/null && command -v mkfs.xfs >/dev/null; then
+  rules=/run/udev/rules.d/60-podstore.rules
+  mkdir -p /run/udev/rules.d
+  [ ! -e "$rules" ] || { echo "$rules exists already: not ours to replace"; exit 1; }
+  cp "$top/systemd/60-podstore.rules" "$rules"
+  devs=()
+  cleanup_udev() {
+    rm -f "$rules"
+    for d in "${devs[@]}"; do losetup -d "$d" 2>/dev/null || true; done
+  }
+  trap 'cleanup_udev; rm -rf "$work"' EXIT
+  probe() { # label -> $work/<label>.q: "read_ahead_kb scheduler nr_requests rotational" after
+    # udevadm test (not called in a subshell: the device must be recorded for the clean-up)
+    truncate -s 300M "$work/$1.img"
+    local d; d=$(losetup -f --show --direct-io=on "$work/$1.img"); devs+=("$d")
+    mkfs.xfs -q -f -L "$1" "$d"
+    local q=/sys/block/$(basename "$d")/queue
+    echo 128 > "$q/read_ahead_kb"
+    udevadm test --action=add "/sys/class/block/$(basename "$d")" >"$work/udev-$1.log" 2>&1
+    local sched; sched=$(sed 's/.*\[\(.*\)\].*/\1/' "$q/scheduler")
+    echo "$(cat "$q/read_ahead_kb") $sched $(cat "$q/nr_requests") $(cat "$q/rotational")" > "$work/$1.q"
+  }
+  probe podstore-t1; read ra sched nr rot < "$work/podstore-t1.q"
+  if [ "$rot" = 1 ]; then want="0 mq-deadline 256"; else want="0 none $nr"; fi
+  [ "$ra $sched $nr" = "$want" ] || { cat "$work/udev-podstore-t1.log" | tail -20; echo "udev: a podstore disk got '$ra $sched $nr', want '$want'"; exit 1; }
+  probe other-t2; read ra _ _ _ < "$work/other-t2.q"
+  [ "$ra" = 128 ] || { echo "udev: a disk not labelled podstore was changed (read_ahead_kb $ra)"; exit 1; }
+  echo "udev rules: a podstore-labelled disk gets read_ahead_kb 0, $sched$([ "$rot" = 1 ] && echo ", nr_requests 256"); another disk is left alone"
+else
+  echo "udev rules: not applied here (needs root, udevadm and mkfs.xfs)"
 fi
