@@ -1,10 +1,10 @@
-//! The replication decoders (frame header, trailer, write and ack metadata) never panic on
+//! The replication decoders (frame header, trailer, write, ack and placement metadata) never panic on
 //! bytes from a peer, and what they accept re-encodes to itself.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use podstore_net::repl::frame::{
-    ack_meta, decode_ack, FrameHeader, Trailer, WriteMeta, HEADER_BYTES, TRAILER_BYTES,
+    ack_meta, decode_ack, FrameHeader, Placement, Trailer, WriteMeta, HEADER_BYTES, TRAILER_BYTES,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -24,6 +24,10 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(m) = WriteMeta::decode(data, put, 1024) {
             assert_eq!(WriteMeta::decode(&m.encode(put), put, 1024), Ok(m));
         }
+    }
+    if let Ok(Some(p)) = Placement::decode(data) {
+        assert_eq!(Placement::decode(&p.encode()), Ok(Some(p.clone())));
+        let _ = p.owner_core(data);
     }
     if let Ok((status, msg)) = decode_ack(data) {
         assert_eq!(decode_ack(&ack_meta(status, &msg)).map(|a| a.0), Ok(status));

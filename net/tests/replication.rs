@@ -557,3 +557,32 @@ fn live_metrics_pass_promtool_and_cover_the_alerts_and_the_dashboard() {
         n.kill();
     }
 }
+
+/// Copies are sent on connections accepted by the core that owns the key's disk on the peer
+/// (the peer tells its placement when it accepts a connection), so the peer reads them
+/// straight into the record's write buffers instead of passing them between its cores.
+#[test]
+fn copies_arrive_on_the_core_that_writes_them() {
+    let m = members(2);
+    let secret = secret_file("routing", "routing-shared-secret-012345678");
+    let mut nodes = start("routing", &m, &secret);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for i in 0..60u32 {
+        let v = body(150_000 + i as usize * 100, i as u8);
+        assert_eq!(
+            nodes[0].req("PUT", &format!("/photos/route-{i}"), &[("X-Copies", "all")], &v).status,
+            201
+        );
+    }
+    let direct = metric(&nodes[1], "podstore_repl_received_direct_total");
+    let forwarded = metric(&nodes[1], "podstore_repl_received_forwarded_total");
+    assert_eq!(direct + forwarded, 60.0, "every copy counted once");
+    if cores > 1 {
+        // Where a connection lands is the peer kernel's choice; the sender dials more when no
+        // connection reaches a core, so nearly every copy goes straight in.
+        assert!(direct >= 54.0, "{direct} of 60 copies direct ({forwarded} passed between cores)");
+    }
+    for n in nodes.iter_mut() {
+        n.kill();
+    }
+}

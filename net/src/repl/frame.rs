@@ -22,7 +22,10 @@
 //!   HELLO      node name, datacenter, nonce [32]
 //!   CHALLENGE  node name, datacenter, nonce [32], mac [32]
 //!   AUTH       mac [32]
-//!   AUTH_OK    (empty)
+//!   AUTH_OK    the acceptor's placement (may be empty): accepting core u16, disk count u16,
+//!              count × (disk id u32, placement weight f64 bits u64, owning core u16); a
+//!              sender puts each copy on a connection the owning core accepted, where it is
+//!              read straight into the record's write buffers
 //!   PUT        hlc u64, origin u64, bucket (u8 length), key (u16 length), content type
 //!              (u8 length)
 //!   DELETE     hlc u64, origin u64, bucket (u8 length), key (u16 length)
@@ -501,9 +504,113 @@ pub fn decode_keys(meta: &[u8]) -> Result<(Vec<KeyEntry>, bool), FrameError> {
     Ok((out, more))
 }
 
+/// One disk of a peer's placement.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PlacedDisk {
+    pub shard_id: u32,
+    pub weight: f64,
+    pub core: u16,
+}
+
+/// What an acceptor tells in AUTH_OK: which of its cores accepted the connection, and which
+/// core owns each of its disks. The sender places a key the way the acceptor does
+/// (`podstore_engine::placement`) to find the core that will write it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Placement {
+    pub accept_core: u16,
+    pub disks: Vec<PlacedDisk>,
+}
+
+/// Most disks a placement may name.
+pub const PLACEMENT_DISKS_MAX: usize = 4096;
+
+impl Placement {
+    /// The AUTH_OK metadata.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = MetaWriter(self.accept_core.to_le_bytes().to_vec());
+        w.0.extend_from_slice(&(self.disks.len() as u16).to_le_bytes());
+        for d in &self.disks {
+            w.0.extend_from_slice(&d.shard_id.to_le_bytes());
+            w = w.u64(d.weight.to_bits());
+            w.0.extend_from_slice(&d.core.to_le_bytes());
+        }
+        w.0
+    }
+
+    /// Decodes AUTH_OK metadata: None when empty (a peer that says nothing).
+    pub fn decode(meta: &[u8]) -> Result<Option<Placement>, FrameError> {
+        if meta.is_empty() {
+            return Ok(None);
+        }
+        let mut r = MetaReader::new(meta);
+        let accept_core = u16::from_le_bytes(r.array::<2>()?);
+        let n = u16::from_le_bytes(r.array::<2>()?) as usize;
+        if n > PLACEMENT_DISKS_MAX {
+            return Err(FrameError::Field("placement disk count"));
+        }
+        let mut disks = Vec::with_capacity(n);
+        for _ in 0..n {
+            let shard_id = u32::from_le_bytes(r.array::<4>()?);
+            let weight = f64::from_bits(r.u64()?);
+            if !(weight.is_finite() && weight > 0.0) {
+                return Err(FrameError::Field("placement weight"));
+            }
+            let core = u16::from_le_bytes(r.array::<2>()?);
+            disks.push(PlacedDisk { shard_id, weight, core });
+        }
+        r.end()?;
+        Ok(Some(Placement { accept_core, disks }))
+    }
+
+    /// The core of this placement that owns `storage_key` (None without disks).
+    pub fn owner_core(&self, storage_key: &[u8]) -> Option<u16> {
+        let fp = podstore_engine::index::fingerprint(storage_key);
+        let cands: Vec<podstore_engine::placement::Candidate> = self
+            .disks
+            .iter()
+            .map(|d| podstore_engine::placement::Candidate { shard_id: d.shard_id, weight: d.weight })
+            .collect();
+        let shard = podstore_engine::placement::place(fp, &cands)?;
+        self.disks.iter().find(|d| d.shard_id == shard).map(|d| d.core)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn placements_round_trip_and_place_keys_like_the_acceptor() {
+        let p = Placement {
+            accept_core: 1,
+            disks: (0..60u32)
+                .map(|i| PlacedDisk { shard_id: i * 3, weight: 1.0 + i as f64, core: (i % 4) as u16 })
+                .collect(),
+        };
+        let meta = p.encode();
+        assert_eq!(Placement::decode(&meta), Ok(Some(p.clone())));
+        assert_eq!(Placement::decode(&[]), Ok(None));
+        for cut in [1, 3, 4, 10, meta.len() - 1] {
+            assert!(Placement::decode(&meta[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut bad = meta.clone();
+        bad[4 + 4..4 + 12].copy_from_slice(&f64::NAN.to_bits().to_le_bytes());
+        assert!(Placement::decode(&bad).is_err(), "a NaN weight");
+        // The sender's answer is the acceptor's: the same placement function over the same disks.
+        let cands: Vec<podstore_engine::placement::Candidate> = p
+            .disks
+            .iter()
+            .map(|d| podstore_engine::placement::Candidate { shard_id: d.shard_id, weight: d.weight })
+            .collect();
+        for k in 0..500u32 {
+            let key = format!("photos/k{k}").into_bytes();
+            let shard = podstore_engine::placement::place(podstore_engine::index::fingerprint(&key), &cands)
+                .expect("a disk");
+            let core = p.disks.iter().find(|d| d.shard_id == shard).map(|d| d.core);
+            assert_eq!(p.owner_core(&key), core);
+        }
+        assert_eq!(Placement { accept_core: 0, disks: vec![] }.owner_core(b"x"), None);
+    }
 
     #[test]
     fn header_round_trips_and_detects_any_flipped_bit() {

@@ -125,6 +125,7 @@ impl Links {
                         conns: RefCell::new(Vec::new()),
                         connecting: Cell::new(0),
                         down_until: Cell::new(None),
+                        placement: RefCell::new(None),
                         zc: ZeroCopy {
                             ring: ring.clone(),
                             off_until: Cell::new(None),
@@ -155,6 +156,8 @@ pub struct PeerLink {
     /// must not make every request wait out a connect timeout).
     down_until: Cell<Option<std::time::Instant>>,
     zc: ZeroCopy,
+    /// The peer's placement, from its latest AUTH_OK: which of its cores writes a key.
+    placement: RefCell<Option<Rc<frame::Placement>>>,
 }
 
 #[derive(Debug)]
@@ -168,6 +171,8 @@ struct Conn {
     /// Last time data was written: a long PUT keeps the connection alive while the peer,
     /// busy reading it, has nothing to say.
     wrote: Cell<std::time::Instant>,
+    /// The peer's core that accepted this connection (from AUTH_OK), when it said.
+    core: Option<u16>,
 }
 
 impl Conn {
@@ -234,34 +239,48 @@ impl PeerLink {
     /// A connection to use now: an idle one, a new one while under the limit, else the least
     /// busy.
     async fn conn(&self) -> Result<Rc<Conn>, String> {
+        self.conn_for(None).await
+    }
+
+    /// A connection for a copy that core `want` of the peer will write: preferably one that
+    /// core accepted (the copy is then read straight into the record's buffers there). Up to
+    /// `connections_per_peer` connections, and as many again while no connection reaches the
+    /// wanted core (where a connection lands is the peer kernel's choice).
+    async fn conn_for(&self, want: Option<u16>) -> Result<Rc<Conn>, String> {
         self.conns.borrow_mut().retain(|c| !c.dead.get());
         let pick = {
             let conns = self.conns.borrow();
-            let idle = conns.iter().find(|c| c.busy.get() == 0).cloned();
+            let fits = |c: &&Rc<Conn>| want.is_none() || c.core == want;
+            let idle = conns.iter().filter(fits).find(|c| c.busy.get() == 0).cloned();
+            let least_fit = conns.iter().filter(fits).min_by_key(|c| c.busy.get()).cloned();
             let least = conns.iter().min_by_key(|c| c.busy.get()).cloned();
-            (idle, least, conns.len() + self.connecting.get())
+            let limit = if least_fit.is_none() { 2 * self.max_conns } else { self.max_conns };
+            (idle, least_fit, least, conns.len() + self.connecting.get() < limit)
         };
         match pick {
-            (Some(c), _, _) => Ok(c),
-            (None, least, n) if n >= self.max_conns && least.is_some() => Ok(least.expect("checked")),
-            _ => {
-                if self.down_until.get().is_some_and(|t| std::time::Instant::now() < t) {
-                    return Err(format!("peer {}: unreachable (retrying soon)", self.conf.name));
-                }
-                self.connecting.set(self.connecting.get() + 1);
-                let r = tokio::time::timeout(self.connect_timeout, self.connect()).await;
-                self.connecting.set(self.connecting.get() - 1);
-                let r = r.map_err(|_| format!("peer {}: connect timed out", self.conf.name)).and_then(|r| r);
-                if r.is_err() {
-                    self.down_until.set(Some(
-                        std::time::Instant::now() + self.connect_timeout.min(Duration::from_secs(1)),
-                    ));
-                }
-                let c = r?;
-                self.conns.borrow_mut().push(c.clone());
-                Ok(c)
-            }
+            (Some(c), _, _, _) => Ok(c),
+            (None, _, _, true) => self.dial().await,
+            (None, Some(c), _, false) | (None, None, Some(c), false) => Ok(c),
+            (None, None, None, false) => self.dial().await,
         }
+    }
+
+    /// A new connection, unless the peer failed to answer a moment ago.
+    async fn dial(&self) -> Result<Rc<Conn>, String> {
+        if self.down_until.get().is_some_and(|t| std::time::Instant::now() < t) {
+            return Err(format!("peer {}: unreachable (retrying soon)", self.conf.name));
+        }
+        self.connecting.set(self.connecting.get() + 1);
+        let r = tokio::time::timeout(self.connect_timeout, self.connect()).await;
+        self.connecting.set(self.connecting.get() - 1);
+        let r = r.map_err(|_| format!("peer {}: connect timed out", self.conf.name)).and_then(|r| r);
+        if r.is_err() {
+            self.down_until
+                .set(Some(std::time::Instant::now() + self.connect_timeout.min(Duration::from_secs(1))));
+        }
+        let c = r?;
+        self.conns.borrow_mut().push(c.clone());
+        Ok(c)
     }
 
     async fn connect(&self) -> Result<Rc<Conn>, String> {
@@ -322,10 +341,16 @@ impl PeerLink {
         }
         let mac_i = auth::sign(&self.id.secret, Side::Initiator, &nonce_i, &nonce_a, &self.id.node, name);
         write_frame(&mut w, Kind::Auth, 0, &mac_i).await.map_err(|e| format!("peer {name}: {e}"))?;
-        let (h, _) = read_small_frame(&mut r).await.map_err(|e| format!("peer {name}: {e}"))?;
+        let (h, placed) = read_small_frame(&mut r).await.map_err(|e| format!("peer {name}: {e}"))?;
         if h.kind != Kind::AuthOk {
             metrics::counter!("podstore_repl_handshake_failures_total", "peer" => name.clone()).increment(1);
             return Err(format!("peer {name} did not accept our authentication"));
+        }
+        let placed =
+            frame::Placement::decode(&placed).map_err(|e| format!("peer {name}: bad AUTH_OK: {e}"))?;
+        let core = placed.as_ref().map(|p| p.accept_core);
+        if let Some(p) = placed {
+            *self.placement.borrow_mut() = Some(Rc::new(p));
         }
         let conn = Rc::new(Conn {
             writer: tokio::sync::Mutex::new(w),
@@ -334,6 +359,7 @@ impl PeerLink {
             dead: Cell::new(false),
             next_request: Cell::new(1),
             wrote: Cell::new(std::time::Instant::now()),
+            core,
         });
         tokio::task::spawn_local(read_acks(conn.clone(), r, self.idle, name.clone()));
         tokio::task::spawn_local(ping(Rc::downgrade(&conn), self.idle));
@@ -352,7 +378,10 @@ impl PeerLink {
         len: u64,
         mut body: mpsc::Receiver<Piece>,
     ) -> CopyResult {
-        let conn = self.conn().await?;
+        let want = self.placement.borrow().clone().and_then(|p| {
+            p.owner_core(&crate::names::ObjectName { bucket: bucket.into(), key: key.into() }.storage_key())
+        });
+        let conn = self.conn_for(want).await?;
         conn.busy.set(conn.busy.get() + 1);
         let _busy = Busy(conn.clone());
         let meta =

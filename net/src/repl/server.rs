@@ -69,7 +69,7 @@ pub async fn accept_loop(
             Ok((stream, from)) => {
                 let (shared, stop, shards) = (shared.clone(), shutdown.clone(), shards.clone());
                 tokio::task::spawn_local(async move {
-                    if let Err(e) = serve_peer(shared, stream, stop, shards).await {
+                    if let Err(e) = serve_peer(shared, stream, stop, shards, core).await {
                         tracing::info!("replication connection from {from} closed: {e}");
                     }
                 });
@@ -86,8 +86,26 @@ async fn send_frame(out: &mpsc::Sender<Vec<u8>>, kind: Kind, request: u64, meta:
     let _ = out.send(frame::small_frame(kind, request, meta)).await;
 }
 
+/// This node's placement as AUTH_OK tells it (see `frame::Placement`).
+fn placement(shared: &Shared, core: usize) -> frame::Placement {
+    let disks = shared
+        .placement
+        .iter()
+        .filter_map(|c| {
+            let owner = *shared.shard_core.get(&c.shard_id)?;
+            Some(frame::PlacedDisk { shard_id: c.shard_id, weight: c.weight, core: owner as u16 })
+        })
+        .take(frame::PLACEMENT_DISKS_MAX)
+        .collect();
+    frame::Placement { accept_core: core as u16, disks }
+}
+
 /// Authenticates the initiator; returns its name.
-async fn handshake(shared: &Shared, stream: &mut tokio::net::TcpStream) -> Result<String, String> {
+async fn handshake(
+    shared: &Shared,
+    stream: &mut tokio::net::TcpStream,
+    core: usize,
+) -> Result<String, String> {
     let repl = shared.cfg.replication.as_ref().ok_or("replication is not configured")?;
     let secret = shared.repl_secret.as_deref().ok_or("no secret")?;
     let refuse =
@@ -129,7 +147,8 @@ async fn handshake(shared: &Shared, stream: &mut tokio::net::TcpStream) -> Resul
         let _ = stream.write_all(&refuse("authentication failed")).await;
         return Err(format!("{name:?} failed authentication"));
     }
-    stream.write_all(&frame::small_frame(Kind::AuthOk, 0, &[])).await.map_err(|e| e.to_string())?;
+    let placed = placement(shared, core).encode();
+    stream.write_all(&frame::small_frame(Kind::AuthOk, 0, &placed)).await.map_err(|e| e.to_string())?;
     Ok(name)
 }
 
@@ -138,18 +157,21 @@ async fn serve_peer(
     mut stream: tokio::net::TcpStream,
     mut shutdown: watch::Receiver<bool>,
     shards: Shards,
+    core: usize,
 ) -> Result<(), String> {
     let repl = shared.cfg.replication.clone().ok_or("replication is not configured")?;
     let idle = Duration::from_millis(repl.peer_idle_ms);
     FRAME_READ_TIMEOUT.with(|t| t.set(idle * 3));
     tune_socket(&stream, idle);
-    let peer =
-        tokio::time::timeout(Duration::from_millis(repl.connect_timeout_ms), handshake(&shared, &mut stream))
-            .await
-            .map_err(|_| {
-                refused("handshake_timeout");
-                "handshake timed out".to_string()
-            })??;
+    let peer = tokio::time::timeout(
+        Duration::from_millis(repl.connect_timeout_ms),
+        handshake(&shared, &mut stream, core),
+    )
+    .await
+    .map_err(|_| {
+        refused("handshake_timeout");
+        "handshake timed out".to_string()
+    })??;
     tracing::info!("replication: {peer} connected");
     let (mut r, mut w) = stream.into_split();
     // One writer task sends every answer (acks finish out of order).
@@ -271,6 +293,9 @@ async fn receive_put(
     }
     let (tx, rx) = mpsc::channel(PIECES_IN_FLIGHT_MAX);
     let (reply_tx, reply_rx) = oneshot::channel();
+    if target.is_ok() {
+        metrics::counter!("podstore_repl_received_forwarded_total", "peer" => peer.to_string()).increment(1);
+    }
     let mut to_core = match &target {
         Ok((shard, owner)) => {
             let msg = CoreMsg::Put {
