@@ -244,7 +244,7 @@ impl PeerLink {
 
     /// A connection for a copy that core `want` of the peer will write: preferably one that
     /// core accepted (the copy is then read straight into the record's buffers there). Up to
-    /// `connections_per_peer` connections, and as many again while no connection reaches the
+    /// `connections_per_peer` connections, and as many again while fewer than that reach the
     /// wanted core (where a connection lands is the peer kernel's choice).
     async fn conn_for(&self, want: Option<u16>) -> Result<Rc<Conn>, String> {
         self.conns.borrow_mut().retain(|c| !c.dead.get());
@@ -254,7 +254,8 @@ impl PeerLink {
             let idle = conns.iter().filter(fits).find(|c| c.busy.get() == 0).cloned();
             let least_fit = conns.iter().filter(fits).min_by_key(|c| c.busy.get()).cloned();
             let least = conns.iter().min_by_key(|c| c.busy.get()).cloned();
-            let limit = if least_fit.is_none() { 2 * self.max_conns } else { self.max_conns };
+            let fitting = conns.iter().filter(fits).count();
+            let limit = if fitting < self.max_conns { 2 * self.max_conns } else { self.max_conns };
             (idle, least_fit, least, conns.len() + self.connecting.get() < limit)
         };
         match pick {
