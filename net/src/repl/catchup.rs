@@ -162,9 +162,15 @@ pub async fn run(shared: Arc<Shared>, shards: Shards, link: Rc<PeerLink>, peer: 
                             .increment(1);
                     }
                     Err(err) => {
-                        // (bounded: at most the entries of the window fail at once, and each
-                        // leaves the set when its copy succeeds or is found unnecessary)
-                        suspects.borrow_mut().insert(id);
+                        // Bounded: an entry leaves the set when its copy succeeds; entries
+                        // confirmed some other way would stay, so a set grown past a few
+                        // windows starts afresh (forgetting costs one more refused copy).
+                        let mut set = suspects.borrow_mut();
+                        if set.len() >= 4 * window {
+                            set.clear();
+                        }
+                        set.insert(id);
+                        drop(set);
                         s.backlog_release(peer, e.seq);
                         *failures.borrow_mut() = Some(err);
                     }
