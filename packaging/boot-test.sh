@@ -29,18 +29,9 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-base=${PODSTORE_DEBOOTSTRAP_CACHE:-$work/base}
-if [ ! -x "$base/usr/bin/systemctl" ]; then
-  echo "debootstrap: bookworm, minbase + systemd, into $base" >&2
-  debootstrap --variant=minbase --include=systemd,systemd-sysv,adduser bookworm "$base" \
-    http://deb.debian.org/debian >"$work/debootstrap.log" 2>&1 || { tail -20 "$work/debootstrap.log"; exit 1; }
-fi
-root="$work/root"
-cp -a "$base/." "$root/"
-cp "$deb" "$root/tmp/podstore.deb"
-mount -t proc proc "$root/proc"
-chroot "$root" dpkg -i /tmp/podstore.deb >"$work/dpkg.log" 2>&1 || { cat "$work/dpkg.log"; exit 1; }
-umount "$root/proc"
+. "$top/packaging/fresh-root.sh"
+fresh_root "$work" "$deb"
+umount "$root/proc"   # systemd-nspawn mounts its own
 mkdir -p "$root/srv/podstore/disk0"
 chroot "$root" chown podstore:podstore /srv/podstore/disk0
 cat > "$root/etc/podstore/podstore.toml" <<'TOML'
@@ -114,19 +105,18 @@ check_object() {
 }
 echo "booted: podstore.service active, READY=1 sent (status \"serving\"), serving data"
 
-pid1=$(prop MainPID)
-inside systemctl kill --kill-whom=main --signal=SIGKILL podstore.service
-wait_ready 1
-[ "$(prop MainPID)" != "$pid1" ] || fail "same main PID after SIGKILL"
-check_object "a SIGKILL"
+# $1 signal, $2 restarts expected after it, $3 what killed the node (for messages).
+expect_restart() {
+  local pid; pid=$(prop MainPID)
+  inside systemctl kill --kill-whom=main --signal="$1" podstore.service
+  wait_ready "$2"
+  [ "$(prop MainPID)" != "$pid" ] || fail "same main PID after $3"
+  check_object "$3"
+}
+expect_restart SIGKILL 1 "a SIGKILL"
 echo "SIGKILL: restarted (NRestarts 1), object intact"
-
-pid2=$(prop MainPID)
-inside systemctl kill --kill-whom=main --signal=SIGSTOP podstore.service
-wait_ready 2
-[ "$(prop MainPID)" != "$pid2" ] || fail "same main PID after the watchdog"
+expect_restart SIGSTOP 2 "the watchdog's kill"
 inside journalctl -u podstore --no-pager | grep -q "Watchdog timeout" || fail "no watchdog timeout in the journal"
-check_object "the watchdog's kill"
 echo "SIGSTOP: the watchdog killed the hung node and it restarted (NRestarts 2), object intact"
 
 inside systemctl stop podstore.service

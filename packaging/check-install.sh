@@ -14,20 +14,11 @@ deb=${1:-}
 if [ -z "$deb" ]; then deb=$("$top/packaging/build-deb.sh" | tail -1); fi
 work=$(mktemp -d /tmp/podstore-pkg.XXXXXX)
 trap 'umount "$work/root/proc" 2>/dev/null || true; rm -rf "$work"' EXIT
-base=${PODSTORE_DEBOOTSTRAP_CACHE:-$work/base}
-if [ ! -x "$base/usr/bin/systemctl" ]; then
-  echo "debootstrap: bookworm, minbase + systemd, into $base" >&2
-  debootstrap --variant=minbase --include=systemd,systemd-sysv,adduser bookworm "$base" \
-    http://deb.debian.org/debian >"$work/debootstrap.log" 2>&1 || { tail -20 "$work/debootstrap.log"; exit 1; }
-fi
-root="$work/root"
-cp -a "$base/." "$root/"
-cp "$deb" "$root/tmp/podstore.deb"
-mount -t proc proc "$root/proc"   # as on a running system (systemd-tmpfiles wants it)
+. "$top/packaging/fresh-root.sh"
+fresh_root "$work" "$deb"
 in_root() { chroot "$root" "$@"; }
 fail() { echo "check-install: $*" >&2; exit 1; }
 
-in_root dpkg -i /tmp/podstore.deb >"$work/dpkg.log" 2>&1 || { cat "$work/dpkg.log"; fail "dpkg -i failed"; }
 for f in /usr/bin/podstore /usr/bin/podstore-tune /etc/podstore/podstore.toml \
   /usr/lib/systemd/system/podstore.service /usr/lib/systemd/system/podstore-tune.service \
   /usr/lib/sysusers.d/podstore.conf /usr/lib/tmpfiles.d/podstore.conf /usr/lib/udev/rules.d/60-podstore.rules \

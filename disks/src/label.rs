@@ -21,6 +21,10 @@ use crate::Tier;
 
 /// Name of the label file at the root of a disk.
 pub const LABEL_FILE: &str = "podstore.label";
+
+/// The disk's measured profile in its directory: written by `podstore-tune measure`, read by
+/// the node at start.
+pub const PROFILE_FILE: &str = "podstore.disk-profile.toml";
 const MAGIC: &[u8; 8] = b"PODSTLBL";
 const VERSION: u32 = 1;
 /// Size of the label file.

@@ -737,17 +737,10 @@ impl<I: Io> Shard<I> {
             Opened::Reader(r) => Ok(Some(CopyItem::Put(r))),
             Opened::OtherKey => Ok(None),
             Opened::Bad(..) => {
-                // Damaged (or a bad transfer): the read a GET makes (twice, then quarantine).
+                // Damaged (or a bad transfer): one more checked read, as a GET makes, then
+                // quarantine.
                 self.counters.borrow_mut().checksum_errors += 1;
-                match self.open_reader(&key, loc).await? {
-                    Opened::Reader(r) => Ok(Some(CopyItem::Put(r))),
-                    Opened::OtherKey => Ok(None),
-                    Opened::Bad(_, seq) => {
-                        self.counters.borrow_mut().checksum_errors += 1;
-                        self.quarantine_read(&key, loc, seq);
-                        Ok(None)
-                    }
-                }
+                Ok(self.open_checked(&key, loc, 1).await?.ok().flatten().map(|r| CopyItem::Put(Box::new(r))))
             }
         }
     }
@@ -939,22 +932,35 @@ impl<I: Io> Shard<I> {
         if loc.is_tombstone() {
             return Ok(None);
         }
-        // A checksum failure is read a second time: a transient error (a bad transfer) is not
-        // a reason to quarantine; a second failure is.
+        match self.open_checked(key, loc, 2).await? {
+            Ok(r) => Ok(r),
+            Err(e) => Err(corrupt(self.id, loc.blob(), loc.offset(), e)),
+        }
+    }
+
+    /// A verified reader of `key`'s record at `loc` (None if the record is another key's),
+    /// read up to `attempts` times: a checksum failure may be a bad transfer, not damage;
+    /// after the last failure the record is quarantined and its error returned.
+    async fn open_checked(
+        self: &Rc<Self>,
+        key: &[u8],
+        loc: Loc,
+        attempts: u32,
+    ) -> Result<std::result::Result<Option<ObjectReader<I>>, FormatError>> {
         let mut last = None;
-        for _ in 0..2 {
+        for _ in 0..attempts {
             match self.open_reader(key, loc).await? {
-                Opened::Reader(r) => return Ok(Some(*r)),
-                Opened::OtherKey => return Ok(None),
+                Opened::Reader(r) => return Ok(Ok(Some(*r))),
+                Opened::OtherKey => return Ok(Ok(None)),
                 Opened::Bad(e, seq) => {
                     self.counters.borrow_mut().checksum_errors += 1;
                     last = Some((e, seq));
                 }
             }
         }
-        let (e, seq) = last.expect("two attempts");
+        let (e, seq) = last.expect("at least one attempt");
         self.quarantine_read(key, loc, seq);
-        Err(corrupt(self.id, loc.blob(), loc.offset(), e))
+        Ok(Err(e))
     }
 
     /// The metadata of a key's newest record (reads and verifies like `get`).

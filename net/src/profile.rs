@@ -4,8 +4,7 @@
 
 use std::path::Path;
 
-/// The profile's file name in a disk's directory (as `podstore_tuning::measure::PROFILE_FILE`).
-pub const PROFILE_FILE: &str = "podstore.disk-profile.toml";
+pub use podstore_disks::label::PROFILE_FILE;
 
 /// Reads in flight when a disk has no profile.
 pub const DEFAULT_QUEUE_DEPTH: usize = 256;

@@ -15,8 +15,7 @@ use std::time::{Duration, Instant};
 
 use podstore_disks::{probe_direct_io, CacheMode, Io, OpenMode, Uring, UringConfig};
 
-/// The name of the profile in a disk's directory.
-pub const PROFILE_FILE: &str = "podstore.disk-profile.toml";
+pub use podstore_disks::label::PROFILE_FILE;
 
 /// How much to measure.
 #[derive(Debug, Clone)]
@@ -27,12 +26,6 @@ pub struct Plan {
     pub seconds: f64,
     /// Queue depths tried.
     pub depths: Vec<usize>,
-}
-
-impl Default for Plan {
-    fn default() -> Self {
-        Plan { file_bytes: 1 << 30, seconds: 3.0, depths: vec![1, 4, 16, 64] }
-    }
 }
 
 /// One measurement at one queue depth.

@@ -252,17 +252,21 @@ impl PeerLink {
             let conns = self.conns.borrow();
             let fits = |c: &&Rc<Conn>| want.is_none() || c.core == want;
             let idle = conns.iter().filter(fits).find(|c| c.busy.get() == 0).cloned();
-            let least_fit = conns.iter().filter(fits).min_by_key(|c| c.busy.get()).cloned();
-            let least = conns.iter().min_by_key(|c| c.busy.get()).cloned();
+            // The least busy that fits, else the least busy of all.
+            let least = conns
+                .iter()
+                .filter(fits)
+                .min_by_key(|c| c.busy.get())
+                .or_else(|| conns.iter().min_by_key(|c| c.busy.get()))
+                .cloned();
             let fitting = conns.iter().filter(fits).count();
             let limit = if fitting < self.max_conns { 2 * self.max_conns } else { self.max_conns };
-            (idle, least_fit, least, conns.len() + self.connecting.get() < limit)
+            (idle, least, conns.len() + self.connecting.get() < limit)
         };
         match pick {
-            (Some(c), _, _, _) => Ok(c),
-            (None, _, _, true) => self.dial().await,
-            (None, Some(c), _, false) | (None, None, Some(c), false) => Ok(c),
-            (None, None, None, false) => self.dial().await,
+            (Some(c), _, _) => Ok(c),
+            (None, Some(c), false) => Ok(c),
+            (None, _, _) => self.dial().await,
         }
     }
 
