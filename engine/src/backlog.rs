@@ -81,6 +81,22 @@ impl Backlog {
         picked
     }
 
+    /// Compaction moved the record of entry `old_seq`: the entry now names the copy (a sender
+    /// holding the old entry finds it superseded; the copy is sent instead).
+    pub(crate) fn moved(&mut self, old_seq: u64, to: BacklogEntry) {
+        if let Some(e) = self.entries.remove(&old_seq) {
+            self.bytes -= e.record_len;
+            self.in_flight.remove(&old_seq);
+            self.add(BacklogEntry { created_ms: e.created_ms, ..to }, u64::MAX);
+        }
+    }
+
+    /// Whether the entry with this sequence is in the backlog (or may be: an overflowed
+    /// backlog no longer knows).
+    pub(crate) fn may_hold(&self, seq: u64) -> bool {
+        self.overflowed || self.entries.contains_key(&seq)
+    }
+
     pub(crate) fn release(&mut self, seq: u64) {
         self.in_flight.remove(&seq);
     }

@@ -50,6 +50,9 @@ pub(crate) struct BlobFile<I: Io> {
     /// No new reservations will come (a dedicated blob, or a regular one replaced as the open
     /// blob): once nothing is in flight, recovery need not scan it.
     pub(crate) sealed: Cell<bool>,
+    /// Sequence of the blob's first record, once read (records of a blob are in sequence
+    /// order): compaction drops a tombstone only when no blob may hold an older record.
+    pub(crate) first_seq: Cell<Option<u64>>,
 }
 
 impl<I: Io> BlobFile<I> {
@@ -63,6 +66,7 @@ impl<I: Io> BlobFile<I> {
             in_flight: RefCell::new(BTreeMap::new()),
             commit: GroupCommit::default(),
             sealed: Cell::new(dedicated),
+            first_seq: Cell::new(None),
         }
     }
 

@@ -34,6 +34,9 @@ pub enum Error {
     /// A shard's files are inconsistent in a way recovery can't settle alone.
     #[error("shard {shard} is damaged: {reason}")]
     Damaged { shard: u32, reason: String },
+    /// A background job was asked to stop.
+    #[error("stopped")]
+    Stopped,
     /// No shard can take the request.
     #[error("no shard available")]
     NoShard,

@@ -12,7 +12,9 @@
 
 pub mod backlog;
 mod blob;
+pub mod budget;
 pub mod checkpoint;
+pub mod compact;
 pub mod digest;
 mod error;
 mod group_commit;
@@ -21,6 +23,7 @@ pub mod placement;
 pub mod record;
 mod recovery;
 mod scan;
+pub mod scrub;
 mod shard;
 mod shard_set;
 pub mod version;

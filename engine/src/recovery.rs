@@ -371,7 +371,7 @@ impl<I: Io> Shard<I> {
     }
 
     /// Recomputes live and dead bytes from the index and the blob tails.
-    fn recount_bytes(&self) {
+    pub(crate) fn recount_bytes(&self) {
         let ix = self.index.borrow();
         let len_of = |l: Loc| l.record_len().unwrap_or(4 << 30);
         let live: u64 = ix

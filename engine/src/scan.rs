@@ -13,6 +13,7 @@ use std::task::{Context, Poll, Waker};
 
 use podstore_disks::{AlignedBuf, Io};
 
+use crate::budget::{IoBudget, JobCtl};
 use crate::record::{DataSums, Footer, Header, BLOCK, HEADER_BYTES};
 use crate::{Error, Result};
 
@@ -44,6 +45,8 @@ pub(crate) struct BlobScan {
     pub(crate) end_valid: u64,
     /// Bytes read.
     pub(crate) bytes_read: u64,
+    /// Valid records found (kept in `found` or not).
+    pub(crate) records: u64,
 }
 
 struct Window {
@@ -68,6 +71,15 @@ impl Window {
 
 type ReadFuture<'a> = Pin<Box<dyn Future<Output = (podstore_disks::Result<()>, AlignedBuf)> + 'a>>;
 
+/// How a background scan (scrub) goes: under the disk's budget and its own pace, stopping or
+/// pausing between windows, counting what it read.
+#[derive(Clone, Copy)]
+pub(crate) struct Pace<'a> {
+    pub(crate) budgets: [&'a IoBudget; 2],
+    pub(crate) ctl: &'a JobCtl,
+    pub(crate) done: &'a std::cell::Cell<u64>,
+}
+
 /// Reads a blob sequentially through windows of `window_bytes`, with the next window's read
 /// already in flight while the current one is checked (read-ahead), so the disk streams while
 /// the CPU verifies checksums.
@@ -81,25 +93,60 @@ pub(crate) struct Scanner<'a, I: Io> {
     spare: Option<AlignedBuf>,
     window_bytes: usize,
     pub(crate) bytes_read: u64,
+    pace: Option<Pace<'a>>,
+    /// Keep valid records in the result (recovery, iteration); a scrub wants only the bad.
+    keep_valid: bool,
 }
 
 impl<'a, I: Io> Scanner<'a, I> {
     pub(crate) fn new(io: &'a I, file: &'a I::File, shard: u32, size: u64, window_bytes: usize) -> Self {
-        Scanner { io, file, shard, size, win: None, ahead: None, spare: None, window_bytes, bytes_read: 0 }
+        Scanner {
+            io,
+            file,
+            shard,
+            size,
+            win: None,
+            ahead: None,
+            spare: None,
+            window_bytes,
+            bytes_read: 0,
+            pace: None,
+            keep_valid: true,
+        }
+    }
+
+    /// A paced scan that keeps only what is not a valid record.
+    pub(crate) fn paced(mut self, pace: Pace<'a>) -> Self {
+        self.pace = Some(pace);
+        self.keep_valid = false;
+        self
     }
 
     fn read(&mut self, start: u64) -> ReadFuture<'a> {
         let mut buf = self.spare.take().unwrap_or_else(|| AlignedBuf::new(self.window_bytes));
         let len = (self.size.saturating_sub(start)).min(self.window_bytes as u64);
         buf.set_len(podstore_disks::align_up(len) as usize);
-        let (io, file) = (self.io, self.file);
-        Box::pin(async move { io.read_at(file, start, buf).await })
+        let (io, file, pace) = (self.io, self.file, self.pace);
+        Box::pin(async move {
+            if let Some(p) = pace {
+                for b in p.budgets {
+                    b.take(buf.len() as u64).await;
+                }
+                p.done.set(p.done.get() + buf.len() as u64);
+            }
+            io.read_at(file, start, buf).await
+        })
     }
 
     /// Makes the window holding `pos` current; returns whether `[pos, pos+n)` is in it.
     async fn ensure(&mut self, pos: u64, n: u64) -> Result<bool> {
         if self.win.as_ref().is_some_and(|w| w.covers(pos, n)) {
             return Ok(true);
+        }
+        if let Some(p) = self.pace {
+            if !p.ctl.proceed().await {
+                return Err(Error::Stopped);
+            }
         }
         if let Some(old) = self.win.take() {
             self.spare = Some(old.buf);
@@ -206,7 +253,10 @@ impl<'a, I: Io> Scanner<'a, I> {
                     let len = h.record_len;
                     match self.check_body(pos, &h).await? {
                         Body::Ok(digest) => {
-                            out.found.push(Found::Record { offset: pos, header: h, key, digest });
+                            if self.keep_valid {
+                                out.found.push(Found::Record { offset: pos, header: h, key, digest });
+                            }
+                            out.records += 1;
                             out.end_valid = pos + len;
                         }
                         Body::Incomplete => out.found.push(Found::Incomplete { header: h, key }),

@@ -74,6 +74,10 @@ pub struct ShardConfig {
     /// Most entries of one peer's backlog on one shard; past it the backlog is dropped and the
     /// peer needs anti-entropy.
     pub backlog_records_max: u64,
+    /// A tombstone younger than this (by its version's clock) is kept by compaction: longer
+    /// than any outage of a peer the replica set tolerates, so an old copy arriving late never
+    /// resurrects a deleted object.
+    pub tombstone_horizon_ms: u64,
 }
 
 impl Default for ShardConfig {
@@ -95,6 +99,7 @@ impl Default for ShardConfig {
             clock: std::sync::Arc::new(crate::Clock::default()),
             peers: Vec::new(),
             backlog_records_max: 10_000_000,
+            tombstone_horizon_ms: 30 * 86_400_000,
         }
     }
 }
@@ -245,15 +250,39 @@ pub struct Shard<I: Io> {
     pub(crate) backlogs: RefCell<Vec<Backlog>>,
     /// Bucket digests of the current keys (digest.rs), kept when the shard has peers.
     pub(crate) digests: RefCell<Vec<u64>>,
+    /// Woken when a checkpoint ends (compaction waits for one that no longer names a blob).
+    pub(crate) checkpoint_done: Notify,
+    /// Compaction (compact.rs): its control and progress.
+    pub(crate) compact_ctl: crate::budget::JobCtl,
+    pub(crate) compact_stats: RefCell<crate::compact::CompactStats>,
+    /// Blobs compaction removed from the table whose files are still to be removed.
+    pub(crate) removals: RefCell<Vec<(u32, bool)>>,
+    /// Scrub (scrub.rs): its control, progress and persisted position.
+    pub(crate) scrub_ctl: crate::budget::JobCtl,
+    pub(crate) scrub_stats: RefCell<crate::scrub::ScrubStats>,
+    pub(crate) scrub_done: Cell<u64>,
 }
 
 /// A key's previous state, when known: (version, tombstone).
 pub(crate) type Held = Option<(Version, bool)>;
 
+/// What a writer needs besides the record's shape: the slots and lock it holds, the index
+/// slot, the key's previous state, the version and creation time it writes, and (for a move by
+/// compaction) the record it copies.
+pub(crate) struct WriterStart<I: Io> {
+    pub(crate) permit: OwnedSemaphorePermit,
+    pub(crate) lock: KeyLock<I>,
+    pub(crate) slot: Slot,
+    pub(crate) held: Held,
+    pub(crate) version: Version,
+    pub(crate) created_ms: u64,
+    pub(crate) moved_from: Option<(Loc, u64)>,
+}
+
 /// `ENOSPC` on Linux.
 const ENOSPC: i32 = 28;
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -271,7 +300,7 @@ pub fn validate(key: &[u8], content_type: &str) -> Result<()> {
     Ok(())
 }
 
-struct KeyLock<I: Io> {
+pub(crate) struct KeyLock<I: Io> {
     shard: Rc<Shard<I>>,
     fp: u64,
 }
@@ -312,6 +341,13 @@ impl<I: Io> Shard<I> {
             quarantine: RefCell::new(Vec::new()),
             quarantined_keys: RefCell::new(HashMap::new()),
             counters: RefCell::new(Counters::default()),
+            checkpoint_done: Notify::new(),
+            compact_ctl: Default::default(),
+            compact_stats: Default::default(),
+            removals: Default::default(),
+            scrub_ctl: Default::default(),
+            scrub_stats: Default::default(),
+            scrub_done: Cell::new(0),
         }
     }
 
@@ -359,7 +395,7 @@ impl<I: Io> Shard<I> {
         }
     }
 
-    async fn lock_key(self: &Rc<Self>, fp: u64) -> KeyLock<I> {
+    pub(crate) async fn lock_key(self: &Rc<Self>, fp: u64) -> KeyLock<I> {
         loop {
             let notified = self.key_unlocked.notified();
             if self.key_locks.borrow_mut().insert(fp) {
@@ -369,7 +405,7 @@ impl<I: Io> Shard<I> {
         }
     }
 
-    async fn write_slot(&self) -> OwnedSemaphorePermit {
+    pub(crate) async fn write_slot(&self) -> OwnedSemaphorePermit {
         self.write_slots.clone().acquire_owned().await.expect("the semaphore is never closed")
     }
 
@@ -378,7 +414,7 @@ impl<I: Io> Shard<I> {
     }
 
     /// A read of object data, within the disk's read limit (`reads_in_flight_max`).
-    async fn read_limited(
+    pub(crate) async fn read_limited(
         &self,
         file: &I::File,
         offset: u64,
@@ -542,6 +578,18 @@ impl<I: Io> Shard<I> {
         let (Some(version), held) = self.stamp(stamp, key, old, known).await? else {
             return Ok(None);
         };
+        let w = WriterStart { permit, lock, slot, held, version, created_ms: now_ms(), moved_from: None };
+        self.start_writer(key, content_type, object_len, w).await.map(Some)
+    }
+
+    /// Reserves a record and starts its writer (a PUT, or a move by compaction).
+    pub(crate) async fn start_writer(
+        self: &Rc<Self>,
+        key: &[u8],
+        content_type: &str,
+        object_len: u64,
+        w: WriterStart<I>,
+    ) -> Result<PutWriter<I>> {
         let rec_len = record::record_len(key.len(), content_type.len(), object_len);
         let (blob, offset, seq) = self.reserve(rec_len, false).await?;
         let header = Header {
@@ -550,34 +598,35 @@ impl<I: Io> Shard<I> {
             blob_id: blob.id,
             offset,
             seq,
-            created_ms: now_ms(),
+            created_ms: w.created_ms,
             object_len,
             record_len: rec_len,
             key_len: key.len() as u16,
             content_type_len: content_type.len() as u8,
-            version,
+            version: w.version,
         };
         let mut buf = self.io.alloc_buf(self.cfg.write_buf_bytes).await;
         buf.clear();
         let ds = header.data_start() as usize;
         buf.set_len(ds);
         header.encode(key, content_type.as_bytes(), buf.as_mut_slice());
-        Ok(Some(PutWriter {
+        Ok(PutWriter {
             shard: self.clone(),
-            _permit: permit,
-            _lock: lock,
+            _permit: w.permit,
+            _lock: w.lock,
             blob,
             header,
             key: key.to_vec(),
-            fp,
-            slot,
-            held,
+            fp: self.fp(key),
+            slot: w.slot,
+            held: w.held,
+            moved_from: w.moved_from,
             buf: Some(buf),
             written: 0,
             sums: DataSums::new(),
             finished: false,
             broken: false,
-        }))
+        })
     }
 
     /// The version a write gets: a new stamp for a local write; for a copy, its own stamp if
@@ -845,6 +894,23 @@ impl<I: Io> Shard<I> {
         let (Some(version), held) = self.stamp(stamp, key, old, known).await? else {
             return Ok(DeleteDone { existed, version: None, seq: None });
         };
+        let header = self.write_tombstone(key, version, now_ms()).await?;
+        let rec_len = header.record_len;
+        self.commit_index(slot, fp, key, Loc::new(header.blob_id, header.offset, rec_len, true), rec_len);
+        self.digest_apply(key, held, Some((version, true)));
+        self.backlog_add(&header);
+        self.counters.borrow_mut().deletes += 1;
+        Ok(DeleteDone { existed, version: Some(version), seq: Some(header.seq) })
+    }
+
+    /// Writes a durable tombstone record (the caller holds the key's lock and changes the
+    /// index); returns its header.
+    pub(crate) async fn write_tombstone(
+        &self,
+        key: &[u8],
+        version: Version,
+        created_ms: u64,
+    ) -> Result<Header> {
         let rec_len = record::record_len(key.len(), 0, 0);
         let (blob, offset, seq) = self.reserve(rec_len, true).await?;
         let header = Header {
@@ -853,7 +919,7 @@ impl<I: Io> Shard<I> {
             blob_id: blob.id,
             offset,
             seq,
-            created_ms: now_ms(),
+            created_ms,
             object_len: 0,
             record_len: rec_len,
             key_len: key.len() as u16,
@@ -870,11 +936,7 @@ impl<I: Io> Shard<I> {
         let r = self.write_and_commit(&blob, offset, buf).await;
         blob.in_flight.borrow_mut().remove(&offset);
         r?;
-        self.commit_index(slot, fp, key, Loc::new(blob.id, offset, rec_len, true), rec_len);
-        self.digest_apply(key, held, Some((version, true)));
-        self.backlog_add(&header);
-        self.counters.borrow_mut().deletes += 1;
-        Ok(DeleteDone { existed, version: Some(version), seq: Some(seq) })
+        Ok(header)
     }
 
     /// Writes a buffer, fencing on failure.
@@ -924,24 +986,34 @@ impl<I: Io> Shard<I> {
             return Err(Error::Quarantined { shard: self.id });
         }
         let fp = self.fp(key);
-        let loc = {
-            let ix = self.index.borrow();
-            ix.overflow_get(key).or_else(|| ix.main_get(fp))
-        };
-        let Some(loc) = loc else { return Ok(None) };
-        if loc.is_tombstone() {
-            return Ok(None);
-        }
-        match self.open_checked(key, loc, 2).await? {
-            Ok(r) => Ok(r),
-            Err(e) => Err(corrupt(self.id, loc.blob(), loc.offset(), e)),
+        let mut again = true;
+        loop {
+            let loc = {
+                let ix = self.index.borrow();
+                ix.overflow_get(key).or_else(|| ix.main_get(fp))
+            };
+            let Some(loc) = loc else { return Ok(None) };
+            if loc.is_tombstone() {
+                return Ok(None);
+            }
+            return match self.open_checked(key, loc, 2).await {
+                // Compaction moved the record and removed its blob between the lookup and the
+                // read: look again.
+                Err(Error::Damaged { .. }) if again && self.blob(loc.blob()).is_none() => {
+                    again = false;
+                    continue;
+                }
+                Err(e) => Err(e),
+                Ok(Ok(r)) => Ok(r),
+                Ok(Err(e)) => Err(corrupt(self.id, loc.blob(), loc.offset(), e)),
+            };
         }
     }
 
     /// A verified reader of `key`'s record at `loc` (None if the record is another key's),
     /// read up to `attempts` times: a checksum failure may be a bad transfer, not damage;
     /// after the last failure the record is quarantined and its error returned.
-    async fn open_checked(
+    pub(crate) async fn open_checked(
         self: &Rc<Self>,
         key: &[u8],
         loc: Loc,
@@ -968,7 +1040,7 @@ impl<I: Io> Shard<I> {
         Ok(self.get(key).await?.map(|r| r.meta))
     }
 
-    fn quarantine_read(&self, key: &[u8], loc: Loc, seq: u64) {
+    pub(crate) fn quarantine_read(&self, key: &[u8], loc: Loc, seq: u64) {
         tracing::warn!(
             "shard {}: record at blob {} offset {} failed its checksums twice; quarantined",
             self.id,
@@ -986,7 +1058,7 @@ impl<I: Io> Shard<I> {
         });
     }
 
-    async fn open_reader(self: &Rc<Self>, key: &[u8], loc: Loc) -> Result<Opened<I>> {
+    pub(crate) async fn open_reader(self: &Rc<Self>, key: &[u8], loc: Loc) -> Result<Opened<I>> {
         let Some((blob, buf, whole)) = self.first_read(loc).await? else {
             return Err(Error::Damaged {
                 shard: self.id,
@@ -1142,6 +1214,7 @@ impl<I: Io> Shard<I> {
         }
         let r = self.write_checkpoint().await;
         self.checkpointing.set(false);
+        self.checkpoint_done.notify_waiters();
         r.map(Some)
     }
 
@@ -1240,7 +1313,7 @@ impl<I: Io> Shard<I> {
     }
 }
 
-enum Opened<I: Io> {
+pub(crate) enum Opened<I: Io> {
     Reader(Box<ObjectReader<I>>),
     /// The fingerprint's record belongs to another key (a collision): this key is absent.
     OtherKey,
@@ -1314,6 +1387,8 @@ pub struct PutWriter<I: Io> {
     slot: Slot,
     /// What the key held before (version, tombstone), when known: its digest is replaced.
     held: Held,
+    /// A move by compaction: the record this one copies (location, sequence).
+    moved_from: Option<(Loc, u64)>,
     buf: Option<AlignedBuf>,
     written: u64,
     sums: DataSums,
@@ -1441,6 +1516,15 @@ impl<I: Io> PutWriter<I> {
         self.blob.in_flight.borrow_mut().remove(&self.header.offset);
         self.finished = true;
         let loc = Loc::new(self.blob.id, self.header.offset, self.header.record_len, false);
+        if let Some((from, old_seq)) = self.moved_from {
+            self.shard.switch_moved(self.slot, self.fp, &self.key, from, old_seq, &self.header);
+            return Ok(PutDone {
+                seq: self.header.seq,
+                version: self.header.version,
+                digest: footer.digest,
+                record_len: self.header.record_len,
+            });
+        }
         self.shard.commit_index(self.slot, self.fp, &self.key, loc, self.header.record_len);
         self.shard.digest_apply(&self.key, self.held, Some((self.header.version, false)));
         self.shard.backlog_add(&self.header);

@@ -222,7 +222,7 @@ fn engine_error(e: podstore_engine::Error) -> ApiError {
         E::Fenced { .. } => {
             err(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the disk holding this object is read-only")
         }
-        E::Disk { .. } | E::Damaged { .. } => {
+        E::Disk { .. } | E::Damaged { .. } | E::Stopped => {
             err(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "disk error")
         }
     }

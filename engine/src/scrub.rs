@@ -1,0 +1,317 @@
+//! Scrub: continuous verification of every record on a disk, so damage is found and repaired
+//! from a peer before a reader (or the last other copy) needs it.
+//!
+//! A pass reads every blob sequentially (the recovery scanner: headers, footers, every chunk's
+//! CRC32C and the whole object's XXH3-128), under the disk's background budget and its own pace
+//! (the caller sets it so a pass spans the configured period: bytes on the disk / period). Only
+//! the committed part of a blob is read (below its tail and its lowest in-flight reservation),
+//! so a record being written is never mistaken for damage. A damaged record the index points to
+//! is quarantined under its key (GETs answer from a peer and repair it; the node's repair loop
+//! asks peers for every quarantined key); a damaged block where the index expects a record's
+//! header is quarantined as a region.
+//!
+//! The pass's place (the next blob) and the end of the last full pass are kept in
+//! `scrub.state` beside the blobs (written like a checkpoint: temporary file, fdatasync,
+//! rename), so a restart resumes the pass instead of starting a 30-day pass over.
+
+use std::rc::Rc;
+
+use podstore_disks::{AlignedBuf, Io, OpenMode};
+
+use crate::budget::IoBudget;
+use crate::checkpoint::{QuarantineReason, Quarantined};
+use crate::index::Loc;
+use crate::record::BLOCK;
+use crate::scan::{Found, Pace, Scanner};
+use crate::shard::{now_ms, Shard};
+use crate::{Error, Result};
+
+/// File name of the scrub state.
+pub const STATE_FILE: &str = "scrub.state";
+const STATE_MAGIC: &str = "podstore scrub state 1\n";
+
+/// Scrub's progress and totals on one shard.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScrubStats {
+    /// Full passes ended (persisted).
+    pub passes: u64,
+    /// When the last full pass ended, ms since the epoch (0: never; persisted).
+    pub last_pass_end_ms: u64,
+    /// When the current pass started (0: none in progress; persisted).
+    pub pass_started_ms: u64,
+    /// The blob the current pass is at (persisted: a restart resumes there).
+    pub next_blob: u32,
+    /// Bytes of the current pass read so far (this process), and the bytes it covers.
+    pub pass_bytes_done: u64,
+    pub pass_bytes_total: u64,
+    pub records_checked: u64,
+    /// Damaged records and regions found (and quarantined).
+    pub bad_records: u64,
+    pub bad_regions: u64,
+    /// Blobs a pass could not read (disk errors).
+    pub read_errors: u64,
+    pub last_error: Option<String>,
+    /// The persisted part was loaded.
+    pub(crate) loaded: bool,
+}
+
+/// How a scrub pass ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScrubEnd {
+    /// Every blob was read.
+    Complete,
+    /// Stopped on request; the next pass resumes where this one stopped.
+    Stopped,
+}
+
+impl ScrubStats {
+    fn encode(&self) -> String {
+        let body = format!(
+            "{STATE_MAGIC}passes={}\nlast_pass_end_ms={}\npass_started_ms={}\nnext_blob={}\n",
+            self.passes, self.last_pass_end_ms, self.pass_started_ms, self.next_blob
+        );
+        format!("{body}crc={:08x}\n", crc32c::crc32c(body.as_bytes()))
+    }
+
+    /// Decodes a state file (None if it fails its checks).
+    fn decode(b: &[u8]) -> Option<ScrubStats> {
+        let end = b.iter().position(|&x| x == 0).unwrap_or(b.len());
+        let text = std::str::from_utf8(&b[..end]).ok()?;
+        let at = text.find("crc=")?;
+        let (body, crc) = text.split_at(at);
+        let crc = u32::from_str_radix(crc.strip_prefix("crc=")?.trim_end(), 16).ok()?;
+        if crc32c::crc32c(body.as_bytes()) != crc || !body.starts_with(STATE_MAGIC) {
+            return None;
+        }
+        let mut st = ScrubStats { loaded: true, ..Default::default() };
+        for line in body[STATE_MAGIC.len()..].lines() {
+            let (k, v) = line.split_once('=')?;
+            match k {
+                "passes" => st.passes = v.parse().ok()?,
+                "last_pass_end_ms" => st.last_pass_end_ms = v.parse().ok()?,
+                "pass_started_ms" => st.pass_started_ms = v.parse().ok()?,
+                "next_blob" => st.next_blob = v.parse().ok()?,
+                _ => return None,
+            }
+        }
+        Some(st)
+    }
+}
+
+impl<I: Io> Shard<I> {
+    /// The scrub job's control (pause, resume, stop).
+    pub fn scrub_ctl(&self) -> &crate::budget::JobCtl {
+        &self.scrub_ctl
+    }
+
+    /// Scrub's progress and totals (loads the persisted state on first use).
+    pub async fn scrub_stats(&self) -> ScrubStats {
+        self.load_scrub_state().await;
+        let mut st = self.scrub_stats.borrow().clone();
+        st.pass_bytes_done = self.scrub_done.get();
+        st
+    }
+
+    async fn load_scrub_state(&self) {
+        if self.scrub_stats.borrow().loaded {
+            return;
+        }
+        let read = async {
+            let file = self.io.open(&self.dir.join(STATE_FILE), OpenMode::ReadOnly).await.ok()?;
+            let mut buf = AlignedBuf::new(BLOCK as usize);
+            buf.set_len(BLOCK as usize);
+            let (r, buf) = self.io.read_at(&file, 0, buf).await;
+            r.ok()?;
+            ScrubStats::decode(&buf)
+        };
+        let found = read.await;
+        let mut st = self.scrub_stats.borrow_mut();
+        if let Some(f) = found {
+            st.passes = f.passes;
+            st.last_pass_end_ms = f.last_pass_end_ms;
+            st.pass_started_ms = f.pass_started_ms;
+            st.next_blob = f.next_blob;
+        }
+        st.loaded = true;
+    }
+
+    /// Saves the persisted part of the state (best effort: a lost state only repeats work).
+    async fn save_scrub_state(&self) {
+        if self.cfg.read_only {
+            return;
+        }
+        let text = self.scrub_stats.borrow().encode();
+        let tmp = self.dir.join(format!("{STATE_FILE}.tmp"));
+        let path = self.dir.join(STATE_FILE);
+        let r: podstore_disks::Result<()> = async {
+            let _ = self.io.remove(&tmp).await;
+            let file = self.io.open(&tmp, OpenMode::CreateNew).await?;
+            self.io.allocate(&file, BLOCK).await?;
+            let mut buf = self.io.alloc_buf(BLOCK as usize).await;
+            buf.clear();
+            buf.extend_from(text.as_bytes());
+            buf.pad_to_alignment();
+            let (r, _) = self.io.write_at(&file, 0, buf).await;
+            r?;
+            self.io.sync_data(&file).await?;
+            self.io.rename(&tmp, &path).await?;
+            self.io.sync_dir(&self.dir).await
+        }
+        .await;
+        if let Err(e) = r {
+            if !matches!(e, podstore_disks::Error::Crashed) {
+                tracing::warn!("shard {}: scrub state not saved: {e}", self.id);
+            }
+        }
+    }
+
+    /// Runs (or resumes) a scrub pass to its end, reading under `budget` (the disk's) and `pace`
+    /// (the pass's own rate; change it with [`IoBudget::set_rate`] while the pass runs). None
+    /// if a pass is already running.
+    pub async fn scrub(self: &Rc<Self>, budget: &IoBudget, pace: &IoBudget) -> Result<Option<ScrubEnd>> {
+        if !self.scrub_ctl.begin() {
+            return Ok(None);
+        }
+        let r = self.scrub_pass(budget, pace).await;
+        self.scrub_ctl.end();
+        if let Err(e) = &r {
+            if !e.is_crash() {
+                self.scrub_stats.borrow_mut().last_error = Some(e.to_string());
+            }
+        }
+        r.map(Some)
+    }
+
+    async fn scrub_pass(self: &Rc<Self>, budget: &IoBudget, pace: &IoBudget) -> Result<ScrubEnd> {
+        self.load_scrub_state().await;
+        let used = |b: &crate::blob::BlobFile<I>| if b.dedicated { b.size_bytes } else { b.tail.get() };
+        {
+            let mut st = self.scrub_stats.borrow_mut();
+            if st.pass_started_ms == 0 {
+                st.pass_started_ms = now_ms();
+                st.next_blob = 0;
+            }
+            st.pass_bytes_total = self.blobs.borrow().values().map(|b| used(b)).sum();
+        }
+        self.scrub_done.set(0);
+        loop {
+            let next = self.scrub_stats.borrow().next_blob;
+            let Some(blob) = self.blobs.borrow().range(next..).next().map(|(_, b)| b.clone()) else {
+                break;
+            };
+            // The committed part only: below the tail and the lowest reservation in flight.
+            let limit = blob.in_flight.borrow().keys().next().copied().unwrap_or(u64::MAX).min(used(&blob));
+            let pace_of = Pace { budgets: [budget, pace], ctl: &self.scrub_ctl, done: &self.scrub_done };
+            let scanner = Scanner::new(&self.io, &blob.file, self.id, limit, self.cfg.scan_window_bytes);
+            match scanner.paced(pace_of).scan(blob.id, 0).await {
+                Err(Error::Stopped) => {
+                    self.save_scrub_state().await;
+                    return Ok(ScrubEnd::Stopped);
+                }
+                Err(e) if e.is_crash() => return Err(e),
+                Err(e) => {
+                    self.counters.borrow_mut().io_errors += 1;
+                    let mut st = self.scrub_stats.borrow_mut();
+                    st.read_errors += 1;
+                    st.last_error = Some(e.to_string());
+                }
+                Ok(scan) => {
+                    self.scrub_stats.borrow_mut().records_checked += scan.records;
+                    for f in scan.found {
+                        self.scrub_judge(blob.id, f);
+                    }
+                }
+            }
+            self.scrub_stats.borrow_mut().next_blob = blob.id + 1;
+            self.save_scrub_state().await;
+        }
+        {
+            let mut st = self.scrub_stats.borrow_mut();
+            st.passes += 1;
+            st.last_pass_end_ms = now_ms();
+            st.pass_started_ms = 0;
+            st.next_blob = 0;
+        }
+        self.save_scrub_state().await;
+        Ok(ScrubEnd::Complete)
+    }
+
+    /// Quarantines what a scan found damaged, if the index points to it.
+    fn scrub_judge(&self, bid: u32, f: Found) {
+        let (offset, key, seq) = match f {
+            Found::Record { .. } => return,
+            Found::BadBody { offset, header, key } => (offset, Some(key), header.seq),
+            Found::Incomplete { header, key } => (header.offset, Some(key), header.seq),
+            Found::Garbage { offset } => (offset, None, 0),
+        };
+        let points_here = |l: Loc| l.blob() == bid && l.offset() == offset;
+        match key {
+            Some(key) => {
+                let now = {
+                    let ix = self.index.borrow();
+                    ix.overflow_get(&key).or_else(|| ix.main_get(self.fp(&key)))
+                };
+                let Some(loc) = now.filter(|l| points_here(*l)) else { return };
+                if self.quarantined_keys.borrow().contains_key(&key[..]) {
+                    return;
+                }
+                self.counters.borrow_mut().checksum_errors += 1;
+                self.scrub_stats.borrow_mut().bad_records += 1;
+                self.quarantine_read(&key, loc, seq);
+            }
+            None => {
+                let hit = {
+                    let ix = self.index.borrow();
+                    let found = ix
+                        .main_entries()
+                        .map(|(_, l)| l)
+                        .chain(ix.overflow_entries().map(|(_, l)| l))
+                        .find(|l| points_here(*l));
+                    found
+                };
+                let Some(loc) = hit else { return };
+                if self.quarantine.borrow().iter().any(|q| q.blob == bid && q.offset == offset) {
+                    return;
+                }
+                tracing::warn!("shard {}: scrub found blob {bid} offset {offset} unreadable where a record should be; quarantined", self.id);
+                self.counters.borrow_mut().checksum_errors += 1;
+                self.scrub_stats.borrow_mut().bad_regions += 1;
+                self.quarantine.borrow_mut().push(Quarantined {
+                    blob: bid,
+                    offset,
+                    len_bytes: loc.record_len().unwrap_or(BLOCK),
+                    seq: 0,
+                    key: None,
+                    reason: QuarantineReason::BadRegion,
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_state_round_trips_and_rejects_damage() {
+        let st = ScrubStats {
+            passes: 3,
+            last_pass_end_ms: 17,
+            pass_started_ms: 99,
+            next_blob: 12,
+            ..Default::default()
+        };
+        let mut b = st.encode().into_bytes();
+        b.resize(4096, 0);
+        let back = ScrubStats::decode(&b).expect("decodes");
+        assert_eq!(
+            (back.passes, back.last_pass_end_ms, back.pass_started_ms, back.next_blob),
+            (3, 17, 99, 12)
+        );
+        let at = b.iter().position(|&x| x == b'9').expect("a digit");
+        b[at] = b'8';
+        assert_eq!(ScrubStats::decode(&b), None, "a changed byte fails the CRC");
+        assert_eq!(ScrubStats::decode(&[0u8; 4096]), None);
+    }
+}

@@ -1,0 +1,309 @@
+//! Compaction and scrub on the simulated disk: what they reclaim, what they keep, what they find,
+//! and what survives a restart. (The seeded simulation in sim.rs runs both under crashes and
+//! faults; these tests pin down the cases a random workload reaches rarely.)
+
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use podstore_disks::{Io, SimDisk, SimFaults};
+use podstore_engine::budget::IoBudget;
+use podstore_engine::scrub::ScrubEnd;
+use podstore_engine::{Clock, Error, Shard, ShardConfig, Stamp};
+
+const DIR: &str = "/d";
+
+fn cfg(horizon_ms: u64) -> ShardConfig {
+    ShardConfig {
+        blob_size_bytes: 64 << 10,
+        write_buf_bytes: 16 << 10,
+        scan_window_bytes: 16 << 10,
+        object_size_max_bytes: 1 << 20,
+        tombstone_reserve_bytes: 8 << 10,
+        tombstone_horizon_ms: horizon_ms,
+        clock: Arc::new(Clock::new(1)),
+        ..ShardConfig::default()
+    }
+}
+
+fn run<F: std::future::Future<Output = ()>>(f: F) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
+    tokio::task::LocalSet::new().block_on(&rt, f);
+}
+
+fn value(key: usize, gen: usize) -> Vec<u8> {
+    (0..3000 + key * 7).map(|i| (i * 31 + key * 7 + gen * 13) as u8).collect()
+}
+
+async fn read(shard: &Rc<Shard<SimDisk>>, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+    match shard.get(key).await? {
+        Some(mut r) => r.read_all().await.map(Some),
+        None => Ok(None),
+    }
+}
+
+async fn open(disk: &SimDisk, c: ShardConfig) -> Rc<Shard<SimDisk>> {
+    Shard::open(disk.clone(), c, Path::new(DIR), 0).await.expect("open").0
+}
+
+fn key(i: usize) -> Vec<u8> {
+    format!("photos/{i:04}").into_bytes()
+}
+
+#[test]
+fn compaction_reclaims_dead_space_and_keeps_every_live_object() {
+    run(async {
+        let disk = SimDisk::new(7, SimFaults::default());
+        let shard = open(&disk, cfg(u64::MAX)).await;
+        let n = 80;
+        let mut want: Vec<Option<Vec<u8>>> = (0..n).map(|i| Some(value(i, 0))).collect();
+        for i in 0..n {
+            shard.put_bytes(&key(i), "image/jpeg", &value(i, 0)).await.expect("put");
+        }
+        // Two thirds overwritten, a sixth deleted: the early blobs are mostly dead.
+        for i in (0..n).filter(|i| i % 3 != 0) {
+            shard.put_bytes(&key(i), "image/jpeg", &value(i, 1)).await.expect("overwrite");
+            want[i] = Some(value(i, 1));
+        }
+        for i in (0..n).filter(|i| i % 6 == 3) {
+            assert!(shard.delete(&key(i)).await.expect("delete"));
+            want[i] = None;
+        }
+        let before = shard.stats();
+        let candidates = shard.compaction_candidates(0.5);
+        assert!(candidates.len() >= 3, "dead blobs to compact: {candidates:?} of {:?}", shard.blob_usage());
+        let removed = shard.compact(0.5, &IoBudget::new(0)).await.expect("compact").expect("not running");
+        let after = shard.stats();
+        let st = shard.compact_stats();
+        assert!(removed >= 3 && st.blobs_compacted == removed, "{st:?}");
+        assert!(after.blob_bytes < before.blob_bytes, "{} -> {}", before.blob_bytes, after.blob_bytes);
+        assert_eq!(st.bytes_reclaimed, removed * (64 << 10), "whole blob files removed");
+        assert!(st.records_moved > 0 && st.tombstones_dropped == 0, "{st:?}");
+        assert!(
+            shard.blob_usage().iter().all(|u| !u.sealed || u.dead_ratio() < 0.5),
+            "{:?}",
+            shard.blob_usage()
+        );
+        for (i, w) in want.iter().enumerate() {
+            assert_eq!(read(&shard, &key(i)).await.expect("read").as_ref(), w.as_ref(), "key {i}");
+        }
+        // The disk holds exactly the blobs the shard knows (and its checkpoint).
+        let names = disk.list_dir(Path::new(DIR)).await.expect("list");
+        let blobs = names.iter().filter(|n| n.starts_with("blob-")).count() as u64;
+        assert_eq!(blobs, shard.stats().blobs, "{names:?}");
+        // After a crash, recovery finds the same objects.
+        drop(shard);
+        disk.crash();
+        let shard = open(&disk, cfg(u64::MAX)).await;
+        for (i, w) in want.iter().enumerate() {
+            assert_eq!(
+                read(&shard, &key(i)).await.expect("read").as_ref(),
+                w.as_ref(),
+                "key {i} after restart"
+            );
+        }
+        assert_eq!(shard.stats().objects as usize, want.iter().filter(|w| w.is_some()).count());
+    });
+}
+
+#[test]
+fn a_dropped_tombstone_never_lets_an_older_record_back() {
+    run(async {
+        let disk = SimDisk::new(9, SimFaults::default());
+        // Horizon zero: a tombstone may go as soon as nothing older can be found.
+        let shard = open(&disk, cfg(0)).await;
+        shard.put_bytes(b"victim", "", &value(1, 0)).await.expect("put");
+        for i in 0..14 {
+            shard.put_bytes(&key(i), "", &value(i, 0)).await.expect("fill");
+        }
+        assert!(shard.delete(b"victim").await.expect("delete"));
+        for i in 14..40 {
+            shard.put_bytes(&key(i), "", &value(i, 0)).await.expect("fill");
+        }
+        // Kill every other object written after the delete, so the tombstone's blob is a
+        // candidate while the victim's old record still sits in the first blob.
+        for i in (14..40).step_by(2) {
+            shard.delete(&key(i)).await.expect("delete");
+        }
+        shard.compact(0.2, &IoBudget::new(0)).await.expect("compact");
+        let dropped = shard.compact_stats().tombstones_dropped;
+        // Whatever compaction did, a recovery that has to rescan every blob (no checkpoint)
+        // must not find the victim.
+        let rescan = |disk: SimDisk| async move {
+            for n in disk.list_dir(Path::new(DIR)).await.expect("list") {
+                if n.ends_with(".ckpt") {
+                    disk.remove(&Path::new(DIR).join(n)).await.expect("remove checkpoint");
+                }
+            }
+            disk.sync_dir(Path::new(DIR)).await.expect("sync");
+            disk.crash();
+            open(&disk, cfg(0)).await
+        };
+        drop(shard);
+        let shard = rescan(disk.clone()).await;
+        assert_eq!(read(&shard, b"victim").await.expect("read"), None, "resurrected ({dropped} dropped)");
+        // Now empty the first blob and make every other one partly dead: the victim's tombstone
+        // becomes the oldest thing left, and goes.
+        for i in 0..14 {
+            shard.delete(&key(i)).await.expect("delete");
+        }
+        for i in (15..40).step_by(2) {
+            shard.put_bytes(&key(i), "", &value(i, 1)).await.expect("overwrite");
+        }
+        // (Fill the open blob, where the first compaction put the tombstone's copy, so it seals.)
+        for i in 200..216 {
+            shard.put_bytes(&key(i), "", &value(i, 0)).await.expect("fill");
+            shard.delete(&key(i)).await.expect("delete");
+        }
+        for _ in 0..4 {
+            shard.compact(0.0, &IoBudget::new(0)).await.expect("compact");
+        }
+        assert!(!shard.is_deleted(b"victim"), "the tombstone was dropped: {:?}", shard.compact_stats());
+        drop(shard);
+        let shard = rescan(disk.clone()).await;
+        assert_eq!(read(&shard, b"victim").await.expect("read"), None, "resurrected after the drop");
+        for i in (15..40).step_by(2) {
+            assert_eq!(read(&shard, &key(i)).await.expect("read"), Some(value(i, 1)), "key {i}");
+        }
+    });
+}
+
+#[test]
+fn a_tombstone_a_peer_has_not_confirmed_is_kept() {
+    run(async {
+        let disk = SimDisk::new(11, SimFaults::default());
+        let c = ShardConfig { peers: vec!["pod-b".into()], ..cfg(0) };
+        let shard = open(&disk, c).await;
+        shard.put_bytes(b"k", "", b"v").await.expect("put");
+        let seq = shard.delete_stamped(b"k", Stamp::Local, false).await.expect("delete").seq.expect("seq");
+        for i in 0..30 {
+            shard.put_bytes(&key(i), "", &value(i, 0)).await.expect("fill");
+            shard.delete(&key(i)).await.expect("delete");
+        }
+        // Confirm everything but the tombstone.
+        for e in shard.backlog_take(0, usize::MAX, u64::MAX) {
+            if e.seq != seq {
+                shard.backlog_confirm(0, e.seq);
+            }
+        }
+        for _ in 0..4 {
+            shard.compact(0.0, &IoBudget::new(0)).await.expect("compact");
+        }
+        assert!(shard.is_deleted(b"k"), "the unconfirmed tombstone is still in the index");
+        assert!(shard.compact_stats().blobs_compacted > 0, "{:?}", shard.compact_stats());
+        // Its backlog entry moved with it: the copy is what the peer gets.
+        let left = shard.backlog_take(0, usize::MAX, u64::MAX);
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert_ne!(left[0].seq, seq, "the entry names the moved copy");
+        match shard.backlog_item(&left[0], podstore_engine::ReadCheck::Verify).await.expect("item") {
+            Some(podstore_engine::CopyItem::Delete { key, .. }) => assert_eq!(key, b"k"),
+            other => panic!("expected the tombstone, got {other:?}"),
+        }
+        // Confirmed, it goes once its blob is sealed and compacted.
+        shard.backlog_confirm(0, left[0].seq);
+        for i in 100..130 {
+            shard.put_bytes(&key(i), "", &value(i, 0)).await.expect("fill");
+            shard.delete(&key(i)).await.expect("delete");
+        }
+        for e in shard.backlog_take(0, usize::MAX, u64::MAX) {
+            shard.backlog_confirm(0, e.seq);
+        }
+        for _ in 0..4 {
+            shard.compact(0.0, &IoBudget::new(0)).await.expect("compact");
+        }
+        assert!(!shard.is_deleted(b"k") && shard.compact_stats().tombstones_dropped > 0);
+    });
+}
+
+#[test]
+fn scrub_finds_a_flipped_bit_quarantines_the_key_and_compaction_waits_for_its_repair() {
+    run(async {
+        let disk = SimDisk::new(13, SimFaults::default());
+        let shard = open(&disk, cfg(u64::MAX)).await;
+        for i in 0..40 {
+            shard.put_bytes(&key(i), "", &value(i, 0)).await.expect("put");
+        }
+        let free = IoBudget::new(0);
+        assert_eq!(shard.scrub(&free, &free).await.expect("scrub"), Some(ScrubEnd::Complete));
+        let st = shard.scrub_stats().await;
+        assert_eq!((st.passes, st.records_checked, st.bad_records), (1, 40, 0), "{st:?}");
+        assert!(st.last_pass_end_ms > 0 && st.pass_started_ms == 0);
+        // Flip one bit in the data of the record of key 3 (blob 0, the fourth record).
+        let victim = key(3);
+        let v = shard.version_of(&victim).await.expect("version").expect("exists").0;
+        let blob0 = Path::new(DIR).join("blob-0000000.psb");
+        assert!(disk.flip_bit_at(&blob0, 3 * 4096 * 2 + 700, 2));
+        assert_eq!(shard.scrub(&free, &free).await.expect("scrub"), Some(ScrubEnd::Complete));
+        let st = shard.scrub_stats().await;
+        assert_eq!((st.passes, st.bad_records), (2, 1), "{st:?}");
+        let bad: Vec<_> = shard.quarantined().into_iter().filter_map(|q| q.key).collect();
+        assert_eq!(bad.len(), 1);
+        assert!(matches!(read(&shard, &bad[0]).await, Err(Error::Quarantined { .. })));
+        // Everything else still reads; the damaged blob is not compacted away.
+        let damaged = bad[0].clone();
+        for i in (0..40).map(key).filter(|k| *k != damaged) {
+            assert!(read(&shard, &i).await.expect("read").is_some());
+            shard.delete(&i).await.expect("delete");
+        }
+        shard.compact(0.0, &IoBudget::new(0)).await.expect("compact");
+        assert!(shard.compact_stats().blobs_skipped > 0, "{:?}", shard.compact_stats());
+        assert!(disk.file_bytes(&blob0).is_some(), "the blob with the damaged record stays");
+        // A peer's copy repairs it (same version); then the blob can go.
+        let i: usize = String::from_utf8_lossy(&damaged[7..]).parse().expect("index");
+        let good = value(i, 0);
+        let vv =
+            if damaged == victim { v } else { shard.version_of(&damaged).await.expect("v").expect("some").0 };
+        let mut w = shard
+            .put_stamped(&damaged, "", good.len() as u64, Stamp::Given(vv))
+            .await
+            .expect("put")
+            .expect("a repair");
+        w.write(&good).await.expect("write");
+        w.finish().await.expect("finish");
+        assert_eq!(read(&shard, &damaged).await.expect("read"), Some(good));
+        for _ in 0..3 {
+            shard.compact(0.0, &IoBudget::new(0)).await.expect("compact");
+        }
+        assert!(disk.file_bytes(&blob0).is_none(), "blob 0 compacted once repaired");
+    });
+}
+
+#[test]
+fn a_stopped_scrub_resumes_after_a_restart_where_it_stopped() {
+    run(async {
+        let disk = SimDisk::new(17, SimFaults::default());
+        let shard = open(&disk, cfg(u64::MAX)).await;
+        for i in 0..120 {
+            shard.put_bytes(&key(i), "", &value(i, 0)).await.expect("put");
+        }
+        let blobs = shard.stats().blobs;
+        assert!(blobs >= 8, "{blobs} blobs");
+        // Paced at 2 MiB/s: about 4 ms per 8 KiB of reads; stop it after three blobs.
+        let free = IoBudget::new(0);
+        let pace = IoBudget::new(2 << 20);
+        let s2 = shard.clone();
+        let stopper = async move {
+            while s2.scrub_stats().await.next_blob < 3 {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            s2.scrub_ctl().stop();
+        };
+        let (end, ()) = tokio::join!(shard.scrub(&free, &pace), stopper);
+        assert_eq!(end.expect("scrub"), Some(ScrubEnd::Stopped));
+        let st = shard.scrub_stats().await;
+        assert!(st.pass_started_ms > 0 && st.next_blob >= 3 && st.passes == 0, "{st:?}");
+        drop(shard);
+        disk.crash();
+        let shard = open(&disk, cfg(u64::MAX)).await;
+        let st2 = shard.scrub_stats().await;
+        assert_eq!(
+            (st2.next_blob, st2.pass_started_ms),
+            (st.next_blob, st.pass_started_ms),
+            "resumes from the saved place"
+        );
+        assert_eq!(shard.scrub(&free, &free).await.expect("scrub"), Some(ScrubEnd::Complete));
+        let st3 = shard.scrub_stats().await;
+        assert_eq!(st3.passes, 1);
+        assert!(st3.records_checked < 120 && st3.records_checked > 0, "only the rest was read: {st3:?}");
+    });
+}
