@@ -205,6 +205,18 @@ pub struct ShardStats {
     pub fenced: Option<String>,
     /// Each peer's backlog on this shard.
     pub backlogs: Vec<(String, BacklogStats)>,
+    /// Compaction's progress and totals, and whether it runs or is paused.
+    pub compact: crate::compact::CompactStats,
+    pub compact_running: bool,
+    pub compact_paused: bool,
+    /// Scrub's progress and totals, and whether it runs or is paused.
+    pub scrub: crate::scrub::ScrubStats,
+    pub scrub_running: bool,
+    pub scrub_paused: bool,
+    /// The disk's background I/O budget and what background jobs took of it (set by the node,
+    /// which owns the budget; zero here).
+    pub background_bytes_per_s: u64,
+    pub background_bytes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -1309,6 +1321,18 @@ impl<I: Io> Shard<I> {
                 .cloned()
                 .zip(self.backlogs.borrow().iter().map(|b| b.stats()))
                 .collect(),
+            compact: self.compact_stats.borrow().clone(),
+            compact_running: self.compact_ctl.is_running(),
+            compact_paused: self.compact_ctl.is_paused(),
+            scrub: {
+                let mut st = self.scrub_stats.borrow().clone();
+                st.pass_bytes_done = self.scrub_done.get();
+                st
+            },
+            scrub_running: self.scrub_ctl.is_running(),
+            scrub_paused: self.scrub_ctl.is_paused(),
+            background_bytes_per_s: 0,
+            background_bytes: 0,
         }
     }
 }

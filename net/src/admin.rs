@@ -1,5 +1,5 @@
 //! The admin port: `/metrics` (Prometheus text), `/health`, `/ready`, `/admin/disks`,
-//! `/admin/peers`.
+//! `/admin/peers`, `/admin/jobs`; `POST /admin/recover`, `/admin/compact`, `/admin/scrub`.
 //! It runs on its own thread, asks the cores for their shards' stats by message, and never
 //! touches the data path.
 
@@ -80,7 +80,57 @@ pub fn describe_metrics() {
     c!("podstore_disk_checksum_errors_total", "Reads that failed their checksums since the node started");
     c!("podstore_disk_fdatasyncs_total", "fdatasync calls (one per group commit) since the node started");
     c!("podstore_disk_checkpoints_total", "Index checkpoints written since the node started");
+    g!(
+        "podstore_disk_background_budget_bytes_per_second",
+        Unit::Bytes,
+        "The disk's background I/O budget (compaction and scrub share it)"
+    );
+    c!(
+        "podstore_disk_background_bytes_total",
+        Unit::Bytes,
+        "Bytes background jobs read and wrote on the disk"
+    );
+    g!("podstore_disk_compaction_running", "1 while a compaction pass runs on the disk");
+    g!("podstore_disk_compaction_paused", "1 while the disk's compaction is paused");
+    g!(
+        "podstore_disk_compaction_progress_ratio",
+        "Share of the live records of the blob being compacted moved so far"
+    );
+    c!("podstore_disk_compacted_blobs_total", "Blob files compacted and removed since the node started");
+    c!("podstore_disk_reclaimed_bytes_total", Unit::Bytes, "Bytes of blob files compaction removed");
+    c!("podstore_disk_compaction_moved_bytes_total", Unit::Bytes, "Bytes of live records compaction rewrote");
+    c!("podstore_disk_tombstones_dropped_total", "Tombstones past the horizon compaction dropped");
+    c!(
+        "podstore_disk_compaction_skipped_total",
+        "Blobs compaction left in place because a record in them awaits repair"
+    );
+    g!("podstore_disk_scrub_running", "1 while a scrub pass runs on the disk");
+    g!("podstore_disk_scrub_paused", "1 while the disk's scrub is paused");
+    g!("podstore_disk_scrub_progress_ratio", "Share of the disk the current scrub pass has read");
+    g!(
+        "podstore_disk_scrub_last_pass_end_timestamp_seconds",
+        Unit::Seconds,
+        "When the disk's last full scrub pass ended (Unix time; 0: never)"
+    );
+    g!(
+        "podstore_disk_scrub_pass_start_timestamp_seconds",
+        Unit::Seconds,
+        "When the current scrub pass started (Unix time; 0: none running)"
+    );
+    g!("podstore_disk_scrub_period_seconds", Unit::Seconds, "The configured period of a full scrub pass");
+    c!("podstore_disk_scrub_passes_total", "Full scrub passes of the disk (kept across restarts)");
+    c!("podstore_disk_scrub_records_total", "Records the scrub verified since the node started");
+    c!(
+        "podstore_disk_scrub_damaged_total",
+        "Damaged records and regions the scrub found since the node started"
+    );
+    c!("podstore_repairs_total", "Quarantined objects asked of peers by the repair loop, by outcome");
     g!("podstore_node_ready", "1 once every shard recovered and the node serves data");
+    g!(
+        "podstore_tombstone_horizon_seconds",
+        Unit::Seconds,
+        "How long deletes are kept; a peer whose backlog is older needs anti-entropy"
+    );
     g!("podstore_recovery_duration_seconds", Unit::Seconds, "How long the last start's recovery took");
     g!("podstore_http_open_connections", "Open client connections on the data port");
     c!("podstore_http_requests_total", "Data requests by operation and status");
@@ -167,6 +217,29 @@ pub async fn render_metrics(shared: &Shared, handle: &PrometheusHandle) -> Strin
             c("podstore_disk_checksum_errors_total", s.checksum_errors);
             c("podstore_disk_fdatasyncs_total", s.syncs);
             c("podstore_disk_checkpoints_total", s.checkpoints);
+            c("podstore_disk_background_bytes_total", s.background_bytes);
+            g("podstore_disk_background_budget_bytes_per_second", s.background_bytes_per_s);
+            let (cs, ss) = (&s.compact, &s.scrub);
+            g("podstore_disk_compaction_running", s.compact_running as u64);
+            g("podstore_disk_compaction_paused", s.compact_paused as u64);
+            let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { (a as f64 / b as f64).min(1.0) };
+            metrics::gauge!("podstore_disk_compaction_progress_ratio", "disk" => disk.clone())
+                .set(ratio(cs.current_done_bytes, cs.current_total_bytes));
+            c("podstore_disk_compacted_blobs_total", cs.blobs_compacted);
+            c("podstore_disk_reclaimed_bytes_total", cs.bytes_reclaimed);
+            c("podstore_disk_compaction_moved_bytes_total", cs.bytes_moved);
+            c("podstore_disk_tombstones_dropped_total", cs.tombstones_dropped);
+            c("podstore_disk_compaction_skipped_total", cs.blobs_skipped);
+            g("podstore_disk_scrub_running", s.scrub_running as u64);
+            g("podstore_disk_scrub_paused", s.scrub_paused as u64);
+            metrics::gauge!("podstore_disk_scrub_progress_ratio", "disk" => disk.clone())
+                .set(ratio(ss.pass_bytes_done, ss.pass_bytes_total));
+            g("podstore_disk_scrub_last_pass_end_timestamp_seconds", ss.last_pass_end_ms / 1000);
+            g("podstore_disk_scrub_pass_start_timestamp_seconds", ss.pass_started_ms / 1000);
+            g("podstore_disk_scrub_period_seconds", shared.cfg.maintenance.scrub_period_s);
+            c("podstore_disk_scrub_passes_total", ss.passes);
+            c("podstore_disk_scrub_records_total", ss.records_checked);
+            c("podstore_disk_scrub_damaged_total", ss.bad_records + ss.bad_regions);
         }
     }
     let now_ms = now_ms();
@@ -196,6 +269,8 @@ pub async fn render_metrics(shared: &Shared, handle: &PrometheusHandle) -> Strin
             g("podstore_repl_anti_entropy_last_end_timestamp_seconds", n(&ae.last_end_s));
         }
     }
+    metrics::gauge!("podstore_tombstone_horizon_seconds")
+        .set(shared.cfg.maintenance.tombstone_horizon_s as f64);
     metrics::gauge!("podstore_http_open_connections").set(shared.connections.load(Ordering::Relaxed) as f64);
     metrics::gauge!("podstore_recovery_duration_seconds")
         .set(shared.recovery_ms.load(Ordering::Relaxed) as f64 / 1000.0);
@@ -268,6 +343,10 @@ async fn peers_json(shared: &Shared) -> String {
                 "backlog_bytes": t.bytes,
                 "backlog_age_seconds": t.age_seconds(now),
                 "backlog_overflowed": t.overflowed,
+                // Deletes older than the horizon may be gone here: a peer this far behind
+                // needs a full comparison (anti-entropy) and may bring old objects back.
+                "beyond_tombstone_horizon":
+                    t.age_seconds(now) > shared.cfg.maintenance.tombstone_horizon_s as f64,
                 "anti_entropy": {
                     "running": ae.running.load(Ordering::Relaxed),
                     "passes": n(&ae.passes),
@@ -326,6 +405,114 @@ async fn disks_json(shared: &Shared) -> String {
     serde_json::json!({ "disks": disks }).to_string()
 }
 
+/// One disk's compaction and scrub, for `/admin/jobs`.
+fn jobs_of(s: &ShardStats) -> serde_json::Value {
+    let (c, sc) = (&s.compact, &s.scrub);
+    serde_json::json!({
+        "disk": s.shard_id,
+        "background_bytes_per_s": s.background_bytes_per_s,
+        "background_bytes": s.background_bytes,
+        "dead_bytes": s.dead_bytes,
+        "compaction": {
+            "running": s.compact_running,
+            "paused": s.compact_paused,
+            "passes": c.passes,
+            "current_blob": c.current_blob,
+            "current_done_bytes": c.current_done_bytes,
+            "current_total_bytes": c.current_total_bytes,
+            "blobs_compacted": c.blobs_compacted,
+            "bytes_reclaimed": c.bytes_reclaimed,
+            "records_moved": c.records_moved,
+            "bytes_moved": c.bytes_moved,
+            "tombstones_dropped": c.tombstones_dropped,
+            "blobs_skipped": c.blobs_skipped,
+            "last_error": c.last_error,
+        },
+        "scrub": {
+            "running": s.scrub_running,
+            "paused": s.scrub_paused,
+            "passes": sc.passes,
+            "last_pass_end_ms": sc.last_pass_end_ms,
+            "pass_started_ms": sc.pass_started_ms,
+            "next_blob": sc.next_blob,
+            "pass_bytes_done": sc.pass_bytes_done,
+            "pass_bytes_total": sc.pass_bytes_total,
+            "records_checked": sc.records_checked,
+            "damaged_records": sc.bad_records,
+            "damaged_regions": sc.bad_regions,
+            "read_errors": sc.read_errors,
+            "last_error": sc.last_error,
+        },
+    })
+}
+
+async fn jobs_json(shared: &Shared) -> String {
+    let mut stats = all_stats(shared).await;
+    stats.sort_by_key(|s| s.shard_id);
+    serde_json::json!({ "disks": stats.iter().map(jobs_of).collect::<Vec<_>>() }).to_string()
+}
+
+/// `POST /admin/compact` and `POST /admin/scrub` with `?action=start|pause|resume|stop`
+/// (default start), `&disk=N` (default every disk) and, for compaction, `&ratio=R` (the dead
+/// share a blob needs; default any dead byte).
+async fn job_request(shared: &Shared, job: crate::core::JobKind, query: &str) -> Response<RespBody> {
+    use crate::core::JobAction;
+    let err = |status, code: &str, msg: String| {
+        reply(status, "application/json", serde_json::json!({"error": code, "message": msg}).to_string())
+    };
+    let (mut disk, mut action, mut ratio) = (None, JobAction::Start, None);
+    for kv in query.split('&').filter(|kv| !kv.is_empty()) {
+        match kv.split_once('=') {
+            Some(("disk", v)) => match v.parse::<u32>() {
+                Ok(d) if shared.disks.iter().any(|x| x.id == d) => disk = Some(d),
+                _ => return err(StatusCode::NOT_FOUND, "not_found", format!("no disk {v:?} on this node")),
+            },
+            Some(("action", v)) => {
+                action = match v {
+                    "start" => JobAction::Start,
+                    "pause" => JobAction::Pause,
+                    "resume" => JobAction::Resume,
+                    "stop" => JobAction::Stop,
+                    _ => {
+                        return err(
+                            StatusCode::BAD_REQUEST,
+                            "bad_request",
+                            format!("action {v:?}: expected start, pause, resume or stop"),
+                        )
+                    }
+                }
+            }
+            Some(("ratio", v)) if job == crate::core::JobKind::Compact => match v.parse::<f64>() {
+                Ok(r) if (0.0..=1.0).contains(&r) => ratio = Some(r),
+                _ => {
+                    return err(
+                        StatusCode::BAD_REQUEST,
+                        "bad_request",
+                        format!("ratio {v:?}: expected 0 to 1"),
+                    )
+                }
+            },
+            _ => return err(StatusCode::BAD_REQUEST, "bad_request", format!("unknown parameter {kv:?}")),
+        }
+    }
+    let mut applied = Vec::new();
+    for inbox in &shared.inboxes {
+        let (tx, rx) = oneshot::channel();
+        let msg = CoreMsg::Job { disk, job, action, ratio, reply: tx };
+        if inbox.send(msg).await.is_err() {
+            return err(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the node is shutting down".into());
+        }
+        if let Ok(Ok(mut d)) = tokio::time::timeout(Duration::from_secs(5), rx).await {
+            applied.append(&mut d);
+        }
+    }
+    if applied.is_empty() {
+        return err(StatusCode::CONFLICT, "no_disk", "no serving disk took the request".into());
+    }
+    applied.sort_unstable();
+    reply(StatusCode::ACCEPTED, "application/json", serde_json::json!({ "disks": applied }).to_string())
+}
+
 /// `POST /admin/recover?peer=NAME`: start an anti-entropy pass with that peer now.
 fn start_recover(shared: &Shared, query: &str) -> Response<RespBody> {
     let err = |status, code: &str, msg: &str| {
@@ -360,11 +547,17 @@ fn reply(status: StatusCode, ctype: &'static str, body: String) -> Response<Resp
 }
 
 async fn handle(shared: Arc<Shared>, handle: PrometheusHandle, req: Request<Incoming>) -> Response<RespBody> {
-    if req.method() == Method::POST && req.uri().path() == "/admin/recover" {
-        return start_recover(&shared, req.uri().query().unwrap_or(""));
+    if req.method() == Method::POST {
+        let q = req.uri().query().unwrap_or("");
+        match req.uri().path() {
+            "/admin/recover" => return start_recover(&shared, q),
+            "/admin/compact" => return job_request(&shared, crate::core::JobKind::Compact, q).await,
+            "/admin/scrub" => return job_request(&shared, crate::core::JobKind::Scrub, q).await,
+            _ => {}
+        }
     }
     if req.method() != Method::GET {
-        let body = r#"{"error":"method_not_allowed","message":"the admin API is read-only but for POST /admin/recover"}"#.to_string();
+        let body = r#"{"error":"method_not_allowed","message":"the admin API is read-only but for POST /admin/recover, /admin/compact and /admin/scrub"}"#.to_string();
         return reply(StatusCode::METHOD_NOT_ALLOWED, "application/json", body);
     }
     let ready = shared.ready.load(Ordering::Relaxed) && !shared.draining.load(Ordering::Relaxed);
@@ -377,6 +570,7 @@ async fn handle(shared: Arc<Shared>, handle: PrometheusHandle, req: Request<Inco
         "/ready" => reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n".into()),
         "/admin/disks" => reply(StatusCode::OK, "application/json", disks_json(&shared).await),
         "/admin/peers" => reply(StatusCode::OK, "application/json", peers_json(&shared).await),
+        "/admin/jobs" => reply(StatusCode::OK, "application/json", jobs_json(&shared).await),
         _ => reply(
             StatusCode::NOT_FOUND,
             "application/json",

@@ -357,6 +357,113 @@ pub fn recover(admin: SocketAddr, peer: &str) -> Result<(), String> {
     })
 }
 
+/// `podstore compact` / `podstore scrub`: applies an action to the job on the node's disks;
+/// `start` then follows the pass on each disk to its end, printing progress.
+pub fn job(
+    admin: SocketAddr,
+    kind: &str,
+    action: &str,
+    disk: Option<u32>,
+    ratio: Option<f64>,
+) -> Result<(), String> {
+    let key = if kind == "compact" { "compaction" } else { "scrub" };
+    runtime()?.block_on(async {
+        let before = admin_json(admin, hyper::Method::GET, "/admin/jobs").await?;
+        let mut q = format!("/admin/{kind}?action={action}");
+        if let Some(d) = disk {
+            q.push_str(&format!("&disk={d}"));
+        }
+        if let Some(r) = ratio {
+            q.push_str(&format!("&ratio={r}"));
+        }
+        let applied = admin_json(admin, hyper::Method::POST, &q).await?;
+        let disks: Vec<u64> = applied["disks"].as_array().into_iter().flatten().filter_map(|d| d.as_u64()).collect();
+        if action != "start" {
+            println!("{kind} {action}: disks {disks:?}");
+            return Ok(());
+        }
+        // A pass ends when a disk's pass count grows past what it was (and, for compaction,
+        // past the periodic pass that may have been running when the request came).
+        let target = |d: u64| {
+            let j = before["disks"].as_array().into_iter().flatten().find(|j| j["disk"] == d);
+            let job = j.map(|j| j[key].clone()).unwrap_or_default();
+            let passes = job["passes"].as_u64().unwrap_or(0);
+            let busy = kind == "compact" && job["running"] == true;
+            passes + 1 + busy as u64
+        };
+        let targets: Vec<(u64, u64)> = disks.iter().map(|&d| (d, target(d))).collect();
+        let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let mut last = String::new();
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            let now = admin_json(admin, hyper::Method::GET, "/admin/jobs").await?;
+            let mut parts = Vec::new();
+            let mut done = 0;
+            for &(d, want) in &targets {
+                let Some(j) = now["disks"].as_array().into_iter().flatten().find(|j| j["disk"] == d) else {
+                    return Err(format!("disk {d} vanished from /admin/jobs"));
+                };
+                let job = &j[key];
+                let finished = job["passes"].as_u64().unwrap_or(0) >= want && job["running"] == false;
+                done += finished as usize;
+                let state = if finished {
+                    "done".to_string()
+                } else if job["paused"] == true {
+                    "paused".to_string()
+                } else if kind == "compact" {
+                    let (a, b) = (job["current_done_bytes"].as_u64().unwrap_or(0), job["current_total_bytes"].as_u64().unwrap_or(0));
+                    format!("blob {} {}%", job["current_blob"], (a * 100).checked_div(b).unwrap_or(0))
+                } else {
+                    let (a, b) = (job["pass_bytes_done"].as_u64().unwrap_or(0), job["pass_bytes_total"].as_u64().unwrap_or(0));
+                    format!("{}%", (a * 100).checked_div(b).unwrap_or(0).min(100))
+                };
+                parts.push(format!("disk {d}: {state}"));
+            }
+            let line = format!("{kind}: {}", parts.join(", "));
+            if line != last {
+                if tty {
+                    eprint!("\r{line}   ");
+                } else {
+                    eprintln!("{line}");
+                }
+                last = line;
+            }
+            if done == targets.len() {
+                if tty {
+                    eprintln!();
+                }
+                break;
+            }
+        }
+        let after = admin_json(admin, hyper::Method::GET, "/admin/jobs").await?;
+        let mut errors = Vec::new();
+        for &(d, _) in &targets {
+            let j = after["disks"].as_array().into_iter().flatten().find(|j| j["disk"] == d).cloned().unwrap_or_default();
+            let job = &j[key];
+            if kind == "compact" {
+                println!(
+                    "disk {d}: {} blobs compacted, {} bytes reclaimed, {} records moved, {} tombstones dropped, {} blobs awaiting repair",
+                    job["blobs_compacted"], job["bytes_reclaimed"], job["records_moved"], job["tombstones_dropped"], job["blobs_skipped"]
+                );
+            } else {
+                println!(
+                    "disk {d}: {} records checked, {} damaged records, {} damaged regions, {} read errors",
+                    job["records_checked"], job["damaged_records"], job["damaged_regions"], job["read_errors"]
+                );
+            }
+            let was = before["disks"].as_array().into_iter().flatten().find(|j| j["disk"] == d).map(|j| j[key]["last_error"].clone());
+            if let Some(e) = job["last_error"].as_str().filter(|_| was.as_ref() != Some(&job["last_error"])) {
+                errors.push(format!("disk {d}: {e}"));
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{kind} reported errors: {}", errors.join("; ")))
+        }
+    })
+}
+
 /// `podstore index-info`: a stopped node's disk, inspected offline without changing it.
 pub fn index_info(dir: &Path) -> Result<(), String> {
     let label_path: PathBuf = dir.join(podstore_disks::label::LABEL_FILE);

@@ -27,6 +27,8 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default)]
     pub engine: Engine,
+    #[serde(default)]
+    pub maintenance: Maintenance,
     /// The X-Copies a request gets when it names none.
     #[serde(default = "default_copies")]
     pub default_copies: String,
@@ -188,6 +190,40 @@ impl Default for Engine {
     }
 }
 
+/// Background work on each disk: compaction, scrub, repair (issue 6).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Maintenance {
+    /// Background I/O each disk allows, MiB/s, shared by compaction and scrub, when the disk has
+    /// no measured profile (`podstore-tune measure`; the profile's figure wins).
+    pub background_mib_per_s: u64,
+    /// A sealed blob whose dead share reaches this is compacted.
+    pub compact_dead_ratio: f64,
+    /// Seconds between looks for blobs to compact (0: only on demand).
+    pub compact_interval_s: u64,
+    /// Every byte of a disk is verified within this many seconds; a pass is paced to take
+    /// about that long (0: scrub only on demand).
+    pub scrub_period_s: u64,
+    /// Tombstones younger than this are kept (longer than any peer outage the replica set
+    /// tolerates: an older copy arriving later must still find the delete).
+    pub tombstone_horizon_s: u64,
+    /// Seconds between attempts to repair quarantined objects from peers.
+    pub repair_interval_s: u64,
+}
+
+impl Default for Maintenance {
+    fn default() -> Self {
+        Maintenance {
+            background_mib_per_s: 64,
+            compact_dead_ratio: 0.3,
+            compact_interval_s: 60,
+            scrub_period_s: 30 * 86_400,
+            tombstone_horizon_s: 30 * 86_400,
+            repair_interval_s: 60,
+        }
+    }
+}
+
 /// One disk.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -283,6 +319,7 @@ impl Config {
             listen: Listen::default(),
             limits: Limits::default(),
             engine: Engine { blob_size_bytes: 64 << 20, ..Engine::default() },
+            maintenance: Maintenance::default(),
             default_copies: default_copies(),
             replication: None,
             disks: (0..4)
@@ -395,10 +432,19 @@ impl Config {
             ("engine.blob_size_bytes", self.engine.blob_size_bytes, 1 << 20, 64 << 30),
             ("engine.writes_in_flight_max", self.engine.writes_in_flight_max as u64, 1, 1 << 20),
             ("engine.io_buffers_per_core", self.engine.io_buffers_per_core as u64, 1, 4096),
+            ("maintenance.background_mib_per_s", self.maintenance.background_mib_per_s, 1, 100_000),
+            ("maintenance.compact_interval_s", self.maintenance.compact_interval_s, 0, 86_400),
+            ("maintenance.scrub_period_s", self.maintenance.scrub_period_s, 0, 3650 * 86_400),
+            ("maintenance.tombstone_horizon_s", self.maintenance.tombstone_horizon_s, 0, 3650 * 86_400),
+            ("maintenance.repair_interval_s", self.maintenance.repair_interval_s, 1, 86_400),
         ] {
             if v < lo || v > hi {
                 return Err(invalid(key, format!("{v} is outside {lo}..={hi}")));
             }
+        }
+        let r = self.maintenance.compact_dead_ratio;
+        if !(0.01..=1.0).contains(&r) {
+            return Err(invalid("maintenance.compact_dead_ratio", format!("{r} is outside 0.01..=1.0")));
         }
         if !self.engine.blob_size_bytes.is_multiple_of(4096) {
             return Err(invalid("engine.blob_size_bytes", "must be a multiple of 4096"));

@@ -117,6 +117,15 @@ pub enum CoreMsg {
         seq: u64,
         peer: usize,
     },
+    /// Start, pause, resume or stop a background job on one disk of this core (or all).
+    Job {
+        disk: Option<u32>,
+        job: JobKind,
+        action: JobAction,
+        ratio: Option<f64>,
+        /// The disks it was applied to.
+        reply: oneshot::Sender<Vec<u32>>,
+    },
 }
 
 /// State of one configured disk, for `/admin/disks` and metrics.
@@ -199,7 +208,7 @@ pub(crate) fn shard_config(cfg: &Config, clock: Arc<podstore_engine::Clock>) -> 
         checkpoint_every_records: cfg.engine.checkpoint_every_records,
         checkpoint_every_bytes: cfg.engine.checkpoint_every_bytes,
         // Room for deletes on a full disk: 1/64 of a blob, at least 1 MiB (256 tombstones),
-        // at most a quarter of a blob. Space is only reclaimed by compaction (issue 6).
+        // at most a quarter of a blob. Space is reclaimed by compaction (maintenance.rs).
         tombstone_reserve_bytes: (cfg.engine.blob_size_bytes / 64)
             .max(1 << 20)
             .min(cfg.engine.blob_size_bytes / 4)
@@ -211,6 +220,7 @@ pub(crate) fn shard_config(cfg: &Config, clock: Arc<podstore_engine::Clock>) -> 
             .map(|r| r.peers.iter().map(|p| p.name.clone()).collect())
             .unwrap_or_default(),
         backlog_records_max: cfg.replication.as_ref().map_or(10_000_000, |r| r.backlog_records_max),
+        tombstone_horizon_ms: cfg.maintenance.tombstone_horizon_s.saturating_mul(1000),
         shard_size_max_bytes: if cfg.engine.disk_bytes_max == 0 {
             u64::MAX
         } else {
@@ -297,6 +307,12 @@ async fn core_main(start: CoreStart) {
     let _ = ready_tx.send(CoreReady { core: index, backend, shards: reports });
 
     let hb = tokio::task::spawn_local(housekeeping(index, shared.clone(), shards.clone()));
+    let jobs: crate::maintenance::Jobs = Default::default();
+    for s in shards.borrow().values() {
+        jobs.borrow_mut().insert(s.id(), crate::maintenance::start(shared.clone(), s.clone()));
+    }
+    let repair =
+        tokio::task::spawn_local(crate::maintenance::repair(shared.clone(), shards.clone(), links.clone()));
     let catch_up: Vec<_> = links
         .peers
         .iter()
@@ -319,7 +335,7 @@ async fn core_main(start: CoreStart) {
         tokio::select! {
             msg = inbox.recv() => match msg {
                 Some(m) => {
-                    tokio::task::spawn_local(execute(m, shards.clone(), links.clone()));
+                    tokio::task::spawn_local(execute(m, shards.clone(), links.clone(), jobs.clone()));
                 }
                 None => break,
             },
@@ -334,13 +350,18 @@ async fn core_main(start: CoreStart) {
     conns.drain(Duration::from_secs(30)).await;
     // Serve any work still queued from other cores' last requests, then sync.
     while let Ok(m) = inbox.try_recv() {
-        execute(m, shards.clone(), links.clone()).await;
+        execute(m, shards.clone(), links.clone(), jobs.clone()).await;
     }
     hb.abort();
+    repair.abort();
     for c in catch_up.into_iter().chain(anti_entropy) {
         c.abort();
     }
     let all: Vec<_> = shards.borrow().values().cloned().collect();
+    for s in &all {
+        s.compact_ctl().stop();
+        s.scrub_ctl().stop();
+    }
     for s in all {
         if s.fenced().is_none() {
             if let Err(e) = s.checkpoint().await {
@@ -373,7 +394,12 @@ fn no_shard(id: u32) -> podstore_engine::Error {
     podstore_engine::Error::Damaged { shard: id, reason: "the shard is not open on this node".into() }
 }
 
-async fn execute(msg: CoreMsg, shards: Shards, links: Rc<crate::repl::link::Links>) {
+async fn execute(
+    msg: CoreMsg,
+    shards: Shards,
+    links: Rc<crate::repl::link::Links>,
+    jobs: crate::maintenance::Jobs,
+) {
     match msg {
         CoreMsg::Put { shard, key, content_type, len, stamp, mut body, reply } => {
             let Some(s) = shards.borrow().get(&shard).cloned() else {
@@ -520,7 +546,73 @@ async fn execute(msg: CoreMsg, shards: Shards, links: Rc<crate::repl::link::Link
             }
         }
         CoreMsg::Stats { reply } => {
-            let _ = reply.send(shards.borrow().values().map(|s| s.stats()).collect());
+            let jobs = jobs.borrow();
+            let stats = shards
+                .borrow()
+                .values()
+                .map(|s| {
+                    let mut st = s.stats();
+                    if let Some(j) = jobs.get(&s.id()) {
+                        st.background_bytes_per_s = j.budget.rate();
+                        st.background_bytes = j.budget.used();
+                    }
+                    st
+                })
+                .collect();
+            let _ = reply.send(stats);
+        }
+        CoreMsg::Job { disk, job, action, ratio, reply } => {
+            let mut done = Vec::new();
+            let targets: Vec<_> =
+                shards.borrow().values().filter(|s| disk.is_none_or(|d| d == s.id())).cloned().collect();
+            for s in targets {
+                let Some(j) = jobs.borrow().get(&s.id()).cloned() else { continue };
+                let ctl = match job {
+                    JobKind::Compact => s.compact_ctl(),
+                    JobKind::Scrub => s.scrub_ctl(),
+                };
+                match (action, job) {
+                    (JobAction::Pause, _) => ctl.pause(),
+                    (JobAction::Resume, _) => {
+                        ctl.resume();
+                        j.compact_wake.notify_one();
+                        j.scrub_wake.notify_one();
+                    }
+                    (JobAction::Stop, _) => ctl.stop(),
+                    (JobAction::Start, JobKind::Compact) => {
+                        ctl.resume();
+                        j.compact_now.set(Some(ratio.unwrap_or(0.0)));
+                        j.compact_wake.notify_one();
+                    }
+                    (JobAction::Start, JobKind::Scrub) => {
+                        ctl.resume();
+                        j.scrub_now.set(true);
+                        // A pass already running goes on unpaced.
+                        j.scrub_pace.set_rate(0);
+                        j.scrub_wake.notify_one();
+                    }
+                }
+                done.push(s.id());
+            }
+            let _ = reply.send(done);
         }
     }
+}
+
+/// A background job of the disks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobKind {
+    Compact,
+    Scrub,
+}
+
+/// What to do with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobAction {
+    /// Run a pass now (compaction at the given dead share, default any; scrub unpaced).
+    Start,
+    Pause,
+    Resume,
+    /// End the current pass at its next step (scrub resumes there at its next pass).
+    Stop,
 }

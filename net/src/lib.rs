@@ -8,6 +8,7 @@ pub mod client;
 pub mod config;
 pub mod core;
 pub mod http;
+pub mod maintenance;
 pub mod names;
 pub mod node;
 pub mod profile;

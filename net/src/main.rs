@@ -86,8 +86,54 @@ enum Cmd {
         #[arg(long, default_value = "127.0.0.1:7072")]
         admin: SocketAddr,
     },
+    /// Compact a running node's disks now (rewrite blobs with dead records, live records only,
+    /// then remove them) and follow the pass to its end; or pause, resume or stop compaction.
+    Compact {
+        #[command(flatten)]
+        job: JobArgs,
+        /// Compact blobs whose dead share is at least this (default: any dead record).
+        #[arg(long)]
+        ratio: Option<f64>,
+    },
+    /// Scrub a running node's disks now (verify every record's checksums, unpaced but within
+    /// each disk's background budget) and follow the pass to its end; or pause, resume or stop
+    /// the scrub.
+    Scrub {
+        #[command(flatten)]
+        job: JobArgs,
+    },
     /// Inspect a stopped node's disk offline (changes nothing).
     IndexInfo { disk_dir: PathBuf },
+}
+
+/// Which disks, and what to do with their background job.
+#[derive(clap::Args, Debug)]
+struct JobArgs {
+    /// Only this disk (default: every disk).
+    #[arg(long)]
+    disk: Option<u32>,
+    /// Pause the job where it is (it keeps its place).
+    #[arg(long, conflicts_with_all = ["resume", "stop"])]
+    pause: bool,
+    /// Resume a paused job.
+    #[arg(long, conflicts_with = "stop")]
+    resume: bool,
+    /// End the current pass at its next step.
+    #[arg(long)]
+    stop: bool,
+    #[arg(long, default_value = "127.0.0.1:7072")]
+    admin: SocketAddr,
+}
+
+impl JobArgs {
+    fn action(&self) -> &'static str {
+        match (self.pause, self.resume, self.stop) {
+            (true, _, _) => "pause",
+            (_, true, _) => "resume",
+            (_, _, true) => "stop",
+            _ => "start",
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -114,6 +160,8 @@ fn main() -> ExitCode {
         Cmd::Delete { name, server, copies } => client::delete(server, &name, copies.as_deref()),
         Cmd::Stat { admin } => client::stat(admin),
         Cmd::Recover { from, admin } => client::recover(admin, &from),
+        Cmd::Compact { job, ratio } => client::job(job.admin, "compact", job.action(), job.disk, ratio),
+        Cmd::Scrub { job } => client::job(job.admin, "scrub", job.action(), job.disk, None),
         Cmd::IndexInfo { disk_dir } => client::index_info(&disk_dir),
     };
     match result {

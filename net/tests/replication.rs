@@ -9,30 +9,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::cluster::{members, repl_config, secret_file, start, Member};
-use common::Node;
+use common::{eventually, metric, Node};
 
 fn body(n: usize, seed: u8) -> Vec<u8> {
     (0..n).map(|i| (i as u8).wrapping_mul(13).wrapping_add(seed)).collect()
-}
-
-/// Waits until `f` holds (copies sent in the background arrive soon, not at once).
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("never happened: {what}");
-}
-
-fn metric(node: &Node, prefix: &str) -> f64 {
-    let text = String::from_utf8(node.admin("/metrics").body).expect("utf8");
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 #[test]
@@ -579,8 +559,9 @@ fn copies_arrive_on_the_core_that_writes_them() {
     assert_eq!(direct + forwarded, 60.0, "every copy counted once");
     if cores > 1 {
         // Where a connection lands is the peer kernel's choice; the sender dials more when no
-        // connection reaches a core, so nearly every copy goes straight in.
-        assert!(direct >= 54.0, "{direct} of 60 copies direct ({forwarded} passed between cores)");
+        // connection reaches a core, so nearly every copy goes straight in (31 of 60 without
+        // routing; 53-60 with it, the low end on a loaded machine while connections are dialled).
+        assert!(direct >= 50.0, "{direct} of 60 copies direct ({forwarded} passed between cores)");
     }
     for n in nodes.iter_mut() {
         n.kill();

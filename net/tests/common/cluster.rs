@@ -48,6 +48,11 @@ pub fn members(n: usize) -> Vec<Member> {
 }
 
 pub fn start(tag: &str, m: &[Member], secret: &std::path::Path) -> Vec<Node> {
+    start_with(tag, m, secret, "")
+}
+
+/// [`start`] with extra configuration text for every member.
+pub fn start_with(tag: &str, m: &[Member], secret: &std::path::Path, extra: &str) -> Vec<Node> {
     m.iter()
         .map(|me| {
             let peers: Vec<&Member> = m.iter().filter(|p| p.name != me.name).collect();
@@ -56,7 +61,7 @@ pub fn start(tag: &str, m: &[Member], secret: &std::path::Path) -> Vec<Node> {
                 &me.name,
                 me.data,
                 me.admin,
-                &repl_config(me, &peers, secret),
+                &format!("{extra}\n{}", repl_config(me, &peers, secret)),
             )
         })
         .collect()

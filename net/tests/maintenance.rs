@@ -1,0 +1,172 @@
+//! Disk maintenance on the real binary: compaction and scrub started from the CLI and the admin
+//! API, what they reclaim and find, metrics, a restart; and the repair of a record the scrub
+//! found damaged, from a peer, with no client asking for it.
+
+mod common;
+
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::cluster::{members, secret_file, start_with};
+use common::{eventually, metric, Node};
+
+/// On demand only: the tests start the passes.
+const MAINTENANCE: &str = "[engine]\nblob_size_bytes = 1048576\n\n[maintenance]\ncompact_interval_s = 0\nscrub_period_s = 0\nrepair_interval_s = 1\n";
+
+fn podstore(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_podstore")).args(args).output().expect("run podstore")
+}
+
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn value(i: usize, gen: usize) -> Vec<u8> {
+    (0..20_000 + i).map(|j| (j * 7 + i * 13 + gen * 101) as u8).collect()
+}
+
+fn blob_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    for d in 0..3 {
+        for e in std::fs::read_dir(dir.join(format!("disk{d}"))).expect("disk dir").flatten() {
+            if e.file_name().to_string_lossy().starts_with("blob-") {
+                v.push(e.path());
+            }
+        }
+    }
+    v
+}
+
+/// Flips a byte of object data 500 bytes past the only place the key is stored; returns the
+/// file. (The node reads with O_DIRECT: the test's write is synced first.)
+fn damage(dir: &Path, key: &str) -> PathBuf {
+    let mut hits = Vec::new();
+    for f in blob_files(dir) {
+        let bytes = std::fs::read(&f).expect("read blob");
+        let k = key.as_bytes();
+        let mut at = 0;
+        while let Some(p) = bytes[at..].windows(k.len()).position(|w| w == k) {
+            hits.push((f.clone(), (at + p) as u64, bytes[at + p + k.len() + 500]));
+            at += p + 1;
+        }
+    }
+    assert_eq!(hits.len(), 1, "{key} is stored once: {hits:?}");
+    let (f, pos, old) = hits.pop().expect("one");
+    let mut file = std::fs::OpenOptions::new().write(true).open(&f).expect("open blob");
+    file.seek(SeekFrom::Start(pos + key.len() as u64 + 500)).expect("seek");
+    file.write_all(&[old ^ 0x20]).expect("write");
+    file.sync_all().expect("sync");
+    f
+}
+
+#[test]
+fn compaction_and_scrub_from_the_cli_reclaim_space_and_find_damage() {
+    let mut node = Node::start("maint", MAINTENANCE);
+    let admin = node.admin.to_string();
+    let n = 240;
+    let mut want: Vec<Option<Vec<u8>>> = Vec::new();
+    for i in 0..n {
+        let r = node.req("PUT", &format!("/photos/p{i:04}"), &[], &value(i, 0));
+        assert_eq!(r.status, 201);
+        want.push(Some(value(i, 0)));
+    }
+    for i in (0..n).filter(|i| i % 4 != 0) {
+        let r = node.req("PUT", &format!("/photos/p{i:04}"), &[], &value(i, 1));
+        assert_eq!(r.status, 201);
+        want[i] = Some(value(i, 1));
+    }
+    for i in (0..n).filter(|i| i % 8 == 2) {
+        assert_eq!(node.req("DELETE", &format!("/photos/p{i:04}"), &[], b"").status, 204);
+        want[i] = None;
+    }
+    let files_before = blob_files(&node.dir).len();
+    let dead_before = metric(&node, "podstore_disk_dead_bytes{");
+    assert!(dead_before > 3e6, "dead bytes to reclaim: {dead_before}");
+
+    let out = ok(&podstore(&["compact", "--admin", &admin]));
+    assert_eq!(out.matches("blobs compacted").count(), 3, "{out}");
+    let files_after = blob_files(&node.dir).len();
+    assert!(files_after < files_before, "{files_before} -> {files_after} blob files");
+    let reclaimed = metric(&node, "podstore_disk_reclaimed_bytes_total{");
+    assert!(reclaimed >= 3.0 * 1048576.0, "reclaimed {reclaimed}");
+    assert!(metric(&node, "podstore_disk_dead_bytes{") < dead_before / 2.0);
+    assert!(metric(&node, "podstore_disk_background_bytes_total{") > 0.0);
+    let check = |node: &Node| {
+        for (i, w) in want.iter().enumerate() {
+            let r = node.req("GET", &format!("/photos/p{i:04}"), &[], b"");
+            match w {
+                Some(v) => assert!(r.status == 200 && r.body == *v, "p{i:04}: {}", r.status),
+                None => assert_eq!(r.status, 404, "p{i:04} was deleted"),
+            }
+        }
+    };
+    check(&node);
+    // Pause and resume answer, and a bad action is refused with a message.
+    ok(&podstore(&["compact", "--pause", "--admin", &admin]));
+    let jobs = String::from_utf8(node.admin("/admin/jobs").body).expect("utf8");
+    assert!(jobs.contains("\"paused\":true"), "{jobs}");
+    ok(&podstore(&["compact", "--resume", "--admin", &admin]));
+    let bad = podstore(&["compact", "--disk", "9", "--admin", &admin]);
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("no disk"));
+
+    // A restart finds the same objects.
+    assert!(node.stop().success());
+    node.spawn(&[]);
+    check(&node);
+
+    // Scrub: damage one never-overwritten object on disk; a pass finds it, the key is
+    // quarantined (503: no peer to repair it from), everything else still reads.
+    let victim = "photos/p0004";
+    damage(&node.dir, victim);
+    let out = ok(&podstore(&["scrub", "--admin", &admin]));
+    assert!(out.contains("1 damaged records"), "{out}");
+    assert_eq!(metric(&node, "podstore_disk_scrub_damaged_total{"), 1.0);
+    assert_eq!(metric(&node, "podstore_disk_quarantined{"), 1.0);
+    assert!(metric(&node, "podstore_disk_scrub_last_pass_end_timestamp_seconds{") > 1.7e9);
+    assert_eq!(metric(&node, "podstore_disk_scrub_passes_total{"), 3.0, "one pass on each disk");
+    assert_eq!(node.req("GET", &format!("/{victim}"), &[], b"").status, 503);
+    want[4] = None;
+    for (i, w) in want.iter().enumerate() {
+        if let Some(v) = w {
+            let r = node.req("GET", &format!("/photos/p{i:04}"), &[], b"");
+            assert!(r.status == 200 && r.body == *v, "p{i:04}");
+        }
+    }
+    // The scrub's place survives a restart (a full pass ended: nothing in progress).
+    assert!(node.stop().success());
+    node.spawn(&[]);
+    assert_eq!(metric(&node, "podstore_disk_scrub_passes_total{"), 3.0, "passes are kept on disk");
+}
+
+#[test]
+fn a_record_the_scrub_finds_damaged_is_repaired_from_a_peer_with_no_client_asking() {
+    let m = members(2);
+    let secret = secret_file("maint-repair", "a-shared-secret-of-enough-length");
+    let nodes = start_with("maint-repair", &m, &secret, MAINTENANCE);
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let v = value(7, 0);
+    let r = a.req("PUT", "/photos/precious", &[("X-Copies", "all")], &v);
+    assert_eq!(r.status, 201);
+    damage(&a.dir, "photos/precious");
+    let scrub = a.connect(a.admin).and_then(|s| common::request_on(s, "POST", "/admin/scrub", &[], b""));
+    assert_eq!(scrub.expect("scrub").status, 202);
+    eventually("the scrub quarantines the damaged record", || {
+        metric(a, "podstore_disk_scrub_damaged_total{") == 1.0
+    });
+    // The repair loop asks the peer, which sends its copy back: no GET involved.
+    eventually("the repair loop restores it from the peer", || {
+        metric(a, "podstore_disk_quarantined{") == 0.0
+    });
+    assert!(metric(a, "podstore_repairs_total{outcome=\"repaired\"") >= 1.0);
+    assert_eq!(metric(a, "podstore_repl_read_repairs_total"), 0.0, "no read repair was needed");
+    let g = a.req("GET", "/photos/precious", &[], b"");
+    assert!(g.status == 200 && g.body == v);
+    assert_eq!(b.req("GET", "/photos/precious", &[], b"").body, v);
+}
