@@ -149,6 +149,9 @@ pub async fn repair(shared: Arc<Shared>, shards: crate::core::Shards, links: Rc<
         return;
     }
     let limit = Duration::from_millis(shared.cfg.limits.copy_timeout_ms);
+    for outcome in ["repaired", "not_repaired"] {
+        metrics::counter!("podstore_repairs_total", "outcome" => outcome).increment(0);
+    }
     loop {
         tokio::time::sleep(Duration::from_secs(shared.cfg.maintenance.repair_interval_s)).await;
         let keys: Vec<Vec<u8>> = shards

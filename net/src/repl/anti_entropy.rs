@@ -168,17 +168,25 @@ pub async fn pass(
         let theirs: BTreeMap<Vec<u8>, KeyState> =
             peer_bucket_keys(link, b).await?.into_iter().map(|k| (k.key.clone(), k)).collect();
         let mut work: Vec<(bool, Vec<u8>)> = Vec::new(); // (push, key)
+        // A tombstone past the horizon that one side lacks was dropped there by compaction (or
+        // soon will be): copying it back would only be dropped again.
+        let horizon_ms = shared.cfg.maintenance.tombstone_horizon_s.saturating_mul(1000);
+        let now_ms = now_s().saturating_mul(1000);
+        let expired = |k: &KeyState| k.tombstone && now_ms.saturating_sub(k.version.millis()) >= horizon_ms;
         for (k, m) in &mine {
             p.keys_compared.fetch_add(1, Ordering::Relaxed);
             match theirs.get(k) {
                 Some(t) if t.version == m.version => {}
                 Some(t) if t.version > m.version => work.push((false, k.clone())),
+                None if expired(m) => {}
                 _ => work.push((true, k.clone())),
             }
         }
-        for k in theirs.keys().filter(|k| !mine.contains_key(*k)) {
+        for (k, t) in theirs.iter().filter(|(k, _)| !mine.contains_key(*k)) {
             p.keys_compared.fetch_add(1, Ordering::Relaxed);
-            work.push((false, k.clone()));
+            if !expired(t) {
+                work.push((false, k.clone()));
+            }
         }
         for chunk in work.chunks(WINDOW) {
             let handles: Vec<_> = chunk
