@@ -323,7 +323,7 @@ impl<I: Io> Shard<I> {
                 return Ok(Moved::Dropped);
             }
             budget.take(h.record_len).await;
-            let copy = self.write_tombstone(&key, h.version, h.created_ms).await?;
+            let copy = self.write_tombstone(&key, h.version, h.created_ms, true).await?;
             self.switch_moved(slot, fp, &key, loc, h.seq, &copy);
             drop(lock);
             drop(permit);

@@ -492,15 +492,23 @@ impl<I: Io> Shard<I> {
     ///
     /// The last `tombstone_reserve_bytes` of the open blob are kept for tombstones, so deletes
     /// still work when the shard has no room for another blob.
-    async fn reserve(&self, len: u64, tombstone: bool) -> Result<(Rc<BlobFile<I>>, u64, u64)> {
+    ///
+    /// One blob's worth of the shard's room is kept for compaction (`compacting`): it needs
+    /// somewhere to copy live records before it can free a blob, so writes stop short of it.
+    async fn reserve(
+        &self,
+        len: u64,
+        tombstone: bool,
+        compacting: bool,
+    ) -> Result<(Rc<BlobFile<I>>, u64, u64)> {
         let _g = self.reserve_lock.lock().await;
         self.check_writable()?;
         let open = self.open_blob.get().and_then(|id| self.blob(id));
         let keep = if tombstone { 0 } else { self.cfg.tombstone_reserve_bytes };
         let blob = match open {
             Some(b) if b.room() >= len + keep => b,
-            _ if len > self.cfg.blob_size_bytes / 4 => self.create_blob(len, true).await?,
-            open => match self.create_blob(self.cfg.blob_size_bytes, false).await {
+            _ if len > self.cfg.blob_size_bytes / 4 => self.create_blob(len, true, compacting).await?,
+            open => match self.create_blob(self.cfg.blob_size_bytes, false, compacting).await {
                 Ok(b) => {
                     if let Some(old) = self.open_blob.replace(Some(b.id)).and_then(|id| self.blob(id)) {
                         old.sealed.set(true);
@@ -521,13 +529,14 @@ impl<I: Io> Shard<I> {
         Ok((blob, offset, seq))
     }
 
-    async fn create_blob(&self, size: u64, dedicated: bool) -> Result<Rc<BlobFile<I>>> {
+    async fn create_blob(&self, size: u64, dedicated: bool, compacting: bool) -> Result<Rc<BlobFile<I>>> {
         let id = self.next_blob_id.get();
         if id > BLOB_ID_MAX {
             return Err(Error::NoSpace { shard: self.id });
         }
         let used: u64 = self.blobs.borrow().values().map(|b| b.size_bytes).sum();
-        if used.saturating_add(size) > self.cfg.shard_size_max_bytes {
+        let headroom = if compacting { 0 } else { self.compaction_headroom() };
+        if used.saturating_add(size).saturating_add(headroom) > self.cfg.shard_size_max_bytes {
             return Err(Error::NoSpace { shard: self.id });
         }
         self.next_blob_id.set(id + 1);
@@ -550,6 +559,17 @@ impl<I: Io> Shard<I> {
         let blob = Rc::new(BlobFile::new(id, file, size, dedicated, 0));
         self.blobs.borrow_mut().insert(id, blob.clone());
         Ok(blob)
+    }
+
+    /// Room kept for compaction: one regular blob, unless the shard is too small to spare it
+    /// (fewer than four blobs' room).
+    pub(crate) fn compaction_headroom(&self) -> u64 {
+        let size = self.cfg.blob_size_bytes;
+        if self.cfg.shard_size_max_bytes / size >= 4 {
+            size
+        } else {
+            0
+        }
     }
 
     /// Starts a streaming PUT of `object_len` bytes, stamped with a new version of this
@@ -603,7 +623,7 @@ impl<I: Io> Shard<I> {
         w: WriterStart<I>,
     ) -> Result<PutWriter<I>> {
         let rec_len = record::record_len(key.len(), content_type.len(), object_len);
-        let (blob, offset, seq) = self.reserve(rec_len, false).await?;
+        let (blob, offset, seq) = self.reserve(rec_len, false, w.moved_from.is_some()).await?;
         let header = Header {
             flags: 0,
             shard_id: self.id,
@@ -906,7 +926,7 @@ impl<I: Io> Shard<I> {
         let (Some(version), held) = self.stamp(stamp, key, old, known).await? else {
             return Ok(DeleteDone { existed, version: None, seq: None });
         };
-        let header = self.write_tombstone(key, version, now_ms()).await?;
+        let header = self.write_tombstone(key, version, now_ms(), false).await?;
         let rec_len = header.record_len;
         self.commit_index(slot, fp, key, Loc::new(header.blob_id, header.offset, rec_len, true), rec_len);
         self.digest_apply(key, held, Some((version, true)));
@@ -922,9 +942,10 @@ impl<I: Io> Shard<I> {
         key: &[u8],
         version: Version,
         created_ms: u64,
+        compacting: bool,
     ) -> Result<Header> {
         let rec_len = record::record_len(key.len(), 0, 0);
-        let (blob, offset, seq) = self.reserve(rec_len, true).await?;
+        let (blob, offset, seq) = self.reserve(rec_len, true, compacting).await?;
         let header = Header {
             flags: FLAG_TOMBSTONE,
             shard_id: self.id,
@@ -1276,6 +1297,23 @@ impl<I: Io> Shard<I> {
         c.since_checkpoint_records -= records_then;
         c.since_checkpoint_bytes -= bytes_then;
         Ok(bytes.len() as u64)
+    }
+
+    /// Whether the shard is nearly out of room for new objects: it can't add another blob
+    /// (`shard_size_max_bytes`; `extra_free_bytes`: what the filesystem has left beyond the
+    /// blobs' preallocation) and its open blob has less than an eighth of a blob left.
+    /// The free space is asked for only when the open blob is low on room.
+    pub fn nearly_full(&self, extra_free_bytes: impl FnOnce() -> u64) -> bool {
+        let size = self.cfg.blob_size_bytes;
+        let room = self.open_blob.get().and_then(|id| self.blob(id)).map_or(0, |b| b.room());
+        if room >= size / 8 + self.cfg.tombstone_reserve_bytes {
+            return false;
+        }
+        let blobs: u64 = self.blobs.borrow().values().map(|b| b.size_bytes).sum();
+        let keep = self.compaction_headroom();
+        let can_grow = blobs.saturating_add(size).saturating_add(keep) <= self.cfg.shard_size_max_bytes
+            && extra_free_bytes() > size + keep;
+        !can_grow
     }
 
     /// Damaged records and regions awaiting repair.

@@ -76,6 +76,11 @@ pub fn describe_metrics() {
         "The disk's read limit (its measured queue depth, or the default)"
     );
     g!("podstore_disk_reads_in_flight_peak", "The most reads the disk has had in flight at once");
+    g!(
+        "podstore_disk_takes_writes",
+        "1 if the disk takes new objects; 0 when full, fenced or failed (its keys' writes go to the next disks)"
+    );
+    g!("podstore_disk_spilled", "1 if some of the disk's keys may live on the next disks of their order");
     c!("podstore_disk_io_errors_total", "I/O errors on the disk since the node started");
     c!("podstore_disk_checksum_errors_total", "Reads that failed their checksums since the node started");
     c!("podstore_disk_fdatasyncs_total", "fdatasync calls (one per group commit) since the node started");
@@ -196,6 +201,8 @@ pub async fn render_metrics(shared: &Shared, handle: &PrometheusHandle) -> Strin
             let v = if disk_state(shared, d.id, s) == state { 1.0 } else { 0.0 };
             metrics::gauge!("podstore_disk_state", "disk" => disk.clone(), "tier" => tier.clone(), "state" => state).set(v);
         }
+        metrics::gauge!("podstore_disk_spilled", "disk" => disk.clone())
+            .set(if shared.routes.is_spilled(d.id) { 1.0 } else { 0.0 });
         if let Some(s) = s {
             let g = |name: &'static str, v: u64| metrics::gauge!(name, "disk" => disk.clone()).set(v as f64);
             g("podstore_disk_capacity_bytes", d.capacity_bytes);
@@ -210,6 +217,7 @@ pub async fn render_metrics(shared: &Shared, handle: &PrometheusHandle) -> Strin
             g("podstore_group_commit_last_batch_writers", s.last_sync_batch);
             g("podstore_disk_reads_in_flight_max", s.reads_in_flight_max);
             g("podstore_disk_reads_in_flight_peak", s.reads_in_flight_peak);
+            g("podstore_disk_takes_writes", shared.routes.is_writable(d.id) as u64);
             // Counts since the node started: counters (a restart resets them, which
             // Prometheus' rate() handles).
             let c = |name: &'static str, v: u64| metrics::counter!(name, "disk" => disk.clone()).absolute(v);
@@ -392,6 +400,10 @@ async fn disks_json(shared: &Shared) -> String {
                 "dead_bytes": s.map(|s| s.dead_bytes).unwrap_or(0),
                 "io_errors": s.map(|s| s.io_errors).unwrap_or(0),
                 "quarantined": s.map(|s| s.quarantined).unwrap_or(0),
+                // Whether new objects of its keys go to it, and whether its keys may also be
+                // on the next disks of their chains (it filled up, was fenced or failed).
+                "takes_writes": shared.routes.is_writable(d.id),
+                "spilled": shared.routes.is_spilled(d.id),
                 "reads_in_flight_max": s.map(|s| s.reads_in_flight_max).unwrap_or(0),
                 "reads_in_flight_peak": s.map(|s| s.reads_in_flight_peak).unwrap_or(0),
                 "profile": d.profile.map(|p| serde_json::json!({

@@ -117,6 +117,12 @@ pub enum CoreMsg {
         seq: u64,
         peer: usize,
     },
+    /// The version of the key's newest record on a disk (None: the disk has none).
+    Version {
+        shard: u32,
+        key: Vec<u8>,
+        reply: oneshot::Sender<Result<Option<(podstore_engine::Version, bool)>, podstore_engine::Error>>,
+    },
     /// Start, pause, resume or stop a background job on one disk of this core (or all).
     Job {
         disk: Option<u32>,
@@ -146,6 +152,9 @@ pub struct DiskInfo {
 #[derive(Debug)]
 pub struct Shared {
     pub cfg: Config,
+    /// Which disk holds a key and which takes its writes (route.rs).
+    pub routes: crate::route::Routes,
+    /// The disks that opened, with their weights (what peers are told).
     pub placement: Vec<Candidate>,
     pub shard_core: HashMap<u32, usize>,
     pub inboxes: Vec<mpsc::Sender<CoreMsg>>,
@@ -335,7 +344,7 @@ async fn core_main(start: CoreStart) {
         tokio::select! {
             msg = inbox.recv() => match msg {
                 Some(m) => {
-                    tokio::task::spawn_local(execute(m, shards.clone(), links.clone(), jobs.clone()));
+                    tokio::task::spawn_local(execute(m, shared.clone(), shards.clone(), links.clone(), jobs.clone()));
                 }
                 None => break,
             },
@@ -350,7 +359,7 @@ async fn core_main(start: CoreStart) {
     conns.drain(Duration::from_secs(30)).await;
     // Serve any work still queued from other cores' last requests, then sync.
     while let Ok(m) = inbox.try_recv() {
-        execute(m, shards.clone(), links.clone(), jobs.clone()).await;
+        execute(m, shared.clone(), shards.clone(), links.clone(), jobs.clone()).await;
     }
     hb.abort();
     repair.abort();
@@ -387,7 +396,41 @@ async fn housekeeping(index: usize, shared: Arc<Shared>, shards: Shards) {
                 tracing::warn!("shard {}: checkpoint failed: {e}", s.id());
             }
         }
+        // A disk that can take no more objects (fenced, or nearly full) is spilled: its keys'
+        // writes go on along their chains (route.rs).
+        // One that has room again (compaction, deletes) takes its keys' writes back.
+        let all: Vec<_> = shards.borrow().values().cloned().collect();
+        for s in all {
+            let writable = shared.routes.is_writable(s.id());
+            if s.fenced().is_some() {
+                if writable {
+                    spill(&shared, s.id(), "fenced read-only").await;
+                }
+            } else if s.nearly_full(|| free_bytes(&shared, s.id())) {
+                if writable {
+                    spill(&shared, s.id(), "full").await;
+                }
+            } else if !writable && shared.routes.is_spilled(s.id()) {
+                shared.routes.unfill(s.id());
+            }
+        }
     }
+}
+
+/// What the filesystem of disk `id` has free (u64::MAX if unknown).
+fn free_bytes(shared: &Shared, id: u32) -> u64 {
+    shared
+        .disks
+        .iter()
+        .find(|d| d.id == id)
+        .and_then(|d| podstore_disks::fs_space(&d.path).ok())
+        .map_or(u64::MAX, |(_, free)| free)
+}
+
+/// Marks a disk spilled (route.rs), off the core's thread (it writes files on every disk).
+pub(crate) async fn spill(shared: &Arc<Shared>, id: u32, why: &'static str) {
+    let sh = shared.clone();
+    let _ = tokio::task::spawn_blocking(move || sh.routes.spill(id, why)).await;
 }
 
 fn no_shard(id: u32) -> podstore_engine::Error {
@@ -396,6 +439,7 @@ fn no_shard(id: u32) -> podstore_engine::Error {
 
 async fn execute(
     msg: CoreMsg,
+    shared: Arc<Shared>,
     shards: Shards,
     links: Rc<crate::repl::link::Links>,
     jobs: crate::maintenance::Jobs,
@@ -430,7 +474,13 @@ async fn execute(
                 }
             }
             .await;
+            // Out of room, or nearly: later writes of its keys go to the next disks.
+            let full = matches!(r, Err(podstore_engine::Error::NoSpace { .. }))
+                || shared.routes.is_writable(shard) && s.nearly_full(|| free_bytes(&shared, shard));
             let _ = reply.send(r);
+            if full {
+                spill(&shared, shard, "full").await;
+            }
         }
         CoreMsg::Get { shard, key, range, head, reply } => {
             let Some(s) = shards.borrow().get(&shard).cloned() else {
@@ -560,6 +610,13 @@ async fn execute(
                 })
                 .collect();
             let _ = reply.send(stats);
+        }
+        CoreMsg::Version { shard, key, reply } => {
+            let Some(s) = shards.borrow().get(&shard).cloned() else {
+                let _ = reply.send(Err(no_shard(shard)));
+                return;
+            };
+            let _ = reply.send(s.version_of(&key).await);
         }
         CoreMsg::Job { disk, job, action, ratio, reply } => {
             let mut done = Vec::new();

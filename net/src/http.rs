@@ -297,14 +297,11 @@ async fn route(
         ));
     }
     let key = name.storage_key();
-    let fp = podstore_engine::index::fingerprint(&key);
-    let shard = podstore_engine::placement::place(fp, &shared.placement).ok_or_else(|| {
-        err(StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage", "no disk is available")
-    })?;
-    let owner = *shared
-        .shard_core
-        .get(&shard)
-        .ok_or_else(|| err(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "disk not available"))?;
+    let (shard, owner) = match method {
+        Method::PUT => write_route_wait(shared, &key).await?,
+        Method::DELETE => delete_route(shared, &key).await?,
+        _ => read_route(shared, &key).await?,
+    };
     match method {
         Method::PUT => put(shared, links, owner, shard, name, key, req).await,
         Method::DELETE => {
@@ -341,6 +338,84 @@ fn copies(h: &HeaderMap, cfg: &crate::config::Config) -> Result<u32, ApiError> {
     })
 }
 
+/// [`write_route`], waiting (up to 2 s) for a disk that just stopped taking writes to be
+/// marked spilled, so its keys' writes can go on to the next disk instead of failing.
+pub(crate) async fn write_route_wait(shared: &Shared, key: &[u8]) -> Result<(u32, usize), ApiError> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match write_route(shared, key) {
+            Err(e) if Instant::now() < deadline && spill_pending(shared, key) => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// The disk that takes a key's tombstone: the one that takes its writes, or on a full node the
+/// first open disk of its chain (a full disk keeps room for tombstones).
+async fn delete_route(shared: &Shared, key: &[u8]) -> Result<(u32, usize), ApiError> {
+    match write_route_wait(shared, key).await {
+        Ok(r) => Ok(r),
+        Err(e) => shared
+            .routes
+            .chain(podstore_engine::index::fingerprint(key))
+            .into_iter()
+            .find_map(|id| shared.shard_core.get(&id).map(|&core| (id, core)))
+            .ok_or(e),
+    }
+}
+
+/// Whether the key's chain ends at a disk that takes no writes but is not marked spilled yet.
+fn spill_pending(shared: &Shared, key: &[u8]) -> bool {
+    let chain = shared.routes.chain(podstore_engine::index::fingerprint(key));
+    chain.last().is_some_and(|&id| !shared.routes.is_writable(id) && !shared.routes.is_spilled(id))
+}
+
+/// The disk (and its core) that takes a key's writes: the first of its chain that takes
+/// writes (route.rs); 507 when none does.
+pub(crate) fn write_route(shared: &Shared, key: &[u8]) -> Result<(u32, usize), ApiError> {
+    let fp = podstore_engine::index::fingerprint(key);
+    let shard = shared.routes.write_target(fp).ok_or_else(|| {
+        err(StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage", "no disk can take this object")
+    })?;
+    let owner = *shared
+        .shard_core
+        .get(&shard)
+        .ok_or_else(|| err(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "disk not available"))?;
+    Ok((shard, owner))
+}
+
+/// The disk (and its core) to read a key from: its home, or, when the home is spilled, the
+/// disk of its chain holding the newest version (a tombstone's disk answers 404); with no
+/// version anywhere, the disk that takes its writes (where read repair stores a copy).
+pub(crate) async fn read_route(shared: &Shared, key: &[u8]) -> Result<(u32, usize), ApiError> {
+    let fp = podstore_engine::index::fingerprint(key);
+    let chain = shared.routes.chain(fp);
+    let core_of = |id: u32| shared.shard_core.get(&id).copied();
+    if let [home] = chain[..] {
+        let owner = core_of(home)
+            .ok_or_else(|| err(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "disk not available"))?;
+        return Ok((home, owner));
+    }
+    let mut best: Option<(podstore_engine::Version, u32, usize)> = None;
+    for id in chain {
+        let Some(owner) = core_of(id) else { continue }; // failed: its copies come from peers
+        let (tx, rx) = oneshot::channel();
+        send(shared, owner, CoreMsg::Version { shard: id, key: key.to_vec(), reply: tx }).await?;
+        if let Ok(Ok(Some((v, _)))) = rx.await {
+            if best.is_none_or(|b| v > b.0) {
+                best = Some((v, id, owner));
+            }
+        }
+    }
+    match best {
+        Some((_, id, owner)) => Ok((id, owner)),
+        None => write_route(shared, key),
+    }
+}
+
 async fn send(shared: &Shared, core: usize, msg: CoreMsg) -> Result<(), ApiError> {
     shared.inboxes[core]
         .send(msg)
@@ -360,8 +435,8 @@ fn etag(meta_digest: &[u8; 16]) -> String {
 async fn put(
     shared: &Arc<Shared>,
     links: &Links,
-    owner: usize,
-    shard: u32,
+    mut owner: usize,
+    mut shard: u32,
     name: ObjectName,
     key: Vec<u8>,
     req: Request<Incoming>,
@@ -426,6 +501,7 @@ async fn put(
     let small = len <= SMALL_BODY_MAX_BYTES;
     let (tx, rx) = mpsc::channel(if small { 2 } else { PIECES_IN_FLIGHT_MAX });
     let (reply_tx, reply_rx) = oneshot::channel();
+    let mut reply_rx = Some(reply_rx);
     let mut msg = Some(CoreMsg::Put {
         shard,
         key,
@@ -458,6 +534,7 @@ async fn put(
     let mut hash = version.map(|_| xxhash_rust::xxh3::Xxh3::new());
     let stall = Duration::from_millis(shared.cfg.limits.copy_timeout_ms);
     let mut whole = if small { Some(Vec::with_capacity(len as usize)) } else { None };
+    let mut small_outcome = None;
     let mut body = req.into_body();
     let mut md5 = want_md5.map(|_| md5::Md5::new());
     let mut received = 0u64;
@@ -527,16 +604,53 @@ async fn put(
                 ),
             });
         }
+        let w = Bytes::from(w);
         // Room for both was made when the channel was created.
-        let _ = tx.try_send(BodyMsg::Data(Bytes::from(w)));
+        let _ = tx.try_send(BodyMsg::Data(w.clone()));
         let _ = tx.try_send(BodyMsg::End { ok: true, digest: None });
         drop(tx);
         send(shared, owner, msg.take().expect("not sent yet")).await?;
+        // A disk that ran out of room just now is marked spilled by its core: the body is
+        // still here, so it goes to the next disk of the key's chain instead of a 507.
+        let mut got = reply_rx.take().expect("not awaited yet").await.map_err(|_| gone())?;
+        for _ in 0..3 {
+            if !matches!(got, Err(podstore_engine::Error::NoSpace { .. })) {
+                break;
+            }
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while !shared.routes.is_spilled(shard) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let Ok((next, next_owner)) = write_route_wait(shared, &name.storage_key()).await else { break };
+            if next == shard {
+                break;
+            }
+            let (tx2, rx2) = mpsc::channel(2);
+            let _ = tx2.try_send(BodyMsg::Data(w.clone()));
+            let _ = tx2.try_send(BodyMsg::End { ok: true, digest: None });
+            let (reply2, rx_reply2) = oneshot::channel();
+            let again = CoreMsg::Put {
+                shard: next,
+                key: name.storage_key(),
+                content_type: content_type.clone(),
+                len,
+                stamp,
+                body: rx2,
+                reply: reply2,
+            };
+            send(shared, next_owner, again).await?;
+            (shard, owner) = (next, next_owner);
+            got = rx_reply2.await.map_err(|_| gone())?;
+        }
+        small_outcome = Some(got);
     } else {
         let _ = tx.send(BodyMsg::End { ok: complete && digest_ok, digest: None }).await;
         drop(tx);
     }
-    let outcome = reply_rx.await.map_err(|_| gone())?;
+    let outcome = match small_outcome {
+        Some(o) => o,
+        None => reply_rx.take().expect("not awaited yet").await.map_err(|_| gone())?,
+    };
     let outcome = outcome.map_err(engine_error)?;
     if let Some(why) = failed {
         return Err(err(StatusCode::BAD_REQUEST, "incomplete_body", why));
@@ -673,7 +787,10 @@ async fn delete(
     let (reply_tx, reply_rx) = oneshot::channel();
     // In a replica set the tombstone is written even if this appliance lacks the key: a peer
     // may hold it, and the tombstone keeps older copies from coming back.
-    let always = version.is_some();
+    // So does a node whose chain for the key is longer than its home: an older copy on another
+    // disk of the chain must be shadowed.
+    let chained = shared.routes.chain(podstore_engine::index::fingerprint(&key)).len() > 1;
+    let always = version.is_some() || chained;
     send(shared, owner, CoreMsg::Delete { shard, key, stamp, always, reply: reply_tx }).await?;
     let done = reply_rx.await.map_err(|_| gone())?.map_err(engine_error)?;
     let written = collect_copies(shared, owner, shard, done.seq, want, copies_rx).await?;

@@ -14,3 +14,4 @@ pub mod node;
 pub mod profile;
 pub mod range;
 pub mod repl;
+pub mod route;

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -66,6 +67,11 @@ pub fn run(cfg: Config) -> Result<(), String> {
     let mut placement = Vec::new();
     let mut shard_core = HashMap::new();
     let mut healthy = 0usize;
+    // Every disk's weight as recorded (a failed disk keeps its keys' order); see route.rs.
+    let dirs: Vec<PathBuf> = cfg.disks.iter().map(|d| d.path.clone()).collect();
+    let recorded = crate::route::PlacementState::load(&dirs).unwrap_or_default();
+    let mut route_candidates = Vec::new();
+    let mut open_ids = Vec::new();
     for d in &cfg.disks {
         let spec = DiskSpec {
             id: d.id,
@@ -86,11 +92,17 @@ pub fn run(cfg: Config) -> Result<(), String> {
                 (Some(e.to_string()), 0)
             }
         };
+        let known = recorded.disks.get(&d.id).map(|r| r.0);
         if failed.is_none() {
-            let weight = d.weight.unwrap_or((capacity as f64 / (1u64 << 30) as f64).max(1.0));
+            let weight = d.weight.or(known).unwrap_or((capacity as f64 / (1u64 << 30) as f64).max(1.0));
             placement.push(Candidate { shard_id: d.id, weight });
+            route_candidates.push(Candidate { shard_id: d.id, weight });
+            open_ids.push(d.id);
             shard_core.insert(d.id, core);
             specs[core].push(spec);
+        } else if let Some(weight) = d.weight.or(known) {
+            // Its keys keep their order: reads look past it, writes go on along the chain.
+            route_candidates.push(Candidate { shard_id: d.id, weight });
         }
         let profile = match crate::profile::read(&d.path) {
             Ok(Some(p)) => {
@@ -148,8 +160,20 @@ pub fn run(cfg: Config) -> Result<(), String> {
         inboxes.push(tx);
         inbox_rx.push(rx);
     }
+    let route_dirs: Vec<PathBuf> = route_candidates
+        .iter()
+        .map(|c| cfg.disks.iter().find(|d| d.id == c.shard_id).map(|d| d.path.clone()).unwrap_or_default())
+        .collect();
+    let routes = crate::route::Routes::new(route_candidates, recorded, route_dirs, &open_ids);
+    for d in &disks {
+        if d.failed.is_some() && routes.candidates.iter().any(|c| c.shard_id == d.id) {
+            routes.spill(d.id, "failed");
+        }
+    }
+    routes.persist();
     let shared = Arc::new(Shared {
         cfg: cfg.clone(),
+        routes,
         placement,
         shard_core,
         inboxes,

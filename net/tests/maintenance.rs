@@ -170,3 +170,123 @@ fn a_record_the_scrub_finds_damaged_is_repaired_from_a_peer_with_no_client_askin
     assert!(g.status == 200 && g.body == v);
     assert_eq!(b.req("GET", "/photos/precious", &[], b"").body, v);
 }
+
+fn json(node: &Node, path: &str) -> serde_json::Value {
+    serde_json::from_slice(&node.admin(path).body).expect("json")
+}
+
+#[test]
+fn a_full_disk_sends_writes_to_the_others_and_507_comes_only_when_every_disk_is_full() {
+    // 3 disks of at most 4 blobs of 1 MiB each.
+    let extra = MAINTENANCE.replace("[maintenance]", "disk_bytes_max = 4194304\n\n[maintenance]");
+    let mut node = Node::start("maint-full", &extra);
+    let admin = node.admin.to_string();
+    let mut stored = Vec::new();
+    let mut refused = 0;
+    let mut run_of_507 = 0;
+    let mut i = 0;
+    while run_of_507 < 25 {
+        assert!(i < 1000, "the node never filled up");
+        let r = node.req("PUT", &format!("/photos/f{i:05}"), &[], &value(i, 0));
+        match r.status {
+            201 => {
+                stored.push(i);
+                run_of_507 = 0;
+            }
+            507 => {
+                refused += 1;
+                run_of_507 += 1;
+            }
+            s => panic!("PUT f{i:05}: {s} {}", String::from_utf8_lossy(&r.body)),
+        }
+        i += 1;
+    }
+    // A disk that filled between two looks may have refused a write or two; no more.
+    assert!(refused - 25 <= 3, "{} writes refused before the node was full", refused - 25);
+    // About 2.4 MiB of objects fit each disk (4 MiB, less a blob kept for compaction, the
+    // tombstone reserve and the last eighth of a blob): 20 KB objects take 5 blocks.
+    assert!(stored.len() >= 140, "only {} objects stored", stored.len());
+    let disks = json(&node, "/admin/disks");
+    for d in disks["disks"].as_array().expect("disks") {
+        assert_eq!(d["takes_writes"], false, "{d}");
+        assert_eq!(d["spilled"], true, "{d}");
+    }
+    assert_eq!(metric(&node, "podstore_disk_takes_writes{"), 0.0);
+    for &i in &stored {
+        let r = node.req("GET", &format!("/photos/f{i:05}"), &[], b"");
+        assert!(r.status == 200 && r.body == value(i, 0), "f{i:05}: {}", r.status);
+    }
+    // Deletes still work on a full node, and compaction frees the space again.
+    let gone: Vec<usize> = stored.iter().copied().filter(|i| i % 2 == 0).collect();
+    for &i in &gone {
+        assert_eq!(node.req("DELETE", &format!("/photos/f{i:05}"), &[], b"").status, 204, "f{i:05}");
+    }
+    ok(&podstore(&["compact", "--admin", &admin]));
+    eventually("disks take writes again after compaction", || {
+        metric(&node, "podstore_disk_takes_writes{") >= 1.0
+    });
+    let r = node.req("PUT", "/photos/after-compaction", &[], &value(1, 9));
+    assert_eq!(r.status, 201);
+    // Everything reads the same after a restart (the spilled marks are on the disks).
+    assert!(node.stop().success());
+    node.spawn(&[]);
+    for &i in &stored {
+        let r = node.req("GET", &format!("/photos/f{i:05}"), &[], b"");
+        if gone.contains(&i) {
+            assert_eq!(r.status, 404, "f{i:05} was deleted");
+        } else {
+            assert!(r.status == 200 && r.body == value(i, 0), "f{i:05}: {}", r.status);
+        }
+    }
+    assert_eq!(node.req("GET", "/photos/after-compaction", &[], b"").body, value(1, 9));
+}
+
+#[test]
+fn a_disk_missing_at_start_neither_stops_the_node_nor_serves_stale_data_when_it_returns() {
+    let mut node = Node::start("maint-missing", MAINTENANCE);
+    let n = 90;
+    for i in 0..n {
+        assert_eq!(node.req("PUT", &format!("/photos/m{i:03}"), &[], &value(i, 0)).status, 201);
+    }
+    assert!(node.stop().success());
+    // Disk 1 goes missing (a file where its directory was: it fails its checks).
+    let d1 = node.dir.join("disk1");
+    let away = node.dir.join("disk1.away");
+    std::fs::rename(&d1, &away).expect("move disk1");
+    std::fs::write(&d1, b"not a disk").expect("placeholder");
+    node.spawn(&[]);
+    let disks = json(&node, "/admin/disks");
+    let one =
+        disks["disks"].as_array().expect("disks").iter().find(|d| d["id"] == 1).cloned().expect("disk 1");
+    assert_eq!(one["state"], "failed", "{one}");
+    // Every key takes a new value, those of disk 1 included (they go on along their chains);
+    // some are deleted.
+    for i in 0..n {
+        let r = node.req("PUT", &format!("/photos/m{i:03}"), &[], &value(i, 1));
+        assert_eq!(r.status, 201, "m{i:03}: {}", String::from_utf8_lossy(&r.body));
+    }
+    for i in (0..n).step_by(9) {
+        assert_eq!(node.req("DELETE", &format!("/photos/m{i:03}"), &[], b"").status, 204);
+    }
+    let check = |node: &Node, when: &str| {
+        for i in 0..n {
+            let r = node.req("GET", &format!("/photos/m{i:03}"), &[], b"");
+            if i % 9 == 0 {
+                assert_eq!(r.status, 404, "m{i:03} {when}");
+            } else {
+                assert!(r.status == 200 && r.body == value(i, 1), "m{i:03} {when}: {} (stale?)", r.status);
+            }
+        }
+    };
+    check(&node, "while disk 1 is missing");
+    // Disk 1 comes back with its old data: no GET may see it.
+    assert!(node.stop().success());
+    std::fs::remove_file(&d1).expect("remove placeholder");
+    std::fs::rename(&away, &d1).expect("restore disk1");
+    node.spawn(&[]);
+    let disks = json(&node, "/admin/disks");
+    let one =
+        disks["disks"].as_array().expect("disks").iter().find(|d| d["id"] == 1).cloned().expect("disk 1");
+    assert_eq!((one["state"].as_str(), one["spilled"].as_bool()), (Some("online"), Some(true)), "{one}");
+    check(&node, "after disk 1 returned with old data");
+}

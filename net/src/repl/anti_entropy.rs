@@ -84,21 +84,20 @@ pub async fn node_bucket_keys(shared: &Shared, bucket: usize) -> Result<Vec<KeyS
     for part in ask_all(shared, |reply| CoreMsg::BucketKeys { bucket, reply }).await? {
         all.extend(part?);
     }
-    all.sort_by(|a, b| a.key.cmp(&b.key));
+    // A key on several disks of its chain (route.rs) counts once, at its newest version.
+    all.sort_by(|a, b| a.key.cmp(&b.key).then(b.version.cmp(&a.version)));
+    all.dedup_by(|later, first| later.key == first.key);
     Ok(all)
 }
 
-/// The shard and core that hold a key.
+/// The shard and core that take a key's writes (route.rs).
 pub fn locate(shared: &Shared, key: &[u8]) -> Result<(u32, usize), String> {
-    let fp = podstore_engine::index::fingerprint(key);
-    let shard = podstore_engine::placement::place(fp, &shared.placement).ok_or("no disk is available")?;
-    let owner = *shared.shard_core.get(&shard).ok_or("disk not available")?;
-    Ok((shard, owner))
+    crate::http::write_route(shared, key).map_err(|e| e.message)
 }
 
-/// Asks the owning core to push the key's newest write to peer `peer`.
+/// Asks the core holding the key's newest write to push it to peer `peer`.
 pub async fn push(shared: &Shared, key: Vec<u8>, peer: usize) -> super::link::CopyResult {
-    let (shard, owner) = locate(shared, &key)?;
+    let (shard, owner) = crate::http::read_route(shared, &key).await.map_err(|e| e.message)?;
     let (tx, rx) = oneshot::channel();
     shared.inboxes[owner]
         .send(CoreMsg::Push { shard, key, peer, reply: tx })
@@ -168,8 +167,8 @@ pub async fn pass(
         let theirs: BTreeMap<Vec<u8>, KeyState> =
             peer_bucket_keys(link, b).await?.into_iter().map(|k| (k.key.clone(), k)).collect();
         let mut work: Vec<(bool, Vec<u8>)> = Vec::new(); // (push, key)
-        // A tombstone past the horizon that one side lacks was dropped there by compaction (or
-        // soon will be): copying it back would only be dropped again.
+                                                         // A tombstone past the horizon that one side lacks was dropped there by compaction (or
+                                                         // soon will be): copying it back would only be dropped again.
         let horizon_ms = shared.cfg.maintenance.tombstone_horizon_s.saturating_mul(1000);
         let now_ms = now_s().saturating_mul(1000);
         let expired = |k: &KeyState| k.tombstone && now_ms.saturating_sub(k.version.millis()) >= horizon_ms;
