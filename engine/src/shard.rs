@@ -1316,6 +1316,18 @@ impl<I: Io> Shard<I> {
         !can_grow
     }
 
+    /// Reads the first block of the newest blob with a record in it (a written block: the
+    /// filesystem answers reads of preallocated, never written space without the device):
+    /// whether the disk still answers (None: nothing written yet). The caller bounds it in
+    /// time; a read never answered means the disk hangs.
+    pub async fn probe(&self) -> Option<Result<()>> {
+        let blob = self.blobs.borrow().values().rev().find(|b| b.tail.get() > 0).cloned()?;
+        let mut buf = self.io.alloc_buf(BLOCK as usize).await;
+        buf.set_len(BLOCK as usize);
+        let (r, _) = self.io.read_at(&blob.file, 0, buf).await;
+        Some(r.map_err(|e| self.disk_err(e)))
+    }
+
     /// Damaged records and regions awaiting repair.
     pub fn quarantined(&self) -> Vec<Quarantined> {
         self.quarantine.borrow().clone()

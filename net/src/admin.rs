@@ -38,6 +38,9 @@ pub async fn all_stats(shared: &Shared) -> Vec<ShardStats> {
 
 fn disk_state(shared: &Shared, id: u32, stats: Option<&ShardStats>) -> &'static str {
     let d = shared.disks.iter().find(|d| d.id == id);
+    if shared.routes.is_failed(id) {
+        return "failed";
+    }
     match (d.and_then(|d| d.failed.as_ref()), stats) {
         (Some(_), _) | (None, None) => "failed",
         (None, Some(s)) if s.fenced.is_some() => "read_only",

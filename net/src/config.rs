@@ -175,6 +175,10 @@ pub struct Engine {
     pub io_buffers_per_core: usize,
     /// Most bytes of blob files per disk (0: as much as the filesystem holds).
     pub disk_bytes_max: u64,
+    /// A disk whose probe read (one block, every second) fails or takes longer than this is
+    /// marked failed: its requests fail fast and its objects come from the other disks of
+    /// their chains and from peers.
+    pub disk_timeout_ms: u64,
 }
 
 impl Default for Engine {
@@ -186,6 +190,7 @@ impl Default for Engine {
             checkpoint_every_bytes: 16 << 30,
             io_buffers_per_core: 64,
             disk_bytes_max: 0,
+            disk_timeout_ms: 10_000,
         }
     }
 }
@@ -432,6 +437,7 @@ impl Config {
             ("engine.blob_size_bytes", self.engine.blob_size_bytes, 1 << 20, 64 << 30),
             ("engine.writes_in_flight_max", self.engine.writes_in_flight_max as u64, 1, 1 << 20),
             ("engine.io_buffers_per_core", self.engine.io_buffers_per_core as u64, 1, 4096),
+            ("engine.disk_timeout_ms", self.engine.disk_timeout_ms, 100, 600_000),
             ("maintenance.background_mib_per_s", self.maintenance.background_mib_per_s, 1, 100_000),
             ("maintenance.compact_interval_s", self.maintenance.compact_interval_s, 0, 86_400),
             ("maintenance.scrub_period_s", self.maintenance.scrub_period_s, 0, 3650 * 86_400),

@@ -315,11 +315,11 @@ async fn core_main(start: CoreStart) {
     }
     let _ = ready_tx.send(CoreReady { core: index, backend, shards: reports });
 
-    let hb = tokio::task::spawn_local(housekeeping(index, shared.clone(), shards.clone()));
     let jobs: crate::maintenance::Jobs = Default::default();
     for s in shards.borrow().values() {
         jobs.borrow_mut().insert(s.id(), crate::maintenance::start(shared.clone(), s.clone()));
     }
+    let hb = tokio::task::spawn_local(housekeeping(index, shared.clone(), shards.clone(), jobs.clone()));
     let repair =
         tokio::task::spawn_local(crate::maintenance::repair(shared.clone(), shards.clone(), links.clone()));
     let catch_up: Vec<_> = links
@@ -380,11 +380,37 @@ async fn core_main(start: CoreStart) {
     }
 }
 
-async fn housekeeping(index: usize, shared: Arc<Shared>, shards: Shards) {
+async fn housekeeping(index: usize, shared: Arc<Shared>, shards: Shards, jobs: crate::maintenance::Jobs) {
     let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let probing: Rc<RefCell<std::collections::HashSet<u32>>> = Default::default();
+    let mut ticks = 0u64;
     loop {
         tick.tick().await;
+        ticks += 1;
         shared.heartbeats[index].fetch_add(1, Ordering::Relaxed);
+        // Once a second, each disk answers a one-block read within disk_timeout_ms, or fails.
+        if ticks.is_multiple_of(5) {
+            let all: Vec<_> = shards.borrow().values().cloned().collect();
+            for s in all {
+                if !probing.borrow_mut().insert(s.id()) {
+                    continue; // the last probe has not come back
+                }
+                let (shared, shards, jobs, probing) =
+                    (shared.clone(), shards.clone(), jobs.clone(), probing.clone());
+                tokio::task::spawn_local(async move {
+                    let limit = Duration::from_millis(shared.cfg.engine.disk_timeout_ms);
+                    let why = match tokio::time::timeout(limit, s.probe()).await {
+                        Err(_) => Some(format!("a read took longer than {} ms", limit.as_millis())),
+                        Ok(Some(Err(e))) if !e.is_crash() => Some(format!("a read failed: {e}")),
+                        _ => None,
+                    };
+                    if let Some(why) = why {
+                        fail_disk(&shared, &shards, &jobs, s.id(), why).await;
+                    }
+                    probing.borrow_mut().remove(&s.id());
+                });
+            }
+        }
         let due: Vec<_> = shards
             .borrow()
             .values()
@@ -414,6 +440,28 @@ async fn housekeeping(index: usize, shared: Arc<Shared>, shards: Shards) {
                 shared.routes.unfill(s.id());
             }
         }
+    }
+}
+
+/// A disk failed while the node runs: it leaves the core's shards (its requests fail fast), its
+/// background jobs stop, routing skips it, and an anti-entropy pass with every peer rebuilds
+/// its objects on the other disks.
+async fn fail_disk(
+    shared: &Arc<Shared>,
+    shards: &Shards,
+    jobs: &crate::maintenance::Jobs,
+    id: u32,
+    why: String,
+) {
+    let Some(s) = shards.borrow_mut().remove(&id) else { return };
+    s.compact_ctl().stop();
+    s.scrub_ctl().stop();
+    jobs.borrow_mut().remove(&id);
+    let sh = shared.clone();
+    let _ = tokio::task::spawn_blocking(move || sh.routes.fail(id, &why)).await;
+    for p in &shared.anti_entropy {
+        p.requested.store(true, Ordering::Relaxed);
+        p.wake.notify_one();
     }
 }
 

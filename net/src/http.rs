@@ -297,10 +297,15 @@ async fn route(
         ));
     }
     let key = name.storage_key();
+    let mut uncertain = false;
     let (shard, owner) = match method {
         Method::PUT => write_route_wait(shared, &key).await?,
         Method::DELETE => delete_route(shared, &key).await?,
-        _ => read_route(shared, &key).await?,
+        _ => {
+            let r = read_route(shared, &key).await?;
+            uncertain = r.2;
+            (r.0, r.1)
+        }
     };
     match method {
         Method::PUT => put(shared, links, owner, shard, name, key, req).await,
@@ -308,7 +313,7 @@ async fn route(
             let h = req.headers().clone();
             delete(shared, links, owner, shard, name, key, &h).await
         }
-        _ => get(shared, links, owner, shard, key, req.headers(), method == Method::HEAD).await,
+        _ => get(shared, links, (owner, shard, uncertain), key, req.headers(), method == Method::HEAD).await,
     }
 }
 
@@ -389,30 +394,46 @@ pub(crate) fn write_route(shared: &Shared, key: &[u8]) -> Result<(u32, usize), A
 
 /// The disk (and its core) to read a key from: its home, or, when the home is spilled, the
 /// disk of its chain holding the newest version (a tombstone's disk answers 404); with no
-/// version anywhere, the disk that takes its writes (where read repair stores a copy).
-pub(crate) async fn read_route(shared: &Shared, key: &[u8]) -> Result<(u32, usize), ApiError> {
+/// version anywhere, the disk that takes its writes (where read repair stores a copy). The
+/// flag says nothing was found but a disk of the chain failed or did not answer: "not found"
+/// is then not known.
+pub(crate) async fn read_route(shared: &Shared, key: &[u8]) -> Result<(u32, usize, bool), ApiError> {
     let fp = podstore_engine::index::fingerprint(key);
     let chain = shared.routes.chain(fp);
     let core_of = |id: u32| shared.shard_core.get(&id).copied();
     if let [home] = chain[..] {
+        if shared.routes.is_failed(home) {
+            return Err(err(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the disk holding this object failed",
+            ));
+        }
         let owner = core_of(home)
             .ok_or_else(|| err(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "disk not available"))?;
-        return Ok((home, owner));
+        return Ok((home, owner, false));
     }
     let mut best: Option<(podstore_engine::Version, u32, usize)> = None;
+    let mut uncertain = false;
     for id in chain {
-        let Some(owner) = core_of(id) else { continue }; // failed: its copies come from peers
+        // A failed disk is skipped: its copies come from peers (read repair).
+        let Some(owner) = core_of(id).filter(|_| !shared.routes.is_failed(id)) else {
+            uncertain = true;
+            continue;
+        };
         let (tx, rx) = oneshot::channel();
         send(shared, owner, CoreMsg::Version { shard: id, key: key.to_vec(), reply: tx }).await?;
-        if let Ok(Ok(Some((v, _)))) = rx.await {
-            if best.is_none_or(|b| v > b.0) {
-                best = Some((v, id, owner));
-            }
+        match rx.await {
+            Ok(Ok(Some((v, _)))) if best.is_none_or(|b| v > b.0) => best = Some((v, id, owner)),
+            Ok(Ok(_)) => {}
+            _ => uncertain = true,
         }
     }
+    // A version found on a readable disk is served (a tombstone answers 404), even past a
+    // failed disk: what that disk holds can't be asked.
     match best {
-        Some((_, id, owner)) => Ok((id, owner)),
-        None => write_route(shared, key),
+        Some((_, id, owner)) => Ok((id, owner, false)),
+        None => write_route(shared, key).map(|(id, owner)| (id, owner, uncertain)),
     }
 }
 
@@ -861,8 +882,7 @@ async fn read_repair(
 async fn get(
     shared: &Shared,
     links: &Links,
-    owner: usize,
-    shard: u32,
+    (owner, shard, uncertain): (usize, u32, bool),
     key: Vec<u8>,
     h: &HeaderMap,
     head: bool,
@@ -878,9 +898,14 @@ async fn get(
     {
         answer = get_local(shared, owner, shard, &key, &range, head).await?;
     }
-    let start = answer
-        .map_err(engine_error)?
-        .ok_or_else(|| err(StatusCode::NOT_FOUND, "not_found", "no such object"))?;
+    let start = answer.map_err(engine_error)?.ok_or_else(|| {
+        if uncertain {
+            // A disk of the key's chain failed or did not answer: the object may be there.
+            err(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the disk that may hold this object failed")
+        } else {
+            err(StatusCode::NOT_FOUND, "not_found", "no such object")
+        }
+    })?;
     let meta = &start.meta;
     let tag = etag(&meta.digest);
     let modified = last_modified(meta);

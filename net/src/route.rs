@@ -111,6 +111,9 @@ pub struct Routes {
     spilled: BTreeMap<u32, AtomicBool>,
     /// Disks that take writes now (not full, fenced or failed), by id.
     writable: BTreeMap<u32, AtomicBool>,
+    /// Disks that failed while the node ran (stopped answering, or reads fail): nothing is
+    /// sent to them any more.
+    failed: BTreeMap<u32, AtomicBool>,
     /// The durable state and the directories it is kept in; the lock serializes updates.
     state: Mutex<(PlacementState, Vec<PathBuf>)>,
 }
@@ -132,12 +135,31 @@ impl Routes {
             .iter()
             .map(|c| (c.shard_id, AtomicBool::new(writable.contains(&c.shard_id))))
             .collect();
-        Routes { candidates, spilled, writable: w, state: Mutex::new((state, dirs)) }
+        let failed = candidates.iter().map(|c| (c.shard_id, AtomicBool::new(false))).collect();
+        Routes { candidates, spilled, writable: w, failed, state: Mutex::new((state, dirs)) }
     }
 
     /// Whether disk `id` is marked spilled.
     pub fn is_spilled(&self, id: u32) -> bool {
         self.spilled.get(&id).is_some_and(|s| s.load(Ordering::Acquire))
+    }
+
+    /// Whether disk `id` failed while the node ran.
+    pub fn is_failed(&self, id: u32) -> bool {
+        self.failed.get(&id).is_some_and(|s| s.load(Ordering::Acquire))
+    }
+
+    /// Disk `id` failed: no more requests go to it; its keys' writes go on along their chains
+    /// and their reads to the other disks of the chain (and to peers). Blocking file I/O.
+    pub fn fail(&self, id: u32, why: &str) {
+        if let Some(f) = self.failed.get(&id) {
+            if !f.swap(true, Ordering::AcqRel) {
+                tracing::error!(
+                    "disk {id} failed: {why}; its requests fail fast, its objects come from peers"
+                );
+            }
+        }
+        self.spill(id, why);
     }
 
     /// Whether disk `id` takes writes.
@@ -195,6 +217,9 @@ impl Routes {
             return;
         }
         let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if self.is_spilled(id) {
+            return; // marked while this call waited for the lock
+        }
         let (state, dirs) = &mut *g;
         state.generation += 1;
         for c in &self.candidates {
@@ -226,6 +251,9 @@ impl Routes {
     /// Disk `id` takes writes again (room was freed): it stays spilled (its keys may still be
     /// on the next disks of their chains), but its keys' writes come home.
     pub fn unfill(&self, id: u32) {
+        if self.is_failed(id) {
+            return;
+        }
         if let Some(w) = self.writable.get(&id) {
             if !w.swap(true, Ordering::AcqRel) {
                 tracing::info!("disk {id} takes writes again");

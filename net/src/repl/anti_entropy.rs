@@ -97,7 +97,7 @@ pub fn locate(shared: &Shared, key: &[u8]) -> Result<(u32, usize), String> {
 
 /// Asks the core holding the key's newest write to push it to peer `peer`.
 pub async fn push(shared: &Shared, key: Vec<u8>, peer: usize) -> super::link::CopyResult {
-    let (shard, owner) = crate::http::read_route(shared, &key).await.map_err(|e| e.message)?;
+    let (shard, owner, _) = crate::http::read_route(shared, &key).await.map_err(|e| e.message)?;
     let (tx, rx) = oneshot::channel();
     shared.inboxes[owner]
         .send(CoreMsg::Push { shard, key, peer, reply: tx })

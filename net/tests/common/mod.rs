@@ -92,6 +92,11 @@ impl Node {
         for i in 0..3 {
             std::fs::create_dir_all(dir.join(format!("disk{i}"))).expect("mkdir disk");
         }
+        Node::start_in(dir, node_id, data, admin, extra)
+    }
+
+    /// Starts a node whose directory (with `disk0`..`disk2` in it) the caller prepared.
+    pub fn start_in(dir: PathBuf, node_id: &str, data: SocketAddr, admin: SocketAddr, extra: &str) -> Node {
         let config = dir.join("podstore.toml");
         std::fs::write(&config, config_text_as(node_id, &dir, data, admin, extra)).expect("write config");
         let log = dir.join("node.log");
