@@ -344,6 +344,7 @@ impl<I: Io> Shard<I> {
             version: meta.version,
             created_ms: meta.created_ms,
             moved_from: Some((loc, meta.seq)),
+            backlog: false,
         };
         let mut w = self.start_writer(&key, &meta.content_type, meta.object_len, start).await?;
         loop {

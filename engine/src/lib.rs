@@ -20,6 +20,7 @@ mod error;
 mod group_commit;
 pub mod index;
 pub mod placement;
+mod rebalance;
 pub mod record;
 mod recovery;
 mod scan;

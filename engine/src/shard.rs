@@ -217,6 +217,10 @@ pub struct ShardStats {
     /// which owns the budget; zero here).
     pub background_bytes_per_s: u64,
     pub background_bytes: u64,
+    /// Keys the node moved from this disk to others (rebalancing, draining), and moves that
+    /// failed (set by the node).
+    pub moved_away: u64,
+    pub move_failures: u64,
 }
 
 #[derive(Debug, Default)]
@@ -289,6 +293,8 @@ pub(crate) struct WriterStart<I: Io> {
     pub(crate) version: Version,
     pub(crate) created_ms: u64,
     pub(crate) moved_from: Option<(Loc, u64)>,
+    /// Whether the write joins the peers' backlogs (not for a move between disks).
+    pub(crate) backlog: bool,
 }
 
 /// `ENOSPC` on Linux.
@@ -610,7 +616,17 @@ impl<I: Io> Shard<I> {
         let (Some(version), held) = self.stamp(stamp, key, old, known).await? else {
             return Ok(None);
         };
-        let w = WriterStart { permit, lock, slot, held, version, created_ms: now_ms(), moved_from: None };
+        let backlog = !matches!(stamp, Stamp::Moved(_));
+        let w = WriterStart {
+            permit,
+            lock,
+            slot,
+            held,
+            version,
+            created_ms: now_ms(),
+            moved_from: None,
+            backlog,
+        };
         self.start_writer(key, content_type, object_len, w).await.map(Some)
     }
 
@@ -653,6 +669,7 @@ impl<I: Io> Shard<I> {
             slot: w.slot,
             held: w.held,
             moved_from: w.moved_from,
+            backlog: w.backlog,
             buf: Some(buf),
             written: 0,
             sums: DataSums::new(),
@@ -671,7 +688,7 @@ impl<I: Io> Shard<I> {
         old: Option<Loc>,
         known: Option<Held>,
     ) -> Result<(Option<Version>, Held)> {
-        let need_old = matches!(stamp, Stamp::Given(_)) || self.digests_on();
+        let need_old = !matches!(stamp, Stamp::Local) || self.digests_on();
         let held = match (known, old) {
             (Some(h), _) => h,
             (None, Some(l)) if need_old => {
@@ -681,7 +698,7 @@ impl<I: Io> Shard<I> {
         };
         match stamp {
             Stamp::Local => Ok((Some(self.cfg.clock.now()), held)),
-            Stamp::Given(v) => {
+            Stamp::Given(v) | Stamp::Moved(v) => {
                 self.cfg.clock.observe(v.hlc);
                 // An unreadable or quarantined record holds nothing worth keeping over a good
                 // copy, even of the same version: that is how a damaged record is repaired.
@@ -930,7 +947,9 @@ impl<I: Io> Shard<I> {
         let rec_len = header.record_len;
         self.commit_index(slot, fp, key, Loc::new(header.blob_id, header.offset, rec_len, true), rec_len);
         self.digest_apply(key, held, Some((version, true)));
-        self.backlog_add(&header);
+        if !matches!(stamp, Stamp::Moved(_)) {
+            self.backlog_add(&header);
+        }
         self.counters.borrow_mut().deletes += 1;
         Ok(DeleteDone { existed, version: Some(version), seq: Some(header.seq) })
     }
@@ -1383,6 +1402,8 @@ impl<I: Io> Shard<I> {
             scrub_paused: self.scrub_ctl.is_paused(),
             background_bytes_per_s: 0,
             background_bytes: 0,
+            moved_away: 0,
+            move_failures: 0,
         }
     }
 }
@@ -1420,6 +1441,10 @@ pub enum Stamp {
     Local,
     /// A copy of a write accepted elsewhere, with that write's version.
     Given(Version),
+    /// A write moved here from another disk of this node (rebalancing, draining): like
+    /// `Given`, but it joins no peer backlog (the peers were sent it when it was written, or
+    /// the disk it came from still says they were not).
+    Moved(Version),
 }
 
 /// The result of a delete.
@@ -1463,6 +1488,8 @@ pub struct PutWriter<I: Io> {
     held: Held,
     /// A move by compaction: the record this one copies (location, sequence).
     moved_from: Option<(Loc, u64)>,
+    /// Whether the write joins the peers' backlogs.
+    backlog: bool,
     buf: Option<AlignedBuf>,
     written: u64,
     sums: DataSums,
@@ -1601,7 +1628,9 @@ impl<I: Io> PutWriter<I> {
         }
         self.shard.commit_index(self.slot, self.fp, &self.key, loc, self.header.record_len);
         self.shard.digest_apply(&self.key, self.held, Some((self.header.version, false)));
-        self.shard.backlog_add(&self.header);
+        if self.backlog {
+            self.shard.backlog_add(&self.header);
+        }
         self.shard.counters.borrow_mut().puts += 1;
         Ok(PutDone {
             seq: self.header.seq,

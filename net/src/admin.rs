@@ -1,5 +1,6 @@
 //! The admin port: `/metrics` (Prometheus text), `/health`, `/ready`, `/admin/disks`,
-//! `/admin/peers`, `/admin/jobs`; `POST /admin/recover`, `/admin/compact`, `/admin/scrub`.
+//! `/admin/peers`, `/admin/jobs`; `POST /admin/recover`, `/admin/drain`, `/admin/compact`,
+//! `/admin/scrub`.
 //! It runs on its own thread, asks the cores for their shards' stats by message, and never
 //! touches the data path.
 
@@ -41,6 +42,13 @@ fn disk_state(shared: &Shared, id: u32, stats: Option<&ShardStats>) -> &'static 
     if shared.routes.is_failed(id) {
         return "failed";
     }
+    if shared.routes.is_draining(id) {
+        // Drained once nothing is left on it: safe to pull.
+        return match stats {
+            Some(s) if s.objects + s.tombstones > 0 => "draining",
+            _ => "drained",
+        };
+    }
     match (d.and_then(|d| d.failed.as_ref()), stats) {
         (Some(_), _) | (None, None) => "failed",
         (None, Some(s)) if s.fenced.is_some() => "read_only",
@@ -54,7 +62,7 @@ pub fn describe_metrics() {
     use metrics::{describe_counter as c, describe_gauge as g, describe_histogram as h, Unit};
     g!(
         "podstore_disk_state",
-        "1 for the disk's state (online, read_only: fenced after a write error, failed)"
+        "1 for the disk's state (online, read_only: fenced after a write error, failed, draining, drained)"
     );
     g!(
         "podstore_disk_capacity_bytes",
@@ -200,7 +208,7 @@ pub async fn render_metrics(shared: &Shared, handle: &PrometheusHandle) -> Strin
         let s = stats.iter().find(|s| s.shard_id == d.id);
         let disk = d.id.to_string();
         let tier = d.tier.to_string();
-        for state in ["online", "read_only", "failed"] {
+        for state in ["online", "read_only", "failed", "draining", "drained"] {
             let v = if disk_state(shared, d.id, s) == state { 1.0 } else { 0.0 };
             metrics::gauge!("podstore_disk_state", "disk" => disk.clone(), "tier" => tier.clone(), "state" => state).set(v);
         }
@@ -229,6 +237,8 @@ pub async fn render_metrics(shared: &Shared, handle: &PrometheusHandle) -> Strin
             c("podstore_disk_fdatasyncs_total", s.syncs);
             c("podstore_disk_checkpoints_total", s.checkpoints);
             c("podstore_disk_background_bytes_total", s.background_bytes);
+            c("podstore_disk_moved_away_total", s.moved_away);
+            c("podstore_disk_move_failures_total", s.move_failures);
             g("podstore_disk_background_budget_bytes_per_second", s.background_bytes_per_s);
             let (cs, ss) = (&s.compact, &s.scrub);
             g("podstore_disk_compaction_running", s.compact_running as u64);
@@ -528,6 +538,37 @@ async fn job_request(shared: &Shared, job: crate::core::JobKind, query: &str) ->
     reply(StatusCode::ACCEPTED, "application/json", serde_json::json!({ "disks": applied }).to_string())
 }
 
+/// `POST /admin/drain?disk=N`: the disk takes no more writes and its keys move to the others
+/// (`/admin/disks` says `draining`, then `drained`: safe to pull).
+async fn start_drain(shared: &Arc<Shared>, query: &str) -> Response<RespBody> {
+    let err = |status, code: &str, msg: &str| {
+        reply(status, "application/json", serde_json::json!({"error": code, "message": msg}).to_string())
+    };
+    let Some(disk) =
+        query.split('&').find_map(|kv| kv.strip_prefix("disk=")).and_then(|v| v.parse::<u32>().ok())
+    else {
+        return err(StatusCode::BAD_REQUEST, "bad_request", "name the disk: /admin/drain?disk=N");
+    };
+    if !shared.disks.iter().any(|d| d.id == disk) {
+        return err(StatusCode::NOT_FOUND, "not_found", "no such disk on this node");
+    }
+    let others = shared.disks.iter().any(|d| d.id != disk && shared.routes.is_writable(d.id));
+    if !others && !shared.routes.is_draining(disk) {
+        return err(StatusCode::CONFLICT, "no_room", "no other disk takes writes: nowhere to move its keys");
+    }
+    let sh = shared.clone();
+    let known = tokio::task::spawn_blocking(move || sh.routes.drain(disk)).await.unwrap_or(false);
+    if !known {
+        return err(StatusCode::NOT_FOUND, "not_found", "the disk has no place in the node's placement");
+    }
+    shared.rebalance_wake.notify_waiters();
+    reply(
+        StatusCode::ACCEPTED,
+        "application/json",
+        serde_json::json!({"disk": disk, "draining": true}).to_string(),
+    )
+}
+
 /// `POST /admin/recover?peer=NAME`: start an anti-entropy pass with that peer now.
 fn start_recover(shared: &Shared, query: &str) -> Response<RespBody> {
     let err = |status, code: &str, msg: &str| {
@@ -566,13 +607,14 @@ async fn handle(shared: Arc<Shared>, handle: PrometheusHandle, req: Request<Inco
         let q = req.uri().query().unwrap_or("");
         match req.uri().path() {
             "/admin/recover" => return start_recover(&shared, q),
+            "/admin/drain" => return start_drain(&shared, q).await,
             "/admin/compact" => return job_request(&shared, crate::core::JobKind::Compact, q).await,
             "/admin/scrub" => return job_request(&shared, crate::core::JobKind::Scrub, q).await,
             _ => {}
         }
     }
     if req.method() != Method::GET {
-        let body = r#"{"error":"method_not_allowed","message":"the admin API is read-only but for POST /admin/recover, /admin/compact and /admin/scrub"}"#.to_string();
+        let body = r#"{"error":"method_not_allowed","message":"the admin API is read-only but for POST /admin/recover, /admin/drain, /admin/compact and /admin/scrub"}"#.to_string();
         return reply(StatusCode::METHOD_NOT_ALLOWED, "application/json", body);
     }
     let ready = shared.ready.load(Ordering::Relaxed) && !shared.draining.load(Ordering::Relaxed);

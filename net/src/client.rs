@@ -464,6 +464,42 @@ pub fn job(
     })
 }
 
+/// `podstore drain --disk N`: starts draining the disk and follows it until it is drained.
+pub fn drain(admin: SocketAddr, disk: u32) -> Result<(), String> {
+    runtime()?.block_on(async {
+        admin_json(admin, hyper::Method::POST, &format!("/admin/drain?disk={disk}")).await?;
+        let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let mut last = String::new();
+        loop {
+            let v = admin_json(admin, hyper::Method::GET, "/admin/disks").await?;
+            let d = v["disks"].as_array().into_iter().flatten().find(|d| d["id"] == disk).cloned();
+            let d = d.ok_or("the disk vanished from /admin/disks")?;
+            let state = d["state"].as_str().unwrap_or("?").to_string();
+            let line = format!("drain disk {disk}: {state}, {} objects left", d["objects"]);
+            if line != last {
+                if tty {
+                    eprint!("\r{line}   ");
+                } else {
+                    eprintln!("{line}");
+                }
+                last = line;
+            }
+            match state.as_str() {
+                "drained" => {
+                    if tty {
+                        eprintln!();
+                    }
+                    println!("disk {disk} is drained: safe to pull");
+                    return Ok(());
+                }
+                "draining" => {}
+                other => return Err(format!("disk {disk} is {other}, not draining")),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    })
+}
+
 /// `podstore index-info`: a stopped node's disk, inspected offline without changing it.
 pub fn index_info(dir: &Path) -> Result<(), String> {
     let label_path: PathBuf = dir.join(podstore_disks::label::LABEL_FILE);

@@ -154,6 +154,8 @@ pub struct Shared {
     pub cfg: Config,
     /// Which disk holds a key and which takes its writes (route.rs).
     pub routes: crate::route::Routes,
+    /// Wakes every disk's rebalancing (a disk filled up, failed or is to be drained).
+    pub rebalance_wake: tokio::sync::Notify,
     /// The disks that opened, with their weights (what peers are told).
     pub placement: Vec<Candidate>,
     pub shard_core: HashMap<u32, usize>,
@@ -653,6 +655,8 @@ async fn execute(
                     if let Some(j) = jobs.get(&s.id()) {
                         st.background_bytes_per_s = j.budget.rate();
                         st.background_bytes = j.budget.used();
+                        st.moved_away = j.rebalance_moved.get();
+                        st.move_failures = j.rebalance_failed.get();
                     }
                     st
                 })

@@ -102,6 +102,14 @@ enum Cmd {
         #[command(flatten)]
         job: JobArgs,
     },
+    /// Drain a disk of a running node: it takes no more writes and its objects move to the
+    /// other disks; follows the move until the disk is safe to pull.
+    Drain {
+        #[arg(long)]
+        disk: u32,
+        #[arg(long, default_value = "127.0.0.1:7072")]
+        admin: SocketAddr,
+    },
     /// Inspect a stopped node's disk offline (changes nothing).
     IndexInfo { disk_dir: PathBuf },
 }
@@ -162,6 +170,7 @@ fn main() -> ExitCode {
         Cmd::Recover { from, admin } => client::recover(admin, &from),
         Cmd::Compact { job, ratio } => client::job(job.admin, "compact", job.action(), job.disk, ratio),
         Cmd::Scrub { job } => client::job(job.admin, "scrub", job.action(), job.disk, None),
+        Cmd::Drain { disk, admin } => client::drain(admin, disk),
         Cmd::IndexInfo { disk_dir } => client::index_info(&disk_dir),
     };
     match result {

@@ -38,6 +38,9 @@ pub struct DiskJobs {
     pub compact_now: Cell<Option<f64>>,
     /// A scrub pass was asked for now (unpaced).
     pub scrub_now: Cell<bool>,
+    /// Keys moved to other disks by rebalancing, and moves that failed.
+    pub rebalance_moved: Cell<u64>,
+    pub rebalance_failed: Cell<u64>,
 }
 
 /// The jobs of a core's disks, by disk id.
@@ -71,8 +74,11 @@ pub fn start(shared: Arc<Shared>, shard: Rc<Shard<AnyIo>>) -> Rc<DiskJobs> {
         scrub_wake: Notify::new(),
         compact_now: Cell::new(None),
         scrub_now: Cell::new(false),
+        rebalance_moved: Cell::new(0),
+        rebalance_failed: Cell::new(0),
     });
     tokio::task::spawn_local(compaction(shared.clone(), shard.clone(), jobs.clone()));
+    tokio::task::spawn_local(rebalance(shared.clone(), shard.clone(), jobs.clone()));
     tokio::task::spawn_local(scrub(shared, shard, jobs.clone()));
     jobs
 }
@@ -172,4 +178,145 @@ pub async fn repair(shared: Arc<Shared>, shards: crate::core::Shards, links: Rc<
             metrics::counter!("podstore_repairs_total", "outcome" => outcome).increment(1);
         }
     }
+}
+
+/// Most waiting between rebalance passes that found nothing to move.
+const REBALANCE_IDLE_MAX: Duration = Duration::from_secs(60);
+
+/// Moves keys off a draining disk, and keys that spilled past their home back towards it once
+/// a disk before this one in their order takes writes again (route.rs), to the disk that takes
+/// their writes, under the disk's background budget: each key's newest record is copied there
+/// with its version, then forgotten here. Runs while any disk is spilled; a pass that moved
+/// something is followed by another at once, an idle one waits longer each time.
+pub async fn rebalance(shared: Arc<Shared>, shard: Rc<Shard<AnyIo>>, jobs: Rc<DiskJobs>) {
+    let mut idle = Duration::from_secs(2);
+    loop {
+        let _ = tokio::time::timeout(idle, shared.rebalance_wake.notified()).await;
+        if shared.routes.spilled().is_empty() || shared.routes.is_failed(shard.id()) {
+            continue;
+        }
+        let (moved, failed) = rebalance_pass(&shared, &shard, &jobs).await;
+        jobs.rebalance_moved.set(jobs.rebalance_moved.get() + moved);
+        jobs.rebalance_failed.set(jobs.rebalance_failed.get() + failed);
+        if moved > 0 {
+            tracing::info!("disk {}: moved {moved} keys to the disks that take their writes", shard.id());
+            if let Err(e) = shard.checkpoint().await {
+                tracing::warn!("disk {}: checkpoint after moving keys: {e}", shard.id());
+            }
+            idle = Duration::from_secs(1);
+        } else {
+            idle = (idle * 2).min(REBALANCE_IDLE_MAX);
+        }
+    }
+}
+
+/// One pass over the disk's index; returns (keys moved, keys that could not be).
+async fn rebalance_pass(shared: &Arc<Shared>, shard: &Rc<Shard<AnyIo>>, jobs: &DiskJobs) -> (u64, u64) {
+    let (mut moved, mut failed) = (0, 0);
+    for (i, (fp, key, loc)) in shard.entries().into_iter().enumerate() {
+        if i % 256 == 255 {
+            tokio::task::yield_now().await;
+        }
+        let Some(target) = shared.routes.write_target(fp) else { continue };
+        if target == shard.id() || shared.routes.is_failed(shard.id()) {
+            continue;
+        }
+        // Keys leave a draining disk; otherwise they only move closer to their home (back
+        // from a spill), never away from it (a full disk keeps what it holds).
+        if !shared.routes.is_draining(shard.id()) {
+            let order = shared.routes.order(fp);
+            let at = |id: u32| order.iter().position(|&x| x == id).unwrap_or(usize::MAX);
+            if at(target) >= at(shard.id()) {
+                continue;
+            }
+        }
+        let Some(&owner) = shared.shard_core.get(&target) else { continue };
+        jobs.budget.take(2 * loc.record_len().unwrap_or(4096)).await;
+        let key = match key {
+            Some(k) => k,
+            None => match shard.key_at(loc).await {
+                Ok(Some(k)) => k,
+                _ => continue,
+            },
+        };
+        match move_key(shared, shard, &key, target, owner).await {
+            Ok(true) => moved += 1,
+            Ok(false) => {}
+            Err(e) => {
+                failed += 1;
+                tracing::debug!("disk {}: moving a key to disk {target}: {e}", shard.id());
+            }
+        }
+    }
+    (moved, failed)
+}
+
+/// Copies the key's newest record here to disk `target` (on core `owner`) with its version,
+/// then forgets it here. Ok(false): nothing to move (gone meanwhile).
+async fn move_key(
+    shared: &Shared,
+    shard: &Rc<Shard<AnyIo>>,
+    key: &[u8],
+    target: u32,
+    owner: usize,
+) -> Result<bool, String> {
+    use crate::core::{BodyMsg, CoreMsg, PutOutcome};
+    use podstore_engine::{CopyItem, ReadCheck, Stamp};
+    let item = shard.copy_item(key, ReadCheck::Verify).await.map_err(|e| e.to_string())?;
+    let inbox = &shared.inboxes[owner];
+    let version = match item {
+        None => return Ok(false),
+        Some(CopyItem::Delete { key: k, version }) => {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let stamp = Stamp::Moved(version);
+            let msg = CoreMsg::Delete { shard: target, key: k, stamp, always: true, reply: tx };
+            inbox.send(msg).await.map_err(|_| "shutting down")?;
+            rx.await.map_err(|_| "interrupted")?.map_err(|e| e.to_string())?;
+            version
+        }
+        Some(CopyItem::Put(mut r)) => {
+            let meta = r.meta.clone();
+            // Still owed to a peer: the copy joins the peers' backlogs on its new disk.
+            let stamp = if shard.in_backlog(meta.seq) {
+                Stamp::Given(meta.version)
+            } else {
+                Stamp::Moved(meta.version)
+            };
+            let (body_tx, body_rx) = tokio::sync::mpsc::channel(crate::core::PIECES_IN_FLIGHT_MAX);
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let msg = CoreMsg::Put {
+                shard: target,
+                key: key.to_vec(),
+                content_type: meta.content_type.clone(),
+                len: meta.object_len,
+                stamp,
+                body: body_rx,
+                reply: tx,
+            };
+            inbox.send(msg).await.map_err(|_| "shutting down")?;
+            let mut ok = true;
+            loop {
+                match r.next_chunk().await {
+                    Ok(Some(c)) => {
+                        if body_tx.send(BodyMsg::Data(bytes::Bytes::copy_from_slice(&c))).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(_) => {
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+            let _ = body_tx.send(BodyMsg::End { ok, digest: Some(meta.digest) }).await;
+            drop(body_tx);
+            match rx.await.map_err(|_| "interrupted")?.map_err(|e| e.to_string())? {
+                PutOutcome::Stored(_) | PutOutcome::Superseded => {}
+                PutOutcome::Aborted => return Err("the copy was abandoned".into()),
+            }
+            meta.version
+        }
+    };
+    shard.forget(key, version).await.map_err(|e| e.to_string())
 }

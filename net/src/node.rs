@@ -174,6 +174,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
     let shared = Arc::new(Shared {
         cfg: cfg.clone(),
         routes,
+        rebalance_wake: tokio::sync::Notify::new(),
         placement,
         shard_core,
         inboxes,

@@ -32,6 +32,8 @@ pub struct PlacementState {
     pub generation: u64,
     /// Disk id → (placement weight, spilled).
     pub disks: BTreeMap<u32, (f64, bool)>,
+    /// Disks being drained (or drained): they take no writes and their keys move away.
+    pub draining: std::collections::BTreeSet<u32>,
 }
 
 impl PlacementState {
@@ -39,6 +41,9 @@ impl PlacementState {
         let mut s = format!("{MAGIC}\ngeneration {}\n", self.generation);
         for (id, (w, spilled)) in &self.disks {
             s.push_str(&format!("disk {id} {w} {}\n", if *spilled { "spilled" } else { "normal" }));
+        }
+        for id in &self.draining {
+            s.push_str(&format!("draining {id}\n"));
         }
         let crc = crc32c::crc32c(s.as_bytes());
         s.push_str(&format!("crc {crc:08x}\n"));
@@ -59,9 +64,13 @@ impl PlacementState {
         }
         let generation = lines.next()?.strip_prefix("generation ")?.parse().ok()?;
         let mut disks = BTreeMap::new();
+        let mut draining = std::collections::BTreeSet::new();
         for l in lines {
             let f: Vec<&str> = l.split(' ').collect();
             match f[..] {
+                ["draining", id] => {
+                    draining.insert(id.parse().ok()?);
+                }
                 ["disk", id, w, state] => {
                     let w: f64 = w.parse().ok().filter(|w: &f64| *w > 0.0 && w.is_finite())?;
                     let spilled = match state {
@@ -74,7 +83,7 @@ impl PlacementState {
                 _ => return None,
             }
         }
-        Some(PlacementState { generation, disks })
+        Some(PlacementState { generation, disks, draining })
     }
 
     /// The newest readable placement file among the disks' directories.
@@ -114,6 +123,8 @@ pub struct Routes {
     /// Disks that failed while the node ran (stopped answering, or reads fail): nothing is
     /// sent to them any more.
     failed: BTreeMap<u32, AtomicBool>,
+    /// Disks being drained: never writable again; their keys move to the other disks.
+    draining: BTreeMap<u32, AtomicBool>,
     /// The durable state and the directories it is kept in; the lock serializes updates.
     state: Mutex<(PlacementState, Vec<PathBuf>)>,
 }
@@ -131,12 +142,23 @@ impl Routes {
             .iter()
             .map(|c| (c.shard_id, AtomicBool::new(state.disks.get(&c.shard_id).is_some_and(|d| d.1))))
             .collect();
-        let w = candidates
+        let w: BTreeMap<u32, AtomicBool> = candidates
             .iter()
             .map(|c| (c.shard_id, AtomicBool::new(writable.contains(&c.shard_id))))
             .collect();
         let failed = candidates.iter().map(|c| (c.shard_id, AtomicBool::new(false))).collect();
-        Routes { candidates, spilled, writable: w, failed, state: Mutex::new((state, dirs)) }
+        let draining: BTreeMap<u32, AtomicBool> = candidates
+            .iter()
+            .map(|c| (c.shard_id, AtomicBool::new(state.draining.contains(&c.shard_id))))
+            .collect();
+        for (id, d) in &draining {
+            if d.load(Ordering::Relaxed) {
+                if let Some(x) = w.get(id) {
+                    x.store(false, Ordering::Relaxed);
+                }
+            }
+        }
+        Routes { candidates, spilled, writable: w, failed, draining, state: Mutex::new((state, dirs)) }
     }
 
     /// Whether disk `id` is marked spilled.
@@ -160,6 +182,46 @@ impl Routes {
             }
         }
         self.spill(id, why);
+    }
+
+    /// Whether disk `id` is being drained (or was).
+    pub fn is_draining(&self, id: u32) -> bool {
+        self.draining.get(&id).is_some_and(|s| s.load(Ordering::Acquire))
+    }
+
+    /// Starts draining disk `id`: it takes no more writes, ever, and the movers send its keys
+    /// to the other disks. Blocking file I/O. False if it is not a disk of this node.
+    pub fn drain(&self, id: u32) -> bool {
+        let Some(d) = self.draining.get(&id) else { return false };
+        {
+            let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            g.0.draining.insert(id);
+        }
+        d.store(true, Ordering::Release);
+        if self.is_spilled(id) {
+            // Already spilled: record the draining mark too.
+            if let Some(w) = self.writable.get(&id) {
+                w.store(false, Ordering::Release);
+            }
+            self.save_now();
+        } else {
+            self.spill(id, "draining");
+        }
+        true
+    }
+
+    fn save_now(&self) {
+        let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (state, dirs) = &mut *g;
+        state.generation += 1;
+        let targets: Vec<PathBuf> = self
+            .candidates
+            .iter()
+            .zip(dirs.iter())
+            .filter(|(c, _)| !self.is_failed(c.shard_id))
+            .map(|(_, d)| d.clone())
+            .collect();
+        state.save(&targets);
     }
 
     /// Whether disk `id` takes writes.
@@ -251,7 +313,7 @@ impl Routes {
     /// Disk `id` takes writes again (room was freed): it stays spilled (its keys may still be
     /// on the next disks of their chains), but its keys' writes come home.
     pub fn unfill(&self, id: u32) {
-        if self.is_failed(id) {
+        if self.is_failed(id) || self.is_draining(id) {
             return;
         }
         if let Some(w) = self.writable.get(&id) {
@@ -265,7 +327,11 @@ impl Routes {
     pub fn persist(&self) {
         let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let (state, dirs) = &mut *g;
-        let mut next = PlacementState { generation: state.generation + 1, disks: BTreeMap::new() };
+        let mut next = PlacementState {
+            generation: state.generation + 1,
+            disks: BTreeMap::new(),
+            draining: state.draining.clone(),
+        };
         for c in &self.candidates {
             next.disks.insert(c.shard_id, (c.weight, self.is_spilled(c.shard_id)));
         }

@@ -227,6 +227,8 @@ fn a_full_disk_sends_writes_to_the_others_and_507_comes_only_when_every_disk_is_
     });
     let r = node.req("PUT", "/photos/after-compaction", &[], &value(1, 9));
     assert_eq!(r.status, 201);
+    // Keys written past their full home move back to it now that it takes writes.
+    eventually("spilled keys move back home", || metric(&node, "podstore_disk_moved_away_total{") > 0.0);
     // Everything reads the same after a restart (the spilled marks are on the disks).
     assert!(node.stop().success());
     node.spawn(&[]);
@@ -289,4 +291,63 @@ fn a_disk_missing_at_start_neither_stops_the_node_nor_serves_stale_data_when_it_
         disks["disks"].as_array().expect("disks").iter().find(|d| d["id"] == 1).cloned().expect("disk 1");
     assert_eq!((one["state"].as_str(), one["spilled"].as_bool()), (Some("online"), Some(true)), "{one}");
     check(&node, "after disk 1 returned with old data");
+}
+
+fn disk(node: &Node, id: u64) -> serde_json::Value {
+    json(node, "/admin/disks")["disks"]
+        .as_array()
+        .expect("disks")
+        .iter()
+        .find(|d| d["id"] == id)
+        .cloned()
+        .expect("disk")
+}
+
+#[test]
+fn a_drained_disk_ends_empty_with_every_object_readable_and_takes_no_more_writes() {
+    let mut node = Node::start("maint-drain", MAINTENANCE);
+    let admin = node.admin.to_string();
+    let n = 150;
+    for i in 0..n {
+        assert_eq!(node.req("PUT", &format!("/photos/r{i:03}"), &[], &value(i, 0)).status, 201);
+    }
+    for i in (0..n).step_by(10) {
+        assert_eq!(node.req("DELETE", &format!("/photos/r{i:03}"), &[], b"").status, 204);
+    }
+    let on_disk1 = disk(&node, 1)["objects"].as_u64().expect("objects");
+    assert!(on_disk1 > 20, "{on_disk1} objects on disk 1");
+    let out = ok(&podstore(&["drain", "--disk", "1", "--admin", &admin]));
+    assert!(out.contains("safe to pull"), "{out}");
+    let d1 = disk(&node, 1);
+    assert_eq!(
+        (d1["state"].as_str(), d1["objects"].as_u64(), d1["takes_writes"].as_bool()),
+        (Some("drained"), Some(0), Some(false)),
+        "{d1}"
+    );
+    assert!(metric(&node, "podstore_disk_moved_away_total{disk=\"1\"}") >= on_disk1 as f64);
+    let check = |node: &Node| {
+        for i in 0..n {
+            let r = node.req("GET", &format!("/photos/r{i:03}"), &[], b"");
+            if i % 10 == 0 {
+                assert_eq!(r.status, 404, "r{i:03} was deleted");
+            } else {
+                assert!(r.status == 200 && r.body == value(i, 0), "r{i:03}: {}", r.status);
+            }
+        }
+    };
+    check(&node);
+    for i in 0..40 {
+        assert_eq!(node.req("PUT", &format!("/photos/new{i}"), &[], &value(i, 3)).status, 201);
+    }
+    assert_eq!(disk(&node, 1)["objects"], 0, "a drained disk takes no new objects");
+    // Still drained after a restart, everything readable.
+    assert!(node.stop().success());
+    node.spawn(&[]);
+    assert_eq!(disk(&node, 1)["state"], "drained");
+    check(&node);
+    for i in 0..40 {
+        assert_eq!(node.req("GET", &format!("/photos/new{i}"), &[], b"").body, value(i, 3));
+    }
+    let bad = podstore(&["drain", "--disk", "7", "--admin", &admin]);
+    assert!(!bad.status.success());
 }

@@ -1,0 +1,63 @@
+//! Moving a key's newest record to another disk of the node (rebalancing after disks filled
+//! up or failed, draining a disk): the node copies it there with its version
+//! ([`crate::Stamp::Moved`]), then this disk forgets it.
+//!
+//! Forgetting writes nothing: the index entry goes and the record becomes dead space that
+//! compaction reclaims. A recovery that finds the entry again (from a checkpoint older than the
+//! forgetting) finds the same version on the other disk too, and the node's reads take the
+//! newest version among the disks of a key's chain; the mover checkpoints the disk after a
+//! pass that forgot anything, so that window stays short.
+
+use std::rc::Rc;
+
+use podstore_disks::Io;
+
+use crate::index::Loc;
+use crate::shard::Shard;
+use crate::{Result, Version};
+
+impl<I: Io> Shard<I> {
+    /// Every index entry: the key's fingerprint, the key when the overflow map holds it (a
+    /// main-table entry's key is in its record header), and the location.
+    pub fn entries(&self) -> Vec<(u64, Option<Vec<u8>>, Loc)> {
+        let ix = self.index.borrow();
+        ix.main_entries()
+            .map(|(fp, l)| (fp, None, l))
+            .chain(ix.overflow_entries().map(|(k, l)| (self.fp(k), Some(k.to_vec()), l)))
+            .collect()
+    }
+
+    /// The key of the record at `loc` (one header read; None if it does not read back).
+    pub async fn key_at(&self, loc: Loc) -> Result<Option<Vec<u8>>> {
+        Ok(self.read_header(loc).await?.ok().map(|(_, k, _)| k))
+    }
+
+    /// Whether a peer's backlog holds (or, overflowed, may hold) the write with this sequence.
+    pub fn in_backlog(&self, seq: u64) -> bool {
+        self.backlogs.borrow().iter().any(|b| b.may_hold(seq))
+    }
+
+    /// Forgets `key` here if its newest record still has `version` (the node holds it on
+    /// another disk now). Returns whether it did.
+    pub async fn forget(self: &Rc<Self>, key: &[u8], version: Version) -> Result<bool> {
+        crate::validate(key, "")?;
+        let _permit = self.write_slot().await;
+        let fp = self.fp(key);
+        let _lock = self.lock_key(fp).await;
+        let (slot, old) = self.resolve_slot(fp, key).await?;
+        let Some(loc) = old else { return Ok(false) };
+        let Ok((h, k, _)) = self.read_header(loc).await? else { return Ok(false) };
+        if k != key || h.version != version {
+            return Ok(false);
+        }
+        self.index.borrow_mut().remove(slot, fp, key);
+        self.digest_apply(key, Some((h.version, h.is_tombstone())), None);
+        let mut c = self.counters.borrow_mut();
+        if !h.is_tombstone() {
+            c.live_bytes = c.live_bytes.saturating_sub(h.record_len);
+            c.dead_bytes += h.record_len;
+        }
+        c.since_checkpoint_records += 1;
+        Ok(true)
+    }
+}
