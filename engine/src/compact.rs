@@ -365,6 +365,9 @@ impl<I: Io> Shard<I> {
 
     /// Whether a tombstone may leave the shard (see the module comment, step 2).
     async fn tombstone_droppable(&self, h: &Header) -> bool {
+        if !self.tombstone_drop.get() {
+            return false;
+        }
         if now_ms().saturating_sub(h.version.millis()) < self.cfg.tombstone_horizon_ms {
             return false;
         }

@@ -32,6 +32,11 @@ impl<I: Io> Shard<I> {
         Ok(self.read_header(loc).await?.ok().map(|(_, k, _)| k))
     }
 
+    /// How many times `forget` was called on this shard.
+    pub fn forgets(&self) -> u64 {
+        self.forgets.get()
+    }
+
     /// Whether a peer's backlog holds (or, overflowed, may hold) the write with this sequence.
     pub fn in_backlog(&self, seq: u64) -> bool {
         self.backlogs.borrow().iter().any(|b| b.may_hold(seq))
@@ -41,6 +46,9 @@ impl<I: Io> Shard<I> {
     /// another disk now). Returns whether it did.
     pub async fn forget(self: &Rc<Self>, key: &[u8], version: Version) -> Result<bool> {
         crate::validate(key, "")?;
+        // Counted before the entry goes: a reader that saw the count unchanged across its
+        // look at every disk saw the key on one of them.
+        self.forgets.set(self.forgets.get() + 1);
         let _permit = self.write_slot().await;
         let fp = self.fp(key);
         let _lock = self.lock_key(fp).await;

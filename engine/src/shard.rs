@@ -277,6 +277,12 @@ pub struct Shard<I: Io> {
     pub(crate) scrub_ctl: crate::budget::JobCtl,
     pub(crate) scrub_stats: RefCell<crate::scrub::ScrubStats>,
     pub(crate) scrub_done: Cell<u64>,
+    /// Whether compaction may drop tombstones past the horizon: not while another disk of the
+    /// node may hold an older copy of a key (a tombstone here shadows it; see `set_tombstone_drop`).
+    pub(crate) tombstone_drop: Cell<bool>,
+    /// Calls of `forget` so far (a reader looking for a key on several disks looks again when
+    /// a move finished meanwhile).
+    pub(crate) forgets: Cell<u64>,
 }
 
 /// A key's previous state, when known: (version, tombstone).
@@ -366,12 +372,22 @@ impl<I: Io> Shard<I> {
             scrub_ctl: Default::default(),
             scrub_stats: Default::default(),
             scrub_done: Cell::new(0),
+            tombstone_drop: Cell::new(true),
+            forgets: Cell::new(0),
         }
     }
 
     /// The index fingerprint of a key.
     pub(crate) fn fp(&self, key: &[u8]) -> u64 {
         fingerprint(key) & self.cfg.fingerprint_mask
+    }
+
+    /// Allows or forbids compaction to drop tombstones past the horizon. The node forbids it
+    /// while keys may live on several of its disks (a disk spilled, or one is drained): a
+    /// tombstone on one disk then shadows an older copy on another, which its dropping would
+    /// bring back.
+    pub fn set_tombstone_drop(&self, allowed: bool) {
+        self.tombstone_drop.set(allowed);
     }
 
     /// The shard (disk) id.
@@ -748,7 +764,13 @@ impl<I: Io> Shard<I> {
         };
         let mut out = Vec::new();
         for l in locs {
-            if let Ok((h, key, _)) = self.read_header(l).await? {
+            // A record whose blob compaction removed meanwhile was moved: its copy was listed
+            // or is compared at the next pass.
+            let r = match self.read_header(l).await {
+                Err(Error::Damaged { .. }) if self.blob(l.blob()).is_none() => continue,
+                r => r?,
+            };
+            if let Ok((h, key, _)) = r {
                 if crate::digest::bucket_of(&key) == bucket {
                     out.push(crate::digest::KeyState {
                         key,
@@ -848,16 +870,26 @@ impl<I: Io> Shard<I> {
     pub async fn copy_item(self: &Rc<Self>, key: &[u8], check: ReadCheck) -> Result<Option<CopyItem<I>>> {
         validate(key, "")?;
         let fp = self.fp(key);
-        let (_, old) = self.resolve_slot(fp, key).await?;
-        let Some(loc) = old else { return Ok(None) };
-        let e = BacklogEntry {
-            seq: 0,
-            blob: loc.blob(),
-            offset: loc.offset(),
-            record_len: loc.record_len().unwrap_or(BLOCK),
-            created_ms: 0,
-        };
-        self.backlog_item(&e, check).await
+        for _ in 0..2 {
+            let (_, old) = match self.resolve_slot(fp, key).await {
+                Err(Error::Damaged { .. }) => continue, // moved by compaction meanwhile
+                r => r?,
+            };
+            let Some(loc) = old else { return Ok(None) };
+            let e = BacklogEntry {
+                seq: 0,
+                blob: loc.blob(),
+                offset: loc.offset(),
+                record_len: loc.record_len().unwrap_or(BLOCK),
+                created_ms: 0,
+            };
+            match self.backlog_item(&e, check).await? {
+                // The record moved (compaction) between the lookup and the read: look again.
+                None if self.blob(loc.blob()).is_none() => continue,
+                item => return Ok(item),
+            }
+        }
+        Ok(None)
     }
 
     /// Whether the index says the key was deleted here (no disk read; a fingerprint shared with
@@ -872,9 +904,23 @@ impl<I: Io> Shard<I> {
     pub async fn version_of(&self, key: &[u8]) -> Result<Option<(Version, bool)>> {
         validate(key, "")?;
         let fp = self.fp(key);
-        let (_, old) = self.resolve_slot(fp, key).await?;
-        let Some(l) = old else { return Ok(None) };
-        Ok(self.read_header(l).await?.ok().map(|(h, _, _)| (h.version, h.is_tombstone())))
+        let mut again = true;
+        loop {
+            let r = async {
+                let (_, old, known) = self.resolve(fp, key).await?;
+                let Some(l) = old else { return Ok(None) };
+                if let Some(held) = known {
+                    return Ok(held);
+                }
+                Ok(self.read_header(l).await?.ok().map(|(h, _, _)| (h.version, h.is_tombstone())))
+            }
+            .await;
+            match r {
+                // Compaction moved the record and removed its blob meanwhile: look again.
+                Err(Error::Damaged { .. }) if again => again = false,
+                r => return r,
+            }
+        }
     }
 
     /// Stores a whole object from memory (a convenience over [`Shard::put`]).

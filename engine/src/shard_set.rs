@@ -94,6 +94,36 @@ impl<I: Io> ShardSet<I> {
         self.shard_for(key)?.get(key).await
     }
 
+    /// Opens a verified reader of the key's newest version on any of the shards (the node
+    /// keeps a key on several disks while it moves between them; the newest wins, and a
+    /// tombstone means deleted).
+    ///
+    /// A move (copy to the new disk, then forget on the old) may finish between the looks at
+    /// two disks, so that neither shows the key: when nothing is found and a move finished
+    /// meanwhile, it looks again.
+    pub async fn get_newest(&self, key: &[u8]) -> Result<Option<ObjectReader<I>>> {
+        let forgets = || self.shards.iter().map(|s| s.forgets()).sum::<u64>();
+        for _ in 0..8 {
+            let before = forgets();
+            let mut best: Option<(crate::Version, bool, &Rc<Shard<I>>)> = None;
+            for s in &self.shards {
+                if let Some((v, tomb)) = s.version_of(key).await? {
+                    if best.as_ref().is_none_or(|b| v > b.0) {
+                        best = Some((v, tomb, s));
+                    }
+                }
+            }
+            let r = match best {
+                Some((_, false, s)) => s.get(key).await?,
+                _ => None,
+            };
+            if r.is_some() || forgets() == before {
+                return Ok(r);
+            }
+        }
+        Ok(None)
+    }
+
     /// Metadata of a key.
     pub async fn head(&self, key: &[u8]) -> Result<Option<ObjectMeta>> {
         self.shard_for(key)?.head(key).await

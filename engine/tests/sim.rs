@@ -24,7 +24,7 @@ use std::rc::Rc;
 
 use podstore_disks::{Io, SimDisk, SimFaults};
 use podstore_engine::budget::IoBudget;
-use podstore_engine::{Error, ShardConfig, ShardSet, ShardSpec};
+use podstore_engine::{CopyItem, Error, ReadCheck, Shard, ShardConfig, ShardSet, ShardSpec, Stamp};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Mode {
@@ -94,6 +94,8 @@ struct Totals {
     tombstones_dropped: u64,
     /// Scrub: records verified.
     scrubbed_records: u64,
+    /// Keys moved between the two disks of a seed (rebalancing, draining).
+    moves: u64,
 }
 
 struct Seed {
@@ -225,7 +227,7 @@ fn describe(v: &Val) -> String {
 }
 
 async fn read_key(set: &ShardSet<SimDisk>, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
-    match set.get(key).await? {
+    match set.get_newest(key).await? {
         None => Ok(None),
         Some(mut r) => {
             if r.meta.object_len > 0 && fastrand::bool() {
@@ -235,7 +237,7 @@ async fn read_key(set: &ShardSet<SimDisk>, key: &[u8]) -> Result<Option<Vec<u8>>
                 r.set_range(a, len);
                 let tail = r.read_all().await?;
                 let seq = r.meta.seq;
-                let Some(mut r2) = set.get(key).await? else {
+                let Some(mut r2) = set.get_newest(key).await? else {
                     return Ok(None);
                 };
                 let whole = r2.read_all().await?;
@@ -302,7 +304,10 @@ async fn worker(s: Rc<Seed>, set: Rc<ShardSet<SimDisk>>, ops: u32, large_ok: boo
             }
             78..=89 => {
                 let id = s.begin(&key, Attempt::Delete);
-                match set.delete(&key).await {
+                // With two disks a key may also live on the other one (moved there): the
+                // tombstone is written even where the key is absent, as the node does.
+                let home = set.shard_for(&key).expect("a shard").clone();
+                match home.delete_stamped(&key, Stamp::Local, set.shards().len() > 1).await {
                     Ok(_) => {
                         s.ack(&key, id);
                         s.totals.borrow_mut().acked_deletes += 1;
@@ -311,7 +316,7 @@ async fn worker(s: Rc<Seed>, set: Rc<ShardSet<SimDisk>>, ops: u32, large_ok: boo
                     Err(_) => {}
                 }
             }
-            90..=95 => {
+            90..=94 => {
                 let _id = s.begin(&key, Attempt::Aborted);
                 let r = async {
                     let mut w = set.put(&key, "", val.len() as u64 + 1).await?;
@@ -327,6 +332,21 @@ async fn worker(s: Rc<Seed>, set: Rc<ShardSet<SimDisk>>, ops: u32, large_ok: boo
                 if matches!(&r, Err(e) if e.is_crash()) {
                     return;
                 }
+            }
+            95 if set.shards().len() > 1 => {
+                // A move between the two disks (rebalancing, draining): copy the newest
+                // record with its version, then forget it where it was. Always from disk 1 to
+                // disk 0, as the node's moves only go towards a key's home in its fixed order
+                // or off a draining disk that takes nothing back: two opposite moves of one
+                // key at once would both forget it.
+                let from = set.shards()[1].clone();
+                let to = set.shards()[0].clone();
+                if let Err(e) = move_key(&from, &to, &key).await {
+                    if e.is_crash() {
+                        return;
+                    }
+                }
+                s.totals.borrow_mut().moves += 1;
             }
             96 => {
                 // Compaction of one shard, concurrent with everything else (and crashes).
@@ -359,6 +379,30 @@ async fn worker(s: Rc<Seed>, set: Rc<ShardSet<SimDisk>>, ops: u32, large_ok: boo
             }
         }
     }
+}
+
+/// Moves a key's newest record on `from` to `to` (as the node's mover does).
+async fn move_key(from: &Rc<Shard<SimDisk>>, to: &Rc<Shard<SimDisk>>, key: &[u8]) -> Result<(), Error> {
+    let version = match from.copy_item(key, ReadCheck::Verify).await? {
+        None => return Ok(()),
+        Some(CopyItem::Delete { version, .. }) => {
+            to.delete_stamped(key, Stamp::Moved(version), true).await?;
+            version
+        }
+        Some(CopyItem::Put(mut r)) => {
+            let meta = r.meta.clone();
+            let w =
+                to.put_stamped(key, &meta.content_type, meta.object_len, Stamp::Moved(meta.version)).await?;
+            if let Some(mut w) = w {
+                while let Some(c) = r.next_chunk().await? {
+                    w.write(&c).await?;
+                }
+                w.finish_expecting(Some(meta.digest)).await?;
+            }
+            meta.version
+        }
+    };
+    from.forget(key, version).await.map(|_| ())
 }
 
 /// After the last round's workload: compact every shard fully, scrub it, and check that
@@ -512,6 +556,13 @@ fn run_seed(seed: u64) -> Totals {
                         Err(e) => s.fail(format!("shard {id} failed to recover: {e}")),
                     }
                 }
+                // With two disks keys move between them: a tombstone on one shadows an older
+                // copy on the other, so none is dropped (as the node does while disks spill).
+                if set.shards().len() > 1 {
+                    for sh in set.shards() {
+                        sh.set_tombstone_drop(false);
+                    }
+                }
                 break Rc::new(set);
             };
             // Verify every key against the model, then collapse the model to what is there.
@@ -628,6 +679,7 @@ fn simulation_keeps_every_promise() {
                 all.records_moved += t.records_moved;
                 all.tombstones_dropped += t.tombstones_dropped;
                 all.scrubbed_records += t.scrubbed_records;
+                all.moves += t.moves;
             });
         }
     });

@@ -106,6 +106,11 @@ pub fn describe_metrics() {
         Unit::Bytes,
         "Bytes background jobs read and wrote on the disk"
     );
+    c!(
+        "podstore_disk_moved_away_total",
+        "Keys moved from the disk to the disks that take their writes (rebalancing, draining)"
+    );
+    c!("podstore_disk_move_failures_total", "Keys that could not be moved off the disk (retried)");
     g!("podstore_disk_compaction_running", "1 while a compaction pass runs on the disk");
     g!("podstore_disk_compaction_paused", "1 while the disk's compaction is paused");
     g!(

@@ -156,6 +156,9 @@ pub struct Shared {
     pub routes: crate::route::Routes,
     /// Wakes every disk's rebalancing (a disk filled up, failed or is to be drained).
     pub rebalance_wake: tokio::sync::Notify,
+    /// Moves between disks begun (counted before the old disk forgets the key; a read that
+    /// found nothing while it changed looks again).
+    pub moves: AtomicU64,
     /// The disks that opened, with their weights (what peers are told).
     pub placement: Vec<Candidate>,
     pub shard_core: HashMap<u32, usize>,
@@ -428,7 +431,9 @@ async fn housekeeping(index: usize, shared: Arc<Shared>, shards: Shards, jobs: c
         // writes go on along their chains (route.rs).
         // One that has room again (compaction, deletes) takes its keys' writes back.
         let all: Vec<_> = shards.borrow().values().cloned().collect();
+        let one_disk_per_key = shared.routes.spilled().is_empty();
         for s in all {
+            s.set_tombstone_drop(one_disk_per_key);
             let writable = shared.routes.is_writable(s.id());
             if s.fenced().is_some() {
                 if writable {

@@ -307,13 +307,17 @@ async fn route(
             (r.0, r.1)
         }
     };
+    let moves_before = shared.moves.load(Ordering::SeqCst);
     match method {
         Method::PUT => put(shared, links, owner, shard, name, key, req).await,
         Method::DELETE => {
             let h = req.headers().clone();
             delete(shared, links, owner, shard, name, key, &h).await
         }
-        _ => get(shared, links, (owner, shard, uncertain), key, req.headers(), method == Method::HEAD).await,
+        _ => {
+            let head = method == Method::HEAD;
+            get(shared, links, (owner, shard, uncertain, moves_before), key, req.headers(), head).await
+        }
     }
 }
 
@@ -882,13 +886,24 @@ async fn read_repair(
 async fn get(
     shared: &Shared,
     links: &Links,
-    (owner, shard, uncertain): (usize, u32, bool),
+    (mut owner, mut shard, mut uncertain, mut moves_before): (usize, u32, bool, u64),
     key: Vec<u8>,
     h: &HeaderMap,
     head: bool,
 ) -> Result<Response<RespBody>, ApiError> {
     let range = h.get(header::RANGE).and_then(|v| v.to_str().ok()).map(str::to_string);
     let mut answer = get_local(shared, owner, shard, &key, &range, head).await?;
+    // A move between two disks (copy, then forget) that finished while the disks were asked
+    // can hide the key from both looks: look again (route.rs, maintenance.rs).
+    for _ in 0..4 {
+        let now = shared.moves.load(Ordering::SeqCst);
+        if !matches!(answer, Ok(None)) || now == moves_before {
+            break;
+        }
+        moves_before = now;
+        (shard, owner, uncertain) = read_route(shared, &key).await?;
+        answer = get_local(shared, owner, shard, &key, &range, head).await?;
+    }
     let damaged = matches!(
         answer,
         Err(podstore_engine::Error::Quarantined { .. } | podstore_engine::Error::Corrupt { .. })

@@ -318,5 +318,7 @@ async fn move_key(
             meta.version
         }
     };
+    // Counted before the key goes: a read that found it nowhere while this changed looks again.
+    shared.moves.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     shard.forget(key, version).await.map_err(|e| e.to_string())
 }

@@ -175,6 +175,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
         cfg: cfg.clone(),
         routes,
         rebalance_wake: tokio::sync::Notify::new(),
+        moves: AtomicU64::new(0),
         placement,
         shard_core,
         inboxes,
