@@ -190,12 +190,20 @@ const REBALANCE_IDLE_MAX: Duration = Duration::from_secs(60);
 /// something is followed by another at once, an idle one waits longer each time.
 pub async fn rebalance(shared: Arc<Shared>, shard: Rc<Shard<AnyIo>>, jobs: Rc<DiskJobs>) {
     let mut idle = Duration::from_secs(2);
+    // The routing state of the last pass that found everything in place: nothing can be
+    // misplaced until it changes (writes go where they belong when they are made).
+    let mut settled: Option<u64> = None;
     loop {
         let _ = tokio::time::timeout(idle, shared.rebalance_wake.notified()).await;
-        if shared.routes.spilled().is_empty() || shared.routes.is_failed(shard.id()) {
+        let epoch = shared.routes.epoch();
+        if shared.routes.spilled().is_empty() || shared.routes.is_failed(shard.id()) || settled == Some(epoch)
+        {
             continue;
         }
         let (moved, failed) = rebalance_pass(&shared, &shard, &jobs).await;
+        if moved == 0 && failed == 0 {
+            settled = Some(epoch);
+        }
         jobs.rebalance_moved.set(jobs.rebalance_moved.get() + moved);
         jobs.rebalance_failed.set(jobs.rebalance_failed.get() + failed);
         if moved > 0 {

@@ -127,6 +127,9 @@ pub struct Routes {
     draining: BTreeMap<u32, AtomicBool>,
     /// The durable state and the directories it is kept in; the lock serializes updates.
     state: Mutex<(PlacementState, Vec<PathBuf>)>,
+    /// Counts changes of where keys' writes go (a disk spilled, failed, drained, or takes
+    /// writes again): a mover that found nothing to move waits for the next change.
+    epoch: std::sync::atomic::AtomicU64,
 }
 
 impl Routes {
@@ -158,7 +161,24 @@ impl Routes {
                 }
             }
         }
-        Routes { candidates, spilled, writable: w, failed, draining, state: Mutex::new((state, dirs)) }
+        Routes {
+            candidates,
+            spilled,
+            writable: w,
+            failed,
+            draining,
+            state: Mutex::new((state, dirs)),
+            epoch: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Changes of where keys' writes go so far.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    fn changed(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Whether disk `id` is marked spilled.
@@ -207,6 +227,7 @@ impl Routes {
         } else {
             self.spill(id, "draining");
         }
+        self.changed();
         true
     }
 
@@ -308,6 +329,7 @@ impl Routes {
         if let Some(s) = self.spilled.get(&id) {
             s.store(true, Ordering::Release);
         }
+        self.changed();
     }
 
     /// Disk `id` takes writes again (room was freed): it stays spilled (its keys may still be
@@ -319,6 +341,7 @@ impl Routes {
         if let Some(w) = self.writable.get(&id) {
             if !w.swap(true, Ordering::AcqRel) {
                 tracing::info!("disk {id} takes writes again");
+                self.changed();
             }
         }
     }
