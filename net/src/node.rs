@@ -193,6 +193,13 @@ pub fn run(cfg: Config) -> Result<(), String> {
             .map(|r| r.peers.iter().map(|_| Default::default()).collect())
             .unwrap_or_default(),
     });
+    // A disk that could not be used: its objects are rebuilt from the peers onto the other
+    // disks by an anti-entropy pass with each, at once.
+    if shared.disks.iter().any(|d| d.failed.is_some()) {
+        for p in &shared.anti_entropy {
+            p.requested.store(true, Ordering::Relaxed);
+        }
+    }
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<CoreReady>();
     let started = Instant::now();

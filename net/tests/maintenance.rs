@@ -351,3 +351,43 @@ fn a_drained_disk_ends_empty_with_every_object_readable_and_takes_no_more_writes
     let bad = podstore(&["drain", "--disk", "7", "--admin", &admin]);
     assert!(!bad.status.success());
 }
+
+#[test]
+fn a_disk_lost_at_start_is_rebuilt_from_a_peer_and_its_objects_still_read() {
+    let m = members(2);
+    let secret = secret_file("maint-rebuild", "a-shared-secret-of-enough-length");
+    let mut nodes = start_with("maint-rebuild", &m, &secret, MAINTENANCE);
+    let n = 60;
+    for i in 0..n {
+        let r = nodes[0].req("PUT", &format!("/photos/b{i:03}"), &[("X-Copies", "all")], &value(i, 0));
+        assert_eq!(r.status, 201);
+    }
+    let a = &mut nodes[0];
+    let on_disk1 = disk(a, 1)["objects"].as_u64().expect("objects");
+    assert!(on_disk1 > 5, "{on_disk1} objects on disk 1");
+    assert!(a.stop().success());
+    // Disk 1 of pod-a is lost (replaced by something that is not a disk).
+    let d1 = a.dir.join("disk1");
+    std::fs::remove_dir_all(&d1).expect("remove disk1");
+    std::fs::write(&d1, b"not a disk").expect("placeholder");
+    a.spawn(&[]);
+    assert_eq!(disk(a, 1)["state"], "failed");
+    // The pass started at once copies the lost objects back from pod-b onto the other disks.
+    eventually("an anti-entropy pass rebuilds the lost objects", || {
+        let peers = json(a, "/admin/peers");
+        let ae = &peers["peers"][0]["anti_entropy"];
+        ae["passes"].as_u64().unwrap_or(0) >= 1 && ae["running"] == false
+    });
+    let peers = json(a, "/admin/peers");
+    assert!(peers["peers"][0]["anti_entropy"]["pulled"].as_u64().unwrap_or(0) >= on_disk1, "{peers}");
+    let repairs_before = metric(a, "podstore_repl_read_repairs_total");
+    for i in 0..n {
+        let r = a.req("GET", &format!("/photos/b{i:03}"), &[], b"");
+        assert!(r.status == 200 && r.body == value(i, 0), "b{i:03}: {}", r.status);
+    }
+    assert_eq!(
+        metric(a, "podstore_repl_read_repairs_total"),
+        repairs_before,
+        "served from the rebuilt copies"
+    );
+}
