@@ -97,6 +97,9 @@ async fn compaction(shared: Arc<Shared>, shard: Rc<Shard<AnyIo>>, jobs: Rc<DiskJ
     loop {
         wait(m.compact_interval_s, &jobs.compact_wake).await;
         let ratio = jobs.compact_now.take().unwrap_or(m.compact_dead_ratio);
+        if shared.routes.is_failed(shard.id()) {
+            return; // a failed disk is left alone
+        }
         if shard.fenced().is_some() || shard.compact_ctl().is_paused() {
             continue;
         }
@@ -111,6 +114,9 @@ async fn compaction(shared: Arc<Shared>, shard: Rc<Shard<AnyIo>>, jobs: Rc<DiskJ
 async fn scrub(shared: Arc<Shared>, shard: Rc<Shard<AnyIo>>, jobs: Rc<DiskJobs>) {
     let period_s = shared.cfg.maintenance.scrub_period_s;
     loop {
+        if shared.routes.is_failed(shard.id()) {
+            return; // a failed disk is left alone
+        }
         let st = shard.scrub_stats().await;
         let now = jobs.scrub_now.get();
         let periodic = period_s > 0
