@@ -27,8 +27,8 @@ for f in /usr/bin/podstore /usr/bin/podstore-tune /etc/podstore/podstore.toml \
   in_root dpkg -S "$f" >/dev/null 2>&1 || fail "$f is not in the package's file list"
   [ -e "$root$f" ] || fail "$f did not land"
 done
-in_root dpkg-query -W -f='${Conffiles}\n' podstore | grep -q '/etc/podstore/podstore.toml' || fail "the config is not a conffile"
-in_root getent passwd podstore | grep -q ':/var/lib/podstore:/usr/sbin/nologin$' || fail "no podstore system user"
+in_root dpkg-query -W -f='${Conffiles}\n' podstore | grep -c '/etc/podstore/podstore.toml' >/dev/null || fail "the config is not a conffile"
+in_root getent passwd podstore | grep -c ':/var/lib/podstore:/usr/sbin/nologin$' >/dev/null || fail "no podstore system user"
 [ "$(in_root stat -c '%a %U %G' /srv/podstore)" = "750 podstore podstore" ] || fail "/srv/podstore: $(in_root stat -c '%a %U %G' /srv/podstore)"
 [ "$(in_root stat -c '%a %U %G' /etc/podstore/podstore.toml)" = "640 root podstore" ] || fail "the config is not 0640 root:podstore"
 for u in podstore.service podstore-tune.service; do
