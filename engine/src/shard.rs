@@ -892,6 +892,13 @@ impl<I: Io> Shard<I> {
         Ok(None)
     }
 
+    /// Whether the index has an entry for the key's fingerprint (or the key itself): a record
+    /// may be here even when its header does not read back.
+    pub fn has_entry(&self, key: &[u8]) -> bool {
+        let ix = self.index.borrow();
+        ix.overflow_get(key).or_else(|| ix.main_get(self.fp(key))).is_some()
+    }
+
     /// Whether the index says the key was deleted here (no disk read; a fingerprint shared with
     /// another key's tombstone also answers yes).
     pub fn is_deleted(&self, key: &[u8]) -> bool {
@@ -1381,16 +1388,30 @@ impl<I: Io> Shard<I> {
         !can_grow
     }
 
-    /// Reads the first block of the newest blob with a record in it (a written block: the
-    /// filesystem answers reads of preallocated, never written space without the device):
-    /// whether the disk still answers (None: nothing written yet). The caller bounds it in
-    /// time; a read never answered means the disk hangs.
+    /// Reads the first block of up to four blobs with records in them (the two oldest and the
+    /// two newest): whether the disk still answers (None: nothing written yet). Written blocks
+    /// only: the filesystem answers reads of preallocated, never written space (a record whose
+    /// write failed) without the device, and the oldest blobs' first records were surely
+    /// written. The caller bounds it in time; a read never answered means the disk hangs.
     pub async fn probe(&self) -> Option<Result<()>> {
-        let blob = self.blobs.borrow().values().rev().find(|b| b.tail.get() > 0).cloned()?;
-        let mut buf = self.io.alloc_buf(BLOCK as usize).await;
-        buf.set_len(BLOCK as usize);
-        let (r, _) = self.io.read_at(&blob.file, 0, buf).await;
-        Some(r.map_err(|e| self.disk_err(e)))
+        let written: Vec<Rc<BlobFile<I>>> =
+            self.blobs.borrow().values().filter(|b| b.tail.get() > 0).cloned().collect();
+        if written.is_empty() {
+            return None;
+        }
+        let n = written.len();
+        let mut picks: Vec<&Rc<BlobFile<I>>> =
+            written.iter().take(2).chain(written.iter().skip(n.saturating_sub(2))).collect();
+        picks.dedup_by_key(|b| b.id);
+        for blob in picks {
+            let mut buf = self.io.alloc_buf(BLOCK as usize).await;
+            buf.set_len(BLOCK as usize);
+            let (r, _) = self.io.read_at(&blob.file, 0, buf).await;
+            if let Err(e) = r {
+                return Some(Err(self.disk_err(e)));
+            }
+        }
+        Some(Ok(()))
     }
 
     /// Damaged records and regions awaiting repair.

@@ -673,7 +673,15 @@ async fn execute(
                 let _ = reply.send(Err(no_shard(shard)));
                 return;
             };
-            let _ = reply.send(s.version_of(&key).await);
+            // An entry whose header does not read back (a failing disk) is not "absent".
+            let r = match s.version_of(&key).await {
+                Ok(None) if s.has_entry(&key) => Err(podstore_engine::Error::Damaged {
+                    shard,
+                    reason: "the key's record does not read back".into(),
+                }),
+                r => r,
+            };
+            let _ = reply.send(r);
         }
         CoreMsg::Job { disk, job, action, ratio, reply } => {
             let mut done = Vec::new();

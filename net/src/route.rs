@@ -194,6 +194,10 @@ impl Routes {
     /// Disk `id` failed: no more requests go to it; its keys' writes go on along their chains
     /// and their reads to the other disks of the chain (and to peers). Blocking file I/O.
     pub fn fail(&self, id: u32, why: &str) {
+        // No write goes to it from now on (before it shows as failed).
+        if let Some(w) = self.writable.get(&id) {
+            w.store(false, Ordering::Release);
+        }
         if let Some(f) = self.failed.get(&id) {
             if !f.swap(true, Ordering::AcqRel) {
                 tracing::error!(
