@@ -22,6 +22,19 @@ pub struct BacklogEntry {
     pub created_ms: u64,
 }
 
+impl BacklogEntry {
+    /// The entry of a committed record.
+    pub(crate) fn of(h: &crate::record::Header) -> BacklogEntry {
+        BacklogEntry {
+            seq: h.seq,
+            blob: h.blob_id,
+            offset: h.offset,
+            record_len: h.record_len,
+            created_ms: h.created_ms,
+        }
+    }
+}
+
 /// One peer's backlog on one shard.
 #[derive(Debug, Default, Clone)]
 pub struct Backlog {

@@ -409,13 +409,7 @@ impl<I: Io> Shard<I> {
         c.since_checkpoint_records += 1;
         c.since_checkpoint_bytes += h.record_len;
         drop(c);
-        let entry = crate::backlog::BacklogEntry {
-            seq: h.seq,
-            blob: h.blob_id,
-            offset: h.offset,
-            record_len: h.record_len,
-            created_ms: h.created_ms,
-        };
+        let entry = crate::backlog::BacklogEntry::of(h);
         for b in self.backlogs.borrow_mut().iter_mut() {
             b.moved(old_seq, entry);
         }

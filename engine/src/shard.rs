@@ -788,13 +788,7 @@ impl<I: Io> Shard<I> {
         if h.version.origin != self.cfg.clock.origin() {
             return; // a copy of another appliance's write: its origin sends it to the others
         }
-        let e = BacklogEntry {
-            seq: h.seq,
-            blob: h.blob_id,
-            offset: h.offset,
-            record_len: h.record_len,
-            created_ms: h.created_ms,
-        };
+        let e = BacklogEntry::of(h);
         for b in self.backlogs.borrow_mut().iter_mut() {
             b.add(e, self.cfg.backlog_records_max);
         }

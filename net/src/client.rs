@@ -313,6 +313,19 @@ async fn admin_json(
     serde_json::from_slice(&body).map_err(|e| e.to_string())
 }
 
+/// Shows a progress line when it changed: rewritten in place on a terminal, one per line
+/// otherwise.
+fn progress(tty: bool, last: &mut String, line: String) {
+    if line != *last {
+        if tty {
+            eprint!("\r{line}   ");
+        } else {
+            eprintln!("{line}");
+        }
+        *last = line;
+    }
+}
+
 /// `podstore recover --from PEER`: starts an anti-entropy pass on the node and follows it to
 /// the end, printing progress.
 pub fn recover(admin: SocketAddr, peer: &str) -> Result<(), String> {
@@ -330,14 +343,7 @@ pub fn recover(admin: SocketAddr, peer: &str) -> Result<(), String> {
                 "recover from {peer}: buckets {}/{} differing done, {} keys compared, {} pulled, {} pushed, {} errors",
                 ae["buckets_done"], ae["buckets_differing"], ae["keys_compared"], ae["pulled"], ae["pushed"], ae["pass_errors"]
             );
-            if line != last {
-                if tty {
-                    eprint!("\r{line}");
-                } else {
-                    eprintln!("{line}");
-                }
-                last = line;
-            }
+            progress(tty, &mut last, line);
             let passes = ae["passes"].as_u64().unwrap_or(0);
             if passes > before && ae["running"] == false {
                 if tty {
@@ -420,14 +426,7 @@ pub fn job(
                 parts.push(format!("disk {d}: {state}"));
             }
             let line = format!("{kind}: {}", parts.join(", "));
-            if line != last {
-                if tty {
-                    eprint!("\r{line}   ");
-                } else {
-                    eprintln!("{line}");
-                }
-                last = line;
-            }
+            progress(tty, &mut last, line);
             if done == targets.len() {
                 if tty {
                     eprintln!();
@@ -476,14 +475,7 @@ pub fn drain(admin: SocketAddr, disk: u32) -> Result<(), String> {
             let d = d.ok_or("the disk vanished from /admin/disks")?;
             let state = d["state"].as_str().unwrap_or("?").to_string();
             let line = format!("drain disk {disk}: {state}, {} objects left", d["objects"]);
-            if line != last {
-                if tty {
-                    eprint!("\r{line}   ");
-                } else {
-                    eprintln!("{line}");
-                }
-                last = line;
-            }
+            progress(tty, &mut last, line);
             match state.as_str() {
                 "drained" => {
                     if tty {
