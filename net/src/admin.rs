@@ -38,7 +38,7 @@ pub async fn all_stats(shared: &Shared) -> Vec<ShardStats> {
 }
 
 fn disk_state(shared: &Shared, id: u32, stats: Option<&ShardStats>) -> &'static str {
-    let d = shared.disks.iter().find(|d| d.id == id);
+    let d = shared.disk(id);
     if shared.routes.is_failed(id) {
         return "failed";
     }
@@ -49,7 +49,7 @@ fn disk_state(shared: &Shared, id: u32, stats: Option<&ShardStats>) -> &'static 
             _ => "drained",
         };
     }
-    match (d.and_then(|d| d.failed.as_ref()), stats) {
+    match (d.and_then(|d| d.failed), stats) {
         (Some(_), _) | (None, None) => "failed",
         (None, Some(s)) if s.fenced.is_some() => "read_only",
         _ => "online",
@@ -209,7 +209,8 @@ pub fn describe_metrics() {
 /// Sets the gauges that come from shard stats, then renders the exposition.
 pub async fn render_metrics(shared: &Shared, handle: &PrometheusHandle) -> String {
     let stats = all_stats(shared).await;
-    for d in &shared.disks {
+    let layout = shared.layout.load_full();
+    for d in &layout.disks {
         let s = stats.iter().find(|s| s.shard_id == d.id);
         let disk = d.id.to_string();
         let tier = d.tier.to_string();
@@ -402,6 +403,8 @@ async fn peers_json(shared: &Shared) -> String {
 async fn disks_json(shared: &Shared) -> String {
     let stats = all_stats(shared).await;
     let disks: Vec<serde_json::Value> = shared
+        .layout
+        .load()
         .disks
         .iter()
         .map(|d| {
@@ -494,7 +497,7 @@ async fn job_request(shared: &Shared, job: crate::core::JobKind, query: &str) ->
     for kv in query.split('&').filter(|kv| !kv.is_empty()) {
         match kv.split_once('=') {
             Some(("disk", v)) => match v.parse::<u32>() {
-                Ok(d) if shared.disks.iter().any(|x| x.id == d) => disk = Some(d),
+                Ok(d) if shared.disk(d).is_some() => disk = Some(d),
                 _ => return err(StatusCode::NOT_FOUND, "not_found", format!("no disk {v:?} on this node")),
             },
             Some(("action", v)) => {
@@ -554,10 +557,10 @@ async fn start_drain(shared: &Arc<Shared>, query: &str) -> Response<RespBody> {
     else {
         return err(StatusCode::BAD_REQUEST, "bad_request", "name the disk: /admin/drain?disk=N");
     };
-    if !shared.disks.iter().any(|d| d.id == disk) {
+    if shared.disk(disk).is_none() {
         return err(StatusCode::NOT_FOUND, "not_found", "no such disk on this node");
     }
-    let others = shared.disks.iter().any(|d| d.id != disk && shared.routes.is_writable(d.id));
+    let others = shared.layout.load().disks.iter().any(|d| d.id != disk && shared.routes.is_writable(d.id));
     if !others && !shared.routes.is_draining(disk) {
         return err(StatusCode::CONFLICT, "no_room", "no other disk takes writes: nowhere to move its keys");
     }
@@ -572,6 +575,165 @@ async fn start_drain(shared: &Arc<Shared>, query: &str) -> Response<RespBody> {
         "application/json",
         serde_json::json!({"disk": disk, "draining": true}).to_string(),
     )
+}
+
+/// Disks a node takes at most (the replication handshake tells peers about each).
+const DISKS_MAX: usize = crate::repl::frame::PLACEMENT_DISKS_MAX;
+
+/// `POST /admin/disks?id=N&path=P`, optionally with `weight=W` (default: the filesystem's size
+/// in GiB), `tier=fast|capacity` (default capacity), `cache=direct|buffered` and
+/// `require_mount_point=false`: adds a disk while the node runs. It is checked and labelled,
+/// opened on the core with the fewest disks, and joins the placement (recorded in the
+/// placement file on every disk, so it is opened at every start). It joins spilled: the keys
+/// it becomes the home of are written to it at once and moved to it from the other disks in
+/// the background, under their budgets; `/admin/disks` shows it `spilled` until that is done.
+async fn add_disk(shared: &Arc<Shared>, query: &str) -> Response<RespBody> {
+    use crate::config::{CacheConf, DiskConf, TierConf};
+    let err = |status, code: &str, msg: String| {
+        reply(status, "application/json", serde_json::json!({"error": code, "message": msg}).to_string())
+    };
+    let bad = |msg: String| err(StatusCode::BAD_REQUEST, "bad_request", msg);
+    let mut conf = DiskConf {
+        id: u32::MAX,
+        path: Default::default(),
+        tier: TierConf::Capacity,
+        require_mount_point: true,
+        cache: CacheConf::Direct,
+        weight: None,
+    };
+    let (mut id, mut path) = (None, None);
+    for kv in query.split('&').filter(|kv| !kv.is_empty()) {
+        let Some((k, v)) = kv.split_once('=') else { return bad(format!("{kv:?}: expected name=value")) };
+        let v = match crate::names::percent_decode(v).ok().and_then(|v| String::from_utf8(v).ok()) {
+            Some(v) => v,
+            None => return bad(format!("{k}: not percent-encoded UTF-8")),
+        };
+        match (k, v.as_str()) {
+            ("id", v) => match v.parse::<u32>() {
+                Ok(v) => id = Some(v),
+                Err(_) => return bad(format!("id {v:?}: expected a disk number")),
+            },
+            ("path", v) => path = Some(std::path::PathBuf::from(v)),
+            ("weight", v) => match v.parse::<f64>() {
+                Ok(w) if w > 0.0 && w.is_finite() => conf.weight = Some(w),
+                _ => return bad(format!("weight {v:?}: expected a positive number")),
+            },
+            ("tier", "fast") => conf.tier = TierConf::Fast,
+            ("tier", "capacity") => conf.tier = TierConf::Capacity,
+            ("cache", "direct") => conf.cache = CacheConf::Direct,
+            ("cache", "buffered") => conf.cache = CacheConf::Buffered,
+            ("require_mount_point", "true") => conf.require_mount_point = true,
+            ("require_mount_point", "false") => conf.require_mount_point = false,
+            _ => return bad(format!("{k}={v:?}: unknown parameter or value")),
+        }
+    }
+    let (Some(id), Some(path)) = (id, path) else {
+        return bad("name the disk and its directory: /admin/disks?id=N&path=/srv/podstore/diskN".into());
+    };
+    conf.id = id;
+    if !path.is_absolute() || path.to_str().is_none_or(|p| p.contains(['\n', '\r'])) {
+        return bad(format!("path {}: expected an absolute path on one line", path.display()));
+    }
+    let Ok(path) = path.canonicalize() else {
+        return bad(format!("path {}: no such directory", path.display()));
+    };
+    conf.path = path.clone();
+    if shared.adding_disk.swap(true, Ordering::AcqRel) {
+        return err(
+            StatusCode::CONFLICT,
+            "busy",
+            "another disk is being added; try again when it is done".into(),
+        );
+    }
+    let r = add_disk_now(shared, conf).await;
+    shared.adding_disk.store(false, Ordering::Release);
+    match r {
+        Ok(body) => reply(StatusCode::CREATED, "application/json", body.to_string()),
+        Err((status, code, msg)) => err(status, code, msg),
+    }
+}
+
+async fn add_disk_now(
+    shared: &Arc<Shared>,
+    conf: crate::config::DiskConf,
+) -> Result<serde_json::Value, (StatusCode, &'static str, String)> {
+    let id = conf.id;
+    let layout = shared.layout.load_full();
+    let same = |p: &std::path::Path| p.canonicalize().is_ok_and(|p| p == conf.path);
+    if shared.routes.knows(id) || layout.disks.iter().any(|d| d.id == id) {
+        return Err((
+            StatusCode::CONFLICT,
+            "disk_exists",
+            format!("disk {id} is already a disk of this node"),
+        ));
+    }
+    if let Some(d) = layout.disks.iter().find(|d| same(&d.path)) {
+        return Err((
+            StatusCode::CONFLICT,
+            "disk_exists",
+            format!("{} is disk {} already", conf.path.display(), d.id),
+        ));
+    }
+    if layout.disks.len() >= DISKS_MAX {
+        return Err((
+            StatusCode::CONFLICT,
+            "too_many_disks",
+            format!("a node takes at most {DISKS_MAX} disks"),
+        ));
+    }
+    // The core with the fewest disks owns it.
+    let mut load = vec![0usize; shared.inboxes.len()];
+    for &c in layout.shard_core.values() {
+        load[c] += 1;
+    }
+    let core = (0..load.len()).min_by_key(|&c| load[c]).unwrap_or(0);
+    let node_id = shared.cfg.node_id.clone();
+    let c2 = conf.clone();
+    let (spec, info, weight) =
+        tokio::task::spawn_blocking(move || crate::node::prepare_disk(&c2, &node_id, None, core))
+            .await
+            .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    if let Some(why) = &info.failed {
+        return Err((StatusCode::UNPROCESSABLE_ENTITY, "unusable_disk", why.clone()));
+    }
+    let weight = weight.unwrap_or(1.0);
+    let (tx, rx) = oneshot::channel();
+    let msg = CoreMsg::AddDisk { spec, profile: info.profile, reply: tx };
+    let unavailable =
+        || (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the node is shutting down".to_string());
+    shared.inboxes[core].send(msg).await.map_err(|_| unavailable())?;
+    let report = rx.await.map_err(|_| unavailable())?.map_err(|e| {
+        (StatusCode::UNPROCESSABLE_ENTITY, "unusable_disk", format!("the disk did not open: {e}"))
+    })?;
+    // Its core first (a write sent to it finds it), then the placement.
+    let mut next = (*layout).clone();
+    next.disks.push(info);
+    next.shard_core.insert(id, core);
+    let candidate = podstore_engine::placement::Candidate { shard_id: id, weight };
+    next.placement.push(candidate);
+    shared.layout.store(Arc::new(next));
+    let added = crate::route::AddedDisk {
+        path: conf.path.clone(),
+        tier: conf.tier,
+        cache: conf.cache,
+        require_mount_point: conf.require_mount_point,
+    };
+    let (sh, dir) = (shared.clone(), conf.path.clone());
+    let placed = tokio::task::spawn_blocking(move || sh.routes.add(candidate, dir, added))
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+    if let Err(e) = placed {
+        shared.layout.store(layout); // as it was: the disk stays open on its core, unused
+        return Err((StatusCode::INTERNAL_SERVER_ERROR, "placement_not_recorded", e));
+    }
+    shared.rebalance_wake.notify_waiters();
+    Ok(serde_json::json!({
+        "disk": id,
+        "path": conf.path.display().to_string(),
+        "core": core,
+        "weight": weight,
+        "recovered_records": report.map_or(0, |r| r.records_applied),
+    }))
 }
 
 /// `POST /admin/recover?peer=NAME`: start an anti-entropy pass with that peer now.
@@ -613,13 +775,14 @@ async fn handle(shared: Arc<Shared>, handle: PrometheusHandle, req: Request<Inco
         match req.uri().path() {
             "/admin/recover" => return start_recover(&shared, q),
             "/admin/drain" => return start_drain(&shared, q).await,
+            "/admin/disks" => return add_disk(&shared, q).await,
             "/admin/compact" => return job_request(&shared, crate::core::JobKind::Compact, q).await,
             "/admin/scrub" => return job_request(&shared, crate::core::JobKind::Scrub, q).await,
             _ => {}
         }
     }
     if req.method() != Method::GET {
-        let body = r#"{"error":"method_not_allowed","message":"the admin API is read-only but for POST /admin/recover, /admin/drain, /admin/compact and /admin/scrub"}"#.to_string();
+        let body = r#"{"error":"method_not_allowed","message":"the admin API is read-only but for POST /admin/disks, /admin/recover, /admin/drain, /admin/compact and /admin/scrub"}"#.to_string();
         return reply(StatusCode::METHOD_NOT_ALLOWED, "application/json", body);
     }
     let ready = shared.ready.load(Ordering::Relaxed) && !shared.draining.load(Ordering::Relaxed);

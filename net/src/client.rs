@@ -492,6 +492,46 @@ pub fn drain(admin: SocketAddr, disk: u32) -> Result<(), String> {
     })
 }
 
+/// `podstore add-disk`: adds the disk (`query` holds everything but the path) and follows the
+/// move of its share of the objects until the node no longer looks past it.
+pub fn add_disk(admin: SocketAddr, disk: u32, path: &Path, query: &str, follow: bool) -> Result<(), String> {
+    let path = path.canonicalize().map_err(|e| format!("{}: {e}", path.display()))?;
+    let path = path.to_str().ok_or("the path is not UTF-8")?;
+    let q = format!("{query}&path={}", &url_path(path)[1..]);
+    runtime()?.block_on(async {
+        let v = admin_json(admin, hyper::Method::POST, &format!("/admin/disks?{q}")).await?;
+        println!("disk {disk} added at {} on core {}, weight {}", v["path"], v["core"], v["weight"]);
+        if !follow {
+            return Ok(());
+        }
+        let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let mut last = String::new();
+        loop {
+            let v = admin_json(admin, hyper::Method::GET, "/admin/disks").await?;
+            let disks = v["disks"].as_array().cloned().unwrap_or_default();
+            let d = disks.iter().find(|d| d["id"] == disk).ok_or("the disk vanished from /admin/disks")?;
+            let total: u64 = disks.iter().filter_map(|d| d["objects"].as_u64()).sum();
+            let mut line = format!("disk {disk}: {} of the node's {total} objects", d["objects"]);
+            for f in disks.iter().filter(|d| d["state"] == "failed") {
+                line.push_str(&format!(" (disk {} failed: the move ends once it is drained)", f["id"]));
+            }
+            progress(tty, &mut last, line);
+            match d["state"].as_str() {
+                Some("online") if d["spilled"] == false => {
+                    if tty {
+                        eprintln!();
+                    }
+                    println!("disk {disk} holds its share: {} objects", d["objects"]);
+                    return Ok(());
+                }
+                Some("online") => {}
+                other => return Err(format!("disk {disk} is {}, not online", other.unwrap_or("?"))),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    })
+}
+
 /// `podstore index-info`: a stopped node's disk, inspected offline without changing it.
 pub fn index_info(dir: &Path) -> Result<(), String> {
     let label_path: PathBuf = dir.join(podstore_disks::label::LABEL_FILE);

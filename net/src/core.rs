@@ -123,6 +123,13 @@ pub enum CoreMsg {
         key: Vec<u8>,
         reply: oneshot::Sender<Result<Option<(podstore_engine::Version, bool)>, podstore_engine::Error>>,
     },
+    /// Open a disk added while the node runs (checked and labelled already) on this core and
+    /// start its background jobs; None: it was open already.
+    AddDisk {
+        spec: DiskSpec,
+        profile: Option<crate::profile::DiskProfile>,
+        reply: oneshot::Sender<Result<Option<RecoveryReport>, String>>,
+    },
     /// Start, pause, resume or stop a background job on one disk of this core (or all).
     Job {
         disk: Option<u32>,
@@ -148,7 +155,31 @@ pub struct DiskInfo {
     pub profile: Option<crate::profile::DiskProfile>,
 }
 
-/// What every core and the admin thread share: read-only after startup, apart from atomics.
+/// The node's disks as they are now.
+#[derive(Debug, Default, Clone)]
+pub struct Layout {
+    /// The disks that opened, with their weights (what peers are told).
+    pub placement: Vec<Candidate>,
+    /// The core that owns each open disk.
+    pub shard_core: HashMap<u32, usize>,
+    /// Every disk of the node, open or not.
+    pub disks: Vec<DiskInfo>,
+}
+
+impl Shared {
+    /// The core that owns disk `id`, if it is open.
+    pub fn core_of(&self, id: u32) -> Option<usize> {
+        self.layout.load().shard_core.get(&id).copied()
+    }
+
+    /// Disk `id` as the node knows it.
+    pub fn disk(&self, id: u32) -> Option<DiskInfo> {
+        self.layout.load().disks.iter().find(|d| d.id == id).cloned()
+    }
+}
+
+/// What every core and the admin thread share: read-only after startup, apart from atomics and
+/// the layout (swapped whole when a disk is added).
 #[derive(Debug)]
 pub struct Shared {
     pub cfg: Config,
@@ -159,11 +190,14 @@ pub struct Shared {
     /// Moves between disks begun (counted before the old disk forgets the key; a read that
     /// found nothing while it changed looks again).
     pub moves: AtomicU64,
-    /// The disks that opened, with their weights (what peers are told).
-    pub placement: Vec<Candidate>,
-    pub shard_core: HashMap<u32, usize>,
+    /// The node's disks and the cores that own them (replaced whole when a disk is added).
+    pub layout: arc_swap::ArcSwap<Layout>,
+    /// Each disk's last rebalance pass that found every key in place: the routing epoch it
+    /// started and ended in (maintenance.rs clears spilled marks when all agree).
+    pub settled: std::sync::Mutex<HashMap<u32, u64>>,
+    /// A disk is being added (one at a time).
+    pub adding_disk: AtomicBool,
     pub inboxes: Vec<mpsc::Sender<CoreMsg>>,
-    pub disks: Vec<DiskInfo>,
     pub ready: AtomicBool,
     pub draining: AtomicBool,
     pub connections: AtomicUsize,
@@ -305,24 +339,15 @@ async fn core_main(start: CoreStart) {
     });
     let mut reports = Vec::new();
     for spec in &disks {
-        let one = [ShardSpec { id: spec.id, dir: spec.path.clone(), weight: 1.0 }];
-        let mut sc = shard_config(cfg, shared.clock.clone());
-        if let Some(p) = shared.disks.iter().find(|d| d.id == spec.id).and_then(|d| d.profile) {
-            sc.reads_in_flight_max = p.queue_depth;
-        }
-        let (set, mut rep) = podstore_engine::ShardSet::open(io.clone(), sc, &one).await;
-        if let Some(s) = set.shards().first() {
-            shards.borrow_mut().insert(s.id(), s.clone());
-        }
-        if let Some((id, r)) = rep.pop() {
-            reports.push((id, r.map_err(|e| e.to_string())));
-        }
+        let profile = shared.disk(spec.id).and_then(|d| d.profile);
+        reports.push((spec.id, open_shard(&io, &shared, spec, profile, &shards).await));
     }
     let _ = ready_tx.send(CoreReady { core: index, backend, shards: reports });
 
     let jobs: crate::maintenance::Jobs = Default::default();
     for s in shards.borrow().values() {
-        jobs.borrow_mut().insert(s.id(), crate::maintenance::start(shared.clone(), s.clone()));
+        let profile = shared.disk(s.id()).and_then(|d| d.profile);
+        jobs.borrow_mut().insert(s.id(), crate::maintenance::start(shared.clone(), s.clone(), profile));
     }
     let hb = tokio::task::spawn_local(housekeeping(index, shared.clone(), shards.clone(), jobs.clone()));
     let repair =
@@ -348,6 +373,22 @@ async fn core_main(start: CoreStart) {
     loop {
         tokio::select! {
             msg = inbox.recv() => match msg {
+                Some(CoreMsg::AddDisk { spec, profile, reply }) => {
+                    let (io, shared, shards, jobs) = (io.clone(), shared.clone(), shards.clone(), jobs.clone());
+                    tokio::task::spawn_local(async move {
+                        let r = if shards.borrow().contains_key(&spec.id) {
+                            Ok(None) // opened by an earlier request whose placement failed
+                        } else {
+                            open_shard(&io, &shared, &spec, profile, &shards).await.map(Some)
+                        };
+                        if let Some(s) = shards.borrow().get(&spec.id) {
+                            jobs.borrow_mut()
+                                .entry(s.id())
+                                .or_insert_with(|| crate::maintenance::start(shared.clone(), s.clone(), profile));
+                        }
+                        let _ = reply.send(r);
+                    });
+                }
                 Some(m) => {
                     tokio::task::spawn_local(execute(m, shared.clone(), shards.clone(), links.clone(), jobs.clone()));
                 }
@@ -382,6 +423,29 @@ async fn core_main(start: CoreStart) {
                 tracing::warn!("core {index}: shard {} checkpoint at shutdown failed: {e}", s.id());
             }
         }
+    }
+}
+
+/// Opens (recovers) one disk's shard and adds it to the core's shards.
+async fn open_shard(
+    io: &AnyIo,
+    shared: &Shared,
+    spec: &DiskSpec,
+    profile: Option<crate::profile::DiskProfile>,
+    shards: &Shards,
+) -> Result<RecoveryReport, String> {
+    let one = [ShardSpec { id: spec.id, dir: spec.path.clone(), weight: 1.0 }];
+    let mut sc = shard_config(&shared.cfg, shared.clock.clone());
+    if let Some(p) = profile {
+        sc.reads_in_flight_max = p.queue_depth;
+    }
+    let (set, mut rep) = podstore_engine::ShardSet::open(io.clone(), sc, &one).await;
+    if let Some(s) = set.shards().first() {
+        shards.borrow_mut().insert(s.id(), s.clone());
+    }
+    match rep.pop() {
+        Some((_, r)) => r.map_err(|e| e.to_string()),
+        None => Err("the shard did not open".into()),
     }
 }
 
@@ -474,12 +538,7 @@ async fn fail_disk(
 
 /// What the filesystem of disk `id` has free (u64::MAX if unknown).
 fn free_bytes(shared: &Shared, id: u32) -> u64 {
-    shared
-        .disks
-        .iter()
-        .find(|d| d.id == id)
-        .and_then(|d| podstore_disks::fs_space(&d.path).ok())
-        .map_or(u64::MAX, |(_, free)| free)
+    shared.disk(id).and_then(|d| podstore_disks::fs_space(&d.path).ok()).map_or(u64::MAX, |(_, free)| free)
 }
 
 /// Marks a disk spilled (route.rs), off the core's thread (it writes files on every disk).
@@ -500,6 +559,10 @@ async fn execute(
     jobs: crate::maintenance::Jobs,
 ) {
     match msg {
+        // Handled by the core's loop; only the drain at shutdown gets here.
+        CoreMsg::AddDisk { reply, .. } => {
+            let _ = reply.send(Err("the node is shutting down".into()));
+        }
         CoreMsg::Put { shard, key, content_type, len, stamp, mut body, reply } => {
             let Some(s) = shards.borrow().get(&shard).cloned() else {
                 let _ = reply.send(Err(no_shard(shard)));

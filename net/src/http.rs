@@ -371,7 +371,7 @@ async fn delete_route(shared: &Shared, key: &[u8]) -> Result<(u32, usize), ApiEr
             .routes
             .chain(podstore_engine::index::fingerprint(key))
             .into_iter()
-            .find_map(|id| shared.shard_core.get(&id).map(|&core| (id, core)))
+            .find_map(|id| shared.core_of(id).map(|core| (id, core)))
             .ok_or(e),
     }
 }
@@ -389,9 +389,8 @@ pub(crate) fn write_route(shared: &Shared, key: &[u8]) -> Result<(u32, usize), A
     let shard = shared.routes.write_target(fp).ok_or_else(|| {
         err(StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage", "no disk can take this object")
     })?;
-    let owner = *shared
-        .shard_core
-        .get(&shard)
+    let owner = shared
+        .core_of(shard)
         .ok_or_else(|| err(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "disk not available"))?;
     Ok((shard, owner))
 }
@@ -404,7 +403,7 @@ pub(crate) fn write_route(shared: &Shared, key: &[u8]) -> Result<(u32, usize), A
 pub(crate) async fn read_route(shared: &Shared, key: &[u8]) -> Result<(u32, usize, bool), ApiError> {
     let fp = podstore_engine::index::fingerprint(key);
     let chain = shared.routes.chain(fp);
-    let core_of = |id: u32| shared.shard_core.get(&id).copied();
+    let core_of = |id: u32| shared.core_of(id);
     if let [home] = chain[..] {
         if shared.routes.is_failed(home) {
             return Err(err(

@@ -110,6 +110,34 @@ enum Cmd {
         #[arg(long, default_value = "127.0.0.1:7072")]
         admin: SocketAddr,
     },
+    /// Add a disk to a running node: it is labelled, joins the placement with its weight and
+    /// receives its share of the objects in a background move; follows the move to its end.
+    /// The node records the disk on its other disks and opens it at every start.
+    AddDisk {
+        /// The new disk's id (unused on this node).
+        #[arg(long)]
+        id: u32,
+        /// Its directory (a mounted, empty filesystem, or one labelled for this node and id).
+        #[arg(long)]
+        path: PathBuf,
+        /// Placement weight (default: the filesystem's size in GiB).
+        #[arg(long)]
+        weight: Option<f64>,
+        /// fast or capacity.
+        #[arg(long, default_value = "capacity")]
+        tier: String,
+        /// direct, or buffered (development only).
+        #[arg(long, default_value = "direct")]
+        cache: String,
+        /// Accept a directory that is not a mount point (tests, development).
+        #[arg(long)]
+        any_directory: bool,
+        /// Return once the disk has joined; do not follow the move.
+        #[arg(long)]
+        no_wait: bool,
+        #[arg(long, default_value = "127.0.0.1:7072")]
+        admin: SocketAddr,
+    },
     /// Inspect a stopped node's disk offline (changes nothing).
     IndexInfo { disk_dir: PathBuf },
 }
@@ -171,6 +199,16 @@ fn main() -> ExitCode {
         Cmd::Compact { job, ratio } => client::job(job.admin, "compact", job.action(), job.disk, ratio),
         Cmd::Scrub { job } => client::job(job.admin, "scrub", job.action(), job.disk, None),
         Cmd::Drain { disk, admin } => client::drain(admin, disk),
+        Cmd::AddDisk { id, path, weight, tier, cache, any_directory, no_wait, admin } => {
+            let mut q = format!("id={id}&tier={tier}&cache={cache}");
+            if let Some(w) = weight {
+                q.push_str(&format!("&weight={w}"));
+            }
+            if any_directory {
+                q.push_str("&require_mount_point=false");
+            }
+            client::add_disk(admin, id, &path, &q, !no_wait)
+        }
         Cmd::IndexInfo { disk_dir } => client::index_info(&disk_dir),
     };
     match result {

@@ -46,15 +46,9 @@ pub struct DiskJobs {
 /// The jobs of a core's disks, by disk id.
 pub type Jobs = Rc<std::cell::RefCell<HashMap<u32, Rc<DiskJobs>>>>;
 
-/// The background budget of a disk, bytes per second.
-pub fn budget_of(shared: &Shared, disk: u32) -> u64 {
-    let profiled = shared
-        .disks
-        .iter()
-        .find(|d| d.id == disk)
-        .and_then(|d| d.profile)
-        .map(|p| (p.background_mib_per_s * (1 << 20) as f64) as u64)
-        .filter(|&b| b > 0);
+/// The background budget of a disk with this measured profile, bytes per second.
+pub fn budget_of(shared: &Shared, profile: Option<crate::profile::DiskProfile>) -> u64 {
+    let profiled = profile.map(|p| (p.background_mib_per_s * (1 << 20) as f64) as u64).filter(|&b| b > 0);
     profiled.unwrap_or(shared.cfg.maintenance.background_mib_per_s << 20)
 }
 
@@ -66,9 +60,13 @@ fn now_ms() -> u64 {
 }
 
 /// Starts a disk's background jobs; returns their handle.
-pub fn start(shared: Arc<Shared>, shard: Rc<Shard<AnyIo>>) -> Rc<DiskJobs> {
+pub fn start(
+    shared: Arc<Shared>,
+    shard: Rc<Shard<AnyIo>>,
+    profile: Option<crate::profile::DiskProfile>,
+) -> Rc<DiskJobs> {
     let jobs = Rc::new(DiskJobs {
-        budget: IoBudget::new(budget_of(&shared, shard.id())),
+        budget: IoBudget::new(budget_of(&shared, profile)),
         scrub_pace: IoBudget::new(SCRUB_PACE_MIN),
         compact_wake: Notify::new(),
         scrub_wake: Notify::new(),
@@ -207,8 +205,9 @@ pub async fn rebalance(shared: Arc<Shared>, shard: Rc<Shard<AnyIo>>, jobs: Rc<Di
             continue;
         }
         let (moved, failed) = rebalance_pass(&shared, &shard, &jobs).await;
-        if moved == 0 && failed == 0 {
+        if moved == 0 && failed == 0 && shared.routes.epoch() == epoch {
             settled = Some(epoch);
+            settle(&shared, shard.id(), epoch).await;
         }
         jobs.rebalance_moved.set(jobs.rebalance_moved.get() + moved);
         jobs.rebalance_failed.set(jobs.rebalance_failed.get() + failed);
@@ -221,6 +220,32 @@ pub async fn rebalance(shared: Arc<Shared>, shard: Rc<Shard<AnyIo>>, jobs: Rc<Di
         } else {
             idle = (idle * 2).min(REBALANCE_IDLE_MAX);
         }
+    }
+}
+
+/// Disk `disk`'s mover found every key in place through a whole pass in routing epoch
+/// `epoch`. Once every disk of the placement has (a failed or missing disk that is not being
+/// drained may hold keys nobody can look at: nothing is cleared while there is one), every key
+/// sits on the first disk of its order that takes writes, so the disks that take writes need
+/// not be looked past any more: their spilled marks are cleared (`Routes::clear_spills`, which
+/// does nothing if the routing changed meanwhile).
+async fn settle(shared: &Arc<Shared>, disk: u32, epoch: u64) {
+    let all = {
+        let mut settled = shared.settled.lock().unwrap_or_else(|e| e.into_inner());
+        settled.insert(disk, epoch);
+        let layout = shared.layout.load();
+        shared.routes.candidates().iter().all(|c| {
+            let id = c.shard_id;
+            match (layout.shard_core.contains_key(&id) && !shared.routes.is_failed(id), settled.get(&id)) {
+                (true, Some(&e)) => e == epoch,
+                (true, None) => false,
+                (false, _) => shared.routes.is_draining(id),
+            }
+        })
+    };
+    if all {
+        let sh = shared.clone();
+        let _ = tokio::task::spawn_blocking(move || sh.routes.clear_spills(epoch)).await;
     }
 }
 
@@ -244,13 +269,20 @@ async fn rebalance_pass(shared: &Arc<Shared>, shard: &Rc<Shard<AnyIo>>, jobs: &D
                 continue;
             }
         }
-        let Some(&owner) = shared.shard_core.get(&target) else { continue };
+        let Some(owner) = shared.core_of(target) else {
+            failed += 1; // not open (yet): the pass is not a settled one
+            continue;
+        };
         jobs.budget.take(2 * loc.record_len().unwrap_or(4096)).await;
         let key = match key {
             Some(k) => k,
             None => match shard.key_at(loc).await {
                 Ok(Some(k)) => k,
-                _ => continue,
+                Ok(None) => continue, // gone meanwhile
+                Err(_) => {
+                    failed += 1;
+                    continue;
+                }
             },
         };
         match move_key(shared, shard, &key, target, owner).await {

@@ -19,7 +19,7 @@ use podstore_engine::placement::Candidate;
 use sd_notify::NotifyState;
 use tokio::sync::{mpsc, watch};
 
-use crate::config::Config;
+use crate::config::{Config, DiskConf};
 use crate::core::{CoreReady, CoreStart, DiskInfo, Shared, INBOX_MAX};
 
 /// Binds a listener with `SO_REUSEPORT`, so every core accepts on its own socket and the
@@ -39,6 +39,63 @@ fn notify(state: &[NotifyState]) {
     if let Err(e) = sd_notify::notify(state) {
         tracing::warn!("sd_notify: {e}");
     }
+}
+
+/// Checks (and on first use labels) a disk, blocking: its spec, what the node shows of it, and
+/// its placement weight: the configured one, else the one recorded, else its size in GiB (None
+/// for a disk that failed its checks and has no weight on record). `core` will own it.
+pub(crate) fn prepare_disk(
+    d: &DiskConf,
+    node_id: &str,
+    recorded_weight: Option<f64>,
+    core: usize,
+) -> (DiskSpec, DiskInfo, Option<f64>) {
+    let spec = DiskSpec {
+        id: d.id,
+        path: d.path.clone(),
+        tier: d.tier.into(),
+        require_mount_point: d.require_mount_point,
+        cache: d.cache.into(),
+    };
+    let (failed, capacity) = match open_disk(&spec, node_id) {
+        Ok(_) => (None, fs_space(&spec.path).map_or(0, |(cap, _)| cap)),
+        Err(e) => {
+            tracing::error!("disk {} ({}) is not used: {e}", d.id, d.path.display());
+            (Some(e.to_string()), 0)
+        }
+    };
+    let weight = match failed {
+        None => {
+            Some(d.weight.or(recorded_weight).unwrap_or((capacity as f64 / (1u64 << 30) as f64).max(1.0)))
+        }
+        Some(_) => d.weight.or(recorded_weight),
+    };
+    let profile = match crate::profile::read(&d.path) {
+        Ok(Some(p)) => {
+            tracing::info!(
+                "disk {}: measured profile: {} reads in flight, background budget {:.0} MiB/s",
+                d.id,
+                p.queue_depth,
+                p.background_mib_per_s
+            );
+            Some(p)
+        }
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!("disk {}: {e}; using the defaults", d.id);
+            None
+        }
+    };
+    let info = DiskInfo {
+        id: d.id,
+        path: d.path.clone(),
+        tier: d.tier.into(),
+        failed,
+        capacity_bytes: capacity,
+        core,
+        profile,
+    };
+    (spec, info, weight)
 }
 
 /// Runs the node until SIGTERM or SIGINT. Errors are startup failures, described for humans.
@@ -70,65 +127,38 @@ pub fn run(cfg: Config) -> Result<(), String> {
     // Every disk's weight as recorded (a failed disk keeps its keys' order); see route.rs.
     let dirs: Vec<PathBuf> = cfg.disks.iter().map(|d| d.path.clone()).collect();
     let recorded = crate::route::PlacementState::load(&dirs).unwrap_or_default();
+    // Disks added while the node ran (`podstore add-disk`) are opened too; the configuration
+    // file wins where it names the same disk.
+    let mut confs = cfg.disks.clone();
+    for (id, a) in &recorded.added {
+        if confs.iter().any(|d| d.id == *id || d.path == a.path) {
+            continue;
+        }
+        tracing::info!(
+            "disk {id} ({}) was added while the node ran; add it to the configuration file to keep it there",
+            a.path.display()
+        );
+        confs.push(a.conf(*id, None));
+    }
     let mut route_candidates = Vec::new();
     let mut open_ids = Vec::new();
-    for d in &cfg.disks {
-        let spec = DiskSpec {
-            id: d.id,
-            path: d.path.clone(),
-            tier: d.tier.into(),
-            require_mount_point: d.require_mount_point,
-            cache: d.cache.into(),
-        };
+    for d in &confs {
         let core = healthy % ncores;
-        let (failed, capacity) = match open_disk(&spec, &cfg.node_id) {
-            Ok(_) => {
-                let (cap, _) = fs_space(&spec.path).unwrap_or((0, 0));
-                healthy += 1;
-                (None, cap)
-            }
-            Err(e) => {
-                tracing::error!("disk {} ({}) is not used: {e}", d.id, d.path.display());
-                (Some(e.to_string()), 0)
-            }
-        };
         let known = recorded.disks.get(&d.id).map(|r| r.0);
-        if failed.is_none() {
-            let weight = d.weight.or(known).unwrap_or((capacity as f64 / (1u64 << 30) as f64).max(1.0));
+        let (spec, info, weight) = prepare_disk(d, &cfg.node_id, known, core);
+        if info.failed.is_none() {
+            let weight = weight.unwrap_or(1.0);
+            healthy += 1;
             placement.push(Candidate { shard_id: d.id, weight });
             route_candidates.push(Candidate { shard_id: d.id, weight });
             open_ids.push(d.id);
             shard_core.insert(d.id, core);
             specs[core].push(spec);
-        } else if let Some(weight) = d.weight.or(known) {
+        } else if let Some(weight) = weight {
             // Its keys keep their order: reads look past it, writes go on along the chain.
             route_candidates.push(Candidate { shard_id: d.id, weight });
         }
-        let profile = match crate::profile::read(&d.path) {
-            Ok(Some(p)) => {
-                tracing::info!(
-                    "disk {}: measured profile: {} reads in flight, background budget {:.0} MiB/s",
-                    d.id,
-                    p.queue_depth,
-                    p.background_mib_per_s
-                );
-                Some(p)
-            }
-            Ok(None) => None,
-            Err(e) => {
-                tracing::warn!("disk {}: {e}; using the defaults", d.id);
-                None
-            }
-        };
-        disks.push(DiskInfo {
-            id: d.id,
-            path: d.path.clone(),
-            tier: d.tier.into(),
-            failed,
-            capacity_bytes: capacity,
-            core,
-            profile,
-        });
+        disks.push(info);
     }
     if healthy == 0 {
         return Err("no disk can be used; see the errors above".into());
@@ -162,11 +192,11 @@ pub fn run(cfg: Config) -> Result<(), String> {
     }
     let route_dirs: Vec<PathBuf> = route_candidates
         .iter()
-        .map(|c| cfg.disks.iter().find(|d| d.id == c.shard_id).map(|d| d.path.clone()).unwrap_or_default())
+        .map(|c| confs.iter().find(|d| d.id == c.shard_id).map(|d| d.path.clone()).unwrap_or_default())
         .collect();
     let routes = crate::route::Routes::new(route_candidates, recorded, route_dirs, &open_ids);
     for d in &disks {
-        if d.failed.is_some() && routes.candidates.iter().any(|c| c.shard_id == d.id) {
+        if d.failed.is_some() && routes.knows(d.id) {
             routes.spill(d.id, "failed");
         }
     }
@@ -176,10 +206,10 @@ pub fn run(cfg: Config) -> Result<(), String> {
         routes,
         rebalance_wake: tokio::sync::Notify::new(),
         moves: AtomicU64::new(0),
-        placement,
-        shard_core,
+        layout: arc_swap::ArcSwap::from_pointee(crate::core::Layout { placement, shard_core, disks }),
+        settled: Default::default(),
+        adding_disk: AtomicBool::new(false),
         inboxes,
-        disks,
         ready: AtomicBool::new(false),
         draining: AtomicBool::new(false),
         connections: AtomicUsize::new(0),
@@ -195,7 +225,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
     });
     // A disk that could not be used: its objects are rebuilt from the peers onto the other
     // disks by an anti-entropy pass with each, at once.
-    if shared.disks.iter().any(|d| d.failed.is_some()) {
+    if shared.layout.load().disks.iter().any(|d| d.failed.is_some()) {
         for p in &shared.anti_entropy {
             p.requested.store(true, Ordering::Relaxed);
         }

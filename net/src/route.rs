@@ -11,16 +11,26 @@
 //!
 //! The spilled set and every disk's placement weight are kept in `podstore.placement` on every
 //! disk (written to a temporary file, fsynced, renamed, directory fsynced) before any write is
-//! sent past a newly spilled disk; at startup the copy with the highest generation wins. A disk
-//! stays spilled until it is drained or rebalanced back (later work): its chains cost a few
-//! extra in-memory index lookups per read.
+//! sent past a newly spilled disk; at startup the copy with the highest generation wins. The
+//! movers (maintenance.rs) bring spilled keys back towards their homes once a disk before them
+//! takes writes again; when every disk's mover found every key in place, the spilled marks of
+//! the disks that take writes are cleared. Until then a spilled disk's chains cost a few extra
+//! in-memory index lookups per read.
+//!
+//! A disk added while the node runs joins spilled and taking writes: the keys it becomes the
+//! home of are written to it at once, read from it and from where they were, and moved to it in
+//! the background; the placement file records it (path, tier, cache mode) so that it is opened
+//! at every start even though the configuration file does not name it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwap;
 use podstore_engine::placement::{score, Candidate};
+
+use crate::config::{CacheConf, DiskConf, TierConf};
 
 /// The placement file's name, on every disk.
 pub const PLACEMENT_FILE: &str = "podstore.placement";
@@ -34,6 +44,31 @@ pub struct PlacementState {
     pub disks: BTreeMap<u32, (f64, bool)>,
     /// Disks being drained (or drained): they take no writes and their keys move away.
     pub draining: std::collections::BTreeSet<u32>,
+    /// Disks added while the node ran (not in the configuration file): opened at every start.
+    pub added: BTreeMap<u32, AddedDisk>,
+}
+
+/// A disk added while the node ran, as the placement file records it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AddedDisk {
+    pub path: PathBuf,
+    pub tier: TierConf,
+    pub cache: CacheConf,
+    pub require_mount_point: bool,
+}
+
+impl AddedDisk {
+    /// The disk as the configuration would give it.
+    pub fn conf(&self, id: u32, weight: Option<f64>) -> DiskConf {
+        DiskConf {
+            id,
+            path: self.path.clone(),
+            tier: self.tier,
+            require_mount_point: self.require_mount_point,
+            cache: self.cache,
+            weight,
+        }
+    }
 }
 
 impl PlacementState {
@@ -44,6 +79,19 @@ impl PlacementState {
         }
         for id in &self.draining {
             s.push_str(&format!("draining {id}\n"));
+        }
+        for (id, a) in &self.added {
+            let tier = match a.tier {
+                TierConf::Fast => "fast",
+                TierConf::Capacity => "capacity",
+            };
+            let cache = match a.cache {
+                CacheConf::Direct => "direct",
+                CacheConf::Buffered => "buffered",
+            };
+            // The path last: it is the rest of the line (checked free of line breaks).
+            let mount = if a.require_mount_point { "mount" } else { "any" };
+            s.push_str(&format!("added {id} {tier} {cache} {mount} {}\n", a.path.display()));
         }
         let crc = crc32c::crc32c(s.as_bytes());
         s.push_str(&format!("crc {crc:08x}\n"));
@@ -65,7 +113,32 @@ impl PlacementState {
         let generation = lines.next()?.strip_prefix("generation ")?.parse().ok()?;
         let mut disks = BTreeMap::new();
         let mut draining = std::collections::BTreeSet::new();
+        let mut added = BTreeMap::new();
         for l in lines {
+            if let Some(rest) = l.strip_prefix("added ") {
+                let f: Vec<&str> = rest.splitn(5, ' ').collect();
+                let [id, tier, cache, mount, path] = f[..] else { return None };
+                let a = AddedDisk {
+                    path: PathBuf::from(path),
+                    tier: match tier {
+                        "fast" => TierConf::Fast,
+                        "capacity" => TierConf::Capacity,
+                        _ => return None,
+                    },
+                    cache: match cache {
+                        "direct" => CacheConf::Direct,
+                        "buffered" => CacheConf::Buffered,
+                        _ => return None,
+                    },
+                    require_mount_point: match mount {
+                        "mount" => true,
+                        "any" => false,
+                        _ => return None,
+                    },
+                };
+                added.insert(id.parse().ok()?, a);
+                continue;
+            }
             let f: Vec<&str> = l.split(' ').collect();
             match f[..] {
                 ["draining", id] => {
@@ -83,7 +156,7 @@ impl PlacementState {
                 _ => return None,
             }
         }
-        Some(PlacementState { generation, disks, draining })
+        Some(PlacementState { generation, disks, draining, added })
     }
 
     /// The newest readable placement file among the disks' directories.
@@ -111,25 +184,38 @@ fn write_durably(dir: &Path, text: &str) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// One disk's routing flags.
+#[derive(Debug, Default)]
+struct Flags {
+    /// Marked spilled (durably).
+    spilled: AtomicBool,
+    /// Takes writes now (not full, fenced or failed).
+    writable: AtomicBool,
+    /// Failed while the node ran (stopped answering, or reads fail): nothing is sent to it.
+    failed: AtomicBool,
+    /// Being drained: never writable again; its keys move to the other disks.
+    draining: AtomicBool,
+}
+
+/// The disks keys are placed on, swapped whole when a disk is added.
+#[derive(Debug, Default)]
+struct Table {
+    /// Every disk of the node, failed ones included (their keys keep their order).
+    candidates: Vec<Candidate>,
+    flags: BTreeMap<u32, Arc<Flags>>,
+}
+
 /// The node's routing state (shared by every core).
 #[derive(Debug)]
 pub struct Routes {
-    /// Every configured disk, failed ones included (their keys keep their order).
-    pub candidates: Vec<Candidate>,
-    /// Disks marked spilled (durably), by id.
-    spilled: BTreeMap<u32, AtomicBool>,
-    /// Disks that take writes now (not full, fenced or failed), by id.
-    writable: BTreeMap<u32, AtomicBool>,
-    /// Disks that failed while the node ran (stopped answering, or reads fail): nothing is
-    /// sent to them any more.
-    failed: BTreeMap<u32, AtomicBool>,
-    /// Disks being drained: never writable again; their keys move to the other disks.
-    draining: BTreeMap<u32, AtomicBool>,
-    /// The durable state and the directories it is kept in; the lock serializes updates.
+    /// Read on every request, replaced only when a disk joins.
+    table: ArcSwap<Table>,
+    /// The durable state and the directories it is kept in (one per candidate, in the table's
+    /// order); the lock serializes updates.
     state: Mutex<(PlacementState, Vec<PathBuf>)>,
-    /// Counts changes of where keys' writes go (a disk spilled, failed, drained, or takes
-    /// writes again): a mover that found nothing to move waits for the next change.
-    epoch: std::sync::atomic::AtomicU64,
+    /// Counts changes of where keys' writes go (a disk spilled, failed, drained, added, or
+    /// takes writes again): a mover that found nothing to move waits for the next change.
+    epoch: AtomicU64,
 }
 
 impl Routes {
@@ -141,35 +227,43 @@ impl Routes {
         dirs: Vec<PathBuf>,
         writable: &[u32],
     ) -> Routes {
-        let spilled = candidates
+        let flags = candidates
             .iter()
-            .map(|c| (c.shard_id, AtomicBool::new(state.disks.get(&c.shard_id).is_some_and(|d| d.1))))
+            .map(|c| {
+                let id = c.shard_id;
+                let draining = state.draining.contains(&id);
+                let f = Flags {
+                    spilled: AtomicBool::new(state.disks.get(&id).is_some_and(|d| d.1)),
+                    writable: AtomicBool::new(writable.contains(&id) && !draining),
+                    failed: AtomicBool::new(false),
+                    draining: AtomicBool::new(draining),
+                };
+                (id, Arc::new(f))
+            })
             .collect();
-        let w: BTreeMap<u32, AtomicBool> = candidates
-            .iter()
-            .map(|c| (c.shard_id, AtomicBool::new(writable.contains(&c.shard_id))))
-            .collect();
-        let failed = candidates.iter().map(|c| (c.shard_id, AtomicBool::new(false))).collect();
-        let draining: BTreeMap<u32, AtomicBool> = candidates
-            .iter()
-            .map(|c| (c.shard_id, AtomicBool::new(state.draining.contains(&c.shard_id))))
-            .collect();
-        for (id, d) in &draining {
-            if d.load(Ordering::Relaxed) {
-                if let Some(x) = w.get(id) {
-                    x.store(false, Ordering::Relaxed);
-                }
-            }
-        }
         Routes {
-            candidates,
-            spilled,
-            writable: w,
-            failed,
-            draining,
+            table: ArcSwap::from_pointee(Table { candidates, flags }),
             state: Mutex::new((state, dirs)),
-            epoch: std::sync::atomic::AtomicU64::new(0),
+            epoch: AtomicU64::new(0),
         }
+    }
+
+    fn flag(&self, id: u32, which: impl Fn(&Flags) -> &AtomicBool) -> bool {
+        self.table.load().flags.get(&id).is_some_and(|f| which(f).load(Ordering::Acquire))
+    }
+
+    fn set(&self, id: u32, which: impl Fn(&Flags) -> &AtomicBool, v: bool) -> Option<bool> {
+        self.table.load().flags.get(&id).map(|f| which(f).swap(v, Ordering::AcqRel))
+    }
+
+    /// Every disk of the node (failed ones included), with its placement weight.
+    pub fn candidates(&self) -> Vec<Candidate> {
+        self.table.load().candidates.clone()
+    }
+
+    /// Whether disk `id` has a place in the node's placement.
+    pub fn knows(&self, id: u32) -> bool {
+        self.table.load().flags.contains_key(&id)
     }
 
     /// Changes of where keys' writes go so far.
@@ -183,51 +277,53 @@ impl Routes {
 
     /// Whether disk `id` is marked spilled.
     pub fn is_spilled(&self, id: u32) -> bool {
-        self.spilled.get(&id).is_some_and(|s| s.load(Ordering::Acquire))
+        self.flag(id, |f| &f.spilled)
     }
 
     /// Whether disk `id` failed while the node ran.
     pub fn is_failed(&self, id: u32) -> bool {
-        self.failed.get(&id).is_some_and(|s| s.load(Ordering::Acquire))
+        self.flag(id, |f| &f.failed)
+    }
+
+    /// Whether disk `id` is being drained (or was).
+    pub fn is_draining(&self, id: u32) -> bool {
+        self.flag(id, |f| &f.draining)
+    }
+
+    /// Whether disk `id` takes writes.
+    pub fn is_writable(&self, id: u32) -> bool {
+        self.flag(id, |f| &f.writable)
     }
 
     /// Disk `id` failed: no more requests go to it; its keys' writes go on along their chains
     /// and their reads to the other disks of the chain (and to peers). Blocking file I/O.
     pub fn fail(&self, id: u32, why: &str) {
         // No write goes to it from now on (before it shows as failed).
-        if let Some(w) = self.writable.get(&id) {
-            w.store(false, Ordering::Release);
-        }
-        if let Some(f) = self.failed.get(&id) {
-            if !f.swap(true, Ordering::AcqRel) {
-                tracing::error!(
-                    "disk {id} failed: {why}; its requests fail fast, its objects come from peers"
-                );
-            }
+        self.set(id, |f| &f.writable, false);
+        if self.set(id, |f| &f.failed, true) == Some(false) {
+            tracing::error!("disk {id} failed: {why}; its requests fail fast, its objects come from peers");
         }
         self.spill(id, why);
-    }
-
-    /// Whether disk `id` is being drained (or was).
-    pub fn is_draining(&self, id: u32) -> bool {
-        self.draining.get(&id).is_some_and(|s| s.load(Ordering::Acquire))
     }
 
     /// Starts draining disk `id`: it takes no more writes, ever, and the movers send its keys
     /// to the other disks. Blocking file I/O. False if it is not a disk of this node.
     pub fn drain(&self, id: u32) -> bool {
-        let Some(d) = self.draining.get(&id) else { return false };
+        if !self.knows(id) {
+            return false;
+        }
         {
             let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
             g.0.draining.insert(id);
         }
-        d.store(true, Ordering::Release);
+        self.set(id, |f| &f.draining, true);
         if self.is_spilled(id) {
             // Already spilled: record the draining mark too.
-            if let Some(w) = self.writable.get(&id) {
-                w.store(false, Ordering::Release);
-            }
-            self.save_now();
+            self.set(id, |f| &f.writable, false);
+            let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let (state, dirs) = &mut *g;
+            state.generation += 1;
+            state.save(&self.dirs_where(dirs, |id| !self.is_failed(id)));
         } else {
             self.spill(id, "draining");
         }
@@ -235,34 +331,23 @@ impl Routes {
         true
     }
 
-    fn save_now(&self) {
-        let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let (state, dirs) = &mut *g;
-        state.generation += 1;
-        let targets: Vec<PathBuf> = self
-            .candidates
-            .iter()
-            .zip(dirs.iter())
-            .filter(|(c, _)| !self.is_failed(c.shard_id))
-            .map(|(_, d)| d.clone())
-            .collect();
-        state.save(&targets);
-    }
-
-    /// Whether disk `id` takes writes.
-    pub fn is_writable(&self, id: u32) -> bool {
-        self.writable.get(&id).is_some_and(|s| s.load(Ordering::Acquire))
+    /// The directories of the disks `pick` chooses.
+    fn dirs_where(&self, dirs: &[PathBuf], pick: impl Fn(u32) -> bool) -> Vec<PathBuf> {
+        let t = self.table.load();
+        t.candidates.iter().zip(dirs).filter(|(c, _)| pick(c.shard_id)).map(|(_, d)| d.clone()).collect()
     }
 
     /// The disks marked spilled.
     pub fn spilled(&self) -> Vec<u32> {
-        self.spilled.iter().filter(|(_, s)| s.load(Ordering::Acquire)).map(|(id, _)| *id).collect()
+        let t = self.table.load();
+        t.flags.iter().filter(|(_, f)| f.spilled.load(Ordering::Acquire)).map(|(id, _)| *id).collect()
     }
 
     /// The key's disks, best first.
     pub fn order(&self, fp: u64) -> Vec<u32> {
+        let t = self.table.load();
         let mut v: Vec<(f64, u32)> =
-            self.candidates.iter().filter(|c| c.weight > 0.0).map(|c| (score(fp, c), c.shard_id)).collect();
+            t.candidates.iter().filter(|c| c.weight > 0.0).map(|c| (score(fp, c), c.shard_id)).collect();
         v.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         v.into_iter().map(|(_, id)| id).collect()
     }
@@ -270,7 +355,7 @@ impl Routes {
     /// The disks where the key may be: its home, then the next ones while the one before is
     /// spilled.
     pub fn chain(&self, fp: u64) -> Vec<u32> {
-        let home = podstore_engine::placement::place(fp, &self.candidates);
+        let home = podstore_engine::placement::place(fp, &self.table.load().candidates);
         match home {
             None => Vec::new(),
             Some(h) if !self.is_spilled(h) => vec![h],
@@ -297,9 +382,7 @@ impl Routes {
     /// it spilled on the disks that take writes, its keys' writes go on along their chains.
     /// Blocking file I/O: call it off the cores' threads.
     pub fn spill(&self, id: u32, why: &str) {
-        if let Some(w) = self.writable.get(&id) {
-            w.store(false, Ordering::Release);
-        }
+        self.set(id, |f| &f.writable, false);
         if self.is_spilled(id) {
             return;
         }
@@ -309,20 +392,13 @@ impl Routes {
         }
         let (state, dirs) = &mut *g;
         state.generation += 1;
-        for c in &self.candidates {
+        for c in &self.table.load().candidates {
             let e = state.disks.entry(c.shard_id).or_insert((c.weight, false));
             if c.shard_id == id {
                 e.1 = true;
             }
         }
-        let targets: Vec<PathBuf> = self
-            .candidates
-            .iter()
-            .zip(dirs.iter())
-            .filter(|(c, _)| self.is_writable(c.shard_id) || c.shard_id == id)
-            .map(|(_, d)| d.clone())
-            .collect();
-        let saved = state.save(&targets);
+        let saved = state.save(&self.dirs_where(dirs, |d| self.is_writable(d) || d == id));
         if saved == 0 {
             tracing::error!(
                 "disk {id} ({why}) could not be marked spilled on any disk: its keys' writes fail"
@@ -330,9 +406,7 @@ impl Routes {
             return;
         }
         tracing::warn!("disk {id} takes no more writes ({why}); its keys' writes go to the next disks");
-        if let Some(s) = self.spilled.get(&id) {
-            s.store(true, Ordering::Release);
-        }
+        self.set(id, |f| &f.spilled, true);
         self.changed();
     }
 
@@ -342,37 +416,106 @@ impl Routes {
         if self.is_failed(id) || self.is_draining(id) {
             return;
         }
-        if let Some(w) = self.writable.get(&id) {
-            if !w.swap(true, Ordering::AcqRel) {
-                tracing::info!("disk {id} takes writes again");
-                self.changed();
+        if self.set(id, |f| &f.writable, true) == Some(false) {
+            tracing::info!("disk {id} takes writes again");
+            self.changed();
+        }
+    }
+
+    /// Adds a disk while the node runs (blocking file I/O). It joins spilled and taking
+    /// writes: the keys it becomes the home of are written to it from now on, and read from it
+    /// and from the disks after it in their order, where they were, until the movers have
+    /// brought them (`clear_spills`). The placement file records it, with what is needed to
+    /// open it at every start, on every disk that takes writes and on the new one, before it
+    /// takes a write.
+    pub fn add(&self, c: Candidate, dir: PathBuf, added: AddedDisk) -> Result<(), String> {
+        let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let id = c.shard_id;
+        if self.knows(id) {
+            return Err(format!("disk {id} already has a place in the node's placement"));
+        }
+        let (state, dirs) = &mut *g;
+        let mut next = state.clone();
+        next.generation += 1;
+        for c in &self.table.load().candidates {
+            next.disks.entry(c.shard_id).or_insert((c.weight, self.is_spilled(c.shard_id)));
+        }
+        next.disks.insert(id, (c.weight, true));
+        next.added.insert(id, added);
+        let mut targets = self.dirs_where(dirs, |d| self.is_writable(d));
+        targets.push(dir.clone());
+        if next.save(&targets) == 0 {
+            return Err("the placement file could not be written to any disk".into());
+        }
+        *state = next;
+        dirs.push(dir);
+        let old = self.table.load();
+        let mut candidates = old.candidates.clone();
+        candidates.push(c);
+        let mut flags = old.flags.clone();
+        let f = Flags { spilled: AtomicBool::new(true), writable: AtomicBool::new(true), ..Flags::default() };
+        flags.insert(id, Arc::new(f));
+        self.table.store(Arc::new(Table { candidates, flags }));
+        self.changed();
+        tracing::info!("disk {id} joined the placement with weight {}", c.weight);
+        Ok(())
+    }
+
+    /// Clears the spilled marks of the disks that take writes, once every key sits on the
+    /// disk that takes its writes (the movers found nothing to move at routing epoch `epoch`):
+    /// their keys' chains end at them again. Nothing is cleared if the routing changed since.
+    /// Blocking file I/O. Returns the disks cleared.
+    pub fn clear_spills(&self, epoch: u64) -> Vec<u32> {
+        let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if self.epoch() != epoch {
+            return Vec::new();
+        }
+        let clear: Vec<u32> = self
+            .table
+            .load()
+            .flags
+            .iter()
+            .filter(|(_, f)| {
+                let on = |a: &AtomicBool| a.load(Ordering::Acquire);
+                on(&f.spilled) && on(&f.writable) && !on(&f.failed) && !on(&f.draining)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        if clear.is_empty() {
+            return clear;
+        }
+        let (state, dirs) = &mut *g;
+        let mut next = state.clone();
+        next.generation += 1;
+        for id in &clear {
+            if let Some(d) = next.disks.get_mut(id) {
+                d.1 = false;
             }
         }
+        if next.save(&self.dirs_where(dirs, |d| self.is_writable(d))) == 0 {
+            return Vec::new();
+        }
+        *state = next;
+        for &id in &clear {
+            self.set(id, |f| &f.spilled, false);
+        }
+        tracing::info!("disks {clear:?}: every key is where it belongs; no longer spilled");
+        clear
     }
 
     /// Records the weights (and spilled marks) of the current disks, at startup.
     pub fn persist(&self) {
         let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let (state, dirs) = &mut *g;
-        let mut next = PlacementState {
-            generation: state.generation + 1,
-            disks: BTreeMap::new(),
-            draining: state.draining.clone(),
-        };
-        for c in &self.candidates {
+        let mut next =
+            PlacementState { generation: state.generation + 1, disks: BTreeMap::new(), ..state.clone() };
+        for c in &self.table.load().candidates {
             next.disks.insert(c.shard_id, (c.weight, self.is_spilled(c.shard_id)));
         }
         if next.disks == state.disks {
             return;
         }
-        let targets: Vec<PathBuf> = self
-            .candidates
-            .iter()
-            .zip(dirs.iter())
-            .filter(|(c, _)| self.is_writable(c.shard_id))
-            .map(|(_, d)| d.clone())
-            .collect();
-        next.save(&targets);
+        next.save(&self.dirs_where(dirs, |d| self.is_writable(d)));
         *state = next;
     }
 }
@@ -404,6 +547,74 @@ mod tests {
         assert_eq!(PlacementState::decode(&t), Some(st));
         assert_eq!(PlacementState::decode(&t.replace("spilled", "spiLled")), None);
         assert_eq!(PlacementState::decode(""), None);
+    }
+
+    #[test]
+    fn added_disks_are_recorded_and_round_trip() {
+        let mut st = PlacementState { generation: 3, ..Default::default() };
+        st.disks.insert(5, (2.0, true));
+        let a = AddedDisk {
+            path: PathBuf::from("/srv/podstore/disk 5"),
+            tier: TierConf::Fast,
+            cache: CacheConf::Buffered,
+            require_mount_point: false,
+        };
+        st.added.insert(5, a);
+        let t = st.encode();
+        assert_eq!(PlacementState::decode(&t), Some(st), "a path with a space survives");
+        let bad = t.replace("added 5 fast", "added 5 warm");
+        assert_eq!(PlacementState::decode(&bad), None, "an unknown tier is damage");
+    }
+
+    #[test]
+    fn an_added_disk_joins_spilled_and_its_keys_chain_to_where_they_were() {
+        let dir = std::env::temp_dir().join(format!("podstore-route-{}", std::process::id()));
+        let dirs: Vec<PathBuf> = (0..3).map(|i| dir.join(i.to_string())).collect();
+        for d in &dirs {
+            std::fs::create_dir_all(d).expect("test setup");
+        }
+        let candidates: Vec<Candidate> = (0..2).map(|i| Candidate { shard_id: i, weight: 1.0 }).collect();
+        let r = Routes::new(candidates, PlacementState::default(), dirs[..2].to_vec(), &[0, 1]);
+        r.persist();
+        let before: Vec<(u64, u32)> =
+            (0..2000u64).map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15)).map(|f| (f, r.chain(f)[0])).collect();
+        let e0 = r.epoch();
+        let added = AddedDisk {
+            path: dirs[2].clone(),
+            tier: TierConf::Capacity,
+            cache: CacheConf::Direct,
+            require_mount_point: true,
+        };
+        r.add(Candidate { shard_id: 2, weight: 1.0 }, dirs[2].clone(), added.clone()).expect("test setup");
+        assert!(r.add(Candidate { shard_id: 2, weight: 1.0 }, dirs[2].clone(), added.clone()).is_err());
+        assert!(r.epoch() > e0, "the movers look again");
+        assert!(r.is_spilled(2) && r.is_writable(2));
+        let mut homed = 0;
+        for (f, old) in &before {
+            let chain = r.chain(*f);
+            if chain[0] == 2 {
+                homed += 1;
+                assert_eq!(chain, vec![2, *old], "a key homed on the new disk is still read where it was");
+                assert_eq!(r.write_target(*f), Some(2));
+            } else {
+                assert_eq!(chain, vec![*old], "other keys stay where they are");
+            }
+        }
+        assert!((500..830).contains(&homed), "about a third of the keys: {homed}");
+        // Every disk records it, the new one included.
+        for d in &dirs {
+            let st = PlacementState::load(std::slice::from_ref(d)).expect("test setup");
+            assert_eq!(st.added.get(&2), Some(&added));
+            assert_eq!(st.disks.get(&2), Some(&(1.0, true)));
+        }
+        // Clearing waits for the epoch the movers settled in.
+        assert!(r.clear_spills(e0).is_empty(), "a stale epoch clears nothing");
+        assert_eq!(r.clear_spills(r.epoch()), vec![2]);
+        assert!(!r.is_spilled(2));
+        assert_eq!(PlacementState::load(&dirs).expect("test setup").disks.get(&2), Some(&(1.0, false)));
+        let (f, _) = before.iter().find(|(f, _)| r.chain(*f)[0] == 2).expect("test setup");
+        assert_eq!(r.chain(*f), vec![2]);
+        std::fs::remove_dir_all(&dir).expect("test setup");
     }
 
     #[test]

@@ -353,6 +353,103 @@ fn a_drained_disk_ends_empty_with_every_object_readable_and_takes_no_more_writes
 }
 
 #[test]
+fn a_hot_added_disk_receives_its_share_and_every_object_reads_throughout() {
+    let mut node = Node::start("maint-add", MAINTENANCE);
+    let admin = node.admin.to_string();
+    let n = 400;
+    for i in 0..n {
+        assert_eq!(node.req("PUT", &format!("/photos/h{i:03}"), &[], &value(i, 0)).status, 201);
+    }
+    for i in (0..n).step_by(10) {
+        assert_eq!(node.req("DELETE", &format!("/photos/h{i:03}"), &[], b"").status, 204);
+    }
+    // gen[i]: the value key i holds (None: deleted).
+    let mut gen: Vec<Option<usize>> = (0..n).map(|i| (i % 10 != 0).then_some(0)).collect();
+    let new_dir = node.dir.join("disk3");
+    std::fs::create_dir_all(&new_dir).expect("mkdir disk3");
+    let dir = new_dir.to_str().expect("utf-8");
+    // Refused: an id in use, a path in use, a directory that does not exist, bad values.
+    for args in [
+        vec!["--id", "1", "--path", dir],
+        vec!["--id", "3", "--path", node.dir.join("disk0").to_str().expect("utf-8")],
+        vec!["--id", "3", "--path", "/nonexistent/podstore-disk"],
+        vec!["--id", "3", "--path", dir, "--weight", "-1"],
+        vec!["--id", "3", "--path", dir, "--tier", "warm"],
+    ] {
+        let mut a = vec!["add-disk", "--no-wait", "--any-directory", "--admin", &admin];
+        a.extend(args.iter().copied());
+        let o = podstore(&a);
+        assert!(!o.status.success(), "{args:?} was accepted");
+    }
+    assert_eq!(json(&node, "/admin/disks")["disks"].as_array().expect("disks").len(), 3);
+    // The disk joins while clients read every object and overwrite some.
+    let mut add = Command::new(env!("CARGO_BIN_EXE_podstore"))
+        .args(["add-disk", "--id", "3", "--path", dir, "--weight", "1", "--any-directory", "--admin", &admin])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("add-disk");
+    let check = |node: &Node, gen: &[Option<usize>], when: &str| {
+        for (i, g) in gen.iter().enumerate() {
+            let r = node.req("GET", &format!("/photos/h{i:03}"), &[], b"");
+            match g {
+                None => assert_eq!(r.status, 404, "h{i:03} was deleted ({when})"),
+                Some(g) => assert!(r.status == 200 && r.body == value(i, *g), "h{i:03} {when}: {}", r.status),
+            }
+        }
+    };
+    let mut rounds = 0;
+    let status = loop {
+        if let Some(st) = add.try_wait().expect("wait") {
+            break st;
+        }
+        assert!(rounds < 600, "the move never ended\n{}", node.log_text());
+        let i = (rounds * 37) % n;
+        assert_eq!(node.req("PUT", &format!("/photos/h{i:03}"), &[], &value(i, rounds + 1)).status, 201);
+        gen[i] = Some(rounds + 1);
+        check(&node, &gen, "during the move");
+        rounds += 1;
+    };
+    let mut out = String::new();
+    std::io::Read::read_to_string(add.stdout.as_mut().expect("stdout"), &mut out).expect("read");
+    assert!(status.success() && out.contains("holds its share"), "{status:?} {out}\n{}", node.log_text());
+    check(&node, &gen, "after the move");
+    let live = gen.iter().filter(|g| g.is_some()).count() as u64;
+    let per_disk = |node: &Node| -> Vec<u64> {
+        let v = json(node, "/admin/disks");
+        v["disks"]
+            .as_array()
+            .expect("disks")
+            .iter()
+            .map(|d| d["objects"].as_u64().expect("objects"))
+            .collect()
+    };
+    let counts = per_disk(&node);
+    eprintln!("objects per disk after the move: {counts:?}; {rounds} rounds of reads during it");
+    assert_eq!(counts.len(), 4);
+    assert_eq!(counts.iter().sum::<u64>(), live, "every object once, none left behind twice: {counts:?}");
+    assert!(
+        (live * 15 / 100..=live * 35 / 100).contains(&counts[3]),
+        "the new disk's share of {live} objects (weights 1:1:1:1): {counts:?}"
+    );
+    let d3 = disk(&node, 3);
+    assert_eq!((d3["state"].as_str(), d3["spilled"].as_bool()), (Some("online"), Some(false)), "{d3}");
+    assert!(metric(&node, "podstore_disk_moved_away_total{") > 0.0);
+    // Writes of its keys go to it; it is opened at every start though the configuration file
+    // does not name it.
+    for i in 0..40 {
+        assert_eq!(node.req("PUT", &format!("/photos/later{i}"), &[], &value(i, 7)).status, 201);
+    }
+    assert!(disk(&node, 3)["objects"].as_u64().expect("objects") > counts[3], "new keys land on it");
+    assert!(node.stop().success());
+    node.spawn(&[]);
+    assert_eq!(disk(&node, 3)["state"], "online");
+    check(&node, &gen, "after a restart");
+    for i in 0..40 {
+        assert_eq!(node.req("GET", &format!("/photos/later{i}"), &[], b"").body, value(i, 7));
+    }
+}
+
+#[test]
 fn a_disk_lost_at_start_is_rebuilt_from_a_peer_and_its_objects_still_read() {
     let m = members(2);
     let secret = secret_file("maint-rebuild", "a-shared-secret-of-enough-length");

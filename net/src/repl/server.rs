@@ -88,11 +88,12 @@ async fn send_frame(out: &mpsc::Sender<Vec<u8>>, kind: Kind, request: u64, meta:
 
 /// This node's placement as AUTH_OK tells it (see `frame::Placement`).
 fn placement(shared: &Shared, core: usize) -> frame::Placement {
-    let disks = shared
+    let layout = shared.layout.load();
+    let disks = layout
         .placement
         .iter()
         .filter_map(|c| {
-            let owner = *shared.shard_core.get(&c.shard_id)?;
+            let owner = *layout.shard_core.get(&c.shard_id)?;
             Some(frame::PlacedDisk { shard_id: c.shard_id, weight: c.weight, core: owner as u16 })
         })
         .take(frame::PLACEMENT_DISKS_MAX)
