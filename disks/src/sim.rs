@@ -80,6 +80,8 @@ struct SimState {
     crashed: bool,
     crash_at_op: Option<u64>,
     stats: SimStats,
+    /// Regions whose reads always fail (bad sectors): path, start, end.
+    bad_regions: Vec<(PathBuf, u64, u64)>,
 }
 
 /// A handle on a simulated file.
@@ -121,8 +123,20 @@ impl SimDisk {
                 crashed: false,
                 crash_at_op: None,
                 stats: SimStats::default(),
+                bad_regions: Vec::new(),
             })),
         }
+    }
+
+    /// Every read of `path` that overlaps `start..end` fails with EIO from now on (a bad
+    /// sector), until [`SimDisk::heal_regions`].
+    pub fn fail_region(&self, path: &Path, start: u64, end: u64) {
+        self.s.borrow_mut().bad_regions.push((path.to_path_buf(), start, end));
+    }
+
+    /// Bad regions read again.
+    pub fn heal_regions(&self) {
+        self.s.borrow_mut().bad_regions.clear();
     }
 
     /// Replaces the fault probabilities (for example none while checking after a crash).
@@ -377,7 +391,9 @@ impl Io for SimDisk {
         }
         let mut guard = self.s.borrow_mut();
         let s = &mut *guard;
-        if chance(&mut s.rng, s.faults.read_eio_ppm) {
+        let end = offset + buf.len() as u64;
+        let bad = s.bad_regions.iter().any(|(p, a, b)| **p == **file.path && offset < *b && *a < end);
+        if bad || chance(&mut s.rng, s.faults.read_eio_ppm) {
             s.stats.read_eio += 1;
             buf.set_len(0);
             return (Err(Self::eio(Op::Read, &file.path, offset)), buf);

@@ -68,6 +68,8 @@ pub enum QuarantineReason {
     BadRegion = 2,
     /// A read found the record corrupt.
     ReadChecksum = 3,
+    /// The device failed to read the record (a bad sector): it may read again later.
+    ReadError = 4,
 }
 
 impl QuarantineReason {
@@ -76,6 +78,7 @@ impl QuarantineReason {
             1 => Some(QuarantineReason::BadBody),
             2 => Some(QuarantineReason::BadRegion),
             3 => Some(QuarantineReason::ReadChecksum),
+            4 => Some(QuarantineReason::ReadError),
             _ => None,
         }
     }
@@ -86,6 +89,7 @@ impl QuarantineReason {
             QuarantineReason::BadBody => "bad_body",
             QuarantineReason::BadRegion => "bad_region",
             QuarantineReason::ReadChecksum => "read_checksum",
+            QuarantineReason::ReadError => "read_error",
         }
     }
 }

@@ -146,7 +146,10 @@ impl<I: Io> Shard<I> {
             }
         }
         for q in &ck.quarantine {
-            if let (Some(k), QuarantineReason::BadBody | QuarantineReason::ReadChecksum) = (&q.key, q.reason)
+            if let (
+                Some(k),
+                QuarantineReason::BadBody | QuarantineReason::ReadChecksum | QuarantineReason::ReadError,
+            ) = (&q.key, q.reason)
             {
                 shard.quarantined_keys.borrow_mut().insert(k.clone().into(), q.seq);
             }

@@ -23,7 +23,7 @@ use crate::checkpoint::{QuarantineReason, Quarantined};
 use crate::index::Loc;
 use crate::record::BLOCK;
 use crate::scan::{Found, Pace, Scanner};
-use crate::shard::{now_ms, Shard};
+use crate::shard::{now_ms, read_failed, Shard};
 use crate::{Error, Result};
 
 /// File name of the scrub state.
@@ -211,9 +211,22 @@ impl<I: Io> Shard<I> {
                 Err(e) if e.is_crash() => return Err(e),
                 Err(e) => {
                     self.counters.borrow_mut().io_errors += 1;
-                    let mut st = self.scrub_stats.borrow_mut();
-                    st.read_errors += 1;
-                    st.last_error = Some(e.to_string());
+                    {
+                        let mut st = self.scrub_stats.borrow_mut();
+                        st.read_errors += 1;
+                        st.last_error = Some(e.to_string());
+                    }
+                    // The blob could not be read through: each record of it the index points
+                    // to is checked alone, and those that can't be read are marked bad.
+                    match self.scrub_records_of(blob.id, budget).await {
+                        Err(Error::Stopped) => {
+                            self.save_scrub_state().await;
+                            return Ok(ScrubEnd::Stopped);
+                        }
+                        Err(e) if e.is_crash() => return Err(e),
+                        Err(e) => self.scrub_stats.borrow_mut().last_error = Some(e.to_string()),
+                        Ok(()) => {}
+                    }
                 }
                 Ok(scan) => {
                     self.scrub_stats.borrow_mut().records_checked += scan.records;
@@ -234,6 +247,66 @@ impl<I: Io> Shard<I> {
         }
         self.save_scrub_state().await;
         Ok(ScrubEnd::Complete)
+    }
+
+    /// Verifies, one by one, the records of blob `bid` that the index points to (after a read
+    /// error stopped the scan of the blob): a record the device can't read, or that fails its
+    /// checksums, is quarantined under its key (or as a region when not even its header reads).
+    async fn scrub_records_of(self: &Rc<Self>, bid: u32, budget: &IoBudget) -> Result<()> {
+        let locs: Vec<(Option<Vec<u8>>, Loc)> = {
+            let ix = self.index.borrow();
+            let main = ix.main_entries().map(|(_, l)| (None, l));
+            let over = ix.overflow_entries().map(|(k, l)| (Some(k.to_vec()), l));
+            main.chain(over).filter(|(_, l)| l.blob() == bid).collect()
+        };
+        for (key, loc) in locs {
+            if !self.scrub_ctl.proceed().await {
+                return Err(Error::Stopped);
+            }
+            budget.take(loc.record_len().unwrap_or(BLOCK)).await;
+            let key = match key {
+                Some(k) => k,
+                None => match self.read_header(loc).await {
+                    Ok(Ok((_, k, _))) => k,
+                    Ok(Err(_)) => {
+                        self.scrub_judge(bid, Found::Garbage { offset: loc.offset() });
+                        continue;
+                    }
+                    Err(e) if read_failed(&e) => {
+                        self.scrub_judge(bid, Found::Garbage { offset: loc.offset() });
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                },
+            };
+            let now = {
+                let ix = self.index.borrow();
+                ix.overflow_get(&key).or_else(|| ix.main_get(self.fp(&key)))
+            };
+            if now != Some(loc) || loc.is_tombstone() || self.quarantined_keys.borrow().contains_key(&key[..])
+            {
+                continue; // moved meanwhile, a tombstone (its header read), or known bad
+            }
+            self.scrub_stats.borrow_mut().records_checked += 1;
+            let r = match self.open_checked(&key, loc, 2).await {
+                Ok(Ok(Some(mut r))) => loop {
+                    match r.next_chunk().await {
+                        Ok(Some(_)) => {}
+                        Ok(None) => break Ok(()),
+                        Err(e) => break Err(e),
+                    }
+                },
+                Ok(_) => Ok(()),
+                Err(e) => Err(e),
+            };
+            match r {
+                Err(e) if e.is_crash() => return Err(e),
+                // Quarantined where it failed (open_checked, next_chunk).
+                Err(_) => self.scrub_stats.borrow_mut().bad_records += 1,
+                Ok(()) => {}
+            }
+        }
+        Ok(())
     }
 
     /// Quarantines what a scan found damaged, if the index points to it.
@@ -257,7 +330,7 @@ impl<I: Io> Shard<I> {
                 }
                 self.counters.borrow_mut().checksum_errors += 1;
                 self.scrub_stats.borrow_mut().bad_records += 1;
-                self.quarantine_read(&key, loc, seq);
+                self.quarantine_read(&key, loc, seq, QuarantineReason::ReadChecksum);
             }
             None => {
                 let hit = {

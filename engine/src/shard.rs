@@ -32,6 +32,11 @@ use crate::record::{
 use crate::scan::HEADER_READ_BYTES;
 use crate::{Error, Result, Version};
 
+/// Whether an error is the device failing a read (not a simulated crash).
+pub(crate) fn read_failed(e: &Error) -> bool {
+    matches!(e, Error::Disk { .. }) && !e.is_crash()
+}
+
 /// Limits and sizes of one shard.
 #[derive(Debug, Clone)]
 pub struct ShardConfig {
@@ -502,7 +507,20 @@ impl<I: Io> Shard<I> {
         let Some(l) = self.index.borrow().main_get(fp) else {
             return Ok((Slot::Main, None, None));
         };
-        match self.read_header(l).await? {
+        let mut header = self.read_header(l).await;
+        if header.as_ref().is_err_and(read_failed) {
+            header = self.read_header(l).await; // once more: it may have been the transfer
+        }
+        let header = match header {
+            // The device can't read the record its fingerprint maps to: it is marked bad (its
+            // repair is a newer write, like this one) and replaced.
+            Err(e) if read_failed(&e) => {
+                self.quarantine_read(key, l, 0, QuarantineReason::ReadError);
+                return Ok((Slot::Main, Some(l), Some(None)));
+            }
+            r => r?,
+        };
+        match header {
             Ok((_, k, _)) if k != key => Ok((Slot::Overflow, None, None)),
             Ok((h, _, _)) => Ok((Slot::Main, Some(l), Some(Some((h.version, h.is_tombstone()))))),
             // An unreadable record we can't attribute: replace it.
@@ -1120,18 +1138,28 @@ impl<I: Io> Shard<I> {
     ) -> Result<std::result::Result<Option<ObjectReader<I>>, FormatError>> {
         let mut last = None;
         for _ in 0..attempts {
-            match self.open_reader(key, loc).await? {
-                Opened::Reader(r) => return Ok(Ok(Some(*r))),
-                Opened::OtherKey => return Ok(Ok(None)),
-                Opened::Bad(e, seq) => {
+            match self.open_reader(key, loc).await {
+                Ok(Opened::Reader(r)) => return Ok(Ok(Some(*r))),
+                Ok(Opened::OtherKey) => return Ok(Ok(None)),
+                Ok(Opened::Bad(e, seq)) => {
                     self.counters.borrow_mut().checksum_errors += 1;
-                    last = Some((e, seq));
+                    last = Some(Ok((e, seq)));
                 }
+                Err(e) if read_failed(&e) => last = Some(Err(e)),
+                Err(e) => return Err(e),
             }
         }
-        let (e, seq) = last.expect("at least one attempt");
-        self.quarantine_read(key, loc, seq);
-        Ok(Err(e))
+        match last.expect("at least one attempt") {
+            Ok((e, seq)) => {
+                self.quarantine_read(key, loc, seq, QuarantineReason::ReadChecksum);
+                Ok(Err(e))
+            }
+            // The device can't read it: marked bad too (a later check may find it readable).
+            Err(e) => {
+                self.quarantine_read(key, loc, 0, QuarantineReason::ReadError);
+                Err(e)
+            }
+        }
     }
 
     /// The metadata of a key's newest record (reads and verifies like `get`).
@@ -1139,9 +1167,19 @@ impl<I: Io> Shard<I> {
         Ok(self.get(key).await?.map(|r| r.meta))
     }
 
-    pub(crate) fn quarantine_read(&self, key: &[u8], loc: Loc, seq: u64) {
+    /// Takes `key`'s record at `loc` out of service until a newer write (a peer's copy: the
+    /// repair) replaces it, or, for a read error, a later read finds it intact
+    /// ([`Shard::recheck`]).
+    pub(crate) fn quarantine_read(&self, key: &[u8], loc: Loc, seq: u64, reason: QuarantineReason) {
+        if self.quarantined_keys.borrow().contains_key(key) {
+            return;
+        }
+        let what = match reason {
+            QuarantineReason::ReadError => "could not be read",
+            _ => "failed its checksums",
+        };
         tracing::warn!(
-            "shard {}: record at blob {} offset {} failed its checksums twice; quarantined",
+            "shard {}: record at blob {} offset {} {what}; quarantined",
             self.id,
             loc.blob(),
             loc.offset()
@@ -1153,7 +1191,7 @@ impl<I: Io> Shard<I> {
             len_bytes: loc.record_len().unwrap_or(BLOCK),
             seq,
             key: Some(key.to_vec()),
-            reason: QuarantineReason::ReadChecksum,
+            reason,
         });
     }
 
@@ -1411,6 +1449,53 @@ impl<I: Io> Shard<I> {
     /// Damaged records and regions awaiting repair.
     pub fn quarantined(&self) -> Vec<Quarantined> {
         self.quarantine.borrow().clone()
+    }
+
+    /// Reads `key`'s record again if it was quarantined after a read error (the device may
+    /// have failed it once and read it now: a remapped sector, a cable): if the record reads
+    /// whole and passes its checksums, it is back in service. Returns whether it is.
+    pub async fn recheck(self: &Rc<Self>, key: &[u8]) -> Result<bool> {
+        let q = self
+            .quarantine
+            .borrow()
+            .iter()
+            .find(|q| q.key.as_deref() == Some(key) && q.reason == QuarantineReason::ReadError)
+            .cloned();
+        let Some(q) = q else { return Ok(false) };
+        let loc = {
+            let ix = self.index.borrow();
+            ix.overflow_get(key).or_else(|| ix.main_get(self.fp(key)))
+        };
+        let Some(loc) = loc.filter(|l| l.blob() == q.blob && l.offset() == q.offset) else {
+            return Ok(false);
+        };
+        let whole = match self.open_reader(key, loc).await {
+            Ok(Opened::Reader(mut r)) => loop {
+                match r.next_chunk().await {
+                    Ok(Some(_)) => {}
+                    Ok(None) => break true,
+                    Err(e) if e.is_crash() => return Err(e),
+                    Err(_) => break false,
+                }
+            },
+            Ok(_) => false,
+            Err(e) if e.is_crash() => return Err(e),
+            Err(_) => false,
+        };
+        // Still the record the index points to (a write may have replaced it meanwhile).
+        let same = {
+            let ix = self.index.borrow();
+            ix.overflow_get(key).or_else(|| ix.main_get(self.fp(key))) == Some(loc)
+        };
+        if whole && same && self.quarantined_keys.borrow_mut().remove(key).is_some() {
+            self.quarantine.borrow_mut().retain(|q| q.key.as_deref() != Some(key));
+            tracing::info!(
+                "shard {}: the quarantined record of a key reads whole again; back in service",
+                self.id
+            );
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     /// Counters and gauges of the shard.
@@ -1783,10 +1868,22 @@ impl<I: Io> ObjectReader<I> {
         let disk_start = self.loc.offset() + ds + c_start;
         let aligned = disk_start - disk_start % BLOCK;
         let disk_end = podstore_disks::align_up(self.loc.offset() + ds + c_end);
-        let mut buf = self.shard.io.alloc_buf((disk_end - aligned) as usize).await;
-        buf.set_len((disk_end - aligned) as usize);
-        let (r, buf) = self.shard.read_limited(&self.blob.file, aligned, buf).await;
-        r.map_err(|e| self.shard.disk_err(e))?;
+        let len = (disk_end - aligned) as usize;
+        let mut buf = self.shard.io.alloc_buf(len).await;
+        buf.set_len(len);
+        let (mut r, mut buf) = self.shard.read_limited(&self.blob.file, aligned, buf).await;
+        if r.as_ref().is_err_and(|e| !matches!(e, podstore_disks::Error::Crashed)) {
+            buf.set_len(len);
+            (r, buf) = self.shard.read_limited(&self.blob.file, aligned, buf).await;
+            // once more
+        }
+        if let Err(e) = r {
+            let e = self.shard.disk_err(e);
+            if read_failed(&e) {
+                self.shard.quarantine_read(&self.key, self.loc, self.header.seq, QuarantineReason::ReadError);
+            }
+            return Err(e);
+        }
         let skip = (disk_start - aligned) as usize;
         let n = (c_end - c_start) as usize;
         let data = buf.get(skip..skip + n);
@@ -1802,7 +1899,12 @@ impl<I: Io> ObjectReader<I> {
                     _ => FormatError::Short,
                 };
                 self.shard.counters.borrow_mut().checksum_errors += 1;
-                self.shard.quarantine_read(&self.key, self.loc, self.header.seq);
+                self.shard.quarantine_read(
+                    &self.key,
+                    self.loc,
+                    self.header.seq,
+                    QuarantineReason::ReadChecksum,
+                );
                 return Err(corrupt(self.shard.id, self.loc.blob(), self.loc.offset(), e));
             }
         }

@@ -307,3 +307,100 @@ fn a_stopped_scrub_resumes_after_a_restart_where_it_stopped() {
         assert!(st3.records_checked < 120 && st3.records_checked > 0, "only the rest was read: {st3:?}");
     });
 }
+
+/// Where `k`'s record is: its blob file and offset.
+fn place_of(disk: &SimDisk, shard: &Shard<SimDisk>, k: &[u8]) -> (std::path::PathBuf, u64) {
+    let fp = podstore_engine::index::fingerprint(k);
+    let (_, _, loc) = shard.entries().into_iter().find(|(f, _, _)| *f == fp).expect("indexed");
+    let name = format!("blob-{:07}.", loc.blob()); // .psb, or .psl for a dedicated blob
+    let path = disk.paths().into_iter().find(|p| p.to_string_lossy().contains(&name)).expect("blob file");
+    (path, loc.offset())
+}
+
+#[test]
+fn a_record_the_device_cannot_read_is_marked_bad_replaced_by_a_newer_write_and_back_once_it_reads() {
+    run(async {
+        let disk = SimDisk::new(19, SimFaults::default());
+        // Records past 16 KiB are read in pieces after their header.
+        let c = || ShardConfig { single_read_max_bytes: 16 << 10, ..cfg(u64::MAX) };
+        let shard = open(&disk, c()).await;
+        for i in 0..40 {
+            shard.put_bytes(&key(i), "", &value(i, 0)).await.expect("put");
+        }
+        let is_bad = |shard: &Shard<SimDisk>, i: usize| {
+            shard.quarantined().iter().any(|q| {
+                q.key.as_deref() == Some(&key(i)[..])
+                    && q.reason == podstore_engine::checkpoint::QuarantineReason::ReadError
+            })
+        };
+        // A bad sector under key 3's header: the GET fails and marks it bad; the next answers
+        // "quarantined" without touching the device; the other keys read.
+        let (blob, off) = place_of(&disk, &shard, &key(3));
+        disk.fail_region(&blob, off, off + 4096);
+        assert!(matches!(read(&shard, &key(3)).await, Err(Error::Disk { .. })));
+        assert!(is_bad(&shard, 3));
+        assert!(matches!(read(&shard, &key(3)).await, Err(Error::Quarantined { .. })));
+        for i in (0..40).filter(|&i| i != 3) {
+            assert_eq!(read(&shard, &key(i)).await.expect("read"), Some(value(i, 0)), "key {i}");
+        }
+        // Still unreadable: stays bad. Readable again: back in service, as it was.
+        assert!(!shard.recheck(&key(3)).await.expect("recheck"));
+        disk.heal_regions();
+        assert!(shard.recheck(&key(3)).await.expect("recheck"));
+        assert!(!is_bad(&shard, 3));
+        assert_eq!(read(&shard, &key(3)).await.expect("read"), Some(value(3, 0)));
+        // A bad sector in the middle of a large object's data (read in pieces after its
+        // header): the GET's body read fails and marks it.
+        let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7) as u8).collect();
+        shard.put_bytes(&key(5), "", &big).await.expect("put");
+        let (blob, off) = place_of(&disk, &shard, &key(5));
+        disk.fail_region(&blob, off + 200_704, off + 204_800);
+        let mut r = shard.get(&key(5)).await.expect("the header reads").expect("exists");
+        assert!(r.read_all().await.is_err(), "the bad sector");
+        assert!(is_bad(&shard, 5));
+        // A write over a record the device can't read (key 7, never read since) succeeds: the
+        // old record is marked bad and replaced; the write clears the mark.
+        let (blob, off) = place_of(&disk, &shard, &key(7));
+        disk.fail_region(&blob, off, off + 4096);
+        shard.put_bytes(&key(7), "", &value(7, 1)).await.expect("a write over an unreadable record");
+        assert_eq!(read(&shard, &key(7)).await.expect("read"), Some(value(7, 1)));
+        assert!(!is_bad(&shard, 7));
+        // So does a peer's copy of a key marked bad (the repair), whatever its version.
+        let v5 = Stamp::Given(podstore_engine::Version { hlc: 1, origin: 9 });
+        let w = shard.put_stamped(&key(5), "", value(5, 2).len() as u64, v5).await.expect("copy");
+        let mut w = w.expect("a copy over a bad record is taken");
+        w.write(&value(5, 2)).await.expect("write");
+        w.finish().await.expect("finish");
+        assert!(!is_bad(&shard, 5));
+        assert_eq!(read(&shard, &key(5)).await.expect("read"), Some(value(5, 2)));
+        let again = shard.put_stamped(&key(5), "", 0, v5).await.expect("again");
+        assert!(again.is_none(), "the repaired key takes no second copy of the same version");
+        // The scrub: key 9's header sits on a bad sector nobody read yet; the scan of its blob
+        // fails, each record of the blob is then read alone: key 9's place is marked as a bad
+        // region (its key is in the header that can't be read), the others pass; the next
+        // GET of key 9 marks the key.
+        let (blob, off) = place_of(&disk, &shard, &key(9));
+        disk.heal_regions();
+        disk.fail_region(&blob, off, off + 4096);
+        let free = IoBudget::new(0);
+        assert_eq!(shard.scrub(&free, &free).await.expect("scrub"), Some(ScrubEnd::Complete));
+        let st = shard.scrub_stats().await;
+        assert_eq!((st.read_errors, st.bad_regions, st.bad_records), (1, 1, 0), "{st:?}");
+        let region = shard.quarantined().into_iter().find(|q| q.key.is_none()).expect("a region");
+        assert_eq!(region.offset, off, "the region is key 9's place");
+        assert!(st.records_checked >= 40, "the other records were checked one by one: {st:?}");
+        assert!(read(&shard, &key(9)).await.is_err());
+        assert!(is_bad(&shard, 9));
+        let marked: Vec<_> = shard.quarantined().into_iter().filter_map(|q| q.key).collect();
+        assert_eq!(marked, vec![key(9)], "key 9 alone is marked");
+        // The mark survives a restart; the device reads it again; a check puts it back.
+        shard.checkpoint().await.expect("checkpoint");
+        drop(shard);
+        disk.crash();
+        disk.heal_regions();
+        let shard = open(&disk, c()).await;
+        assert!(matches!(read(&shard, &key(9)).await, Err(Error::Quarantined { .. })));
+        assert!(shard.recheck(&key(9)).await.expect("recheck"));
+        assert_eq!(read(&shard, &key(9)).await.expect("read"), Some(value(9, 0)));
+    });
+}

@@ -145,7 +145,10 @@ pub fn describe_metrics() {
         "podstore_disk_scrub_damaged_total",
         "Damaged records and regions the scrub found since the node started"
     );
-    c!("podstore_repairs_total", "Quarantined objects asked of peers by the repair loop, by outcome");
+    c!(
+        "podstore_repairs_total",
+        "Quarantined objects the repair loop dealt with, by outcome (read_again: a record marked bad after a read error read whole again; repaired, not_repaired: asked of peers)"
+    );
     g!("podstore_node_ready", "1 once every shard recovered and the node serves data");
     g!(
         "podstore_tombstone_horizon_seconds",

@@ -153,23 +153,33 @@ async fn scrub(shared: Arc<Shared>, shard: Rc<Shard<AnyIo>>, jobs: Rc<DiskJobs>)
     }
 }
 
-/// Asks the peers for every quarantined key of this core's shards, in rounds.
+/// Repairs the quarantined keys of this core's shards, in rounds: a record marked bad after a
+/// read error is first read again (it is back in service if it reads whole); the others, and
+/// those that still fail, are asked of the peers in turn.
 pub async fn repair(shared: Arc<Shared>, shards: crate::core::Shards, links: Rc<crate::repl::link::Links>) {
-    if links.peers.is_empty() {
-        return;
-    }
+    use podstore_engine::checkpoint::QuarantineReason;
     let limit = Duration::from_millis(shared.cfg.limits.copy_timeout_ms);
-    for outcome in ["repaired", "not_repaired"] {
+    for outcome in ["read_again", "repaired", "not_repaired"] {
         metrics::counter!("podstore_repairs_total", "outcome" => outcome).increment(0);
     }
     loop {
         tokio::time::sleep(Duration::from_secs(shared.cfg.maintenance.repair_interval_s)).await;
-        let keys: Vec<Vec<u8>> = shards
+        let todo: Vec<(Rc<Shard<AnyIo>>, Vec<u8>, QuarantineReason)> = shards
             .borrow()
             .values()
-            .flat_map(|s| s.quarantined().into_iter().filter_map(|q| q.key).take(REPAIRS_PER_ROUND))
+            .flat_map(|s| {
+                let q = s.quarantined().into_iter().filter_map(|q| Some((s.clone(), q.key?, q.reason)));
+                q.take(REPAIRS_PER_ROUND).collect::<Vec<_>>()
+            })
             .collect();
-        for key in keys {
+        for (shard, key, reason) in todo {
+            if reason == QuarantineReason::ReadError && matches!(shard.recheck(&key).await, Ok(true)) {
+                metrics::counter!("podstore_repairs_total", "outcome" => "read_again").increment(1);
+                continue;
+            }
+            if links.peers.is_empty() {
+                continue;
+            }
             let mut repaired = false;
             for p in &links.peers {
                 let r = tokio::time::timeout(limit, p.pull(&key)).await;
