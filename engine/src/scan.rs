@@ -147,6 +147,9 @@ impl<'a, I: Io> Scanner<'a, I> {
             if !p.ctl.proceed().await {
                 return Err(Error::Stopped);
             }
+            // Background work: let the core serve what is waiting before the next window's
+            // records are checked (a window's checksums take the thread for a while).
+            tokio::task::yield_now().await;
         }
         if let Some(old) = self.win.take() {
             self.spare = Some(old.buf);

@@ -26,6 +26,9 @@ use crate::scan::{Found, Pace, Scanner};
 use crate::shard::{now_ms, read_failed, Shard};
 use crate::{Error, Result};
 
+/// Largest read of the scrub.
+const SCRUB_WINDOW_BYTES_MAX: usize = 1 << 20;
+
 /// File name of the scrub state.
 pub const STATE_FILE: &str = "scrub.state";
 const STATE_MAGIC: &str = "podstore scrub state 1\n";
@@ -202,7 +205,10 @@ impl<I: Io> Shard<I> {
             // The committed part only: below the tail and the lowest reservation in flight.
             let limit = blob.in_flight.borrow().keys().next().copied().unwrap_or(u64::MAX).min(used(&blob));
             let pace_of = Pace { budgets: [budget, pace], ctl: &self.scrub_ctl, done: &self.scrub_done };
-            let scanner = Scanner::new(&self.io, &blob.file, self.id, limit, self.cfg.scan_window_bytes);
+            // Smaller windows than recovery's: the scrub shares the disk and the core with
+            // foreground requests, which wait behind each window's read and checks.
+            let window = self.cfg.scan_window_bytes.min(SCRUB_WINDOW_BYTES_MAX);
+            let scanner = Scanner::new(&self.io, &blob.file, self.id, limit, window);
             match scanner.paced(pace_of).scan(blob.id, 0).await {
                 Err(Error::Stopped) => {
                     self.save_scrub_state().await;

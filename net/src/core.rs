@@ -117,6 +117,13 @@ pub enum CoreMsg {
         seq: u64,
         peer: usize,
     },
+    /// Whether a disk's index has an entry for the key (in memory: no disk read; a key sharing
+    /// its fingerprint also answers yes).
+    Has {
+        shard: u32,
+        key: Vec<u8>,
+        reply: oneshot::Sender<bool>,
+    },
     /// The version of the key's newest record on a disk (None: the disk has none).
     Version {
         shard: u32,
@@ -730,6 +737,10 @@ async fn execute(
                 })
                 .collect();
             let _ = reply.send(stats);
+        }
+        CoreMsg::Has { shard, key, reply } => {
+            let has = shards.borrow().get(&shard).is_some_and(|s| s.has_entry(&key));
+            let _ = reply.send(has);
         }
         CoreMsg::Version { shard, key, reply } => {
             let Some(s) = shards.borrow().get(&shard).cloned() else {

@@ -418,6 +418,9 @@ pub(crate) async fn read_route(shared: &Shared, key: &[u8]) -> Result<(u32, usiz
     }
     let mut best: Option<(podstore_engine::Version, u32, usize)> = None;
     let mut uncertain = false;
+    // Which disks of the chain have an entry for the key (their indexes, in memory; every disk
+    // asked at once). Usually one does: it is read with no version compared.
+    let mut asked = Vec::with_capacity(chain.len());
     for id in chain {
         // A failed disk is skipped: its copies come from peers (read repair).
         let Some(owner) = core_of(id).filter(|_| !shared.routes.is_failed(id)) else {
@@ -425,7 +428,28 @@ pub(crate) async fn read_route(shared: &Shared, key: &[u8]) -> Result<(u32, usiz
             continue;
         };
         let (tx, rx) = oneshot::channel();
+        send(shared, owner, CoreMsg::Has { shard: id, key: key.to_vec(), reply: tx }).await?;
+        asked.push((id, owner, rx));
+    }
+    let mut holders = Vec::with_capacity(asked.len());
+    for (id, owner, rx) in asked {
+        match rx.await {
+            Ok(true) => holders.push((id, owner)),
+            Ok(false) => {}
+            Err(_) => uncertain = true,
+        }
+    }
+    if let [(id, owner)] = holders[..] {
+        return Ok((id, owner, false));
+    }
+    // Several (a key being moved, or written on two disks of its chain): the newest wins.
+    let mut asked = Vec::with_capacity(holders.len());
+    for (id, owner) in holders {
+        let (tx, rx) = oneshot::channel();
         send(shared, owner, CoreMsg::Version { shard: id, key: key.to_vec(), reply: tx }).await?;
+        asked.push((id, owner, rx));
+    }
+    for (id, owner, rx) in asked {
         match rx.await {
             Ok(Ok(Some((v, _)))) if best.is_none_or(|b| v > b.0) => best = Some((v, id, owner)),
             Ok(Ok(_)) => {}

@@ -219,8 +219,6 @@ pub async fn rebalance(shared: Arc<Shared>, shard: Rc<Shard<AnyIo>>, jobs: Rc<Di
             settled = Some(epoch);
             settle(&shared, shard.id(), epoch).await;
         }
-        jobs.rebalance_moved.set(jobs.rebalance_moved.get() + moved);
-        jobs.rebalance_failed.set(jobs.rebalance_failed.get() + failed);
         if moved > 0 {
             tracing::info!("disk {}: moved {moved} keys to the disks that take their writes", shard.id());
             if let Err(e) = shard.checkpoint().await {
@@ -295,11 +293,16 @@ async fn rebalance_pass(shared: &Arc<Shared>, shard: &Rc<Shard<AnyIo>>, jobs: &D
                 }
             },
         };
+        // Counted as they happen: the metrics show a long pass's progress.
         match move_key(shared, shard, &key, target, owner).await {
-            Ok(true) => moved += 1,
+            Ok(true) => {
+                moved += 1;
+                jobs.rebalance_moved.set(jobs.rebalance_moved.get() + 1);
+            }
             Ok(false) => {}
             Err(e) => {
                 failed += 1;
+                jobs.rebalance_failed.set(jobs.rebalance_failed.get() + 1);
                 tracing::debug!("disk {}: moving a key to disk {target}: {e}", shard.id());
             }
         }

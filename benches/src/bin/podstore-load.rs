@@ -4,9 +4,10 @@
 //!
 //! ```text
 //! podstore-load --addr 127.0.0.1:7070 --prefix /bench/o --count 100000 --size 4096 --conns 64 \
-//!     [--header 'X-Copies: all']
+//!     [--header 'X-Copies: all'] [--step 2 --first 1]
 //! ```
-//! Object `i` is `{prefix}-{i}`; its bytes depend only on `i` and the size, so two servers
+//! The `n`th PUT writes object `i = first + n * step` (default: 0, 1, 2, ...; `--step 2`
+//! overwrites every other object of an earlier load). Object `i` is `{prefix}-{i}`; its bytes depend only on `i` and the size, so two servers
 //! loaded with the same arguments hold the same objects.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -23,6 +24,9 @@ struct Args {
     conns: usize,
     /// Extra request headers ("Name: value").
     headers: Vec<String>,
+    /// The `n`th PUT writes object `first + n * step`.
+    first: u64,
+    step: u64,
 }
 
 fn parse() -> Args {
@@ -33,6 +37,8 @@ fn parse() -> Args {
         size: 4096,
         conns: 16,
         headers: Vec::new(),
+        first: 0,
+        step: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -43,6 +49,8 @@ fn parse() -> Args {
             "--count" => a.count = v.parse().expect("--count"),
             "--size" => a.size = v.parse().expect("--size"),
             "--conns" => a.conns = v.parse().expect("--conns"),
+            "--first" => a.first = v.parse().expect("--first"),
+            "--step" => a.step = v.parse().ok().filter(|&s| s > 0).expect("--step: a positive number"),
             "--header" => {
                 assert!(v.contains(':') && !v.contains('\r') && !v.contains('\n'), "--header 'Name: value'");
                 a.headers.push(v)
@@ -151,7 +159,7 @@ fn main() {
                 pool.clone(),
                 a.headers.clone(),
             );
-            let (addr, size, count) = (a.addr, a.size, a.count);
+            let (addr, size, count, first, step) = (a.addr, a.size, a.count, a.first, a.step);
             std::thread::spawn(move || {
                 let mut conn = None;
                 let mut mine = Vec::new();
@@ -161,6 +169,7 @@ fn main() {
                     if i >= count {
                         break;
                     }
+                    let i = first + i * step;
                     object(&pool, i, size, &mut body);
                     let t = Instant::now();
                     match put(&mut conn, addr, &format!("{prefix}-{i}"), &body, size, &headers) {
