@@ -511,20 +511,29 @@ impl<I: Io> Shard<I> {
         if header.as_ref().is_err_and(read_failed) {
             header = self.read_header(l).await; // once more: it may have been the transfer
         }
-        let header = match header {
-            // The device can't read the record its fingerprint maps to: it is marked bad (its
-            // repair is a newer write, like this one) and replaced.
-            Err(e) if read_failed(&e) => {
-                self.quarantine_read(key, l, 0, QuarantineReason::ReadError);
-                return Ok((Slot::Main, Some(l), Some(None)));
-            }
-            r => r?,
-        };
-        match header {
+        match header? {
             Ok((_, k, _)) if k != key => Ok((Slot::Overflow, None, None)),
             Ok((h, _, _)) => Ok((Slot::Main, Some(l), Some(Some((h.version, h.is_tombstone()))))),
             // An unreadable record we can't attribute: replace it.
             Err(_) => Ok((Slot::Main, Some(l), Some(None))),
+        }
+    }
+
+    /// [`Shard::resolve`] for a write: when the device can't read the record the key's
+    /// fingerprint maps to, whose it is is not known. A key already marked bad there replaces
+    /// it (its repair); any other key goes to the overflow map, which lookups ask first: another
+    /// key's entry is never touched because its record can't be read at the moment.
+    async fn resolve_for_write(&self, fp: u64, key: &[u8]) -> Result<(Slot, Option<Loc>, Option<Held>)> {
+        match self.resolve(fp, key).await {
+            Err(e) if read_failed(&e) => {
+                let Some(l) = self.index.borrow().main_get(fp) else { return Err(e) };
+                let ours =
+                    self.quarantine.borrow().iter().any(|q| {
+                        q.key.as_deref() == Some(key) && q.blob == l.blob() && q.offset == l.offset()
+                    });
+                Ok(if ours { (Slot::Main, Some(l), Some(None)) } else { (Slot::Overflow, None, None) })
+            }
+            r => r,
         }
     }
 
@@ -646,7 +655,7 @@ impl<I: Io> Shard<I> {
         let permit = self.write_slot().await;
         let fp = self.fp(key);
         let lock = self.lock_key(fp).await;
-        let (slot, old, known) = self.resolve(fp, key).await?;
+        let (slot, old, known) = self.resolve_for_write(fp, key).await?;
         let (Some(version), held) = self.stamp(stamp, key, old, known).await? else {
             return Ok(None);
         };
@@ -734,11 +743,22 @@ impl<I: Io> Shard<I> {
             Stamp::Local => Ok((Some(self.cfg.clock.now()), held)),
             Stamp::Given(v) | Stamp::Moved(v) => {
                 self.cfg.clock.observe(v.hlc);
-                // An unreadable or quarantined record holds nothing worth keeping over a good
-                // copy, even of the same version: that is how a damaged record is repaired.
-                let damaged = self.quarantined_keys.borrow().contains_key(key);
-                let have = if damaged { Version::NONE } else { held.map_or(Version::NONE, |h| h.0) };
-                Ok(((v > have).then_some(v), held))
+                // An unreadable or corrupt record holds nothing worth keeping over a good copy,
+                // even an older one: that is how a damaged record is repaired. One marked bad
+                // after a read error whose header reads keeps its version (the error may have
+                // passed: an older copy must not replace it; one of the same version repairs it).
+                let quarantined = self.quarantined_keys.borrow().contains_key(key);
+                let corrupt =
+                    quarantined
+                        && self.quarantine.borrow().iter().any(|q| {
+                            q.key.as_deref() == Some(key) && q.reason != QuarantineReason::ReadError
+                        });
+                // A copy of the same version repairs a record marked bad.
+                let take = match held {
+                    Some(h) if !corrupt => v > h.0 || (quarantined && v == h.0),
+                    _ => v > Version::NONE,
+                };
+                Ok((take.then_some(v), held))
             }
         }
     }
@@ -998,6 +1018,8 @@ impl<I: Io> Shard<I> {
         let _permit = self.write_slot().await;
         let fp = self.fp(key);
         let _lock = self.lock_key(fp).await;
+        // A delete whose key's record can't be read fails (the caller retries): whether the
+        // key exists, and so whether a tombstone must shadow it, is not known.
         let (slot, old, known) = self.resolve(fp, key).await?;
         let quarantined = self.quarantined_keys.borrow().contains_key(key);
         let existed = old.is_some_and(|l| !l.is_tombstone());

@@ -365,8 +365,11 @@ fn a_record_the_device_cannot_read_is_marked_bad_replaced_by_a_newer_write_and_b
         shard.put_bytes(&key(7), "", &value(7, 1)).await.expect("a write over an unreadable record");
         assert_eq!(read(&shard, &key(7)).await.expect("read"), Some(value(7, 1)));
         assert!(!is_bad(&shard, 7));
-        // So does a peer's copy of a key marked bad (the repair), whatever its version.
-        let v5 = Stamp::Given(podstore_engine::Version { hlc: 1, origin: 9 });
+        // A peer's copy of a key marked bad after a read error in its body (its header reads):
+        // an older version is refused (the error may pass), the same version repairs it.
+        let older = Stamp::Given(podstore_engine::Version { hlc: 1, origin: 9 });
+        assert!(shard.put_stamped(&key(5), "", 1, older).await.expect("older").is_none());
+        let v5 = Stamp::Given(shard.version_of(&key(5)).await.expect("version").expect("held").0);
         let w = shard.put_stamped(&key(5), "", value(5, 2).len() as u64, v5).await.expect("copy");
         let mut w = w.expect("a copy over a bad record is taken");
         w.write(&value(5, 2)).await.expect("write");

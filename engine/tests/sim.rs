@@ -24,6 +24,7 @@ use std::rc::Rc;
 
 use podstore_disks::{Io, SimDisk, SimFaults};
 use podstore_engine::budget::IoBudget;
+use podstore_engine::checkpoint::QuarantineReason;
 use podstore_engine::{CopyItem, Error, ReadCheck, Shard, ShardConfig, ShardSet, ShardSpec, Stamp};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -96,6 +97,8 @@ struct Totals {
     scrubbed_records: u64,
     /// Keys moved between the two disks of a seed (rebalancing, draining).
     moves: u64,
+    /// Records marked bad after read errors, read whole again at the end.
+    read_errors_rechecked: u64,
 }
 
 struct Seed {
@@ -202,7 +205,13 @@ impl Seed {
                 }
             }
             Err(Error::Quarantined { .. }) | Err(Error::Corrupt { .. }) => {
-                let excused = self.mode == Mode::Corrupt || k.quarantined || !k.attempts.is_empty();
+                // Read errors mark records bad too (read_error): while faults are on, a key may
+                // answer "quarantined"; at the end every such record is read again and must be
+                // back (final_compaction_and_scrub).
+                let excused = self.mode == Mode::Corrupt
+                    || (self.mode == Mode::Eio && during_workload)
+                    || k.quarantined
+                    || !k.attempts.is_empty();
                 if !excused {
                     self.fail(format!(
                         "key {:?}: {} with no fault that could explain it (acked {:?})",
@@ -405,6 +414,25 @@ async fn move_key(from: &Rc<Shard<SimDisk>>, to: &Rc<Shard<SimDisk>>, key: &[u8]
     from.forget(key, version).await.map(|_| ())
 }
 
+/// Reads every record marked bad after a read error again, as the node's repair loop does: with
+/// the faults off each must read whole and be back in service.
+async fn recheck_read_errors(s: &Seed, set: &ShardSet<SimDisk>) {
+    for sh in set.shards() {
+        let bad = sh.quarantined().into_iter().filter(|q| q.reason == QuarantineReason::ReadError);
+        for key in bad.filter_map(|q| q.key).collect::<Vec<_>>() {
+            match sh.recheck(&key).await {
+                Ok(true) => s.totals.borrow_mut().read_errors_rechecked += 1,
+                // Replaced by a newer write meanwhile (a crash may have kept the mark).
+                Ok(false) if !sh.quarantined().iter().any(|q| q.key.as_deref() == Some(&key[..])) => {}
+                other => s.fail(format!(
+                    "seed {}: a record marked bad after a read error still fails: {other:?}",
+                    s.seed
+                )),
+            }
+        }
+    }
+}
+
 /// After the last round's workload: compact every shard fully, scrub it, and check that
 /// nothing was lost or leaked: every key reads as the model says, no blob holds dead bytes
 /// (unless damage keeps it), the disk holds no file the shard does not know, and (without
@@ -412,6 +440,7 @@ async fn move_key(from: &Rc<Shard<SimDisk>>, to: &Rc<Shard<SimDisk>>, key: &[u8]
 async fn final_compaction_and_scrub(s: &Seed, disk: &SimDisk, set: &ShardSet<SimDisk>) {
     disk.set_faults(SimFaults::default());
     let seed = s.seed;
+    recheck_read_errors(s, set).await;
     for sh in set.shards() {
         if sh.fenced().is_some() {
             continue;
@@ -565,6 +594,7 @@ fn run_seed(seed: u64) -> Totals {
                 }
                 break Rc::new(set);
             };
+            recheck_read_errors(&s, &set).await;
             // Verify every key against the model, then collapse the model to what is there.
             for key in keys() {
                 let r = read_key(&set, &key).await;
@@ -680,6 +710,7 @@ fn simulation_keeps_every_promise() {
                 all.tombstones_dropped += t.tombstones_dropped;
                 all.scrubbed_records += t.scrubbed_records;
                 all.moves += t.moves;
+                all.read_errors_rechecked += t.read_errors_rechecked;
             });
         }
     });
