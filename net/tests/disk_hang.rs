@@ -46,8 +46,9 @@ fn disk2(node: &Node) -> serde_json::Value {
     v["disks"].as_array().expect("disks").iter().find(|d| d["id"] == 2).cloned().expect("disk 2")
 }
 
-#[test]
-fn a_disk_that_stops_answering_is_marked_failed_and_its_requests_fail_fast() {
+/// Whether this machine can run the FUSE tests (root, /dev/fuse, mfusepy); a skip is a failure
+/// under `.ci/run`.
+fn can_run() -> bool {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     let fuse = std::path::Path::new("/dev/fuse").exists()
@@ -55,14 +56,18 @@ fn a_disk_that_stops_answering_is_marked_failed_and_its_requests_fail_fast() {
     if !(root && fuse) {
         assert!(
             std::env::var_os("PODSTORE_REQUIRE_ROOT_TESTS").is_none(),
-            "the disk-hang test needs root, /dev/fuse and python3 with mfusepy (pip install mfusepy)"
+            "the disk-hang tests need root, /dev/fuse and python3 with mfusepy (pip install mfusepy)"
         );
         eprintln!(
-            "skipped: the disk-hang test needs root, /dev/fuse and python3 with mfusepy (run by .ci/run)"
+            "skipped: the disk-hang tests need root, /dev/fuse and python3 with mfusepy (run by .ci/run)"
         );
-        return;
     }
-    let top = std::env::temp_dir().join(format!("podstore-hangfs-{}", std::process::id()));
+    root && fuse
+}
+
+/// Mounts a hangfs under a fresh directory named after `tag`.
+fn hang_fs(tag: &str) -> HangFs {
+    let top = std::env::temp_dir().join(format!("podstore-hangfs-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&top);
     let (backing, mnt, flag) = (top.join("backing"), top.join("mnt"), top.join("hang"));
     for d in [&backing, &mnt] {
@@ -77,7 +82,7 @@ fn a_disk_that_stops_answering_is_marked_failed_and_its_requests_fail_fast() {
         .stderr(log)
         .spawn()
         .expect("start hangfs.py");
-    let fs = HangFs { child, mnt: mnt.clone(), flag: flag.clone(), top: top.clone() };
+    let fs = HangFs { child, mnt: mnt.clone(), flag, top: top.clone() };
     let deadline = Instant::now() + Duration::from_secs(10);
     while !mounted(&mnt) {
         assert!(
@@ -87,17 +92,43 @@ fn a_disk_that_stops_answering_is_marked_failed_and_its_requests_fail_fast() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    fs
+}
 
-    // Disks 0 and 1 are plain directories; disk 2 is the FUSE filesystem (a link to it, so the
-    // node's directory is removed without descending into the mount).
-    let dir = std::env::temp_dir().join(format!("podstore-it-diskhang-{}", std::process::id()));
+/// A node directory whose disks 0 and 1 are plain directories and disk 2 the FUSE filesystem
+/// (a link to it, so the node's directory is removed without descending into the mount).
+fn node_dir(tag: &str, fs: &HangFs) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("podstore-it-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     for i in 0..2 {
         std::fs::create_dir_all(dir.join(format!("disk{i}"))).expect("mkdir");
     }
-    std::os::unix::fs::symlink(&mnt, dir.join("disk2")).expect("link disk2");
-    let extra = "[engine]\nblob_size_bytes = 1048576\ndisk_timeout_ms = 1000\n";
-    let mut node = Node::start_in(dir, "diskhang", free_addr(), free_addr(), extra);
+    std::os::unix::fs::symlink(&fs.mnt, dir.join("disk2")).expect("link disk2");
+    dir
+}
+
+/// Makes disk 2's reads hang and waits for the node to mark it failed; returns how long that took.
+fn hang_and_wait(node: &Node, fs: &HangFs) -> Duration {
+    std::fs::write(&fs.flag, b"").expect("hang");
+    let hung_at = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while disk2(node)["state"] != "failed" {
+        assert!(Instant::now() < deadline, "disk 2 was never marked failed\n{}", node.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    hung_at.elapsed()
+}
+
+const EXTRA: &str = "[engine]\nblob_size_bytes = 1048576\ndisk_timeout_ms = 1000\n";
+
+#[test]
+fn a_disk_that_stops_answering_is_marked_failed_and_its_requests_fail_fast() {
+    if !can_run() {
+        return;
+    }
+    let fs = hang_fs("fast");
+    let dir = node_dir("diskhang", &fs);
+    let mut node = Node::start_in(dir, "diskhang", free_addr(), free_addr(), EXTRA);
     let n = 120;
     for i in 0..n {
         assert_eq!(node.req("PUT", &format!("/photos/h{i:03}"), &[], &value(i, 0)).status, 201);
@@ -106,17 +137,7 @@ fn a_disk_that_stops_answering_is_marked_failed_and_its_requests_fail_fast() {
     assert!(on_disk2 >= 20, "{on_disk2} objects on the FUSE disk");
 
     // The device stops answering reads.
-    std::fs::write(&flag, b"").expect("hang");
-    let hung_at = Instant::now();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if disk2(&node)["state"] == "failed" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "disk 2 was never marked failed\n{}", node.log_text());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let detected = hung_at.elapsed();
+    let detected = hang_and_wait(&node, &fs);
     eprintln!("a disk that stopped answering was marked failed after {} ms", detected.as_millis());
     // The probe runs every second and waits disk_timeout_ms (1 s) for its read.
     assert!(detected < Duration::from_secs(4), "detected after {detected:?}");
@@ -145,5 +166,54 @@ fn a_disk_that_stops_answering_is_marked_failed_and_its_requests_fail_fast() {
         assert_eq!(node.req("GET", &format!("/photos/h{i:03}"), &[], b"").body, value(i, 1), "h{i:03}");
     }
     node.kill();
+    drop(fs);
+}
+
+#[test]
+fn a_disk_that_stops_answering_is_rebuilt_from_a_peer_while_the_node_runs() {
+    if !can_run() {
+        return;
+    }
+    use common::cluster::{members, repl_config, secret_file};
+    let m = members(2);
+    let secret = secret_file("diskhang-rebuild", "a-shared-secret-of-enough-length");
+    let fs = hang_fs("rebuild");
+    let conf = |i: usize| format!("{EXTRA}\n{}", repl_config(&m[i], &[&m[1 - i]], &secret));
+    let dir = node_dir("diskhang-rebuild-a", &fs);
+    let mut a = Node::start_in(dir, &m[0].name, m[0].data, m[0].admin, &conf(0));
+    let b = Node::start_on("diskhang-rebuild-b", &m[1].name, m[1].data, m[1].admin, &conf(1));
+    let n = 90;
+    for i in 0..n {
+        let r = a.req("PUT", &format!("/photos/r{i:03}"), &[("X-Copies", "all")], &value(i, 0));
+        assert_eq!(r.status, 201, "r{i:03}");
+    }
+    let on_disk2 = disk2(&a)["objects"].as_u64().expect("objects");
+    assert!(on_disk2 >= 15, "{on_disk2} objects on the FUSE disk");
+    let peers = |a: &Node| -> serde_json::Value {
+        serde_json::from_slice(&a.admin("/admin/peers").body).expect("json")
+    };
+    let passes_before = peers(&a)["peers"][0]["anti_entropy"]["passes"].as_u64().unwrap_or(0);
+    let pulled_before = peers(&a)["peers"][0]["anti_entropy"]["pulled"].as_u64().unwrap_or(0);
+    hang_and_wait(&a, &fs);
+    // The failure starts an anti-entropy pass with the peer at once: what the hung disk held
+    // is copied back onto the other disks.
+    common::eventually("an anti-entropy pass rebuilds the hung disk's objects", || {
+        let ae = &peers(&a)["peers"][0]["anti_entropy"];
+        ae["passes"].as_u64().unwrap_or(0) > passes_before && ae["running"] == false
+    });
+    let pulled = peers(&a)["peers"][0]["anti_entropy"]["pulled"].as_u64().unwrap_or(0) - pulled_before;
+    assert!(pulled >= on_disk2, "{pulled} objects pulled, {on_disk2} were on the hung disk");
+    let repairs_before = common::metric(&a, "podstore_repl_read_repairs_total");
+    for i in 0..n {
+        let r = a.req("GET", &format!("/photos/r{i:03}"), &[], b"");
+        assert!(r.status == 200 && r.body == value(i, 0), "r{i:03}: {}", r.status);
+    }
+    assert_eq!(
+        common::metric(&a, "podstore_repl_read_repairs_total"),
+        repairs_before,
+        "every object served from this node's own disks, none by read repair"
+    );
+    a.kill();
+    drop(b);
     drop(fs);
 }
