@@ -33,6 +33,11 @@ use crate::record::{Header, BLOCK};
 use crate::shard::{now_ms, Shard, WriterStart};
 use crate::{Error, Result};
 
+use futures_util::StreamExt;
+
+/// Records one compaction copies at once.
+const COMPACT_COPIES_IN_FLIGHT: usize = 8;
+
 /// What one blob holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlobUsage {
@@ -225,11 +230,35 @@ impl<I: Io> Shard<I> {
                 entries.iter().map(|e| e.3.record_len().unwrap_or(blob.size_bytes)).sum();
         }
         let mut damaged = false;
-        for (slot, fp, key, loc) in entries {
-            if !self.compact_ctl.proceed().await {
-                return Ok(false);
+        // Several records are copied at once, so their syncs share group commits; a copy that
+        // began is always finished (a stop or an error only keeps new ones from starting).
+        let stop = std::cell::Cell::new(false);
+        let moves = futures_util::stream::iter(entries).map(|(slot, fp, key, loc)| {
+            let stop = &stop;
+            async move {
+                if stop.get() || !self.compact_ctl.proceed().await {
+                    stop.set(true);
+                    return Ok(None);
+                }
+                let r = self.move_entry(slot, fp, key, loc, budget).await;
+                if r.is_err() {
+                    stop.set(true);
+                }
+                r.map(Some)
             }
-            match self.move_entry(slot, fp, key, loc, budget).await? {
+        });
+        let mut moves = std::pin::pin!(moves.buffer_unordered(COMPACT_COPIES_IN_FLIGHT));
+        let mut failed = None;
+        while let Some(r) = moves.next().await {
+            let moved = match r {
+                Ok(Some(m)) => m,
+                Ok(None) => continue,
+                Err(e) => {
+                    failed.get_or_insert(e);
+                    continue;
+                }
+            };
+            match moved {
                 Moved::Copied(n) => {
                     let mut st = self.compact_stats.borrow_mut();
                     st.records_moved += 1;
@@ -240,6 +269,12 @@ impl<I: Io> Shard<I> {
                 Moved::Dropped => self.compact_stats.borrow_mut().tombstones_dropped += 1,
                 Moved::Damaged => damaged = true,
             }
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if stop.get() {
+            return Ok(false);
         }
         if damaged || self.fenced().is_some() || !self.entries_in(bid).is_empty() {
             self.compact_stats.borrow_mut().blobs_skipped += 1;

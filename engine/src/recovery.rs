@@ -65,7 +65,7 @@ pub struct RecoveryReport {
 
 enum TailItem {
     Valid { blob: u32, offset: u64, record_len: u64, tombstone: bool, key: Vec<u8>, header: Header },
-    Bad { blob: u32, offset: u64, record_len: u64, key: Vec<u8> },
+    Bad { blob: u32, offset: u64, record_len: u64, key: Vec<u8>, version: crate::Version },
 }
 
 impl<I: Io> Shard<I> {
@@ -222,7 +222,13 @@ impl<I: Io> Shard<I> {
                         clock.observe(header.version.hlc);
                         items.push((
                             header.seq,
-                            TailItem::Bad { blob: bid, offset, record_len: header.record_len, key },
+                            TailItem::Bad {
+                                blob: bid,
+                                offset,
+                                record_len: header.record_len,
+                                key,
+                                version: header.version,
+                            },
                         ));
                     }
                     Found::Incomplete { header, .. } if header.offset < end => {
@@ -342,7 +348,25 @@ impl<I: Io> Shard<I> {
                     shard.backlog_add(&header);
                     report.records_applied += 1;
                 }
-                TailItem::Bad { blob, offset, record_len, key } => {
+                TailItem::Bad { blob, offset, record_len, key, version } => {
+                    // A copy of a record that is intact where the index points (compaction
+                    // copies several records at once: one left incomplete by the crash may lie
+                    // before one that completed): nothing is lost, nothing to quarantine.
+                    let now = {
+                        let ix = shard.index.borrow();
+                        ix.overflow_get(&key).or_else(|| ix.main_get(shard.fp(&key)))
+                    };
+                    let intact = match now {
+                        Some(l) if !l.is_tombstone() => matches!(
+                            shard.read_header(l).await,
+                            Ok(Ok((h, k, _))) if k == key && h.version == version
+                        ),
+                        _ => false,
+                    };
+                    if intact {
+                        tracing::info!("shard {id}: an incomplete copy at blob {blob} offset {offset} of a record intact elsewhere; left for compaction");
+                        continue;
+                    }
                     tracing::warn!("shard {id}: record at blob {blob} offset {offset} is damaged before valid records; quarantined");
                     shard.quarantined_keys.borrow_mut().insert(key.clone().into(), seq);
                     shard.quarantine.borrow_mut().push(Quarantined {
