@@ -99,6 +99,8 @@ struct Totals {
     moves: u64,
     /// Records marked bad after read errors, read whole again at the end.
     read_errors_rechecked: u64,
+    /// Copies from disk 1 to disk 0 as a peer sends them to rebuild a lost disk.
+    rebuilds: u64,
 }
 
 struct Seed {
@@ -245,13 +247,15 @@ async fn read_key(set: &ShardSet<SimDisk>, key: &[u8]) -> Result<Option<Vec<u8>>
                 let a = len / 3;
                 r.set_range(a, len);
                 let tail = r.read_all().await?;
-                let seq = r.meta.seq;
+                // (Sequence numbers are per disk; with a key on two disks the version tells
+                // whether the two reads found the same write.)
+                let version = r.meta.version;
                 let Some(mut r2) = set.get_newest(key).await? else {
                     return Ok(None);
                 };
                 let whole = r2.read_all().await?;
                 // A concurrent write may have replaced the object between the two reads.
-                if r2.meta.seq == seq {
+                if r2.meta.version == version {
                     assert_eq!(&whole[a as usize..], &tail[..], "range read differs from whole read");
                 }
                 Ok(Some(whole))
@@ -348,14 +352,23 @@ async fn worker(s: Rc<Seed>, set: Rc<ShardSet<SimDisk>>, ops: u32, large_ok: boo
                 // disk 0, as the node's moves only go towards a key's home in its fixed order
                 // or off a draining disk that takes nothing back: two opposite moves of one
                 // key at once would both forget it.
+                // One time in three it is a rebuild instead: the copy a peer sends to rebuild a
+                // lost disk's objects (stamped with its version, as a peer's copy is), and the
+                // record it copies stays where it is (reads take the newest of the two).
                 let from = set.shards()[1].clone();
                 let to = set.shards()[0].clone();
-                if let Err(e) = move_key(&from, &to, &key).await {
+                let rebuild = fastrand::u32(0..3) == 0;
+                if let Err(e) = move_key(&from, &to, &key, rebuild).await {
                     if e.is_crash() {
                         return;
                     }
                 }
-                s.totals.borrow_mut().moves += 1;
+                let mut t = s.totals.borrow_mut();
+                if rebuild {
+                    t.rebuilds += 1;
+                } else {
+                    t.moves += 1;
+                }
             }
             96 => {
                 // Compaction of one shard, concurrent with everything else (and crashes).
@@ -390,18 +403,24 @@ async fn worker(s: Rc<Seed>, set: Rc<ShardSet<SimDisk>>, ops: u32, large_ok: boo
     }
 }
 
-/// Moves a key's newest record on `from` to `to` (as the node's mover does).
-async fn move_key(from: &Rc<Shard<SimDisk>>, to: &Rc<Shard<SimDisk>>, key: &[u8]) -> Result<(), Error> {
+/// Moves a key's newest record on `from` to `to` (as the node's mover does), or with
+/// `rebuild` copies it as a peer's copy (`Stamp::Given`) and leaves it on `from`.
+async fn move_key(
+    from: &Rc<Shard<SimDisk>>,
+    to: &Rc<Shard<SimDisk>>,
+    key: &[u8],
+    rebuild: bool,
+) -> Result<(), Error> {
+    let stamp = |v| if rebuild { Stamp::Given(v) } else { Stamp::Moved(v) };
     let version = match from.copy_item(key, ReadCheck::Verify).await? {
         None => return Ok(()),
         Some(CopyItem::Delete { version, .. }) => {
-            to.delete_stamped(key, Stamp::Moved(version), true).await?;
+            to.delete_stamped(key, stamp(version), true).await?;
             version
         }
         Some(CopyItem::Put(mut r)) => {
             let meta = r.meta.clone();
-            let w =
-                to.put_stamped(key, &meta.content_type, meta.object_len, Stamp::Moved(meta.version)).await?;
+            let w = to.put_stamped(key, &meta.content_type, meta.object_len, stamp(meta.version)).await?;
             if let Some(mut w) = w {
                 while let Some(c) = r.next_chunk().await? {
                     w.write(&c).await?;
@@ -411,6 +430,9 @@ async fn move_key(from: &Rc<Shard<SimDisk>>, to: &Rc<Shard<SimDisk>>, key: &[u8]
             meta.version
         }
     };
+    if rebuild {
+        return Ok(());
+    }
     from.forget(key, version).await.map(|_| ())
 }
 
@@ -711,6 +733,7 @@ fn simulation_keeps_every_promise() {
                 all.scrubbed_records += t.scrubbed_records;
                 all.moves += t.moves;
                 all.read_errors_rechecked += t.read_errors_rechecked;
+                all.rebuilds += t.rebuilds;
             });
         }
     });
