@@ -214,6 +214,11 @@ pub struct Maintenance {
     pub tombstone_horizon_s: u64,
     /// Seconds between attempts to repair quarantined objects from peers.
     pub repair_interval_s: u64,
+    /// A core serving at least this many object requests per second is busy: its disks'
+    /// background work then takes only `busy_share` of its budget (0: never yield).
+    pub busy_ops_per_s: u64,
+    /// The share of the background budget kept while the foreground is busy.
+    pub busy_share: f64,
 }
 
 impl Default for Maintenance {
@@ -225,6 +230,8 @@ impl Default for Maintenance {
             scrub_period_s: 30 * 86_400,
             tombstone_horizon_s: 30 * 86_400,
             repair_interval_s: 60,
+            busy_ops_per_s: 500,
+            busy_share: 0.25,
         }
     }
 }
@@ -443,10 +450,15 @@ impl Config {
             ("maintenance.scrub_period_s", self.maintenance.scrub_period_s, 0, 3650 * 86_400),
             ("maintenance.tombstone_horizon_s", self.maintenance.tombstone_horizon_s, 0, 3650 * 86_400),
             ("maintenance.repair_interval_s", self.maintenance.repair_interval_s, 1, 86_400),
+            ("maintenance.busy_ops_per_s", self.maintenance.busy_ops_per_s, 0, 100_000_000),
         ] {
             if v < lo || v > hi {
                 return Err(invalid(key, format!("{v} is outside {lo}..={hi}")));
             }
+        }
+        let b = self.maintenance.busy_share;
+        if !(0.01..=1.0).contains(&b) {
+            return Err(invalid("maintenance.busy_share", format!("{b} is outside 0.01..=1.0")));
         }
         let r = self.maintenance.compact_dead_ratio;
         if !(0.01..=1.0).contains(&r) {

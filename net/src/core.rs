@@ -209,6 +209,8 @@ pub struct Shared {
     pub draining: AtomicBool,
     pub connections: AtomicUsize,
     pub heartbeats: Vec<AtomicU64>,
+    /// Object requests each core has served (its disks' background work yields to them).
+    pub foreground_ops: Vec<AtomicU64>,
     pub recovery_ms: AtomicU64,
     /// The node's clock: versions of the writes it accepts.
     pub clock: Arc<podstore_engine::Clock>,
@@ -397,6 +399,9 @@ async fn core_main(start: CoreStart) {
                     });
                 }
                 Some(m) => {
+                    if is_foreground(&m) {
+                        shared.foreground_ops[index].fetch_add(1, Ordering::Relaxed);
+                    }
                     tokio::task::spawn_local(execute(m, shared.clone(), shards.clone(), links.clone(), jobs.clone()));
                 }
                 None => break,
@@ -433,6 +438,15 @@ async fn core_main(start: CoreStart) {
     }
 }
 
+/// Whether a message is a client's or a peer's work on an object (not a move between disks).
+fn is_foreground(m: &CoreMsg) -> bool {
+    match m {
+        CoreMsg::Put { stamp, .. } | CoreMsg::Delete { stamp, .. } => !matches!(stamp, Stamp::Moved(_)),
+        CoreMsg::Get { .. } => true,
+        _ => false,
+    }
+}
+
 /// Opens (recovers) one disk's shard and adds it to the core's shards.
 async fn open_shard(
     io: &AnyIo,
@@ -460,10 +474,16 @@ async fn housekeeping(index: usize, shared: Arc<Shared>, shards: Shards, jobs: c
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let probing: Rc<RefCell<std::collections::HashSet<u32>>> = Default::default();
     let mut ticks = 0u64;
+    let mut ops_before = 0;
     loop {
         tick.tick().await;
         ticks += 1;
         shared.heartbeats[index].fetch_add(1, Ordering::Relaxed);
+        // Background work yields to a busy foreground: its disks' budgets drop to a share.
+        let ops = shared.foreground_ops[index].load(Ordering::Relaxed);
+        let per_s = (ops - ops_before) * 5;
+        ops_before = ops;
+        crate::maintenance::yield_to_foreground(&shared, &jobs, per_s);
         // Once a second, each disk answers a one-block read within disk_timeout_ms, or fails.
         if ticks.is_multiple_of(5) {
             let all: Vec<_> = shards.borrow().values().cloned().collect();

@@ -31,6 +31,8 @@ const REPAIRS_PER_ROUND: usize = 256;
 #[derive(Debug)]
 pub struct DiskJobs {
     pub budget: IoBudget,
+    /// The budget's full rate (bytes per second), taken while the foreground is quiet.
+    pub full_rate: u64,
     pub scrub_pace: IoBudget,
     pub compact_wake: Notify,
     pub scrub_wake: Notify,
@@ -65,8 +67,10 @@ pub fn start(
     shard: Rc<Shard<AnyIo>>,
     profile: Option<crate::profile::DiskProfile>,
 ) -> Rc<DiskJobs> {
+    let full_rate = budget_of(&shared, profile);
     let jobs = Rc::new(DiskJobs {
-        budget: IoBudget::new(budget_of(&shared, profile)),
+        budget: IoBudget::new(full_rate),
+        full_rate,
         scrub_pace: IoBudget::new(SCRUB_PACE_MIN),
         compact_wake: Notify::new(),
         scrub_wake: Notify::new(),
@@ -79,6 +83,20 @@ pub fn start(
     tokio::task::spawn_local(rebalance(shared.clone(), shard.clone(), jobs.clone()));
     tokio::task::spawn_local(scrub(shared, shard, jobs.clone()));
     jobs
+}
+
+/// Sets the budgets of a core's disks from its foreground load (`ops_per_s` object requests
+/// served in the last moment): at `maintenance.busy_ops_per_s` or more, background work gets
+/// `maintenance.busy_share` of its budget; below, all of it.
+pub fn yield_to_foreground(shared: &Shared, jobs: &Jobs, ops_per_s: u64) {
+    let m = &shared.cfg.maintenance;
+    let busy = m.busy_ops_per_s > 0 && ops_per_s >= m.busy_ops_per_s;
+    for j in jobs.borrow().values() {
+        let rate = if busy { ((j.full_rate as f64 * m.busy_share) as u64).max(1) } else { j.full_rate };
+        if j.budget.rate() != rate {
+            j.budget.set_rate(rate);
+        }
+    }
 }
 
 /// Waits `secs` seconds (forever if 0) or until woken.

@@ -214,6 +214,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
         draining: AtomicBool::new(false),
         connections: AtomicUsize::new(0),
         heartbeats: (0..ncores).map(|_| AtomicU64::new(0)).collect(),
+        foreground_ops: (0..ncores).map(|_| AtomicU64::new(0)).collect(),
         recovery_ms: AtomicU64::new(0),
         clock: Arc::new(podstore_engine::Clock::new(podstore_engine::version::origin_of(&cfg.node_id))),
         repl_secret,
