@@ -488,3 +488,37 @@ fn a_disk_lost_at_start_is_rebuilt_from_a_peer_and_its_objects_still_read() {
         "served from the rebuilt copies"
     );
 }
+
+#[test]
+fn background_budgets_shrink_while_the_foreground_is_busy_and_come_back_after() {
+    // Busy from 100 object requests a second per core: a few client threads reach it.
+    let extra =
+        MAINTENANCE.replace("[maintenance]", "[maintenance]\nbusy_ops_per_s = 100\nbusy_share = 0.25");
+    let node = Node::start("maint-yield", &extra);
+    for i in 0..40 {
+        assert_eq!(node.req("PUT", &format!("/photos/y{i:03}"), &[], &value(i, 0)).status, 201);
+    }
+    let full = 64.0 * 1048576.0;
+    let rate = |node: &Node| metric(node, "podstore_disk_background_budget_bytes_per_second{");
+    assert_eq!(rate(&node), 3.0 * full, "three disks at their whole budget while quiet");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (0..4)
+        .map(|t| {
+            let (stop, data) = (stop.clone(), node.data);
+            std::thread::spawn(move || {
+                let mut i = t;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let r = common::request(data, "GET", &format!("/photos/y{:03}", i % 40), &[], b"");
+                    assert_eq!(r.map(|r| r.status).ok(), Some(200));
+                    i += 4;
+                }
+            })
+        })
+        .collect();
+    eventually("the budgets drop to a quarter under load", || rate(&node) == 3.0 * full * 0.25);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in load {
+        t.join().expect("load thread");
+    }
+    eventually("the budgets come back once the load stops", || rate(&node) == 3.0 * full);
+}
