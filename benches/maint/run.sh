@@ -103,19 +103,9 @@ def field(x):
 print(sum(field(x) for x in json.load(sys.stdin)['disks']))"
 }
 val() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p"; }
-wrk_get() { # -> "req_per_s p99_ms"
+wrk_get() { # -> "req_per_s p99_ms mib_per_s"
   wrk -t2 -c64 -d${DUR}s --latency -s "$top/benches/http/get.lua" "http://127.0.0.1:$PS" -- /bench/s $N4K > "$work/wrk.txt"
-  python3 - "$work/wrk.txt" <<'PY'
-import re, sys
-t = open(sys.argv[1]).read()
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
-def ms(s):
-    v, u = re.fullmatch(r"([\d.]+)(us|ms|s|m)", s).groups(); return float(v) * {"us": 1e-3, "ms": 1, "s": 1e3, "m": 6e4}[u]
-p99 = ms(re.search(r"^\s+99%\s+(\S+)\s*$", t, re.M).group(1))
-errs = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
-if errs: sys.exit("wrk saw %s errors:\n%s" % (errs.group(1), t))
-print(f"{rps:.0f} {p99:.2f}")
-PY
+  python3 "$top/benches/http/wrk_summary.py" "$work/wrk.txt"
 }
 put4k() { # prefix -> "req_per_s p99_ms"
   local out; out=$("$LOAD" --addr 127.0.0.1:$PS --prefix "$1" --count $PUT4K --size 4096 --conns 64)
@@ -132,7 +122,7 @@ echo "loading: $N4K objects of 4 KiB and $NBIG of 1 MiB on two disks" >&2
 sync
 
 echo "idle" >&2
-read get_idle get_idle_p99 < <(wrk_get)
+read get_idle get_idle_p99 _ < <(wrk_get)
 read put_idle put_idle_p99 < <(put4k /bench/pi)
 
 echo "busy: compaction, scrub and a disk added (rebalance), default budgets" >&2
@@ -143,7 +133,7 @@ kinds=",${PODSTORE_BENCH_BUSY:-compact,scrub,add},"
 [[ $kinds == *,add,* ]] && admin -X POST "http://127.0.0.1:$PA/admin/disks?id=2&path=$work/d2&weight=1&require_mount_point=true" >/dev/null
 sleep 0.5
 t0=$(date +%s.%N)
-read get_busy get_busy_p99 < <(wrk_get)
+read get_busy get_busy_p99 _ < <(wrk_get)
 read put_busy put_busy_p99 < <(put4k /bench/pb)
 t1=$(date +%s.%N)
 bg1=$(jsum background_bytes)

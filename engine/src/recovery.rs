@@ -352,11 +352,7 @@ impl<I: Io> Shard<I> {
                     // A copy of a record that is intact where the index points (compaction
                     // copies several records at once: one left incomplete by the crash may lie
                     // before one that completed): nothing is lost, nothing to quarantine.
-                    let now = {
-                        let ix = shard.index.borrow();
-                        ix.overflow_get(&key).or_else(|| ix.main_get(shard.fp(&key)))
-                    };
-                    let intact = match now {
+                    let intact = match shard.entry_of(&key) {
                         Some(l) if !l.is_tombstone() => matches!(
                             shard.read_header(l).await,
                             Ok(Ok((h, k, _))) if k == key && h.version == version

@@ -285,10 +285,7 @@ impl<I: Io> Shard<I> {
                     Err(e) => return Err(e),
                 },
             };
-            let now = {
-                let ix = self.index.borrow();
-                ix.overflow_get(&key).or_else(|| ix.main_get(self.fp(&key)))
-            };
+            let now = self.entry_of(&key);
             if now != Some(loc) || loc.is_tombstone() || self.quarantined_keys.borrow().contains_key(&key[..])
             {
                 continue; // moved meanwhile, a tombstone (its header read), or known bad
@@ -326,10 +323,7 @@ impl<I: Io> Shard<I> {
         let points_here = |l: Loc| l.blob() == bid && l.offset() == offset;
         match key {
             Some(key) => {
-                let now = {
-                    let ix = self.index.borrow();
-                    ix.overflow_get(&key).or_else(|| ix.main_get(self.fp(&key)))
-                };
+                let now = self.entry_of(&key);
                 let Some(loc) = now.filter(|l| points_here(*l)) else { return };
                 if self.quarantined_keys.borrow().contains_key(&key[..]) {
                     return;

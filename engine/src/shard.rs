@@ -927,15 +927,19 @@ impl<I: Io> Shard<I> {
     /// Whether the index has an entry for the key's fingerprint (or the key itself): a record
     /// may be here even when its header does not read back.
     pub fn has_entry(&self, key: &[u8]) -> bool {
+        self.entry_of(key).is_some()
+    }
+
+    /// Where the index points for `key` (its overflow entry, else its fingerprint's).
+    pub(crate) fn entry_of(&self, key: &[u8]) -> Option<Loc> {
         let ix = self.index.borrow();
-        ix.overflow_get(key).or_else(|| ix.main_get(self.fp(key))).is_some()
+        ix.overflow_get(key).or_else(|| ix.main_get(self.fp(key)))
     }
 
     /// Whether the index says the key was deleted here (no disk read; a fingerprint shared with
     /// another key's tombstone also answers yes).
     pub fn is_deleted(&self, key: &[u8]) -> bool {
-        let ix = self.index.borrow();
-        ix.overflow_get(key).or_else(|| ix.main_get(self.fp(key))).is_some_and(|l| l.is_tombstone())
+        self.entry_of(key).is_some_and(|l| l.is_tombstone())
     }
 
     /// The version of the key's newest record (object or tombstone), if the shard has one.
@@ -1484,11 +1488,7 @@ impl<I: Io> Shard<I> {
             .find(|q| q.key.as_deref() == Some(key) && q.reason == QuarantineReason::ReadError)
             .cloned();
         let Some(q) = q else { return Ok(false) };
-        let loc = {
-            let ix = self.index.borrow();
-            ix.overflow_get(key).or_else(|| ix.main_get(self.fp(key)))
-        };
-        let Some(loc) = loc.filter(|l| l.blob() == q.blob && l.offset() == q.offset) else {
+        let Some(loc) = self.entry_of(key).filter(|l| l.blob() == q.blob && l.offset() == q.offset) else {
             return Ok(false);
         };
         let whole = match self.open_reader(key, loc).await {
@@ -1505,10 +1505,7 @@ impl<I: Io> Shard<I> {
             Err(_) => false,
         };
         // Still the record the index points to (a write may have replaced it meanwhile).
-        let same = {
-            let ix = self.index.borrow();
-            ix.overflow_get(key).or_else(|| ix.main_get(self.fp(key))) == Some(loc)
-        };
+        let same = self.entry_of(key) == Some(loc);
         if whole && same && self.quarantined_keys.borrow_mut().remove(key).is_some() {
             self.quarantine.borrow_mut().retain(|q| q.key.as_deref() != Some(key));
             tracing::info!(
