@@ -255,6 +255,24 @@ impl std::fmt::Debug for CoreStart {
 
 pub(crate) type Shards = Rc<RefCell<HashMap<u32, Rc<Shard<AnyIo>>>>>;
 
+thread_local! {
+    /// The core this thread runs and its shards (set once the core starts).
+    static LOCAL: RefCell<Option<(usize, Shards)>> = const { RefCell::new(None) };
+}
+
+/// Whether disk `shard`, owned by core `core`, has an index entry for `key`, asked directly
+/// when this thread is that core (None: it is not, send `CoreMsg::Has`). The reads of a key
+/// being moved ask every disk of its chain; a message to one's own core cost as much as the
+/// answer many times over.
+pub(crate) fn local_has(core: usize, shard: u32, key: &[u8]) -> Option<bool> {
+    LOCAL.with(|l| match &*l.borrow() {
+        Some((index, shards)) if *index == core => {
+            Some(shards.borrow().get(&shard).is_some_and(|s| s.has_entry(key)))
+        }
+        _ => None,
+    })
+}
+
 /// The engine settings of every shard, from the configuration.
 pub(crate) fn shard_config(cfg: &Config, clock: Arc<podstore_engine::Clock>) -> ShardConfig {
     ShardConfig {
@@ -341,6 +359,7 @@ async fn core_main(start: CoreStart) {
         links.clone(),
     ));
     let shards: Shards = Rc::new(RefCell::new(HashMap::new()));
+    LOCAL.with(|l| *l.borrow_mut() = Some((index, shards.clone())));
     let repl_accept = repl_listener.map(|l| {
         let server =
             crate::repl::server::accept_loop(index, shared.clone(), l, shutdown.clone(), shards.clone());
@@ -397,6 +416,10 @@ async fn core_main(start: CoreStart) {
                         }
                         let _ = reply.send(r);
                     });
+                }
+                // Answered here: an index lookup in memory needs no task of its own.
+                Some(CoreMsg::Has { shard, key, reply }) => {
+                    let _ = reply.send(shards.borrow().get(&shard).is_some_and(|s| s.has_entry(&key)));
                 }
                 Some(m) => {
                     if is_foreground(&m) {

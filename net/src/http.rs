@@ -298,6 +298,10 @@ async fn route(
     }
     let key = name.storage_key();
     let mut uncertain = false;
+    // Read before the disks are asked where the key is: a move that completes after this
+    // (its count goes up before the source forgets the key) makes a read that found nothing
+    // look again (`get`). Read after, a move could finish between the look and the count.
+    let moves_before = shared.moves.load(Ordering::SeqCst);
     let (shard, owner) = match method {
         Method::PUT => write_route_wait(shared, &key).await?,
         Method::DELETE => delete_route(shared, &key).await?,
@@ -307,7 +311,6 @@ async fn route(
             (r.0, r.1)
         }
     };
-    let moves_before = shared.moves.load(Ordering::SeqCst);
     match method {
         Method::PUT => put(shared, links, owner, shard, name, key, req).await,
         Method::DELETE => {
@@ -421,17 +424,23 @@ pub(crate) async fn read_route(shared: &Shared, key: &[u8]) -> Result<(u32, usiz
     // Which disks of the chain have an entry for the key (their indexes, in memory; every disk
     // asked at once). Usually one does: it is read with no version compared.
     let mut asked = Vec::with_capacity(chain.len());
+    let mut holders = Vec::with_capacity(chain.len());
     for id in chain {
         // A failed disk is skipped: its copies come from peers (read repair).
         let Some(owner) = core_of(id).filter(|_| !shared.routes.is_failed(id)) else {
             uncertain = true;
             continue;
         };
-        let (tx, rx) = oneshot::channel();
-        send(shared, owner, CoreMsg::Has { shard: id, key: key.to_vec(), reply: tx }).await?;
-        asked.push((id, owner, rx));
+        match crate::core::local_has(owner, id, key) {
+            Some(true) => holders.push((id, owner)),
+            Some(false) => {}
+            None => {
+                let (tx, rx) = oneshot::channel();
+                send(shared, owner, CoreMsg::Has { shard: id, key: key.to_vec(), reply: tx }).await?;
+                asked.push((id, owner, rx));
+            }
+        }
     }
-    let mut holders = Vec::with_capacity(asked.len());
     for (id, owner, rx) in asked {
         match rx.await {
             Ok(true) => holders.push((id, owner)),
