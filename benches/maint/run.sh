@@ -5,7 +5,8 @@
 #     throughput and p99 idle, then with compaction (every other 1 MiB object overwritten:
 #     half-dead blobs to rewrite), a scrub pass and the rebalance onto a disk added at that
 #     moment all running, at the default budgets (background_mib_per_s = 64 per disk, cut to
-#     busy_share = 0.25 of it while a core serves busy_ops_per_s = 500 object requests/s).
+#     busy_share = 0.25 of it while a core serves busy_ops_per_s = 500 object requests/s; each
+#     background operation also costs op_cost_kib = 32 KiB of it).
 #     Targets: p99 at most 1.5 times idle, throughput at least 0.8 of idle. The background
 #     bytes done during the busy window are printed, and whether each job was still running at
 #     its end.
@@ -25,8 +26,10 @@ top=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$top"
 [ "$(id -u)" = 0 ] || { echo "maint-bench: needs root (loop devices)"; exit 1; }
 for t in wrk fio mkfs.xfs curl; do command -v $t >/dev/null || { echo "maint-bench: $t is not installed"; exit 1; }; done
-if [ $quick = 1 ]; then N4K=20000; NBIG=800; DUR=4; PUT4K=8000
-else N4K=100000; NBIG=3000; DUR=10; PUT4K=30000; fi
+# ROUNDS windows of each state (idle before, busy, idle after), each a GET run then a PUT run
+# of DUR seconds; the medians are compared, so one noisy window decides nothing.
+if [ $quick = 1 ]; then N4K=20000; NBIG=1200; DUR=3; ROUNDS=3
+else N4K=100000; NBIG=3000; DUR=8; ROUNDS=3; fi
 
 [ -n "${PODSTORE_BENCH_NOBUILD:-}" ] || cargo build --release --locked -q -p podstore-net -p podstore-benches
 PODSTORE=$top/target/release/podstore
@@ -107,10 +110,27 @@ wrk_get() { # -> "req_per_s p99_ms mib_per_s"
   wrk -t2 -c64 -d${DUR}s --latency -s "$top/benches/http/get.lua" "http://127.0.0.1:$PS" -- /bench/s $N4K > "$work/wrk.txt"
   python3 "$top/benches/http/wrk_summary.py" "$work/wrk.txt"
 }
-put4k() { # prefix -> "req_per_s p99_ms"
-  local out; out=$("$LOAD" --addr 127.0.0.1:$PS --prefix "$1" --count $PUT4K --size 4096 --conns 64)
-  echo "$(echo "$out" | val req_per_s) $(echo "$out" | val p99_ms)"
+put4k() { # prefix -> "req_per_s p99_ms puts"
+  local out; out=$("$LOAD" --addr 127.0.0.1:$PS --prefix "$1" --count 100000000 --seconds $DUR --size 4096 --conns 64)
+  echo "$(echo "$out" | val req_per_s) $(echo "$out" | val p99_ms) $(echo "$out" | val puts)"
 }
+PUTS=0
+# windows STATE: ROUNDS x (GET then PUT), one "state get get_p99 put put_p99" line each in
+# $work/windows.
+windows() {
+  local r g gp p pp n
+  for r in $(seq $ROUNDS); do
+    read g gp _ < <(wrk_get)
+    read p pp n < <(put4k "/bench/$1$r")
+    PUTS=$((PUTS + n))
+    echo "$1 $g $gp $p $pp" >> "$work/windows"
+    echo "  $1 window $r: GET $g req/s p99 $gp ms; PUT $p req/s p99 $pp ms" >&2
+  done
+}
+# med STATES COLUMN: the median of a column (2 GET, 3 GET p99, 4 PUT, 5 PUT p99) over the
+# windows of the given states ("idle" matches both idle states).
+med() { awk -v s="$1" -v c=$2 'index($1, s) == 1 {print $c}' "$work/windows" | sort -g |
+  awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 
 config 64
 start
@@ -121,9 +141,8 @@ echo "loading: $N4K objects of 4 KiB and $NBIG of 1 MiB on two disks" >&2
 "$LOAD" --addr 127.0.0.1:$PS --prefix /bench/b --count $((NBIG / 2)) --step 2 --size 1048576 --conns 16 >/dev/null
 sync
 
-echo "idle" >&2
-read get_idle get_idle_p99 _ < <(wrk_get)
-read put_idle put_idle_p99 < <(put4k /bench/pi)
+echo "idle, before" >&2
+windows idle_before
 
 echo "busy: compaction, scrub and a disk added (rebalance), default budgets" >&2
 bg0=$(jsum background_bytes)
@@ -133,8 +152,7 @@ kinds=",${PODSTORE_BENCH_BUSY:-compact,scrub,add},"
 [[ $kinds == *,add,* ]] && admin -X POST "http://127.0.0.1:$PA/admin/disks?id=2&path=$work/d2&weight=1&require_mount_point=true" >/dev/null
 sleep 0.5
 t0=$(date +%s.%N)
-read get_busy get_busy_p99 _ < <(wrk_get)
-read put_busy put_busy_p99 < <(put4k /bench/pb)
+windows busy
 t1=$(date +%s.%N)
 bg1=$(jsum background_bytes)
 state=$(jobs | python3 -c '
@@ -153,8 +171,12 @@ for _ in $(seq 1200); do
 done
 [ "$busy$spilled" = FalseFalse ] || { echo "maint-bench: the background work did not end in 10 minutes" >&2; exit 1; }
 objs=$(admin "http://127.0.0.1:$PA/admin/disks" | python3 -c 'import json,sys; print(sum(d["objects"] for d in json.load(sys.stdin)["disks"]))')
-want=$((N4K + NBIG + 2 * PUT4K))
+want=$((N4K + NBIG + PUTS))
 [ "$objs" = "$want" ] || { echo "maint-bench: the node holds $objs objects, $want were written" >&2; exit 1; }
+echo "idle, after (three disks)" >&2
+windows idle_after
+get_idle=$(med idle 2); get_idle_p99=$(med idle 3); put_idle=$(med idle 4); put_idle_p99=$(med idle 5)
+get_busy=$(med busy 2); get_busy_p99=$(med busy 3); put_busy=$(med busy 4); put_busy_p99=$(med busy 5)
 
 echo "rates of one disk, budget lifted, beside fio" >&2
 stop
@@ -181,7 +203,8 @@ fio_read=$(fio --name=r --filename="$work/d0/fio.test" --rw=read --bs=1M --size=
 ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
 ok() { python3 -c "print('meets' if $1 else 'below')"; }
 echo "# foreground I/O with background work running, beside the node idle ($(nproc) cores, $(uname -r), XFS on loop devices --direct-io=on)"
-echo "mode: $([ $quick = 1 ] && echo quick || echo full); $N4K x 4 KiB and $NBIG x 1 MiB objects (half of the latter overwritten) on 2 disks; busy: ${kinds:1:-1} (compaction, scrub, a third disk added: $moved keys moved to it by the end), background_mib_per_s = 64 per disk (a quarter while the foreground is busy); background I/O during the busy window: $bg_mib MiB/s ($state at its end)"
+echo "mode: $([ $quick = 1 ] && echo quick || echo full); $N4K x 4 KiB and $NBIG x 1 MiB objects (half of the latter overwritten) on 2 disks; busy: ${kinds:1:-1} ($moved keys moved to the added disk by the end), background_mib_per_s = 64 per disk (a quarter while the foreground is busy), op_cost_kib = 32; background I/O during the busy window: $bg_mib MiB/s ($state at its end)"
+echo "medians of $ROUNDS windows of ${DUR} s per state (idle: $ROUNDS before the background work and $ROUNDS after it ended); idle before / after: GET $(med idle_b 2) / $(med idle_a 2) req/s, p99 $(med idle_b 3) / $(med idle_a 3) ms; PUT $(med idle_b 4) / $(med idle_a 4) req/s, p99 $(med idle_b 5) / $(med idle_a 5) ms"
 echo
 echo "| workload | idle | busy | busy/idle | target | |"
 echo "|---|---|---|---|---|---|"

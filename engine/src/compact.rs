@@ -357,7 +357,7 @@ impl<I: Io> Shard<I> {
                 self.counters.borrow_mut().since_checkpoint_records += 1;
                 return Ok(Moved::Dropped);
             }
-            budget.take(h.record_len).await;
+            budget.take_ops(2, h.record_len).await;
             let copy = self.write_tombstone(&key, h.version, h.created_ms, true).await?;
             self.switch_moved(slot, fp, &key, loc, h.seq, &copy);
             drop(lock);
@@ -369,7 +369,7 @@ impl<I: Io> Shard<I> {
             _ => return Ok(Moved::Damaged),
         };
         let len = loc.record_len().unwrap_or(BLOCK);
-        budget.take(2 * len).await;
+        budget.take_ops(2, 2 * len).await;
         let meta = r.meta.clone();
         let start = WriterStart {
             permit,

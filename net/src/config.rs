@@ -219,6 +219,10 @@ pub struct Maintenance {
     pub busy_ops_per_s: u64,
     /// The share of the background budget kept while the foreground is busy.
     pub busy_share: f64,
+    /// KiB of the budget each background operation (a read, a write, an index change) costs on
+    /// top of the bytes it moves: small objects are moved and copied at a rate the disk's
+    /// queue and the cores can bear beside the foreground.
+    pub op_cost_kib: u64,
 }
 
 impl Default for Maintenance {
@@ -232,6 +236,7 @@ impl Default for Maintenance {
             repair_interval_s: 60,
             busy_ops_per_s: 500,
             busy_share: 0.25,
+            op_cost_kib: 32,
         }
     }
 }
@@ -451,6 +456,7 @@ impl Config {
             ("maintenance.tombstone_horizon_s", self.maintenance.tombstone_horizon_s, 0, 3650 * 86_400),
             ("maintenance.repair_interval_s", self.maintenance.repair_interval_s, 1, 86_400),
             ("maintenance.busy_ops_per_s", self.maintenance.busy_ops_per_s, 0, 100_000_000),
+            ("maintenance.op_cost_kib", self.maintenance.op_cost_kib, 0, 1 << 20),
         ] {
             if v < lo || v > hi {
                 return Err(invalid(key, format!("{v} is outside {lo}..={hi}")));

@@ -68,8 +68,10 @@ pub fn start(
     profile: Option<crate::profile::DiskProfile>,
 ) -> Rc<DiskJobs> {
     let full_rate = budget_of(&shared, profile);
+    let budget = IoBudget::new(full_rate);
+    budget.set_op_cost(shared.cfg.maintenance.op_cost_kib << 10);
     let jobs = Rc::new(DiskJobs {
-        budget: IoBudget::new(full_rate),
+        budget,
         full_rate,
         scrub_pace: IoBudget::new(SCRUB_PACE_MIN),
         compact_wake: Notify::new(),
@@ -299,7 +301,8 @@ async fn rebalance_pass(shared: &Arc<Shared>, shard: &Rc<Shard<AnyIo>>, jobs: &D
             failed += 1; // not open (yet): the pass is not a settled one
             continue;
         };
-        jobs.budget.take(2 * loc.record_len().unwrap_or(4096)).await;
+        // A read here, a write there, an index change here.
+        jobs.budget.take_ops(3, 2 * loc.record_len().unwrap_or(4096)).await;
         let key = match key {
             Some(k) => k,
             None => match shard.key_at(loc).await {

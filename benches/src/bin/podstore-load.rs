@@ -4,8 +4,10 @@
 //!
 //! ```text
 //! podstore-load --addr 127.0.0.1:7070 --prefix /bench/o --count 100000 --size 4096 --conns 64 \
-//!     [--header 'X-Copies: all'] [--step 2 --first 1]
+//!     [--header 'X-Copies: all'] [--step 2 --first 1] [--seconds 5]
 //! ```
+//! With `--seconds S` the load stops after S seconds or `count` PUTs, whichever comes first
+//! (`puts=` says how many were made: objects `first`, `first + step`, ... in that number).
 //! The `n`th PUT writes object `i = first + n * step` (default: 0, 1, 2, ...; `--step 2`
 //! overwrites every other object of an earlier load). Object `i` is `{prefix}-{i}`; its bytes depend only on `i` and the size, so two servers
 //! loaded with the same arguments hold the same objects.
@@ -27,6 +29,8 @@ struct Args {
     /// The `n`th PUT writes object `first + n * step`.
     first: u64,
     step: u64,
+    /// Stop after this long (or `count` PUTs, whichever comes first).
+    seconds: Option<f64>,
 }
 
 fn parse() -> Args {
@@ -39,6 +43,7 @@ fn parse() -> Args {
         headers: Vec::new(),
         first: 0,
         step: 1,
+        seconds: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -50,6 +55,7 @@ fn parse() -> Args {
             "--size" => a.size = v.parse().expect("--size"),
             "--conns" => a.conns = v.parse().expect("--conns"),
             "--first" => a.first = v.parse().expect("--first"),
+            "--seconds" => a.seconds = Some(v.parse().ok().filter(|&s: &f64| s > 0.0).expect("--seconds: a positive number")),
             "--step" => a.step = v.parse().ok().filter(|&s| s > 0).expect("--step: a positive number"),
             "--header" => {
                 assert!(v.contains(':') && !v.contains('\r') && !v.contains('\n'), "--header 'Name: value'");
@@ -160,11 +166,15 @@ fn main() {
                 a.headers.clone(),
             );
             let (addr, size, count, first, step) = (a.addr, a.size, a.count, a.first, a.step);
+            let deadline = a.seconds.map(|s| start + Duration::from_secs_f64(s));
             std::thread::spawn(move || {
                 let mut conn = None;
                 let mut mine = Vec::new();
                 let mut body = Vec::new();
                 loop {
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        break;
+                    }
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     if i >= count {
                         break;
