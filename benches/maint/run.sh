@@ -16,6 +16,8 @@
 #   benches/maint/run.sh [--quick]      (root: loop devices)
 #   PODSTORE_BENCH_BUSY=compact,scrub,add (the default: all three) picks the background work.
 #
+# The RAM cache is off: the GETs measured are disk reads, beside the background work's.
+#
 # Each disk is an XFS filesystem on a loop device of its own (losetup -f --show
 # --direct-io=on, detached at the end); the loop devices share the machine's one disk, so the
 # figures are per node, not per spindle. Needs wrk, fio, xfsprogs.
@@ -71,6 +73,8 @@ data = "127.0.0.1:$PS"
 admin = "127.0.0.1:$PA"
 [engine]
 blob_size_bytes = 67108864
+[ram_cache]
+size_bytes = 0
 [maintenance]
 background_mib_per_s = $1
 compact_interval_s = 0

@@ -31,12 +31,19 @@ pub enum Tier {
     Capacity,
 }
 
-impl std::fmt::Display for Tier {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+impl Tier {
+    /// Its name in the config, the API and metric labels.
+    pub fn as_str(&self) -> &'static str {
+        match self {
             Tier::Fast => "fast",
             Tier::Capacity => "capacity",
-        })
+        }
+    }
+}
+
+impl std::fmt::Display for Tier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

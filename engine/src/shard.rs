@@ -936,6 +936,16 @@ impl<I: Io> Shard<I> {
         ix.overflow_get(key).or_else(|| ix.main_get(self.fp(key)))
     }
 
+    /// Where the index points for `key` when a read would serve that record (not a tombstone,
+    /// not quarantined): the RAM cache serves its copy only while this is the record it was
+    /// read from.
+    pub fn servable_loc(&self, key: &[u8]) -> Option<Loc> {
+        if self.quarantined_keys.borrow().contains_key(key) {
+            return None;
+        }
+        self.entry_of(key).filter(|l| !l.is_tombstone())
+    }
+
     /// Whether the index says the key was deleted here (no disk read; a fingerprint shared with
     /// another key's tombstone also answers yes).
     pub fn is_deleted(&self, key: &[u8]) -> bool {
@@ -1855,6 +1865,11 @@ impl<I: Io> ObjectReader<I> {
     /// The key this reader reads.
     pub fn key(&self) -> &[u8] {
         &self.key
+    }
+
+    /// Where the record read is.
+    pub fn loc(&self) -> Loc {
+        self.loc
     }
 
     /// Restricts the reader to bytes `[start, end)` of the object (before reading).

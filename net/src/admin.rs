@@ -72,6 +72,24 @@ pub fn describe_metrics() {
     g!("podstore_disk_used_bytes", Unit::Bytes, "Bytes of blob files and checkpoints on the disk");
     g!("podstore_disk_free_bytes", Unit::Bytes, "Bytes still available to blob files");
     g!("podstore_disk_objects", "Live objects on the disk");
+    c!("podstore_tier_reads_total", "Object reads served, by tier: ram (the RAM cache), fast, capacity");
+    c!("podstore_ram_cache_hits_total", "GETs the RAM cache answered");
+    c!("podstore_ram_cache_misses_total", "GETs the RAM cache could not answer (read from disk)");
+    c!(
+        "podstore_ram_cache_offered_total",
+        "Objects read from disk and offered to the RAM cache (admitted or not)"
+    );
+    c!(
+        "podstore_ram_cache_invalidated_total",
+        "RAM cache entries dropped because their object was written, deleted or moved"
+    );
+    g!("podstore_ram_cache_bytes", Unit::Bytes, "Memory the RAM cache holds (objects, keys and entries)");
+    g!(
+        "podstore_ram_cache_capacity_bytes",
+        Unit::Bytes,
+        "Memory the RAM cache may hold (ram_cache.size_bytes)"
+    );
+    g!("podstore_ram_cache_entries", "Objects in the RAM cache");
     g!("podstore_disk_tombstones", "Tombstones (versioned deletes) on the disk");
     g!(
         "podstore_disk_dead_bytes",
@@ -301,6 +319,18 @@ pub async fn render_metrics(shared: &Shared, handle: &PrometheusHandle) -> Strin
     }
     metrics::gauge!("podstore_tombstone_horizon_seconds")
         .set(shared.cfg.maintenance.tombstone_horizon_s as f64);
+    for (i, name) in crate::core::TIER_NAMES.iter().enumerate() {
+        metrics::counter!("podstore_tier_reads_total", "tier" => *name)
+            .absolute(shared.tier_reads[i].load(Ordering::Relaxed));
+    }
+    let cache = crate::cache::CacheTotals::of(shared);
+    metrics::counter!("podstore_ram_cache_hits_total").absolute(cache.hits);
+    metrics::counter!("podstore_ram_cache_misses_total").absolute(cache.misses);
+    metrics::counter!("podstore_ram_cache_offered_total").absolute(cache.offered);
+    metrics::counter!("podstore_ram_cache_invalidated_total").absolute(cache.invalidated);
+    metrics::gauge!("podstore_ram_cache_bytes").set(cache.bytes as f64);
+    metrics::gauge!("podstore_ram_cache_capacity_bytes").set(shared.cfg.ram_cache.size_bytes as f64);
+    metrics::gauge!("podstore_ram_cache_entries").set(cache.entries as f64);
     metrics::gauge!("podstore_http_open_connections").set(shared.connections.load(Ordering::Relaxed) as f64);
     metrics::gauge!("podstore_recovery_duration_seconds")
         .set(shared.recovery_ms.load(Ordering::Relaxed) as f64 / 1000.0);
@@ -439,6 +469,54 @@ async fn disks_json(shared: &Shared) -> String {
         })
         .collect();
     serde_json::json!({ "disks": disks }).to_string()
+}
+
+/// `/admin/tiers`: each tier's disks, objects, bytes and fill, the reads each tier served
+/// (the RAM cache's among them) and their share of all reads, and the RAM cache.
+async fn tiers_json(shared: &Shared) -> String {
+    let stats = all_stats(shared).await;
+    let layout = shared.layout.load();
+    let reads: Vec<u64> = shared.tier_reads.iter().map(|a| a.load(Ordering::Relaxed)).collect();
+    let all_reads: u64 = reads.iter().sum();
+    let share = |n: u64| if all_reads == 0 { 0.0 } else { n as f64 / all_reads as f64 };
+    let mut tiers = Vec::new();
+    for (i, name) in crate::core::TIER_NAMES.iter().enumerate().skip(1) {
+        let disks: Vec<_> = layout.disks.iter().filter(|d| d.tier.as_str() == *name).collect();
+        let st = |f: fn(&ShardStats) -> u64| -> u64 {
+            disks.iter().filter_map(|d| stats.iter().find(|s| s.shard_id == d.id)).map(f).sum()
+        };
+        let capacity: u64 = disks.iter().map(|d| d.capacity_bytes).sum();
+        let used = st(|s| s.blob_bytes);
+        tiers.push(serde_json::json!({
+            "tier": name,
+            "disks": disks.iter().map(|d| d.id).collect::<Vec<_>>(),
+            "objects": st(|s| s.objects),
+            "live_bytes": st(|s| s.live_bytes),
+            "used_bytes": used,
+            "capacity_bytes": capacity,
+            "fill": if capacity == 0 { 0.0 } else { used as f64 / capacity as f64 },
+            "reads": reads[i],
+            "read_share": share(reads[i]),
+        }));
+    }
+    let c = crate::cache::CacheTotals::of(shared);
+    serde_json::json!({
+        "tiers": tiers,
+        "ram_cache": {
+            "size_bytes": shared.cfg.ram_cache.size_bytes,
+            "object_size_max_bytes": shared.cfg.ram_cache.object_size_max_bytes,
+            "bytes": c.bytes,
+            "entries": c.entries,
+            "hits": c.hits,
+            "misses": c.misses,
+            "hit_ratio": if c.hits + c.misses == 0 { 0.0 } else { c.hits as f64 / (c.hits + c.misses) as f64 },
+            "offered": c.offered,
+            "invalidated": c.invalidated,
+            "reads": reads[crate::core::TIER_RAM],
+            "read_share": share(reads[crate::core::TIER_RAM]),
+        },
+    })
+    .to_string()
 }
 
 /// One disk's compaction and scrub, for `/admin/jobs`.
@@ -799,6 +877,7 @@ async fn handle(shared: Arc<Shared>, handle: PrometheusHandle, req: Request<Inco
         "/admin/disks" => reply(StatusCode::OK, "application/json", disks_json(&shared).await),
         "/admin/peers" => reply(StatusCode::OK, "application/json", peers_json(&shared).await),
         "/admin/jobs" => reply(StatusCode::OK, "application/json", jobs_json(&shared).await),
+        "/admin/tiers" => reply(StatusCode::OK, "application/json", tiers_json(&shared).await),
         _ => reply(
             StatusCode::NOT_FOUND,
             "application/json",

@@ -29,6 +29,8 @@ pub struct Config {
     pub engine: Engine,
     #[serde(default)]
     pub maintenance: Maintenance,
+    #[serde(default)]
+    pub ram_cache: RamCacheConf,
     /// The X-Copies a request gets when it names none.
     #[serde(default = "default_copies")]
     pub default_copies: String,
@@ -241,6 +243,23 @@ impl Default for Maintenance {
     }
 }
 
+/// The RAM cache of small hot objects (issue 7; cache.rs).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RamCacheConf {
+    /// Memory the cache may hold, all cores together (each core gets an equal part); 0: no
+    /// cache.
+    pub size_bytes: u64,
+    /// Largest object cached.
+    pub object_size_max_bytes: u64,
+}
+
+impl Default for RamCacheConf {
+    fn default() -> Self {
+        RamCacheConf { size_bytes: 1 << 30, object_size_max_bytes: 256 << 10 }
+    }
+}
+
 /// One disk.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -337,6 +356,7 @@ impl Config {
             limits: Limits::default(),
             engine: Engine { blob_size_bytes: 64 << 20, ..Engine::default() },
             maintenance: Maintenance::default(),
+            ram_cache: RamCacheConf::default(),
             default_copies: default_copies(),
             replication: None,
             disks: (0..4)
@@ -457,6 +477,8 @@ impl Config {
             ("maintenance.repair_interval_s", self.maintenance.repair_interval_s, 1, 86_400),
             ("maintenance.busy_ops_per_s", self.maintenance.busy_ops_per_s, 0, 100_000_000),
             ("maintenance.op_cost_kib", self.maintenance.op_cost_kib, 0, 1 << 20),
+            ("ram_cache.size_bytes", self.ram_cache.size_bytes, 0, 1 << 50),
+            ("ram_cache.object_size_max_bytes", self.ram_cache.object_size_max_bytes, 1, 64 << 20),
         ] {
             if v < lo || v > hi {
                 return Err(invalid(key, format!("{v} is outside {lo}..={hi}")));

@@ -211,6 +211,10 @@ pub struct Shared {
     pub heartbeats: Vec<AtomicU64>,
     /// Object requests each core has served (its disks' background work yields to them).
     pub foreground_ops: Vec<AtomicU64>,
+    /// Each core's RAM cache counters.
+    pub ram_cache: Vec<Arc<crate::cache::CacheCounters>>,
+    /// Object reads served by each tier: the RAM cache, fast disks, capacity disks.
+    pub tier_reads: [AtomicU64; 3],
     pub recovery_ms: AtomicU64,
     /// The node's clock: versions of the writes it accepts.
     pub clock: Arc<podstore_engine::Clock>,
@@ -372,6 +376,12 @@ async fn core_main(start: CoreStart) {
     }
     let _ = ready_tx.send(CoreReady { core: index, backend, shards: reports });
 
+    let cache: Option<Rc<crate::cache::RamCache>> = {
+        let c = &shared.cfg.ram_cache;
+        let part = c.size_bytes / shared.inboxes.len().max(1) as u64;
+        crate::cache::RamCache::new(part, c.object_size_max_bytes, shared.ram_cache[index].clone())
+            .map(Rc::new)
+    };
     let jobs: crate::maintenance::Jobs = Default::default();
     for s in shards.borrow().values() {
         let profile = shared.disk(s.id()).and_then(|d| d.profile);
@@ -425,7 +435,20 @@ async fn core_main(start: CoreStart) {
                     if is_foreground(&m) {
                         shared.foreground_ops[index].fetch_add(1, Ordering::Relaxed);
                     }
-                    tokio::task::spawn_local(execute(m, shared.clone(), shards.clone(), links.clone(), jobs.clone()));
+                    // A read the RAM cache answers needs no task of its own either.
+                    let m = match (m, &cache) {
+                        (CoreMsg::Get { shard, key, range, head, reply }, Some(c)) => {
+                            match cached_get(c, &shared.tier_reads, &shards, shard, &key, range.as_deref(), head) {
+                                Some(start) => {
+                                    let _ = reply.send(Ok(Some(start)));
+                                    continue;
+                                }
+                                None => CoreMsg::Get { shard, key, range, head, reply },
+                            }
+                        }
+                        (m, _) => m,
+                    };
+                    tokio::task::spawn_local(execute(m, shared.clone(), shards.clone(), links.clone(), jobs.clone(), cache.clone()));
                 }
                 None => break,
             },
@@ -440,7 +463,7 @@ async fn core_main(start: CoreStart) {
     conns.drain(Duration::from_secs(30)).await;
     // Serve any work still queued from other cores' last requests, then sync.
     while let Ok(m) = inbox.try_recv() {
-        execute(m, shared.clone(), shards.clone(), links.clone(), jobs.clone()).await;
+        execute(m, shared.clone(), shards.clone(), links.clone(), jobs.clone(), cache.clone()).await;
     }
     hb.abort();
     repair.abort();
@@ -460,6 +483,38 @@ async fn core_main(start: CoreStart) {
         }
     }
 }
+
+/// The answer to a GET from the RAM cache, if it holds the key's current record (cache.rs).
+fn cached_get(
+    cache: &crate::cache::RamCache,
+    tier_reads: &[AtomicU64; 3],
+    shards: &Shards,
+    shard: u32,
+    key: &Vec<u8>,
+    range: Option<&str>,
+    head: bool,
+) -> Option<GetStart> {
+    let s = shards.borrow().get(&shard).cloned()?;
+    let hit = cache.lookup(&s, key)?;
+    tier_reads[TIER_RAM].fetch_add(1, Ordering::Relaxed);
+    let answer = range::resolve(range, hit.meta.object_len);
+    let first = match answer {
+        _ if head => None,
+        RangeAnswer::Whole => Some(hit.data.clone()),
+        RangeAnswer::Part { start, end } => Some(hit.data.slice(start as usize..end as usize)),
+        RangeAnswer::Unsatisfiable => None,
+    }
+    .filter(|b| !b.is_empty());
+    // No pieces follow the first: the sender goes at once.
+    let (_, body) = mpsc::channel(1);
+    Some(GetStart { meta: hit.meta.clone(), range: answer, first, body })
+}
+
+/// `Shared::tier_reads` indexes, and their names.
+pub const TIER_RAM: usize = 0;
+pub const TIER_FAST: usize = 1;
+pub const TIER_CAPACITY: usize = 2;
+pub const TIER_NAMES: [&str; 3] = ["ram", "fast", "capacity"];
 
 /// Whether a message is a client's or a peer's work on an object (not a move between disks).
 fn is_foreground(m: &CoreMsg) -> bool {
@@ -607,6 +662,7 @@ async fn execute(
     shards: Shards,
     links: Rc<crate::repl::link::Links>,
     jobs: crate::maintenance::Jobs,
+    cache: Option<Rc<crate::cache::RamCache>>,
 ) {
     match msg {
         // Handled by the core's loop; only the drain at shutdown gets here.
@@ -618,6 +674,9 @@ async fn execute(
                 let _ = reply.send(Err(no_shard(shard)));
                 return;
             };
+            if let Some(c) = &cache {
+                c.invalidate(&key);
+            }
             let r = async {
                 let Some(mut w) = s.put_stamped(&key, &content_type, len, stamp).await? else {
                     // Superseded: take the body (so the sender is not stuck) and store nothing.
@@ -682,6 +741,20 @@ async fn execute(
                     }
                 }
             };
+            let tier = shared.disk(shard).map(|d| d.tier);
+            let i = if tier == Some(podstore_disks::Tier::Fast) { TIER_FAST } else { TIER_CAPACITY };
+            shared.tier_reads[i].fetch_add(1, Ordering::Relaxed);
+            if let (Some(c), Some(data)) = (&cache, &first) {
+                if answer == RangeAnswer::Whole && c.takes(reader.meta.object_len) {
+                    let object = crate::cache::Cached {
+                        disk: shard,
+                        loc: reader.loc(),
+                        meta: reader.meta.clone(),
+                        data: data.clone(),
+                    };
+                    c.offer(key.clone(), object);
+                }
+            }
             let more = first.is_some();
             let start = GetStart { meta: reader.meta.clone(), range: answer, first, body: rx };
             if reply.send(Ok(Some(start))).is_err() || !more {
@@ -708,6 +781,9 @@ async fn execute(
                 let _ = reply.send(Err(no_shard(shard)));
                 return;
             };
+            if let Some(c) = &cache {
+                c.invalidate(&key);
+            }
             let _ = reply.send(s.delete_stamped(&key, stamp, always).await);
         }
         CoreMsg::Digests { reply } => {

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod body;
+pub mod cache;
 pub mod client;
 pub mod config;
 pub mod core;

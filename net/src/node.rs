@@ -215,6 +215,8 @@ pub fn run(cfg: Config) -> Result<(), String> {
         connections: AtomicUsize::new(0),
         heartbeats: (0..ncores).map(|_| AtomicU64::new(0)).collect(),
         foreground_ops: (0..ncores).map(|_| AtomicU64::new(0)).collect(),
+        ram_cache: (0..ncores).map(|_| Default::default()).collect(),
+        tier_reads: Default::default(),
         recovery_ms: AtomicU64::new(0),
         clock: Arc::new(podstore_engine::Clock::new(podstore_engine::version::origin_of(&cfg.node_id))),
         repl_secret,

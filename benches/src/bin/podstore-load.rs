@@ -55,7 +55,10 @@ fn parse() -> Args {
             "--size" => a.size = v.parse().expect("--size"),
             "--conns" => a.conns = v.parse().expect("--conns"),
             "--first" => a.first = v.parse().expect("--first"),
-            "--seconds" => a.seconds = Some(v.parse().ok().filter(|&s: &f64| s > 0.0).expect("--seconds: a positive number")),
+            "--seconds" => {
+                a.seconds =
+                    Some(v.parse().ok().filter(|&s: &f64| s > 0.0).expect("--seconds: a positive number"))
+            }
             "--step" => a.step = v.parse().ok().filter(|&s| s > 0).expect("--step: a positive number"),
             "--header" => {
                 assert!(v.contains(':') && !v.contains('\r') && !v.contains('\n'), "--header 'Name: value'");
