@@ -600,7 +600,9 @@ async fn housekeeping(index: usize, shared: Arc<Shared>, shards: Shards, jobs: c
         // writes go on along their chains (route.rs).
         // One that has room again (compaction, deletes) takes its keys' writes back.
         let all: Vec<_> = shards.borrow().values().cloned().collect();
-        let one_disk_per_key = shared.routes.spilled().is_empty();
+        // With two tiers a key may be on both (a tombstone on the fast tier shadows an older
+        // copy on the capacity tier): tombstones stay.
+        let one_disk_per_key = shared.routes.spilled().is_empty() && !shared.routes.has_fast_tier();
         for s in all {
             s.set_tombstone_drop(one_disk_per_key);
             let writable = shared.routes.is_writable(s.id());

@@ -284,14 +284,14 @@ async fn rebalance_pass(shared: &Arc<Shared>, shard: &Rc<Shard<AnyIo>>, jobs: &D
         if i % 256 == 255 {
             tokio::task::yield_now().await;
         }
-        let Some(target) = shared.routes.write_target(fp) else { continue };
+        let Some(target) = shared.routes.move_target(fp, shard.id()) else { continue };
         if target == shard.id() || shared.routes.is_failed(shard.id()) {
             continue;
         }
         // Keys leave a draining disk; otherwise they only move closer to their home (back
         // from a spill), never away from it (a full disk keeps what it holds).
         if !shared.routes.is_draining(shard.id()) {
-            let order = shared.routes.order(fp);
+            let order = shared.routes.order_in_tier_of(fp, shard.id());
             let at = |id: u32| order.iter().position(|&x| x == id).unwrap_or(usize::MAX);
             if at(target) >= at(shard.id()) {
                 continue;

@@ -194,7 +194,9 @@ pub fn run(cfg: Config) -> Result<(), String> {
         .iter()
         .map(|c| confs.iter().find(|d| d.id == c.shard_id).map(|d| d.path.clone()).unwrap_or_default())
         .collect();
-    let routes = crate::route::Routes::new(route_candidates, recorded, route_dirs, &open_ids);
+    let fast = confs.iter().filter(|d| d.tier == crate::config::TierConf::Fast).map(|d| d.id);
+    let routes =
+        crate::route::Routes::new(route_candidates, recorded, route_dirs, &open_ids).with_fast_tier(fast);
     for d in &disks {
         if d.failed.is_some() && routes.knows(d.id) {
             routes.spill(d.id, "failed");

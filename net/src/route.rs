@@ -17,6 +17,14 @@
 //! the disks that take writes are cleared. Until then a spilled disk's chains cost a few extra
 //! in-memory index lookups per read.
 //!
+//! **Tiers.** When some disks are `fast`, each tier has its own order and chains: a key's
+//! chain is its chain over the fast disks, then its chain over the capacity disks, so its
+//! writes land on the fast tier (on the capacity tier only when no fast disk of its chain takes
+//! writes), and its reads look at both, newest version first, wherever the key is (written on
+//! the fast tier, or moved to the capacity tier later). The movers bring keys home within
+//! their tier; moves between tiers are the tiering jobs' (a draining disk's keys go to its tier,
+//! else anywhere). With no fast disk, there is one order over every disk, as before.
+//!
 //! A disk added while the node runs joins spilled and taking writes: the keys it becomes the
 //! home of are written to it at once, read from it and from where they were, and moved to it in
 //! the background; the placement file records it (path, tier, cache mode) so that it is opened
@@ -203,6 +211,15 @@ struct Table {
     /// Every disk of the node, failed ones included (their keys keep their order).
     candidates: Vec<Candidate>,
     flags: BTreeMap<u32, Arc<Flags>>,
+    /// The disks of the fast tier (the others are capacity disks).
+    fast: std::collections::BTreeSet<u32>,
+}
+
+impl Table {
+    /// Whether disks `a` and `b` are of the same tier.
+    fn same_tier(&self, a: u32, b: u32) -> bool {
+        self.fast.contains(&a) == self.fast.contains(&b)
+    }
 }
 
 /// The node's routing state (shared by every core).
@@ -242,10 +259,28 @@ impl Routes {
             })
             .collect();
         Routes {
-            table: ArcSwap::from_pointee(Table { candidates, flags }),
+            table: ArcSwap::from_pointee(Table { candidates, flags, fast: Default::default() }),
             state: Mutex::new((state, dirs)),
             epoch: AtomicU64::new(0),
         }
+    }
+
+    /// Marks disks `fast` as the fast tier (at startup).
+    pub fn with_fast_tier(self, fast: impl IntoIterator<Item = u32>) -> Routes {
+        let t = self.table.load_full();
+        let fast = fast.into_iter().collect();
+        self.table.store(Arc::new(Table { candidates: t.candidates.clone(), flags: t.flags.clone(), fast }));
+        self
+    }
+
+    /// Whether the node has fast disks (two tiers).
+    pub fn has_fast_tier(&self) -> bool {
+        !self.table.load().fast.is_empty()
+    }
+
+    /// Whether disk `id` is of the fast tier.
+    pub fn is_fast(&self, id: u32) -> bool {
+        self.table.load().fast.contains(&id)
     }
 
     fn flag(&self, id: u32, which: impl Fn(&Flags) -> &AtomicBool) -> bool {
@@ -343,25 +378,35 @@ impl Routes {
         t.flags.iter().filter(|(_, f)| f.spilled.load(Ordering::Acquire)).map(|(id, _)| *id).collect()
     }
 
-    /// The key's disks, best first.
-    pub fn order(&self, fp: u64) -> Vec<u32> {
-        let t = self.table.load();
-        let mut v: Vec<(f64, u32)> =
-            t.candidates.iter().filter(|c| c.weight > 0.0).map(|c| (score(fp, c), c.shard_id)).collect();
+    /// The key's disks among those `pick` chooses, best first.
+    fn order_among(t: &Table, fp: u64, pick: impl Fn(u32) -> bool) -> Vec<u32> {
+        let mut v: Vec<(f64, u32)> = t
+            .candidates
+            .iter()
+            .filter(|c| c.weight > 0.0 && pick(c.shard_id))
+            .map(|c| (score(fp, c), c.shard_id))
+            .collect();
         v.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         v.into_iter().map(|(_, id)| id).collect()
     }
 
-    /// The disks where the key may be: its home, then the next ones while the one before is
-    /// spilled.
-    pub fn chain(&self, fp: u64) -> Vec<u32> {
-        let home = podstore_engine::placement::place(fp, &self.table.load().candidates);
+    /// The key's chain among the disks `pick` chooses: its home there, then the next ones
+    /// while the one before is spilled.
+    fn chain_among(&self, t: &Table, fp: u64, pick: impl Fn(u32) -> bool + Copy) -> Vec<u32> {
+        // The home as `placement::place` finds it, without a list of the chosen disks.
+        let home = t
+            .candidates
+            .iter()
+            .filter(|c| c.weight > 0.0 && pick(c.shard_id))
+            .map(|c| (score(fp, c), c.shard_id))
+            .max_by(|a, b| a.0.total_cmp(&b.0).then(b.1.cmp(&a.1)))
+            .map(|(_, id)| id);
         match home {
             None => Vec::new(),
             Some(h) if !self.is_spilled(h) => vec![h],
             Some(_) => {
                 let mut out = Vec::new();
-                for id in self.order(fp) {
+                for id in Self::order_among(t, fp, pick) {
                     out.push(id);
                     if !self.is_spilled(id) {
                         break;
@@ -372,10 +417,46 @@ impl Routes {
         }
     }
 
+    /// The key's disks, best first, whatever their tier.
+    pub fn order(&self, fp: u64) -> Vec<u32> {
+        Self::order_among(&self.table.load(), fp, |_| true)
+    }
+
+    /// The key's disks of the tier of disk `on`, best first (every disk without tiers).
+    pub fn order_in_tier_of(&self, fp: u64, on: u32) -> Vec<u32> {
+        let t = self.table.load();
+        Self::order_among(&t, fp, |id| t.same_tier(id, on))
+    }
+
+    /// The disks where the key may be: its chain over the fast tier, then its chain over the
+    /// capacity tier (one chain over every disk when there is no fast disk).
+    pub fn chain(&self, fp: u64) -> Vec<u32> {
+        let t = self.table.load();
+        if t.fast.is_empty() {
+            return self.chain_among(&t, fp, |_| true);
+        }
+        let mut c = self.chain_among(&t, fp, |id| t.fast.contains(&id));
+        c.extend(self.chain_among(&t, fp, |id| !t.fast.contains(&id)));
+        c
+    }
+
     /// The disk that takes the key's writes: the first of its chain that takes writes (None:
     /// none does, the node is full for this key).
     pub fn write_target(&self, fp: u64) -> Option<u32> {
         self.chain(fp).into_iter().find(|&id| self.is_writable(id))
+    }
+
+    /// Where a mover takes the key it found on disk `on`: the first disk of its chain in the
+    /// tier of `on` that takes writes (a draining disk's keys go to the other tier when its
+    /// own has none).
+    pub fn move_target(&self, fp: u64, on: u32) -> Option<u32> {
+        let t = self.table.load();
+        let own =
+            self.chain_among(&t, fp, |id| t.same_tier(id, on)).into_iter().find(|&id| self.is_writable(id));
+        match own {
+            None if self.is_draining(on) => self.write_target(fp),
+            own => own,
+        }
     }
 
     /// Disk `id` stopped taking writes (full, fenced or failed). Once the placement file marks
@@ -431,6 +512,7 @@ impl Routes {
     pub fn add(&self, c: Candidate, dir: PathBuf, added: AddedDisk) -> Result<(), String> {
         let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let id = c.shard_id;
+        let is_fast = added.tier == TierConf::Fast;
         if self.knows(id) {
             return Err(format!("disk {id} already has a place in the node's placement"));
         }
@@ -455,7 +537,11 @@ impl Routes {
         let mut flags = old.flags.clone();
         let f = Flags { spilled: AtomicBool::new(true), writable: AtomicBool::new(true), ..Flags::default() };
         flags.insert(id, Arc::new(f));
-        self.table.store(Arc::new(Table { candidates, flags }));
+        let mut fast = old.fast.clone();
+        if is_fast {
+            fast.insert(id);
+        }
+        self.table.store(Arc::new(Table { candidates, flags, fast }));
         self.changed();
         tracing::info!("disk {id} joined the placement with weight {}", c.weight);
         Ok(())
@@ -536,6 +622,53 @@ mod tests {
             (0..n).map(|i| PathBuf::from(format!("/nonexistent/{i}"))).collect(),
             writable,
         )
+    }
+
+    #[test]
+    fn with_a_fast_tier_writes_land_on_it_and_reads_look_at_both_tiers() {
+        let fps = || (0..6000u64).map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        // Disks 0 and 1 fast, 2 to 4 capacity.
+        let r = routes(5, &[], &[0, 1, 2, 3, 4]).with_fast_tier([0, 1]);
+        assert!(r.has_fast_tier() && r.is_fast(1) && !r.is_fast(2));
+        let mut homes = [0u32; 5];
+        for f in fps() {
+            let chain = r.chain(f);
+            assert!(chain.len() == 2 && r.is_fast(chain[0]) && !r.is_fast(chain[1]), "{chain:?}");
+            assert_eq!(r.write_target(f), Some(chain[0]), "writes land on the fast tier");
+            // Movers keep keys in their tier.
+            assert_eq!(r.move_target(f, chain[1]), Some(chain[1]));
+            assert_eq!(r.move_target(f, chain[0]), Some(chain[0]));
+            assert_eq!(r.order_in_tier_of(f, chain[1])[0], chain[1]);
+            homes[chain[0] as usize] += 1;
+            homes[chain[1] as usize] += 1;
+        }
+        for (id, &n) in homes.iter().enumerate() {
+            let want = if id < 2 { 3000.0 } else { 2000.0 };
+            assert!((n as f64 - want).abs() < want * 0.1, "disk {id}: home of {n} keys");
+        }
+        // A fast disk that takes no writes: its keys' writes go to the other fast disk, and
+        // reads look there too.
+        let r = routes(5, &[0], &[1, 2, 3, 4]).with_fast_tier([0, 1]);
+        for f in fps() {
+            let chain = r.chain(f);
+            if chain[0] == 0 {
+                assert_eq!(chain[..2], [0, 1]);
+                assert_eq!(r.write_target(f), Some(1));
+                assert_eq!(r.move_target(f, 0), Some(1));
+            }
+            assert!(!r.is_fast(*chain.last().expect("a chain")));
+        }
+        // No fast disk takes writes: they go to the capacity tier.
+        let r = routes(5, &[0, 1], &[2, 3, 4]).with_fast_tier([0, 1]);
+        for f in fps() {
+            let chain = r.chain(f);
+            assert_eq!(chain.len(), 3, "{chain:?}");
+            assert_eq!(r.write_target(f), Some(chain[2]));
+            assert_eq!(r.move_target(f, chain[0]), None, "fast keys stay while the tier is full");
+        }
+        // Without fast disks, one chain over every disk as before.
+        let r = routes(5, &[], &[0, 1, 2, 3, 4]);
+        assert!(fps().all(|f| r.chain(f).len() == 1));
     }
 
     #[test]

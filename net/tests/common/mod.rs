@@ -64,6 +64,17 @@ pub struct Node {
     pub log: PathBuf,
 }
 
+/// A fresh directory for a test node, with `disk0`..`disk2` in it.
+pub fn fresh_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("podstore-it-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    for i in 0..3 {
+        std::fs::create_dir_all(dir.join(format!("disk{i}"))).expect("mkdir disk");
+    }
+    dir
+}
+
 /// Extra TOML for the node's config (limits and so on), put after the fixed part.
 pub fn config_text(dir: &Path, data: SocketAddr, admin: SocketAddr, extra: &str) -> String {
     config_text_as("test-node", dir, data, admin, extra)
@@ -71,10 +82,23 @@ pub fn config_text(dir: &Path, data: SocketAddr, admin: SocketAddr, extra: &str)
 
 /// [`config_text`] for a node with its own node_id.
 pub fn config_text_as(node_id: &str, dir: &Path, data: SocketAddr, admin: SocketAddr, extra: &str) -> String {
+    config_text_tiered(node_id, dir, data, admin, extra, &[])
+}
+
+/// [`config_text_as`] with disks `fast` of the fast tier (the others capacity).
+pub fn config_text_tiered(
+    node_id: &str,
+    dir: &Path,
+    data: SocketAddr,
+    admin: SocketAddr,
+    extra: &str,
+    fast: &[u32],
+) -> String {
     let mut disks = String::new();
     for i in 0..3 {
+        let tier = if fast.contains(&i) { "fast" } else { "capacity" };
         disks.push_str(&format!(
-            "[[disks]]\nid = {i}\npath = \"{}\"\ntier = \"capacity\"\nrequire_mount_point = false\nweight = 1.0\n\n",
+            "[[disks]]\nid = {i}\npath = \"{}\"\ntier = \"{tier}\"\nrequire_mount_point = false\nweight = 1.0\n\n",
             dir.join(format!("disk{i}")).display()
         ));
     }
@@ -96,19 +120,25 @@ impl Node {
 
     /// [`Node::start`] with a node_id and ports chosen by the caller.
     pub fn start_on(name: &str, node_id: &str, data: SocketAddr, admin: SocketAddr, extra: &str) -> Node {
-        let dir = std::env::temp_dir().join(format!("podstore-it-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("mkdir");
-        for i in 0..3 {
-            std::fs::create_dir_all(dir.join(format!("disk{i}"))).expect("mkdir disk");
-        }
-        Node::start_in(dir, node_id, data, admin, extra)
+        Node::start_in(fresh_dir(name), node_id, data, admin, extra)
+    }
+
+    /// [`Node::start`] with disks `fast` of the fast tier.
+    pub fn start_tiered(name: &str, fast: &[u32], extra: &str) -> Node {
+        let (dir, data, admin) = (fresh_dir(name), free_addr(), free_addr());
+        let text = config_text_tiered("test-node", &dir, data, admin, extra, fast);
+        Node::start_with_config(dir, data, admin, text)
     }
 
     /// Starts a node whose directory (with `disk0`..`disk2` in it) the caller prepared.
     pub fn start_in(dir: PathBuf, node_id: &str, data: SocketAddr, admin: SocketAddr, extra: &str) -> Node {
+        let text = config_text_as(node_id, &dir, data, admin, extra);
+        Node::start_with_config(dir, data, admin, text)
+    }
+
+    fn start_with_config(dir: PathBuf, data: SocketAddr, admin: SocketAddr, text: String) -> Node {
         let config = dir.join("podstore.toml");
-        std::fs::write(&config, config_text_as(node_id, &dir, data, admin, extra)).expect("write config");
+        std::fs::write(&config, text).expect("write config");
         let log = dir.join("node.log");
         let mut n = Node { netns: None, child: None, data, admin, dir, config, log };
         n.spawn(&[]);

@@ -1,0 +1,130 @@
+//! Tiers (issue 7) on the real binary: with a fast disk, new objects land on it; once it is
+//! full they go to the capacity disks; a key held on both tiers answers its newest version (an
+//! overwrite or a delete made while the fast tier was full shadows the older copy left on it),
+//! and so after a restart.
+
+mod common;
+
+use common::Node;
+
+fn body(n: usize, seed: u8) -> Vec<u8> {
+    (0..n).map(|i| (i as u8).wrapping_mul(29).wrapping_add(seed)).collect()
+}
+
+fn tiers(node: &Node) -> serde_json::Value {
+    let r = node.admin("/admin/tiers");
+    assert_eq!(r.status, 200, "{r:?}");
+    serde_json::from_slice(&r.body).expect("json")
+}
+
+/// (objects on the fast tier, objects on the capacity tier).
+fn objects(node: &Node) -> (u64, u64) {
+    let t = tiers(node);
+    let of = |name: &str| {
+        t["tiers"].as_array().expect("tiers").iter().find(|x| x["tier"] == name).expect("the tier")["objects"]
+            .as_u64()
+            .expect("objects")
+    };
+    (of("fast"), of("capacity"))
+}
+
+#[test]
+fn writes_land_on_the_fast_tier_and_reads_find_the_newest_copy_on_either() {
+    // Disk 0 fast, 1 and 2 capacity; 32 MiB of blobs per disk; no RAM cache (reads go to the
+    // disks).
+    let extra =
+        "[engine]\nblob_size_bytes = 8388608\ndisk_bytes_max = 33554432\n\n[ram_cache]\nsize_bytes = 0\n";
+    let mut node = Node::start_tiered("tiers", &[0], extra);
+    let mut want: Vec<(String, Option<Vec<u8>>)> = Vec::new();
+    for i in 0..100u8 {
+        let (path, v) = (format!("/tiers/s-{i}"), body(4_000, i));
+        assert_eq!(node.req("PUT", &path, &[], &v).status, 201);
+        want.push((path, Some(v)));
+    }
+    assert_eq!(objects(&node), (100, 0), "new objects land on the fast tier");
+    let t = tiers(&node);
+    assert_eq!(t["tiers"][0]["disks"], serde_json::json!([0]), "{t}");
+
+    // Fill the fast disk: later objects go to the capacity tier.
+    for i in 0..36u8 {
+        let (path, v) = (format!("/tiers/big-{i}"), body(1 << 20, i));
+        let r = node.req("PUT", &path, &[], &v);
+        assert_eq!(r.status, 201, "{r:?}");
+        want.push((path, Some(v)));
+    }
+    let (fast, capacity) = objects(&node);
+    assert!(fast > 100 && capacity > 0 && fast + capacity == 136, "fast {fast}, capacity {capacity}");
+    let disks: serde_json::Value = serde_json::from_slice(&node.admin("/admin/disks").body).expect("json");
+    assert_eq!(disks["disks"][0]["takes_writes"], false, "{disks}");
+
+    // Overwrites and a delete made now land on the capacity tier; the older copies left on the
+    // fast tier must never answer again.
+    for i in [1u8, 5, 9] {
+        let v = body(3_000, 200 + i);
+        assert_eq!(node.req("PUT", &format!("/tiers/s-{i}"), &[], &v).status, 201);
+        want[i as usize].1 = Some(v);
+    }
+    assert_eq!(node.req("DELETE", "/tiers/s-2", &[], b"").status, 204);
+    want[2].1 = None;
+    let (fast_now, capacity_now) = objects(&node);
+    assert_eq!(fast_now, fast, "the fast tier took nothing more");
+    assert!(capacity_now > capacity, "the overwrites went to the capacity tier");
+
+    let check = |node: &Node| {
+        for (path, v) in &want {
+            let g = node.req("GET", path, &[], b"");
+            match v {
+                Some(v) => assert!(g.status == 200 && g.body == *v, "{path}: {} or wrong bytes", g.status),
+                None => assert_eq!(g.status, 404, "{path}: a deleted object answered"),
+            }
+        }
+    };
+    check(&node);
+    assert!(node.stop().success());
+    node.spawn(&[]);
+    check(&node);
+}
+
+/// A delete of an object held on the capacity tier is a tombstone on the fast tier: compaction
+/// of the fast disk must keep it (dropped, the capacity copy would answer again).
+#[test]
+fn a_fast_tier_tombstone_outlives_compaction_while_the_capacity_tier_holds_the_object() {
+    let extra = "[engine]\nblob_size_bytes = 8388608\n\n[ram_cache]\nsize_bytes = 0\n\n\
+                 [maintenance]\ncompact_interval_s = 0\nscrub_period_s = 0\ntombstone_horizon_s = 0\n";
+    // Written with every disk of the capacity tier, read again with disk 0 made the fast tier:
+    // the objects on disks 1 and 2 are on the capacity tier.
+    let mut node = Node::start("tiers-tomb", extra);
+    let paths: Vec<String> = (0..60).map(|i| format!("/tiers/t-{i}")).collect();
+    for (i, p) in paths.iter().enumerate() {
+        assert_eq!(node.req("PUT", p, &[], &body(4_000, i as u8)).status, 201);
+    }
+    assert!(node.stop().success());
+    let text = common::config_text_tiered("test-node", &node.dir, node.data, node.admin, extra, &[0]);
+    std::fs::write(&node.config, text).expect("config");
+    node.spawn(&[]);
+    let (_, capacity) = objects(&node);
+    assert!(capacity >= 20, "{capacity} objects on the capacity tier");
+    for (i, p) in paths.iter().enumerate() {
+        assert!(node.req("GET", p, &[], b"").body == body(4_000, i as u8));
+        assert_eq!(node.req("DELETE", p, &[], b"").status, 204);
+    }
+    // Seal the fast disk's first blob with objects, then overwrite them: it is mostly dead.
+    for round in 0..2u8 {
+        for i in 0..8 {
+            assert_eq!(node.req("PUT", &format!("/tiers/fill-{i}"), &[], &body(1 << 20, round)).status, 201);
+        }
+    }
+    let admin = node.admin.to_string();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_podstore"))
+        .args(["compact", "--disk", "0", "--ratio", "0.3", "--admin", &admin])
+        .output()
+        .expect("podstore compact");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let jobs: serde_json::Value = serde_json::from_slice(&node.admin("/admin/jobs").body).expect("json");
+    let d0 = jobs["disks"].as_array().expect("disks").iter().find(|d| d["disk"] == 0).expect("disk 0");
+    assert!(d0["compaction"]["blobs_compacted"].as_u64() >= Some(1), "nothing compacted: {d0}");
+    assert_eq!(d0["compaction"]["tombstones_dropped"], 0, "{d0}");
+    for p in &paths {
+        assert_eq!(node.req("GET", p, &[], b"").status, 404, "{p}: a deleted object answered again");
+    }
+}
