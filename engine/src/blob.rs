@@ -53,6 +53,9 @@ pub(crate) struct BlobFile<I: Io> {
     /// Sequence of the blob's first record, once read (records of a blob are in sequence
     /// order): compaction drops a tombstone only when no blob may hold an older record.
     pub(crate) first_seq: Cell<Option<u64>>,
+    /// When a GET last read a record of this blob (ms since the epoch; the time the blob was
+    /// opened or created until then): the tiering's migration takes the coldest blobs first.
+    pub(crate) last_read_ms: Cell<u64>,
 }
 
 impl<I: Io> BlobFile<I> {
@@ -67,6 +70,7 @@ impl<I: Io> BlobFile<I> {
             commit: GroupCommit::default(),
             sealed: Cell::new(dedicated),
             first_seq: Cell::new(None),
+            last_read_ms: Cell::new(crate::shard::now_ms()),
         }
     }
 

@@ -145,18 +145,18 @@ impl JobCtl {
     }
 
     /// Marks a pass as started; false if one already runs.
-    pub(crate) fn begin(&self) -> bool {
+    pub fn begin(&self) -> bool {
         !self.running.replace(true)
     }
 
     /// Marks the pass as ended (a stop request is consumed).
-    pub(crate) fn end(&self) {
+    pub fn end(&self) {
         self.running.set(false);
         self.stop.set(false);
     }
 
     /// Waits while paused; returns false if the job should stop.
-    pub(crate) async fn proceed(&self) -> bool {
+    pub async fn proceed(&self) -> bool {
         loop {
             if self.stop.get() {
                 return false;

@@ -190,7 +190,7 @@ impl<I: Io> Shard<I> {
     }
 
     /// The index entries that point into blob `bid`, in offset order.
-    fn entries_in(&self, bid: u32) -> Vec<(Slot, u64, Option<Vec<u8>>, Loc)> {
+    pub(crate) fn entries_in(&self, bid: u32) -> Vec<(Slot, u64, Option<Vec<u8>>, Loc)> {
         let ix = self.index.borrow();
         let mut v: Vec<_> = ix
             .main_entries()

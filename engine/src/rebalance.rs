@@ -27,6 +27,25 @@ impl<I: Io> Shard<I> {
             .collect()
     }
 
+    /// The index entries pointing into blob `bid`, in the order of their records on disk (a
+    /// walk of them reads the blob front to back).
+    pub fn entries_of_blob(&self, bid: u32) -> Vec<(u64, Option<Vec<u8>>, Loc)> {
+        self.entries_in(bid).into_iter().map(|(_, fp, k, l)| (fp, k, l)).collect()
+    }
+
+    /// The sealed blobs with live records, coldest first (least recently read, then oldest):
+    /// (blob, when a GET last read it in ms since the epoch, its live bytes).
+    pub fn coldest_blobs(&self) -> Vec<(u32, u64, u64)> {
+        let mut v: Vec<(u32, u64, u64)> = self
+            .blob_usage()
+            .into_iter()
+            .filter(|u| u.sealed && u.live_bytes > 0)
+            .filter_map(|u| self.blob(u.id).map(|b| (u.id, b.last_read_ms.get(), u.live_bytes)))
+            .collect();
+        v.sort_by_key(|&(id, last, _)| (last, id));
+        v
+    }
+
     /// The key of the record at `loc` (one header read; None if it does not read back).
     pub async fn key_at(&self, loc: Loc) -> Result<Option<Vec<u8>>> {
         Ok(self.read_header(loc).await?.ok().map(|(_, k, _)| k))

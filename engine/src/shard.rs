@@ -226,6 +226,15 @@ pub struct ShardStats {
     /// failed (set by the node).
     pub moved_away: u64,
     pub move_failures: u64,
+    /// Tiering (set by the node): objects and bytes moved from this fast disk to the capacity
+    /// tier, moves that failed, bytes still to move at the last look, and whether it runs.
+    pub migrated_objects: u64,
+    pub migrated_bytes: u64,
+    pub migration_failures: u64,
+    pub migration_backlog_bytes: u64,
+    pub migration_running: bool,
+    pub migration_paused: bool,
+    pub migration_passes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -936,6 +945,14 @@ impl<I: Io> Shard<I> {
         ix.overflow_get(key).or_else(|| ix.main_get(self.fp(key)))
     }
 
+    /// Notes that the record at `loc` was read now (a GET, from disk or from the node's RAM
+    /// cache): its blob is not cold.
+    pub fn note_read(&self, loc: Loc) {
+        if let Some(b) = self.blob(loc.blob()) {
+            b.last_read_ms.set(now_ms());
+        }
+    }
+
     /// Where the index points for `key` when a read would serve that record (not a tombstone,
     /// not quarantined): the RAM cache serves its copy only while this is the record it was
     /// read from.
@@ -1157,7 +1174,10 @@ impl<I: Io> Shard<I> {
                     continue;
                 }
                 Err(e) => Err(e),
-                Ok(Ok(r)) => Ok(r),
+                Ok(Ok(r)) => {
+                    self.note_read(loc);
+                    Ok(r)
+                }
                 Ok(Err(e)) => Err(corrupt(self.id, loc.blob(), loc.offset(), e)),
             };
         }
@@ -1579,6 +1599,13 @@ impl<I: Io> Shard<I> {
             background_bytes: 0,
             moved_away: 0,
             move_failures: 0,
+            migrated_objects: 0,
+            migrated_bytes: 0,
+            migration_failures: 0,
+            migration_backlog_bytes: 0,
+            migration_running: false,
+            migration_paused: false,
+            migration_passes: 0,
         }
     }
 }

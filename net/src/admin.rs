@@ -73,6 +73,21 @@ pub fn describe_metrics() {
     g!("podstore_disk_free_bytes", Unit::Bytes, "Bytes still available to blob files");
     g!("podstore_disk_objects", "Live objects on the disk");
     c!("podstore_tier_reads_total", "Object reads served, by tier: ram (the RAM cache), fast, capacity");
+    c!("podstore_disk_migrated_objects_total", "Objects moved from this fast disk to the capacity tier");
+    c!(
+        "podstore_disk_migrated_bytes_total",
+        Unit::Bytes,
+        "Bytes moved from this fast disk to the capacity tier"
+    );
+    c!(
+        "podstore_disk_migration_failures_total",
+        "Objects of this fast disk that could not be moved to the capacity tier"
+    );
+    g!(
+        "podstore_disk_migration_backlog_bytes",
+        Unit::Bytes,
+        "Bytes this fast disk had to move to the capacity tier at its last look"
+    );
     c!("podstore_ram_cache_hits_total", "GETs the RAM cache answered");
     c!("podstore_ram_cache_misses_total", "GETs the RAM cache could not answer (read from disk)");
     c!(
@@ -265,6 +280,10 @@ pub async fn render_metrics(shared: &Shared, handle: &PrometheusHandle) -> Strin
             c("podstore_disk_checkpoints_total", s.checkpoints);
             c("podstore_disk_background_bytes_total", s.background_bytes);
             c("podstore_disk_moved_away_total", s.moved_away);
+            c("podstore_disk_migrated_objects_total", s.migrated_objects);
+            c("podstore_disk_migrated_bytes_total", s.migrated_bytes);
+            c("podstore_disk_migration_failures_total", s.migration_failures);
+            g("podstore_disk_migration_backlog_bytes", s.migration_backlog_bytes);
             c("podstore_disk_move_failures_total", s.move_failures);
             g("podstore_disk_background_budget_bytes_per_second", s.background_bytes_per_s);
             let (cs, ss) = (&s.compact, &s.scrub);
@@ -500,8 +519,16 @@ async fn tiers_json(shared: &Shared) -> String {
         }));
     }
     let c = crate::cache::CacheTotals::of(shared);
+    let sum = |f: fn(&ShardStats) -> u64| -> u64 { stats.iter().map(f).sum() };
     serde_json::json!({
         "tiers": tiers,
+        "migration": {
+            "running": stats.iter().any(|s| s.migration_running),
+            "backlog_bytes": sum(|s| s.migration_backlog_bytes),
+            "migrated_objects": sum(|s| s.migrated_objects),
+            "migrated_bytes": sum(|s| s.migrated_bytes),
+            "failures": sum(|s| s.migration_failures),
+        },
         "ram_cache": {
             "size_bytes": shared.cfg.ram_cache.size_bytes,
             "object_size_max_bytes": shared.cfg.ram_cache.object_size_max_bytes,
@@ -542,6 +569,16 @@ fn jobs_of(s: &ShardStats) -> serde_json::Value {
             "blobs_skipped": c.blobs_skipped,
             "last_error": c.last_error,
         },
+        "migration": {
+            "running": s.migration_running,
+            "paused": s.migration_paused,
+            "passes": s.migration_passes,
+            "backlog_bytes": s.migration_backlog_bytes,
+            "migrated_objects": s.migrated_objects,
+            "migrated_bytes": s.migrated_bytes,
+            "failures": s.migration_failures,
+            "last_error": serde_json::Value::Null,
+        },
         "scrub": {
             "running": s.scrub_running,
             "paused": s.scrub_paused,
@@ -574,7 +611,7 @@ async fn job_request(shared: &Shared, job: crate::core::JobKind, query: &str) ->
     let err = |status, code: &str, msg: String| {
         reply(status, "application/json", serde_json::json!({"error": code, "message": msg}).to_string())
     };
-    let (mut disk, mut action, mut ratio) = (None, JobAction::Start, None);
+    let (mut disk, mut action, mut ratio, mut idle_s) = (None, JobAction::Start, None, None);
     for kv in query.split('&').filter(|kv| !kv.is_empty()) {
         match kv.split_once('=') {
             Some(("disk", v)) => match v.parse::<u32>() {
@@ -606,13 +643,23 @@ async fn job_request(shared: &Shared, job: crate::core::JobKind, query: &str) ->
                     )
                 }
             },
+            Some(("idle_s", v)) if job == crate::core::JobKind::Migrate => match v.parse::<u64>() {
+                Ok(s) if s <= 3650 * 86_400 => idle_s = Some(s),
+                _ => {
+                    return err(
+                        StatusCode::BAD_REQUEST,
+                        "bad_request",
+                        format!("idle_s {v:?}: expected seconds, 0 to 10 years"),
+                    )
+                }
+            },
             _ => return err(StatusCode::BAD_REQUEST, "bad_request", format!("unknown parameter {kv:?}")),
         }
     }
     let mut applied = Vec::new();
     for inbox in &shared.inboxes {
         let (tx, rx) = oneshot::channel();
-        let msg = CoreMsg::Job { disk, job, action, ratio, reply: tx };
+        let msg = CoreMsg::Job { disk, job, action, ratio, idle_s, reply: tx };
         if inbox.send(msg).await.is_err() {
             return err(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the node is shutting down".into());
         }
@@ -859,6 +906,7 @@ async fn handle(shared: Arc<Shared>, handle: PrometheusHandle, req: Request<Inco
             "/admin/disks" => return add_disk(&shared, q).await,
             "/admin/compact" => return job_request(&shared, crate::core::JobKind::Compact, q).await,
             "/admin/scrub" => return job_request(&shared, crate::core::JobKind::Scrub, q).await,
+            "/admin/migrate" => return job_request(&shared, crate::core::JobKind::Migrate, q).await,
             _ => {}
         }
     }

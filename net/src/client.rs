@@ -370,17 +370,21 @@ pub fn job(
     kind: &str,
     action: &str,
     disk: Option<u32>,
-    ratio: Option<f64>,
+    param: Option<(&str, String)>,
 ) -> Result<(), String> {
-    let key = if kind == "compact" { "compaction" } else { "scrub" };
+    let key = match kind {
+        "compact" => "compaction",
+        "migrate" => "migration",
+        _ => "scrub",
+    };
     runtime()?.block_on(async {
         let before = admin_json(admin, hyper::Method::GET, "/admin/jobs").await?;
         let mut q = format!("/admin/{kind}?action={action}");
         if let Some(d) = disk {
             q.push_str(&format!("&disk={d}"));
         }
-        if let Some(r) = ratio {
-            q.push_str(&format!("&ratio={r}"));
+        if let Some((name, v)) = param {
+            q.push_str(&format!("&{name}={v}"));
         }
         let applied = admin_json(admin, hyper::Method::POST, &q).await?;
         let disks: Vec<u64> = applied["disks"].as_array().into_iter().flatten().filter_map(|d| d.as_u64()).collect();
@@ -419,6 +423,8 @@ pub fn job(
                 } else if kind == "compact" {
                     let (a, b) = (job["current_done_bytes"].as_u64().unwrap_or(0), job["current_total_bytes"].as_u64().unwrap_or(0));
                     format!("blob {} {}%", job["current_blob"], (a * 100).checked_div(b).unwrap_or(0))
+                } else if kind == "migrate" {
+                    format!("{} objects moved, {} MiB to go", job["migrated_objects"], job["backlog_bytes"].as_u64().unwrap_or(0) >> 20)
                 } else {
                     let (a, b) = (job["pass_bytes_done"].as_u64().unwrap_or(0), job["pass_bytes_total"].as_u64().unwrap_or(0));
                     format!("{}%", (a * 100).checked_div(b).unwrap_or(0).min(100))
@@ -439,7 +445,12 @@ pub fn job(
         for &(d, _) in &targets {
             let j = after["disks"].as_array().into_iter().flatten().find(|j| j["disk"] == d).cloned().unwrap_or_default();
             let job = &j[key];
-            if kind == "compact" {
+            if kind == "migrate" {
+                println!(
+                    "disk {d}: {} objects ({} bytes) moved to the capacity tier in all, {} failed, {} bytes left to move",
+                    job["migrated_objects"], job["migrated_bytes"], job["failures"], job["backlog_bytes"]
+                );
+            } else if kind == "compact" {
                 println!(
                     "disk {d}: {} blobs compacted, {} bytes reclaimed, {} records moved, {} tombstones dropped, {} blobs awaiting repair",
                     job["blobs_compacted"], job["bytes_reclaimed"], job["records_moved"], job["tombstones_dropped"], job["blobs_skipped"]

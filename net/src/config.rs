@@ -31,6 +31,8 @@ pub struct Config {
     pub maintenance: Maintenance,
     #[serde(default)]
     pub ram_cache: RamCacheConf,
+    #[serde(default)]
+    pub tiering: Tiering,
     /// The X-Copies a request gets when it names none.
     #[serde(default = "default_copies")]
     pub default_copies: String,
@@ -243,6 +245,33 @@ impl Default for Maintenance {
     }
 }
 
+/// Moving objects between the fast and the capacity tier (issue 7; maintenance.rs).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tiering {
+    /// A fast disk this full (blob bytes over its capacity) moves its coldest blobs' objects
+    /// to the capacity tier...
+    pub fast_high_watermark: f64,
+    /// ...until it is down to this.
+    pub fast_low_watermark: f64,
+    /// A fast disk's blob no GET has read for this long moves to the capacity tier whatever
+    /// the fill (0: only by fill).
+    pub migrate_idle_s: u64,
+    /// Seconds between a fast disk's looks for what to move.
+    pub migrate_interval_s: u64,
+}
+
+impl Default for Tiering {
+    fn default() -> Self {
+        Tiering {
+            fast_high_watermark: 0.85,
+            fast_low_watermark: 0.70,
+            migrate_idle_s: 7 * 86_400,
+            migrate_interval_s: 10,
+        }
+    }
+}
+
 /// The RAM cache of small hot objects (issue 7; cache.rs).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -357,6 +386,7 @@ impl Config {
             engine: Engine { blob_size_bytes: 64 << 20, ..Engine::default() },
             maintenance: Maintenance::default(),
             ram_cache: RamCacheConf::default(),
+            tiering: Tiering::default(),
             default_copies: default_copies(),
             replication: None,
             disks: (0..4)
@@ -478,11 +508,20 @@ impl Config {
             ("maintenance.busy_ops_per_s", self.maintenance.busy_ops_per_s, 0, 100_000_000),
             ("maintenance.op_cost_kib", self.maintenance.op_cost_kib, 0, 1 << 20),
             ("ram_cache.size_bytes", self.ram_cache.size_bytes, 0, 1 << 50),
+            ("tiering.migrate_idle_s", self.tiering.migrate_idle_s, 0, 3650 * 86_400),
+            ("tiering.migrate_interval_s", self.tiering.migrate_interval_s, 1, 86_400),
             ("ram_cache.object_size_max_bytes", self.ram_cache.object_size_max_bytes, 1, 64 << 20),
         ] {
             if v < lo || v > hi {
                 return Err(invalid(key, format!("{v} is outside {lo}..={hi}")));
             }
+        }
+        let (hi, lo) = (self.tiering.fast_high_watermark, self.tiering.fast_low_watermark);
+        if !(0.05..=1.0).contains(&hi) || !(0.0..hi).contains(&lo) {
+            return Err(invalid(
+                "tiering.fast_low_watermark",
+                format!("the watermarks ({lo}, {hi}) need 0 <= low < high, high in 0.05..=1.0"),
+            ));
         }
         let b = self.maintenance.busy_share;
         if !(0.01..=1.0).contains(&b) {

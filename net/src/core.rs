@@ -143,6 +143,9 @@ pub enum CoreMsg {
         job: JobKind,
         action: JobAction,
         ratio: Option<f64>,
+        /// Migration: move every blob no GET read for this many seconds (default the
+        /// configured `tiering.migrate_idle_s`).
+        idle_s: Option<u64>,
         /// The disks it was applied to.
         reply: oneshot::Sender<Vec<u32>>,
     },
@@ -496,6 +499,7 @@ fn cached_get(
 ) -> Option<GetStart> {
     let s = shards.borrow().get(&shard).cloned()?;
     let hit = cache.lookup(&s, key)?;
+    s.note_read(hit.loc);
     tier_reads[TIER_RAM].fetch_add(1, Ordering::Relaxed);
     let answer = range::resolve(range, hit.meta.object_len);
     let first = match answer {
@@ -853,6 +857,13 @@ async fn execute(
                         st.background_bytes = j.budget.used();
                         st.moved_away = j.rebalance_moved.get();
                         st.move_failures = j.rebalance_failed.get();
+                        st.migrated_objects = j.migrated_objects.get();
+                        st.migrated_bytes = j.migrated_bytes.get();
+                        st.migration_failures = j.migration_failures.get();
+                        st.migration_backlog_bytes = j.migration_backlog.get();
+                        st.migration_running = j.migrate_ctl.is_running();
+                        st.migration_paused = j.migrate_ctl.is_paused();
+                        st.migration_passes = j.migration_passes.get();
                     }
                     st
                 })
@@ -878,15 +889,19 @@ async fn execute(
             };
             let _ = reply.send(r);
         }
-        CoreMsg::Job { disk, job, action, ratio, reply } => {
+        CoreMsg::Job { disk, job, action, ratio, idle_s, reply } => {
             let mut done = Vec::new();
             let targets: Vec<_> =
                 shards.borrow().values().filter(|s| disk.is_none_or(|d| d == s.id())).cloned().collect();
             for s in targets {
                 let Some(j) = jobs.borrow().get(&s.id()).cloned() else { continue };
+                if job == JobKind::Migrate && !shared.routes.is_fast(s.id()) {
+                    continue; // only fast disks migrate
+                }
                 let ctl = match job {
                     JobKind::Compact => s.compact_ctl(),
                     JobKind::Scrub => s.scrub_ctl(),
+                    JobKind::Migrate => &j.migrate_ctl,
                 };
                 match (action, job) {
                     (JobAction::Pause, _) => ctl.pause(),
@@ -894,6 +909,12 @@ async fn execute(
                         ctl.resume();
                         j.compact_wake.notify_one();
                         j.scrub_wake.notify_one();
+                        j.migrate_wake.notify_one();
+                    }
+                    (JobAction::Start, JobKind::Migrate) => {
+                        ctl.resume();
+                        j.migrate_now.set(Some(idle_s.unwrap_or(shared.cfg.tiering.migrate_idle_s)));
+                        j.migrate_wake.notify_one();
                     }
                     (JobAction::Stop, _) => ctl.stop(),
                     (JobAction::Start, JobKind::Compact) => {
@@ -921,6 +942,8 @@ async fn execute(
 pub enum JobKind {
     Compact,
     Scrub,
+    /// Tiering's migration of a fast disk to the capacity tier.
+    Migrate,
 }
 
 /// What to do with it.

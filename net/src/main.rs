@@ -102,6 +102,16 @@ enum Cmd {
         #[command(flatten)]
         job: JobArgs,
     },
+    /// Move objects of a running node's fast disks to the capacity tier now (those of the
+    /// blobs no GET read for `--idle-s` seconds, default `tiering.migrate_idle_s`, and down to
+    /// the low watermark) and follow the pass to its end; or pause, resume or stop migration.
+    Migrate {
+        #[command(flatten)]
+        job: JobArgs,
+        /// Move the blobs no GET read for this many seconds (0: every sealed blob).
+        #[arg(long)]
+        idle_s: Option<u64>,
+    },
     /// Drain a disk of a running node: it takes no more writes and its objects move to the
     /// other disks; follows the move until the disk is safe to pull.
     Drain {
@@ -196,8 +206,17 @@ fn main() -> ExitCode {
         Cmd::Delete { name, server, copies } => client::delete(server, &name, copies.as_deref()),
         Cmd::Stat { admin } => client::stat(admin),
         Cmd::Recover { from, admin } => client::recover(admin, &from),
-        Cmd::Compact { job, ratio } => client::job(job.admin, "compact", job.action(), job.disk, ratio),
+        Cmd::Compact { job, ratio } => {
+            client::job(job.admin, "compact", job.action(), job.disk, ratio.map(|r| ("ratio", r.to_string())))
+        }
         Cmd::Scrub { job } => client::job(job.admin, "scrub", job.action(), job.disk, None),
+        Cmd::Migrate { job, idle_s } => client::job(
+            job.admin,
+            "migrate",
+            job.action(),
+            job.disk,
+            idle_s.map(|s| ("idle_s", s.to_string())),
+        ),
         Cmd::Drain { disk, admin } => client::drain(admin, disk),
         Cmd::AddDisk { id, path, weight, tier, cache, any_directory, no_wait, admin } => {
             let mut q = format!("id={id}&tier={tier}&cache={cache}");

@@ -43,6 +43,18 @@ pub struct DiskJobs {
     /// Keys moved to other disks by rebalancing, and moves that failed.
     pub rebalance_moved: Cell<u64>,
     pub rebalance_failed: Cell<u64>,
+    /// Tiering's migration of a fast disk: its control, a pass asked for now (moving every
+    /// sealed blob no GET read for this many seconds, and down to the low watermark), its
+    /// wake-up, and its counts.
+    pub migrate_ctl: podstore_engine::budget::JobCtl,
+    pub migrate_now: Cell<Option<u64>>,
+    pub migrate_wake: Notify,
+    pub migrated_objects: Cell<u64>,
+    pub migrated_bytes: Cell<u64>,
+    pub migration_failures: Cell<u64>,
+    pub migration_backlog: Cell<u64>,
+    /// Passes that ended (a pass asked for counts even when it found nothing to move).
+    pub migration_passes: Cell<u64>,
 }
 
 /// The jobs of a core's disks, by disk id.
@@ -80,9 +92,18 @@ pub fn start(
         scrub_now: Cell::new(false),
         rebalance_moved: Cell::new(0),
         rebalance_failed: Cell::new(0),
+        migrate_ctl: Default::default(),
+        migrate_now: Cell::new(None),
+        migrate_wake: Notify::new(),
+        migrated_objects: Cell::new(0),
+        migrated_bytes: Cell::new(0),
+        migration_failures: Cell::new(0),
+        migration_backlog: Cell::new(0),
+        migration_passes: Cell::new(0),
     });
     tokio::task::spawn_local(compaction(shared.clone(), shard.clone(), jobs.clone()));
     tokio::task::spawn_local(rebalance(shared.clone(), shard.clone(), jobs.clone()));
+    tokio::task::spawn_local(migrate(shared.clone(), shard.clone(), jobs.clone()));
     tokio::task::spawn_local(scrub(shared, shard, jobs.clone()));
     jobs
 }
@@ -249,6 +270,137 @@ pub async fn rebalance(shared: Arc<Shared>, shard: Rc<Shard<AnyIo>>, jobs: Rc<Di
             idle = (idle * 2).min(REBALANCE_IDLE_MAX);
         }
     }
+}
+
+/// Tiering (issue 7): moves a fast disk's coldest objects to the capacity tier. When the disk
+/// is fuller than `tiering.fast_high_watermark`, the objects of its coldest blobs (least
+/// recently read by a GET, from the disk or the RAM cache; then oldest) until it is down to
+/// `fast_low_watermark`; at any fill, the blobs no GET has read for `migrate_idle_s`. Blob by
+/// blob, each one's records in their order on disk (the blob is read front to back), eight
+/// objects at a time (the capacity disks' group commits share their syncs), each copied to its
+/// capacity home with its version and forgotten here only after the copy is durable
+/// (`move_key`: an object is never absent from both tiers, and an older copy already on the
+/// capacity tier is replaced). A blob left with nothing in it is then removed by compaction.
+/// Under the disk's background budget, like every job.
+async fn migrate(shared: Arc<Shared>, shard: Rc<Shard<AnyIo>>, jobs: Rc<DiskJobs>) {
+    let t = &shared.cfg.tiering;
+    loop {
+        let interval = Duration::from_secs(t.migrate_interval_s);
+        let _ = tokio::time::timeout(interval, jobs.migrate_wake.notified()).await;
+        let asked = jobs.migrate_now.take();
+        if shared.routes.is_failed(shard.id()) {
+            return;
+        }
+        let pass_done = || {
+            if asked.is_some() {
+                jobs.migration_passes.set(jobs.migration_passes.get() + 1);
+            }
+        };
+        if !shared.routes.is_fast(shard.id()) || shard.fenced().is_some() || jobs.migrate_ctl.is_paused() {
+            jobs.migration_backlog.set(0);
+            pass_done();
+            continue;
+        }
+        let capacity = shared.disk(shard.id()).map(|d| d.capacity_bytes).unwrap_or(0);
+        let used = shard.stats().blob_bytes;
+        let at = |share: f64| (capacity as f64 * share) as u64;
+        let mut over = if used >= at(t.fast_high_watermark) || asked.is_some() {
+            used.saturating_sub(at(t.fast_low_watermark))
+        } else {
+            0
+        };
+        let idle_s = asked.or((t.migrate_idle_s > 0).then_some(t.migrate_idle_s));
+        let idle_before = idle_s.map(|s| now_ms().saturating_sub(s.saturating_mul(1000)));
+        let blobs = shard.coldest_blobs();
+        let idle_bytes: u64 =
+            blobs.iter().filter(|b| idle_before.is_some_and(|before| b.1 <= before)).map(|b| b.2).sum();
+        jobs.migration_backlog.set(over.max(idle_bytes));
+        if over == 0 && idle_bytes == 0 || !jobs.migrate_ctl.begin() {
+            pass_done();
+            continue;
+        }
+        let mut emptied = 0;
+        for (bid, last_read, live) in blobs {
+            let idle = idle_before.is_some_and(|before| last_read <= before);
+            if over == 0 && !idle {
+                break; // coldest first: none after it is idle either
+            }
+            if !jobs.migrate_ctl.proceed().await {
+                break;
+            }
+            match migrate_blob(&shared, &shard, &jobs, bid).await {
+                Ok(()) => {
+                    emptied += 1;
+                    over = over.saturating_sub(shared.cfg.engine.blob_size_bytes.max(live));
+                    let left = jobs.migration_backlog.get().saturating_sub(live);
+                    jobs.migration_backlog.set(left);
+                }
+                Err(e) => {
+                    tracing::warn!("disk {}: moving blob {bid} to the capacity tier: {e}", shard.id());
+                    break;
+                }
+            }
+        }
+        jobs.migrate_ctl.end();
+        jobs.migration_passes.set(jobs.migration_passes.get() + 1);
+        if emptied > 0 {
+            tracing::info!("disk {}: moved {emptied} blobs' objects to the capacity tier", shard.id());
+            if let Err(e) = shard.checkpoint().await {
+                tracing::warn!("disk {}: checkpoint after moving objects: {e}", shard.id());
+            }
+            // The emptied blobs go (they are wholly dead).
+            jobs.compact_now.set(Some(0.99));
+            jobs.compact_wake.notify_one();
+        }
+    }
+}
+
+/// Moves every object of fast-disk blob `bid` to the capacity tier (see `migrate`). An
+/// object that can't be moved is counted and left (the blob stays); Err when nothing more can
+/// move (no capacity disk takes writes, or the disk is no longer a serving fast disk).
+async fn migrate_blob(
+    shared: &Arc<Shared>,
+    shard: &Rc<Shard<AnyIo>>,
+    jobs: &DiskJobs,
+    bid: u32,
+) -> Result<(), String> {
+    use futures_util::StreamExt;
+    const IN_FLIGHT: usize = 8;
+    let entries = shard.entries_of_blob(bid);
+    let mut moves = futures_util::stream::iter(entries.into_iter().map(|(fp, key, loc)| async move {
+        if shared.routes.is_failed(shard.id()) || !shared.routes.is_fast(shard.id()) {
+            return Err("the disk is no longer a serving fast disk".to_string());
+        }
+        let target = shared.routes.capacity_target(fp).ok_or("no capacity disk takes writes")?;
+        let owner = shared.core_of(target).ok_or("the capacity disk is not open")?;
+        let len = loc.record_len().unwrap_or(4096);
+        // A read here, a write there, an index change here.
+        jobs.budget.take_ops(3, 2 * len).await;
+        let key = match key {
+            Some(k) => k,
+            None => match shard.key_at(loc).await {
+                Ok(Some(k)) => k,
+                Ok(None) => return Ok(None), // gone meanwhile
+                Err(e) => return Ok(Some(Err(e.to_string()))),
+            },
+        };
+        Ok(Some(move_key(shared, shard, &key, target, owner).await.map(|moved| moved.then_some(len))))
+    }))
+    .buffered(IN_FLIGHT);
+    while let Some(r) = moves.next().await {
+        match r? {
+            Some(Ok(Some(len))) => {
+                jobs.migrated_objects.set(jobs.migrated_objects.get() + 1);
+                jobs.migrated_bytes.set(jobs.migrated_bytes.get() + len);
+            }
+            Some(Ok(None)) | None => {}
+            Some(Err(e)) => {
+                jobs.migration_failures.set(jobs.migration_failures.get() + 1);
+                tracing::debug!("disk {}: moving an object to the capacity tier: {e}", shard.id());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Disk `disk`'s mover found every key in place through a whole pass in routing epoch

@@ -446,6 +446,13 @@ impl Routes {
         self.chain(fp).into_iter().find(|&id| self.is_writable(id))
     }
 
+    /// The capacity-tier disk that takes the key's objects moved from the fast tier: the first
+    /// of its capacity chain that takes writes.
+    pub fn capacity_target(&self, fp: u64) -> Option<u32> {
+        let t = self.table.load();
+        self.chain_among(&t, fp, |id| !t.fast.contains(&id)).into_iter().find(|&id| self.is_writable(id))
+    }
+
     /// Where a mover takes the key it found on disk `on`: the first disk of its chain in the
     /// tier of `on` that takes writes (a draining disk's keys go to the other tier when its
     /// own has none).

@@ -128,3 +128,75 @@ fn a_fast_tier_tombstone_outlives_compaction_while_the_capacity_tier_holds_the_o
         assert_eq!(node.req("GET", p, &[], b"").status, 404, "{p}: a deleted object answered again");
     }
 }
+
+/// `podstore migrate` moves the fast disk's sealed blobs' objects to the capacity tier while
+/// clients overwrite and delete some of them: every object reads right during and after, the
+/// emptied blobs go, and so after a restart.
+#[test]
+fn migration_moves_objects_to_the_capacity_tier_and_loses_nothing() {
+    let extra = "[engine]\nblob_size_bytes = 8388608\n\n[ram_cache]\nsize_bytes = 0\n\n\
+                 [maintenance]\ncompact_interval_s = 0\nscrub_period_s = 0\n\n\
+                 [tiering]\nmigrate_idle_s = 0\nmigrate_interval_s = 1\n";
+    let mut node = Node::start_tiered("tiers-migrate", &[0], extra);
+    let mut want: std::collections::BTreeMap<String, Option<Vec<u8>>> = Default::default();
+    for i in 0..120u32 {
+        let (path, v) = (format!("/tiers/m-{i}"), body(if i % 6 == 0 { 700_000 } else { 30_000 }, i as u8));
+        assert_eq!(node.req("PUT", &path, &[], &v).status, 201);
+        want.insert(path, Some(v));
+    }
+    assert_eq!(objects(&node), (120, 0));
+    let used_before = disk_used(&node, 0);
+    // Overwrites and deletes while the pass runs.
+    let (data, admin) = (node.data, node.admin.to_string());
+    let writer = std::thread::spawn(move || {
+        let mut changed = Vec::new();
+        for i in (0..120u32).step_by(7) {
+            let path = format!("/tiers/m-{i}");
+            let r = if i % 2 == 0 {
+                let v = body(20_000, 100 + i as u8);
+                let r = common::request(data, "PUT", &path, &[], &v).expect("put");
+                (r.status, Some(v))
+            } else {
+                (common::request(data, "DELETE", &path, &[], b"").expect("delete").status, None)
+            };
+            assert!(r.0 == 201 || r.0 == 204, "{path}: {}", r.0);
+            changed.push((path, r.1));
+        }
+        changed
+    });
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_podstore"))
+        .args(["migrate", "--idle-s", "0", "--admin", &admin])
+        .output()
+        .expect("podstore migrate");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for (path, v) in writer.join().expect("writer") {
+        want.insert(path, v);
+    }
+    let t = tiers(&node);
+    assert!(t["migration"]["migrated_objects"].as_u64() >= Some(60), "{t}");
+    assert_eq!(t["migration"]["failures"], 0, "{t}");
+    let (fast, capacity) = objects(&node);
+    assert!(capacity >= 60 && fast < 60, "fast {fast}, capacity {capacity}");
+    let check = |node: &Node| {
+        for (path, v) in &want {
+            let g = node.req("GET", path, &[], b"");
+            match v {
+                Some(v) => assert!(g.status == 200 && g.body == *v, "{path}: {} or wrong bytes", g.status),
+                None => assert_eq!(g.status, 404, "{path}: a deleted object answered"),
+            }
+        }
+    };
+    check(&node);
+    // The emptied blobs are removed (compaction, woken by the migration).
+    common::eventually("the fast disk's emptied blobs are removed", || disk_used(&node, 0) < used_before);
+    assert!(node.stop().success());
+    node.spawn(&[]);
+    check(&node);
+}
+
+fn disk_used(node: &Node, id: u64) -> u64 {
+    let d: serde_json::Value = serde_json::from_slice(&node.admin("/admin/disks").body).expect("json");
+    let disk =
+        d["disks"].as_array().expect("disks").iter().find(|x| x["id"] == id).expect("the disk").clone();
+    disk["used_bytes"].as_u64().expect("used_bytes")
+}
