@@ -33,6 +33,17 @@ impl<I: Io> Shard<I> {
         self.entries_in(bid).into_iter().map(|(_, fp, k, l)| (fp, k, l)).collect()
     }
 
+    /// When a GET last read each sealed blob (ms since the epoch), without a walk of the index.
+    pub fn sealed_blob_reads(&self) -> Vec<(u32, u64)> {
+        let open = self.open_blob.get();
+        self.blobs
+            .borrow()
+            .values()
+            .filter(|b| b.sealed.get() && Some(b.id) != open)
+            .map(|b| (b.id, b.last_read_ms.get()))
+            .collect()
+    }
+
     /// The sealed blobs with live records, coldest first (least recently read, then oldest):
     /// (blob, when a GET last read it in ms since the epoch, its live bytes).
     pub fn coldest_blobs(&self) -> Vec<(u32, u64, u64)> {

@@ -311,6 +311,14 @@ async fn migrate(shared: Arc<Shared>, shard: Rc<Shard<AnyIo>>, jobs: Rc<DiskJobs
         };
         let idle_s = asked.or((t.migrate_idle_s > 0).then_some(t.migrate_idle_s));
         let idle_before = idle_s.map(|s| now_ms().saturating_sub(s.saturating_mul(1000)));
+        let any_idle =
+            shard.sealed_blob_reads().iter().any(|b| idle_before.is_some_and(|before| b.1 <= before));
+        if over == 0 && !any_idle {
+            // Nothing to move (known without walking the index).
+            jobs.migration_backlog.set(0);
+            pass_done();
+            continue;
+        }
         let blobs = shard.coldest_blobs();
         let idle_bytes: u64 =
             blobs.iter().filter(|b| idle_before.is_some_and(|before| b.1 <= before)).map(|b| b.2).sum();
