@@ -75,6 +75,10 @@ pub fn describe_metrics() {
     c!("podstore_tier_reads_total", "Object reads served, by tier: ram (the RAM cache), fast, capacity");
     c!("podstore_disk_migrated_objects_total", "Objects moved from this fast disk to the capacity tier");
     c!(
+        "podstore_tier_promoted_total",
+        "Objects of the capacity tier read often and copied back to the fast tier"
+    );
+    c!(
         "podstore_disk_migrated_bytes_total",
         Unit::Bytes,
         "Bytes moved from this fast disk to the capacity tier"
@@ -342,6 +346,7 @@ pub async fn render_metrics(shared: &Shared, handle: &PrometheusHandle) -> Strin
         metrics::counter!("podstore_tier_reads_total", "tier" => *name)
             .absolute(shared.tier_reads[i].load(Ordering::Relaxed));
     }
+    metrics::counter!("podstore_tier_promoted_total").absolute(shared.promoted.load(Ordering::Relaxed));
     let cache = crate::cache::CacheTotals::of(shared);
     metrics::counter!("podstore_ram_cache_hits_total").absolute(cache.hits);
     metrics::counter!("podstore_ram_cache_misses_total").absolute(cache.misses);
@@ -529,6 +534,7 @@ async fn tiers_json(shared: &Shared) -> String {
             "migrated_bytes": sum(|s| s.migrated_bytes),
             "failures": sum(|s| s.migration_failures),
         },
+        "promoted": shared.promoted.load(Ordering::Relaxed),
         "ram_cache": {
             "size_bytes": shared.cfg.ram_cache.size_bytes,
             "object_size_max_bytes": shared.cfg.ram_cache.object_size_max_bytes,

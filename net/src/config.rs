@@ -259,6 +259,13 @@ pub struct Tiering {
     pub migrate_idle_s: u64,
     /// Seconds between a fast disk's looks for what to move.
     pub migrate_interval_s: u64,
+    /// An object on the capacity tier read this many times within `promote_window_s` is
+    /// copied back to the fast tier (0: never). A scan reads each object once: it promotes
+    /// nothing.
+    pub promote_reads: u32,
+    pub promote_window_s: u64,
+    /// Most objects each core promotes per window.
+    pub promotions_per_window_max: u32,
 }
 
 impl Default for Tiering {
@@ -268,6 +275,9 @@ impl Default for Tiering {
             fast_low_watermark: 0.70,
             migrate_idle_s: 7 * 86_400,
             migrate_interval_s: 10,
+            promote_reads: 4,
+            promote_window_s: 60,
+            promotions_per_window_max: 10_000,
         }
     }
 }
@@ -510,6 +520,14 @@ impl Config {
             ("ram_cache.size_bytes", self.ram_cache.size_bytes, 0, 1 << 50),
             ("tiering.migrate_idle_s", self.tiering.migrate_idle_s, 0, 3650 * 86_400),
             ("tiering.migrate_interval_s", self.tiering.migrate_interval_s, 1, 86_400),
+            ("tiering.promote_reads", self.tiering.promote_reads as u64, 0, 1_000_000),
+            ("tiering.promote_window_s", self.tiering.promote_window_s, 1, 86_400),
+            (
+                "tiering.promotions_per_window_max",
+                self.tiering.promotions_per_window_max as u64,
+                1,
+                10_000_000,
+            ),
             ("ram_cache.object_size_max_bytes", self.ram_cache.object_size_max_bytes, 1, 64 << 20),
         ] {
             if v < lo || v > hi {

@@ -205,6 +205,11 @@ pub struct Shared {
     /// Each disk's last rebalance pass that found every key in place: the routing epoch it
     /// started and ended in (maintenance.rs clears spilled marks when all agree).
     pub settled: std::sync::Mutex<HashMap<u32, u64>>,
+    /// Each fast disk's fill (blob bytes over capacity) at its migration's last look: objects
+    /// are promoted only to a fast disk below its high watermark.
+    pub fast_fill: std::sync::Mutex<HashMap<u32, f64>>,
+    /// Objects promoted to the fast tier.
+    pub promoted: AtomicU64,
     /// A disk is being added (one at a time).
     pub adding_disk: AtomicBool,
     pub inboxes: Vec<mpsc::Sender<CoreMsg>>,
@@ -747,9 +752,11 @@ async fn execute(
                     }
                 }
             };
-            let tier = shared.disk(shard).map(|d| d.tier);
-            let i = if tier == Some(podstore_disks::Tier::Fast) { TIER_FAST } else { TIER_CAPACITY };
-            shared.tier_reads[i].fetch_add(1, Ordering::Relaxed);
+            let fast = shared.routes.is_fast(shard);
+            shared.tier_reads[if fast { TIER_FAST } else { TIER_CAPACITY }].fetch_add(1, Ordering::Relaxed);
+            if !fast && shared.routes.has_fast_tier() {
+                crate::maintenance::note_capacity_read(&shared, &s, &key);
+            }
             if let (Some(c), Some(data)) = (&cache, &first) {
                 if answer == RangeAnswer::Whole && c.takes(reader.meta.object_len) {
                     let object = crate::cache::Cached {

@@ -12,6 +12,7 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -303,6 +304,10 @@ async fn migrate(shared: Arc<Shared>, shard: Rc<Shard<AnyIo>>, jobs: Rc<DiskJobs
         }
         let capacity = shared.disk(shard.id()).map(|d| d.capacity_bytes).unwrap_or(0);
         let used = shard.stats().blob_bytes;
+        if capacity > 0 {
+            let mut fill = shared.fast_fill.lock().unwrap_or_else(|e| e.into_inner());
+            fill.insert(shard.id(), used as f64 / capacity as f64);
+        }
         let at = |share: f64| (capacity as f64 * share) as u64;
         let mut over = if used >= at(t.fast_high_watermark) || asked.is_some() {
             used.saturating_sub(at(t.fast_low_watermark))
@@ -361,6 +366,84 @@ async fn migrate(shared: Arc<Shared>, shard: Rc<Shard<AnyIo>>, jobs: Rc<DiskJobs
             jobs.compact_wake.notify_one();
         }
     }
+}
+
+/// Reads of capacity-tier objects in the current window, per key (one per core).
+#[derive(Default)]
+struct Promoter {
+    window_start: Option<std::time::Instant>,
+    reads: HashMap<Vec<u8>, u32>,
+    promoted: u32,
+    in_flight: u32,
+}
+
+/// Keys counted per core and window at most (later keys wait for the next window).
+const PROMOTE_KEYS_MAX: usize = 65_536;
+/// Promotions in flight per core at most.
+const PROMOTE_IN_FLIGHT_MAX: u32 = 4;
+
+thread_local! {
+    static PROMOTER: std::cell::RefCell<Promoter> = Default::default();
+}
+
+/// A GET read `key` from capacity disk `shard` (issue 7): counted, and once it was read
+/// `tiering.promote_reads` times within `promote_window_s`, copied to its fast home with its
+/// version and forgotten here after the copy is durable (`move_key`), if that fast disk takes
+/// writes and is below its high watermark (else it would move straight back). Bounded per core:
+/// `promotions_per_window_max` a window, four at a time, `PROMOTE_KEYS_MAX` keys counted.
+pub fn note_capacity_read(shared: &Arc<Shared>, shard: &Rc<Shard<AnyIo>>, key: &[u8]) {
+    let t = &shared.cfg.tiering;
+    if t.promote_reads == 0 {
+        return;
+    }
+    let go = PROMOTER.with(|p| {
+        let mut p = p.borrow_mut();
+        let now = std::time::Instant::now();
+        if p.window_start.is_none_or(|s| now.duration_since(s) >= Duration::from_secs(t.promote_window_s)) {
+            p.window_start = Some(now);
+            p.reads.clear();
+            p.promoted = 0;
+        }
+        if p.promoted >= t.promotions_per_window_max || p.in_flight >= PROMOTE_IN_FLIGHT_MAX {
+            return false;
+        }
+        if !p.reads.contains_key(key) && p.reads.len() >= PROMOTE_KEYS_MAX {
+            return false;
+        }
+        let n = p.reads.entry(key.to_vec()).or_insert(0);
+        *n += 1;
+        if *n < t.promote_reads {
+            return false;
+        }
+        p.reads.remove(key);
+        p.promoted += 1;
+        p.in_flight += 1;
+        true
+    });
+    if !go {
+        return;
+    }
+    let (shared, shard, key) = (shared.clone(), shard.clone(), key.to_vec());
+    tokio::task::spawn_local(async move {
+        let fp = podstore_engine::index::fingerprint(&key);
+        let target = shared.routes.write_target(fp).filter(|&id| shared.routes.is_fast(id));
+        let room = |id: u32| {
+            let fill = shared.fast_fill.lock().unwrap_or_else(|e| e.into_inner());
+            fill.get(&id).is_none_or(|&f| f < shared.cfg.tiering.fast_high_watermark)
+        };
+        if let Some((target, owner)) =
+            target.filter(|&id| room(id)).and_then(|id| shared.core_of(id).map(|c| (id, c)))
+        {
+            match move_key(&shared, &shard, &key, target, owner).await {
+                Ok(true) => {
+                    shared.promoted.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(false) => {}
+                Err(e) => tracing::debug!("disk {}: promoting an object to disk {target}: {e}", shard.id()),
+            }
+        }
+        PROMOTER.with(|p| p.borrow_mut().in_flight -= 1);
+    });
 }
 
 /// Moves every object of fast-disk blob `bid` to the capacity tier (see `migrate`). An

@@ -210,6 +210,8 @@ pub fn run(cfg: Config) -> Result<(), String> {
         moves: AtomicU64::new(0),
         layout: arc_swap::ArcSwap::from_pointee(crate::core::Layout { placement, shard_core, disks }),
         settled: Default::default(),
+        fast_fill: Default::default(),
+        promoted: Default::default(),
         adding_disk: AtomicBool::new(false),
         inboxes,
         ready: AtomicBool::new(false),

@@ -200,3 +200,43 @@ fn disk_used(node: &Node, id: u64) -> u64 {
         d["disks"].as_array().expect("disks").iter().find(|x| x["id"] == id).expect("the disk").clone();
     disk["used_bytes"].as_u64().expect("used_bytes")
 }
+
+/// An object of the capacity tier read often comes back to the fast tier; a scan that reads
+/// every object once promotes nothing.
+#[test]
+fn hot_capacity_objects_are_promoted_and_a_scan_promotes_nothing() {
+    let extra = "[engine]\nblob_size_bytes = 8388608\n\n[ram_cache]\nsize_bytes = 0\n\n\
+                 [maintenance]\ncompact_interval_s = 0\nscrub_period_s = 0\n\n\
+                 [tiering]\nmigrate_idle_s = 0\npromote_reads = 3\npromote_window_s = 600\n";
+    let node = Node::start_tiered("tiers-promote", &[0], extra);
+    for i in 0..80u32 {
+        assert_eq!(node.req("PUT", &format!("/tiers/p-{i}"), &[], &body(150_000, i as u8)).status, 201);
+    }
+    let admin = node.admin.to_string();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_podstore"))
+        .args(["migrate", "--idle-s", "0", "--admin", &admin])
+        .output()
+        .expect("podstore migrate");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (fast, capacity) = objects(&node);
+    assert!(capacity >= 40, "fast {fast}, capacity {capacity}");
+    // A scan: every object once.
+    for i in 0..80u32 {
+        assert!(node.req("GET", &format!("/tiers/p-{i}"), &[], b"").body == body(150_000, i as u8));
+    }
+    assert_eq!(tiers(&node)["promoted"], 0, "a scan promoted objects");
+    // Two objects read three times each (the scan's read counts): they come back.
+    for _ in 0..2 {
+        for i in [3u32, 7] {
+            assert!(node.req("GET", &format!("/tiers/p-{i}"), &[], b"").body == body(150_000, i as u8));
+        }
+    }
+    common::eventually("two objects promoted", || tiers(&node)["promoted"].as_u64() >= Some(2));
+    let promoted = tiers(&node)["promoted"].as_u64().expect("promoted");
+    assert_eq!(promoted, 2);
+    let (fast_after, _) = objects(&node);
+    assert_eq!(fast_after, fast + promoted, "the promoted objects are on the fast tier");
+    for i in 0..80u32 {
+        assert!(node.req("GET", &format!("/tiers/p-{i}"), &[], b"").body == body(150_000, i as u8));
+    }
+}
