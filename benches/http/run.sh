@@ -105,8 +105,8 @@ sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
 
 read ps4 ps4p99 _ < <(wrk_get "http://127.0.0.1:$PS" /bench/s $N4K)
 read ng4 ng4p99 _ < <(wrk_get "http://127.0.0.1:$NG" /bench/s $N4K)
-read _ _ ps1m < <(wrk_get "http://127.0.0.1:$PS" /bench/m $N1M)
-read _ _ ng1m < <(wrk_get "http://127.0.0.1:$NG" /bench/m $N1M)
+read _ _ ps1m _ < <(wrk_get "http://127.0.0.1:$PS" /bench/m $N1M)
+read _ _ ng1m _ < <(wrk_get "http://127.0.0.1:$NG" /bench/m $N1M)
 # Durable PUTs. Each server starts from a clean page cache (sync), so neither pays for the
 # other's writeback. nginx's PUT does not fsync: while what it has written fits under the
 # kernel's dirty limit it runs at memory speed (the "burst" row), and only a volume well past

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Reads wrk's output (run with --latency) and prints "requests_per_s p99_ms mib_per_s".
+"""Reads wrk's output (run with --latency) and prints "requests_per_s p99_ms mib_per_s p50_ms".
 Fails, printing the output, if wrk saw non-2xx/3xx answers. Used by benches/http/run.sh and
 benches/maint/run.sh."""
 import re
@@ -19,9 +19,10 @@ def ms(s):
 
 # The "99%" line of the latency distribution (not a "+/- Stdev" column that ends in 99%).
 p99 = ms(re.search(r"^\s+99%\s+(\S+)\s*$", t, re.M).group(1))
+p50 = ms(re.search(r"^\s+50%\s+(\S+)\s*$", t, re.M).group(1))
 tr = re.search(r"Transfer/sec:\s+([\d.]+)(\w+)", t)
 mib = float(tr.group(1)) * {"B": 1 / 2**20, "KB": 1 / 1024, "MB": 1, "GB": 1024}[tr.group(2)]
 errs = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
 if errs:
     sys.exit("wrk saw %s errors:\n%s" % (errs.group(1), t))
-print(f"{rps:.0f} {p99:.2f} {mib:.1f}")
+print(f"{rps:.0f} {p99:.2f} {mib:.1f} {p50:.2f}")

@@ -57,8 +57,13 @@ impl<I: Io> Shard<I> {
         v
     }
 
-    /// The key of the record at `loc` (one header read; None if it does not read back).
+    /// The key of the record at `loc` (one header read; None if it does not read back, or if
+    /// its blob is gone: compaction moved the record and removed the blob since `loc` was
+    /// taken from the index).
     pub async fn key_at(&self, loc: Loc) -> Result<Option<Vec<u8>>> {
+        if self.blob(loc.blob()).is_none() {
+            return Ok(None);
+        }
         Ok(self.read_header(loc).await?.ok().map(|(_, k, _)| k))
     }
 
@@ -76,9 +81,6 @@ impl<I: Io> Shard<I> {
     /// another disk now). Returns whether it did.
     pub async fn forget(self: &Rc<Self>, key: &[u8], version: Version) -> Result<bool> {
         crate::validate(key, "")?;
-        // Counted before the entry goes: a reader that saw the count unchanged across its
-        // look at every disk saw the key on one of them.
-        self.forgets.set(self.forgets.get() + 1);
         let _permit = self.write_slot().await;
         let fp = self.fp(key);
         let _lock = self.lock_key(fp).await;
@@ -87,6 +89,14 @@ impl<I: Io> Shard<I> {
         let Ok((h, k, _)) = self.read_header(loc).await? else { return Ok(false) };
         if k != key || h.version != version {
             return Ok(false);
+        }
+        // Counted as the entry goes, with no await between: a reader that saw the count
+        // unchanged from before its look at every disk to after it saw the key on one of them.
+        // (Counted earlier, before the awaits above, a reader could take its first count after
+        // it and still find the entry gone by the time it read: a 404 for a key being moved.)
+        self.forgets.set(self.forgets.get() + 1);
+        if let Some(total) = &self.cfg.forgets_total {
+            total.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
         self.index.borrow_mut().remove(slot, fp, key);
         self.digest_apply(key, Some((h.version, h.is_tombstone())), None);

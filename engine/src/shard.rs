@@ -73,6 +73,9 @@ pub struct ShardConfig {
     pub checkpoint_every_bytes: u64,
     /// The node's clock: stamps local writes, and observes every version found on the disk.
     pub clock: std::sync::Arc<crate::Clock>,
+    /// Counts, node-wide, the index entries `forget` removed, at the moment each goes (a
+    /// read that found a key nowhere while it changed looks again: the key may have moved).
+    pub forgets_total: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
     /// The replica set's other appliances, by name: each has a backlog of this appliance's
     /// writes it has not confirmed.
     pub peers: Vec<String>,
@@ -102,6 +105,7 @@ impl Default for ShardConfig {
             checkpoint_every_records: 1 << 20,
             checkpoint_every_bytes: 16 << 30,
             clock: std::sync::Arc::new(crate::Clock::default()),
+            forgets_total: None,
             peers: Vec::new(),
             backlog_records_max: 10_000_000,
             tombstone_horizon_ms: 30 * 86_400_000,
@@ -235,6 +239,7 @@ pub struct ShardStats {
     pub migration_running: bool,
     pub migration_paused: bool,
     pub migration_passes: u64,
+    pub migration_last_error: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -1606,6 +1611,7 @@ impl<I: Io> Shard<I> {
             migration_running: false,
             migration_paused: false,
             migration_passes: 0,
+            migration_last_error: None,
         }
     }
 }

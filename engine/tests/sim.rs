@@ -1,7 +1,8 @@
 //! The simulation: seeded runs of concurrent put/get/delete/abort/checkpoint workloads over the
 //! simulated disk, with crashes (during the workload and during recovery), torn and lost
 //! writes, EIO, misdirected writes and bit flips, checked against a model of what was
-//! acknowledged.
+//! acknowledged. Odd seeds move keys between their two disks both ways (tiering: a migration
+//! to the capacity tier and a promotion back, one move of a key at a time, as the node does).
 //!
 //! What is checked, after every crash and recovery:
 //! - every acknowledged PUT is readable byte-exact, unless a later write to the same key was in
@@ -101,6 +102,9 @@ struct Totals {
     read_errors_rechecked: u64,
     /// Copies from disk 1 to disk 0 as a peer sends them to rebuild a lost disk.
     rebuilds: u64,
+    /// Tiering seeds (odd ones): moves from disk 0 to disk 1 (a migration to the capacity
+    /// tier), the others being promotions back.
+    migrations: u64,
 }
 
 struct Seed {
@@ -109,6 +113,9 @@ struct Seed {
     rng: RefCell<fastrand::Rng>,
     model: RefCell<Model>,
     totals: RefCell<Totals>,
+    /// Keys being moved: one move of a key at a time, as the node does (`Shared::moving`):
+    /// a migration and a promotion of one key at once would each forget the other's copy.
+    moving: RefCell<std::collections::HashSet<Vec<u8>>>,
 }
 
 fn value_for(rng: &mut fastrand::Rng, large_ok: bool) -> Vec<u8> {
@@ -355,10 +362,24 @@ async fn worker(s: Rc<Seed>, set: Rc<ShardSet<SimDisk>>, ops: u32, large_ok: boo
                 // One time in three it is a rebuild instead: the copy a peer sends to rebuild a
                 // lost disk's objects (stamped with its version, as a peer's copy is), and the
                 // record it copies stays where it is (reads take the newest of the two).
-                let from = set.shards()[1].clone();
-                let to = set.shards()[0].clone();
-                let rebuild = fastrand::u32(0..3) == 0;
-                if let Err(e) = move_key(&from, &to, &key, rebuild).await {
+                // On a tiering seed (odd), moves go both ways: disk 0 is the fast tier, a move
+                // to disk 1 a migration, one back a promotion; one move of a key at a time.
+                let tiering = s.seed % 2 == 1;
+                let migrate = tiering && fastrand::bool();
+                let (from, to) = if migrate {
+                    (set.shards()[0].clone(), set.shards()[1].clone())
+                } else {
+                    (set.shards()[1].clone(), set.shards()[0].clone())
+                };
+                let rebuild = !tiering && fastrand::u32(0..3) == 0;
+                if tiering && !s.moving.borrow_mut().insert(key.clone()) {
+                    continue;
+                }
+                let r = move_key(&from, &to, &key, rebuild).await;
+                if tiering {
+                    s.moving.borrow_mut().remove(&key);
+                }
+                if let Err(e) = r {
                     if e.is_crash() {
                         return;
                     }
@@ -366,6 +387,8 @@ async fn worker(s: Rc<Seed>, set: Rc<ShardSet<SimDisk>>, ops: u32, large_ok: boo
                 let mut t = s.totals.borrow_mut();
                 if rebuild {
                     t.rebuilds += 1;
+                } else if migrate {
+                    t.migrations += 1;
                 } else {
                     t.moves += 1;
                 }
@@ -580,6 +603,7 @@ fn run_seed(seed: u64) -> Totals {
         rng: RefCell::new(fastrand::Rng::with_seed(seed.wrapping_mul(7919))),
         model: RefCell::new(Model::default()),
         totals: RefCell::new(Totals { seeds: 1, ..Default::default() }),
+        moving: Default::default(),
     });
     fastrand::seed(seed);
     for round in 0..rounds {
@@ -734,6 +758,7 @@ fn simulation_keeps_every_promise() {
                 all.moves += t.moves;
                 all.read_errors_rechecked += t.read_errors_rechecked;
                 all.rebuilds += t.rebuilds;
+                all.migrations += t.migrations;
             });
         }
     });
@@ -743,8 +768,8 @@ fn simulation_keeps_every_promise() {
     assert!(t.acked_puts > 0 && t.verified_exact > 0, "the simulation verified nothing: {t:?}");
     if seeds.len() >= 50 {
         assert!(
-            t.blobs_compacted > 0 && t.records_moved > 0 && t.scrubbed_records > 0,
-            "compaction or scrub never ran: {t:?}"
+            t.blobs_compacted > 0 && t.records_moved > 0 && t.scrubbed_records > 0 && t.migrations > 0,
+            "compaction, scrub or tier moves never ran: {t:?}"
         );
     }
 }

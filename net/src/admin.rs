@@ -509,7 +509,7 @@ async fn tiers_json(shared: &Shared) -> String {
         let st = |f: fn(&ShardStats) -> u64| -> u64 {
             disks.iter().filter_map(|d| stats.iter().find(|s| s.shard_id == d.id)).map(f).sum()
         };
-        let capacity: u64 = disks.iter().map(|d| d.capacity_bytes).sum();
+        let capacity: u64 = disks.iter().map(|d| shared.usable_bytes(d.id)).sum();
         let used = st(|s| s.blob_bytes);
         tiers.push(serde_json::json!({
             "tier": name,
@@ -583,7 +583,7 @@ fn jobs_of(s: &ShardStats) -> serde_json::Value {
             "migrated_objects": s.migrated_objects,
             "migrated_bytes": s.migrated_bytes,
             "failures": s.migration_failures,
-            "last_error": serde_json::Value::Null,
+            "last_error": s.migration_last_error,
         },
         "scrub": {
             "running": s.scrub_running,

@@ -249,8 +249,8 @@ impl Default for Maintenance {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Tiering {
-    /// A fast disk this full (blob bytes over its capacity) moves its coldest blobs' objects
-    /// to the capacity tier...
+    /// A fast disk this full (blob bytes over its capacity), or that stopped taking writes
+    /// because it is full, moves its coldest blobs' objects to the capacity tier...
     pub fast_high_watermark: f64,
     /// ...until it is down to this.
     pub fast_low_watermark: f64,

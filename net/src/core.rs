@@ -177,6 +177,16 @@ pub struct Layout {
 }
 
 impl Shared {
+    /// The bytes of blob files disk `id` may hold: its filesystem's size, or
+    /// `engine.disk_bytes_max` when that is smaller (0 for a disk the node does not have).
+    pub fn usable_bytes(&self, id: u32) -> u64 {
+        let fs = self.disk(id).map(|d| d.capacity_bytes).unwrap_or(0);
+        match self.cfg.engine.disk_bytes_max {
+            0 => fs,
+            max => fs.min(max),
+        }
+    }
+
     /// The core that owns disk `id`, if it is open.
     pub fn core_of(&self, id: u32) -> Option<usize> {
         self.layout.load().shard_core.get(&id).copied()
@@ -197,9 +207,10 @@ pub struct Shared {
     pub routes: crate::route::Routes,
     /// Wakes every disk's rebalancing (a disk filled up, failed or is to be drained).
     pub rebalance_wake: tokio::sync::Notify,
-    /// Moves between disks begun (counted before the old disk forgets the key; a read that
-    /// found nothing while it changed looks again).
-    pub moves: AtomicU64,
+    /// Keys forgotten by a disk after a move to another (counted by the shard as each entry
+    /// goes, `ShardConfig::forgets_total`; a read that found nothing while it changed looks
+    /// again).
+    pub moves: Arc<AtomicU64>,
     /// The node's disks and the cores that own them (replaced whole when a disk is added).
     pub layout: arc_swap::ArcSwap<Layout>,
     /// Each disk's last rebalance pass that found every key in place: the routing epoch it
@@ -210,6 +221,10 @@ pub struct Shared {
     pub fast_fill: std::sync::Mutex<HashMap<u32, f64>>,
     /// Objects promoted to the fast tier.
     pub promoted: AtomicU64,
+    /// The keys (fingerprints) being moved between disks right now: one move of a key at a
+    /// time (maintenance::move_key). Two at once, in opposite directions (a migration to the
+    /// capacity tier and a promotion back), would each forget the copy the other made.
+    pub moving: std::sync::Mutex<std::collections::HashSet<u64>>,
     /// A disk is being added (one at a time).
     pub adding_disk: AtomicBool,
     pub inboxes: Vec<mpsc::Sender<CoreMsg>>,
@@ -544,6 +559,7 @@ async fn open_shard(
 ) -> Result<RecoveryReport, String> {
     let one = [ShardSpec { id: spec.id, dir: spec.path.clone(), weight: 1.0 }];
     let mut sc = shard_config(&shared.cfg, shared.clock.clone());
+    sc.forgets_total = Some(shared.moves.clone());
     if let Some(p) = profile {
         sc.reads_in_flight_max = p.queue_depth;
     }
@@ -871,6 +887,7 @@ async fn execute(
                         st.migration_running = j.migrate_ctl.is_running();
                         st.migration_paused = j.migrate_ctl.is_paused();
                         st.migration_passes = j.migration_passes.get();
+                        st.migration_last_error = j.migration_last_error.borrow().clone();
                     }
                     st
                 })

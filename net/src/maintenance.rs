@@ -56,6 +56,8 @@ pub struct DiskJobs {
     pub migration_backlog: Cell<u64>,
     /// Passes that ended (a pass asked for counts even when it found nothing to move).
     pub migration_passes: Cell<u64>,
+    /// Why the last object that could not be moved could not.
+    pub migration_last_error: std::cell::RefCell<Option<String>>,
 }
 
 /// The jobs of a core's disks, by disk id.
@@ -101,6 +103,7 @@ pub fn start(
         migration_failures: Cell::new(0),
         migration_backlog: Cell::new(0),
         migration_passes: Cell::new(0),
+        migration_last_error: Default::default(),
     });
     tokio::task::spawn_local(compaction(shared.clone(), shard.clone(), jobs.clone()));
     tokio::task::spawn_local(rebalance(shared.clone(), shard.clone(), jobs.clone()));
@@ -302,18 +305,25 @@ async fn migrate(shared: Arc<Shared>, shard: Rc<Shard<AnyIo>>, jobs: Rc<DiskJobs
             pass_done();
             continue;
         }
-        let capacity = shared.disk(shard.id()).map(|d| d.capacity_bytes).unwrap_or(0);
+        let capacity = shared.usable_bytes(shard.id());
         let used = shard.stats().blob_bytes;
         if capacity > 0 {
             let mut fill = shared.fast_fill.lock().unwrap_or_else(|e| e.into_inner());
             fill.insert(shard.id(), used as f64 / capacity as f64);
         }
         let at = |share: f64| (capacity as f64 * share) as u64;
-        let mut over = if used >= at(t.fast_high_watermark) || asked.is_some() {
+        // A disk that stopped taking writes because it is full counts as over the high
+        // watermark (with large blobs on a small disk it may fill before reaching it).
+        let full = !shared.routes.is_writable(shard.id()) && !shared.routes.is_draining(shard.id());
+        let mut over = if used >= at(t.fast_high_watermark) || full || asked.is_some() {
             used.saturating_sub(at(t.fast_low_watermark))
         } else {
             0
         };
+        if full {
+            // At least a blob's worth, whatever the watermarks say.
+            over = over.max(shared.cfg.engine.blob_size_bytes);
+        }
         let idle_s = asked.or((t.migrate_idle_s > 0).then_some(t.migrate_idle_s));
         let idle_before = idle_s.map(|s| now_ms().saturating_sub(s.saturating_mul(1000)));
         let any_idle =
@@ -488,6 +498,7 @@ async fn migrate_blob(
             Some(Err(e)) => {
                 jobs.migration_failures.set(jobs.migration_failures.get() + 1);
                 tracing::debug!("disk {}: moving an object to the capacity tier: {e}", shard.id());
+                *jobs.migration_last_error.borrow_mut() = Some(e);
             }
         }
     }
@@ -574,8 +585,21 @@ async fn rebalance_pass(shared: &Arc<Shared>, shard: &Rc<Shard<AnyIo>>, jobs: &D
     (moved, failed)
 }
 
+/// A key being moved (`Shared::moving`); the mark goes when this does.
+struct Moving<'a> {
+    shared: &'a Shared,
+    fp: u64,
+}
+
+impl Drop for Moving<'_> {
+    fn drop(&mut self) {
+        self.shared.moving.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.fp);
+    }
+}
+
 /// Copies the key's newest record here to disk `target` (on core `owner`) with its version,
-/// then forgets it here. Ok(false): nothing to move (gone meanwhile).
+/// then forgets it here. Ok(false): nothing to move (gone meanwhile). Err if another move of the
+/// key is under way (one at a time, see `Shared::moving`): the caller tries again later.
 async fn move_key(
     shared: &Shared,
     shard: &Rc<Shard<AnyIo>>,
@@ -583,6 +607,11 @@ async fn move_key(
     target: u32,
     owner: usize,
 ) -> Result<bool, String> {
+    let fp = podstore_engine::index::fingerprint(key);
+    if !shared.moving.lock().unwrap_or_else(|e| e.into_inner()).insert(fp) {
+        return Err("another move of the key is under way".into());
+    }
+    let _moving = Moving { shared, fp };
     use crate::core::{BodyMsg, CoreMsg, PutOutcome};
     use podstore_engine::{CopyItem, ReadCheck, Stamp};
     let item = shard.copy_item(key, ReadCheck::Verify).await.map_err(|e| e.to_string())?;
@@ -641,7 +670,7 @@ async fn move_key(
             meta.version
         }
     };
-    // Counted before the key goes: a read that found it nowhere while this changed looks again.
-    shared.moves.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    // The shard counts the key's going in `shared.moves` (ShardConfig::forgets_total) as the
+    // entry goes: a read that found it nowhere while that changed looks again.
     shard.forget(key, version).await.map_err(|e| e.to_string())
 }

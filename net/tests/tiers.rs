@@ -32,8 +32,10 @@ fn objects(node: &Node) -> (u64, u64) {
 fn writes_land_on_the_fast_tier_and_reads_find_the_newest_copy_on_either() {
     // Disk 0 fast, 1 and 2 capacity; 32 MiB of blobs per disk; no RAM cache (reads go to the
     // disks).
+    // No migration here (a full fast disk would move objects to the capacity tier).
     let extra =
-        "[engine]\nblob_size_bytes = 8388608\ndisk_bytes_max = 33554432\n\n[ram_cache]\nsize_bytes = 0\n";
+        "[engine]\nblob_size_bytes = 8388608\ndisk_bytes_max = 33554432\n\n[ram_cache]\nsize_bytes = 0\n\n\
+                 [tiering]\nmigrate_interval_s = 86400\n";
     let mut node = Node::start_tiered("tiers", &[0], extra);
     let mut want: Vec<(String, Option<Vec<u8>>)> = Vec::new();
     for i in 0..100u8 {
@@ -239,4 +241,27 @@ fn hot_capacity_objects_are_promoted_and_a_scan_promotes_nothing() {
     for i in 0..80u32 {
         assert!(node.req("GET", &format!("/tiers/p-{i}"), &[], b"").body == body(150_000, i as u8));
     }
+}
+
+/// A fast disk that fills up moves its coldest objects to the capacity tier by itself and takes
+/// writes again; nothing is lost.
+#[test]
+fn a_full_fast_disk_migrates_by_itself_and_takes_writes_again() {
+    let extra = "[engine]\nblob_size_bytes = 8388608\ndisk_bytes_max = 33554432\n\n[ram_cache]\nsize_bytes = 0\n\n\
+                 [maintenance]\ncompact_interval_s = 1\n\n[tiering]\nmigrate_idle_s = 0\nmigrate_interval_s = 1\n";
+    let node = Node::start_tiered("tiers-full", &[0], extra);
+    for i in 0..30u8 {
+        assert_eq!(node.req("PUT", &format!("/tiers/f-{i}"), &[], &body(1 << 20, i)).status, 201);
+    }
+    common::eventually("the fast disk moved objects away and takes writes again", || {
+        let d: serde_json::Value = serde_json::from_slice(&node.admin("/admin/disks").body).expect("json");
+        let moved = tiers(&node)["migration"]["migrated_objects"].as_u64().unwrap_or(0);
+        d["disks"][0]["takes_writes"] == true && moved > 0
+    });
+    for i in 0..30u8 {
+        assert!(node.req("GET", &format!("/tiers/f-{i}"), &[], b"").body == body(1 << 20, i), "f-{i}");
+    }
+    assert_eq!(node.req("PUT", "/tiers/after", &[], b"new").status, 201);
+    let (fast, capacity) = objects(&node);
+    assert!(capacity > 0 && fast + capacity == 31, "fast {fast}, capacity {capacity}");
 }

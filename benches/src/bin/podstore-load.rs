@@ -6,7 +6,8 @@
 //! podstore-load --addr 127.0.0.1:7070 --prefix /bench/o --count 100000 --size 4096 --conns 64 \
 //!     [--header 'X-Copies: all'] [--step 2 --first 1] [--seconds 5]
 //! ```
-//! With `--seconds S` the load stops after S seconds or `count` PUTs, whichever comes first
+//! With `--rate R` the PUTs start at most R a second, all connections together (a steady
+//! load beside another benchmark). With `--seconds S` the load stops after S seconds or `count` PUTs, whichever comes first
 //! (`puts=` says how many were made: objects `first`, `first + step`, ... in that number).
 //! The `n`th PUT writes object `i = first + n * step` (default: 0, 1, 2, ...; `--step 2`
 //! overwrites every other object of an earlier load). Object `i` is `{prefix}-{i}`; its bytes depend only on `i` and the size, so two servers
@@ -31,6 +32,8 @@ struct Args {
     step: u64,
     /// Stop after this long (or `count` PUTs, whichever comes first).
     seconds: Option<f64>,
+    /// PUTs started per second at most.
+    rate: Option<f64>,
 }
 
 fn parse() -> Args {
@@ -44,6 +47,7 @@ fn parse() -> Args {
         first: 0,
         step: 1,
         seconds: None,
+        rate: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -58,6 +62,9 @@ fn parse() -> Args {
             "--seconds" => {
                 a.seconds =
                     Some(v.parse().ok().filter(|&s: &f64| s > 0.0).expect("--seconds: a positive number"))
+            }
+            "--rate" => {
+                a.rate = Some(v.parse().ok().filter(|&r: &f64| r > 0.0).expect("--rate: a positive number"))
             }
             "--step" => a.step = v.parse().ok().filter(|&s| s > 0).expect("--step: a positive number"),
             "--header" => {
@@ -170,6 +177,7 @@ fn main() {
             );
             let (addr, size, count, first, step) = (a.addr, a.size, a.count, a.first, a.step);
             let deadline = a.seconds.map(|s| start + Duration::from_secs_f64(s));
+            let rate = a.rate;
             std::thread::spawn(move || {
                 let mut conn = None;
                 let mut mine = Vec::new();
@@ -181,6 +189,14 @@ fn main() {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     if i >= count {
                         break;
+                    }
+                    if let Some(r) = rate {
+                        // The i-th PUT starts no earlier than i / rate seconds in.
+                        let at = start + Duration::from_secs_f64(i as f64 / r);
+                        if deadline.is_some_and(|d| at >= d) {
+                            break;
+                        }
+                        std::thread::sleep(at.saturating_duration_since(Instant::now()));
                     }
                     let i = first + i * step;
                     object(&pool, i, size, &mut body);
