@@ -266,6 +266,9 @@ pub struct Tiering {
     pub promote_window_s: u64,
     /// Most objects each core promotes per window.
     pub promotions_per_window_max: u32,
+    /// Objects larger than this are written straight to the capacity tier (0: every object
+    /// lands on the fast tier).
+    pub fast_object_size_max_bytes: u64,
 }
 
 impl Default for Tiering {
@@ -278,6 +281,7 @@ impl Default for Tiering {
             promote_reads: 4,
             promote_window_s: 60,
             promotions_per_window_max: 10_000,
+            fast_object_size_max_bytes: 16 << 20,
         }
     }
 }
@@ -522,6 +526,7 @@ impl Config {
             ("tiering.migrate_interval_s", self.tiering.migrate_interval_s, 1, 86_400),
             ("tiering.promote_reads", self.tiering.promote_reads as u64, 0, 1_000_000),
             ("tiering.promote_window_s", self.tiering.promote_window_s, 1, 86_400),
+            ("tiering.fast_object_size_max_bytes", self.tiering.fast_object_size_max_bytes, 0, 1 << 50),
             (
                 "tiering.promotions_per_window_max",
                 self.tiering.promotions_per_window_max as u64,

@@ -731,6 +731,11 @@ async fn execute(
             // Out of room, or nearly: later writes of its keys go to the next disks.
             let full = matches!(r, Err(podstore_engine::Error::NoSpace { .. }))
                 || shared.routes.is_writable(shard) && s.nearly_full(|| free_bytes(&shared, shard));
+            if full {
+                // Before the answer: a PUT that got NoSpace and looks for the next disk must
+                // not be routed here again while the spilled mark is being written.
+                shared.routes.stop_writes(shard);
+            }
             let _ = reply.send(r);
             if full {
                 spill(&shared, shard, "full").await;

@@ -303,7 +303,10 @@ async fn route(
     // look again (`get`). Read after, a move could finish between the look and the count.
     let moves_before = shared.moves.load(Ordering::SeqCst);
     let (shard, owner) = match method {
-        Method::PUT => write_route_wait(shared, &key).await?,
+        Method::PUT => match large_object_route(shared, &key, req.headers()) {
+            Some(r) => r,
+            None => write_route_wait(shared, &key).await?,
+        },
         Method::DELETE => delete_route(shared, &key).await?,
         _ => {
             let r = read_route(shared, &key).await?;
@@ -363,6 +366,24 @@ pub(crate) async fn write_route_wait(shared: &Shared, key: &[u8]) -> Result<(u32
             r => return r,
         }
     }
+}
+
+/// With two tiers, an object larger than `tiering.fast_object_size_max_bytes` goes straight to
+/// the capacity tier (capacity disks read and write large objects sequentially at their best;
+/// the fast tier's room is for the many small ones): the disk of its capacity chain that takes
+/// writes. None: the usual route (no fast tier, a small object, or no capacity disk takes
+/// writes).
+fn large_object_route(shared: &Shared, key: &[u8], h: &HeaderMap) -> Option<(u32, usize)> {
+    let max = shared.cfg.tiering.fast_object_size_max_bytes;
+    if max == 0 || !shared.routes.has_fast_tier() {
+        return None;
+    }
+    let len: u64 = h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()?;
+    if len <= max {
+        return None;
+    }
+    let target = shared.routes.capacity_target(podstore_engine::index::fingerprint(key))?;
+    Some((target, shared.core_of(target)?))
 }
 
 /// The disk that takes a key's tombstone: the one that takes its writes, or on a full node the

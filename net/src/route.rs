@@ -466,6 +466,12 @@ impl Routes {
         }
     }
 
+    /// Disk `id` takes no more writes from now on (the first step of `spill`, which the caller
+    /// runs next: no file I/O here).
+    pub fn stop_writes(&self, id: u32) {
+        self.set(id, |f| &f.writable, false);
+    }
+
     /// Disk `id` stopped taking writes (full, fenced or failed). Once the placement file marks
     /// it spilled on the disks that take writes, its keys' writes go on along their chains.
     /// Blocking file I/O: call it off the cores' threads.

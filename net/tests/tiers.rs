@@ -265,3 +265,23 @@ fn a_full_fast_disk_migrates_by_itself_and_takes_writes_again() {
     let (fast, capacity) = objects(&node);
     assert!(capacity > 0 && fast + capacity == 31, "fast {fast}, capacity {capacity}");
 }
+
+/// Objects over `tiering.fast_object_size_max_bytes` go straight to the capacity tier; a
+/// later small overwrite lands on the fast tier and answers.
+#[test]
+fn large_objects_go_straight_to_the_capacity_tier() {
+    let extra = "[ram_cache]\nsize_bytes = 0\n\n[tiering]\nfast_object_size_max_bytes = 100000\n";
+    let node = Node::start_tiered("tiers-large", &[0], extra);
+    let (big, small) = (body(200_000, 1), body(50_000, 2));
+    assert_eq!(node.req("PUT", "/tiers/big", &[], &big).status, 201);
+    assert_eq!(objects(&node), (0, 1), "the large object went to the capacity tier");
+    assert_eq!(node.req("PUT", "/tiers/small", &[], &small).status, 201);
+    assert_eq!(objects(&node), (1, 1));
+    assert!(node.req("GET", "/tiers/big", &[], b"").body == big);
+    assert!(node.req("GET", "/tiers/small", &[], b"").body == small);
+    let v = body(1_000, 3);
+    assert_eq!(node.req("PUT", "/tiers/big", &[], &v).status, 201);
+    assert!(node.req("GET", "/tiers/big", &[], b"").body == v, "the newer small copy answers");
+    assert_eq!(node.req("DELETE", "/tiers/big", &[], b"").status, 204);
+    assert_eq!(node.req("GET", "/tiers/big", &[], b"").status, 404);
+}
