@@ -194,13 +194,12 @@ mod tests {
         assert!(RamCache::new(0, 1, counters.clone()).is_none());
         let key = |i: u32| format!("/b/hot-{i}").into_bytes();
         // 32 hot objects of 16 KiB, asked for many times.
-        for round in 0..20 {
+        for _ in 0..20 {
             for i in 0..32 {
                 let k = key(i);
                 if cache.cache.borrow_mut().get(&k).is_none() {
                     cache.offer(k, object(0, Loc::new(1, i as u64 * 4096, 20480, false), 16 << 10));
                 }
-                let _ = round;
             }
         }
         // A scan of 2,000 cold objects, each asked for once.

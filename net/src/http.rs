@@ -299,7 +299,7 @@ async fn route(
     let key = name.storage_key();
     let mut uncertain = false;
     // Read before the disks are asked where the key is: a move that completes after this
-    // (its count goes up before the source forgets the key) makes a read that found nothing
+    // (its count goes up as the source forgets the key) makes a read that found nothing
     // look again (`get`). Read after, a move could finish between the look and the count.
     let moves_before = shared.moves.load(Ordering::SeqCst);
     let (shard, owner) = match method {

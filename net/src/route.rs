@@ -417,7 +417,8 @@ impl Routes {
         }
     }
 
-    /// The key's disks, best first, whatever their tier.
+    /// The key's disks, best first, whatever their tier (the tests' view of placement).
+    #[cfg(test)]
     pub fn order(&self, fp: u64) -> Vec<u32> {
         Self::order_among(&self.table.load(), fp, |_| true)
     }

@@ -17,6 +17,17 @@ fn tiers(node: &Node) -> serde_json::Value {
     serde_json::from_slice(&r.body).expect("json")
 }
 
+/// Every object reads as `want` says: its bytes, or 404 (None).
+fn check_all<'a>(node: &Node, want: impl IntoIterator<Item = (&'a String, &'a Option<Vec<u8>>)>) {
+    for (path, v) in want {
+        let g = node.req("GET", path, &[], b"");
+        match v {
+            Some(v) => assert!(g.status == 200 && g.body == *v, "{path}: {} or wrong bytes", g.status),
+            None => assert_eq!(g.status, 404, "{path}: a deleted object answered"),
+        }
+    }
+}
+
 /// (objects on the fast tier, objects on the capacity tier).
 fn objects(node: &Node) -> (u64, u64) {
     let t = tiers(node);
@@ -72,19 +83,10 @@ fn writes_land_on_the_fast_tier_and_reads_find_the_newest_copy_on_either() {
     assert_eq!(fast_now, fast, "the fast tier took nothing more");
     assert!(capacity_now > capacity, "the overwrites went to the capacity tier");
 
-    let check = |node: &Node| {
-        for (path, v) in &want {
-            let g = node.req("GET", path, &[], b"");
-            match v {
-                Some(v) => assert!(g.status == 200 && g.body == *v, "{path}: {} or wrong bytes", g.status),
-                None => assert_eq!(g.status, 404, "{path}: a deleted object answered"),
-            }
-        }
-    };
-    check(&node);
+    check_all(&node, want.iter().map(|(p, v)| (p, v)));
     assert!(node.stop().success());
     node.spawn(&[]);
-    check(&node);
+    check_all(&node, want.iter().map(|(p, v)| (p, v)));
 }
 
 /// A delete of an object held on the capacity tier is a tombstone on the fast tier: compaction
@@ -179,21 +181,12 @@ fn migration_moves_objects_to_the_capacity_tier_and_loses_nothing() {
     assert_eq!(t["migration"]["failures"], 0, "{t}");
     let (fast, capacity) = objects(&node);
     assert!(capacity >= 60 && fast < 60, "fast {fast}, capacity {capacity}");
-    let check = |node: &Node| {
-        for (path, v) in &want {
-            let g = node.req("GET", path, &[], b"");
-            match v {
-                Some(v) => assert!(g.status == 200 && g.body == *v, "{path}: {} or wrong bytes", g.status),
-                None => assert_eq!(g.status, 404, "{path}: a deleted object answered"),
-            }
-        }
-    };
-    check(&node);
+    check_all(&node, &want);
     // The emptied blobs are removed (compaction, woken by the migration).
     common::eventually("the fast disk's emptied blobs are removed", || disk_used(&node, 0) < used_before);
     assert!(node.stop().success());
     node.spawn(&[]);
-    check(&node);
+    check_all(&node, &want);
 }
 
 fn disk_used(node: &Node, id: u64) -> u64 {
