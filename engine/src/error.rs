@@ -47,6 +47,40 @@ impl Error {
     pub fn is_crash(&self) -> bool {
         matches!(self, Error::Disk { source: podstore_disks::Error::Crashed, .. })
     }
+
+    /// The same error again, for each of several operations it stopped (errors carrying an OS
+    /// error are not `Clone`: the copy keeps its code and text).
+    pub(crate) fn again(&self) -> Error {
+        use podstore_disks::Error as D;
+        match self {
+            Error::NoSpace { shard } => Error::NoSpace { shard: *shard },
+            Error::Fenced { shard, reason } => Error::Fenced { shard: *shard, reason: reason.clone() },
+            Error::Disk { shard, source: D::Crashed } => Error::Disk { shard: *shard, source: D::Crashed },
+            Error::Disk { shard, source: D::Io { op, path, offset, source } } => Error::Disk {
+                shard: *shard,
+                source: D::Io {
+                    op: *op,
+                    path: path.clone(),
+                    offset: *offset,
+                    source: match source.raw_os_error() {
+                        Some(code) => std::io::Error::from_raw_os_error(code),
+                        None => std::io::Error::new(source.kind(), source.to_string()),
+                    },
+                },
+            },
+            Error::Damaged { shard, reason } => Error::Damaged { shard: *shard, reason: reason.clone() },
+            Error::Invalid(what) => Error::Invalid(what),
+            Error::Stopped => Error::Stopped,
+            Error::NoShard => Error::NoShard,
+            Error::TooLarge { len, max } => Error::TooLarge { len: *len, max: *max },
+            Error::BodyLength { expected, got } => Error::BodyLength { expected: *expected, got: *got },
+            Error::Quarantined { shard } => Error::Quarantined { shard: *shard },
+            Error::Corrupt { shard, blob, offset, reason } => {
+                Error::Corrupt { shard: *shard, blob: *blob, offset: *offset, reason: reason.clone() }
+            }
+            Error::Disk { shard, source } => Error::Damaged { shard: *shard, reason: source.to_string() },
+        }
+    }
 }
 
 /// Result of the engine.

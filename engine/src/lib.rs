@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backlog;
+mod batch;
 mod blob;
 pub mod budget;
 pub mod checkpoint;
@@ -29,6 +30,7 @@ mod shard;
 mod shard_set;
 pub mod version;
 
+pub use batch::{BatchItem, BatchOutcome};
 pub use error::{Error, Result};
 pub use recovery::RecoveryReport;
 pub use shard::{

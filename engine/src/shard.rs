@@ -441,7 +441,7 @@ impl<I: Io> Shard<I> {
         Error::Fenced { shard: self.id, reason: f.clone().unwrap_or(reason) }
     }
 
-    fn check_writable(&self) -> Result<()> {
+    pub(crate) fn check_writable(&self) -> Result<()> {
         match &*self.fenced.borrow() {
             Some(reason) => Err(Error::Fenced { shard: self.id, reason: reason.clone() }),
             None => Ok(()),
@@ -537,7 +537,11 @@ impl<I: Io> Shard<I> {
     /// fingerprint maps to, whose it is is not known. A key already marked bad there replaces
     /// it (its repair); any other key goes to the overflow map, which lookups ask first: another
     /// key's entry is never touched because its record can't be read at the moment.
-    async fn resolve_for_write(&self, fp: u64, key: &[u8]) -> Result<(Slot, Option<Loc>, Option<Held>)> {
+    pub(crate) async fn resolve_for_write(
+        &self,
+        fp: u64,
+        key: &[u8],
+    ) -> Result<(Slot, Option<Loc>, Option<Held>)> {
         match self.resolve(fp, key).await {
             Err(e) if read_failed(&e) => {
                 let Some(l) = self.index.borrow().main_get(fp) else { return Err(e) };
@@ -558,13 +562,41 @@ impl<I: Io> Shard<I> {
     ///
     /// One blob's worth of the shard's room is kept for compaction (`compacting`): it needs
     /// somewhere to copy live records before it can free a blob, so writes stop short of it.
-    async fn reserve(
+    pub(crate) async fn reserve(
         &self,
         len: u64,
         tombstone: bool,
         compacting: bool,
     ) -> Result<(Rc<BlobFile<I>>, u64, u64)> {
         let _g = self.reserve_lock.lock().await;
+        self.reserve_held(len, tombstone, compacting).await
+    }
+
+    /// Reserves records of `lens` one after another, with no other reservation between them:
+    /// records that land in one blob are contiguous (a new blob starts where the open one has
+    /// no room). Stops at the first that fails: the reservations made so far, and its error.
+    pub(crate) async fn reserve_all(
+        &self,
+        lens: &[u64],
+    ) -> (Vec<(Rc<BlobFile<I>>, u64, u64)>, Option<Error>) {
+        let _g = self.reserve_lock.lock().await;
+        let mut out = Vec::with_capacity(lens.len());
+        for &len in lens {
+            match self.reserve_held(len, false, false).await {
+                Ok(r) => out.push(r),
+                Err(e) => return (out, Some(e)),
+            }
+        }
+        (out, None)
+    }
+
+    /// [`Shard::reserve`] with `reserve_lock` held.
+    async fn reserve_held(
+        &self,
+        len: u64,
+        tombstone: bool,
+        compacting: bool,
+    ) -> Result<(Rc<BlobFile<I>>, u64, u64)> {
         self.check_writable()?;
         let open = self.open_blob.get().and_then(|id| self.blob(id));
         let keep = if tombstone { 0 } else { self.cfg.tombstone_reserve_bytes };
@@ -738,7 +770,7 @@ impl<I: Io> Shard<I> {
     /// The version a write gets: a new stamp for a local write; for a copy, its own stamp if
     /// it is newer than what the shard holds for the key (`old`), else None. Also returns what
     /// the shard holds (read when it is needed: for a copy, or to keep digests).
-    async fn stamp(
+    pub(crate) async fn stamp(
         &self,
         stamp: Stamp,
         key: &[u8],
@@ -1006,7 +1038,7 @@ impl<I: Io> Shard<I> {
     }
 
     /// Applies a committed record to the index and the counters.
-    fn commit_index(&self, slot: Slot, fp: u64, key: &[u8], loc: Loc, rec_len: u64) {
+    pub(crate) fn commit_index(&self, slot: Slot, fp: u64, key: &[u8], loc: Loc, rec_len: u64) {
         {
             let mut c = self.counters.borrow_mut();
             c.since_checkpoint_records += 1;

@@ -26,7 +26,9 @@ use std::rc::Rc;
 use podstore_disks::{Io, SimDisk, SimFaults};
 use podstore_engine::budget::IoBudget;
 use podstore_engine::checkpoint::QuarantineReason;
-use podstore_engine::{CopyItem, Error, ReadCheck, Shard, ShardConfig, ShardSet, ShardSpec, Stamp};
+use podstore_engine::{
+    BatchItem, BatchOutcome, CopyItem, Error, ReadCheck, Shard, ShardConfig, ShardSet, ShardSpec, Stamp,
+};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Mode {
@@ -105,6 +107,7 @@ struct Totals {
     /// Tiering seeds (odd ones): moves from disk 0 to disk 1 (a migration to the capacity
     /// tier), the others being promotions back.
     migrations: u64,
+    batched_migrations: u64,
 }
 
 struct Seed {
@@ -372,6 +375,24 @@ async fn worker(s: Rc<Seed>, set: Rc<ShardSet<SimDisk>>, ops: u32, large_ok: boo
                     (set.shards()[1].clone(), set.shards()[0].clone())
                 };
                 let rebuild = !tiering && fastrand::u32(0..3) == 0;
+                // Half the migrations move several keys in one batch (Shard::put_batch), as
+                // the node's migration does.
+                if migrate && fastrand::bool() {
+                    let batch: Vec<Vec<u8>> = (0..fastrand::usize(1..8))
+                        .map(|_| keys[fastrand::usize(0..keys.len())].clone())
+                        .filter(|k| s.moving.borrow_mut().insert(k.clone()))
+                        .collect();
+                    let r = migrate_batch(&from, &to, &batch).await;
+                    for k in &batch {
+                        s.moving.borrow_mut().remove(k);
+                    }
+                    match r {
+                        Err(e) if e.is_crash() => return,
+                        Err(_) => {}
+                        Ok(n) => s.totals.borrow_mut().batched_migrations += n,
+                    }
+                    continue;
+                }
                 if tiering && !s.moving.borrow_mut().insert(key.clone()) {
                     continue;
                 }
@@ -457,6 +478,53 @@ async fn move_key(
         return Ok(());
     }
     from.forget(key, version).await.map(|_| ())
+}
+
+/// Moves the newest records of `keys` from `from` to `to` as the node's migration does: the
+/// objects copied in one batch (`put_batch`, one write per contiguous run and one sync), each
+/// forgotten on `from` once its copy is durable (or `to` already holds it or something newer);
+/// tombstones one at a time. Returns how many keys moved in the batch.
+async fn migrate_batch(
+    from: &Rc<Shard<SimDisk>>,
+    to: &Rc<Shard<SimDisk>>,
+    keys: &[Vec<u8>],
+) -> Result<u64, Error> {
+    let mut items = Vec::new();
+    for key in keys {
+        match from.copy_item(key, ReadCheck::Verify).await {
+            Ok(None) => {}
+            Ok(Some(CopyItem::Delete { version, .. })) => {
+                to.delete_stamped(key, Stamp::Moved(version), true).await?;
+                from.forget(key, version).await?;
+            }
+            Ok(Some(CopyItem::Put(mut r))) => {
+                let meta = r.meta.clone();
+                let data = r.read_all().await?;
+                items.push(BatchItem {
+                    key: key.clone(),
+                    content_type: meta.content_type.clone(),
+                    data,
+                    stamp: Stamp::Moved(meta.version),
+                    digest: Some(meta.digest),
+                });
+            }
+            Err(e) if e.is_crash() => return Err(e),
+            Err(_) => {} // unreadable here: it stays (a peer repairs it)
+        }
+    }
+    let mut moved = 0;
+    for (it, r) in items.iter().zip(to.put_batch(&items).await?) {
+        match r {
+            Ok(BatchOutcome::Stored(_) | BatchOutcome::Superseded) => {
+                let Stamp::Moved(v) = it.stamp else { unreachable!("moved stamps only") };
+                from.forget(&it.key, v).await?;
+                moved += 1;
+            }
+            Err(e) if e.is_crash() => return Err(e),
+            Err(_) => {} // too large for a batch, or no room: it stays where it is
+        }
+    }
+    Ok(moved)
 }
 
 /// Reads every record marked bad after a read error again, as the node's repair loop does: with
@@ -759,6 +827,7 @@ fn simulation_keeps_every_promise() {
                 all.read_errors_rechecked += t.read_errors_rechecked;
                 all.rebuilds += t.rebuilds;
                 all.migrations += t.migrations;
+                all.batched_migrations += t.batched_migrations;
             });
         }
     });
@@ -768,7 +837,11 @@ fn simulation_keeps_every_promise() {
     assert!(t.acked_puts > 0 && t.verified_exact > 0, "the simulation verified nothing: {t:?}");
     if seeds.len() >= 50 {
         assert!(
-            t.blobs_compacted > 0 && t.records_moved > 0 && t.scrubbed_records > 0 && t.migrations > 0,
+            t.blobs_compacted > 0
+                && t.records_moved > 0
+                && t.scrubbed_records > 0
+                && t.migrations > 0
+                && t.batched_migrations > 0,
             "compaction, scrub or tier moves never ran: {t:?}"
         );
     }
