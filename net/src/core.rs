@@ -86,6 +86,13 @@ pub enum CoreMsg {
         always: bool,
         reply: oneshot::Sender<Result<DeleteDone, podstore_engine::Error>>,
     },
+    /// Whole objects from memory written to one disk in as few writes as their places allow
+    /// (tiering's migration: `Shard::put_batch`).
+    PutBatch {
+        shard: u32,
+        items: Vec<podstore_engine::BatchItem>,
+        reply: oneshot::Sender<PutBatchResult>,
+    },
     Stats {
         reply: oneshot::Sender<Vec<ShardStats>>,
     },
@@ -534,6 +541,10 @@ fn cached_get(
     Some(GetStart { meta: hit.meta.clone(), range: answer, first, body })
 }
 
+/// What became of each object of a `CoreMsg::PutBatch`, in order (Err: none was written).
+pub type PutBatchResult =
+    Result<Vec<Result<podstore_engine::BatchOutcome, podstore_engine::Error>>, podstore_engine::Error>;
+
 /// `Shared::tier_reads` indexes, and their names.
 pub const TIER_RAM: usize = 0;
 pub const TIER_FAST: usize = 1;
@@ -819,6 +830,18 @@ async fn execute(
                 c.invalidate(&key);
             }
             let _ = reply.send(s.delete_stamped(&key, stamp, always).await);
+        }
+        CoreMsg::PutBatch { shard, items, reply } => {
+            let Some(s) = shards.borrow().get(&shard).cloned() else {
+                let _ = reply.send(Err(no_shard(shard)));
+                return;
+            };
+            if let Some(c) = &cache {
+                for it in &items {
+                    c.invalidate(&it.key);
+                }
+            }
+            let _ = reply.send(s.put_batch(&items).await);
         }
         CoreMsg::Digests { reply } => {
             let mut d = vec![0u64; podstore_engine::digest::BUCKETS];

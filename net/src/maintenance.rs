@@ -459,6 +459,11 @@ pub fn note_capacity_read(shared: &Arc<Shared>, shard: &Rc<Shard<AnyIo>>, key: &
 /// Moves every object of fast-disk blob `bid` to the capacity tier (see `migrate`). An
 /// object that can't be moved is counted and left (the blob stays); Err when nothing more can
 /// move (no capacity disk takes writes, or the disk is no longer a serving fast disk).
+///
+/// Objects go to their capacity disks in batches (`CoreMsg::PutBatch`: one write per
+/// contiguous run, one sync), one stream per capacity disk, `MIGRATE_TARGETS_AT_ONCE` disks at
+/// a time; each is forgotten here only once its copy is durable. Tombstones and objects too
+/// large for a batch are moved one by one (`move_key`).
 async fn migrate_blob(
     shared: &Arc<Shared>,
     shard: &Rc<Shard<AnyIo>>,
@@ -466,43 +471,194 @@ async fn migrate_blob(
     bid: u32,
 ) -> Result<(), String> {
     use futures_util::StreamExt;
-    const IN_FLIGHT: usize = 8;
-    let entries = shard.entries_of_blob(bid);
-    let mut moves = futures_util::stream::iter(entries.into_iter().map(|(fp, key, loc)| async move {
+    let mut by_target: std::collections::BTreeMap<u32, Vec<_>> = Default::default();
+    for (fp, key, loc) in shard.entries_of_blob(bid) {
+        let target = shared.routes.capacity_target(fp).ok_or("no capacity disk takes writes")?;
+        by_target.entry(target).or_default().push((fp, key, loc));
+    }
+    let streams =
+        by_target.into_iter().map(|(target, entries)| migrate_to(shared, shard, jobs, target, entries));
+    let mut streams = futures_util::stream::iter(streams).buffer_unordered(MIGRATE_TARGETS_AT_ONCE);
+    while let Some(r) = streams.next().await {
+        r?;
+    }
+    Ok(())
+}
+
+/// Capacity disks one fast disk's migration writes to at once.
+const MIGRATE_TARGETS_AT_ONCE: usize = 4;
+/// Bytes of objects per batch at most (held in memory until written).
+const MIGRATE_BATCH_BYTES: u64 = 4 << 20;
+/// Objects read at once for a batch.
+const MIGRATE_READS_IN_FLIGHT: usize = 8;
+
+/// One object read for a batch, marked as moving until its batch is done.
+struct Staged<'a> {
+    item: podstore_engine::BatchItem,
+    version: podstore_engine::Version,
+    /// Its record's length here.
+    len: u64,
+    _moving: Moving<'a>,
+}
+
+/// What reading one entry for migration came to.
+enum Read<'a> {
+    /// Read whole, for the batch.
+    Staged(Staged<'a>),
+    /// Moved on its own (a tombstone, a large object), or found gone: the outcome.
+    Alone(Result<Option<u64>, String>),
+}
+
+/// [`migrate_blob`]'s stream to one capacity disk.
+async fn migrate_to(
+    shared: &Arc<Shared>,
+    shard: &Rc<Shard<AnyIo>>,
+    jobs: &DiskJobs,
+    target: u32,
+    entries: Vec<(u64, Option<Vec<u8>>, podstore_engine::index::Loc)>,
+) -> Result<(), String> {
+    use futures_util::StreamExt;
+    let owner = shared.core_of(target).ok_or("the capacity disk is not open")?;
+    let batch_object_max = (shared.cfg.engine.blob_size_bytes / 4).min(MIGRATE_BATCH_BYTES);
+    let count = |r: Result<Option<u64>, String>| match r {
+        Ok(Some(len)) => {
+            jobs.migrated_objects.set(jobs.migrated_objects.get() + 1);
+            jobs.migrated_bytes.set(jobs.migrated_bytes.get() + len);
+        }
+        Ok(None) => {}
+        Err(e) => {
+            jobs.migration_failures.set(jobs.migration_failures.get() + 1);
+            tracing::debug!("disk {}: moving an object to the capacity tier: {e}", shard.id());
+            *jobs.migration_last_error.borrow_mut() = Some(e);
+        }
+    };
+    let reads = futures_util::stream::iter(entries.into_iter().map(|(fp, key, loc)| async move {
         if shared.routes.is_failed(shard.id()) || !shared.routes.is_fast(shard.id()) {
             return Err("the disk is no longer a serving fast disk".to_string());
         }
-        let target = shared.routes.capacity_target(fp).ok_or("no capacity disk takes writes")?;
-        let owner = shared.core_of(target).ok_or("the capacity disk is not open")?;
         let len = loc.record_len().unwrap_or(4096);
-        // A read here, a write there, an index change here.
-        jobs.budget.take_ops(3, 2 * len).await;
+        // A read here and an index change here; the write is the batch's.
+        jobs.budget.take_ops(2, 2 * len).await;
         let key = match key {
             Some(k) => k,
             None => match shard.key_at(loc).await {
                 Ok(Some(k)) => k,
-                Ok(None) => return Ok(None), // gone meanwhile
-                Err(e) => return Ok(Some(Err(e.to_string()))),
+                Ok(None) => return Ok(Read::Alone(Ok(None))), // gone meanwhile
+                Err(e) => return Ok(Read::Alone(Err(e.to_string()))),
             },
         };
-        Ok(Some(move_key(shared, shard, &key, target, owner).await.map(|moved| moved.then_some(len))))
+        if loc.is_tombstone() || len > batch_object_max {
+            let r = move_key(shared, shard, &key, target, owner).await;
+            return Ok(Read::Alone(r.map(|moved| moved.then_some(len))));
+        }
+        let Some(moving) = Moving::claim(shared, fp) else {
+            return Ok(Read::Alone(Err("another move of the key is under way".into())));
+        };
+        use podstore_engine::{CopyItem, ReadCheck, Stamp};
+        let r = match shard.copy_item(&key, ReadCheck::Verify).await {
+            Ok(Some(CopyItem::Put(mut r))) => r.read_all().await.map(|data| (r.meta.clone(), data)),
+            // Overwritten or deleted meanwhile: moved on its own.
+            Ok(Some(CopyItem::Delete { .. })) => {
+                drop(moving);
+                let r = move_key(shared, shard, &key, target, owner).await;
+                return Ok(Read::Alone(r.map(|moved| moved.then_some(len))));
+            }
+            Ok(None) => return Ok(Read::Alone(Ok(None))),
+            Err(e) => Err(e),
+        };
+        let (meta, data) = match r {
+            Ok(x) => x,
+            Err(e) => return Ok(Read::Alone(Err(e.to_string()))),
+        };
+        // Still owed to a peer: the copy joins the peers' backlogs on its new disk.
+        let stamp =
+            if shard.in_backlog(meta.seq) { Stamp::Given(meta.version) } else { Stamp::Moved(meta.version) };
+        let item = podstore_engine::BatchItem {
+            key,
+            content_type: meta.content_type.clone(),
+            data,
+            stamp,
+            digest: Some(meta.digest),
+        };
+        Ok(Read::Staged(Staged { item, version: meta.version, len, _moving: moving }))
     }))
-    .buffered(IN_FLIGHT);
-    while let Some(r) = moves.next().await {
-        match r? {
-            Some(Ok(Some(len))) => {
-                jobs.migrated_objects.set(jobs.migrated_objects.get() + 1);
-                jobs.migrated_bytes.set(jobs.migrated_bytes.get() + len);
-            }
-            Some(Ok(None)) | None => {}
+    .buffered(MIGRATE_READS_IN_FLIGHT);
+    futures_util::pin_mut!(reads);
+    let mut batch: Vec<Staged> = Vec::new();
+    let mut bytes = 0u64;
+    loop {
+        let next = reads.next().await;
+        let end = next.is_none();
+        match next {
             Some(Err(e)) => {
-                jobs.migration_failures.set(jobs.migration_failures.get() + 1);
-                tracing::debug!("disk {}: moving an object to the capacity tier: {e}", shard.id());
-                *jobs.migration_last_error.borrow_mut() = Some(e);
+                // Those read so far still go.
+                for r in write_batch(shared, shard, owner, target, std::mem::take(&mut batch)).await {
+                    count(r);
+                }
+                return Err(e);
             }
+            Some(Ok(Read::Alone(r))) => count(r),
+            Some(Ok(Read::Staged(st))) => {
+                bytes += st.item.data.len() as u64;
+                batch.push(st);
+            }
+            None => {}
+        }
+        if !batch.is_empty() && (end || bytes >= MIGRATE_BATCH_BYTES) {
+            jobs.budget.take_ops(1, 0).await;
+            for r in write_batch(shared, shard, owner, target, std::mem::take(&mut batch)).await {
+                count(r);
+            }
+            bytes = 0;
+        }
+        if end {
+            return Ok(());
         }
     }
-    Ok(())
+}
+
+/// Writes a batch to capacity disk `target` (on core `owner`) and forgets each object here
+/// whose copy is durable there (or that disk holds it or something newer already). One
+/// outcome per object: the bytes moved, or why not.
+async fn write_batch(
+    shared: &Shared,
+    shard: &Rc<Shard<AnyIo>>,
+    owner: usize,
+    target: u32,
+    batch: Vec<Staged<'_>>,
+) -> Vec<Result<Option<u64>, String>> {
+    if batch.is_empty() {
+        return Vec::new();
+    }
+    let n = batch.len();
+    let mut items = Vec::with_capacity(n);
+    let mut kept = Vec::with_capacity(n);
+    for st in batch {
+        kept.push((st.item.key.clone(), st.version, st.len, st._moving));
+        items.push(st.item);
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let msg = crate::core::CoreMsg::PutBatch { shard: target, items, reply: tx };
+    let answer = match shared.inboxes[owner].send(msg).await {
+        Ok(()) => rx.await.map_err(|_| "interrupted".to_string()),
+        Err(_) => Err("shutting down".to_string()),
+    };
+    let outcomes = match answer.and_then(|r| r.map_err(|e| e.to_string())) {
+        Ok(o) => o,
+        Err(e) => return vec![Err(e); n],
+    };
+    let mut out = Vec::with_capacity(n);
+    for (r, (key, version, len, _moving)) in outcomes.into_iter().zip(kept) {
+        out.push(match r {
+            // The shard counts the key's going in `shared.moves` as the entry goes (see
+            // move_key).
+            Ok(_) => {
+                shard.forget(&key, version).await.map(|moved| moved.then_some(len)).map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        });
+    }
+    out
 }
 
 /// Disk `disk`'s mover found every key in place through a whole pass in routing epoch
@@ -591,6 +747,13 @@ struct Moving<'a> {
     fp: u64,
 }
 
+impl<'a> Moving<'a> {
+    /// Marks the key as moving, if no other move of it is under way.
+    fn claim(shared: &'a Shared, fp: u64) -> Option<Moving<'a>> {
+        shared.moving.lock().unwrap_or_else(|e| e.into_inner()).insert(fp).then_some(Moving { shared, fp })
+    }
+}
+
 impl Drop for Moving<'_> {
     fn drop(&mut self) {
         self.shared.moving.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.fp);
@@ -608,10 +771,9 @@ async fn move_key(
     owner: usize,
 ) -> Result<bool, String> {
     let fp = podstore_engine::index::fingerprint(key);
-    if !shared.moving.lock().unwrap_or_else(|e| e.into_inner()).insert(fp) {
+    let Some(_moving) = Moving::claim(shared, fp) else {
         return Err("another move of the key is under way".into());
-    }
-    let _moving = Moving { shared, fp };
+    };
     use crate::core::{BodyMsg, CoreMsg, PutOutcome};
     use podstore_engine::{CopyItem, ReadCheck, Stamp};
     let item = shard.copy_item(key, ReadCheck::Verify).await.map_err(|e| e.to_string())?;

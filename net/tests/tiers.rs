@@ -150,6 +150,11 @@ fn migration_moves_objects_to_the_capacity_tier_and_loses_nothing() {
     }
     assert_eq!(objects(&node), (120, 0));
     let used_before = disk_used(&node, 0);
+    let capacity_syncs = |node: &Node| {
+        common::metric(node, "podstore_disk_fdatasyncs_total{disk=\"1\"}")
+            + common::metric(node, "podstore_disk_fdatasyncs_total{disk=\"2\"}")
+    };
+    let syncs_before = capacity_syncs(&node);
     // Overwrites and deletes while the pass runs.
     let (data, admin) = (node.data, node.admin.to_string());
     let writer = std::thread::spawn(move || {
@@ -179,6 +184,13 @@ fn migration_moves_objects_to_the_capacity_tier_and_loses_nothing() {
     let t = tiers(&node);
     assert!(t["migration"]["migrated_objects"].as_u64() >= Some(60), "{t}");
     assert_eq!(t["migration"]["failures"], 0, "{t}");
+    // Written in batches: a sync per batch, not per object.
+    let syncs = capacity_syncs(&node) - syncs_before;
+    let migrated = t["migration"]["migrated_objects"].as_u64().unwrap_or(0) as f64;
+    assert!(
+        syncs > 0.0 && syncs * 4.0 <= migrated,
+        "{syncs} capacity-tier syncs for {migrated} objects moved"
+    );
     let (fast, capacity) = objects(&node);
     assert!(capacity >= 60 && fast < 60, "fast {fast}, capacity {capacity}");
     check_all(&node, &want);
