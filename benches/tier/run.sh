@@ -4,7 +4,8 @@
 # on) beside the same node and devices with tiering off (every device a capacity disk, no RAM
 # cache), in one run. Reports GET throughput, p50 and p99, PUT throughput and p99, and the
 # share of GETs each tier served. Target: GET p99 at least 3 times lower with tiering, and no
-# loss of PUT throughput.
+# loss of PUT throughput. Then the migration rate: a forced pass moving small objects from the
+# fast device to the capped capacity devices, beside fio's sequential write rate on them.
 #
 #   benches/tier/run.sh [--quick]      (root: loop devices and a blkio cgroup)
 #
@@ -30,8 +31,8 @@ S=${PODSTORE_BENCH_ZIPF_S:-1.5}
 ORDER=${PODSTORE_BENCH_ZIPF_ORDER:-recent}
 IOPS=${PODSTORE_BENCH_CAP_IOPS:-300}
 PUT_RATE=${PODSTORE_BENCH_PUT_RATE:-200}
-if [ $quick = 1 ]; then N=20000; DUR=10; WARM=10; FAST_MIB=384; CACHE=$((32 << 20))
-else N=60000; DUR=30; WARM=30; FAST_MIB=1024; CACHE=$((128 << 20)); fi
+if [ $quick = 1 ]; then N=20000; DUR=10; WARM=10; FAST_MIB=384; CACHE=$((32 << 20)); MIG_N=12000
+else N=60000; DUR=30; WARM=30; FAST_MIB=1024; CACHE=$((128 << 20)); MIG_N=40000; fi
 
 [ -n "${PODSTORE_BENCH_NOBUILD:-}" ] || cargo build --release --locked -q -p podstore-net -p podstore-benches
 PODSTORE=$top/target/release/podstore
@@ -86,7 +87,7 @@ setup() {
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 PS=$(port); PA=$(port)
-config() { # fast_tier(0|1) -> podstore.toml
+config() { # fast_tier(0|1) [extra tiering lines] [extra maintenance lines] -> podstore.toml
   local tier0=capacity cache=0
   [ "$1" = 1 ] && tier0=fast && cache=$CACHE
   cat > "$work/podstore.toml" <<TOML
@@ -100,9 +101,11 @@ blob_size_bytes = 8388608
 size_bytes = $cache
 [tiering]
 migrate_interval_s = 1
+${2:-}
 [maintenance]
 compact_interval_s = 5
 scrub_period_s = 0
+${3:-}
 [[disks]]
 id = 0
 path = "$work/d0"
@@ -176,8 +179,38 @@ print(' '.join(f'{d[k] / n:.3f}' for k in ('ram', 'fast', 'capacity')))")
   teardown
 }
 
+# Migration rate: a forced pass (podstore migrate --idle-s 0) moving MIG_N objects of SIZE
+# bytes from the fast device to the two capped capacity devices, the background budget lifted
+# (the rate of the mechanism, not of the budget), beside fio's sequential write rate (1 MiB
+# blocks, direct) on those devices in the same cgroup. -> "mib_per_s objects seconds fio_mib_per_s"
+migration() {
+  setup
+  config 1 "fast_high_watermark = 1.0
+fast_low_watermark = 0.9
+migrate_idle_s = 0" "background_mib_per_s = 100000"
+  start
+  echo "migration: loading $MIG_N objects of $SIZE bytes onto the fast tier" >&2
+  "$LOAD" --addr 127.0.0.1:$PS --prefix /bench/m --count $MIG_N --size $SIZE --conns 32 >/dev/null
+  local t0 t1 bytes objs fio_sum=0 i
+  t0=$(date +%s.%N)
+  "$PODSTORE" migrate --idle-s 0 --admin 127.0.0.1:$PA > "$work/migrate.txt" 2>/dev/null
+  t1=$(date +%s.%N)
+  read bytes objs < <(tiers | python3 -c 'import json,sys; m=json.load(sys.stdin)["migration"]; print(m["migrated_bytes"], m["migrated_objects"])')
+  [ "$objs" -gt 0 ] || { echo "migration moved nothing" >&2; cat "$work/migrate.txt" >&2; exit 1; }
+  stop
+  for i in 1 2; do
+    sh -c "echo \$\$ > $cg/cgroup.procs && exec fio --name=seq --filename=$work/d$i/fio --rw=write --bs=1M --size=1G \
+      --direct=1 --ioengine=io_uring --iodepth=8 --runtime=4 --time_based --output-format=terse" > "$work/fio$i.txt"
+    fio_sum=$(python3 -c "print($fio_sum + $(cut -d';' -f48 "$work/fio$i.txt") / 1024)")
+    rm -f "$work/d$i/fio"
+  done
+  teardown
+  python3 -c "d = $t1 - $t0; print(f'{$bytes / 2**20 / d:.1f} $objs {d:.1f} {$fio_sum:.1f}')"
+}
+
 run tiered 1 > "$work/r-tiered"
 run flat 0 > "$work/r-flat"
+migration > "$work/r-mig"
 read _ tg tg50 tg99 tp tp99 tram tfast tcap < "$work/r-tiered"
 read _ fg fg50 fg99 fp fp99 fram ffast fcap < "$work/r-flat"
 ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
@@ -193,3 +226,6 @@ echo
 r=$(ratio $fg99 $tg99); echo "GET p99 off/on: $r (target at least 3: $(ok "$r >= 3"))"
 r=$(ratio $tp $fp); echo "PUT throughput on/off: $r (target: no loss, at least 0.95: $(ok "$r >= 0.95"))"
 echo "GET throughput on/off: $(ratio $tg $fg)"
+read mig_rate mig_objs mig_s mig_fio < "$work/r-mig"
+echo
+echo "Migration (a forced pass, background budget lifted): $mig_objs objects of $SIZE bytes to the two capped capacity devices in $mig_s s: $mig_rate MiB/s, fio's sequential write (1 MiB blocks) on them $mig_fio MiB/s: $(ratio $mig_rate $mig_fio) of it"
