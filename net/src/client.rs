@@ -294,6 +294,67 @@ pub fn stat(admin: SocketAddr) -> Result<(), String> {
     })
 }
 
+/// `podstore tiers`: `/admin/tiers` as tables.
+pub fn tiers(admin: SocketAddr) -> Result<(), String> {
+    runtime()?.block_on(async {
+        let v = admin_json(admin, hyper::Method::GET, "/admin/tiers").await?;
+        let pct = |x: &serde_json::Value| format!("{:.1}%", x.as_f64().unwrap_or(0.0) * 100.0);
+        println!(
+            "{:<9} {:<12} {:>12} {:>16} {:>16} {:>7} {:>12} {:>9}",
+            "tier", "disks", "objects", "used_bytes", "capacity_bytes", "fill", "gets", "of_gets"
+        );
+        let c = &v["ram_cache"];
+        println!(
+            "{:<9} {:<12} {:>12} {:>16} {:>16} {:>7} {:>12} {:>9}",
+            "ram",
+            "-",
+            c["entries"],
+            c["bytes"],
+            c["size_bytes"],
+            pct(&serde_json::json!(
+                c["bytes"].as_f64().unwrap_or(0.0) / c["size_bytes"].as_f64().unwrap_or(0.0).max(1.0)
+            )),
+            c["reads"],
+            pct(&c["read_share"]),
+        );
+        for t in v["tiers"].as_array().into_iter().flatten() {
+            let disks: Vec<String> =
+                t["disks"].as_array().into_iter().flatten().map(|d| d.to_string()).collect();
+            println!(
+                "{:<9} {:<12} {:>12} {:>16} {:>16} {:>7} {:>12} {:>9}",
+                t["tier"].as_str().unwrap_or("?"),
+                if disks.is_empty() { "-".to_string() } else { disks.join(",") },
+                t["objects"],
+                t["used_bytes"],
+                t["capacity_bytes"],
+                pct(&t["fill"]),
+                t["reads"],
+                pct(&t["read_share"]),
+            );
+        }
+        println!(
+            "ram cache: hit ratio {} ({} hits, {} misses), {} offered, {} invalidated; objects up to {} bytes",
+            pct(&c["hit_ratio"]),
+            c["hits"],
+            c["misses"],
+            c["offered"],
+            c["invalidated"],
+            c["object_size_max_bytes"],
+        );
+        let m = &v["migration"];
+        println!(
+            "migration: {}, {} objects ({} bytes) moved to the capacity tier, {} failed, {} bytes to move",
+            if m["running"] == true { "running" } else { "idle" },
+            m["migrated_objects"],
+            m["migrated_bytes"],
+            m["failures"],
+            m["backlog_bytes"],
+        );
+        println!("promotion: {} objects copied back to the fast tier", v["promoted"]);
+        Ok(())
+    })
+}
+
 async fn admin_json(
     admin: SocketAddr,
     method: hyper::Method,

@@ -77,6 +77,12 @@ enum Cmd {
         #[arg(long, default_value = "127.0.0.1:7072")]
         admin: SocketAddr,
     },
+    /// A running node's tiers: per-tier objects, bytes, fill and share of GETs, the RAM
+    /// cache, migration and promotion (from its admin port).
+    Tiers {
+        #[arg(long, default_value = "127.0.0.1:7072")]
+        admin: SocketAddr,
+    },
     /// Compare this node with a peer and copy what is missing or older, both ways (an
     /// anti-entropy pass, e.g. to refill a replacement appliance); shows progress.
     Recover {
@@ -205,6 +211,7 @@ fn main() -> ExitCode {
         Cmd::Head { name, server } => client::head(server, &name),
         Cmd::Delete { name, server, copies } => client::delete(server, &name, copies.as_deref()),
         Cmd::Stat { admin } => client::stat(admin),
+        Cmd::Tiers { admin } => client::tiers(admin),
         Cmd::Recover { from, admin } => client::recover(admin, &from),
         Cmd::Compact { job, ratio } => {
             client::job(job.admin, "compact", job.action(), job.disk, ratio.map(|r| ("ratio", r.to_string())))

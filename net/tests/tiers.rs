@@ -194,6 +194,21 @@ fn migration_moves_objects_to_the_capacity_tier_and_loses_nothing() {
     let (fast, capacity) = objects(&node);
     assert!(capacity >= 60 && fast < 60, "fast {fast}, capacity {capacity}");
     check_all(&node, &want);
+    // `podstore tiers` shows the same.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_podstore"))
+        .args(["tiers", "--admin", &admin])
+        .output()
+        .expect("podstore tiers");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let row = |tier: &str| -> Vec<String> {
+        let line =
+            text.lines().find(|l| l.starts_with(&format!("{tier} "))).unwrap_or_else(|| panic!("{text}"));
+        line.split_whitespace().map(str::to_string).collect()
+    };
+    assert_eq!(row("fast")[1..3], ["0".to_string(), fast.to_string()], "{text}");
+    assert_eq!(row("capacity")[1..3], ["1,2".to_string(), capacity.to_string()], "{text}");
+    assert!(text.contains("migration: idle, ") && text.contains("promotion: "), "{text}");
     // The emptied blobs are removed (compaction, woken by the migration).
     common::eventually("the fast disk's emptied blobs are removed", || disk_used(&node, 0) < used_before);
     assert!(node.stop().success());
