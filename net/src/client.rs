@@ -30,6 +30,52 @@ pub fn url_path(name: &str) -> String {
     out
 }
 
+/// The environment variable the data commands take an access token from (`<id>.<secret>`,
+/// sent as `Authorization: Bearer`): not an argument, which other users could read in `ps`.
+pub const TOKEN_ENV: &str = "PODSTORE_TOKEN";
+
+/// A request to the data port for object `bucket/key`, with the token from `PODSTORE_TOKEN`
+/// if it is set.
+fn data_request(method: hyper::Method, server: SocketAddr, name: &str) -> hyper::http::request::Builder {
+    let req = Request::builder().method(method).uri(url_path(name)).header("host", server.to_string());
+    match std::env::var(TOKEN_ENV) {
+        Ok(t) if !t.trim().is_empty() => req.header("authorization", format!("Bearer {}", t.trim())),
+        _ => req,
+    }
+}
+
+/// `podstore presign`: a URL for `method` on `bucket/key` valid for `expires_in_s`, signed
+/// with access key `id`'s secret (read from its file, which must be private).
+pub fn presign(
+    server: &str,
+    id: &str,
+    secret_file: &Path,
+    method: &str,
+    name: &str,
+    expires_in_s: u64,
+) -> Result<(), String> {
+    let method = method.to_ascii_uppercase();
+    if !matches!(method.as_str(), "GET" | "HEAD" | "PUT" | "DELETE") {
+        return Err(format!("{method}: a presigned URL is for GET, HEAD, PUT or DELETE"));
+    }
+    if expires_in_s == 0 || expires_in_s > crate::auth::PRESIGN_MAX_S {
+        return Err(format!(
+            "--expires-in {expires_in_s}: from 1 s to 7 days ({} s)",
+            crate::auth::PRESIGN_MAX_S
+        ));
+    }
+    let path = url_path(name);
+    let parsed = crate::names::parse_object_path(&path, podstore_engine::record::KEY_MAX_BYTES)
+        .map_err(|crate::names::NameError::Invalid(m)| format!("{name}: {m}"))?;
+    let secret = crate::auth::read_key_secret(id, secret_file)?;
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_err(|e| e.to_string())?;
+    let expires = now.as_secs() + expires_in_s;
+    let q = crate::auth::presign_query(id, &secret, &method, &parsed.bucket, &parsed.key, expires);
+    println!("http://{server}{path}?{q}");
+    Ok(())
+}
+
 struct Progress {
     total: Option<u64>,
     done: u64,
@@ -160,8 +206,7 @@ pub fn put(
         (std::fs::File::open(source).map_err(|e| format!("{source}: {e}"))?, None)
     };
     let len = file.metadata().map_err(|e| e.to_string())?.len();
-    let mut req =
-        Request::put(url_path(name)).header("host", server.to_string()).header("content-length", len);
+    let mut req = data_request(hyper::Method::PUT, server, name).header("content-length", len);
     if let Some(t) = content_type {
         req = req.header("content-type", t);
     }
@@ -184,7 +229,7 @@ pub fn put(
 
 /// `podstore get`: downloads `bucket/key` to a file or stdout.
 pub fn get(server: SocketAddr, name: &str, dest: &str, range: Option<&str>) -> Result<(), String> {
-    let mut req = Request::get(url_path(name)).header("host", server.to_string());
+    let mut req = data_request(hyper::Method::GET, server, name);
     if let Some(r) = range {
         req = req.header("range", format!("bytes={r}"));
     }
@@ -223,8 +268,7 @@ pub fn get(server: SocketAddr, name: &str, dest: &str, range: Option<&str>) -> R
 
 /// `podstore head`: prints an object's headers.
 pub fn head(server: SocketAddr, name: &str) -> Result<(), String> {
-    let req = Request::head(url_path(name))
-        .header("host", server.to_string())
+    let req = data_request(hyper::Method::HEAD, server, name)
         .body(http_body_util::Empty::<Bytes>::new())
         .map_err(|e| e.to_string())?;
     runtime()?.block_on(async {
@@ -244,7 +288,7 @@ pub fn head(server: SocketAddr, name: &str) -> Result<(), String> {
 
 /// `podstore delete`.
 pub fn delete(server: SocketAddr, name: &str, copies: Option<&str>) -> Result<(), String> {
-    let mut req = Request::delete(url_path(name)).header("host", server.to_string());
+    let mut req = data_request(hyper::Method::DELETE, server, name);
     if let Some(c) = copies {
         req = req.header("x-copies", c);
     }

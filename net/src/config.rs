@@ -39,7 +39,41 @@ pub struct Config {
     /// The replica set: this node's peers in other datacenters. None: a single appliance.
     #[serde(default)]
     pub replication: Option<Replication>,
+    /// Access keys and public buckets (auth.rs). No keys: every request is allowed, and the
+    /// node listens on loopback only unless started with `--insecure`.
+    #[serde(default)]
+    pub auth: AuthConf,
     pub disks: Vec<DiskConf>,
+    /// `podstore serve --insecure`: listening beyond loopback without access keys (or with the
+    /// admin port, which has no authentication, beyond loopback) is allowed.
+    #[serde(skip)]
+    pub insecure: bool,
+}
+
+/// Client authentication (issue 8; auth.rs, API.md "Authentication").
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConf {
+    /// Buckets anyone may GET and HEAD without credentials.
+    pub public_buckets: Vec<String>,
+    pub keys: Vec<AccessKeyConf>,
+}
+
+/// One access key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessKeyConf {
+    /// 1-64 of `A-Z a-z 0-9 _ -`; clients send `Bearer <id>.<secret>`.
+    pub id: String,
+    /// A file readable by the service only, holding the secret (at least 32 characters of
+    /// base64 or another bearer-token alphabet).
+    pub secret_file: PathBuf,
+    /// The buckets the key may use (empty: every bucket).
+    #[serde(default)]
+    pub buckets: Vec<String>,
+    /// GET and HEAD only.
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 /// Replication to peer appliances (issue 4; DESIGN.md §3).
@@ -403,6 +437,8 @@ impl Config {
             tiering: Tiering::default(),
             default_copies: default_copies(),
             replication: None,
+            auth: AuthConf::default(),
+            insecure: false,
             disks: (0..4)
                 .map(|i| DiskConf {
                     id: i,
@@ -440,6 +476,24 @@ impl Config {
                     self.replica_set_size()
                 ),
             ));
+        }
+        let mut ids = std::collections::HashSet::new();
+        for (i, k) in self.auth.keys.iter().enumerate() {
+            if !crate::auth::valid_key_id(&k.id) {
+                return Err(invalid(format!("auth.keys[{i}].id"), "must be 1 to 64 of A-Z a-z 0-9 _ -"));
+            }
+            if !ids.insert(k.id.as_str()) {
+                return Err(invalid(format!("auth.keys[{i}].id"), "the same key id is named twice"));
+            }
+            if let Some(b) = k.buckets.iter().find(|b| !crate::names::valid_bucket(b)) {
+                return Err(invalid(
+                    format!("auth.keys[{i}].buckets"),
+                    format!("{b:?} is not a bucket name"),
+                ));
+            }
+        }
+        if let Some(b) = self.auth.public_buckets.iter().find(|b| !crate::names::valid_bucket(b)) {
+            return Err(invalid("auth.public_buckets", format!("{b:?} is not a bucket name")));
         }
         if let Some(r) = &self.replication {
             if r.datacenter.is_empty() || r.datacenter.len() > 64 {
@@ -612,6 +666,21 @@ mod tests {
         assert_eq!(parse_copies("3", 2), None);
         assert_eq!(parse_copies("0", 2), None);
         assert_eq!(parse_copies("", 2), None);
+    }
+
+    #[test]
+    fn the_example_auth_section_parses_when_uncommented() {
+        let text = uncomment(&uncomment(include_str!("../../deploy/podstore.toml"), "disks"), "auth");
+        let c = Config::parse(&text, Path::new("podstore.toml")).expect("parses");
+        assert_eq!(c.auth.keys.len(), 1);
+        assert_eq!(c.auth.keys[0].buckets, ["photos", "music"]);
+        assert_eq!(c.auth.public_buckets, ["cdn-assets"]);
+        let bad = text.replace("id = \"uploader\"", "id = \"up.loader\"");
+        let e = Config::parse(&bad, Path::new("podstore.toml")).expect_err("a dot in the id");
+        assert!(e.to_string().contains("auth.keys[0].id"), "{e}");
+        let bad = text.replace("\"cdn-assets\"", "\"CDN\"");
+        let e = Config::parse(&bad, Path::new("podstore.toml")).expect_err("a bad bucket");
+        assert!(e.to_string().contains("auth.public_buckets"), "{e}");
     }
 
     #[test]

@@ -250,6 +250,8 @@ pub struct Shared {
     pub clock: Arc<podstore_engine::Clock>,
     /// The replica set's shared secret (when replication is configured).
     pub repl_secret: Option<Vec<u8>>,
+    /// Client access keys (None: none configured, every request is allowed).
+    pub auth: Option<crate::auth::Auth>,
     /// Anti-entropy progress, one per peer.
     pub anti_entropy: Vec<crate::repl::anti_entropy::Progress>,
 }

@@ -286,6 +286,22 @@ async fn route(
         r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, PUT, DELETE"));
         return Ok(r);
     }
+    if let Some(auth) = &shared.auth {
+        // Before anything looks at the disks: a refusal tells nothing about the object.
+        let access = crate::auth::Access {
+            method: method.as_str(),
+            bucket: &name.bucket,
+            key: &name.key,
+            authorization: req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes()),
+            query: req.uri().query(),
+            now_s: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        };
+        if let Err(denied) = auth.check(&access) {
+            return Ok(refused(denied, method == Method::HEAD));
+        }
+    }
     if matches!(method, Method::PUT | Method::DELETE) {
         copies(req.headers(), &shared.cfg)?;
     }
@@ -325,6 +341,21 @@ async fn route(
             get(shared, links, (owner, shard, uncertain, moves_before), key, req.headers(), head).await
         }
     }
+}
+
+/// A 401 (with the scheme to use) or 403.
+fn refused(denied: crate::auth::Denied, head: bool) -> Response<RespBody> {
+    use crate::auth::Denied;
+    let (status, code, why) = match denied {
+        Denied::Unauthorized(why) => (StatusCode::UNAUTHORIZED, "unauthorized", why),
+        Denied::Forbidden(why) => (StatusCode::FORBIDDEN, "forbidden", why),
+    };
+    let mut r = err(status, code, why).into_response(head);
+    if status == StatusCode::UNAUTHORIZED {
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"podstore\""));
+    }
+    r
 }
 
 fn text(status: StatusCode, body: &'static str, head: bool) -> Response<RespBody> {

@@ -27,6 +27,10 @@ enum Cmd {
         /// Where the embedded default keeps its disks.
         #[arg(long, default_value = "./podstore-data")]
         data_dir: PathBuf,
+        /// Start even though the data port listens beyond loopback with no access keys, or the
+        /// admin port (which has no authentication) listens beyond loopback.
+        #[arg(long)]
+        insecure: bool,
     },
     /// Check a configuration file and print what it says.
     CheckConfig {
@@ -76,6 +80,26 @@ enum Cmd {
     Stat {
         #[arg(long, default_value = "127.0.0.1:7072")]
         admin: SocketAddr,
+    },
+    /// Print a presigned URL: anyone holding it may do `--method` on the object until it
+    /// expires (at most 7 days), without an access key of their own.
+    Presign {
+        /// The object, `bucket/key`.
+        name: String,
+        /// The access key that signs.
+        #[arg(long)]
+        key_id: String,
+        /// That key's secret file (as named in the node's configuration).
+        #[arg(long)]
+        secret_file: PathBuf,
+        #[arg(long, default_value = "GET")]
+        method: String,
+        /// Seconds until the URL expires.
+        #[arg(long, default_value_t = 3600)]
+        expires_in: u64,
+        /// The node's data address as clients reach it (host:port).
+        #[arg(long, default_value = "127.0.0.1:7070")]
+        server: String,
     },
     /// A running node's tiers: per-tier objects, bytes, fill and share of GETs, the RAM
     /// cache, migration and promotion (from its admin port).
@@ -197,7 +221,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.cmd {
-        Cmd::Serve { config, data_dir } => serve(config, data_dir),
+        Cmd::Serve { config, data_dir, insecure } => serve(config, data_dir, insecure),
         Cmd::CheckConfig { config, require_disks } => {
             if require_disks {
                 return check_for_service(&config);
@@ -212,6 +236,9 @@ fn main() -> ExitCode {
         Cmd::Delete { name, server, copies } => client::delete(server, &name, copies.as_deref()),
         Cmd::Stat { admin } => client::stat(admin),
         Cmd::Tiers { admin } => client::tiers(admin),
+        Cmd::Presign { name, key_id, secret_file, method, expires_in, server } => {
+            client::presign(&server, &key_id, &secret_file, &method, &name, expires_in)
+        }
         Cmd::Recover { from, admin } => client::recover(admin, &from),
         Cmd::Compact { job, ratio } => {
             client::job(job.admin, "compact", job.action(), job.disk, ratio.map(|r| ("ratio", r.to_string())))
@@ -274,8 +301,8 @@ fn check_for_service(path: &std::path::Path) -> ExitCode {
     }
 }
 
-fn serve(config: Option<PathBuf>, data_dir: PathBuf) -> Result<(), String> {
-    let cfg = match config {
+fn serve(config: Option<PathBuf>, data_dir: PathBuf, insecure: bool) -> Result<(), String> {
+    let mut cfg = match config {
         Some(p) => Config::load(&p).map_err(|e| e.to_string())?,
         None => {
             let mut cfg = Config::embedded_default(&data_dir);
@@ -292,5 +319,6 @@ fn serve(config: Option<PathBuf>, data_dir: PathBuf) -> Result<(), String> {
             cfg
         }
     };
+    cfg.insecure = insecure;
     podstore_net::node::run(cfg)
 }

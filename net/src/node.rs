@@ -100,6 +100,9 @@ pub(crate) fn prepare_disk(
 
 /// Runs the node until SIGTERM or SIGINT. Errors are startup failures, described for humans.
 pub fn run(cfg: Config) -> Result<(), String> {
+    // Before anything else: a node that would be open to anyone who reaches it does not start.
+    let auth = crate::auth::Auth::load(&cfg.auth)?;
+    check_exposure(&cfg, auth.is_some())?;
     let recorder = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Suffix("seconds".into()),
@@ -225,6 +228,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
         recovery_ms: AtomicU64::new(0),
         clock: Arc::new(podstore_engine::Clock::new(podstore_engine::version::origin_of(&cfg.node_id))),
         repl_secret,
+        auth,
         anti_entropy: cfg
             .replication
             .as_ref()
@@ -351,5 +355,36 @@ pub fn run(cfg: Config) -> Result<(), String> {
     }
     let _ = admin.join();
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// A data port beyond loopback with no access keys, or an admin port (which has no
+/// authentication) beyond loopback, is refused unless the node was started with `--insecure`.
+pub fn check_exposure(cfg: &Config, has_keys: bool) -> Result<(), String> {
+    if cfg.insecure {
+        if !cfg.listen.data.ip().is_loopback() && !has_keys {
+            tracing::warn!(
+                "--insecure: the data port {} takes writes and deletes from anyone who reaches it",
+                cfg.listen.data
+            );
+        }
+        return Ok(());
+    }
+    if !cfg.listen.data.ip().is_loopback() && !has_keys {
+        return Err(format!(
+            "the data port listens on {} (beyond loopback) and no access keys are configured: anyone \
+             who reaches it could write and delete; add [[auth.keys]] (API.md \"Authentication\"), \
+             or start with --insecure",
+            cfg.listen.data
+        ));
+    }
+    if !cfg.listen.admin.ip().is_loopback() {
+        return Err(format!(
+            "the admin port listens on {} (beyond loopback); it has no authentication (drain, \
+             compaction, disks): keep it on loopback (publish /metrics through a proxy), or start \
+             with --insecure",
+            cfg.listen.admin
+        ));
+    }
     Ok(())
 }
