@@ -63,8 +63,7 @@ impl<I: Io> Shard<I> {
         let mut out: Vec<Option<Result<BatchOutcome>>> = items.iter().map(|_| None).collect();
         let limit = self.cfg.object_size_max_bytes.min(self.cfg.blob_size_bytes / 4);
         // Keys are locked in fingerprint order, so two batches can't each hold a key the
-        // other waits for. A write slot is taken first, as every writer does.
-        let _permit = self.write_slot().await;
+        // other waits for; the write slot after the locks, as every writer takes them.
         let mut order: Vec<usize> = Vec::with_capacity(items.len());
         for (i, it) in items.iter().enumerate() {
             let len = it.data.len() as u64;
@@ -106,6 +105,7 @@ impl<I: Io> Shard<I> {
                 Ok((slot, Some(version), held)) => ready.push((i, fp, slot, version, held, sums)),
             }
         }
+        let _permit = self.write_slot().await;
         // The records' places, one after another.
         let lens: Vec<u64> = ready
             .iter()

@@ -342,8 +342,9 @@ impl<I: Io> Shard<I> {
                 }
             },
         };
-        let permit = self.write_slot().await;
+        // The key's lock before a write slot, as every writer takes them (shard.rs, put_stamped).
         let lock = self.lock_key(fp).await;
+        let permit = self.write_slot().await;
         if self.index_get(slot, fp, &key) != Some(loc) {
             return Ok(Moved::Gone);
         }

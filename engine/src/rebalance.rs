@@ -81,9 +81,9 @@ impl<I: Io> Shard<I> {
     /// another disk now). Returns whether it did.
     pub async fn forget(self: &Rc<Self>, key: &[u8], version: Version) -> Result<bool> {
         crate::validate(key, "")?;
-        let _permit = self.write_slot().await;
         let fp = self.fp(key);
         let _lock = self.lock_key(fp).await;
+        let _permit = self.write_slot().await;
         let (slot, old) = self.resolve_slot(fp, key).await?;
         let Some(loc) = old else { return Ok(false) };
         let Ok((h, k, _)) = self.read_header(loc).await? else { return Ok(false) };

@@ -698,9 +698,13 @@ impl<I: Io> Shard<I> {
             return Err(Error::TooLarge { len: object_len, max: self.cfg.object_size_max_bytes });
         }
         self.check_writable()?;
-        let permit = self.write_slot().await;
+        // The key's lock first, then a write slot (every writer takes them in this order, so
+        // none waits for a lock while holding a slot): writes queued behind one key (a slow
+        // body holds its key's lock until it is complete) do not take the disk's slots from
+        // writes of other keys.
         let fp = self.fp(key);
         let lock = self.lock_key(fp).await;
+        let permit = self.write_slot().await;
         let (slot, old, known) = self.resolve_for_write(fp, key).await?;
         let (Some(version), held) = self.stamp(stamp, key, old, known).await? else {
             return Ok(None);
@@ -1083,9 +1087,9 @@ impl<I: Io> Shard<I> {
     ) -> Result<DeleteDone> {
         validate(key, "")?;
         self.check_writable()?;
-        let _permit = self.write_slot().await;
         let fp = self.fp(key);
         let _lock = self.lock_key(fp).await;
+        let _permit = self.write_slot().await;
         // A delete whose key's record can't be read fails (the caller retries): whether the
         // key exists, and so whether a tombstone must shadow it, is not known.
         let (slot, old, known) = self.resolve(fp, key).await?;

@@ -203,6 +203,10 @@ pub fn describe_metrics() {
     c!("podstore_http_received_bytes_total", Unit::Bytes, "Object bytes received from clients");
     c!("podstore_http_sent_bytes_total", Unit::Bytes, "Object bytes sent to clients");
     c!("podstore_http_connections_refused_total", "Connections refused at the connection limit");
+    c!(
+        "podstore_http_header_timeouts_total",
+        "Connections closed because a request's headers did not arrive within limits.header_timeout_ms"
+    );
     g!("podstore_repl_backlog_objects", "Writes the peer has not confirmed yet (catch-up backlog)");
     g!("podstore_repl_backlog_bytes", Unit::Bytes, "Bytes of the writes in the peer's backlog");
     g!("podstore_repl_backlog_age_seconds", Unit::Seconds, "Age of the oldest write in the peer's backlog");

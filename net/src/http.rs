@@ -118,35 +118,46 @@ async fn serve_connection(
 ) {
     let limits = &shared.cfg.limits;
     let mut b = hyper::server::conn::http1::Builder::new();
+    // The header timeout is ours (below), not hyper's: hyper's also runs while a kept-alive
+    // connection waits for its next request, which would close idle connections at the header
+    // timeout (10 s) instead of the idle one (60 s; proxies keep upstream connections 60 s).
     b.timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(Duration::from_millis(limits.header_timeout_ms))
+        .header_read_timeout(None)
         .max_headers(limits.headers_max)
         .max_header_size(limits.header_bytes_max)
         // hyper's read buffer grows to this: keep it small so thousands of connections (and
         // hundreds of streaming PUTs) cost little memory; bodies flow through in pieces.
         .max_buf_size(limits.header_bytes_max.max(READ_BUF_MAX_BYTES))
         .keep_alive(true);
-    let last_active = Rc::new(Cell::new(Instant::now()));
+    let watch = Rc::new(ConnWatch { last_active: Cell::new(Instant::now()), ..Default::default() });
+    // A new connection is waiting for its first request's headers from the start.
+    watch.header_since.set(Some(Instant::now()));
     let in_flight = Rc::new(Cell::new(0usize));
     let svc = {
-        let (shared, last_active, in_flight) = (shared.clone(), last_active.clone(), in_flight.clone());
+        let (shared, watch, in_flight) = (shared.clone(), watch.clone(), in_flight.clone());
         hyper::service::service_fn(move |req: Request<Incoming>| {
             let (shared, links) = (shared.clone(), links.clone());
-            let (last_active, in_flight) = (last_active.clone(), in_flight.clone());
+            let (watch, in_flight) = (watch.clone(), in_flight.clone());
             in_flight.set(in_flight.get() + 1);
+            watch.header_since.set(None);
             async move {
                 let resp = handle(&shared, &links, req).await;
                 in_flight.set(in_flight.get() - 1);
-                last_active.set(Instant::now());
+                watch.last_active.set(Instant::now());
+                // The next bytes read start the next request's headers.
+                watch.header_since.set(None);
+                watch.armed.set(true);
                 Ok::<_, std::convert::Infallible>(resp)
             }
         })
     };
-    let conn = b.serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
+    let io = Watched { inner: stream, watch: watch.clone() };
+    let conn = b.serve_connection(hyper_util::rt::TokioIo::new(io), svc);
     tokio::pin!(conn);
     let idle = Duration::from_millis(limits.idle_timeout_ms);
-    let mut check =
-        tokio::time::interval(Duration::from_millis((limits.idle_timeout_ms / 4).clamp(50, 1000)));
+    let header = Duration::from_millis(limits.header_timeout_ms);
+    let tick = (limits.idle_timeout_ms.min(limits.header_timeout_ms) / 4).clamp(50, 1000);
+    let mut check = tokio::time::interval(Duration::from_millis(tick));
     let mut stopping = false;
     loop {
         tokio::select! {
@@ -161,12 +172,100 @@ async fn serve_connection(
                 conn.as_mut().graceful_shutdown();
             }
             _ = check.tick() => {
-                if in_flight.get() == 0 && last_active.get().elapsed() >= idle && !stopping {
+                if in_flight.get() > 0 {
+                    continue;
+                }
+                if watch.header_since.get().is_some_and(|t| t.elapsed() >= header) {
+                    // Headers begun (or a new connection silent) for too long: a slow or
+                    // stalled client; nothing of its request was acted on.
+                    metrics::counter!("podstore_http_header_timeouts_total").increment(1);
+                    return;
+                }
+                if watch.header_since.get().is_none() && watch.last_active.get().elapsed() >= idle && !stopping {
                     stopping = true;
                     conn.as_mut().graceful_shutdown();
                 }
             }
         }
+    }
+}
+
+/// What a connection's reads tell its timeouts (one connection, one core).
+#[derive(Debug)]
+struct ConnWatch {
+    /// When the last response was handed to hyper.
+    last_active: Cell<Instant>,
+    /// Since when the connection has been sending a request's headers (its first byte after
+    /// the previous response; for a new connection, since it was accepted).
+    header_since: Cell<Option<Instant>>,
+    /// The next bytes read start a request's headers.
+    armed: Cell<bool>,
+}
+
+impl Default for ConnWatch {
+    fn default() -> Self {
+        ConnWatch {
+            last_active: Cell::new(Instant::now()),
+            header_since: Cell::new(None),
+            armed: Cell::new(false),
+        }
+    }
+}
+
+/// The connection's socket, noting when a request's first bytes arrive (`ConnWatch`).
+struct Watched {
+    inner: tokio::net::TcpStream,
+    watch: Rc<ConnWatch>,
+}
+
+impl tokio::io::AsyncRead for Watched {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before && self.watch.armed.replace(false) {
+            self.watch.header_since.set(Some(Instant::now()));
+        }
+        r
+    }
+}
+
+impl tokio::io::AsyncWrite for Watched {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

@@ -216,11 +216,15 @@ fn limits_and_bad_clients() {
     assert_eq!(closed, slow.len(), "the node left slow connections open");
     assert_eq!(node.req("GET", "/photos/slowbody", &[], b"").status, 404, "a slow body stored nothing");
 
-    // Idle keep-alive connections are closed after the idle timeout.
+    // Idle keep-alive connections are closed after the idle timeout, not the header timeout:
+    // one idle longer than the header timeout (1 s) is still served.
     let mut s = TcpStream::connect(node.data).expect("connect");
     s.write_all(b"GET /_/health HTTP/1.1\r\nHost: t\r\n\r\n").expect("write");
     let mut r = BufReader::new(s.try_clone().expect("clone"));
     assert_eq!(read_response(&mut r, false).expect("response").status, 200);
+    std::thread::sleep(Duration::from_millis(1_250));
+    s.write_all(b"GET /_/health HTTP/1.1\r\nHost: t\r\n\r\n").expect("write after an idle wait");
+    assert_eq!(read_response(&mut r, false).expect("served after 1.25 s idle").status, 200);
     s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
     let t0 = Instant::now();
     let mut buf = [0u8; 16];
