@@ -17,7 +17,7 @@
 use hmac::{KeyInit, Mac};
 use sha2::Sha256;
 
-use super::frame::NONCE_BYTES;
+use super::frame::{FrameError, MetaReader, MetaWriter, NONCE_BYTES};
 
 type HmacSha256 = hmac::Hmac<Sha256>;
 
@@ -113,6 +113,72 @@ pub fn read_secret(path: &std::path::Path) -> Result<Vec<u8>, String> {
     Ok(s)
 }
 
+/// The initiator's HELLO: who it is, and its nonce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    pub name: String,
+    pub datacenter: String,
+    pub nonce: [u8; NONCE_BYTES],
+}
+
+/// The acceptor's CHALLENGE: who it is, its nonce, and its MAC over the transcript.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Challenge {
+    pub name: String,
+    pub datacenter: String,
+    pub nonce: [u8; NONCE_BYTES],
+    pub mac: [u8; 32],
+}
+
+/// Longest node or datacenter name in a handshake (a node_id's limit).
+pub const NAME_MAX_BYTES: usize = 64;
+
+fn name(m: &mut MetaReader) -> Result<String, FrameError> {
+    let b = m.str16()?;
+    if b.len() > NAME_MAX_BYTES {
+        return Err(FrameError::Field("name too long"));
+    }
+    String::from_utf8(b.to_vec()).map_err(|_| FrameError::Field("name is not UTF-8"))
+}
+
+impl Hello {
+    pub fn encode(&self) -> Vec<u8> {
+        MetaWriter::default()
+            .str16(self.name.as_bytes())
+            .str16(self.datacenter.as_bytes())
+            .bytes(&self.nonce)
+            .0
+    }
+
+    /// Decodes a HELLO's metadata from a peer not yet authenticated: bounded, never panics.
+    pub fn decode(meta: &[u8]) -> Result<Hello, FrameError> {
+        let mut m = MetaReader::new(meta);
+        let h = Hello { name: name(&mut m)?, datacenter: name(&mut m)?, nonce: m.array()? };
+        m.end()?;
+        Ok(h)
+    }
+}
+
+impl Challenge {
+    pub fn encode(&self) -> Vec<u8> {
+        MetaWriter::default()
+            .str16(self.name.as_bytes())
+            .str16(self.datacenter.as_bytes())
+            .bytes(&self.nonce)
+            .bytes(&self.mac)
+            .0
+    }
+
+    /// Decodes a CHALLENGE's metadata: bounded, never panics.
+    pub fn decode(meta: &[u8]) -> Result<Challenge, FrameError> {
+        let mut m = MetaReader::new(meta);
+        let c =
+            Challenge { name: name(&mut m)?, datacenter: name(&mut m)?, nonce: m.array()?, mac: m.array()? };
+        m.end()?;
+        Ok(c)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,6 +195,20 @@ mod tests {
         assert!(!verify(s, Side::Acceptor, &ni, &na, "ab", "", &m), "names are length-prefixed");
         assert!(!verify(s, Side::Acceptor, &ni, &na, "a", "b", &m[..31]));
         assert_ne!(nonce().expect("nonce"), nonce().expect("nonce"));
+    }
+
+    #[test]
+    fn handshake_messages_round_trip_and_refuse_junk() {
+        let h = Hello { name: "pod-01".into(), datacenter: "dc1".into(), nonce: [7; 32] };
+        assert_eq!(Hello::decode(&h.encode()), Ok(h.clone()));
+        let c = Challenge { name: "pod-02".into(), datacenter: "dc2".into(), nonce: [8; 32], mac: [9; 32] };
+        assert_eq!(Challenge::decode(&c.encode()), Ok(c.clone()));
+        let enc = h.encode();
+        assert!(Hello::decode(&enc[..enc.len() - 1]).is_err(), "short");
+        assert!(Hello::decode(&[enc.as_slice(), b"x"].concat()).is_err(), "trailing bytes");
+        let long = Hello { name: "n".repeat(65), ..h };
+        assert!(Hello::decode(&long.encode()).is_err(), "a name over 64 bytes");
+        assert!(Challenge::decode(&enc).is_err(), "a HELLO is not a CHALLENGE");
     }
 
     #[test]

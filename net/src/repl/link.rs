@@ -296,11 +296,12 @@ impl PeerLink {
         tune_socket(&s, self.idle);
         let (mut r, mut w) = s.into_split();
         let nonce_i = auth::nonce().map_err(|e| format!("nonce: {e}"))?;
-        let hello = MetaWriter::default()
-            .str16(self.id.node.as_bytes())
-            .str16(self.id.datacenter.as_bytes())
-            .bytes(&nonce_i)
-            .0;
+        let hello = auth::Hello {
+            name: self.id.node.clone(),
+            datacenter: self.id.datacenter.clone(),
+            nonce: nonce_i,
+        }
+        .encode();
         write_frame(&mut w, Kind::Hello, 0, &hello).await.map_err(|e| format!("peer {name}: {e}"))?;
         let (h, meta) = read_small_frame(&mut r).await.map_err(|e| format!("peer {name}: {e}"))?;
         match h.kind {
@@ -314,13 +315,8 @@ impl PeerLink {
             }
             k => return Err(format!("peer {name}: expected a challenge, got {k:?}")),
         }
-        let mut m = MetaReader::new(&meta);
-        let (their_name, _dc, nonce_a, mac_a) = (|| {
-            let n = String::from_utf8_lossy(m.str16()?).into_owned();
-            let dc = String::from_utf8_lossy(m.str16()?).into_owned();
-            Ok::<_, frame::FrameError>((n, dc, m.array::<32>()?, m.array::<32>()?))
-        })()
-        .map_err(|e| format!("peer {name}: bad challenge: {e}"))?;
+        let ch = auth::Challenge::decode(&meta).map_err(|e| format!("peer {name}: bad challenge: {e}"))?;
+        let (their_name, nonce_a, mac_a) = (ch.name, ch.nonce, ch.mac);
         let genuine = auth::verify(
             &self.id.secret,
             Side::Acceptor,

@@ -116,16 +116,11 @@ async fn handshake(
         refused("bad_hello");
         return Err(format!("expected HELLO, got {:?}", h.kind));
     }
-    let mut m = MetaReader::new(&meta);
-    let (name, nonce_i) = (|| {
-        let n = String::from_utf8_lossy(m.str16()?).into_owned();
-        let _dc = m.str16()?;
-        Ok::<_, frame::FrameError>((n, m.array::<32>()?))
-    })()
-    .map_err(|e| {
+    let hello = auth::Hello::decode(&meta).map_err(|e| {
         refused("bad_hello");
         format!("bad HELLO: {e}")
     })?;
+    let (name, nonce_i) = (hello.name, hello.nonce);
     if !repl.peers.iter().any(|p| p.name == name) {
         refused("unknown_peer");
         let _ = stream.write_all(&refuse("not a member of this replica set")).await;
@@ -133,12 +128,13 @@ async fn handshake(
     }
     let nonce_a = auth::nonce().map_err(|e| e.to_string())?;
     let mac_a = auth::sign(secret, Side::Acceptor, &nonce_i, &nonce_a, &name, &shared.cfg.node_id);
-    let challenge = MetaWriter::default()
-        .str16(shared.cfg.node_id.as_bytes())
-        .str16(repl.datacenter.as_bytes())
-        .bytes(&nonce_a)
-        .bytes(&mac_a)
-        .0;
+    let challenge = auth::Challenge {
+        name: shared.cfg.node_id.clone(),
+        datacenter: repl.datacenter.clone(),
+        nonce: nonce_a,
+        mac: mac_a,
+    }
+    .encode();
     stream.write_all(&frame::small_frame(Kind::Challenge, 0, &challenge)).await.map_err(|e| e.to_string())?;
     let (h, mac_i) = read_small_frame(stream).await?;
     if h.kind != Kind::Auth
