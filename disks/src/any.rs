@@ -4,13 +4,18 @@
 use std::path::Path;
 
 use crate::fd::FdFile;
-use crate::{AlignedBuf, BufPool, Io, OpenMode, Result, SyncIo, Uring, UringConfig, UringDriver};
+use crate::{
+    AlignedBuf, BufPool, FaultPlan, Faulty, Io, OpenMode, Result, SyncIo, Uring, UringConfig, UringDriver,
+};
 
 /// The production `Io` of one core.
 #[derive(Clone, Debug)]
 pub enum AnyIo {
     Uring(Uring),
     Sync(SyncIo, BufPool),
+    /// Test builds only: a backend with faults injected on one disk (faulty.rs).
+    FaultyUring(Faulty<Uring>),
+    FaultySync(Faulty<SyncIo>, BufPool),
 }
 
 /// Why the fallback was chosen (None when io_uring is in use).
@@ -59,7 +64,26 @@ impl AnyIo {
     pub fn pool(&self) -> &BufPool {
         match self {
             AnyIo::Uring(u) => u.pool(),
-            AnyIo::Sync(_, p) => p,
+            AnyIo::FaultyUring(f) => f.inner.pool(),
+            AnyIo::Sync(_, p) | AnyIo::FaultySync(_, p) => p,
+        }
+    }
+
+    /// The io_uring backend, when it is the one in use.
+    pub fn uring(&self) -> Option<&Uring> {
+        match self {
+            AnyIo::Uring(u) => Some(u),
+            AnyIo::FaultyUring(f) => Some(&f.inner),
+            _ => None,
+        }
+    }
+
+    /// The same backend with `plan`'s faults injected (test builds; see faulty.rs).
+    pub fn with_faults(self, plan: FaultPlan, seed: u64) -> AnyIo {
+        match self {
+            AnyIo::Uring(u) => AnyIo::FaultyUring(Faulty::new(u, plan, seed)),
+            AnyIo::Sync(s, p) => AnyIo::FaultySync(Faulty::new(s, plan, seed), p),
+            other => other,
         }
     }
 }
@@ -69,6 +93,8 @@ macro_rules! dispatch {
         match $self {
             AnyIo::Uring($io) => $e,
             AnyIo::Sync($io, _) => $e,
+            AnyIo::FaultyUring($io) => $e,
+            AnyIo::FaultySync($io, _) => $e,
         }
     };
 }

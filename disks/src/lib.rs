@@ -13,6 +13,7 @@ mod buf;
 mod cpu;
 mod disk;
 mod error;
+mod faulty;
 mod fd;
 mod io;
 pub mod label;
@@ -25,6 +26,7 @@ pub use buf::{align_up, is_aligned, AlignedBuf, BufPool, ALIGN, POOL_BUFFERS_MAX
 pub use cpu::{allowed_cpus, pin_current_thread};
 pub use disk::{fs_space, open_disk, probe_direct_io, Disk, DiskSpec, Tier};
 pub use error::{Error, Op, Result};
+pub use faulty::{FaultPlan, FaultRates, FaultStats, Faulty};
 pub use fd::FdFile;
 pub use io::{CacheMode, Io, OpenMode};
 pub use sim::{SimDisk, SimFaults, SimFile, SimStats, SIM_SECTOR};

@@ -204,6 +204,10 @@ pub fn describe_metrics() {
     c!("podstore_http_sent_bytes_total", Unit::Bytes, "Object bytes sent to clients");
     c!("podstore_http_connections_refused_total", "Connections refused at the connection limit");
     c!(
+        "podstore_test_faults_injected_total",
+        "Test builds with PODSTORE_FAULTS only: disk faults injected, by kind"
+    );
+    c!(
         "podstore_http_header_timeouts_total",
         "Connections closed because a request's headers did not arrive within limits.header_timeout_ms"
     );
@@ -351,6 +355,11 @@ pub async fn render_metrics(shared: &Shared, handle: &PrometheusHandle) -> Strin
             .absolute(shared.tier_reads[i].load(Ordering::Relaxed));
     }
     metrics::counter!("podstore_tier_promoted_total").absolute(shared.promoted.load(Ordering::Relaxed));
+    if let Some(plan) = &shared.faults {
+        for (kind, n) in plan.stats.counts() {
+            metrics::counter!("podstore_test_faults_injected_total", "kind" => kind).absolute(n);
+        }
+    }
     let cache = crate::cache::CacheTotals::of(shared);
     metrics::counter!("podstore_ram_cache_hits_total").absolute(cache.hits);
     metrics::counter!("podstore_ram_cache_misses_total").absolute(cache.misses);

@@ -252,6 +252,8 @@ pub struct Shared {
     pub repl_secret: Option<Vec<u8>>,
     /// Client access keys (None: none configured, every request is allowed).
     pub auth: Option<crate::auth::Auth>,
+    /// Test builds: faults injected on one disk (`PODSTORE_FAULTS`).
+    pub faults: Option<podstore_disks::FaultPlan>,
     /// Anti-entropy progress, one per peer.
     pub anti_entropy: Vec<crate::repl::anti_entropy::Progress>,
 }
@@ -366,6 +368,10 @@ async fn core_main(start: CoreStart) {
     let cfg = &shared.cfg;
     let ucfg = UringConfig { pool_buf_count: cfg.engine.io_buffers_per_core, ..UringConfig::default() };
     let (io, driver, backend) = AnyIo::detect(ucfg, cfg.io_backend == "sync");
+    let io = match &shared.faults {
+        Some(plan) => io.with_faults(plan.clone(), index as u64 + 1),
+        None => io,
+    };
     if let Some(d) = driver {
         tokio::task::spawn_local(d.run());
     }
@@ -378,10 +384,7 @@ async fn core_main(start: CoreStart) {
                 datacenter: r.datacenter.clone(),
                 secret: secret.clone(),
             };
-            let ring = match &io {
-                AnyIo::Uring(u) => Some(u.clone()),
-                _ => None,
-            };
+            let ring = io.uring().cloned();
             crate::repl::link::Links::new(r, Rc::new(id), ring)
         }
         _ => crate::repl::link::Links::default(),

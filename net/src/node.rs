@@ -103,6 +103,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
     // Before anything else: a node that would be open to anyone who reaches it does not start.
     let auth = crate::auth::Auth::load(&cfg.auth)?;
     check_exposure(&cfg, auth.is_some())?;
+    let faults = test_faults()?;
     let recorder = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Suffix("seconds".into()),
@@ -229,6 +230,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
         clock: Arc::new(podstore_engine::Clock::new(podstore_engine::version::origin_of(&cfg.node_id))),
         repl_secret,
         auth,
+        faults,
         anti_entropy: cfg
             .replication
             .as_ref()
@@ -387,4 +389,20 @@ pub fn check_exposure(cfg: &Config, has_keys: bool) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The disk-fault campaign's plan (`PODSTORE_FAULTS`, podstore_disks::FaultPlan): honoured
+/// in test builds (debug assertions on) only; a release build refuses to start with it set.
+fn test_faults() -> Result<Option<podstore_disks::FaultPlan>, String> {
+    let Ok(spec) = std::env::var("PODSTORE_FAULTS") else { return Ok(None) };
+    if !cfg!(debug_assertions) {
+        return Err(
+            "PODSTORE_FAULTS is set: fault injection exists in test builds only, and this is a release \
+                    build; unset it"
+                .into(),
+        );
+    }
+    let plan = podstore_disks::FaultPlan::parse(&spec).map_err(|e| format!("PODSTORE_FAULTS: {e}"))?;
+    tracing::warn!("TEST BUILD: injecting disk faults under {}: {:?}", plan.dir.display(), plan.rates);
+    Ok(Some(plan))
 }
