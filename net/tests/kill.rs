@@ -2,7 +2,8 @@
 //! moments; after each restart every object that got a 2xx is byte-exact (or replaced by the
 //! write that was in flight on its key), deleted ones stay deleted, nothing is ever partial.
 //!
-//! Rounds: `PODSTORE_HTTP_KILL_ROUNDS` (default 4; `.ci/run` asks for 30).
+//! Rounds: `PODSTORE_HTTP_KILL_ROUNDS` (default 4; `.ci/run` asks for 200: the crash campaign of
+//! RELIABILITY.md). The time from restart to ready is recorded.
 
 mod common;
 
@@ -41,6 +42,7 @@ fn sigkill_under_http_load_loses_no_acknowledged_object() {
     let model: Arc<Mutex<Model>> = Arc::new(Mutex::new(HashMap::new()));
     let mut rng = fastrand::Rng::with_seed(0xBEEF);
     let mut acked_total = 0u64;
+    let (mut ready_sum, mut ready_max) = (Duration::ZERO, Duration::ZERO);
     for round in 0..rounds {
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
@@ -81,7 +83,11 @@ fn sigkill_under_http_load_loses_no_acknowledged_object() {
         for t in threads {
             acked_total += t.join().expect("writer");
         }
+        let restarted = std::time::Instant::now();
         node.spawn(&[]);
+        let ready_in = restarted.elapsed();
+        ready_max = ready_max.max(ready_in);
+        ready_sum += ready_in;
         let mut m = model.lock().expect("model");
         for (key, (acked, in_flight)) in m.iter_mut() {
             let r = node.req("GET", &format!("/killtest/key-{key}"), &[], b"");
@@ -110,7 +116,12 @@ fn sigkill_under_http_load_loses_no_acknowledged_object() {
             *in_flight = None;
         }
     }
-    println!("http kill test: {rounds} SIGKILL rounds, {acked_total} acknowledged writes; every key checked after each restart");
+    println!(
+        "http kill test: {rounds} SIGKILL rounds, {acked_total} acknowledged writes; every key checked after each restart; \
+         restart to ready {:.0} ms on average, {:.0} ms at most",
+        ready_sum.as_secs_f64() * 1e3 / rounds as f64,
+        ready_max.as_secs_f64() * 1e3
+    );
     assert!(acked_total > rounds * 10, "too few writes acknowledged: {acked_total}");
     let st = node.stop();
     assert!(st.success());
