@@ -1,7 +1,7 @@
 //! The whole system: three appliances, each in its own network namespace as its own
 //! datacenter, replicating over a bridge; partitions (both directions and one direction) with
 //! nft drop rules, SIGKILL of an appliance under writes, deletes while a peer is away,
-//! concurrent overwrites. Every operation goes into a history, and after the network heals the
+//! concurrent overwrites, a flapping link under a bandwidth cap (tc tbf). Every operation goes into a history, and after the network heals the
 //! final state of every appliance is checked against it (common/history.rs). Needs root;
 //! without it the test says why and passes, unless PODSTORE_REQUIRE_ROOT_TESTS is set (CI).
 //!
@@ -208,6 +208,28 @@ fn three_datacenters_survive_partitions_kills_and_races() {
             s.spawn(|| writers(&h, &nodes, &[0, 1, 0, 1], "any", &next, &stop));
             run_for(Duration::from_secs(2), &stop);
         });
+
+        // A flapping link (c and a cut off from each other and back every 250 ms) while c's
+        // outgoing bandwidth is capped (tc tbf, 20 Mbit/s), under writes on every appliance.
+        net.cap(2, "20mbit");
+        let stop = AtomicBool::new(false);
+        let flaps = AtomicU64::new(0);
+        std::thread::scope(|s| {
+            s.spawn(|| writers(&h, &nodes, &[0, 1, 2], "quorum", &next, &stop));
+            s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    net.partition(2, 0);
+                    std::thread::sleep(Duration::from_millis(250));
+                    net.heal();
+                    std::thread::sleep(Duration::from_millis(250));
+                    flaps.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+            run_for(Duration::from_secs(4), &stop);
+        });
+        net.heal();
+        net.uncap(2);
+        println!("netns flapping: {} flaps under a 20 Mbit/s cap", flaps.load(Ordering::Relaxed));
     }
 
     // An emptied appliance (a replaced server) is refilled by `podstore recover`.

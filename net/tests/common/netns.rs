@@ -25,7 +25,7 @@ pub fn unavailable() -> Option<String> {
     if unsafe { libc::geteuid() } != 0 {
         return Some("not root (network namespaces need CAP_SYS_ADMIN)".into());
     }
-    for tool in ["ip", "nft"] {
+    for tool in ["ip", "nft", "tc"] {
         if Command::new(tool).arg("-V").output().is_err() {
             return Some(format!("{tool} is not installed (apt-get install iproute2 nftables)"));
         }
@@ -119,6 +119,35 @@ impl Net {
     pub fn partition(&self, a: usize, b: usize) {
         self.drop_one_way(a, b);
         self.drop_one_way(b, a);
+    }
+
+    /// Node `i`'s outgoing traffic capped at `rate` (tc tbf on its interface, e.g. "20mbit").
+    pub fn cap(&self, i: usize, rate: &str) {
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.ns(i),
+            "tc",
+            "qdisc",
+            "replace",
+            "dev",
+            "eth0",
+            "root",
+            "tbf",
+            "rate",
+            rate,
+            "burst",
+            "64kb",
+            "latency",
+            "100ms",
+        ])
+        .expect("tc tbf");
+    }
+
+    /// Node `i`'s cap removed.
+    pub fn uncap(&self, i: usize) {
+        let _ = run(&["ip", "netns", "exec", &self.ns(i), "tc", "qdisc", "del", "dev", "eth0", "root"]);
     }
 
     /// Every drop rule removed.
