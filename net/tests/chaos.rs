@@ -10,7 +10,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::cluster::{members, repl_config, secret_file, Member};
-use common::history::{value_bytes, value_of, Held, History, Op, Outcome};
+use common::history::{converge, op, History};
 use common::Node;
 
 /// What the proxies did.
@@ -100,52 +99,6 @@ fn proxy(target: SocketAddr, chaos: Arc<Chaos>) -> SocketAddr {
         }
     });
     addr
-}
-
-fn op(h: &History, nodes: &[Node], i: usize, key: &str, value: Option<u64>, copies: &str) {
-    let start = Instant::now();
-    let path = format!("/photos/{key}");
-    let r = match value {
-        Some(id) => nodes[i].try_req("PUT", &path, &[("X-Copies", copies)], &value_bytes(id)),
-        None => nodes[i].try_req("DELETE", &path, &[("X-Copies", copies)], b""),
-    };
-    let status = r.ok().map(|r| r.status);
-    h.record(Op {
-        node: i,
-        key: key.into(),
-        value,
-        start,
-        end: Instant::now(),
-        outcome: Outcome::of_status(status),
-    });
-}
-
-/// What every node holds for every key, once they agree (or the last look).
-fn converge(h: &History, nodes: &[Node], within: Duration) -> Vec<BTreeMap<String, Held>> {
-    let deadline = Instant::now() + within;
-    loop {
-        let held: Vec<BTreeMap<String, Held>> = nodes
-            .iter()
-            .map(|n| {
-                h.keys()
-                    .into_iter()
-                    .map(|k| {
-                        let r = n.req("GET", &format!("/photos/{k}"), &[], b"");
-                        let v = match r.status {
-                            404 => Held::Absent,
-                            200 => value_of(&r.body).map_or(Held::Garbage, Held::Value),
-                            s => panic!("GET {k}: {s}"),
-                        };
-                        (k, v)
-                    })
-                    .collect()
-            })
-            .collect();
-        if held.windows(2).all(|w| w[0] == w[1]) || Instant::now() > deadline {
-            return held;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
 }
 
 #[test]

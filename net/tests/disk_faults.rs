@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::cluster::{members, repl_config, secret_file, Member};
+use common::cluster::{members, secret_file};
 use common::history::{value_bytes, value_of};
 use common::Node;
 
@@ -41,18 +41,8 @@ fn a_disk_with_faults_serves_no_bad_byte_and_is_repaired_from_a_peer() {
     let m = members(2);
     let secret = secret_file("faults", "disk-fault-test-shared-secret-0123");
     let extra = "[maintenance]\nrepair_interval_s = 1\nscrub_period_s = 0\n\n[engine]\nblob_size_bytes = 8388608\ndisk_timeout_ms = 2000\n";
-    let start = |me: &Member| {
-        let peers: Vec<&Member> = m.iter().filter(|p| p.name != me.name).collect();
-        Node::start_on(
-            &format!("faults-{}", me.name),
-            &me.name,
-            me.data,
-            me.admin,
-            &format!("{extra}\n{}", repl_config(me, &peers, &secret)),
-        )
-    };
-    let mut a = start(&m[0]);
-    let mut b = start(&m[1]);
+    let mut nodes = common::cluster::start_with("faults", &m, &secret, extra).into_iter();
+    let (mut a, mut b) = (nodes.next().expect("a"), nodes.next().expect("b"));
     // A again, with the fault layer on its disk 1 (armed while the switch file exists).
     let switch = a.dir.join("faults-on");
     let spec = format!(

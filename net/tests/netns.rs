@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::history::{value_bytes, value_of, Held, History, Op, Outcome};
+use common::history::{converge, op, value_bytes, value_of, Held, History, Op, Outcome};
 use common::netns::{setup_or_skip, Net};
 use common::Node;
 
@@ -56,26 +56,6 @@ fn start_node(net: &Net, i: usize, secret: &std::path::Path) -> Node {
     n
 }
 
-/// One recorded operation against node `i`.
-fn op(h: &History, nodes: &[Node], i: usize, key: &str, value: Option<u64>, copies: &str) -> Option<u16> {
-    let start = Instant::now();
-    let path = format!("/photos/{key}");
-    let r = match value {
-        Some(id) => nodes[i].try_req("PUT", &path, &[("X-Copies", copies)], &value_bytes(id)),
-        None => nodes[i].try_req("DELETE", &path, &[("X-Copies", copies)], b""),
-    };
-    let status = r.ok().map(|r| r.status);
-    h.record(Op {
-        node: i,
-        key: key.into(),
-        value,
-        start,
-        end: Instant::now(),
-        outcome: Outcome::of_status(status),
-    });
-    status
-}
-
 /// Writers hammering random keys on the given nodes until `stop`.
 fn writers(h: &History, nodes: &[Node], on: &[usize], copies: &str, next: &AtomicU64, stop: &AtomicBool) {
     std::thread::scope(|s| {
@@ -96,34 +76,6 @@ fn writers(h: &History, nodes: &[Node], on: &[usize], copies: &str, next: &Atomi
 fn run_for(d: Duration, stop: &AtomicBool) {
     std::thread::sleep(d);
     stop.store(true, Ordering::Relaxed);
-}
-
-/// What every node holds for every key of the history, once they agree (or the last look).
-fn converge(h: &History, nodes: &[Node]) -> Vec<BTreeMap<String, Held>> {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let held: Vec<BTreeMap<String, Held>> = nodes
-            .iter()
-            .map(|n| {
-                h.keys()
-                    .into_iter()
-                    .map(|k| {
-                        let r = n.req("GET", &format!("/photos/{k}"), &[], b"");
-                        let v = match r.status {
-                            404 => Held::Absent,
-                            200 => value_of(&r.body).map_or(Held::Garbage, Held::Value),
-                            s => panic!("GET {k}: {s}"),
-                        };
-                        (k, v)
-                    })
-                    .collect()
-            })
-            .collect();
-        if held.windows(2).all(|w| w[0] == w[1]) || Instant::now() > deadline {
-            return held;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
 }
 
 #[test]
@@ -248,7 +200,7 @@ fn three_datacenters_survive_partitions_kills_and_races() {
     assert!(out.status.success(), "recover: {}", String::from_utf8_lossy(&out.stderr));
     println!("netns recover: {}", String::from_utf8_lossy(&out.stdout).trim());
 
-    let held = converge(&h, &nodes);
+    let held = converge(&h, &nodes, Duration::from_secs(90));
     match h.check(&held) {
         Ok(s) => println!(
             "netns history check: {} operations ({} ok, {} maybe, {} refused) over {} keys on 3 appliances: no lost acknowledged write, no resurrection, no divergence",

@@ -159,3 +159,63 @@ impl History {
         }
     }
 }
+
+/// One recorded PUT (`value`) or DELETE (None) of `/photos/{key}` on node `i`; its status.
+pub fn op(
+    h: &History,
+    nodes: &[super::Node],
+    i: usize,
+    key: &str,
+    value: Option<u64>,
+    copies: &str,
+) -> Option<u16> {
+    let start = Instant::now();
+    let path = format!("/photos/{key}");
+    let r = match value {
+        Some(id) => nodes[i].try_req("PUT", &path, &[("X-Copies", copies)], &value_bytes(id)),
+        None => nodes[i].try_req("DELETE", &path, &[("X-Copies", copies)], b""),
+    };
+    let status = r.ok().map(|r| r.status);
+    h.record(Op {
+        node: i,
+        key: key.into(),
+        value,
+        start,
+        end: Instant::now(),
+        outcome: Outcome::of_status(status),
+    });
+    status
+}
+
+/// What every node holds for every key of the history, once they agree (or the last look,
+/// after `within`).
+pub fn converge(
+    h: &History,
+    nodes: &[super::Node],
+    within: std::time::Duration,
+) -> Vec<BTreeMap<String, Held>> {
+    let deadline = Instant::now() + within;
+    loop {
+        let held: Vec<BTreeMap<String, Held>> = nodes
+            .iter()
+            .map(|n| {
+                h.keys()
+                    .into_iter()
+                    .map(|k| {
+                        let r = n.req("GET", &format!("/photos/{k}"), &[], b"");
+                        let v = match r.status {
+                            404 => Held::Absent,
+                            200 => value_of(&r.body).map_or(Held::Garbage, Held::Value),
+                            s => panic!("GET {k}: {s}"),
+                        };
+                        (k, v)
+                    })
+                    .collect()
+            })
+            .collect();
+        if held.windows(2).all(|w| w[0] == w[1]) || Instant::now() > deadline {
+            return held;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
