@@ -77,7 +77,7 @@ fn sigkill_under_http_load_loses_no_acknowledged_object() {
                 acked
             }));
         }
-        std::thread::sleep(Duration::from_millis(rng.u64(150..900)));
+        std::thread::sleep(Duration::from_millis(rng.u64(100..500)));
         node.kill();
         stop.store(true, Ordering::Relaxed);
         for t in threads {
