@@ -64,24 +64,25 @@ impl<I: Io> Shard<I> {
         let limit = self.cfg.object_size_max_bytes.min(self.cfg.blob_size_bytes / 4);
         // Keys are locked in fingerprint order, so two batches can't each hold a key the
         // other waits for; the write slot after the locks, as every writer takes them.
-        let mut order: Vec<usize> = Vec::with_capacity(items.len());
+        // (item, fingerprint, record length) of the items that may be written.
+        let mut order: Vec<(usize, u64, u64)> = Vec::with_capacity(items.len());
         for (i, it) in items.iter().enumerate() {
             let len = it.data.len() as u64;
+            let rec_len = record::record_len(it.key.len(), it.content_type.len(), len);
             if let Err(e) = crate::validate(&it.key, &it.content_type) {
                 out[i] = Some(Err(e));
-            } else if record::record_len(it.key.len(), it.content_type.len(), len) > limit {
+            } else if rec_len > limit {
                 out[i] = Some(Err(Error::TooLarge { len, max: limit }));
             } else {
-                order.push(i);
+                order.push((i, self.fp(&it.key), rec_len));
             }
         }
-        order.sort_by_key(|&i| self.fp(&items[i].key));
+        order.sort_by_key(|o| o.1);
         let mut locks = Vec::with_capacity(order.len());
         let mut ready = Vec::with_capacity(order.len());
         let mut last_fp = None;
-        for i in order {
+        for (i, fp, rec_len) in order {
             let it = &items[i];
-            let fp = self.fp(&it.key);
             if last_fp == Some(fp) {
                 out[i] = Some(Err(Error::Invalid("a key (or its fingerprint) twice in one batch")));
                 continue;
@@ -102,24 +103,19 @@ impl<I: Io> Shard<I> {
             match r {
                 Err(e) => out[i] = Some(Err(e)),
                 Ok((_, None, _)) => out[i] = Some(Ok(BatchOutcome::Superseded)),
-                Ok((slot, Some(version), held)) => ready.push((i, fp, slot, version, held, sums)),
+                Ok((slot, Some(version), held)) => ready.push((i, fp, rec_len, slot, version, held, sums)),
             }
         }
         let _permit = self.write_slot().await;
         // The records' places, one after another.
-        let lens: Vec<u64> = ready
-            .iter()
-            .map(|r| {
-                let it = &items[r.0];
-                record::record_len(it.key.len(), it.content_type.len(), it.data.len() as u64)
-            })
-            .collect();
+        let lens: Vec<u64> = ready.iter().map(|r| r.2).collect();
         let (places, reserve_err) =
             if lens.is_empty() { (Vec::new(), None) } else { self.reserve_all(&lens).await };
         let created_ms = now_ms();
         let mut pending: Vec<Pending<I>> = Vec::with_capacity(places.len());
         let mut rest = ready.into_iter();
-        for ((blob, offset, seq), (i, fp, slot, version, held, sums)) in places.into_iter().zip(rest.by_ref())
+        for ((blob, offset, seq), (i, fp, record_len, slot, version, held, sums)) in
+            places.into_iter().zip(rest.by_ref())
         {
             let it = &items[i];
             let footer = sums.finish(seq);
@@ -135,7 +131,7 @@ impl<I: Io> Shard<I> {
                 seq,
                 created_ms,
                 object_len: it.data.len() as u64,
-                record_len: record::record_len(it.key.len(), it.content_type.len(), it.data.len() as u64),
+                record_len,
                 key_len: it.key.len() as u16,
                 content_type_len: it.content_type.len() as u8,
                 version,

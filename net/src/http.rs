@@ -129,9 +129,13 @@ async fn serve_connection(
         // hundreds of streaming PUTs) cost little memory; bodies flow through in pieces.
         .max_buf_size(limits.header_bytes_max.max(READ_BUF_MAX_BYTES))
         .keep_alive(true);
-    let watch = Rc::new(ConnWatch { last_active: Cell::new(Instant::now()), ..Default::default() });
     // A new connection is waiting for its first request's headers from the start.
-    watch.header_since.set(Some(Instant::now()));
+    let now = Instant::now();
+    let watch = Rc::new(ConnWatch {
+        last_active: Cell::new(now),
+        header_since: Cell::new(Some(now)),
+        armed: Cell::new(false),
+    });
     let in_flight = Rc::new(Cell::new(0usize));
     let svc = {
         let (shared, watch, in_flight) = (shared.clone(), watch.clone(), in_flight.clone());
@@ -145,7 +149,6 @@ async fn serve_connection(
                 in_flight.set(in_flight.get() - 1);
                 watch.last_active.set(Instant::now());
                 // The next bytes read start the next request's headers.
-                watch.header_since.set(None);
                 watch.armed.set(true);
                 Ok::<_, std::convert::Infallible>(resp)
             }
@@ -200,16 +203,6 @@ struct ConnWatch {
     header_since: Cell<Option<Instant>>,
     /// The next bytes read start a request's headers.
     armed: Cell<bool>,
-}
-
-impl Default for ConnWatch {
-    fn default() -> Self {
-        ConnWatch {
-            last_active: Cell::new(Instant::now()),
-            header_since: Cell::new(None),
-            armed: Cell::new(false),
-        }
-    }
 }
 
 /// The connection's socket, noting when a request's first bytes arrive (`ConnWatch`).

@@ -498,7 +498,7 @@ struct Staged<'a> {
     version: podstore_engine::Version,
     /// Its record's length here.
     len: u64,
-    _moving: Moving<'a>,
+    moving: Moving<'a>,
 }
 
 /// What reading one entry for migration came to.
@@ -580,7 +580,7 @@ async fn migrate_to(
             stamp,
             digest: Some(meta.digest),
         };
-        Ok(Read::Staged(Staged { item, version: meta.version, len, _moving: moving }))
+        Ok(Read::Staged(Staged { item, version: meta.version, len, moving }))
     }))
     .buffered(MIGRATE_READS_IN_FLIGHT);
     futures_util::pin_mut!(reads);
@@ -634,7 +634,7 @@ async fn write_batch(
     let mut items = Vec::with_capacity(n);
     let mut kept = Vec::with_capacity(n);
     for st in batch {
-        kept.push((st.item.key.clone(), st.version, st.len, st._moving));
+        kept.push((st.item.key.clone(), st.version, st.len, st.moving));
         items.push(st.item);
     }
     let (tx, rx) = tokio::sync::oneshot::channel();
