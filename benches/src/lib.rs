@@ -150,7 +150,12 @@ pub fn index_bytes_per_object(objects: u64) -> f64 {
 
 /// Startup from a checkpoint of `objects` entries: returns (objects loaded, time).
 pub fn startup_from_checkpoint(dir: &Path, objects: u64) -> (u64, Duration) {
-    // A checkpoint naming one sealed blob, with `objects` index entries pointing into it.
+    // An empty shard first (its first open writes the record key), then a checkpoint naming
+    // one sealed blob, with `objects` index entries pointing into it.
+    let d = dir.to_path_buf();
+    on_core(&d.clone(), |io| async move {
+        Shard::open(io, shard_cfg(), &d, 0).await.expect("create");
+    });
     let blob_size = 64 << 20;
     let blob = dir.join("blob-0000000.psb");
     let f = std::fs::File::create(&blob).expect("create blob");

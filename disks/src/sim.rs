@@ -260,6 +260,23 @@ impl SimDisk {
         }
     }
 
+    /// Writes `bytes` at `offset` of `path` durably, as if it had always been there (a test
+    /// stages what a power loss left, e.g. a record's first block lost and the rest kept).
+    /// False if the file is missing or shorter than `offset + bytes.len()`.
+    pub fn overwrite_at(&self, path: &Path, offset: u64, bytes: &[u8]) -> bool {
+        let mut guard = self.s.borrow_mut();
+        let s = &mut *guard;
+        let Some(ino) = s.names.get(path).copied() else { return false };
+        let start = offset as usize;
+        match s.inodes.get_mut(&ino).and_then(|i| i.data.get_mut(start..start + bytes.len())) {
+            Some(d) => {
+                d.copy_from_slice(bytes);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Current content of a file (test inspection).
     pub fn file_bytes(&self, path: &Path) -> Option<Vec<u8>> {
         let s = self.s.borrow();

@@ -172,7 +172,15 @@ impl<I: Io> Shard<I> {
             for p in run {
                 let it = &items[p.item];
                 let void = out[p.item].is_some();
-                encode_record(&mut buf, (p.header.offset - at) as usize, &p.header, it, &p.footer, void);
+                encode_record(
+                    &mut buf,
+                    (p.header.offset - at) as usize,
+                    &p.header,
+                    it,
+                    &p.footer,
+                    void,
+                    &self.record_key,
+                );
             }
             written = self.write_fenced(&run[0].blob, at, buf).await.map(|_| ());
             start = end;
@@ -225,7 +233,15 @@ impl<I: Io> Shard<I> {
 
 /// Encodes one record at `at` in `buf` (zeroing its padding); a `void` record is written as
 /// an abandoned one (its header flagged void: recovery skips it).
-fn encode_record(buf: &mut AlignedBuf, at: usize, h: &Header, it: &BatchItem, footer: &[u8], void: bool) {
+fn encode_record(
+    buf: &mut AlignedBuf,
+    at: usize,
+    h: &Header,
+    it: &BatchItem,
+    footer: &[u8],
+    void: bool,
+    rk: &crate::record_key::RecordKey,
+) {
     let region = &mut buf.as_mut_slice()[at..at + h.record_len as usize];
     region.fill(0);
     let mut h = h.clone();
@@ -233,7 +249,7 @@ fn encode_record(buf: &mut AlignedBuf, at: usize, h: &Header, it: &BatchItem, fo
         h.flags |= record::FLAG_VOID;
     }
     let ds = h.data_start() as usize;
-    h.encode(&it.key, it.content_type.as_bytes(), &mut region[..ds]);
+    h.encode(&it.key, it.content_type.as_bytes(), &mut region[..ds], rk);
     region[ds..ds + it.data.len()].copy_from_slice(&it.data);
     let f = ds + it.data.len();
     region[f..f + footer.len()].copy_from_slice(footer);

@@ -23,6 +23,7 @@ pub mod index;
 pub mod placement;
 mod rebalance;
 pub mod record;
+pub mod record_key;
 mod recovery;
 mod scan;
 pub mod scrub;

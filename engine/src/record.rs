@@ -2,7 +2,11 @@
 //!
 //! A record starts at a 4096-aligned offset of its blob and occupies a whole number of 4096-byte
 //! blocks. It identifies itself (magic, version, shard, blob, offset, sequence, key), so a torn,
-//! misdirected or stale write is detected rather than trusted.
+//! misdirected or stale write is detected rather than trusted. Its header carries a tag keyed
+//! with the shard's secret record key (`podstore.record-key`, see `record_key.rs`), so bytes a
+//! client sent as object data can never pass for a record: recovery scans block by block after
+//! the checkpoint, and a power loss that kept a later block of a body but lost the block holding
+//! its real header would otherwise show the scan whatever record the client had laid out there.
 //!
 //! ```text
 //! record (4096-aligned, length a multiple of 4096)
@@ -13,7 +17,7 @@
 //! header, little-endian
 //! offset size field
 //!      0    4 magic "PSR1"
-//!      4    2 format version = 1
+//!      4    2 format version = 2
 //!      6    2 flags: bit 0 tombstone, bit 1 void (abandoned before completion: skip
 //!             record length bytes); other bits zero
 //!      8    4 shard id (the disk id)
@@ -28,7 +32,9 @@
 //!     59    5 zero
 //!     64    8 version: hybrid logical clock (ms << 16 | counter), see version.rs
 //!     72    8 version: origin (the node that accepted the write)
-//!     80   44 zero
+//!     80   16 tag: SipHash-2-4-128 keyed with the shard's record key, of header bytes 0..80,
+//!             then the key, then the content type
+//!     96   28 zero
 //!    124    4 CRC32C of header bytes 0..124, then the key, then the content type
 //!
 //! footer, directly after the data (unaligned), little-endian
@@ -40,17 +46,20 @@
 //!  32+4n    4 CRC32C of footer bytes 0..32+4n
 //! ```
 //!
-//! A reader verifies the header CRC before trusting any field, the footer CRC before trusting a
-//! chunk CRC, and a chunk's CRC before returning any byte of it. A range read needs only the
-//! chunks it covers.
+//! A reader verifies the header CRC and tag before trusting any field, the footer CRC before
+//! trusting a chunk CRC, and a chunk's CRC before returning any byte of it. A range read needs
+//! only the chunks it covers. (The footer needs no tag: it is only ever read at the place an
+//! authentic header names, and binds to it by the sequence.)
 //!
-//! Version history: 1 (first).
+//! Version history: 1 (first); 2 (the header tag; a shard of version 1 has no record key and is
+//! refused at open).
 
+use crate::record_key::RecordKey;
 use crate::Error;
 
 pub(crate) const HEADER_MAGIC: u32 = u32::from_le_bytes(*b"PSR1");
 pub(crate) const FOOTER_MAGIC: u32 = u32::from_le_bytes(*b"PSF1");
-pub(crate) const FORMAT_VERSION: u16 = 1;
+pub(crate) const FORMAT_VERSION: u16 = 2;
 /// Size of the fixed header.
 pub const HEADER_BYTES: usize = 128;
 /// Fixed part of the footer (without chunk CRCs and the footer CRC).
@@ -100,6 +109,8 @@ pub enum FormatError {
     Version(u16),
     #[error("header checksum mismatch")]
     HeaderChecksum,
+    #[error("header tag mismatch (not written with this shard's record key)")]
+    Tag,
     #[error("footer checksum mismatch")]
     FooterChecksum,
     #[error("data checksum mismatch in chunk {0}")]
@@ -163,8 +174,8 @@ impl Header {
     }
 
     /// Encodes header, key and content type into `out` (which must hold
-    /// `data_start()` bytes).
-    pub fn encode(&self, key: &[u8], content_type: &[u8], out: &mut [u8]) {
+    /// `data_start()` bytes), tagged with the shard's record key `rk`.
+    pub fn encode(&self, key: &[u8], content_type: &[u8], out: &mut [u8], rk: &RecordKey) {
         assert_eq!(key.len(), self.key_len as usize);
         assert_eq!(content_type.len(), self.content_type_len as usize);
         let ds = self.data_start() as usize;
@@ -186,14 +197,17 @@ impl Header {
         b[72..80].copy_from_slice(&self.version.origin.to_le_bytes());
         b[HEADER_BYTES..HEADER_BYTES + key.len()].copy_from_slice(key);
         b[HEADER_BYTES + key.len()..ds].copy_from_slice(content_type);
+        let tag = rk.tag(&b[0..80], &b[HEADER_BYTES..ds]);
+        b[80..96].copy_from_slice(&tag);
         let mut crc = crc32c::crc32c(&b[0..124]);
         crc = crc32c::crc32c_append(crc, &b[HEADER_BYTES..ds]);
         b[124..128].copy_from_slice(&crc.to_le_bytes());
     }
 
-    /// Decodes and verifies a header with its key and content type from the start of `b`.
-    /// Never panics. Returns the header; the key is `b[128..128+key_len]`.
-    pub fn decode(b: &[u8]) -> Result<Header, FormatError> {
+    /// Decodes and verifies (checksum, then the tag with the shard's record key `rk`) a header
+    /// with its key and content type from the start of `b`. Never panics. Returns the header;
+    /// the key is `b[128..128+key_len]`.
+    pub fn decode(b: &[u8], rk: &RecordKey) -> Result<Header, FormatError> {
         if b.len() < HEADER_BYTES {
             return Err(FormatError::Short);
         }
@@ -231,7 +245,7 @@ impl Header {
             content_type_len: ct_len,
             version: crate::Version { hlc: le_u64(b, 64), origin: le_u64(b, 72) },
         };
-        if b[59..64].iter().chain(&b[80..124]).any(|&x| x != 0) {
+        if b[59..64].iter().chain(&b[96..124]).any(|&x| x != 0) {
             return Err(FormatError::Field("reserved"));
         }
         if h.flags & !(FLAG_TOMBSTONE | FLAG_VOID) != 0 {
@@ -245,10 +259,14 @@ impl Header {
         }
         // Checked arithmetic: a corrupt length must not overflow.
         let expect = h.object_len.checked_add(ds as u64 + footer_len(h.object_len.min(u64::MAX / 2)));
-        match expect {
-            Some(raw) if raw.div_ceil(BLOCK).checked_mul(BLOCK) == Some(h.record_len) => Ok(h),
-            _ => Err(FormatError::Field("record length")),
+        if expect.and_then(|raw| raw.div_ceil(BLOCK).checked_mul(BLOCK)) != Some(h.record_len) {
+            return Err(FormatError::Field("record length"));
         }
+        // Last: the costliest check, and the one only this shard's writes pass.
+        if !rk.verify(&b[0..80], &b[HEADER_BYTES..ds], &b[80..96]) {
+            return Err(FormatError::Tag);
+        }
+        Ok(h)
     }
 
     /// The key bytes that follow a decoded header in `b`.
@@ -440,16 +458,28 @@ mod tests {
     fn header_round_trips_and_detects_any_flipped_bit() {
         let h = header(5000);
         let mut b = vec![0u8; 4096];
-        h.encode(b"abc", b"image/jpeg", &mut b);
-        let d = Header::decode(&b).expect("valid");
+        let rk = RecordKey::from_bytes([9; 16]);
+        h.encode(b"abc", b"image/jpeg", &mut b, &rk);
+        let d = Header::decode(&b, &rk).expect("valid");
         assert_eq!(d, h);
         assert_eq!(d.key(&b), b"abc");
         assert_eq!(d.content_type(&b), b"image/jpeg");
         for bit in 0..(h.data_start() as usize * 8) {
             let mut c = b.clone();
             c[bit / 8] ^= 1 << (bit % 8);
-            assert!(Header::decode(&c).is_err(), "bit {bit} flip undetected");
+            assert!(Header::decode(&c, &rk).is_err(), "bit {bit} flip undetected");
         }
+        // The same header under another shard's key (or one a client made up) is not a record,
+        // though every checksum is right.
+        assert_eq!(Header::decode(&b, &RecordKey::from_bytes([8; 16])), Err(FormatError::Tag));
+        // A version-1 header (no tag) is refused by its version.
+        let mut v1 = b.clone();
+        v1[4..6].copy_from_slice(&1u16.to_le_bytes());
+        v1[80..96].fill(0);
+        let crc =
+            crc32c::crc32c_append(crc32c::crc32c(&v1[0..124]), &v1[HEADER_BYTES..h.data_start() as usize]);
+        v1[124..128].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(Header::decode(&v1, &rk), Err(FormatError::Version(1)));
     }
 
     #[test]
@@ -481,7 +511,7 @@ mod tests {
             if n >= 4 && rng.bool() {
                 b[0..4].copy_from_slice(&HEADER_MAGIC.to_le_bytes());
             }
-            let _ = Header::decode(&b);
+            let _ = Header::decode(&b, &RecordKey::from_bytes([3; 16]));
             let _ = Footer::decode(&b, rng.u64(..), rng.u64(..));
         }
     }

@@ -78,19 +78,22 @@ impl<I: Io> Shard<I> {
         id: u32,
     ) -> Result<(Rc<Shard<I>>, RecoveryReport)> {
         let started = Instant::now();
-        let shard = Rc::new(Shard::new_empty(io, cfg, dir, id));
-        let mut report = RecoveryReport::default();
-        let io = &shard.io;
-        let names = io.list_dir(dir).await.map_err(|e| shard.disk_err(e))?;
+        let disk = |source| Error::Disk { shard: id, source };
+        let names = io.list_dir(dir).await.map_err(disk)?;
         let mut removed_tmp = false;
-        let read_only = shard.cfg.read_only;
+        let read_only = cfg.read_only;
         for n in names.iter().filter(|n| n.ends_with(".tmp") && !read_only) {
-            io.remove(&dir.join(n)).await.map_err(|e| shard.disk_err(e))?;
+            io.remove(&dir.join(n)).await.map_err(disk)?;
             removed_tmp = true;
         }
         if removed_tmp {
-            io.sync_dir(dir).await.map_err(|e| shard.disk_err(e))?;
+            io.sync_dir(dir).await.map_err(disk)?;
         }
+        // The key first: nothing on the disk is read as a record without it.
+        let record_key = crate::record_key::load_or_create(&io, dir, id, &names, read_only).await?;
+        let shard = Rc::new(Shard::new_empty(io, cfg, dir, id, record_key));
+        let mut report = RecoveryReport::default();
+        let io = &shard.io;
 
         // Newest valid checkpoint.
         let mut ckpts: Vec<(u64, &String)> =
@@ -190,7 +193,9 @@ impl<I: Io> Shard<I> {
                 });
             }
             let scan = if from < size {
-                Scanner::new(io, &file, id, size, shard.cfg.scan_window_bytes).scan(bid, from).await?
+                Scanner::new(io, &file, id, &shard.record_key, size, shard.cfg.scan_window_bytes)
+                    .scan(bid, from)
+                    .await?
             } else {
                 Default::default()
             };

@@ -87,6 +87,7 @@ pub(crate) struct Scanner<'a, I: Io> {
     io: &'a I,
     file: &'a I::File,
     shard: u32,
+    record_key: &'a crate::record_key::RecordKey,
     size: u64,
     win: Option<Window>,
     ahead: Option<(u64, ReadFuture<'a>)>,
@@ -99,11 +100,19 @@ pub(crate) struct Scanner<'a, I: Io> {
 }
 
 impl<'a, I: Io> Scanner<'a, I> {
-    pub(crate) fn new(io: &'a I, file: &'a I::File, shard: u32, size: u64, window_bytes: usize) -> Self {
+    pub(crate) fn new(
+        io: &'a I,
+        file: &'a I::File,
+        shard: u32,
+        record_key: &'a crate::record_key::RecordKey,
+        size: u64,
+        window_bytes: usize,
+    ) -> Self {
         Scanner {
             io,
             file,
             shard,
+            record_key,
             size,
             win: None,
             ahead: None,
@@ -204,7 +213,7 @@ impl<'a, I: Io> Scanner<'a, I> {
         }
         let w = self.win.as_ref().expect("ensured");
         let b = w.slice(pos, BLOCK);
-        let Ok(h) = Header::decode(b) else {
+        let Ok(h) = Header::decode(b, self.record_key) else {
             return Ok(None);
         };
         if h.shard_id != self.shard || h.blob_id != blob || h.offset != pos || pos + h.record_len > self.size

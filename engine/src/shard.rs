@@ -302,6 +302,9 @@ pub struct Shard<I: Io> {
     /// Calls of `forget` so far (a reader looking for a key on several disks looks again when
     /// a move finished meanwhile).
     pub(crate) forgets: Cell<u64>,
+    /// Tags every record header this shard writes, and is checked on every one it reads
+    /// (record_key.rs).
+    pub(crate) record_key: crate::record_key::RecordKey,
 }
 
 /// A key's previous state, when known: (version, tombstone).
@@ -356,7 +359,13 @@ impl<I: Io> Drop for KeyLock<I> {
 }
 
 impl<I: Io> Shard<I> {
-    pub(crate) fn new_empty(io: I, cfg: ShardConfig, dir: &Path, id: u32) -> Shard<I> {
+    pub(crate) fn new_empty(
+        io: I,
+        cfg: ShardConfig,
+        dir: &Path,
+        id: u32,
+        record_key: crate::record_key::RecordKey,
+    ) -> Shard<I> {
         cfg.check();
         let slots = cfg.writes_in_flight_max;
         let read_slots = Semaphore::new(cfg.reads_in_flight_max);
@@ -393,6 +402,7 @@ impl<I: Io> Shard<I> {
             scrub_done: Cell::new(0),
             tombstone_drop: Cell::new(true),
             forgets: Cell::new(0),
+            record_key,
         }
     }
 
@@ -495,7 +505,7 @@ impl<I: Io> Shard<I> {
         let (r, buf) = self.read_limited(&blob.file, loc.offset(), buf).await;
         r.map_err(|e| self.disk_err(e))?;
         let b = &buf[..buf.len().min(HEADER_READ_BYTES)];
-        Ok(Header::decode(b).and_then(|h| {
+        Ok(Header::decode(b, &self.record_key).and_then(|h| {
             if h.shard_id != self.id || h.blob_id != loc.blob() || h.offset != loc.offset() {
                 return Err(FormatError::Field("identity"));
             }
@@ -750,7 +760,7 @@ impl<I: Io> Shard<I> {
         buf.clear();
         let ds = header.data_start() as usize;
         buf.set_len(ds);
-        header.encode(key, content_type.as_bytes(), buf.as_mut_slice());
+        header.encode(key, content_type.as_bytes(), buf.as_mut_slice(), &self.record_key);
         Ok(PutWriter {
             shard: self.clone(),
             _permit: w.permit,
@@ -919,7 +929,7 @@ impl<I: Io> Shard<I> {
         // learning the key costs no read of its own.
         let loc_hint = Loc::new(e.blob, e.offset, e.record_len, false);
         let Some((blob, buf, whole)) = self.first_read(loc_hint).await? else { return Ok(None) };
-        let h = match Header::decode(&buf) {
+        let h = match Header::decode(&buf, &self.record_key) {
             Ok(h) if h.shard_id == self.id && h.blob_id == e.blob && h.offset == e.offset => h,
             _ => return Ok(None),
         };
@@ -1141,7 +1151,7 @@ impl<I: Io> Shard<I> {
         buf.clear();
         let ds = header.data_start() as usize;
         buf.set_len(ds);
-        header.encode(key, b"", buf.as_mut_slice());
+        header.encode(key, b"", buf.as_mut_slice(), &self.record_key);
         buf.extend_from(&DataSums::new().finish(seq).encode());
         buf.pad_to_alignment();
         let r = self.write_and_commit(&blob, offset, buf).await;
@@ -1325,7 +1335,7 @@ impl<I: Io> Shard<I> {
         whole: Option<u64>,
         check: ReadCheck,
     ) -> Result<Opened<I>> {
-        let h = match Header::decode(&buf) {
+        let h = match Header::decode(&buf, &self.record_key) {
             Ok(h) if h.shard_id == self.id && h.blob_id == loc.blob() && h.offset == loc.offset() => h,
             Ok(_) => return Ok(Opened::Bad(FormatError::Field("identity"), 0)),
             Err(e) => return Ok(Opened::Bad(e, 0)),
@@ -1892,7 +1902,12 @@ impl<I: Io> PutWriter<I> {
         let mut buf = self.buf.take().unwrap_or_else(|| AlignedBuf::new(BLOCK as usize));
         buf.clear();
         buf.set_len(h.data_start() as usize);
-        h.encode(&self.key, &vec![b' '; h.content_type_len as usize], buf.as_mut_slice());
+        h.encode(
+            &self.key,
+            &vec![b' '; h.content_type_len as usize],
+            buf.as_mut_slice(),
+            &self.shard.record_key,
+        );
         buf.pad_to_alignment();
         buf.set_len(BLOCK as usize);
         let r = self.shard.write_fenced(&self.blob, h.offset, buf).await;

@@ -173,7 +173,14 @@ impl<I: Io> Shard<I> {
     pub async fn for_each_key(&self, mut f: impl FnMut(KeyVersion)) -> Result<()> {
         let blobs: Vec<_> = self.blobs.borrow().values().cloned().collect();
         for b in blobs {
-            let mut sc = Scanner::new(&self.io, &b.file, self.id, b.tail.get(), self.cfg.scan_window_bytes);
+            let mut sc = Scanner::new(
+                &self.io,
+                &b.file,
+                self.id,
+                &self.record_key,
+                b.tail.get(),
+                self.cfg.scan_window_bytes,
+            );
             let scan = sc.scan(b.id, 0).await?;
             for found in scan.found {
                 let Found::Record { offset, header, key, digest } = found else {

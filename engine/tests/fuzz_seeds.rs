@@ -24,7 +24,7 @@ fn record(key: &[u8], ct: &[u8], data_len: u64, tombstone: bool) -> Vec<u8> {
         version: podstore_engine::Version { hlc: 1_764_000_000_000 << 16 | 3, origin: 0xabcd },
     };
     let mut b = vec![0u8; h.data_start() as usize];
-    h.encode(key, ct, &mut b);
+    h.encode(key, ct, &mut b, &podstore_engine::record_key::FUZZ_KEY);
     b.extend((0..data_len).map(|i| i as u8));
     let crcs = if data_len == 0 { vec![] } else { vec![crc32c::crc32c(&b[h.data_start() as usize..])] };
     b.extend(Footer { seq: 77, digest: [7; 16], chunk_crcs: crcs }.encode());

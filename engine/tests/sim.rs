@@ -584,7 +584,11 @@ async fn final_compaction_and_scrub(s: &Seed, disk: &SimDisk, set: &ShardSet<Sim
             .collect();
         for n in &names {
             // (A temporary file of a failed checkpoint is removed by the next recovery.)
-            let ok = n.ends_with(".ckpt") || n.ends_with(".tmp") || n == "scrub.state" || known.contains(n);
+            let ok = n.ends_with(".ckpt")
+                || n.ends_with(".tmp")
+                || n == "scrub.state"
+                || n == podstore_engine::record_key::KEY_FILE
+                || known.contains(n);
             if !ok {
                 s.fail(format!("seed {seed}: file {n} left on shard {} after compaction", sh.id()));
             }

@@ -3,12 +3,13 @@
 
 use libfuzzer_sys::fuzz_target;
 use podstore_engine::record::{footer_len, Footer, Header};
+use podstore_engine::record_key::FUZZ_KEY;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(h) = Header::decode(data) {
+    if let Ok(h) = Header::decode(data, &FUZZ_KEY) {
         let ds = h.data_start() as usize;
         let mut out = vec![0u8; ds];
-        h.encode(h.key(data), h.content_type(data), &mut out);
+        h.encode(h.key(data), h.content_type(data), &mut out, &FUZZ_KEY);
         assert_eq!(&out[..], &data[..ds]);
         if let Some(rest) = data.get(ds..) {
             // A footer for an object of at most the remaining length.
