@@ -1572,21 +1572,40 @@ impl<I: Io> Shard<I> {
         let Some(loc) = self.entry_of(key).filter(|l| l.blob() == q.blob && l.offset() == q.offset) else {
             return Ok(false);
         };
-        let whole = match self.open_reader(key, loc).await {
+        // (whole, found corrupt): a record can have a bad sector and bad bytes both.
+        let (whole, corrupt) = match self.open_reader(key, loc).await {
             Ok(Opened::Reader(mut r)) => loop {
                 match r.next_chunk().await {
                     Ok(Some(_)) => {}
-                    Ok(None) => break true,
+                    Ok(None) => break (true, false),
                     Err(e) if e.is_crash() => return Err(e),
-                    Err(_) => break false,
+                    Err(e) => break (false, matches!(e, Error::Corrupt { .. })),
                 }
             },
-            Ok(_) => false,
+            Ok(Opened::Bad(..)) => (false, true),
+            Ok(Opened::OtherKey) => (false, false),
             Err(e) if e.is_crash() => return Err(e),
-            Err(_) => false,
+            Err(_) => (false, false),
         };
         // Still the record the index points to (a write may have replaced it meanwhile).
         let same = self.entry_of(key) == Some(loc);
+        if corrupt && same {
+            // Read now, it fails its checksums: not a passing read error but damage, which only
+            // a repair (a newer copy) ends. The mark says so.
+            for m in self.quarantine.borrow_mut().iter_mut() {
+                if m.key.as_deref() == Some(key) && m.reason == QuarantineReason::ReadError {
+                    m.reason = QuarantineReason::ReadChecksum;
+                }
+            }
+            tracing::warn!(
+                "shard {}: the record at blob {} offset {}, quarantined after a read error, fails \
+                 its checksums when read again; it awaits repair",
+                self.id,
+                loc.blob(),
+                loc.offset()
+            );
+            return Ok(false);
+        }
         if whole && same && self.quarantined_keys.borrow_mut().remove(key).is_some() {
             self.quarantine.borrow_mut().retain(|q| q.key.as_deref() != Some(key));
             tracing::info!(

@@ -102,6 +102,8 @@ struct Totals {
     moves: u64,
     /// Records marked bad after read errors, read whole again at the end.
     read_errors_rechecked: u64,
+    /// ... and those that turned out to hold flipped bits as well (marked damaged instead).
+    read_errors_found_corrupt: u64,
     /// Copies from disk 1 to disk 0 as a peer sends them to rebuild a lost disk.
     rebuilds: u64,
     /// Tiering seeds (odd ones): moves from disk 0 to disk 1 (a migration to the capacity
@@ -537,6 +539,16 @@ async fn recheck_read_errors(s: &Seed, set: &ShardSet<SimDisk>) {
                 Ok(true) => s.totals.borrow_mut().read_errors_rechecked += 1,
                 // Replaced by a newer write meanwhile (a crash may have kept the mark).
                 Ok(false) if !sh.quarantined().iter().any(|q| q.key.as_deref() == Some(&key[..])) => {}
+                // Bits flipped on the disk (Corrupt mode) in a record that also had a read error:
+                // damage, now marked as such, awaiting a repair.
+                Ok(false)
+                    if s.mode == Mode::Corrupt
+                        && sh.quarantined().iter().any(|q| {
+                            q.key.as_deref() == Some(&key[..]) && q.reason == QuarantineReason::ReadChecksum
+                        }) =>
+                {
+                    s.totals.borrow_mut().read_errors_found_corrupt += 1
+                }
                 other => s.fail(format!(
                     "seed {}: a record marked bad after a read error still fails: {other:?}",
                     s.seed
@@ -829,6 +841,7 @@ fn simulation_keeps_every_promise() {
                 all.scrubbed_records += t.scrubbed_records;
                 all.moves += t.moves;
                 all.read_errors_rechecked += t.read_errors_rechecked;
+                all.read_errors_found_corrupt += t.read_errors_found_corrupt;
                 all.rebuilds += t.rebuilds;
                 all.migrations += t.migrations;
                 all.batched_migrations += t.batched_migrations;
