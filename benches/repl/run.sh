@@ -100,6 +100,7 @@ datacenter = "dc-$1"
 secret_file = "$secret"
 anti_entropy_interval_s = 0
 $([ -n "${PODSTORE_BENCH_WINDOW:-}" ] && echo "catch_up_in_flight = $PODSTORE_BENCH_WINDOW")
+$([ -n "${PODSTORE_BENCH_CONNS:-}" ] && echo "connections_per_peer = $PODSTORE_BENCH_CONNS")
 [[replication.peers]]
 name = "$3"
 datacenter = "dc-$3"
@@ -122,8 +123,9 @@ start() { # ns config log -> pid
 }
 cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }  # clock ticks
 hz=$(getconf CLK_TCK)
-# (curl and sed only: the drain is polled ten times a second on the cores being measured, and
-# an interpreter started each time took a third of them)
+# (curl and sed only, twice a second: the drain is timed by the node's own clock, first and
+# last confirmed catch-up copy in /admin/peers, so polling need not be fine, and every poll
+# costs the cores being measured)
 backlog() { ip netns exec "$nsa" curl -s http://10.78.0.1:7072/admin/peers | sed -n 's/.*"backlog_objects": *\([0-9]*\).*/\1/p'; }
 
 echo "catch-up: $BACKLOG MiB written on pod-a while pod-b is away" >&2
@@ -138,22 +140,24 @@ perf_pid=""
 if [ -n "${PODSTORE_BENCH_PERF:-}" ]; then  # a system-wide profile of the drain into this file
   perf record -a -g -o "$PODSTORE_BENCH_PERF" >/dev/null 2>&1 & perf_pid=$!
 fi
-t_ready=$(date +%s.%N); t_first=""
-while :; do
-  n=$(backlog)
-  [ -z "$t_first" ] && [ "$n" -lt "$BACKLOG" ] && t_first=$(date +%s.%N)
-  [ "$n" = 0 ] && break
-  sleep 0.1  # (polling costs CPU the appliances share)
-done
-t_end=$(date +%s.%N)
+t_ready=$(date +%s.%N)
+while [ "$(backlog)" != 0 ]; do sleep 0.5; done
 [ -n "$perf_pid" ] && { kill -INT "$perf_pid"; wait "$perf_pid" || true; }
 a1=$(cpu "$pa"); b1=$(cpu "$pb")
 echo "measuring the machine's limits again" >&2
 read net2 fio2 < <(limits)
 net_before=$net_mib; fio_before=$fio_mib
 net_mib=$(( net2 > net_mib ? net2 : net_mib )); fio_mib=$(( fio2 > fio_mib ? fio2 : fio_mib ))
-read drain_mib wait_s cpu_per_gib < <(python3 -c "
-mib=$BACKLOG; d=$t_end-$t_first; print(f'{mib/d:.0f} {$t_first-$t_ready:.2f} {(($a1-$a0)+($b1-$b0))/$hz/(mib/1024):.2f}')")
+# The drain on pod-a's clock: from its first confirmed copy to its last, the objects after the
+# first (each confirmation follows its object's transfer).
+read drain_mib wait_s cpu_per_gib cpu_a cpu_b < <(ip netns exec "$nsa" curl -s http://10.78.0.1:7072/admin/peers | python3 -c "
+import json, sys
+c = json.load(sys.stdin)['peers'][0]['catch_up']
+assert c['copies'] == $BACKLOG, c
+d = (c['last_copy_unix_ms'] - c['first_copy_unix_ms']) / 1000
+mib = $BACKLOG
+a = ($a1 - $a0) / $hz / (mib / 1024); b = ($b1 - $b0) / $hz / (mib / 1024)
+print(f\"{(mib - 1) / d:.0f} {c['first_copy_unix_ms'] / 1000 - $t_ready:.2f} {a + b:.2f} {a:.2f} {b:.2f}\")")
 
 echo "PUT throughput: X-Copies all on two appliances, then one appliance alone" >&2
 # Both measured at pod-b, whose disk is the real one: with X-Copies all it also waits for
@@ -174,6 +178,6 @@ echo
 echo "| measure | podstore | limit | ratio | target |"
 echo "|---|---|---|---|---|"
 r=$(ratio "$drain_mib" "$limit"); echo "| catch-up of a $BACKLOG MiB backlog of 1 MiB objects | $drain_mib MiB/s | $limit MiB/s (higher of before/after: iperf3 $net_before/$net2, fio seq write $fio_before/$fio2; sender's disk reads $fio_read_mib) | $r | at least 0.8: $(python3 -c "print('meets' if $r >= 0.8 else 'below')") |"
-echo "| CPU time per GiB replicated (both appliances) | $cpu_per_gib s | - | - | - |"
+echo "| CPU time per GiB replicated (both appliances: sender $cpu_a s, receiver $cpu_b s) | $cpu_per_gib s | - | - | - |"
 echo "| wait before the first copy after the peer returned | ${wait_s} s | - | - | - |"
 r=$(ratio "$put_all" "$put_one"); echo "| PUT 1 MiB, 16 connections, X-Copies: all on 2 appliances vs 1 appliance | $put_all MiB/s | $put_one MiB/s | $r | - |"

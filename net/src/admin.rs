@@ -234,6 +234,10 @@ pub fn describe_metrics() {
     );
     c!("podstore_repl_copies_total", "Copies of client writes sent to peers, by peer and outcome");
     c!("podstore_repl_catch_up_copies_total", "Backlogged writes delivered to the peer by catch-up");
+    c!(
+        "podstore_repl_catch_up_bytes_total",
+        "Record bytes of the backlogged writes delivered to the peer by catch-up"
+    );
     c!("podstore_repl_connections_total", "Replication connections opened to peers");
     c!("podstore_repl_handshake_failures_total", "Failed replication handshakes with peers");
     c!("podstore_repl_refused_total", "Incoming replication connections refused, by reason");
@@ -431,6 +435,7 @@ async fn peers_json(shared: &Shared) -> String {
         .map(|(i, t)| {
             let c = conf.and_then(|r| r.peers.iter().find(|p| p.name == t.name));
             let ae = &shared.anti_entropy[i];
+            let cu = &shared.catch_up[i];
             let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
             serde_json::json!({
                 "name": t.name,
@@ -444,6 +449,12 @@ async fn peers_json(shared: &Shared) -> String {
                 // needs a full comparison (anti-entropy) and may bring old objects back.
                 "beyond_tombstone_horizon":
                     t.age_seconds(now) > shared.cfg.maintenance.tombstone_horizon_s as f64,
+                "catch_up": {
+                    "copies": n(&cu.copies),
+                    "bytes": n(&cu.bytes),
+                    "first_copy_unix_ms": n(&cu.first_ms),
+                    "last_copy_unix_ms": n(&cu.last_ms),
+                },
                 "anti_entropy": {
                     "running": ae.running.load(Ordering::Relaxed),
                     "passes": n(&ae.passes),

@@ -256,6 +256,8 @@ pub struct Shared {
     pub faults: Option<podstore_disks::FaultPlan>,
     /// Anti-entropy progress, one per peer.
     pub anti_entropy: Vec<crate::repl::anti_entropy::Progress>,
+    /// Catch-up progress, one per peer.
+    pub catch_up: Vec<crate::repl::catchup::Progress>,
 }
 
 /// Most messages waiting in one core's inbox.

@@ -236,6 +236,11 @@ pub fn run(cfg: Config) -> Result<(), String> {
             .as_ref()
             .map(|r| r.peers.iter().map(|_| Default::default()).collect())
             .unwrap_or_default(),
+        catch_up: cfg
+            .replication
+            .as_ref()
+            .map(|r| r.peers.iter().map(|_| Default::default()).collect())
+            .unwrap_or_default(),
     });
     // A disk that could not be used: its objects are rebuilt from the peers onto the other
     // disks by an anti-entropy pass with each, at once.

@@ -18,6 +18,30 @@ use super::link::{CopyResult, PeerLink, Piece};
 use crate::core::{Shards, Shared};
 
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Catch-up toward one peer, node-wide (every core's loop adds to it): for `/admin/peers`,
+/// the metrics, and measuring a drain on the node's own clock.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Backlogged writes the peer confirmed, and their record bytes.
+    pub copies: std::sync::atomic::AtomicU64,
+    pub bytes: std::sync::atomic::AtomicU64,
+    /// Unix milliseconds of the first and the latest confirmed copy since the node started
+    /// (0: none yet).
+    pub first_ms: std::sync::atomic::AtomicU64,
+    pub last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Progress {
+    fn confirmed(&self, record_bytes: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = now_ms();
+        let _ = self.first_ms.compare_exchange(0, now, Relaxed, Relaxed);
+        self.last_ms.fetch_max(now, Relaxed);
+        self.copies.fetch_add(1, Relaxed);
+        self.bytes.fetch_add(record_bytes, Relaxed);
+    }
+}
 const IDLE_POLL: Duration = Duration::from_millis(250);
 
 fn now_ms() -> u64 {
@@ -148,7 +172,7 @@ pub async fn run(shared: Arc<Shared>, shards: Shards, link: Rc<PeerLink>, peer: 
         for (s, e) in batch {
             let permit = slots.clone().try_acquire_owned().expect("counted free slots");
             let (link, failures, read_ahead) = (link.clone(), failures.clone(), read_ahead.clone());
-            let suspects = suspects.clone();
+            let (suspects, shared) = (suspects.clone(), shared.clone());
             tokio::task::spawn_local(async move {
                 let id = (s.id(), e.seq);
                 let check =
@@ -158,8 +182,13 @@ pub async fn run(shared: Arc<Shared>, shards: Shards, link: Rc<PeerLink>, peer: 
                     Ok(_) => {
                         suspects.borrow_mut().remove(&id);
                         s.backlog_confirm(peer, e.seq);
+                        if let Some(p) = shared.catch_up.get(peer) {
+                            p.confirmed(e.record_len);
+                        }
                         metrics::counter!("podstore_repl_catch_up_copies_total", "peer" => link.conf.name.clone())
                             .increment(1);
+                        metrics::counter!("podstore_repl_catch_up_bytes_total", "peer" => link.conf.name.clone())
+                            .increment(e.record_len);
                     }
                     Err(err) => {
                         // Bounded: an entry leaves the set when its copy succeeds; entries
