@@ -7,7 +7,8 @@
 #   - PUT throughput with X-Copies: all across the two appliances against one appliance.
 #
 #   benches/repl/run.sh [--quick]      (root: namespaces, loop devices)
-#   PODSTORE_BENCH_WINDOW=N sets replication.catch_up_in_flight (the node's default otherwise);
+#   PODSTORE_BENCH_WINDOW=N sets replication.catch_up_in_flight (the node's default otherwise),
+#   PODSTORE_BENCH_CONNS=N replication.connections_per_peer;
 #   PODSTORE_BENCH_PERF=FILE also records a system-wide `perf record -a -g` of the drain.
 #
 # Each appliance gets an XFS filesystem on a loop device of its own (losetup -f --show
