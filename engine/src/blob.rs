@@ -35,11 +35,18 @@ pub(crate) fn parse_blob_name(name: &str) -> Option<(u32, bool)> {
     Some((num.parse().ok()?, dedicated))
 }
 
-/// One open blob file.
+/// One blob file of the shard. Its descriptor is cached, not held: the shard closes those of
+/// the least recently used sealed blobs past `ShardConfig::open_blob_files_max` and opens them
+/// again when they are next read (`Shard::blob_file`).
 #[derive(Debug)]
 pub(crate) struct BlobFile<I: Io> {
     pub(crate) id: u32,
-    pub(crate) file: I::File,
+    /// The open descriptor, if cached. Operations take a clone, so closing the cached one
+    /// never closes a file under an operation in flight.
+    pub(crate) file: RefCell<Option<I::File>>,
+    pub(crate) path: std::path::PathBuf,
+    /// The shard's use counter when the file was last asked for (eviction order).
+    pub(crate) last_use: Cell<u64>,
     pub(crate) size_bytes: u64,
     pub(crate) dedicated: bool,
     /// Next free offset (everything below is reserved or written).
@@ -59,10 +66,19 @@ pub(crate) struct BlobFile<I: Io> {
 }
 
 impl<I: Io> BlobFile<I> {
-    pub(crate) fn new(id: u32, file: I::File, size_bytes: u64, dedicated: bool, tail: u64) -> BlobFile<I> {
+    pub(crate) fn new(
+        id: u32,
+        file: I::File,
+        path: std::path::PathBuf,
+        size_bytes: u64,
+        dedicated: bool,
+        tail: u64,
+    ) -> BlobFile<I> {
         BlobFile {
             id,
-            file,
+            file: RefCell::new(Some(file)),
+            path,
+            last_use: Cell::new(0),
             size_bytes,
             dedicated,
             tail: Cell::new(tail),

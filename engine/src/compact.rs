@@ -281,6 +281,10 @@ impl<I: Io> Shard<I> {
             return Ok(false);
         }
         // Nothing points into the blob: forget it, make that durable, then remove the file.
+        // Its descriptor is cached first (and, out of the table, never closed by the cache):
+        // a reader that found it in the table just before opens it from there, not by a path
+        // about to be removed.
+        self.blob_file(&blob).await?;
         self.blobs.borrow_mut().remove(&bid);
         self.quarantine.borrow_mut().retain(|q| q.blob != bid || q.key.is_some());
         self.removals.borrow_mut().push((bid, blob.dedicated));

@@ -304,7 +304,14 @@ impl<I: Io> Shard<I> {
                 changed = true;
             }
             let tail = if dedicated { size } else { end };
-            shard.blobs.borrow_mut().insert(bid, Rc::new(BlobFile::new(bid, file, size, dedicated, tail)));
+            let blob = Rc::new(BlobFile::new(bid, file, path, size, dedicated, tail));
+            // Past the open-file limit the descriptor is not kept: it is opened when needed.
+            if shard.open_files.get() < shard.cfg.open_blob_files_max {
+                shard.note_opened();
+            } else {
+                *blob.file.borrow_mut() = None;
+            }
+            shard.blobs.borrow_mut().insert(bid, blob);
             shard.next_blob_id.set(shard.next_blob_id.get().max(bid + 1));
         }
 

@@ -208,7 +208,8 @@ impl<I: Io> Shard<I> {
             // Smaller windows than recovery's: the scrub shares the disk and the core with
             // foreground requests, which wait behind each window's read and checks.
             let window = self.cfg.scan_window_bytes.min(SCRUB_WINDOW_BYTES_MAX);
-            let scanner = Scanner::new(&self.io, &blob.file, self.id, &self.record_key, limit, window);
+            let file = self.blob_file(&blob).await?;
+            let scanner = Scanner::new(&self.io, &file, self.id, &self.record_key, limit, window);
             match scanner.paced(pace_of).scan(blob.id, 0).await {
                 Err(Error::Stopped) => {
                     self.save_scrub_state().await;

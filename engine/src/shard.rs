@@ -86,6 +86,10 @@ pub struct ShardConfig {
     /// than any outage of a peer the replica set tolerates, so an old copy arriving late never
     /// resurrects a deleted object.
     pub tombstone_horizon_ms: u64,
+    /// Most blob file descriptors the shard keeps open; past it those of the least recently
+    /// used sealed blobs are closed, and opened again when next read. A pod of 60 disks of
+    /// 20 TB holds about 1.2 million 1 GiB blobs, more than a process may keep open.
+    pub open_blob_files_max: usize,
 }
 
 impl Default for ShardConfig {
@@ -109,6 +113,7 @@ impl Default for ShardConfig {
             peers: Vec::new(),
             backlog_records_max: 10_000_000,
             tombstone_horizon_ms: 30 * 86_400_000,
+            open_blob_files_max: 4096,
         }
     }
 }
@@ -128,6 +133,7 @@ impl ShardConfig {
         );
         assert!(self.writes_in_flight_max > 0);
         assert!(self.reads_in_flight_max > 0);
+        assert!(self.open_blob_files_max >= 2);
         assert!(
             self.tombstone_reserve_bytes.is_multiple_of(BLOCK)
                 && self.tombstone_reserve_bytes < self.blob_size_bytes / 2
@@ -204,6 +210,9 @@ pub struct ShardStats {
     /// Damaged records and regions awaiting repair (gauge).
     pub quarantined: u64,
     pub syncs: u64,
+    /// Blob files open now (gauge), and reopened after the cache closed them.
+    pub open_blob_files: u64,
+    pub blob_reopens: u64,
     /// Writers covered by the most recent fdatasync (gauge).
     pub last_sync_batch: u64,
     /// The disk's read limit, and the most reads it has had in flight at once.
@@ -255,6 +264,7 @@ pub(crate) struct Counters {
     pub(crate) dead_bytes: u64,
     pub(crate) since_checkpoint_records: u64,
     pub(crate) since_checkpoint_bytes: u64,
+    pub(crate) blob_reopens: u64,
 }
 
 /// One shard (one disk). Use through `Rc<Shard<I>>`.
@@ -305,6 +315,10 @@ pub struct Shard<I: Io> {
     /// Tags every record header this shard writes, and is checked on every one it reads
     /// (record_key.rs).
     pub(crate) record_key: crate::record_key::RecordKey,
+    /// Blob descriptors cached (an overestimate between trims; see `trim_open_files`), and a
+    /// counter of descriptor uses (the eviction order).
+    pub(crate) open_files: Cell<usize>,
+    file_uses: Cell<u64>,
 }
 
 /// A key's previous state, when known: (version, tombstone).
@@ -403,7 +417,69 @@ impl<I: Io> Shard<I> {
             tombstone_drop: Cell::new(true),
             forgets: Cell::new(0),
             record_key,
+            open_files: Cell::new(0),
+            file_uses: Cell::new(0),
         }
+    }
+
+    /// The blob's open file: its cached descriptor, or the file opened again (and cached) if
+    /// the cache had closed it. Past `open_blob_files_max` cached descriptors, those of the
+    /// least recently used sealed blobs with nothing in flight are closed (operations in
+    /// flight hold clones: nothing closes under them).
+    pub(crate) async fn blob_file(&self, blob: &BlobFile<I>) -> Result<I::File> {
+        let tick = self.file_uses.get() + 1;
+        self.file_uses.set(tick);
+        blob.last_use.set(tick);
+        if let Some(f) = blob.file.borrow().as_ref() {
+            return Ok(f.clone());
+        }
+        let mode = if self.cfg.read_only { OpenMode::ReadOnly } else { OpenMode::Existing };
+        let f = self.io.open(&blob.path, mode).await.map_err(|e| self.disk_err(e))?;
+        let f = {
+            let mut slot = blob.file.borrow_mut();
+            match slot.as_ref() {
+                // Another task opened it meanwhile.
+                Some(g) => return Ok(g.clone()),
+                None => slot.insert(f).clone(),
+            }
+        };
+        self.counters.borrow_mut().blob_reopens += 1;
+        self.note_opened();
+        self.trim_open_files(blob.id);
+        Ok(f)
+    }
+
+    /// Counts a blob descriptor the shard caches.
+    pub(crate) fn note_opened(&self) {
+        self.open_files.set(self.open_files.get() + 1);
+    }
+
+    /// Closes cached descriptors down to 7/8 of the limit once it is passed (counted exactly
+    /// then: the running count only ever overestimates, as removed blobs are not subtracted).
+    fn trim_open_files(&self, keep: u32) {
+        let max = self.cfg.open_blob_files_max;
+        if self.open_files.get() <= max {
+            return;
+        }
+        let blobs = self.blobs.borrow();
+        let open_blob = self.open_blob.get();
+        let mut open = 0;
+        let mut closable: Vec<(u64, &Rc<BlobFile<I>>)> = Vec::new();
+        for b in blobs.values().filter(|b| b.file.borrow().is_some()) {
+            open += 1;
+            if b.id != keep && Some(b.id) != open_blob && b.sealed.get() && b.in_flight.borrow().is_empty() {
+                closable.push((b.last_use.get(), b));
+            }
+        }
+        let target = max - max / 8;
+        if open > target {
+            closable.sort_unstable_by_key(|c| c.0);
+            for (_, b) in closable.iter().take(open - target) {
+                *b.file.borrow_mut() = None;
+                open -= 1;
+            }
+        }
+        self.open_files.set(open);
     }
 
     /// The index fingerprint of a key.
@@ -502,7 +578,7 @@ impl<I: Io> Shard<I> {
         })?;
         let mut buf = self.io.alloc_buf(HEADER_READ_BYTES).await;
         buf.set_len(HEADER_READ_BYTES);
-        let (r, buf) = self.read_limited(&blob.file, loc.offset(), buf).await;
+        let (r, buf) = self.read_limited(&self.blob_file(&blob).await?, loc.offset(), buf).await;
         r.map_err(|e| self.disk_err(e))?;
         let b = &buf[..buf.len().min(HEADER_READ_BYTES)];
         Ok(Header::decode(b, &self.record_key).and_then(|h| {
@@ -661,8 +737,10 @@ impl<I: Io> Shard<I> {
         if let Err(e) = self.io.sync_dir(&self.dir).await {
             return Err(self.fence(format!("fsync of shard directory: {e}")));
         }
-        let blob = Rc::new(BlobFile::new(id, file, size, dedicated, 0));
+        let blob = Rc::new(BlobFile::new(id, file, path, size, dedicated, 0));
         self.blobs.borrow_mut().insert(id, blob.clone());
+        self.note_opened();
+        self.trim_open_files(id);
         Ok(blob)
     }
 
@@ -1167,7 +1245,8 @@ impl<I: Io> Shard<I> {
         offset: u64,
         buf: AlignedBuf,
     ) -> Result<AlignedBuf> {
-        let (r, buf) = self.io.write_at(&blob.file, offset, buf).await;
+        let file = self.blob_file(blob).await?;
+        let (r, buf) = self.io.write_at(&file, offset, buf).await;
         match r {
             Ok(()) => Ok(buf),
             Err(e) => {
@@ -1182,7 +1261,7 @@ impl<I: Io> Shard<I> {
     /// Waits for a group fdatasync covering everything written to `blob` so far.
     pub(crate) async fn commit(&self, blob: &BlobFile<I>) -> Result<()> {
         let io = &self.io;
-        let file = &blob.file;
+        let file = &self.blob_file(blob).await?;
         match blob.commit.sync(|| async move { io.sync_data(file).await.map_err(|e| e.to_string()) }).await {
             Synced::Durable => Ok(()),
             Synced::Failed(e) => {
@@ -1320,7 +1399,7 @@ impl<I: Io> Shard<I> {
         let first_read = whole.unwrap_or(HEADER_READ_BYTES as u64) as usize;
         let mut buf = self.io.alloc_buf(first_read).await;
         buf.set_len(first_read);
-        let (r, buf) = self.read_limited(&blob.file, loc.offset(), buf).await;
+        let (r, buf) = self.read_limited(&self.blob_file(&blob).await?, loc.offset(), buf).await;
         r.map_err(|e| self.disk_err(e))?;
         Ok(Some((blob, buf, whole)))
     }
@@ -1377,9 +1456,12 @@ impl<I: Io> Shard<I> {
             seq: h.seq,
             version: h.version,
         };
+        // The reader keeps its own descriptor: the blob's may be closed by the cache, and the
+        // file removed by compaction once nothing points into it, while the reader still reads.
+        let file = self.blob_file(&blob).await?;
         Ok(Opened::Reader(Box::new(ObjectReader {
             shard: self.clone(),
-            blob,
+            file,
             key: key.to_vec(),
             loc,
             header: h,
@@ -1403,7 +1485,7 @@ impl<I: Io> Shard<I> {
         let end = podstore_disks::align_up(fs + record::footer_len(h.object_len));
         let mut buf = self.io.alloc_buf((end - start) as usize).await;
         buf.set_len((end - start) as usize);
-        let (r, buf) = self.read_limited(&blob.file, start, buf).await;
+        let (r, buf) = self.read_limited(&self.blob_file(blob).await?, start, buf).await;
         r.map_err(|e| self.disk_err(e))?;
         let at = (fs - start) as usize;
         Ok(buf.get(at..).ok_or(FormatError::Short).and_then(|b| Footer::decode(b, h.object_len, h.seq)))
@@ -1545,7 +1627,11 @@ impl<I: Io> Shard<I> {
         for blob in picks {
             let mut buf = self.io.alloc_buf(BLOCK as usize).await;
             buf.set_len(BLOCK as usize);
-            let (r, _) = self.io.read_at(&blob.file, 0, buf).await;
+            let file = match self.blob_file(blob).await {
+                Ok(f) => f,
+                Err(e) => return Some(Err(e)),
+            };
+            let (r, _) = self.io.read_at(&file, 0, buf).await;
             if let Err(e) = r {
                 return Some(Err(self.disk_err(e)));
             }
@@ -1643,6 +1729,8 @@ impl<I: Io> Shard<I> {
             checksum_errors: c.checksum_errors,
             quarantined: self.quarantine.borrow().len() as u64,
             syncs,
+            open_blob_files: blobs.values().filter(|b| b.file.borrow().is_some()).count() as u64,
+            blob_reopens: c.blob_reopens,
             last_sync_batch: last_batch,
             reads_in_flight_max: self.cfg.reads_in_flight_max as u64,
             reads_in_flight_peak: self.reads_peak.get() as u64,
@@ -1950,7 +2038,7 @@ impl<I: Io> Drop for PutWriter<I> {
 #[derive(Debug)]
 pub struct ObjectReader<I: Io> {
     shard: Rc<Shard<I>>,
-    blob: Rc<BlobFile<I>>,
+    file: I::File,
     key: Vec<u8>,
     loc: Loc,
     header: Header,
@@ -2008,10 +2096,10 @@ impl<I: Io> ObjectReader<I> {
         let len = (disk_end - aligned) as usize;
         let mut buf = self.shard.io.alloc_buf(len).await;
         buf.set_len(len);
-        let (mut r, mut buf) = self.shard.read_limited(&self.blob.file, aligned, buf).await;
+        let (mut r, mut buf) = self.shard.read_limited(&self.file, aligned, buf).await;
         if r.as_ref().is_err_and(|e| !matches!(e, podstore_disks::Error::Crashed)) {
             buf.set_len(len);
-            (r, buf) = self.shard.read_limited(&self.blob.file, aligned, buf).await;
+            (r, buf) = self.shard.read_limited(&self.file, aligned, buf).await;
             // once more
         }
         if let Err(e) = r {

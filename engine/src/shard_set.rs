@@ -173,9 +173,10 @@ impl<I: Io> Shard<I> {
     pub async fn for_each_key(&self, mut f: impl FnMut(KeyVersion)) -> Result<()> {
         let blobs: Vec<_> = self.blobs.borrow().values().cloned().collect();
         for b in blobs {
+            let file = self.blob_file(&b).await?;
             let mut sc = Scanner::new(
                 &self.io,
-                &b.file,
+                &file,
                 self.id,
                 &self.record_key,
                 b.tail.get(),

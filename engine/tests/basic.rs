@@ -368,3 +368,56 @@ fn a_body_received_straight_into_the_writer_buffer_is_stored_and_checked() {
         }
     });
 }
+
+/// With few blob files kept open, every read still works: a reader keeps its own descriptor
+/// while the cache closes its blob's, cold blobs are opened again, compaction removes blobs
+/// under open readers, and a reopened shard starts within the limit.
+#[test]
+fn few_open_blob_files_serve_every_read() {
+    run(async {
+        let disk = SimDisk::new(9, SimFaults::default());
+        let dir = Path::new("/few");
+        let cfg = ShardConfig { open_blob_files_max: 2, ..cfg() };
+        let (shard, _) = Shard::open(disk.clone(), cfg.clone(), dir, 0).await.expect("open");
+        let big = data(3 << 20, 7);
+        shard.put_bytes(b"big", "", &big).await.expect("put big");
+        for i in 0..40u8 {
+            shard.put_bytes(format!("k{i}").as_bytes(), "", &data(100_000, i)).await.expect("put");
+        }
+        let blobs = shard.stats().blobs;
+        assert!(blobs >= 10, "{blobs} blobs");
+        // A reader of the large object reads its first chunk, then every other blob is read.
+        let mut r = shard.get(b"big").await.expect("get").expect("big");
+        let first = r.next_chunk().await.expect("chunk").expect("first chunk");
+        let mut got = first.to_vec();
+        for i in 0..40u8 {
+            assert_eq!(get(&shard, format!("k{i}").as_bytes()).await, Some(data(100_000, i)), "k{i}");
+        }
+        let st = shard.stats();
+        assert!(st.open_blob_files <= 4, "{} open", st.open_blob_files);
+        assert!(st.blob_reopens >= 8, "{} reopens", st.blob_reopens);
+        while let Some(c) = r.next_chunk().await.expect("chunk after its blob was closed") {
+            got.extend_from_slice(&c);
+        }
+        assert!(got == big, "the large object read across the closing of its blob differs");
+        // Compaction copies live records out of blobs whose descriptors were closed, and
+        // removes them while a reader of one of them is open.
+        let mut old = shard.get(b"k0").await.expect("get").expect("k0");
+        for i in (0..40u8).filter(|i| i % 2 == 1) {
+            shard.delete(format!("k{i}").as_bytes()).await.expect("delete");
+        }
+        shard.compact(0.3, &podstore_engine::budget::IoBudget::new(0)).await.expect("compact");
+        assert!(shard.compact_stats().blobs_compacted > 0);
+        assert_eq!(old.read_all().await.expect("read of a compacted blob"), data(100_000, 0));
+        for i in (0..40u8).filter(|i| i % 2 == 0) {
+            assert_eq!(get(&shard, format!("k{i}").as_bytes()).await, Some(data(100_000, i)), "k{i}");
+        }
+        drop((old, r, shard));
+        let (shard, _) = Shard::open(disk.clone(), cfg, dir, 0).await.expect("reopen");
+        assert!(shard.stats().open_blob_files <= 2, "{} open after recovery", shard.stats().open_blob_files);
+        assert_eq!(get(&shard, b"big").await.as_deref(), Some(&big[..]));
+        for i in (0..40u8).filter(|i| i % 2 == 0) {
+            assert_eq!(get(&shard, format!("k{i}").as_bytes()).await, Some(data(100_000, i)), "k{i}");
+        }
+    });
+}

@@ -16,6 +16,8 @@ fn cfg() -> ShardConfig {
         blob_size_bytes: 4 << 20,
         object_size_max_bytes: 64 << 20,
         tombstone_reserve_bytes: 64 << 10,
+        // Few blob files kept open: reads open cold blobs again through io_uring.
+        open_blob_files_max: 2,
         ..ShardConfig::default()
     }
 }
@@ -110,6 +112,12 @@ fn reopen_and_verify(dir: &Path, n: u32) {
         if n > 10 {
             let mut r = shard.get(b"tail").await.expect("get").expect("tail exists");
             assert_eq!(r.read_all().await.expect("read"), value(99, 12345));
+        }
+        // At most two descriptors cached (the open blob and the last one read may be above).
+        let st = shard.stats();
+        assert!(st.open_blob_files <= 4, "{} blob files open", st.open_blob_files);
+        if st.blobs > 4 {
+            assert!(st.blob_reopens > 0, "{} blobs read with 2 kept open: none opened again", st.blobs);
         }
     });
 }

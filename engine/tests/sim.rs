@@ -98,6 +98,8 @@ struct Totals {
     tombstones_dropped: u64,
     /// Scrub: records verified.
     scrubbed_records: u64,
+    /// Blob files opened again after the open-file cache closed them.
+    blob_reopens: u64,
     /// Keys moved between the two disks of a seed (rebalancing, draining).
     moves: u64,
     /// Records marked bad after read errors, read whole again at the end.
@@ -121,6 +123,8 @@ struct Seed {
     /// Keys being moved: one move of a key at a time, as the node does (`Shared::moving`):
     /// a migration and a promotion of one key at once would each forget the other's copy.
     moving: RefCell<std::collections::HashSet<Vec<u8>>>,
+    /// The shards' `open_blob_files_max`.
+    open_max: usize,
 }
 
 fn value_for(rng: &mut fastrand::Rng, large_ok: bool) -> Vec<u8> {
@@ -612,6 +616,15 @@ async fn final_compaction_and_scrub(s: &Seed, disk: &SimDisk, set: &ShardSet<Sim
         }
         let st = sh.scrub_stats().await;
         s.totals.borrow_mut().scrubbed_records += st.records_checked;
+        let stats = sh.stats();
+        s.totals.borrow_mut().blob_reopens += stats.blob_reopens;
+        // Past the limit only the open blob and the one just asked for stay open.
+        if stats.open_blob_files > s.open_max as u64 + 2 {
+            s.fail(format!(
+                "seed {seed}: {} blob files open, the limit is {}",
+                stats.open_blob_files, s.open_max
+            ));
+        }
         if s.mode != Mode::Corrupt && sh.quarantined().len() != bad_before {
             s.fail(format!(
                 "seed {seed}: scrub quarantined a record with no fault to explain it: {:?}",
@@ -673,6 +686,9 @@ fn run_seed(seed: u64) -> Totals {
         writes_in_flight_max: rng.usize(1..64),
         // Half the seeds let compaction drop tombstones as soon as nothing older can be found.
         tombstone_horizon_ms: if rng.bool() { 0 } else { u64::MAX },
+        // Half the seeds keep at most 2-5 blob files open: every other read opens one again,
+        // under crashes, compaction and moves.
+        open_blob_files_max: if rng.bool() { rng.usize(2..6) } else { 4096 },
         ..ShardConfig::default()
     };
     let nshards = rng.u32(1..=2);
@@ -688,6 +704,7 @@ fn run_seed(seed: u64) -> Totals {
         model: RefCell::new(Model::default()),
         totals: RefCell::new(Totals { seeds: 1, ..Default::default() }),
         moving: Default::default(),
+        open_max: cfg.open_blob_files_max,
     });
     fastrand::seed(seed);
     for round in 0..rounds {
@@ -839,6 +856,7 @@ fn simulation_keeps_every_promise() {
                 all.records_moved += t.records_moved;
                 all.tombstones_dropped += t.tombstones_dropped;
                 all.scrubbed_records += t.scrubbed_records;
+                all.blob_reopens += t.blob_reopens;
                 all.moves += t.moves;
                 all.read_errors_rechecked += t.read_errors_rechecked;
                 all.read_errors_found_corrupt += t.read_errors_found_corrupt;
@@ -857,6 +875,7 @@ fn simulation_keeps_every_promise() {
             t.blobs_compacted > 0
                 && t.records_moved > 0
                 && t.scrubbed_records > 0
+                && t.blob_reopens > 0
                 && t.migrations > 0
                 && t.batched_migrations > 0,
             "compaction, scrub or tier moves never ran: {t:?}"

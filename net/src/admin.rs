@@ -132,6 +132,14 @@ pub fn describe_metrics() {
     c!("podstore_disk_io_errors_total", "I/O errors on the disk since the node started");
     c!("podstore_disk_checksum_errors_total", "Reads that failed their checksums since the node started");
     c!("podstore_disk_fdatasyncs_total", "fdatasync calls (one per group commit) since the node started");
+    g!(
+        "podstore_disk_open_blob_files",
+        "Blob files the disk keeps open (engine.open_blob_files_max at most, after a trim)"
+    );
+    c!(
+        "podstore_disk_blob_reopens_total",
+        "Blob files opened again after the open-file cache had closed them"
+    );
     c!("podstore_disk_checkpoints_total", "Index checkpoints written since the node started");
     g!(
         "podstore_disk_background_budget_bytes_per_second",
@@ -293,6 +301,8 @@ pub async fn render_metrics(shared: &Shared, handle: &PrometheusHandle) -> Strin
             c("podstore_disk_io_errors_total", s.io_errors);
             c("podstore_disk_checksum_errors_total", s.checksum_errors);
             c("podstore_disk_fdatasyncs_total", s.syncs);
+            g("podstore_disk_open_blob_files", s.open_blob_files);
+            c("podstore_disk_blob_reopens_total", s.blob_reopens);
             c("podstore_disk_checkpoints_total", s.checkpoints);
             c("podstore_disk_background_bytes_total", s.background_bytes);
             c("podstore_disk_moved_away_total", s.moved_away);

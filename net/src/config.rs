@@ -217,6 +217,9 @@ pub struct Engine {
     /// marked failed: its requests fail fast and its objects come from the other disks of
     /// their chains and from peers.
     pub disk_timeout_ms: u64,
+    /// Most blob files kept open per disk; the least recently used sealed ones past it are
+    /// closed and opened again when read (60 disks x 4096 stays far below LimitNOFILE).
+    pub open_blob_files_max: usize,
 }
 
 impl Default for Engine {
@@ -229,6 +232,7 @@ impl Default for Engine {
             io_buffers_per_core: 64,
             disk_bytes_max: 0,
             disk_timeout_ms: 10_000,
+            open_blob_files_max: 4096,
         }
     }
 }
@@ -568,6 +572,7 @@ impl Config {
             ("engine.writes_in_flight_max", self.engine.writes_in_flight_max as u64, 1, 1 << 20),
             ("engine.io_buffers_per_core", self.engine.io_buffers_per_core as u64, 1, 4096),
             ("engine.disk_timeout_ms", self.engine.disk_timeout_ms, 100, 600_000),
+            ("engine.open_blob_files_max", self.engine.open_blob_files_max as u64, 2, 1 << 20),
             ("maintenance.background_mib_per_s", self.maintenance.background_mib_per_s, 1, 100_000),
             ("maintenance.compact_interval_s", self.maintenance.compact_interval_s, 0, 86_400),
             ("maintenance.scrub_period_s", self.maintenance.scrub_period_s, 0, 3650 * 86_400),

@@ -320,6 +320,7 @@ pub(crate) fn shard_config(cfg: &Config, clock: Arc<podstore_engine::Clock>) -> 
         blob_size_bytes: cfg.engine.blob_size_bytes,
         object_size_max_bytes: cfg.limits.object_bytes_max,
         writes_in_flight_max: cfg.engine.writes_in_flight_max,
+        open_blob_files_max: cfg.engine.open_blob_files_max,
         checkpoint_every_records: cfg.engine.checkpoint_every_records,
         checkpoint_every_bytes: cfg.engine.checkpoint_every_bytes,
         // Room for deletes on a full disk: 1/64 of a blob, at least 1 MiB (256 tombstones),
