@@ -852,6 +852,7 @@ impl<I: Io> Shard<I> {
             moved_from: w.moved_from,
             backlog: w.backlog,
             buf: Some(buf),
+            pending: None,
             written: 0,
             sums: DataSums::new(),
             finished: false,
@@ -1852,10 +1853,22 @@ pub struct PutWriter<I: Io> {
     /// Whether the write joins the peers' backlogs.
     backlog: bool,
     buf: Option<AlignedBuf>,
+    /// The previous buffer's write, submitted and not yet awaited: the next buffer fills while
+    /// it is written (one write in flight at most; its buffer comes back as the next spare).
+    pending: Option<PendingWrite>,
     written: u64,
     sums: DataSums,
     finished: bool,
     broken: bool,
+}
+
+/// A buffer's write in flight (see `PutWriter::flush`).
+struct PendingWrite(std::pin::Pin<Box<dyn std::future::Future<Output = Result<AlignedBuf>>>>);
+
+impl std::fmt::Debug for PendingWrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PendingWrite")
+    }
 }
 
 impl<I: Io> std::fmt::Debug for KeyLock<I> {
@@ -1865,16 +1878,42 @@ impl<I: Io> std::fmt::Debug for KeyLock<I> {
 }
 
 impl<I: Io> PutWriter<I> {
-    async fn flush(&mut self) -> Result<()> {
+    /// Submits the full buffer's write and returns with an empty buffer to fill, once the
+    /// previous write (if any) is done: at most one write in flight, whose failure the next
+    /// call (or `settle`) reports. `last`: no more data follows (no buffer is needed).
+    async fn flush(&mut self, last: bool) -> Result<()> {
         let buf = self.buf.take().expect("writer holds its buffer");
         let n = buf.len() as u64;
         let at = self.header.offset + self.written;
         assert!(self.written + n <= self.header.record_len, "write past the reservation");
-        let mut buf = self.shard.write_fenced(&self.blob, at, buf).await?;
+        let spare = self.settle().await?;
+        let (shard, blob) = (self.shard.clone(), self.blob.clone());
+        let mut write: std::pin::Pin<Box<dyn std::future::Future<Output = Result<AlignedBuf>>>> =
+            Box::pin(async move { shard.write_fenced(&blob, at, buf).await });
+        // Poll once so the write is submitted now, not when it is next awaited.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if let std::task::Poll::Ready(r) = write.as_mut().poll(&mut cx) {
+            write = Box::pin(std::future::ready(r));
+        }
+        self.pending = Some(PendingWrite(write));
         self.written += n;
-        buf.clear();
-        self.buf = Some(buf);
+        if !last {
+            let mut next = match spare {
+                Some(b) => b,
+                None => self.shard.io.alloc_buf(self.shard.cfg.write_buf_bytes).await,
+            };
+            next.clear();
+            self.buf = Some(next);
+        }
         Ok(())
+    }
+
+    /// Waits for the write in flight, if any; returns its buffer.
+    async fn settle(&mut self) -> Result<Option<AlignedBuf>> {
+        match self.pending.take() {
+            Some(w) => w.0.await.map(Some),
+            None => Ok(None),
+        }
     }
 
     async fn append(&mut self, mut data: &[u8]) -> Result<()> {
@@ -1883,7 +1922,7 @@ impl<I: Io> PutWriter<I> {
             let n = buf.extend_from(data);
             data = &data[n..];
             if buf.len() == buf.capacity() {
-                self.flush().await?;
+                self.flush(false).await?;
             }
         }
         Ok(())
@@ -1926,7 +1965,7 @@ impl<I: Io> PutWriter<I> {
         self.sums.update(&buf.spare_all()[start..start + n]);
         buf.set_len(start + n);
         if buf.len() == buf.capacity() {
-            let r = self.flush().await;
+            let r = self.flush(false).await;
             self.broken |= r.is_err();
             r?;
         }
@@ -1970,9 +2009,11 @@ impl<I: Io> PutWriter<I> {
         if let Some(b) = self.buf.as_mut() {
             if !b.is_empty() {
                 b.pad_to_alignment();
-                self.flush().await?;
+                self.flush(true).await?;
             }
         }
+        // Every write done (the footer's last) before the sync that makes them durable.
+        self.settle().await?;
         assert_eq!(self.written, self.header.record_len, "record length mismatch");
         self.shard.commit(&self.blob).await?;
         self.blob.in_flight.borrow_mut().remove(&self.header.offset);
@@ -2004,9 +2045,14 @@ impl<I: Io> PutWriter<I> {
     /// Abandons the write and marks its space void on disk (best effort: if the mark is lost
     /// in a crash, recovery reports the incomplete record instead).
     pub async fn abort(mut self) -> Result<()> {
+        // The void mark must land after the header write it overrides, never before it.
+        let spare = self.settle().await;
         let mut h = self.header.clone();
         h.flags |= FLAG_VOID;
-        let mut buf = self.buf.take().unwrap_or_else(|| AlignedBuf::new(BLOCK as usize));
+        let mut buf = match (self.buf.take(), spare) {
+            (Some(b), _) | (None, Ok(Some(b))) => b,
+            _ => AlignedBuf::new(BLOCK as usize),
+        };
         buf.clear();
         buf.set_len(h.data_start() as usize);
         h.encode(
