@@ -71,6 +71,17 @@ impl Window {
 
 type ReadFuture<'a> = Pin<Box<dyn Future<Output = (podstore_disks::Result<()>, AlignedBuf)> + 'a>>;
 
+/// Polls an I/O future once, so that its operation is submitted now rather than when it is
+/// first awaited (a read ahead, a write overlapping the next buffer's filling).
+pub(crate) fn submit_now<'a, T: 'a>(
+    mut fut: Pin<Box<dyn Future<Output = T> + 'a>>,
+) -> Pin<Box<dyn Future<Output = T> + 'a>> {
+    match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(done) => Box::pin(std::future::ready(done)),
+        Poll::Pending => fut,
+    }
+}
+
 /// How a background scan (scrub) goes: under the disk's budget and its own pace, stopping or
 /// pausing between windows, counting what it read.
 #[derive(Clone, Copy)]
@@ -180,13 +191,8 @@ impl<'a, I: Io> Scanner<'a, I> {
         let full = w.buf.len() == self.window_bytes;
         self.win = Some(w);
         if full && next < self.size {
-            // Start the next window's read now: poll it once so it is submitted.
-            let mut fut = self.read(next);
-            let mut cx = Context::from_waker(Waker::noop());
-            if let Poll::Ready(done) = fut.as_mut().poll(&mut cx) {
-                fut = Box::pin(std::future::ready(done));
-            }
-            self.ahead = Some((next, fut));
+            // Start the next window's read now.
+            self.ahead = Some((next, submit_now(self.read(next))));
         }
         Ok(ok)
     }

@@ -1863,7 +1863,9 @@ pub struct PutWriter<I: Io> {
 }
 
 /// A buffer's write in flight (see `PutWriter::flush`).
-struct PendingWrite(std::pin::Pin<Box<dyn std::future::Future<Output = Result<AlignedBuf>>>>);
+struct PendingWrite(WriteFuture);
+
+type WriteFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<AlignedBuf>>>>;
 
 impl std::fmt::Debug for PendingWrite {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -1888,19 +1890,16 @@ impl<I: Io> PutWriter<I> {
         assert!(self.written + n <= self.header.record_len, "write past the reservation");
         let spare = self.settle().await?;
         let (shard, blob) = (self.shard.clone(), self.blob.clone());
-        let mut write: std::pin::Pin<Box<dyn std::future::Future<Output = Result<AlignedBuf>>>> =
-            Box::pin(async move { shard.write_fenced(&blob, at, buf).await });
-        // Poll once so the write is submitted now, not when it is next awaited.
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        if let std::task::Poll::Ready(r) = write.as_mut().poll(&mut cx) {
-            write = Box::pin(std::future::ready(r));
-        }
-        self.pending = Some(PendingWrite(write));
+        let write: WriteFuture = Box::pin(async move { shard.write_fenced(&blob, at, buf).await });
+        self.pending = Some(PendingWrite(crate::scan::submit_now(write)));
         self.written += n;
         if !last {
+            // A second buffer no larger than what is left of the record (a 1 MiB object
+            // leaves only its footer after its first buffer).
+            let rest = (self.header.record_len - self.written).max(BLOCK) as usize;
             let mut next = match spare {
                 Some(b) => b,
-                None => self.shard.io.alloc_buf(self.shard.cfg.write_buf_bytes).await,
+                None => self.shard.io.alloc_buf(self.shard.cfg.write_buf_bytes.min(rest)).await,
             };
             next.clear();
             self.buf = Some(next);

@@ -207,6 +207,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
         }
     }
     routes.persist();
+    let peers = cfg.replication.as_ref().map_or(0, |r| r.peers.len());
     let shared = Arc::new(Shared {
         cfg: cfg.clone(),
         routes,
@@ -231,16 +232,8 @@ pub fn run(cfg: Config) -> Result<(), String> {
         repl_secret,
         auth,
         faults,
-        anti_entropy: cfg
-            .replication
-            .as_ref()
-            .map(|r| r.peers.iter().map(|_| Default::default()).collect())
-            .unwrap_or_default(),
-        catch_up: cfg
-            .replication
-            .as_ref()
-            .map(|r| r.peers.iter().map(|_| Default::default()).collect())
-            .unwrap_or_default(),
+        anti_entropy: (0..peers).map(|_| Default::default()).collect(),
+        catch_up: (0..peers).map(|_| Default::default()).collect(),
     });
     // A disk that could not be used: its objects are rebuilt from the peers onto the other
     // disks by an anti-entropy pass with each, at once.

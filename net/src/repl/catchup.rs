@@ -18,6 +18,7 @@ use super::link::{CopyResult, PeerLink, Piece};
 use crate::core::{Shards, Shared};
 
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+const IDLE_POLL: Duration = Duration::from_millis(250);
 
 /// Catch-up toward one peer, node-wide (every core's loop adds to it): for `/admin/peers`,
 /// the metrics, and measuring a drain on the node's own clock.
@@ -42,7 +43,6 @@ impl Progress {
         self.bytes.fetch_add(record_bytes, Relaxed);
     }
 }
-const IDLE_POLL: Duration = Duration::from_millis(250);
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
