@@ -30,7 +30,7 @@ cleanup() {
   status=$?
   if [ $status != 0 ]; then
     echo "http-bench failed ($status); nginx and podstore logs:" >&2
-    tail -n 5 "$work/nginx/error.log" "$work/podstore.log" 1>&2 || true; ls -la "$work/nginx" "$mnt" 1>&2 || true
+    tail -n 5 "$work/nginx/error.log" 1>&2 || true; tail -n 40 "$work/podstore.log" 1>&2 || true; ls -la "$work/nginx" "$mnt" 1>&2 || true
   fi
   [ -n "$ps_pid" ] && kill "$ps_pid" 2>/dev/null && wait "$ps_pid" 2>/dev/null || true
   [ -n "$ng_pid" ] && kill "$ng_pid" 2>/dev/null || true

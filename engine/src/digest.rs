@@ -8,7 +8,7 @@ use crate::Version;
 
 /// Buckets of the key space (the same on every appliance: part of the protocol).
 pub const BUCKETS: usize = 4096;
-const BUCKET_SHIFT: u32 = 64 - 12;
+pub(crate) const BUCKET_SHIFT: u32 = 64 - BUCKETS.trailing_zeros();
 
 /// The bucket of a key.
 pub fn bucket_of(key: &[u8]) -> usize {

@@ -47,6 +47,25 @@ pub(crate) struct BlobScan {
     pub(crate) bytes_read: u64,
     /// Valid records found (kept in `found` or not).
     pub(crate) records: u64,
+    /// Where the scan found no record header, in order, contiguous blocks merged: zero blocks
+    /// and garbage. A record the index expects in one of these has lost its header (the scrub
+    /// checks the index against them).
+    pub(crate) headerless: Vec<(u64, u64)>,
+}
+
+impl BlobScan {
+    fn note_headerless(&mut self, at: u64) {
+        match self.headerless.last_mut() {
+            Some((_, end)) if *end == at => *end = at + BLOCK,
+            _ => self.headerless.push((at, at + BLOCK)),
+        }
+    }
+}
+
+/// Whether `offset` lies in one of `ranges` (sorted, not overlapping).
+pub(crate) fn in_ranges(ranges: &[(u64, u64)], offset: u64) -> bool {
+    let i = ranges.partition_point(|&(_, end)| end <= offset);
+    ranges.get(i).is_some_and(|&(start, _)| start <= offset)
 }
 
 struct Window {
@@ -287,6 +306,7 @@ impl<'a, I: Io> Scanner<'a, I> {
                     if !self.block_is_zero(pos).await? {
                         out.found.push(Found::Garbage { offset: pos });
                     }
+                    out.note_headerless(pos);
                     pos += BLOCK;
                 }
             }

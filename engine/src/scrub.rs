@@ -22,7 +22,7 @@ use crate::budget::IoBudget;
 use crate::checkpoint::{QuarantineReason, Quarantined};
 use crate::index::Loc;
 use crate::record::BLOCK;
-use crate::scan::{Found, Pace, Scanner};
+use crate::scan::{in_ranges, Found, Pace, Scanner};
 use crate::shard::{now_ms, read_failed, Shard};
 use crate::{Error, Result};
 
@@ -225,7 +225,8 @@ impl<I: Io> Shard<I> {
                     }
                     // The blob could not be read through: each record of it the index points
                     // to is checked alone, and those that can't be read are marked bad.
-                    match self.scrub_records_of(blob.id, budget).await {
+                    let all = self.indexed_in(blob.id, u64::MAX, &[(0, u64::MAX)]);
+                    match self.scrub_records(all, budget).await {
                         Err(Error::Stopped) => {
                             self.save_scrub_state().await;
                             return Ok(ScrubEnd::Stopped);
@@ -237,8 +238,22 @@ impl<I: Io> Shard<I> {
                 }
                 Ok(scan) => {
                     self.scrub_stats.borrow_mut().records_checked += scan.records;
+                    let mut headerless = scan.headerless;
                     for f in scan.found {
-                        self.scrub_judge(blob.id, f);
+                        headerless.extend(self.scrub_judge(blob.id, f));
+                    }
+                    // A record the index expects where the scan found no header of its own (a
+                    // zero block, garbage, or inside another record's extent): its header was
+                    // destroyed. Each is checked alone, and quarantined.
+                    let lost = self.indexed_in(blob.id, limit, &merged(headerless));
+                    match self.scrub_records(lost, budget).await {
+                        Err(Error::Stopped) => {
+                            self.save_scrub_state().await;
+                            return Ok(ScrubEnd::Stopped);
+                        }
+                        Err(e) if e.is_crash() => return Err(e),
+                        Err(e) => self.scrub_stats.borrow_mut().last_error = Some(e.to_string()),
+                        Ok(()) => {}
                     }
                 }
             }
@@ -256,31 +271,43 @@ impl<I: Io> Shard<I> {
         Ok(ScrubEnd::Complete)
     }
 
-    /// Verifies, one by one, the records of blob `bid` that the index points to (after a read
-    /// error stopped the scan of the blob): a record the device can't read, or that fails its
-    /// checksums, is quarantined under its key (or as a region when not even its header reads).
-    async fn scrub_records_of(self: &Rc<Self>, bid: u32, budget: &IoBudget) -> Result<()> {
-        let locs: Vec<(Option<Vec<u8>>, Loc)> = {
-            let ix = self.index.borrow();
-            let main = ix.main_entries().map(|(_, l)| (None, l));
-            let over = ix.overflow_entries().map(|(k, l)| (Some(k.to_vec()), l));
-            main.chain(over).filter(|(_, l)| l.blob() == bid).collect()
-        };
-        for (key, loc) in locs {
+    /// The index entries pointing into blob `bid` below `limit` at an offset inside one of
+    /// `ranges` (sorted, not overlapping): one pass over the index, and only when there are
+    /// ranges (a healthy blob has none).
+    fn indexed_in(&self, bid: u32, limit: u64, ranges: &[(u64, u64)]) -> Vec<(Indexed, Loc)> {
+        if ranges.is_empty() {
+            return Vec::new();
+        }
+        let inside = |l: Loc| l.blob() == bid && l.offset() < limit && in_ranges(ranges, l.offset());
+        let ix = self.index.borrow();
+        let main = ix.main_entries().filter(|(_, l)| inside(*l)).map(|(fp, l)| (Indexed::Fp(fp), l));
+        let over =
+            ix.overflow_entries().filter(|(_, l)| inside(*l)).map(|(k, l)| (Indexed::Key(k.to_vec()), l));
+        main.chain(over).collect()
+    }
+
+    /// Verifies, one by one, records of blob `bid` the index points to (after a read error
+    /// stopped the scan of the blob, or where the scan found no header of theirs): a record
+    /// the device can't read, or that fails its checksums, is quarantined under its key, or as
+    /// a damaged record known by fingerprint when not even its header reads (the repair loop
+    /// learns its key from a peer).
+    async fn scrub_records(self: &Rc<Self>, locs: Vec<(Indexed, Loc)>, budget: &IoBudget) -> Result<()> {
+        for (indexed, loc) in locs {
             if !self.scrub_ctl.proceed().await {
                 return Err(Error::Stopped);
             }
             budget.take(loc.record_len().unwrap_or(BLOCK)).await;
-            let key = match key {
-                Some(k) => k,
-                None => match self.read_header(loc).await {
-                    Ok(Ok((_, k, _))) => k,
-                    Ok(Err(_)) => {
-                        self.scrub_judge(bid, Found::Garbage { offset: loc.offset() });
+            let key = match indexed {
+                Indexed::Key(k) => k,
+                Indexed::Fp(fp) => match self.read_header(loc).await {
+                    // Another record's header where this one's should be is damage too.
+                    Ok(Ok((_, k, _))) if self.fp(&k) == fp => k,
+                    Ok(_) => {
+                        self.quarantine_headerless(loc);
                         continue;
                     }
                     Err(e) if read_failed(&e) => {
-                        self.scrub_judge(bid, Found::Garbage { offset: loc.offset() });
+                        self.quarantine_headerless(loc);
                         continue;
                     }
                     Err(e) => return Err(e),
@@ -300,7 +327,13 @@ impl<I: Io> Shard<I> {
                         Err(e) => break Err(e),
                     }
                 },
-                Ok(_) => Ok(()),
+                // Another key's header where the index expects this key's record.
+                Ok(Ok(None)) => {
+                    self.counters.borrow_mut().checksum_errors += 1;
+                    self.quarantine_read(&key, loc, 0, QuarantineReason::ReadChecksum);
+                    Err(Error::Invalid("another record's header"))
+                }
+                Ok(Err(_)) => Err(Error::Invalid("a damaged record")),
                 Err(e) => Err(e),
             };
             match r {
@@ -313,54 +346,116 @@ impl<I: Io> Shard<I> {
         Ok(())
     }
 
-    /// Quarantines what a scan found damaged, if the index points to it.
-    fn scrub_judge(&self, bid: u32, f: Found) {
-        let (offset, key, seq) = match f {
-            Found::Record { .. } => return,
-            Found::BadBody { offset, header, key } => (offset, Some(key), header.seq),
-            Found::Incomplete { header, key } => (header.offset, Some(key), header.seq),
-            Found::Garbage { offset } => (offset, None, 0),
+    /// Quarantines what a scan found damaged, if the index points to it. Returns the extent of
+    /// a header the index does not point to that is not a valid record (another record's
+    /// header written here by a misdirected write, or a write never completed): the scan
+    /// skipped that extent, so records the index expects inside it are checked alone.
+    fn scrub_judge(&self, bid: u32, f: Found) -> Option<(u64, u64)> {
+        let (offset, key, header) = match f {
+            Found::Record { .. } | Found::Garbage { .. } => return None,
+            Found::BadBody { offset, header, key } => (offset, key, header),
+            Found::Incomplete { header, key } => (header.offset, key, header),
         };
-        let points_here = |l: Loc| l.blob() == bid && l.offset() == offset;
-        match key {
-            Some(key) => {
-                let now = self.entry_of(&key);
-                let Some(loc) = now.filter(|l| points_here(*l)) else { return };
-                if self.quarantined_keys.borrow().contains_key(&key[..]) {
-                    return;
-                }
-                self.counters.borrow_mut().checksum_errors += 1;
-                self.scrub_stats.borrow_mut().bad_records += 1;
-                self.quarantine_read(&key, loc, seq, QuarantineReason::ReadChecksum);
-            }
-            None => {
-                let hit = {
-                    let ix = self.index.borrow();
-                    let found = ix
-                        .main_entries()
-                        .map(|(_, l)| l)
-                        .chain(ix.overflow_entries().map(|(_, l)| l))
-                        .find(|l| points_here(*l));
-                    found
-                };
-                let Some(loc) = hit else { return };
-                if self.quarantine.borrow().iter().any(|q| q.blob == bid && q.offset == offset) {
-                    return;
-                }
-                tracing::warn!("shard {}: scrub found blob {bid} offset {offset} unreadable where a record should be; quarantined", self.id);
-                self.counters.borrow_mut().checksum_errors += 1;
-                self.scrub_stats.borrow_mut().bad_regions += 1;
-                self.quarantine.borrow_mut().push(Quarantined {
-                    blob: bid,
-                    offset,
-                    len_bytes: loc.record_len().unwrap_or(BLOCK),
-                    seq: 0,
-                    key: None,
-                    reason: QuarantineReason::BadRegion,
-                });
-            }
+        let extent = Some((offset, offset.saturating_add(header.record_len.max(BLOCK))));
+        let Some(loc) = self.entry_of(&key).filter(|l| l.blob() == bid && l.offset() == offset) else {
+            return extent;
+        };
+        if self.quarantined_keys.borrow().contains_key(&key[..]) {
+            return None;
+        }
+        self.counters.borrow_mut().checksum_errors += 1;
+        self.scrub_stats.borrow_mut().bad_records += 1;
+        self.quarantine_read(&key, loc, header.seq, QuarantineReason::ReadChecksum);
+        None
+    }
+
+    /// Quarantines a record the index points to whose header is destroyed: its key is unknown
+    /// here (the index keeps a fingerprint), so it is kept as a damaged region until a peer
+    /// names the key ([`Shard::name_damaged`]).
+    fn quarantine_headerless(&self, loc: Loc) {
+        let (bid, offset) = (loc.blob(), loc.offset());
+        if self.quarantine.borrow().iter().any(|q| q.blob == bid && q.offset == offset) {
+            return;
+        }
+        tracing::warn!(
+            "shard {}: scrub found blob {bid} offset {offset} unreadable where a record should be; quarantined",
+            self.id
+        );
+        self.counters.borrow_mut().checksum_errors += 1;
+        self.scrub_stats.borrow_mut().bad_regions += 1;
+        self.quarantine.borrow_mut().push(Quarantined {
+            blob: bid,
+            offset,
+            len_bytes: loc.record_len().unwrap_or(BLOCK),
+            seq: 0,
+            key: None,
+            reason: QuarantineReason::BadRegion,
+        });
+    }
+}
+
+impl<I: Io> Shard<I> {
+    /// Damaged records known only by fingerprint (quarantined as regions where the index
+    /// points): each one's location and the fingerprint the index keeps for it. One pass over
+    /// the index, and only when such regions exist.
+    pub fn unnamed_damaged(&self) -> Vec<(u64, Loc)> {
+        let regions: std::collections::HashSet<(u32, u64)> =
+            self.quarantine.borrow().iter().filter(|q| q.key.is_none()).map(|q| (q.blob, q.offset)).collect();
+        if regions.is_empty() {
+            return Vec::new();
+        }
+        let ix = self.index.borrow();
+        ix.main_entries().filter(|(_, l)| regions.contains(&(l.blob(), l.offset()))).collect()
+    }
+
+    /// Whether a key could be the one the index keeps as `fp` (a test mask may shorten
+    /// fingerprints).
+    pub fn fingerprint_matches(&self, key: &[u8], fp: u64) -> bool {
+        self.fp(key) == fp
+    }
+
+    /// The anti-entropy bucket of the keys with index fingerprint `fp` (digest.rs), when the
+    /// fingerprint keeps the bits that choose it (None under a test's shortening mask: any
+    /// bucket).
+    pub fn digest_bucket_of(&self, fp: u64) -> Option<usize> {
+        let shift = crate::digest::BUCKET_SHIFT;
+        (self.cfg.fingerprint_mask >> shift == u64::MAX >> shift).then_some((fp >> shift) as usize)
+    }
+
+    /// Gives a damaged record known by fingerprint its key, learnt from a peer: if the index
+    /// points `key` at `loc` and a keyless quarantine entry is there, the entry becomes the
+    /// key's (the repair loop then fetches the key's copy like any other). False if `key` is
+    /// not the record at `loc`.
+    pub fn name_damaged(&self, key: &[u8], loc: Loc) -> bool {
+        if self.entry_of(key) != Some(loc) {
+            return false;
+        }
+        let region = |q: &Quarantined| q.key.is_none() && q.blob == loc.blob() && q.offset == loc.offset();
+        let was = self.quarantine.borrow().iter().position(region);
+        let Some(at) = was else { return false };
+        self.quarantine.borrow_mut().remove(at);
+        self.quarantine_read(key, loc, 0, QuarantineReason::ReadChecksum);
+        true
+    }
+}
+
+/// How the index knows a record: by key (overflow entries) or by fingerprint.
+enum Indexed {
+    Key(Vec<u8>),
+    Fp(u64),
+}
+
+/// Sorts ranges and merges those that overlap or touch.
+fn merged(mut ranges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    ranges.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+    for (start, end) in ranges {
+        match out.last_mut() {
+            Some((_, e)) if start <= *e => *e = (*e).max(end),
+            _ => out.push((start, end)),
         }
     }
+    out
 }
 
 #[cfg(test)]
@@ -387,5 +482,17 @@ mod tests {
         b[at] = b'8';
         assert_eq!(ScrubStats::decode(&b), None, "a changed byte fails the CRC");
         assert_eq!(ScrubStats::decode(&[0u8; 4096]), None);
+    }
+
+    #[test]
+    fn ranges_merge_and_contain() {
+        let r = merged(vec![(8192, 12288), (0, 4096), (4096, 8192), (20480, 24576), (16384, 65536)]);
+        assert_eq!(r, vec![(0, 12288), (16384, 65536)]);
+        let inside: Vec<u64> = [0, 4095, 12287, 12288, 16384, 65535, 65536, 1 << 40]
+            .into_iter()
+            .filter(|&o| in_ranges(&r, o))
+            .collect();
+        assert_eq!(inside, vec![0, 4095, 12287, 16384, 65535]);
+        assert!(!in_ranges(&[], 0));
     }
 }

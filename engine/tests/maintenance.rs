@@ -268,6 +268,77 @@ fn scrub_finds_a_flipped_bit_quarantines_the_key_and_compaction_waits_for_its_re
     });
 }
 
+/// A disk fault that destroys an acknowledged record's *header* block (left zero, garbage, or
+/// another record's header written there): the index keeps only a fingerprint, so the scrub
+/// must find it by checking the index against what it read, quarantine it as damage known by
+/// fingerprint, and let a peer name the key so the usual repair can fetch it.
+#[test]
+fn scrub_finds_records_whose_header_a_fault_destroyed_and_a_peer_names_them() {
+    run(async {
+        let disk = SimDisk::new(19, SimFaults::default());
+        let shard = open(&disk, cfg(u64::MAX)).await;
+        for i in 0..6 {
+            shard.put_bytes(&key(i), "", &value(i, 0)).await.expect("put");
+        }
+        let mut versions = Vec::new();
+        for i in 0..6 {
+            versions.push(shard.version_of(&key(i)).await.expect("version").expect("exists").0);
+        }
+        let blob0 = Path::new(DIR).join("blob-0000000.psb");
+        let bytes = disk.file_bytes(&blob0).expect("blob 0");
+        // Where each key's header block is (its key is written there, and nowhere else).
+        let at = |i: usize| {
+            let k = key(i);
+            let pos = bytes.windows(k.len()).position(|w| w == &k[..]).expect("key in blob 0");
+            (pos - pos % 4096) as u64
+        };
+        let other_header = bytes[at(0) as usize..at(0) as usize + 4096].to_vec();
+        assert!(disk.overwrite_at(&blob0, at(1), &[0u8; 4096]), "zeroed");
+        assert!(disk.overwrite_at(&blob0, at(3), &[0x5a; 4096]), "garbage");
+        assert!(disk.overwrite_at(&blob0, at(5), &other_header), "another record's header");
+        let free = IoBudget::new(0);
+        assert_eq!(shard.scrub(&free, &free).await.expect("scrub"), Some(ScrubEnd::Complete));
+        let st = shard.scrub_stats().await;
+        assert_eq!(st.bad_regions, 3, "{st:?}");
+        let mut unnamed = shard.unnamed_damaged();
+        unnamed.sort_by_key(|(_, l)| l.offset());
+        assert_eq!(unnamed.iter().map(|(_, l)| l.offset()).collect::<Vec<_>>(), vec![at(1), at(3), at(5)]);
+        // A second pass adds nothing.
+        assert_eq!(shard.scrub(&free, &free).await.expect("scrub"), Some(ScrubEnd::Complete));
+        assert_eq!(shard.quarantined().len(), 3);
+        // A peer lists keys: only the one whose fingerprint and place match is taken.
+        for (n, (fp, loc)) in unnamed.iter().enumerate() {
+            let i = [1, 3, 5][n];
+            assert!(!shard.fingerprint_matches(&key(i + 1), *fp));
+            assert!(shard.fingerprint_matches(&key(i), *fp));
+            assert!(!shard.name_damaged(&key(0), *loc), "key 0 is not at {loc:?}");
+            assert!(shard.name_damaged(&key(i), *loc));
+            assert!(!shard.name_damaged(&key(i), *loc), "named once");
+        }
+        let mut named: Vec<Vec<u8>> =
+            shard.quarantined().into_iter().map(|q| q.key.expect("named")).collect();
+        named.sort();
+        assert_eq!(named, vec![key(1), key(3), key(5)]);
+        // The repair: each key's copy from a peer, at its version.
+        for i in [1, 3, 5] {
+            assert!(matches!(read(&shard, &key(i)).await, Err(Error::Quarantined { .. })));
+            let good = value(i, 0);
+            let mut w = shard
+                .put_stamped(&key(i), "", good.len() as u64, Stamp::Given(versions[i]))
+                .await
+                .expect("put")
+                .expect("a repair");
+            w.write(&good).await.expect("write");
+            w.finish().await.expect("finish");
+        }
+        for i in 0..6 {
+            assert_eq!(read(&shard, &key(i)).await.expect("read"), Some(value(i, 0)), "key {i}");
+        }
+        assert!(shard.quarantined().is_empty(), "{:?}", shard.quarantined());
+        assert!(shard.unnamed_damaged().is_empty());
+    });
+}
+
 #[test]
 fn a_stopped_scrub_resumes_after_a_restart_where_it_stopped() {
     run(async {

@@ -155,6 +155,11 @@ fn put(
     if close {
         *conn = None;
     }
+    if !(200..300).contains(&status) {
+        // What the server said, for the failure report.
+        let said = String::from_utf8_lossy(&sink[..len.min(300)]).into_owned();
+        return Err(std::io::Error::other(format!("HTTP {status}: {said}")));
+    }
     Ok(status)
 }
 

@@ -106,7 +106,8 @@ pub async fn push(shared: &Shared, key: Vec<u8>, peer: usize) -> super::link::Co
     rx.await.map_err(|_| "the push was interrupted".to_string())?
 }
 
-async fn peer_bucket_keys(link: &PeerLink, bucket: usize) -> Result<Vec<KeyState>, String> {
+/// Every current key of a bucket on a peer, in key order (paged).
+pub(crate) async fn peer_bucket_keys(link: &PeerLink, bucket: usize) -> Result<Vec<KeyState>, String> {
     let mut out: Vec<KeyState> = Vec::new();
     loop {
         let after = out.last().map(|k| k.key.clone()).unwrap_or_default();
