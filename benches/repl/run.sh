@@ -7,6 +7,9 @@
 #   - PUT throughput with X-Copies: all across the two appliances against one appliance.
 #
 #   benches/repl/run.sh [--quick]      (root: namespaces, loop devices)
+#   PODSTORE_BENCH_ROUNDS=N catch-up rounds (3 in full mode, 1 quick; the median is reported),
+#   PODSTORE_BENCH_BACKLOG=MiB the backlog of each round (2048 full, 512 quick),
+#   PODSTORE_BENCH_PIN=0 lets the appliances and the limit measurements float over all cores,
 #   PODSTORE_BENCH_WINDOW=N sets replication.catch_up_in_flight (the node's default otherwise),
 #   PODSTORE_BENCH_CONNS=N replication.connections_per_peer;
 #   PODSTORE_BENCH_PERF=FILE also records a system-wide `perf record -a -g` of the drain.
@@ -21,6 +24,13 @@ cd "$top"
 [ "$(id -u)" = 0 ] || { echo "repl-bench: needs root (network namespaces, loop devices)"; exit 1; }
 for t in ip iperf3 fio mkfs.xfs; do command -v $t >/dev/null || { echo "repl-bench: $t is not installed"; exit 1; }; done
 if [ $quick = 1 ]; then BACKLOG=512; PUTS=300; else BACKLOG=2048; PUTS=1500; fi
+BACKLOG=${PODSTORE_BENCH_BACKLOG:-$BACKLOG}  # MiB of 1 MiB objects
+ROUNDS=${PODSTORE_BENCH_ROUNDS:-$([ $quick = 1 ] && echo 1 || echo 3)}
+# Each appliance on a core of its own (as on two machines), and each limit measured the same
+# way: iperf3's client on pod-a's core and its server on pod-b's, fio on pod-b's core.
+# PODSTORE_BENCH_PIN=0: no pinning.
+pin_a=""; pin_b=""
+if [ "${PODSTORE_BENCH_PIN:-1}" != 0 ] && [ "$(nproc)" -ge 2 ]; then pin_a="taskset -c 0"; pin_b="taskset -c 1"; fi
 
 [ -n "${PODSTORE_BENCH_NOBUILD:-}" ] || cargo build --release --locked -q -p podstore-net -p podstore-benches
 PODSTORE=$top/target/release/podstore
@@ -35,8 +45,10 @@ cleanup() {
   if [ $status != 0 ]; then
     echo "repl-bench failed ($status); logs:" >&2
     tail -n 20 "$work"/*.log >&2 || true
-    mkdir -p /tmp/podstore-replbench-logs; cp "$work"/*.log /tmp/podstore-replbench-logs/ 2>/dev/null || true
   fi
+  # The nodes' logs stay for a look after the run.
+  rm -rf /tmp/podstore-replbench-logs; mkdir -p /tmp/podstore-replbench-logs
+  cp "$work"/*.log /tmp/podstore-replbench-logs/ 2>/dev/null || true
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   sleep 0.5
   for m in "$work"/mnt-*; do umount "$m" 2>/dev/null || true; done
@@ -71,16 +83,14 @@ ma="$work/mnt-a"; mb="$work/mnt-b"
 # two counts (this shared machine's disk and network rates drift by half from minute to
 # minute, and the limit must not be a slow moment's).
 limits() { # -> "iperf3_MiB fio_write_MiB"
-  ip netns exec "$nsb" iperf3 -s -1 -D -p 5201 >/dev/null
+  ip netns exec "$nsb" $pin_b iperf3 -s -1 -D -p 5201 >/dev/null
   sleep 0.5
   local n f
-  n=$(ip netns exec "$nsa" iperf3 -c 10.78.0.2 -p 5201 -t 4 -J | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/8/2**20))')
-  f=$(fio --name=w --filename="$mb/fio.test" --rw=write --bs=1M --size=2G --direct=1 --ioengine=io_uring --iodepth=8 --end_fsync=1 --output-format=json | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["jobs"][0]["write"]["bw"]/1024))')
+  n=$(ip netns exec "$nsa" $pin_a iperf3 -c 10.78.0.2 -p 5201 -t 4 -J | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/8/2**20))')
+  f=$($pin_b fio --name=w --filename="$mb/fio.test" --rw=write --bs=1M --size=2G --direct=1 --ioengine=io_uring --iodepth=8 --end_fsync=1 --output-format=json | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["jobs"][0]["write"]["bw"]/1024))')
   rm -f "$mb/fio.test"
   echo "$n $f"
 }
-echo "measuring the machine's limits" >&2
-read net_mib fio_mib < <(limits)
 fio_read_mib=$(fio --name=w --filename="$ma/fio.test" --rw=write --bs=1M --size=1G --direct=1 --ioengine=io_uring --iodepth=8 --output-format=json >/dev/null &&
   fio --name=r --filename="$ma/fio.test" --rw=read --bs=1M --size=1G --direct=1 --ioengine=io_uring --iodepth=8 --output-format=json | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["jobs"][0]["read"]["bw"]/1024))')
 rm -f "$ma/fio.test"
@@ -118,7 +128,7 @@ ca=$(conf pod-a 10.78.0.1 pod-b 10.78.0.2 "$ma"); cb=$(conf pod-b 10.78.0.2 pod-
 start() { # ns config log -> pid
   # stdout away from the command substitution that called us, or it would wait for podstore.
   # Namespace addresses of our own, no access keys: --insecure (not what this measures).
-  ip netns exec "$1" "$PODSTORE" serve --config "$2" --insecure >/dev/null 2>"$work/$3.log" & local pid=$!
+  ip netns exec "$1" $5 "$PODSTORE" serve --config "$2" --insecure >/dev/null 2>>"$work/$3.log" & local pid=$!
   for _ in $(seq 200); do ip netns exec "$1" curl -sf "http://${4}:7070/_/ready" >/dev/null 2>&1 && break; sleep 0.05; done
   echo "$pid"
 }
@@ -129,37 +139,52 @@ hz=$(getconf CLK_TCK)
 # costs the cores being measured)
 backlog() { ip netns exec "$nsa" curl -s http://10.78.0.1:7072/admin/peers | sed -n 's/.*"backlog_objects": *\([0-9]*\).*/\1/p'; }
 
-echo "catch-up: $BACKLOG MiB written on pod-a while pod-b is away" >&2
-pa=$(start "$nsa" "$ca" a 10.78.0.1); pids+=("$pa")
-ip netns exec "$nsa" "$LOAD" --addr 10.78.0.1:7070 --prefix /bench/backlog --count "$BACKLOG" --size 1048576 --conns 8 --header 'X-Copies: any' >/dev/null
-[ "$(backlog)" = "$BACKLOG" ] || { echo "expected a backlog of $BACKLOG, got $(backlog)"; exit 1; }
-sleep 3  # older than the copy timeout: catch-up may take them
-a0=$(cpu "$pa")
-pb=$(start "$nsb" "$cb" b 10.78.0.2); pids+=("$pb")
-b0=$(cpu "$pb")
-perf_pid=""
-if [ -n "${PODSTORE_BENCH_PERF:-}" ]; then  # a system-wide profile of the drain into this file
-  perf record -a -g -o "$PODSTORE_BENCH_PERF" >/dev/null 2>&1 & perf_pid=$!
-fi
-t_ready=$(date +%s.%N)
-while [ "$(backlog)" != 0 ]; do sleep 0.5; done
-[ -n "$perf_pid" ] && { kill -INT "$perf_pid"; wait "$perf_pid" || true; }
-a1=$(cpu "$pa"); b1=$(cpu "$pb")
-echo "measuring the machine's limits again" >&2
-read net2 fio2 < <(limits)
-net_before=$net_mib; fio_before=$fio_mib
-net_mib=$(( net2 > net_mib ? net2 : net_mib )); fio_mib=$(( fio2 > fio_mib ? fio2 : fio_mib ))
-# The drain on pod-a's clock: from its first confirmed copy to its last, the objects after the
-# first (each confirmation follows its object's transfer).
-read drain_mib wait_s cpu_per_gib cpu_a cpu_b < <(ip netns exec "$nsa" curl -s http://10.78.0.1:7072/admin/peers | python3 -c "
+# Each round: the limits just before, a backlog written on pod-a while pod-b is away, the
+# drain when pod-b returns, the limits just after. A round's limit is the smaller of iperf3's
+# and fio's rates, each the mean of its two measurements around the drain (this shared
+# machine's disk and network rates drift by half from minute to minute); the table gives the
+# median round and every round.
+rounds=()
+for r in $(seq "$ROUNDS"); do
+  echo "round $r of $ROUNDS: limits, $BACKLOG MiB written on pod-a while pod-b is away, drain, limits" >&2
+  read net1 fio1 < <(limits)
+  pa=$(start "$nsa" "$ca" a 10.78.0.1 "$pin_a"); pids+=("$pa")
+  ip netns exec "$nsa" "$LOAD" --addr 10.78.0.1:7070 --prefix "/bench/backlog-$r" --count "$BACKLOG" --size 1048576 --conns 8 --header 'X-Copies: any' >/dev/null
+  [ "$(backlog)" = "$BACKLOG" ] || { echo "expected a backlog of $BACKLOG, got $(backlog)"; exit 1; }
+  sleep 3  # older than the copy timeout: catch-up may take them
+  a0=$(cpu "$pa")
+  pb=$(start "$nsb" "$cb" b 10.78.0.2 "$pin_b"); pids+=("$pb")
+  b0=$(cpu "$pb")
+  perf_pid=""
+  if [ -n "${PODSTORE_BENCH_PERF:-}" ] && [ "$r" = 1 ]; then  # a system-wide profile of the drain
+    perf record -a -g -o "$PODSTORE_BENCH_PERF" >/dev/null 2>&1 & perf_pid=$!
+  fi
+  t_ready=$(date +%s.%N)
+  while [ "$(backlog)" != 0 ]; do sleep 0.5; done
+  [ -n "$perf_pid" ] && { kill -INT "$perf_pid"; wait "$perf_pid" || true; }
+  a1=$(cpu "$pa"); b1=$(cpu "$pb")
+  # The drain on pod-a's clock (restarted this round): from its first confirmed copy to its
+  # last, the objects after the first (each confirmation follows its object's transfer).
+  stats=$(ip netns exec "$nsa" curl -s http://10.78.0.1:7072/admin/peers)
+  kill "$pb"; wait "$pb" 2>/dev/null || true
+  kill "$pa"; wait "$pa" 2>/dev/null || true
+  read net2 fio2 < <(limits)
+  rounds+=("$(echo "$stats" | python3 -c "
 import json, sys
 c = json.load(sys.stdin)['peers'][0]['catch_up']
 assert c['copies'] == $BACKLOG, c
 d = (c['last_copy_unix_ms'] - c['first_copy_unix_ms']) / 1000
 mib = $BACKLOG
 a = ($a1 - $a0) / $hz / (mib / 1024); b = ($b1 - $b0) / $hz / (mib / 1024)
-print(f\"{(mib - 1) / d:.0f} {c['first_copy_unix_ms'] / 1000 - $t_ready:.2f} {a + b:.2f} {a:.2f} {b:.2f}\")")
+net = ($net1 + $net2) / 2; fio = ($fio1 + $fio2) / 2; limit = min(net, fio); drain = (mib - 1) / d
+print(f\"{drain / limit:.2f} {drain:.0f} {limit:.0f} {$net1}/{$net2} {$fio1}/{$fio2} {c['first_copy_unix_ms'] / 1000 - $t_ready:.2f} {a + b:.2f} {a:.2f} {b:.2f}\")")")
+  echo "round $r: ratio drain limit iperf3 fio wait cpu/GiB sender receiver = ${rounds[-1]}" >&2
+done
+# The median round (by ratio).
+read ratio_c drain_mib limit net_both fio_both wait_s cpu_per_gib cpu_a cpu_b < <(printf '%s\n' "${rounds[@]}" | sort -n | sed -n "$(( (ROUNDS + 1) / 2 ))p")
 
+pa=$(start "$nsa" "$ca" a 10.78.0.1 "$pin_a"); pids+=("$pa")
+pb=$(start "$nsb" "$cb" b 10.78.0.2 "$pin_b"); pids+=("$pb")
 echo "PUT throughput: X-Copies all on two appliances, then one appliance alone" >&2
 # Both measured at pod-b, whose disk is the real one: with X-Copies all it also waits for
 # pod-a's copy (on the tmpfs-backed disk, which costs these same cores CPU per byte).
@@ -168,17 +193,19 @@ kill "$pb"; wait "$pb" 2>/dev/null || true
 kill "$pa"; wait "$pa" 2>/dev/null || true
 # (on pod-b's disk, the real one: the copies in the run above were written there too)
 sed '/^\[replication\]/,/^address/d' "$cb" > "$work/single.toml"
-pb=$(start "$nsb" "$work/single.toml" single 10.78.0.2); pids+=("$pb")
+pb=$(start "$nsb" "$work/single.toml" single 10.78.0.2 "$pin_b"); pids+=("$pb")
 put_one=$(ip netns exec "$nsb" "$LOAD" --addr 10.78.0.2:7070 --prefix /bench/one --count "$PUTS" --size 1048576 --conns 16 | sed -n 's/.*mib_per_s=\([0-9.]*\).*/\1/p')
 
-limit=$(( net_mib < fio_mib ? net_mib : fio_mib ))
 ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
 echo "# replication between two namespaces ($(nproc) cores, $(uname -r), XFS on loop devices --direct-io=on)"
 echo "mode: $([ $quick = 1 ] && echo quick || echo full)"
 echo
 echo "| measure | podstore | limit | ratio | target |"
 echo "|---|---|---|---|---|"
-r=$(ratio "$drain_mib" "$limit"); echo "| catch-up of a $BACKLOG MiB backlog of 1 MiB objects | $drain_mib MiB/s | $limit MiB/s (higher of before/after: iperf3 $net_before/$net2, fio seq write $fio_before/$fio2; sender's disk reads $fio_read_mib) | $r | at least 0.8: $(python3 -c "print('meets' if $r >= 0.8 else 'below')") |"
+echo "| catch-up of a $BACKLOG MiB backlog of 1 MiB objects (median of $ROUNDS rounds) | $drain_mib MiB/s | $limit MiB/s (iperf3 $net_both, fio seq write on the receiving disk $fio_both before/after; sender's disk reads $fio_read_mib) | $ratio_c | at least 0.8: $(python3 -c "print('meets' if $ratio_c >= 0.8 else 'below')") |"
 echo "| CPU time per GiB replicated (both appliances: sender $cpu_a s, receiver $cpu_b s) | $cpu_per_gib s | - | - | - |"
 echo "| wait before the first copy after the peer returned | ${wait_s} s | - | - | - |"
 r=$(ratio "$put_all" "$put_one"); echo "| PUT 1 MiB, 16 connections, X-Copies: all on 2 appliances vs 1 appliance | $put_all MiB/s | $put_one MiB/s | $r | - |"
+echo
+echo "rounds (ratio, drain MiB/s, limit MiB/s, iperf3 before/after, fio before/after, wait s, CPU s/GiB both, sender, receiver):"
+printf '  %s\n' "${rounds[@]}"

@@ -61,7 +61,7 @@ pub struct Links {
 /// Pieces at least this large go out with zero-copy sends (when the core has a ring).
 const ZC_MIN_BYTES: usize = 64 << 10;
 /// Zero-copy sends a link makes before judging whether the kernel really avoids the copy.
-const ZC_PROBE_SENDS: u64 = 64;
+const ZC_PROBE_SENDS: u64 = 8;
 /// How long a link that found the kernel copying sends plainly before trying again.
 const ZC_RETRY: Duration = Duration::from_secs(60);
 
