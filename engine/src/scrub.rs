@@ -210,7 +210,8 @@ impl<I: Io> Shard<I> {
             let window = self.cfg.scan_window_bytes.min(SCRUB_WINDOW_BYTES_MAX);
             let file = self.blob_file(&blob).await?;
             let scanner = Scanner::new(&self.io, &file, self.id, &self.record_key, limit, window);
-            match scanner.paced(pace_of).scan(blob.id, 0).await {
+            // The records to check one by one, each alone.
+            let alone = match scanner.paced(pace_of).scan(blob.id, 0).await {
                 Err(Error::Stopped) => {
                     self.save_scrub_state().await;
                     return Ok(ScrubEnd::Stopped);
@@ -218,23 +219,12 @@ impl<I: Io> Shard<I> {
                 Err(e) if e.is_crash() => return Err(e),
                 Err(e) => {
                     self.counters.borrow_mut().io_errors += 1;
-                    {
-                        let mut st = self.scrub_stats.borrow_mut();
-                        st.read_errors += 1;
-                        st.last_error = Some(e.to_string());
-                    }
-                    // The blob could not be read through: each record of it the index points
-                    // to is checked alone, and those that can't be read are marked bad.
-                    let all = self.indexed_in(blob.id, u64::MAX, &[(0, u64::MAX)]);
-                    match self.scrub_records(all, budget).await {
-                        Err(Error::Stopped) => {
-                            self.save_scrub_state().await;
-                            return Ok(ScrubEnd::Stopped);
-                        }
-                        Err(e) if e.is_crash() => return Err(e),
-                        Err(e) => self.scrub_stats.borrow_mut().last_error = Some(e.to_string()),
-                        Ok(()) => {}
-                    }
+                    let mut st = self.scrub_stats.borrow_mut();
+                    st.read_errors += 1;
+                    st.last_error = Some(e.to_string());
+                    // The blob could not be read through: every record of it the index points
+                    // to, and those that can't be read are marked bad.
+                    self.indexed_in(blob.id, u64::MAX, &[(0, u64::MAX)])
                 }
                 Ok(scan) => {
                     self.scrub_stats.borrow_mut().records_checked += scan.records;
@@ -242,20 +232,20 @@ impl<I: Io> Shard<I> {
                     for f in scan.found {
                         headerless.extend(self.scrub_judge(blob.id, f));
                     }
-                    // A record the index expects where the scan found no header of its own (a
-                    // zero block, garbage, or inside another record's extent): its header was
-                    // destroyed. Each is checked alone, and quarantined.
-                    let lost = self.indexed_in(blob.id, limit, &merged(headerless));
-                    match self.scrub_records(lost, budget).await {
-                        Err(Error::Stopped) => {
-                            self.save_scrub_state().await;
-                            return Ok(ScrubEnd::Stopped);
-                        }
-                        Err(e) if e.is_crash() => return Err(e),
-                        Err(e) => self.scrub_stats.borrow_mut().last_error = Some(e.to_string()),
-                        Ok(()) => {}
-                    }
+                    // Those the index expects where the scan found no header of their own (a
+                    // zero block, garbage, or inside another record's extent): the header was
+                    // destroyed, and each is quarantined.
+                    self.indexed_in(blob.id, limit, &merged(headerless))
                 }
+            };
+            match self.scrub_records(alone, budget).await {
+                Err(Error::Stopped) => {
+                    self.save_scrub_state().await;
+                    return Ok(ScrubEnd::Stopped);
+                }
+                Err(e) if e.is_crash() => return Err(e),
+                Err(e) => self.scrub_stats.borrow_mut().last_error = Some(e.to_string()),
+                Ok(()) => {}
             }
             self.scrub_stats.borrow_mut().next_blob = blob.id + 1;
             self.save_scrub_state().await;
