@@ -35,8 +35,8 @@ pub use batch::{BatchItem, BatchOutcome};
 pub use error::{Error, Result};
 pub use recovery::RecoveryReport;
 pub use shard::{
-    validate, Chunk, CopyItem, DeleteDone, ObjectMeta, ObjectReader, PutDone, PutWriter, ReadCheck, Shard,
-    ShardConfig, ShardStats, Stamp,
+    validate, Chunk, CopyCheck, CopyItem, DeleteDone, ObjectMeta, ObjectReader, PutDone, PutWriter,
+    ReadCheck, Shard, ShardConfig, ShardStats, Stamp,
 };
 pub use shard_set::{KeyVersion, ShardSet, ShardSpec};
 pub use version::{Clock, Version};

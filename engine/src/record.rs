@@ -340,6 +340,8 @@ pub(crate) struct DataSums {
     current: u32,
     in_chunk: u64,
     digest: xxhash_rust::xxh3::Xxh3,
+    /// Whether the digest is computed (a copy checked by its chunk CRCs takes it as given).
+    hashing: bool,
     total: u64,
 }
 
@@ -356,8 +358,20 @@ impl DataSums {
             current: 0,
             in_chunk: 0,
             digest: xxhash_rust::xxh3::Xxh3::new(),
+            hashing: true,
             total: 0,
         }
+    }
+
+    /// Stops computing the whole object's digest (before any data): the chunk CRCs only.
+    pub(crate) fn crcs_only(&mut self) {
+        assert_eq!(self.total, 0, "the digest is given up before any data");
+        self.hashing = false;
+    }
+
+    /// Whether the digest is computed.
+    pub(crate) fn hashing(&self) -> bool {
+        self.hashing
     }
 
     pub(crate) fn update(&mut self, data: &[u8]) {
@@ -369,7 +383,9 @@ impl DataSums {
     }
 
     fn update_block(&mut self, mut data: &[u8]) {
-        self.digest.update(data);
+        if self.hashing {
+            self.digest.update(data);
+        }
         self.total += data.len() as u64;
         while !data.is_empty() {
             let room = (CHUNK_BYTES - self.in_chunk) as usize;

@@ -1862,6 +1862,16 @@ pub struct PutWriter<I: Io> {
     broken: bool,
 }
 
+/// How a copy from elsewhere (a peer, a compaction move) is checked before it is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CopyCheck {
+    /// The whole object's XXH3-128, computed here over every byte.
+    Digest([u8; 16]),
+    /// The chunk CRC32Cs the sender stored (see [`PutWriter::check_chunks_only`]), and the
+    /// digest to store with them.
+    Chunks { digest: [u8; 16], crcs: Vec<u32> },
+}
+
 /// A buffer's write in flight (see `PutWriter::flush`).
 struct PendingWrite(WriteFuture);
 
@@ -1993,16 +2003,47 @@ impl<I: Io> PutWriter<I> {
     /// Like [`PutWriter::finish`], but when `digest` is given (a copy from a peer names the
     /// content's XXH3-128), the record is completed only if the bytes received match it; on a
     /// mismatch nothing is stored and the call fails.
-    pub async fn finish_expecting(mut self, digest: Option<[u8; 16]>) -> Result<PutDone> {
+    pub async fn finish_expecting(self, digest: Option<[u8; 16]>) -> Result<PutDone> {
+        self.finish_checked(digest.map(CopyCheck::Digest)).await
+    }
+
+    /// Checks a copy by the chunk CRC32Cs its sender stored with it instead of the whole
+    /// object's digest (call before any data): the CRCs are computed here anyway, for the
+    /// footer, so each byte is passed over once instead of twice. Finish with
+    /// [`PutWriter::finish_copy`] and [`CopyCheck::Chunks`]: the digest is then taken as given
+    /// once every chunk matches, which is what a GET checks of every chunk it serves (and a
+    /// scrub checks the digest too).
+    pub fn check_chunks_only(&mut self) {
+        self.sums.crcs_only();
+    }
+
+    /// Completes a copy only if its content matches `check`; on a mismatch nothing is stored
+    /// and the call fails.
+    pub async fn finish_copy(self, check: CopyCheck) -> Result<PutDone> {
+        self.finish_checked(Some(check)).await
+    }
+
+    async fn finish_checked(mut self, check: Option<CopyCheck>) -> Result<PutDone> {
         self.usable()?;
         if self.sums.total() != self.header.object_len {
             return Err(Error::BodyLength { expected: self.header.object_len, got: self.sums.total() });
         }
         let sums = std::mem::replace(&mut self.sums, DataSums::new());
-        let footer = sums.finish(self.header.seq);
-        if digest.is_some_and(|d| d != footer.digest) {
+        let hashed = sums.hashing();
+        let mut footer = sums.finish(self.header.seq);
+        let matches = match &check {
+            None => hashed,
+            Some(CopyCheck::Digest(d)) => hashed && *d == footer.digest,
+            Some(CopyCheck::Chunks { digest, crcs }) => {
+                *crcs == footer.chunk_crcs && (!hashed || *digest == footer.digest)
+            }
+        };
+        if !matches {
             self.broken = true;
-            return Err(Error::Invalid("the content does not match the digest it was sent with"));
+            return Err(Error::Invalid("the content does not match the checksums it was sent with"));
+        }
+        if let Some(CopyCheck::Chunks { digest, .. }) = check {
+            footer.digest = digest;
         }
         self.append(&footer.encode()).await?;
         if let Some(b) = self.buf.as_mut() {
@@ -2098,6 +2139,12 @@ pub struct ObjectReader<I: Io> {
 }
 
 impl<I: Io> ObjectReader<I> {
+    /// The CRC32C of each data chunk, as the record's footer stores them (a copy to a peer
+    /// sends them: see [`PutWriter::check_chunks_only`]).
+    pub fn chunk_crcs(&self) -> &[u32] {
+        &self.footer.chunk_crcs
+    }
+
     /// The key this reader reads.
     pub fn key(&self) -> &[u8] {
         &self.key

@@ -421,3 +421,71 @@ fn few_open_blob_files_serve_every_read() {
         }
     });
 }
+
+/// A copy checked by the chunk CRC32Cs its sender stored (no digest computed here): stored
+/// with the sender's digest when every chunk matches; refused, with nothing stored, when one
+/// chunk differs, when a CRC is missing, or when only a digest is offered to check it by.
+#[test]
+fn a_copy_checked_by_its_chunk_crcs_is_stored_only_when_every_chunk_matches() {
+    use podstore_engine::{CopyCheck, Stamp, Version};
+    run(async {
+        let disk = SimDisk::new(3, SimFaults::default());
+        let (shard, _) = Shard::open(disk.clone(), cfg(), Path::new("/d0"), 0).await.expect("open");
+        // The sender's record: three chunks (1 MiB each), its CRCs and digest from its footer.
+        let v = data(2_500_000, 9);
+        shard.put_bytes(b"orig", "", &v).await.expect("put");
+        let r = shard.get(b"orig").await.expect("get").expect("exists");
+        let (digest, crcs) = (r.meta.digest, r.chunk_crcs().to_vec());
+        assert_eq!(crcs.len(), 3);
+        let version = Version { hlc: u64::MAX >> 20, origin: 7 };
+        let copy = |key: &'static [u8], body: Vec<u8>, check: CopyCheck, crcs_only: bool| {
+            let shard = shard.clone();
+            async move {
+                let mut w = shard
+                    .put_stamped(key, "", body.len() as u64, Stamp::Given(version))
+                    .await
+                    .expect("start")
+                    .expect("newer");
+                if crcs_only {
+                    w.check_chunks_only();
+                }
+                for part in body.chunks(100_000) {
+                    w.write(part).await.expect("write");
+                }
+                w.finish_copy(check).await
+            }
+        };
+        let good = CopyCheck::Chunks { digest, crcs: crcs.clone() };
+        let done = copy(b"a", v.clone(), good.clone(), true).await.expect("a matching copy");
+        assert_eq!(done.digest, digest);
+        assert_eq!(get(&shard, b"a").await.as_deref(), Some(&v[..]));
+        assert_eq!(shard.get(b"a").await.expect("get").expect("a").meta.digest, digest);
+        // One flipped bit in the middle chunk.
+        let mut bad = v.clone();
+        bad[1_500_000] ^= 0x04;
+        assert!(matches!(copy(b"b", bad, good.clone(), true).await, Err(Error::Invalid(_))));
+        assert_eq!(get(&shard, b"b").await, None);
+        // A CRC missing from the list.
+        let short = CopyCheck::Chunks { digest, crcs: crcs[..2].to_vec() };
+        assert!(matches!(copy(b"c", v.clone(), short, true).await, Err(Error::Invalid(_))));
+        assert_eq!(get(&shard, b"c").await, None);
+        // Without the digest computed, a digest alone can't check the copy.
+        assert!(matches!(
+            copy(b"d", v.clone(), CopyCheck::Digest(digest), true).await,
+            Err(Error::Invalid(_))
+        ));
+        assert_eq!(get(&shard, b"d").await, None);
+        // With the digest computed too, both must match.
+        let wrong_digest = CopyCheck::Chunks { digest: [7; 16], crcs: crcs.clone() };
+        assert!(matches!(copy(b"e", v.clone(), wrong_digest, false).await, Err(Error::Invalid(_))));
+        assert_eq!(get(&shard, b"e").await, None);
+        copy(b"f", v.clone(), good, false).await.expect("both match");
+        // And all of it survives a restart (the records read back whole).
+        drop(shard);
+        let (shard, _) = Shard::open(disk.clone(), cfg(), Path::new("/d0"), 0).await.expect("reopen");
+        for k in [&b"a"[..], b"f"] {
+            assert_eq!(get(&shard, k).await.as_deref(), Some(&v[..]));
+        }
+        assert_eq!(get(&shard, b"b").await, None);
+    });
+}

@@ -1,10 +1,10 @@
-//! The replication decoders (frame header, trailer, write, ack and placement metadata) never panic on
+//! The replication decoders (frame header, trailer, chunk CRCs, write, ack and placement metadata) never panic on
 //! bytes from a peer, and what they accept re-encodes to itself.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use podstore_net::repl::frame::{
-    ack_meta, decode_ack, FrameHeader, Placement, Trailer, WriteMeta, HEADER_BYTES, TRAILER_BYTES,
+    ack_meta, decode_ack, decode_chunk_crcs, encode_chunk_crcs, FrameHeader, Placement, Trailer, WriteMeta, HEADER_BYTES, TRAILER_BYTES,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -19,6 +19,9 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(tr) = Trailer::decode(&t) {
             assert_eq!(Trailer::decode(&tr.encode()), Ok(tr));
         }
+    }
+    if let Ok(c) = decode_chunk_crcs(data) {
+        assert_eq!(encode_chunk_crcs(&c), data);
     }
     for put in [true, false] {
         if let Ok(m) = WriteMeta::decode(data, put, 1024) {

@@ -724,7 +724,7 @@ async fn put(
             let (p, ct, copies_tx, bucket, skey) =
                 (p.clone(), content_type.clone(), copies_tx.clone(), name.bucket.clone(), name.key.clone());
             tokio::task::spawn_local(async move {
-                let r = p.send_put(v, &bucket, &skey, &ct, len, prx).await;
+                let r = p.send_put(v, &bucket, &skey, &ct, len, None, prx).await;
                 note_copy(&p.conf.name, "put", &r);
                 let _ = copies_tx.send((i, r)).await;
             });

@@ -393,6 +393,17 @@ fn catch_up_never_delivers_a_record_damaged_on_the_senders_disk() {
 
 /// Authenticates to `addr` as `name` with `secret`, the way a peer does.
 fn handshake_as(addr: SocketAddr, name: &str, target: &str, secret: &[u8]) -> std::net::TcpStream {
+    handshake_placed(addr, name, target, secret).0
+}
+
+/// [`handshake_as`], with the acceptor's placement (which core accepted, which core owns each
+/// disk) from its AUTH_OK.
+fn handshake_placed(
+    addr: SocketAddr,
+    name: &str,
+    target: &str,
+    secret: &[u8],
+) -> (std::net::TcpStream, Option<podstore_net::repl::frame::Placement>) {
     use podstore_net::repl::auth::{self, Side};
     use podstore_net::repl::frame::{FrameHeader, Kind, MetaWriter, HEADER_BYTES};
     use std::io::{Read, Write};
@@ -420,8 +431,86 @@ fn handshake_as(addr: SocketAddr, name: &str, target: &str, secret: &[u8]) -> st
     let nonce_a: [u8; 32] = meta[4 + n + d..36 + n + d].try_into().expect("nonce");
     let mac = auth::sign(secret, Side::Initiator, &nonce_i, &nonce_a, name, target);
     send(&mut s, Kind::Auth, &mac);
-    assert_eq!(read(&mut s).0, Kind::AuthOk);
-    s
+    let (kind, meta) = read(&mut s);
+    assert_eq!(kind, Kind::AuthOk);
+    (s, podstore_net::repl::frame::Placement::decode(&meta).expect("placement"))
+}
+
+/// A copy whose sender sends its record's chunk CRCs (catch-up, pushes, pulls) is checked by
+/// them instead of a second pass over every byte: a copy with one flipped byte is refused and
+/// nothing is stored; the intact copy is stored, byte for byte, with the sender's digest.
+#[test]
+fn a_copy_checked_by_its_chunk_crcs_is_stored_only_when_every_chunk_matches() {
+    use podstore_net::repl::frame::{
+        decode_ack, encode_chunk_crcs, AckStatus, FrameHeader, Kind, Trailer, WriteMeta, HEADER_BYTES,
+        PUT_CHUNK_CRCS,
+    };
+    use std::io::{Read, Write};
+    let m = members(2);
+    let secret_text = "chunk-crcs-shared-secret-012345678";
+    let secret = secret_file("chunkcrcs", secret_text);
+    let a = Node::start_on(
+        "chunkcrcs-a",
+        &m[0].name,
+        m[0].data,
+        m[0].admin,
+        &repl_config(&m[0], &[&m[1]], &secret),
+    );
+    // pod-b (not running) is impersonated. Keys whose disk the accepting core owns are
+    // received straight into the record's buffers: the path that checks the CRCs.
+    let (mut s, placement) = handshake_placed(m[0].repl, "pod-b", "pod-a", secret_text.as_bytes());
+    let placement = placement.expect("the acceptor says where its disks are");
+    let key = (0..1000)
+        .map(|i| format!("crc-{i}"))
+        .find(|k| {
+            let name =
+                podstore_net::names::ObjectName { bucket: "photos".into(), key: k.clone().into_bytes() };
+            placement.owner_core(&name.storage_key()) == Some(placement.accept_core)
+        })
+        .expect("a key of the accepting core");
+    let data: Vec<u8> = (0..2_300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let crcs: Vec<u32> = data.chunks(1 << 20).map(crc32c::crc32c).collect();
+    let digest = xxhash_rust::xxh3::xxh3_128(&data).to_le_bytes();
+    let copy = |s: &mut std::net::TcpStream, req: u64, hlc: u64, body: &[u8]| -> (AckStatus, String) {
+        let meta = WriteMeta {
+            version: podstore_engine::Version { hlc: hlc << 16, origin: 42 },
+            bucket: "photos".into(),
+            key: key.clone().into_bytes(),
+            content_type: "image/jpeg".into(),
+        }
+        .encode(true);
+        s.write_all(&FrameHeader::encode_flagged(Kind::Put, PUT_CHUNK_CRCS, req, &meta, body.len() as u64))
+            .expect("header");
+        s.write_all(&meta).expect("meta");
+        s.write_all(body).expect("body");
+        s.write_all(&Trailer { abort: false, digest }.encode()).expect("trailer");
+        s.write_all(&encode_chunk_crcs(&crcs)).expect("crcs");
+        loop {
+            let mut h = [0u8; HEADER_BYTES];
+            s.read_exact(&mut h).expect("frame");
+            let h = FrameHeader::decode(&h, 0).expect("header");
+            let mut meta = vec![0u8; h.meta_len as usize];
+            s.read_exact(&mut meta).expect("meta");
+            if h.kind == Kind::Ack && h.request == req {
+                return decode_ack(&meta).expect("ack");
+            }
+        }
+    };
+    let direct = || metric(&a, "podstore_repl_received_direct_total");
+    let before = direct();
+    let mut bad = data.clone();
+    bad[1_700_000] ^= 0x20;
+    let (status, msg) = copy(&mut s, 1, 100, &bad);
+    assert_eq!(status, AckStatus::Failed, "a damaged copy is refused: {msg}");
+    assert_eq!(a.req("GET", &format!("/photos/{key}"), &[], b"").status, 404, "nothing stored");
+    let (status, msg) = copy(&mut s, 2, 101, &data);
+    assert_eq!(status, AckStatus::Stored, "{msg}");
+    assert_eq!(direct() - before, 2.0, "both copies took the direct path");
+    let g = a.req("GET", &format!("/photos/{key}"), &[], b"");
+    assert_eq!((g.status, g.body == data), (200, true));
+    let etag: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(g.header("etag"), Some(format!("\"{etag}\"").as_str()), "the sender's digest is the ETag");
+    drop(s);
 }
 
 #[test]

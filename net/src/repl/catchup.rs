@@ -94,6 +94,7 @@ pub async fn send_item(
             let (bucket, k) = split(r.key()).ok_or("a stored key without a bucket")?;
             let (tx, rx) = mpsc::channel(4);
             let meta = r.meta.clone();
+            let crcs = Some(r.chunk_crcs().to_vec());
             let feed = async move {
                 loop {
                     match r.next_chunk().await {
@@ -117,7 +118,8 @@ pub async fn send_item(
                     }
                 }
             };
-            let send = link.send_put(meta.version, &bucket, &k, &meta.content_type, meta.object_len, rx);
+            let send =
+                link.send_put(meta.version, &bucket, &k, &meta.content_type, meta.object_len, crcs, rx);
             let ((), r) = tokio::join!(feed, send);
             r
         }

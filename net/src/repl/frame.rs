@@ -10,7 +10,8 @@
 //!      0    4 magic "PSRP"
 //!      4    1 protocol version = 1
 //!      5    1 type (Kind)
-//!      6    2 zero
+//!      6    1 flags: bit 0 (PUT only) the trailer is followed by the data's chunk CRC32Cs
+//!      7    1 zero
 //!      8    8 request id (chosen by the sender of a request; an ACK carries it back)
 //!     16    4 metadata length, bytes (at most META_MAX_BYTES)
 //!     20    4 CRC32C of the metadata
@@ -47,6 +48,12 @@
 //!      4    4 flags: bit 0 abort (the sender could not complete the body: store nothing)
 //!      8   16 XXH3-128 of the data (the ETag)
 //!     24    4 CRC32C of trailer bytes 0..24
+//!
+//! PUT chunk CRCs (when the header's flag bit 0 is set), after the trailer: one CRC32C per
+//! 1 MiB chunk of the data as the sender's record stores them (u32 each, as many as the data
+//! length makes chunks), then a CRC32C of those bytes. The receiver checks the chunks it
+//! receives against them (and takes the trailer's digest as given) instead of hashing the
+//! data a second time; a receiver that does not know the flag refuses the frame.
 //! ```
 //!
 //! Decoders never panic and never allocate more than the limits allow, whatever the bytes.
@@ -132,6 +139,8 @@ pub enum FrameError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameHeader {
     pub kind: Kind,
+    /// `PUT_CHUNK_CRCS` or 0.
+    pub flags: u8,
     pub request: u64,
     pub meta_len: u32,
     pub meta_crc: u32,
@@ -150,12 +159,25 @@ fn le_u64(b: &[u8], at: usize) -> u64 {
 impl FrameHeader {
     /// Encodes the header for `kind` with this metadata.
     pub fn encode(kind: Kind, request: u64, meta: &[u8], data_len: u64) -> [u8; HEADER_BYTES] {
+        Self::encode_flagged(kind, 0, request, meta, data_len)
+    }
+
+    /// [`FrameHeader::encode`] with flags (`PUT_CHUNK_CRCS` on a PUT).
+    pub fn encode_flagged(
+        kind: Kind,
+        flags: u8,
+        request: u64,
+        meta: &[u8],
+        data_len: u64,
+    ) -> [u8; HEADER_BYTES] {
         assert!(meta.len() <= META_MAX_BYTES, "metadata too long");
         assert!(kind == Kind::Put || data_len == 0);
+        assert!(flags & !PUT_CHUNK_CRCS == 0 && (flags == 0 || kind == Kind::Put), "flags");
         let mut b = [0u8; HEADER_BYTES];
         b[0..4].copy_from_slice(&MAGIC.to_le_bytes());
         b[4] = PROTOCOL_VERSION;
         b[5] = kind as u8;
+        b[6] = flags;
         b[8..16].copy_from_slice(&request.to_le_bytes());
         b[16..20].copy_from_slice(&(meta.len() as u32).to_le_bytes());
         b[20..24].copy_from_slice(&crc32c::crc32c(meta).to_le_bytes());
@@ -177,11 +199,16 @@ impl FrameHeader {
             return Err(FrameError::Version(b[4]));
         }
         let kind = Kind::from_u8(b[5]).ok_or(FrameError::Kind(b[5]))?;
-        if b[6] != 0 || b[7] != 0 || b[32..36].iter().any(|&x| x != 0) {
+        if b[7] != 0 || b[32..36].iter().any(|&x| x != 0) {
             return Err(FrameError::Field("reserved header bytes are not zero"));
+        }
+        let flags = b[6];
+        if flags & !PUT_CHUNK_CRCS != 0 || (flags != 0 && kind != Kind::Put) {
+            return Err(FrameError::Field("unknown header flags"));
         }
         let h = FrameHeader {
             kind,
+            flags,
             request: le_u64(b, 8),
             meta_len: le_u32(b, 16),
             meta_crc: le_u32(b, 20),
@@ -252,6 +279,37 @@ impl Trailer {
         digest.copy_from_slice(&b[8..24]);
         Ok(Trailer { abort: flags & 1 == 1, digest })
     }
+}
+
+/// Header flag: the PUT's trailer is followed by its data's chunk CRC32Cs.
+pub const PUT_CHUNK_CRCS: u8 = 1;
+
+/// Bytes of the chunk CRCs that follow the trailer of a PUT of `data_len` bytes.
+pub fn chunk_crcs_bytes(data_len: u64) -> usize {
+    4 * podstore_engine::record::chunk_count(data_len) as usize + 4
+}
+
+/// Encodes chunk CRCs (then a CRC32C of them).
+pub fn encode_chunk_crcs(crcs: &[u32]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(4 * crcs.len() + 4);
+    for c in crcs {
+        b.extend_from_slice(&c.to_le_bytes());
+    }
+    let crc = crc32c::crc32c(&b);
+    b.extend_from_slice(&crc.to_le_bytes());
+    b
+}
+
+/// Decodes chunk CRCs (exactly `chunk_crcs_bytes` of the data length).
+pub fn decode_chunk_crcs(b: &[u8]) -> Result<Vec<u32>, FrameError> {
+    if b.len() < 4 || !b.len().is_multiple_of(4) {
+        return Err(FrameError::Field("chunk CRCs length"));
+    }
+    let end = b.len() - 4;
+    if crc32c::crc32c(&b[..end]) != le_u32(b, end) {
+        return Err(FrameError::TrailerChecksum);
+    }
+    Ok(b[..end].chunks_exact(4).map(|c| le_u32(c, 0)).collect())
 }
 
 /// A write copied to a peer: what PUT and DELETE metadata say.
@@ -626,6 +684,36 @@ mod tests {
             assert!(FrameHeader::decode(&b, 5 << 30).is_err(), "bit {bit}");
         }
         assert_eq!(FrameHeader::decode(&h, 1000), Err(FrameError::Field("object too large")));
+        // The chunk-CRC flag: on a PUT only; no other flag.
+        let f = FrameHeader::encode_flagged(Kind::Put, PUT_CHUNK_CRCS, 78, meta, 3 << 20);
+        assert_eq!(FrameHeader::decode(&f, 5 << 30).expect("flagged").flags, PUT_CHUNK_CRCS);
+        assert_eq!(d.flags, 0);
+        let forged = |kind: Kind, flags: u8| {
+            let mut b = FrameHeader::encode(kind, 1, b"", 0);
+            b[6] = flags;
+            let crc = crc32c::crc32c(&b[0..36]);
+            b[36..40].copy_from_slice(&crc.to_le_bytes());
+            FrameHeader::decode(&b, 5 << 30)
+        };
+        assert_eq!(forged(Kind::Ping, PUT_CHUNK_CRCS), Err(FrameError::Field("unknown header flags")));
+        assert_eq!(forged(Kind::Put, 2), Err(FrameError::Field("unknown header flags")));
+        assert!(forged(Kind::Put, PUT_CHUNK_CRCS).is_ok());
+    }
+
+    #[test]
+    fn chunk_crcs_round_trip_and_are_checked() {
+        let crcs = vec![1u32, 0xdead_beef, 7];
+        let b = encode_chunk_crcs(&crcs);
+        assert_eq!(b.len(), chunk_crcs_bytes(2 * (1 << 20) + 1));
+        assert_eq!(decode_chunk_crcs(&b), Ok(crcs));
+        assert_eq!(decode_chunk_crcs(&encode_chunk_crcs(&[])), Ok(vec![]));
+        assert_eq!(chunk_crcs_bytes(0), 4);
+        for bit in 0..b.len() * 8 {
+            let mut x = b.clone();
+            x[bit / 8] ^= 1 << (bit % 8);
+            assert!(decode_chunk_crcs(&x).is_err(), "bit {bit}");
+        }
+        assert!(decode_chunk_crcs(&b[..7]).is_err() && decode_chunk_crcs(&[]).is_err());
     }
 
     #[test]

@@ -369,7 +369,10 @@ impl PeerLink {
     }
 
     /// Sends a copy of a PUT: `body` yields the object's bytes (exactly `len`) and then an
-    /// end marker. Returns when the peer has answered, or the connection failed.
+    /// end marker. Returns when the peer has answered, or the connection failed. `crcs`: the
+    /// chunk CRC32Cs the record stores (a stored write's copy), which the peer then checks the
+    /// data by instead of hashing it again.
+    #[allow(clippy::too_many_arguments)]
     pub async fn send_put(
         &self,
         version: Version,
@@ -377,6 +380,7 @@ impl PeerLink {
         key: &[u8],
         content_type: &str,
         len: u64,
+        crcs: Option<Vec<u32>>,
         mut body: mpsc::Receiver<Piece>,
     ) -> CopyResult {
         let want = self.placement.borrow().clone().and_then(|p| {
@@ -397,7 +401,8 @@ impl PeerLink {
             let req = conn.register(tx);
             let r: Result<(), String> = async {
                 let mut head = Vec::with_capacity(HEADER_BYTES + meta.len());
-                head.extend_from_slice(&FrameHeader::encode(Kind::Put, req, &meta, len));
+                let flags = if crcs.is_some() { super::frame::PUT_CHUNK_CRCS } else { 0 };
+                head.extend_from_slice(&FrameHeader::encode_flagged(Kind::Put, flags, req, &meta, len));
                 head.extend_from_slice(&meta);
                 w.write_all(&head).await.map_err(|e| e.to_string())?;
                 let mut sent = 0u64;
@@ -430,7 +435,14 @@ impl PeerLink {
                     return Err("the body ended early; copy abandoned".into());
                 }
                 let t = Trailer { abort: digest.is_none(), digest: digest.unwrap_or_default() };
-                w.write_all(&t.encode()).await.map_err(|e| e.to_string())
+                w.write_all(&t.encode()).await.map_err(|e| e.to_string())?;
+                if let Some(mut c) = crcs {
+                    // Exactly as many as the length makes chunks, whatever the record said: a
+                    // wrong list fails the peer's check, not the framing.
+                    c.resize(podstore_engine::record::chunk_count(len) as usize, 0);
+                    w.write_all(&super::frame::encode_chunk_crcs(&c)).await.map_err(|e| e.to_string())?;
+                }
+                Ok(())
             }
             .await;
             if let Err(e) = r {

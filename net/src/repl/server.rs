@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use podstore_engine::Stamp;
+use podstore_engine::{CopyCheck, Stamp};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -332,6 +332,8 @@ async fn receive_put(
     let mut tb = [0u8; TRAILER_BYTES];
     timed(r.read_exact(&mut tb)).await?;
     let trailer = Trailer::decode(&tb).map_err(|e| format!("bad trailer: {e}"))?;
+    // (The owning core hashes what it receives from here: the CRCs are read to stay in step.)
+    read_chunk_crcs(r, h).await?;
     if let Some(t) = to_core.take() {
         let end = if trailer.abort {
             BodyMsg::End { ok: false, digest: None }
@@ -357,6 +359,17 @@ async fn receive_put(
     Ok(())
 }
 
+/// The chunk CRCs after a PUT's trailer, when its header says they follow.
+async fn read_chunk_crcs(r: &mut OwnedReadHalf, h: &FrameHeader) -> Result<Option<Vec<u32>>, String> {
+    if h.flags & frame::PUT_CHUNK_CRCS == 0 {
+        return Ok(None);
+    }
+    // Bounded: the data length was checked against the largest object.
+    let mut b = vec![0u8; frame::chunk_crcs_bytes(h.data_len)];
+    timed(r.read_exact(&mut b)).await?;
+    frame::decode_chunk_crcs(&b).map(Some).map_err(|e| format!("bad chunk CRCs: {e}"))
+}
+
 /// Reads and drops `n` bytes (a body nothing will store), keeping the stream in step.
 async fn discard(r: &mut OwnedReadHalf, mut n: u64, scratch: &mut Vec<u8>) -> Result<(), String> {
     scratch.resize(64 << 10, 0);
@@ -370,7 +383,8 @@ async fn discard(r: &mut OwnedReadHalf, mut n: u64, scratch: &mut Vec<u8>) -> Re
 
 /// A PUT copy for a shard on this core: the body goes from the socket straight into the
 /// record's aligned write buffers (no intermediate copy), and is committed only if it
-/// matches the digest in the trailer.
+/// matches the chunk CRCs that follow the trailer (computed here anyway, for the record's
+/// footer: one pass over each byte) or, without them, the digest in the trailer.
 async fn receive_put_direct(
     shard: &std::rc::Rc<podstore_engine::Shard<podstore_disks::AnyIo>>,
     peer: &str,
@@ -390,6 +404,9 @@ async fn receive_put_direct(
                 None
             }
         };
+    if let Some(w) = writer.as_mut().filter(|_| h.flags & frame::PUT_CHUNK_CRCS != 0) {
+        w.check_chunks_only();
+    }
     let mut left = len;
     while left > 0 {
         match writer.as_mut() {
@@ -416,6 +433,7 @@ async fn receive_put_direct(
     let mut tb = [0u8; TRAILER_BYTES];
     timed(r.read_exact(&mut tb)).await?;
     let trailer = Trailer::decode(&tb).map_err(|e| format!("bad trailer: {e}"))?;
+    let crcs = read_chunk_crcs(r, h).await?;
     let (out, request) = (out.clone(), h.request);
     // Waiting for the group fdatasync must not hold up the next frame.
     tokio::task::spawn_local(async move {
@@ -426,7 +444,13 @@ async fn receive_put_direct(
                 let _ = w.abort().await;
                 (AckStatus::Failed, "aborted by the sender".to_string())
             }
-            (None, Some(w)) => match w.finish_expecting(Some(trailer.digest)).await {
+            (None, Some(w)) => match w
+                .finish_copy(match crcs {
+                    Some(crcs) => CopyCheck::Chunks { digest: trailer.digest, crcs },
+                    None => CopyCheck::Digest(trailer.digest),
+                })
+                .await
+            {
                 Ok(_) => (AckStatus::Stored, String::new()),
                 Err(e) => (AckStatus::Failed, e.to_string()),
             },
