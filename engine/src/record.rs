@@ -339,9 +339,8 @@ pub(crate) struct DataSums {
     crcs: Vec<u32>,
     current: u32,
     in_chunk: u64,
-    digest: xxhash_rust::xxh3::Xxh3,
-    /// Whether the digest is computed (a copy checked by its chunk CRCs takes it as given).
-    hashing: bool,
+    /// None: the digest is not computed (a copy checked by its chunk CRCs takes it as given).
+    digest: Option<xxhash_rust::xxh3::Xxh3>,
     total: u64,
 }
 
@@ -357,8 +356,7 @@ impl DataSums {
             crcs: Vec::new(),
             current: 0,
             in_chunk: 0,
-            digest: xxhash_rust::xxh3::Xxh3::new(),
-            hashing: true,
+            digest: Some(xxhash_rust::xxh3::Xxh3::new()),
             total: 0,
         }
     }
@@ -366,12 +364,12 @@ impl DataSums {
     /// Stops computing the whole object's digest (before any data): the chunk CRCs only.
     pub(crate) fn crcs_only(&mut self) {
         assert_eq!(self.total, 0, "the digest is given up before any data");
-        self.hashing = false;
+        self.digest = None;
     }
 
     /// Whether the digest is computed.
     pub(crate) fn hashing(&self) -> bool {
-        self.hashing
+        self.digest.is_some()
     }
 
     pub(crate) fn update(&mut self, data: &[u8]) {
@@ -383,8 +381,8 @@ impl DataSums {
     }
 
     fn update_block(&mut self, mut data: &[u8]) {
-        if self.hashing {
-            self.digest.update(data);
+        if let Some(d) = self.digest.as_mut() {
+            d.update(data);
         }
         self.total += data.len() as u64;
         while !data.is_empty() {
@@ -409,7 +407,9 @@ impl DataSums {
         if self.in_chunk > 0 {
             self.crcs.push(self.current);
         }
-        Footer { seq, digest: self.digest.digest128().to_le_bytes(), chunk_crcs: self.crcs }
+        // (Zero when not computed: the caller stores the digest it was given instead.)
+        let digest = self.digest.map_or([0; 16], |d| d.digest128().to_le_bytes());
+        Footer { seq, digest, chunk_crcs: self.crcs }
     }
 }
 

@@ -435,14 +435,14 @@ impl PeerLink {
                     return Err("the body ended early; copy abandoned".into());
                 }
                 let t = Trailer { abort: digest.is_none(), digest: digest.unwrap_or_default() };
-                w.write_all(&t.encode()).await.map_err(|e| e.to_string())?;
+                let mut tail = t.encode().to_vec();
                 if let Some(mut c) = crcs {
                     // Exactly as many as the length makes chunks, whatever the record said: a
                     // wrong list fails the peer's check, not the framing.
                     c.resize(podstore_engine::record::chunk_count(len) as usize, 0);
-                    w.write_all(&super::frame::encode_chunk_crcs(&c)).await.map_err(|e| e.to_string())?;
+                    tail.extend_from_slice(&super::frame::encode_chunk_crcs(&c));
                 }
-                Ok(())
+                w.write_all(&tail).await.map_err(|e| e.to_string())
             }
             .await;
             if let Err(e) = r {
