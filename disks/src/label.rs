@@ -71,7 +71,7 @@ impl Label {
         b[17] = self.node_id.len() as u8;
         b[24..24 + self.node_id.len()].copy_from_slice(self.node_id.as_bytes());
         b[88..96].copy_from_slice(&self.created_unix_s.to_le_bytes());
-        let crc = crc32c::crc32c(&b[0..96]);
+        let crc = crate::crc::crc32c(&b[0..96]);
         b[96..100].copy_from_slice(&crc.to_le_bytes());
         b
     }
@@ -85,7 +85,7 @@ impl Label {
             return Err(LabelError::Magic);
         }
         let crc = u32::from_le_bytes([b[96], b[97], b[98], b[99]]);
-        if crc32c::crc32c(&b[0..96]) != crc {
+        if crate::crc::crc32c(&b[0..96]) != crc {
             return Err(LabelError::Checksum);
         }
         let version = u32::from_le_bytes([b[8], b[9], b[10], b[11]]);

@@ -11,6 +11,7 @@
 mod any;
 mod buf;
 mod cpu;
+pub mod crc;
 mod disk;
 mod error;
 mod faulty;

@@ -251,7 +251,7 @@ impl Checkpoint {
         out[12..16].copy_from_slice(&self.shard_id.to_le_bytes());
         out[16..24].copy_from_slice(&self.max_seq.to_le_bytes());
         out[24..32].copy_from_slice(&(body.len() as u64).to_le_bytes());
-        out[32..36].copy_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+        out[32..36].copy_from_slice(&podstore_disks::crc::crc32c(&body).to_le_bytes());
         out[36..40].copy_from_slice(&(self.blobs.len() as u32).to_le_bytes());
         out[40..48].copy_from_slice(&(self.in_flight.len() as u64).to_le_bytes());
         out[48..56].copy_from_slice(&(self.main.len() as u64).to_le_bytes());
@@ -260,7 +260,7 @@ impl Checkpoint {
         out[72..80].copy_from_slice(&self.max_hlc.to_le_bytes());
         out[80..84].copy_from_slice(&(self.backlogs.len() as u32).to_le_bytes());
         out[84..88].copy_from_slice(&(self.digests.len() as u32).to_le_bytes());
-        let crc = crc32c::crc32c(&out[0..124]);
+        let crc = podstore_disks::crc::crc32c(&out[0..124]);
         out[124..128].copy_from_slice(&crc.to_le_bytes());
         out.extend_from_slice(&body);
         out.resize(out.len().div_ceil(4096) * 4096, 0);
@@ -276,7 +276,7 @@ impl Checkpoint {
         if header.len() < 128 {
             return Err(CkptError::Short);
         }
-        if crc32c::crc32c(&header[0..124])
+        if podstore_disks::crc::crc32c(&header[0..124])
             != u32::from_le_bytes([header[124], header[125], header[126], header[127]])
         {
             return Err(CkptError::HeaderChecksum);
@@ -313,7 +313,7 @@ impl Checkpoint {
             return Err(CkptError::Short);
         }
         let body = &b[CKPT_HEADER_BYTES..body_end as usize];
-        if crc32c::crc32c(body) != body_crc {
+        if podstore_disks::crc::crc32c(body) != body_crc {
             return Err(CkptError::BodyChecksum);
         }
         // The fixed-size sections must fit the body before anything is allocated for them.
@@ -475,7 +475,7 @@ mod tests {
             }
             // Re-seal the header checksum sometimes so the body decoder is reached.
             if rng.bool() {
-                let crc = crc32c::crc32c(&b[0..124]);
+                let crc = podstore_disks::crc::crc32c(&b[0..124]);
                 b[124..128].copy_from_slice(&crc.to_le_bytes());
             }
             let n = rng.usize(0..=b.len());

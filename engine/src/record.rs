@@ -199,8 +199,8 @@ impl Header {
         b[HEADER_BYTES + key.len()..ds].copy_from_slice(content_type);
         let tag = rk.tag(&b[0..80], &b[HEADER_BYTES..ds]);
         b[80..96].copy_from_slice(&tag);
-        let mut crc = crc32c::crc32c(&b[0..124]);
-        crc = crc32c::crc32c_append(crc, &b[HEADER_BYTES..ds]);
+        let mut crc = podstore_disks::crc::crc32c(&b[0..124]);
+        crc = podstore_disks::crc::crc32c_append(crc, &b[HEADER_BYTES..ds]);
         b[124..128].copy_from_slice(&crc.to_le_bytes());
     }
 
@@ -223,8 +223,8 @@ impl Header {
         if b.len() < ds {
             return Err(FormatError::Short);
         }
-        let mut crc = crc32c::crc32c(&b[0..124]);
-        crc = crc32c::crc32c_append(crc, &b[HEADER_BYTES..ds]);
+        let mut crc = podstore_disks::crc::crc32c(&b[0..124]);
+        crc = podstore_disks::crc::crc32c_append(crc, &b[HEADER_BYTES..ds]);
         if crc != le_u32(b, 124) {
             return Err(FormatError::HeaderChecksum);
         }
@@ -301,7 +301,7 @@ impl Footer {
         for c in &self.chunk_crcs {
             b.extend_from_slice(&c.to_le_bytes());
         }
-        let crc = crc32c::crc32c(&b);
+        let crc = podstore_disks::crc::crc32c(&b);
         b.extend_from_slice(&crc.to_le_bytes());
         b
     }
@@ -318,7 +318,7 @@ impl Footer {
         if le_u32(b, 0) != FOOTER_MAGIC {
             return Err(FormatError::Magic);
         }
-        if crc32c::crc32c(&b[..len - 4]) != le_u32(b, len - 4) {
+        if podstore_disks::crc::crc32c(&b[..len - 4]) != le_u32(b, len - 4) {
             return Err(FormatError::FooterChecksum);
         }
         if le_u32(b, 4) as u64 != n {
@@ -388,7 +388,7 @@ impl DataSums {
         while !data.is_empty() {
             let room = (CHUNK_BYTES - self.in_chunk) as usize;
             let n = room.min(data.len());
-            self.current = crc32c::crc32c_append(self.current, &data[..n]);
+            self.current = podstore_disks::crc::crc32c_append(self.current, &data[..n]);
             self.in_chunk += n as u64;
             data = &data[n..];
             if self.in_chunk == CHUNK_BYTES {
@@ -419,7 +419,7 @@ pub(crate) fn verify_chunks(footer: &Footer, first: u64, data: &[u8]) -> Result<
     for (i, chunk) in data.chunks(CHUNK_BYTES as usize).enumerate() {
         let idx = first + i as u64;
         let want = footer.chunk_crcs.get(idx as usize).ok_or(FormatError::Field("chunk index"))?;
-        if crc32c::crc32c(chunk) != *want {
+        if podstore_disks::crc::crc32c(chunk) != *want {
             return Err(FormatError::DataChecksum(idx as u32));
         }
     }
@@ -440,7 +440,7 @@ mod tests {
     #[test]
     fn data_sums_are_the_same_however_the_body_is_cut() {
         let data: Vec<u8> = (0..(3 * CHUNK_BYTES as usize + 12_345)).map(|i| (i * 31 % 251) as u8).collect();
-        let want_crcs: Vec<u32> = data.chunks(CHUNK_BYTES as usize).map(crc32c::crc32c).collect();
+        let want_crcs: Vec<u32> = data.chunks(CHUNK_BYTES as usize).map(podstore_disks::crc::crc32c).collect();
         let want_digest = xxhash_rust::xxh3::xxh3_128(&data).to_le_bytes();
         for cut in [1usize, 4095, 65_536, 65_537, 1 << 20, (1 << 20) + 3, 3 << 20, data.len()] {
             let mut s = DataSums::new();
@@ -493,7 +493,7 @@ mod tests {
         v1[4..6].copy_from_slice(&1u16.to_le_bytes());
         v1[80..96].fill(0);
         let crc =
-            crc32c::crc32c_append(crc32c::crc32c(&v1[0..124]), &v1[HEADER_BYTES..h.data_start() as usize]);
+            podstore_disks::crc::crc32c_append(podstore_disks::crc::crc32c(&v1[0..124]), &v1[HEADER_BYTES..h.data_start() as usize]);
         v1[124..128].copy_from_slice(&crc.to_le_bytes());
         assert_eq!(Header::decode(&v1, &rk), Err(FormatError::Version(1)));
     }

@@ -95,7 +95,7 @@ impl RecordKey {
         b[12..16].copy_from_slice(&shard.to_le_bytes());
         b[16..32].copy_from_slice(&self.0);
         b[32..40].copy_from_slice(&created_unix_s.to_le_bytes());
-        let crc = crc32c::crc32c(&b[0..40]);
+        let crc = podstore_disks::crc::crc32c(&b[0..40]);
         b[40..44].copy_from_slice(&crc.to_le_bytes());
         b.copy_within(0..COPY_BYTES, COPY_BYTES);
         b
@@ -108,7 +108,7 @@ impl RecordKey {
             let u32_at = |at: usize| u32::from_le_bytes([copy[at], copy[at + 1], copy[at + 2], copy[at + 3]]);
             if &copy[0..8] != MAGIC {
                 why = "bad magic".into();
-            } else if crc32c::crc32c(&copy[0..40]) != u32_at(40) {
+            } else if podstore_disks::crc::crc32c(&copy[0..40]) != u32_at(40) {
                 why = "checksum mismatch".into();
             } else if u32_at(8) != VERSION {
                 why = format!("format version {} is not supported (this build reads {VERSION})", u32_at(8));

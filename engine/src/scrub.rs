@@ -73,7 +73,7 @@ impl ScrubStats {
             "{STATE_MAGIC}passes={}\nlast_pass_end_ms={}\npass_started_ms={}\nnext_blob={}\n",
             self.passes, self.last_pass_end_ms, self.pass_started_ms, self.next_blob
         );
-        format!("{body}crc={:08x}\n", crc32c::crc32c(body.as_bytes()))
+        format!("{body}crc={:08x}\n", podstore_disks::crc::crc32c(body.as_bytes()))
     }
 
     /// Decodes a state file (None if it fails its checks).
@@ -83,7 +83,7 @@ impl ScrubStats {
         let at = text.find("crc=")?;
         let (body, crc) = text.split_at(at);
         let crc = u32::from_str_radix(crc.strip_prefix("crc=")?.trim_end(), 16).ok()?;
-        if crc32c::crc32c(body.as_bytes()) != crc || !body.starts_with(STATE_MAGIC) {
+        if podstore_disks::crc::crc32c(body.as_bytes()) != crc || !body.starts_with(STATE_MAGIC) {
             return None;
         }
         let mut st = ScrubStats { loaded: true, ..Default::default() };

@@ -101,7 +101,7 @@ impl PlacementState {
             let mount = if a.require_mount_point { "mount" } else { "any" };
             s.push_str(&format!("added {id} {tier} {cache} {mount} {}\n", a.path.display()));
         }
-        let crc = crc32c::crc32c(s.as_bytes());
+        let crc = podstore_disks::crc::crc32c(s.as_bytes());
         s.push_str(&format!("crc {crc:08x}\n"));
         s
     }
@@ -111,7 +111,7 @@ impl PlacementState {
         let at = text.rfind("crc ")?;
         let (body, crc) = text.split_at(at);
         let crc = u32::from_str_radix(crc.strip_prefix("crc ")?.trim_end(), 16).ok()?;
-        if crc32c::crc32c(body.as_bytes()) != crc {
+        if podstore_disks::crc::crc32c(body.as_bytes()) != crc {
             return None;
         }
         let mut lines = body.lines();

@@ -140,8 +140,8 @@ fn peers_that_cannot_authenticate_are_refused_and_counted() {
     h[4] = 1;
     h[5] = 1;
     h[16..20].copy_from_slice(&(meta.len() as u32).to_le_bytes());
-    h[20..24].copy_from_slice(&crc32c::crc32c(&meta).to_le_bytes());
-    let crc = crc32c::crc32c(&h[0..36]);
+    h[20..24].copy_from_slice(&podstore_disks::crc::crc32c(&meta).to_le_bytes());
+    let crc = podstore_disks::crc::crc32c(&h[0..36]);
     h[36..40].copy_from_slice(&crc.to_le_bytes());
     s.write_all(&h).expect("hello");
     s.write_all(&meta).expect("hello");
@@ -469,7 +469,7 @@ fn a_copy_checked_by_its_chunk_crcs_is_stored_only_when_every_chunk_matches() {
         })
         .expect("a key of the accepting core");
     let data: Vec<u8> = (0..2_300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
-    let crcs: Vec<u32> = data.chunks(1 << 20).map(crc32c::crc32c).collect();
+    let crcs: Vec<u32> = data.chunks(1 << 20).map(podstore_disks::crc::crc32c).collect();
     let digest = xxhash_rust::xxh3::xxh3_128(&data).to_le_bytes();
     let copy = |s: &mut std::net::TcpStream, req: u64, hlc: u64, body: &[u8]| -> (AckStatus, String) {
         let meta = WriteMeta {

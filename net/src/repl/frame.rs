@@ -180,9 +180,9 @@ impl FrameHeader {
         b[6] = flags;
         b[8..16].copy_from_slice(&request.to_le_bytes());
         b[16..20].copy_from_slice(&(meta.len() as u32).to_le_bytes());
-        b[20..24].copy_from_slice(&crc32c::crc32c(meta).to_le_bytes());
+        b[20..24].copy_from_slice(&podstore_disks::crc::crc32c(meta).to_le_bytes());
         b[24..32].copy_from_slice(&data_len.to_le_bytes());
-        let crc = crc32c::crc32c(&b[0..36]);
+        let crc = podstore_disks::crc::crc32c(&b[0..36]);
         b[36..40].copy_from_slice(&crc.to_le_bytes());
         b
     }
@@ -192,7 +192,7 @@ impl FrameHeader {
         if le_u32(b, 0) != MAGIC {
             return Err(FrameError::Magic);
         }
-        if crc32c::crc32c(&b[0..36]) != le_u32(b, 36) {
+        if podstore_disks::crc::crc32c(&b[0..36]) != le_u32(b, 36) {
             return Err(FrameError::HeaderChecksum);
         }
         if b[4] != PROTOCOL_VERSION {
@@ -231,7 +231,7 @@ impl FrameHeader {
         if meta.len() != self.meta_len as usize {
             return Err(FrameError::Field("metadata length"));
         }
-        if crc32c::crc32c(meta) != self.meta_crc {
+        if podstore_disks::crc::crc32c(meta) != self.meta_crc {
             return Err(FrameError::MetaChecksum);
         }
         Ok(())
@@ -259,7 +259,7 @@ impl Trailer {
         b[0..4].copy_from_slice(&TRAILER_MAGIC.to_le_bytes());
         b[4..8].copy_from_slice(&u32::from(self.abort).to_le_bytes());
         b[8..24].copy_from_slice(&self.digest);
-        let crc = crc32c::crc32c(&b[0..24]);
+        let crc = podstore_disks::crc::crc32c(&b[0..24]);
         b[24..28].copy_from_slice(&crc.to_le_bytes());
         b
     }
@@ -268,7 +268,7 @@ impl Trailer {
         if le_u32(b, 0) != TRAILER_MAGIC {
             return Err(FrameError::Magic);
         }
-        if crc32c::crc32c(&b[0..24]) != le_u32(b, 24) {
+        if podstore_disks::crc::crc32c(&b[0..24]) != le_u32(b, 24) {
             return Err(FrameError::TrailerChecksum);
         }
         let flags = le_u32(b, 4);
@@ -295,7 +295,7 @@ pub fn encode_chunk_crcs(crcs: &[u32]) -> Vec<u8> {
     for c in crcs {
         b.extend_from_slice(&c.to_le_bytes());
     }
-    let crc = crc32c::crc32c(&b);
+    let crc = podstore_disks::crc::crc32c(&b);
     b.extend_from_slice(&crc.to_le_bytes());
     b
 }
@@ -306,7 +306,7 @@ pub fn decode_chunk_crcs(b: &[u8]) -> Result<Vec<u32>, FrameError> {
         return Err(FrameError::Field("chunk CRCs length"));
     }
     let end = b.len() - 4;
-    if crc32c::crc32c(&b[..end]) != le_u32(b, end) {
+    if podstore_disks::crc::crc32c(&b[..end]) != le_u32(b, end) {
         return Err(FrameError::TrailerChecksum);
     }
     Ok(b[..end].chunks_exact(4).map(|c| le_u32(c, 0)).collect())
@@ -691,7 +691,7 @@ mod tests {
         let forged = |kind: Kind, flags: u8| {
             let mut b = FrameHeader::encode(kind, 1, b"", 0);
             b[6] = flags;
-            let crc = crc32c::crc32c(&b[0..36]);
+            let crc = podstore_disks::crc::crc32c(&b[0..36]);
             b[36..40].copy_from_slice(&crc.to_le_bytes());
             FrameHeader::decode(&b, 5 << 30)
         };
