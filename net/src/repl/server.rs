@@ -23,6 +23,9 @@ use crate::core::{BodyMsg, CoreMsg, PutOutcome, Shards, Shared, PIECES_IN_FLIGHT
 /// Largest piece a copy's body is read in.
 const PIECE_BYTES: usize = 1 << 20;
 
+/// Answers gathered into one write at most (an answer that is larger goes alone).
+const ANSWER_BATCH_BYTES: usize = 64 << 10;
+
 thread_local! {
     /// How long a read of a frame's part may wait (three times `peer_idle_ms`, set when a
     /// connection starts; the config is the node's, so every connection agrees). A peer cut
@@ -171,11 +174,22 @@ async fn serve_peer(
     })??;
     tracing::info!("replication: {peer} connected");
     let (mut r, mut w) = stream.into_split();
-    // One writer task sends every answer (acks finish out of order).
+    // One writer task sends every answer (acks finish out of order). The answers ready at the
+    // same moment (a group commit completes several copies at once) go out in one write: each
+    // send costs the receiving core a pass through both TCP stacks (on veth, the peer's too).
     let (out, mut out_rx) = mpsc::channel::<Vec<u8>>(256);
     let writer = tokio::task::spawn_local(async move {
+        let mut batch = Vec::new();
         while let Some(b) = out_rx.recv().await {
-            if w.write_all(&b).await.is_err() {
+            batch.clear();
+            batch.extend_from_slice(&b);
+            while batch.len() < ANSWER_BATCH_BYTES {
+                match out_rx.try_recv() {
+                    Ok(more) => batch.extend_from_slice(&more),
+                    Err(_) => break,
+                }
+            }
+            if w.write_all(&batch).await.is_err() {
                 return;
             }
         }
