@@ -82,14 +82,18 @@ disk() { # name dir: a loop device of our own with XFS over a file in dir, mount
   local d; d=$(losetup -f --show --direct-io=on "$2/$1.img"); devs+=("$d")
   mkfs.xfs -q -f "$d"; mkdir -p "$work/mnt-$1"; mount "$d" "$work/mnt-$1"
 }
-sender_disk=tmpfs
-if [ "${PODSTORE_BENCH_SENDER_DISK:-zram}" = zram ] && [ -w /sys/class/zram-control/hot_add ]; then
-  zid=$(cat /sys/class/zram-control/hot_add); sender_disk=zram
-  grep -qw lz4 "/sys/block/zram$zid/comp_algorithm" && echo lz4 > "/sys/block/zram$zid/comp_algorithm"
-  echo 24G > "/sys/block/zram$zid/disksize"
-  mkfs.xfs -q -f "/dev/zram$zid"; mkdir -p "$work/mnt-a"; mount "/dev/zram$zid" "$work/mnt-a"
-else
-  disk a "$shm"
+zram_disk() { # a zram device of our own with XFS, mounted at $work/mnt-a; fails if any step does
+  [ -w /sys/class/zram-control/hot_add ] || return 1
+  zid=$(cat /sys/class/zram-control/hot_add 2>/dev/null) || { zid=""; return 1; }
+  [ -b "/dev/zram$zid" ] || return 1
+  if grep -qw lz4 "/sys/block/zram$zid/comp_algorithm"; then echo lz4 > "/sys/block/zram$zid/comp_algorithm" || return 1; fi
+  echo 24G > "/sys/block/zram$zid/disksize" && mkfs.xfs -q -f "/dev/zram$zid" &&
+    mkdir -p "$work/mnt-a" && mount "/dev/zram$zid" "$work/mnt-a"
+}
+sender_disk=zram
+if [ "${PODSTORE_BENCH_SENDER_DISK:-zram}" != zram ] || ! zram_disk; then
+  [ "${PODSTORE_BENCH_SENDER_DISK:-zram}" != zram ] || echo "repl-bench: no zram device of our own; the sender's disk is a loop device over tmpfs" >&2
+  sender_disk=tmpfs; disk a "$shm"
 fi
 disk b "$work"
 ma="$work/mnt-a"; mb="$work/mnt-b"
