@@ -440,7 +440,8 @@ mod tests {
     #[test]
     fn data_sums_are_the_same_however_the_body_is_cut() {
         let data: Vec<u8> = (0..(3 * CHUNK_BYTES as usize + 12_345)).map(|i| (i * 31 % 251) as u8).collect();
-        let want_crcs: Vec<u32> = data.chunks(CHUNK_BYTES as usize).map(podstore_disks::crc::crc32c).collect();
+        let want_crcs: Vec<u32> =
+            data.chunks(CHUNK_BYTES as usize).map(podstore_disks::crc::crc32c).collect();
         let want_digest = xxhash_rust::xxh3::xxh3_128(&data).to_le_bytes();
         for cut in [1usize, 4095, 65_536, 65_537, 1 << 20, (1 << 20) + 3, 3 << 20, data.len()] {
             let mut s = DataSums::new();
@@ -492,8 +493,10 @@ mod tests {
         let mut v1 = b.clone();
         v1[4..6].copy_from_slice(&1u16.to_le_bytes());
         v1[80..96].fill(0);
-        let crc =
-            podstore_disks::crc::crc32c_append(podstore_disks::crc::crc32c(&v1[0..124]), &v1[HEADER_BYTES..h.data_start() as usize]);
+        let crc = podstore_disks::crc::crc32c_append(
+            podstore_disks::crc::crc32c(&v1[0..124]),
+            &v1[HEADER_BYTES..h.data_start() as usize],
+        );
         v1[124..128].copy_from_slice(&crc.to_le_bytes());
         assert_eq!(Header::decode(&v1, &rk), Err(FormatError::Version(1)));
     }

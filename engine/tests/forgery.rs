@@ -54,7 +54,9 @@ fn forged_record(offset: u64, rk: &RecordKey) -> Vec<u8> {
     h.encode(VICTIM_KEY, b"", &mut b, rk);
     b.extend_from_slice(FORGED_DATA);
     let digest = xxhash_rust::xxh3::xxh3_128(FORGED_DATA).to_le_bytes();
-    b.extend(Footer { seq: h.seq, digest, chunk_crcs: vec![podstore_disks::crc::crc32c(FORGED_DATA)] }.encode());
+    b.extend(
+        Footer { seq: h.seq, digest, chunk_crcs: vec![podstore_disks::crc::crc32c(FORGED_DATA)] }.encode(),
+    );
     b.resize(h.record_len as usize, 0);
     b
 }

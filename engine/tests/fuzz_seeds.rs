@@ -26,7 +26,8 @@ fn record(key: &[u8], ct: &[u8], data_len: u64, tombstone: bool) -> Vec<u8> {
     let mut b = vec![0u8; h.data_start() as usize];
     h.encode(key, ct, &mut b, &podstore_engine::record_key::FUZZ_KEY);
     b.extend((0..data_len).map(|i| i as u8));
-    let crcs = if data_len == 0 { vec![] } else { vec![podstore_disks::crc::crc32c(&b[h.data_start() as usize..])] };
+    let crcs =
+        if data_len == 0 { vec![] } else { vec![podstore_disks::crc::crc32c(&b[h.data_start() as usize..])] };
     b.extend(Footer { seq: 77, digest: [7; 16], chunk_crcs: crcs }.encode());
     b
 }
