@@ -2,8 +2,9 @@
 # Replication between two appliances in their own network namespaces, beside the machine's
 # own limits measured in the same run:
 #   - catch-up: a backlog of 1 MiB objects written while the peer was away, drained when it
-#     returns, against the smaller of iperf3 between the namespaces and fio's sequential
-#     write rate on the receiving disk (target: at least 0.8); CPU seconds per GiB copied;
+#     returns, against the smaller of iperf3 between the namespaces (as many streams as the
+#     replication's connections; one stream printed beside) and fio's sequential write rate
+#     on the receiving disk (target: at least 0.8); CPU seconds per GiB copied;
 #   - PUT throughput with X-Copies: all across the two appliances against one appliance.
 #
 #   benches/repl/run.sh [--quick]      (root: namespaces, loop devices)
@@ -11,11 +12,13 @@
 #   PODSTORE_BENCH_BACKLOG=MiB the backlog of each round (2048 full, 512 quick),
 #   PODSTORE_BENCH_PIN=0 lets the appliances and the limit measurements float over all cores,
 #   PODSTORE_BENCH_WINDOW=N sets replication.catch_up_in_flight (the node's default otherwise),
-#   PODSTORE_BENCH_CONNS=N replication.connections_per_peer;
+#   PODSTORE_BENCH_CONNS=N replication.connections_per_peer (and iperf3's streams),
+#   PODSTORE_BENCH_SENDER_DISK=tmpfs the sender's disk a loop device over tmpfs instead of zram,
 #   PODSTORE_BENCH_PERF=FILE also records a system-wide `perf record -a -g` of the drain.
 #
-# Each appliance gets an XFS filesystem on a loop device of its own (losetup -f --show
-# --direct-io=on, detached at the end). Needs iproute2, iperf3, fio, xfsprogs.
+# Each appliance gets an XFS filesystem of its own: the receiver's on a loop device
+# (losetup -f --show --direct-io=on, detached at the end), the sender's on a zram device
+# (hot_add, removed at the end; see below). Needs iproute2, iperf3, fio, xfsprogs.
 set -euo pipefail
 quick=0
 [ "${1:-}" = "--quick" ] && quick=1

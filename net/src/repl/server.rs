@@ -179,10 +179,7 @@ async fn serve_peer(
     // send costs the receiving core a pass through both TCP stacks (on veth, the peer's too).
     let (out, mut out_rx) = mpsc::channel::<Vec<u8>>(256);
     let writer = tokio::task::spawn_local(async move {
-        let mut batch = Vec::new();
-        while let Some(b) = out_rx.recv().await {
-            batch.clear();
-            batch.extend_from_slice(&b);
+        while let Some(mut batch) = out_rx.recv().await {
             while batch.len() < ANSWER_BATCH_BYTES {
                 match out_rx.try_recv() {
                     Ok(more) => batch.extend_from_slice(&more),
