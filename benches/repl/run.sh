@@ -111,18 +111,59 @@ disk a2 "$work"; ma2="$work/mnt-a2"
 # measured 2,500-2,800 MiB/s here where four carried 5,800-7,300, so a single-stream figure
 # would understate what the path can carry (it is printed too, for comparison).
 STREAMS=${PODSTORE_BENCH_CONNS:-4}
-iperf() { # streams -> MiB/s
+iperf() { # streams -> "MiB/s start_ms-end_ms"
   ip netns exec "$nsb" $pin_b iperf3 -s -1 -D -p 5201 >/dev/null
   sleep 0.5
-  ip netns exec "$nsa" $pin_a iperf3 -c 10.78.0.2 -p 5201 -t 3 -P "$1" -J | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/8/2**20))'
+  ip netns exec "$nsa" $pin_a iperf3 -c 10.78.0.2 -p 5201 -t 3 -P "$1" -J | python3 -c 'import json,sys; e=json.load(sys.stdin); t=e["start"]["timestamp"]["timesecs"]*1000; print(round(e["end"]["sum_received"]["bits_per_second"]/8/2**20), f"{t}-{t+e['"'"'end'"'"']['"'"'sum_received'"'"']['"'"'seconds'"'"']*1000:.0f}")'
 }
-limits() { # -> "iperf3_streams_MiB iperf3_one_stream_MiB fio_write_MiB"
-  local n n1 f
-  n=$(iperf "$STREAMS"); n1=$(iperf 1)
+limits() { # -> "iperf3_streams_MiB iperf3_one_stream_MiB fio_write_MiB iperf3_streams_window fio_window"
+  local n nw n1 f t0
+  read n nw < <(iperf "$STREAMS"); n1=$(iperf 1 | cut -d' ' -f1)
+  t0=$(date +%s%3N)
   f=$($pin_b fio --name=w --filename="$mb/fio.test" --rw=write --bs=1M --size=2G --direct=1 --ioengine=io_uring --iodepth=8 --end_fsync=1 --output-format=json | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["jobs"][0]["write"]["bw"]/1024))')
+  echo "$n $n1 $f $nw $t0-$(date +%s%3N)"
   rm -f "$mb/fio.test"
-  echo "$n $n1 $f"
 }
+# What the whole machine's cores do while each is measured (the drain, fio, iperf3): every
+# CPU's /proc/stat line sampled every 50 ms (one python process, no fork per sample), and
+# the busy share of each CPU within a window interpolated from the samples around it. On this
+# machine both appliances, both TCP stacks and both disks' kernel work share the cores, so
+# the CPU each measurement spends per GiB tells what rate the cores can carry at all.
+cat > "$work/cpu_sample.py" <<'PY'
+import sys, time
+out = open(sys.argv[1], "w", buffering=1)
+while True:
+    with open("/proc/stat") as f:
+        cpus = [l.split() for l in f if l.startswith("cpu") and l[3].isdigit()]
+    # per CPU: busy and total ticks (idle and iowait are not busy; steal is counted as busy
+    # time the guest could not use: it is in the total, not in busy)
+    out.write(f"{time.time() * 1000:.0f} " + " ".join(
+        f"{sum(int(x) for x in c[1:4]) + sum(int(x) for x in c[6:8])}:{sum(int(x) for x in c[1:9])}" for c in cpus) + "\n")
+    time.sleep(0.05)
+PY
+cat > "$work/cpu_busy.py" <<'PY'
+# cpu_busy.py LOG START_MS-END_MS -> cores busy on average within the window (sum over CPUs)
+import sys
+rows = []
+for line in open(sys.argv[1]):
+    p = line.split()
+    if len(p) < 2:
+        continue
+    rows.append((float(p[0]), [tuple(map(int, x.split(":"))) for x in p[1:]]))
+a, b = map(float, sys.argv[2].split("-"))
+busy = total = 0.0
+for (t0, c0), (t1, c1) in zip(rows, rows[1:]):
+    lap = min(t1, b) - max(t0, a)
+    if lap <= 0 or t1 <= t0:
+        continue
+    f = lap / (t1 - t0)
+    busy += f * sum(y[0] - x[0] for x, y in zip(c0, c1))
+    total += f * sum(y[1] - x[1] for x, y in zip(c0, c1))
+n = len(rows[0][1]) if rows else 0
+print(f"{busy / total * n:.2f}" if total > 0 else "nan")
+PY
+python3 "$work/cpu_sample.py" "$work/cpu.log" & pids+=($!)
+busy() { python3 "$work/cpu_busy.py" "$work/cpu.log" "$1"; }
 fio_read_mib=$(fio --name=w --filename="$ma/fio.test" --rw=write --bs=1M --size=1G --direct=1 --ioengine=io_uring --iodepth=8 --output-format=json >/dev/null &&
   fio --name=r --filename="$ma/fio.test" --rw=read --bs=1M --size=1G --direct=1 --ioengine=io_uring --iodepth=8 --output-format=json | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["jobs"][0]["read"]["bw"]/1024))')
 rm -f "$ma/fio.test"
@@ -180,7 +221,7 @@ backlog() { ip netns exec "$nsa" curl -s http://10.78.0.1:7072/admin/peers | sed
 rounds=()
 for r in $(seq "$ROUNDS"); do
   echo "round $r of $ROUNDS: limits, $BACKLOG MiB written on pod-a while pod-b is away, drain, limits" >&2
-  read net1 one1 fio1 < <(limits)
+  read net1 one1 fio1 netw1 fiow1 < <(limits)
   pa=$(start "$nsa" "$ca" a 10.78.0.1 "$pin_a"); pids+=("$pa")
   ip netns exec "$nsa" "$LOAD" --addr 10.78.0.1:7070 --prefix "/bench/backlog-$r" --count "$BACKLOG" --size 1048576 --conns 8 --header 'X-Copies: any' >/dev/null
   [ "$(backlog)" = "$BACKLOG" ] || { echo "expected a backlog of $BACKLOG, got $(backlog)"; exit 1; }
@@ -203,7 +244,10 @@ for r in $(seq "$ROUNDS"); do
   kill "$pa"; wait "$pa" 2>/dev/null || true
   # The next round's backlog on an empty sender disk (its RAM given back: rounds of 2 GiB add up).
   rm -rf "$ma/podstore"; mkdir -p "$ma/podstore"; fstrim "$ma" 2>/dev/null || true
-  read net2 one2 fio2 < <(limits)
+  read net2 one2 fio2 netw2 fiow2 < <(limits)
+  win=$(echo "$stats" | python3 -c "import json,sys; c=json.load(sys.stdin)['peers'][0]['catch_up']; print(f\"{c['first_copy_unix_ms']}-{c['last_copy_unix_ms']}\")")
+  # cores busy: during the drain, during each fio run and each multi-stream iperf3 run
+  read cd cf1 cf2 cn1 cn2 < <(echo "$(busy "$win") $(busy "$fiow1") $(busy "$fiow2") $(busy "$netw1") $(busy "$netw2")")
   rounds+=("$(echo "$stats" | python3 -c "
 import json, sys
 c = json.load(sys.stdin)['peers'][0]['catch_up']
@@ -213,11 +257,15 @@ mib = $BACKLOG
 a = ($a1 - $a0) / $hz / (mib / 1024); b = ($b1 - $b0) / $hz / (mib / 1024)
 net = ($net1 + $net2) / 2; fio = ($fio1 + $fio2) / 2; limit = min(net, fio); drain = (mib - 1) / d
 one = min(($one1 + $one2) / 2, fio)
-print(f\"{drain / limit:.2f} {drain:.0f} {limit:.0f} {$net1}/{$net2} {$fio1}/{$fio2} {c['first_copy_unix_ms'] / 1000 - $t_ready:.2f} {a + b:.2f} {a:.2f} {b:.2f} {drain / one:.2f} {$one1}/{$one2}\")")")
-  echo "round $r: ratio drain limit iperf3x$STREAMS fio wait cpu/GiB sender receiver ratio-vs-1-stream iperf3x1 = ${rounds[-1]}" >&2
+# The machine's CPU seconds per GiB: cores busy x seconds / GiB moved.
+gib = lambda mibs: mibs / 1024
+m_drain = $cd / gib(drain); m_fio = ($cf1 / gib($fio1) + $cf2 / gib($fio2)) / 2
+m_net = ($cn1 / gib($net1) + $cn2 / gib($net2)) / 2
+print(f\"{drain / limit:.2f} {drain:.0f} {limit:.0f} {$net1}/{$net2} {$fio1}/{$fio2} {c['first_copy_unix_ms'] / 1000 - $t_ready:.2f} {a + b:.2f} {a:.2f} {b:.2f} {drain / one:.2f} {$one1}/{$one2} {$cd:.2f} {m_drain:.2f} {$cf1:.2f}/{$cf2:.2f} {m_fio:.2f} {$cn1:.2f}/{$cn2:.2f} {m_net:.2f}\")")")
+  echo "round $r: ratio drain limit iperf3x$STREAMS fio wait cpu/GiB sender receiver ratio-vs-1-stream iperf3x1 cores-busy-drain machine-cpu/GiB-drain cores-busy-fio machine-cpu/GiB-fio cores-busy-iperf3 machine-cpu/GiB-iperf3 = ${rounds[-1]}" >&2
 done
 # The median round (by ratio).
-read ratio_c drain_mib limit net_both fio_both wait_s cpu_per_gib cpu_a cpu_b ratio_one one_both < <(printf '%s\n' "${rounds[@]}" | sort -n | sed -n "$(( (ROUNDS + 1) / 2 ))p")
+read ratio_c drain_mib limit net_both fio_both wait_s cpu_per_gib cpu_a cpu_b ratio_one one_both cores_drain m_drain cores_fio m_fio cores_net m_net < <(printf '%s\n' "${rounds[@]}" | sort -n | sed -n "$(( (ROUNDS + 1) / 2 ))p")
 
 pa=$(start "$nsa" "$ca2" a-put 10.78.0.1 "$pin_a"); pids+=("$pa")
 pb=$(start "$nsb" "$cb" b 10.78.0.2 "$pin_b"); pids+=("$pb")
@@ -242,7 +290,10 @@ echo "| catch-up of a $BACKLOG MiB backlog of 1 MiB objects (median of $ROUNDS r
 echo "| the same round against single-stream iperf3 ($one_both before/after) | - | - | $ratio_one | - |"
 echo "| CPU time per GiB replicated (both appliances: sender $cpu_a s, receiver $cpu_b s) | $cpu_per_gib s | - | - | - |"
 echo "| wait before the first copy after the peer returned | ${wait_s} s | - | - | - |"
+need=$(python3 -c "print(f'{0.8 * $limit / 1024 * $m_drain:.2f}')")
+echo "| the whole machine's CPU per GiB (every process and kernel thread on all $(nproc) cores): the drain (cores busy $cores_drain) / fio on the receiving disk ($cores_fio) / iperf3 ($cores_net) | $m_drain s | fio $m_fio s, iperf3 $m_net s | - | - |"
+echo "| cores the drain would keep busy at 0.8 of the limit, at its CPU per GiB | $need | $(nproc) cores | - | - |"
 r=$(ratio "$put_all" "$put_one"); echo "| PUT 1 MiB, 16 connections, X-Copies: all on 2 appliances vs 1 appliance | $put_all MiB/s | $put_one MiB/s | $r | - |"
 echo
-echo "rounds (ratio, drain MiB/s, limit MiB/s, iperf3 with $STREAMS streams before/after, fio before/after, wait s, CPU s/GiB both, sender, receiver, ratio against single-stream iperf3, its before/after):"
+echo "rounds (ratio, drain MiB/s, limit MiB/s, iperf3 with $STREAMS streams before/after, fio before/after, wait s, CPU s/GiB both, sender, receiver, ratio against single-stream iperf3, its before/after, cores busy during the drain, the machine's CPU s/GiB in the drain, cores busy during fio before/after, the machine's CPU s/GiB in fio, cores busy during iperf3 before/after, the machine's CPU s/GiB in iperf3):"
 printf '  %s\n' "${rounds[@]}"
