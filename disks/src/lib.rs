@@ -19,6 +19,7 @@ mod fd;
 mod io;
 pub mod label;
 mod sim;
+mod sock;
 mod sync_io;
 mod uring;
 
@@ -31,5 +32,6 @@ pub use faulty::{FaultPlan, FaultRates, FaultStats, Faulty};
 pub use fd::FdFile;
 pub use io::{CacheMode, Io, OpenMode};
 pub use sim::{SimDisk, SimFaults, SimFile, SimStats, SIM_SECTOR};
+pub use sock::set_recv_lowat;
 pub use sync_io::SyncIo;
 pub use uring::{Uring, UringConfig, UringDriver, UringStats};

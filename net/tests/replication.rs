@@ -513,6 +513,104 @@ fn a_copy_checked_by_its_chunk_crcs_is_stored_only_when_every_chunk_matches() {
     drop(s);
 }
 
+/// A body's reader is woken only once part of the body is queued (a receive low-water mark):
+/// a body that trickles in, its last bytes alone after a pause, is still read to its end (the
+/// mark never exceeds what the peer still owes), and the frames after it, shorter than any
+/// mark, are still read (the mark is back at 1), on the core that writes the copy and when
+/// the copy is passed to another core.
+#[test]
+fn copies_whose_bodies_trickle_in_are_stored_and_the_frames_after_them_read() {
+    use podstore_net::repl::frame::{
+        decode_ack, encode_chunk_crcs, AckStatus, FrameHeader, Kind, Trailer, WriteMeta, HEADER_BYTES,
+        PUT_CHUNK_CRCS,
+    };
+    use std::io::{Read, Write};
+    let m = members(2);
+    let secret_text = "trickle-shared-secret-0123456789";
+    let secret = secret_file("trickle", secret_text);
+    let a = Node::start_on(
+        "trickle-a",
+        &m[0].name,
+        m[0].data,
+        m[0].admin,
+        &repl_config(&m[0], &[&m[1]], &secret),
+    );
+    let (mut s, placement) = handshake_placed(m[0].repl, "pod-b", "pod-a", secret_text.as_bytes());
+    let placement = placement.expect("the acceptor says where its disks are");
+    let owner = |k: &str| {
+        let name = podstore_net::names::ObjectName { bucket: "photos".into(), key: k.as_bytes().to_vec() };
+        placement.owner_core(&name.storage_key())
+    };
+    let mut keys = vec![(0..1000)
+        .map(|i| format!("trickle-{i}"))
+        .find(|k| owner(k) == Some(placement.accept_core))
+        .expect("a key of the accepting core")];
+    // On a node whose disks are on several cores, a key of another core too (forwarded).
+    keys.extend(
+        (0..1000)
+            .map(|i| format!("trickle-{i}"))
+            .find(|k| owner(k).is_some() && owner(k) != Some(placement.accept_core)),
+    );
+    let read_frame = |s: &mut std::net::TcpStream| {
+        let mut h = [0u8; HEADER_BYTES];
+        s.read_exact(&mut h).expect("a frame (none: the receiver stopped reading)");
+        let h = FrameHeader::decode(&h, 0).expect("header");
+        let mut meta = vec![0u8; h.meta_len as usize];
+        s.read_exact(&mut meta).expect("meta");
+        (h, meta)
+    };
+    let mut req = 0;
+    for (i, key) in keys.iter().enumerate() {
+        let data: Vec<u8> =
+            (0..1_701_000u32).map(|j| (j.wrapping_mul(2_654_435_761) >> 11) as u8 ^ i as u8).collect();
+        let crcs: Vec<u32> = data.chunks(1 << 20).map(podstore_disks::crc::crc32c).collect();
+        let digest = xxhash_rust::xxh3::xxh3_128(&data).to_le_bytes();
+        let meta = WriteMeta {
+            version: podstore_engine::Version { hlc: (100 + i as u64) << 16, origin: 42 },
+            bucket: "photos".into(),
+            key: key.clone().into_bytes(),
+            content_type: "image/jpeg".into(),
+        }
+        .encode(true);
+        req += 1;
+        s.write_all(&FrameHeader::encode_flagged(Kind::Put, PUT_CHUNK_CRCS, req, &meta, data.len() as u64))
+            .expect("header");
+        s.write_all(&meta).expect("meta");
+        // Pieces with pauses between them: the receiver runs dry below any mark several
+        // times; the last byte comes alone.
+        let mut at = 0;
+        for piece in [300_000, 1_000, 700_000, 650_000, 49_999, 1] {
+            s.write_all(&data[at..at + piece]).expect("body");
+            at += piece;
+            std::thread::sleep(Duration::from_millis(150));
+        }
+        assert_eq!(at, data.len());
+        s.write_all(&Trailer { abort: false, digest }.encode()).expect("trailer");
+        s.write_all(&encode_chunk_crcs(&crcs)).expect("crcs");
+        // The trailer and CRCs are a few bytes: the ack comes only if they were read.
+        let ack = loop {
+            let (h, meta) = read_frame(&mut s);
+            if h.kind == Kind::Ack && h.request == req {
+                break decode_ack(&meta).expect("ack");
+            }
+        };
+        assert_eq!(ack.0, AckStatus::Stored, "{key}: {}", ack.1);
+        // A frame shorter than any mark after the copy: a ping is answered.
+        s.write_all(&FrameHeader::encode(Kind::Ping, 0, &[], 0)).expect("ping");
+        loop {
+            if read_frame(&mut s).0.kind == Kind::Pong {
+                break;
+            }
+        }
+        let g = a.req("GET", &format!("/photos/{key}"), &[], b"");
+        assert_eq!((g.status, g.body == data), (200, true), "{key} byte for byte");
+    }
+    let counted = metric(&a, "podstore_repl_received_direct_total")
+        + metric(&a, "podstore_repl_received_forwarded_total");
+    assert_eq!(counted, keys.len() as f64, "both paths taken as planned");
+    drop(s);
+}
+
 #[test]
 fn a_peer_that_stalls_mid_copy_does_not_hold_the_key_forever() {
     use podstore_net::repl::frame::{FrameHeader, Kind, WriteMeta};

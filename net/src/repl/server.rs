@@ -26,6 +26,54 @@ const PIECE_BYTES: usize = 1 << 20;
 /// Answers gathered into one write at most (an answer that is larger goes alone).
 const ANSWER_BATCH_BYTES: usize = 64 << 10;
 
+/// The most a body's reader waits to have queued before it is woken (see [`BodyLowWater`]).
+const BODY_LOWAT_MAX: usize = 512 << 10;
+
+/// A body's reader is woken only once a good part of what is still owed has arrived
+/// (`SO_RCVLOWAT`), not at every arriving segment: each wake-up costs the sending core a
+/// cross-core wake and the receiving core an epoll round and a `recv` (measured: the
+/// receiving appliance's CPU per GiB 0.15-0.16 -> 0.12-0.14 s, the drain 8-15% faster). The
+/// mark is never more than the body's bytes still to come (the peer owes them; a mark above
+/// them would wait for bytes that never come), nor more than a quarter of the receive buffer
+/// (a larger one makes Linux grow the buffer and clamp the advertised window to the mark,
+/// which a long-distance link would feel), and it is back at 1 before the trailer is read.
+struct BodyLowWater {
+    cap: usize,
+    set: usize,
+}
+
+impl BodyLowWater {
+    fn new(r: &OwnedReadHalf) -> Self {
+        let buffer = socket2::SockRef::from(r.as_ref()).recv_buffer_size().unwrap_or(0);
+        BodyLowWater { cap: (buffer / 4).min(BODY_LOWAT_MAX), set: 1 }
+    }
+
+    /// Before a read of the body, `left` bytes of it still to come.
+    fn before_read(&mut self, r: &OwnedReadHalf, left: u64) -> Result<(), String> {
+        let want = (left.min(self.cap as u64) as usize).max(1);
+        if want == self.set {
+            return Ok(());
+        }
+        match podstore_disks::set_recv_lowat(r.as_ref(), want) {
+            Ok(()) => self.set = want,
+            // A mark that can't be lowered would wait for bytes that never come.
+            Err(e) if want < self.set => return Err(format!("SO_RCVLOWAT: {e}")),
+            // One that can't be raised leaves the reader woken more often, nothing worse.
+            Err(_) => {}
+        }
+        Ok(())
+    }
+
+    /// After the body: the mark back at 1, or the connection can't be read on (the frames
+    /// after the body may be shorter than the mark).
+    fn done(self, r: &OwnedReadHalf) -> Result<(), String> {
+        if self.set == 1 {
+            return Ok(());
+        }
+        podstore_disks::set_recv_lowat(r.as_ref(), 1).map_err(|e| format!("SO_RCVLOWAT: {e}"))
+    }
+}
+
 thread_local! {
     /// How long a read of a frame's part may wait (three times `peer_idle_ms`, set when a
     /// connection starts; the config is the node's, so every connection agrees). A peer cut
@@ -321,11 +369,13 @@ async fn receive_put(
     };
     // Read the body whatever happens to it: the stream must stay in step.
     let mut left = len;
+    let mut low = BodyLowWater::new(r);
     while left > 0 {
         let n = (left as usize).min(PIECE_BYTES);
         // Read into spare capacity (no zeroing first).
         let mut b = BytesMut::with_capacity(n);
         while b.len() < n {
+            low.before_read(r, left - b.len() as u64)?;
             let mut lim = (&mut *r).take((n - b.len()) as u64);
             if timed(lim.read_buf(&mut b)).await? == 0 {
                 return Err("the peer closed mid-copy".into());
@@ -340,6 +390,7 @@ async fn receive_put(
             }
         }
     }
+    low.done(r)?;
     let mut tb = [0u8; TRAILER_BYTES];
     timed(r.read_exact(&mut tb)).await?;
     let trailer = Trailer::decode(&tb).map_err(|e| format!("bad trailer: {e}"))?;
@@ -419,9 +470,11 @@ async fn receive_put_direct(
         w.check_chunks_only();
     }
     let mut left = len;
+    let mut low = BodyLowWater::new(r);
     while left > 0 {
         match writer.as_mut() {
             Some(w) if failure.is_none() => {
+                low.before_read(r, left)?;
                 let room = w.spare();
                 let want = room.len().min(left as usize);
                 let n = timed(r.read(&mut room[..want])).await?;
@@ -434,11 +487,14 @@ async fn receive_put_direct(
                 }
             }
             _ => {
+                // (the mark down first: `discard` reads the rest in pieces)
+                low.before_read(r, 1)?;
                 discard(r, left, &mut scratch).await?;
                 left = 0;
             }
         }
     }
+    low.done(r)?;
     metrics::counter!("podstore_repl_received_bytes_total", "peer" => peer.to_string()).increment(len);
     metrics::counter!("podstore_repl_received_direct_total", "peer" => peer.to_string()).increment(1);
     let mut tb = [0u8; TRAILER_BYTES];
