@@ -436,6 +436,20 @@ async fn core_main(start: CoreStart) {
             tokio::task::spawn_local(crate::repl::catchup::run(shared.clone(), shards.clone(), l.clone(), i))
         })
         .collect();
+    // Core 0 tells every peer that this node is up once it is ready (a peer holding a backlog
+    // for it resumes its catch-up at once instead of at the end of its back-off).
+    let announce = (index == 0).then(|| {
+        let (shared, links) = (shared.clone(), links.clone());
+        tokio::task::spawn_local(async move {
+            while !shared.ready.load(Ordering::Relaxed) {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            // (each on its own: a peer whose packets are dropped holds up only its own dial)
+            for l in links.peers.iter().cloned() {
+                tokio::task::spawn_local(async move { l.announce().await });
+            }
+        })
+    });
     // Core 0 runs the anti-entropy passes (they reach every core through its inbox).
     let anti_entropy: Vec<_> = if index == 0 {
         (0..links.peers.len())
@@ -505,6 +519,9 @@ async fn core_main(start: CoreStart) {
     }
     hb.abort();
     repair.abort();
+    if let Some(a) = announce {
+        a.abort();
+    }
     for c in catch_up.into_iter().chain(anti_entropy) {
         c.abort();
     }

@@ -201,6 +201,40 @@ fn a_peer_that_was_away_catches_up_even_across_a_crash_of_the_sender() {
     }
 }
 
+/// A node announces itself to its peers when it starts, and a peer whose catch-up toward it
+/// was backing off (up to 5 s while it was away) wakes at once: counted, and the backlog
+/// arrives.
+#[test]
+fn a_returning_peer_wakes_the_catch_up_backing_off_toward_it() {
+    let m = members(2);
+    let secret = secret_file("wake", "wake-shared-secret-0123456789abc");
+    let mut nodes = start("wake", &m, &secret);
+    nodes[1].kill();
+    let mut expect = Vec::new();
+    for i in 0..3 {
+        let v = body(50_000 + i, i as u8);
+        let path = format!("/photos/wake-{i}");
+        assert_eq!(nodes[0].req("PUT", &path, &[("X-Copies", "1")], &v).status, 201);
+        expect.push((path, v));
+    }
+    // Catch-up takes an entry once it is older than the copy timeout and a second (3 s here),
+    // then fails and backs off 0.25, 0.5, 1, 2, 4 s: by 7.5 s it is in a back-off of 2 s or more.
+    std::thread::sleep(Duration::from_millis(7_500));
+    let woken = |n: &Node| metric(n, "podstore_repl_catch_up_woken_total{peer=\"pod-b\"}");
+    assert_eq!(woken(&nodes[0]), 0.0, "nothing to wake for while pod-b is away");
+    nodes[1].spawn(&[]);
+    eventually("pod-a's catch-up is woken by pod-b's announcement", || woken(&nodes[0]) >= 1.0);
+    for (path, v) in &expect {
+        eventually(&format!("{path} reaches the returning peer"), || {
+            let g = nodes[1].req("GET", path, &[], b"");
+            g.status == 200 && g.body == *v
+        });
+    }
+    for n in nodes.iter_mut() {
+        n.kill();
+    }
+}
+
 #[test]
 fn podstore_recover_refills_an_emptied_appliance_in_both_directions() {
     let m = members(2);

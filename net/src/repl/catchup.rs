@@ -31,9 +31,21 @@ pub struct Progress {
     /// (0: none yet).
     pub first_ms: std::sync::atomic::AtomicU64,
     pub last_ms: std::sync::atomic::AtomicU64,
+    /// The peer was heard from: it connected to this node (a node announces itself to every
+    /// peer when it starts). Counted up at each connection; `heard` wakes every core's loop
+    /// backing off toward that peer, so a returning peer gets its backlog at once instead of
+    /// after up to `BACKOFF_MAX`.
+    pub heard_count: std::sync::atomic::AtomicU64,
+    pub heard: tokio::sync::Notify,
 }
 
 impl Progress {
+    /// The peer connected to this node.
+    pub fn peer_heard(&self) {
+        self.heard_count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.heard.notify_waiters();
+    }
+
     fn confirmed(&self, record_bytes: u64) {
         use std::sync::atomic::Ordering::Relaxed;
         let now = now_ms();
@@ -135,6 +147,9 @@ pub async fn run(shared: Arc<Shared>, shards: Shards, link: Rc<PeerLink>, peer: 
     // window (copies awaiting acknowledgement) costs no memory.
     let read_ahead = Arc::new(tokio::sync::Semaphore::new(2 * repl.connections_per_peer));
     let mut backoff = IDLE_POLL;
+    let progress = shared.catch_up.get(peer);
+    let heard_count = || progress.map_or(0, |p| p.heard_count.load(std::sync::atomic::Ordering::Relaxed));
+    let mut heard_seen = heard_count();
     // Copies in flight, refilled as each one finishes (no batch barrier).
     let slots = Arc::new(tokio::sync::Semaphore::new(window));
     let failures = Rc::new(std::cell::RefCell::new(None::<String>));
@@ -145,8 +160,33 @@ pub async fn run(shared: Arc<Shared>, shards: Shards, link: Rc<PeerLink>, peer: 
         let failed = failures.borrow_mut().take();
         if let Some(e) = failed {
             tracing::debug!("catch-up to {}: {e}; retrying in {:?}", link.conf.name, backoff);
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(BACKOFF_MAX);
+            // Cut short when the peer connects to this node (it is back): counted first, then
+            // waited on, so a connection between the two is not missed.
+            let woken = match progress {
+                Some(p) => {
+                    let heard = p.heard.notified();
+                    tokio::pin!(heard);
+                    heard.as_mut().enable();
+                    heard_count() != heard_seen
+                        || tokio::select! {
+                            _ = tokio::time::sleep(backoff) => false,
+                            _ = heard => true,
+                        }
+                }
+                None => {
+                    tokio::time::sleep(backoff).await;
+                    false
+                }
+            };
+            if woken {
+                heard_seen = heard_count();
+                backoff = IDLE_POLL;
+                link.heard();
+                metrics::counter!("podstore_repl_catch_up_woken_total", "peer" => link.conf.name.clone())
+                    .increment(1);
+            } else {
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
             continue;
         }
         let free = slots.available_permits();

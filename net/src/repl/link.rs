@@ -236,6 +236,23 @@ pub(crate) fn tune_socket(s: &tokio::net::TcpStream, idle: Duration) {
 }
 
 impl PeerLink {
+    /// The peer connected to this node: it is reachable again, whatever a failed dial said a
+    /// moment ago.
+    pub(crate) fn heard(&self) {
+        self.down_until.set(None);
+    }
+
+    /// Opens a connection to the peer unless one is open (a peer that is away is no error):
+    /// the peer learns that this node is up and resumes its catch-up toward it at once.
+    pub(crate) async fn announce(&self) {
+        if self.conns.borrow().iter().any(|c| !c.dead.get()) || self.connecting.get() > 0 {
+            return;
+        }
+        if let Err(e) = self.dial().await {
+            tracing::debug!("announcing this node to {}: {e}", self.conf.name);
+        }
+    }
+
     /// A connection to use now: an idle one, a new one while under the limit, else the least
     /// busy.
     async fn conn(&self) -> Result<Rc<Conn>, String> {

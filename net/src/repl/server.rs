@@ -221,6 +221,9 @@ async fn serve_peer(
         "handshake timed out".to_string()
     })??;
     tracing::info!("replication: {peer} connected");
+    if let Some(p) = repl.peers.iter().position(|p| p.name == peer).and_then(|i| shared.catch_up.get(i)) {
+        p.peer_heard();
+    }
     let (mut r, mut w) = stream.into_split();
     // One writer task sends every answer (acks finish out of order). The answers ready at the
     // same moment (a group commit completes several copies at once) go out in one write: each
