@@ -445,7 +445,8 @@ async fn core_main(start: CoreStart) {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
             // (each on its own: a peer whose packets are dropped holds up only its own dial)
-            for l in links.peers.iter().cloned() {
+            for l in &links.peers {
+                let l = l.clone();
                 tokio::task::spawn_local(async move { l.announce().await });
             }
         })
