@@ -9,9 +9,10 @@ use std::os::fd::{AsFd, AsRawFd};
 ///
 /// For sockets read through readiness (epoll, as tokio does): a *blocking* read that has
 /// taken part of the mark is not woken by the rest. The caller must never ask for more than
-/// the peer will certainly send, or its reader waits for bytes that do not come. Linux grows the receive buffer to hold the mark when it is
-/// larger than half of it, and then clamps the advertised window to the mark: keep the mark
-/// below a quarter of `SO_RCVBUF` to leave the window alone.
+/// the peer will certainly send, or its reader waits for bytes that do not come. Linux grows
+/// the receive buffer to hold the mark when it is larger than half of it, and then clamps the
+/// advertised window to the mark: keep the mark below a quarter of `SO_RCVBUF` to leave the
+/// window alone.
 pub fn set_recv_lowat(fd: impl AsFd, bytes: usize) -> std::io::Result<()> {
     let v = bytes.clamp(1, i32::MAX as usize) as libc::c_int;
     // SAFETY: the descriptor is borrowed, so open for the call; the option value points to a

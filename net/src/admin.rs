@@ -246,6 +246,10 @@ pub fn describe_metrics() {
         "podstore_repl_catch_up_bytes_total",
         "Record bytes of the backlogged writes delivered to the peer by catch-up"
     );
+    c!(
+        "podstore_repl_catch_up_woken_total",
+        "Catch-up back-offs toward the peer cut short because the peer connected to this node"
+    );
     c!("podstore_repl_connections_total", "Replication connections opened to peers");
     c!("podstore_repl_handshake_failures_total", "Failed replication handshakes with peers");
     c!("podstore_repl_refused_total", "Incoming replication connections refused, by reason");
