@@ -142,7 +142,8 @@ while True:
     time.sleep(0.05)
 PY
 cat > "$work/cpu_busy.py" <<'PY'
-# cpu_busy.py LOG START_MS-END_MS -> cores busy on average within the window (sum over CPUs)
+# cpu_busy.py LOG START_MS-END_MS [each] -> cores busy on average within the window (sum over
+# CPUs), or with "each" every CPU's busy share, cpu0/cpu1/...
 import sys
 rows = []
 for line in open(sys.argv[1]):
@@ -151,19 +152,23 @@ for line in open(sys.argv[1]):
         continue
     rows.append((float(p[0]), [tuple(map(int, x.split(":"))) for x in p[1:]]))
 a, b = map(float, sys.argv[2].split("-"))
-busy = total = 0.0
+n = len(rows[0][1]) if rows else 0
+busy, total = [0.0] * n, [0.0] * n
 for (t0, c0), (t1, c1) in zip(rows, rows[1:]):
     lap = min(t1, b) - max(t0, a)
     if lap <= 0 or t1 <= t0:
         continue
     f = lap / (t1 - t0)
-    busy += f * sum(y[0] - x[0] for x, y in zip(c0, c1))
-    total += f * sum(y[1] - x[1] for x, y in zip(c0, c1))
-n = len(rows[0][1]) if rows else 0
-print(f"{busy / total * n:.2f}" if total > 0 else "nan")
+    for i, (x, y) in enumerate(zip(c0, c1)):
+        busy[i] += f * (y[0] - x[0])
+        total[i] += f * (y[1] - x[1])
+if sys.argv[3:] == ["each"]:
+    print("/".join(f"{u / t:.2f}" if t > 0 else "nan" for u, t in zip(busy, total)))
+else:
+    print(f"{sum(busy) / sum(total) * n:.2f}" if sum(total) > 0 else "nan")
 PY
 python3 "$work/cpu_sample.py" "$work/cpu.log" & pids+=($!)
-busy() { python3 "$work/cpu_busy.py" "$work/cpu.log" "$1"; }
+busy() { python3 "$work/cpu_busy.py" "$work/cpu.log" "$@"; }
 fio_read_mib=$(fio --name=w --filename="$ma/fio.test" --rw=write --bs=1M --size=1G --direct=1 --ioengine=io_uring --iodepth=8 --output-format=json >/dev/null &&
   fio --name=r --filename="$ma/fio.test" --rw=read --bs=1M --size=1G --direct=1 --ioengine=io_uring --iodepth=8 --output-format=json | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["jobs"][0]["read"]["bw"]/1024))')
 rm -f "$ma/fio.test"
@@ -247,7 +252,7 @@ for r in $(seq "$ROUNDS"); do
   read net2 one2 fio2 netw2 fiow2 < <(limits)
   win=$(echo "$stats" | python3 -c "import json,sys; c=json.load(sys.stdin)['peers'][0]['catch_up']; print(f\"{c['first_copy_unix_ms']}-{c['last_copy_unix_ms']}\")")
   # cores busy: during the drain, during each fio run and each multi-stream iperf3 run
-  read cd cf1 cf2 cn1 cn2 < <(echo "$(busy "$win") $(busy "$fiow1") $(busy "$fiow2") $(busy "$netw1") $(busy "$netw2")")
+  read cd cf1 cf2 cn1 cn2 ce < <(echo "$(busy "$win") $(busy "$fiow1") $(busy "$fiow2") $(busy "$netw1") $(busy "$netw2") $(busy "$win" each)")
   rounds+=("$(echo "$stats" | python3 -c "
 import json, sys
 c = json.load(sys.stdin)['peers'][0]['catch_up']
@@ -261,11 +266,11 @@ one = min(($one1 + $one2) / 2, fio)
 gib = lambda mibs: mibs / 1024
 m_drain = $cd / gib(drain); m_fio = ($cf1 / gib($fio1) + $cf2 / gib($fio2)) / 2
 m_net = ($cn1 / gib($net1) + $cn2 / gib($net2)) / 2
-print(f\"{drain / limit:.2f} {drain:.0f} {limit:.0f} {$net1}/{$net2} {$fio1}/{$fio2} {c['first_copy_unix_ms'] / 1000 - $t_ready:.2f} {a + b:.2f} {a:.2f} {b:.2f} {drain / one:.2f} {$one1}/{$one2} {$cd:.2f} {m_drain:.2f} {$cf1:.2f}/{$cf2:.2f} {m_fio:.2f} {$cn1:.2f}/{$cn2:.2f} {m_net:.2f}\")")")
-  echo "round $r: ratio drain limit iperf3x$STREAMS fio wait cpu/GiB sender receiver ratio-vs-1-stream iperf3x1 cores-busy-drain machine-cpu/GiB-drain cores-busy-fio machine-cpu/GiB-fio cores-busy-iperf3 machine-cpu/GiB-iperf3 = ${rounds[-1]}" >&2
+print(f\"{drain / limit:.2f} {drain:.0f} {limit:.0f} {$net1}/{$net2} {$fio1}/{$fio2} {c['first_copy_unix_ms'] / 1000 - $t_ready:.2f} {a + b:.2f} {a:.2f} {b:.2f} {drain / one:.2f} {$one1}/{$one2} {$cd:.2f} {m_drain:.2f} {$cf1:.2f}/{$cf2:.2f} {m_fio:.2f} {$cn1:.2f}/{$cn2:.2f} {m_net:.2f} $ce\")")")
+  echo "round $r: ratio drain limit iperf3x$STREAMS fio wait cpu/GiB sender receiver ratio-vs-1-stream iperf3x1 cores-busy-drain machine-cpu/GiB-drain cores-busy-fio machine-cpu/GiB-fio cores-busy-iperf3 machine-cpu/GiB-iperf3 each-cpu-busy-drain = ${rounds[-1]}" >&2
 done
 # The median round (by ratio).
-read ratio_c drain_mib limit net_both fio_both wait_s cpu_per_gib cpu_a cpu_b ratio_one one_both cores_drain m_drain cores_fio m_fio cores_net m_net < <(printf '%s\n' "${rounds[@]}" | sort -n | sed -n "$(( (ROUNDS + 1) / 2 ))p")
+read ratio_c drain_mib limit net_both fio_both wait_s cpu_per_gib cpu_a cpu_b ratio_one one_both cores_drain m_drain cores_fio m_fio cores_net m_net each_drain < <(printf '%s\n' "${rounds[@]}" | sort -n | sed -n "$(( (ROUNDS + 1) / 2 ))p")
 
 pa=$(start "$nsa" "$ca2" a-put 10.78.0.1 "$pin_a"); pids+=("$pa")
 pb=$(start "$nsb" "$cb" b 10.78.0.2 "$pin_b"); pids+=("$pb")
@@ -291,9 +296,9 @@ echo "| the same round against single-stream iperf3 ($one_both before/after) | -
 echo "| CPU time per GiB replicated (both appliances: sender $cpu_a s, receiver $cpu_b s) | $cpu_per_gib s | - | - | - |"
 echo "| wait before the first copy after the peer returned | ${wait_s} s | - | - | - |"
 need=$(python3 -c "print(f'{0.8 * $limit / 1024 * $m_drain:.2f}')")
-echo "| the whole machine's CPU per GiB (every process and kernel thread on all $(nproc) cores): the drain (cores busy $cores_drain) / fio on the receiving disk ($cores_fio) / iperf3 ($cores_net) | $m_drain s | fio $m_fio s, iperf3 $m_net s | - | - |"
+echo "| the whole machine's CPU per GiB (every process and kernel thread on all $(nproc) cores): the drain (cores busy $cores_drain: each CPU $each_drain$([ -n "$pin_a" ] && echo ", the sender on cpu0 and the receiver on cpu1")) / fio on the receiving disk ($cores_fio) / iperf3 ($cores_net) | $m_drain s | fio $m_fio s, iperf3 $m_net s | - | - |"
 echo "| cores the drain would keep busy at 0.8 of the limit, at its CPU per GiB | $need | $(nproc) cores | - | - |"
 r=$(ratio "$put_all" "$put_one"); echo "| PUT 1 MiB, 16 connections, X-Copies: all on 2 appliances vs 1 appliance | $put_all MiB/s | $put_one MiB/s | $r | - |"
 echo
-echo "rounds (ratio, drain MiB/s, limit MiB/s, iperf3 with $STREAMS streams before/after, fio before/after, wait s, CPU s/GiB both, sender, receiver, ratio against single-stream iperf3, its before/after, cores busy during the drain, the machine's CPU s/GiB in the drain, cores busy during fio before/after, the machine's CPU s/GiB in fio, cores busy during iperf3 before/after, the machine's CPU s/GiB in iperf3):"
+echo "rounds (ratio, drain MiB/s, limit MiB/s, iperf3 with $STREAMS streams before/after, fio before/after, wait s, CPU s/GiB both, sender, receiver, ratio against single-stream iperf3, its before/after, cores busy during the drain, the machine's CPU s/GiB in the drain, cores busy during fio before/after, the machine's CPU s/GiB in fio, cores busy during iperf3 before/after, the machine's CPU s/GiB in iperf3, each CPU's busy share during the drain):"
 printf '  %s\n' "${rounds[@]}"
