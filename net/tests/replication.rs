@@ -470,65 +470,106 @@ fn handshake_placed(
     (s, podstore_net::repl::frame::Placement::decode(&meta).expect("placement"))
 }
 
-/// A copy whose sender sends its record's chunk CRCs (catch-up, pushes, pulls) is checked by
-/// them instead of a second pass over every byte: a copy with one flipped byte is refused and
-/// nothing is stored; the intact copy is stored, byte for byte, with the sender's digest.
-#[test]
-fn a_copy_checked_by_its_chunk_crcs_is_stored_only_when_every_chunk_matches() {
+/// The next frame from the peer: its header and meta.
+fn read_frame(s: &mut std::net::TcpStream) -> (podstore_net::repl::frame::FrameHeader, Vec<u8>) {
+    use podstore_net::repl::frame::{FrameHeader, HEADER_BYTES};
+    use std::io::Read;
+    let mut h = [0u8; HEADER_BYTES];
+    s.read_exact(&mut h).expect("a frame (none: the receiver stopped reading)");
+    let h = FrameHeader::decode(&h, 0).expect("header");
+    let mut meta = vec![0u8; h.meta_len as usize];
+    s.read_exact(&mut meta).expect("meta");
+    (h, meta)
+}
+
+/// Sends a copy of `body` as `/photos/<key>` with the chunk CRCs and digest of `sums_of` (a
+/// damaged copy: the sums of the intact one), the body in `pieces` (bytes each, a pause after
+/// each; empty: at once), and returns the peer's answer.
+fn send_flagged_copy(
+    s: &mut std::net::TcpStream,
+    req: u64,
+    hlc: u64,
+    key: &str,
+    body: &[u8],
+    sums_of: &[u8],
+    pieces: &[usize],
+) -> (podstore_net::repl::frame::AckStatus, String) {
     use podstore_net::repl::frame::{
-        decode_ack, encode_chunk_crcs, AckStatus, FrameHeader, Kind, Trailer, WriteMeta, HEADER_BYTES,
-        PUT_CHUNK_CRCS,
+        decode_ack, encode_chunk_crcs, FrameHeader, Kind, Trailer, WriteMeta, PUT_CHUNK_CRCS,
     };
-    use std::io::{Read, Write};
+    use std::io::Write;
+    let crcs: Vec<u32> = sums_of.chunks(1 << 20).map(podstore_disks::crc::crc32c).collect();
+    let digest = xxhash_rust::xxh3::xxh3_128(sums_of).to_le_bytes();
+    let meta = WriteMeta {
+        version: podstore_engine::Version { hlc: hlc << 16, origin: 42 },
+        bucket: "photos".into(),
+        key: key.as_bytes().to_vec(),
+        content_type: "image/jpeg".into(),
+    }
+    .encode(true);
+    s.write_all(&FrameHeader::encode_flagged(Kind::Put, PUT_CHUNK_CRCS, req, &meta, body.len() as u64))
+        .expect("header");
+    s.write_all(&meta).expect("meta");
+    let mut at = 0;
+    for &piece in pieces {
+        s.write_all(&body[at..at + piece]).expect("body");
+        at += piece;
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    s.write_all(&body[at..]).expect("body");
+    s.write_all(&Trailer { abort: false, digest }.encode()).expect("trailer");
+    s.write_all(&encode_chunk_crcs(&crcs)).expect("crcs");
+    loop {
+        let (h, meta) = read_frame(s);
+        if h.kind == Kind::Ack && h.request == req {
+            return decode_ack(&meta).expect("ack");
+        }
+    }
+}
+
+/// pod-a started alone, and a replication connection to it as pod-b (not running), with
+/// pod-a's placement.
+fn pod_a_with_pod_b_impersonated(
+    tag: &str,
+    secret_text: &str,
+) -> (Node, std::net::TcpStream, podstore_net::repl::frame::Placement) {
     let m = members(2);
-    let secret_text = "chunk-crcs-shared-secret-012345678";
-    let secret = secret_file("chunkcrcs", secret_text);
+    let secret = secret_file(tag, secret_text);
     let a = Node::start_on(
-        "chunkcrcs-a",
+        &format!("{tag}-a"),
         &m[0].name,
         m[0].data,
         m[0].admin,
         &repl_config(&m[0], &[&m[1]], &secret),
     );
+    let (s, placement) = handshake_placed(m[0].repl, "pod-b", "pod-a", secret_text.as_bytes());
+    (a, s, placement.expect("the acceptor says where its disks are"))
+}
+
+/// The core that owns `/photos/<key>`'s disk by `placement`.
+fn owner_core(placement: &podstore_net::repl::frame::Placement, key: &str) -> Option<u16> {
+    let name = podstore_net::names::ObjectName { bucket: "photos".into(), key: key.as_bytes().to_vec() };
+    placement.owner_core(&name.storage_key())
+}
+
+/// A copy whose sender sends its record's chunk CRCs (catch-up, pushes, pulls) is checked by
+/// them instead of a second pass over every byte: a copy with one flipped byte is refused and
+/// nothing is stored; the intact copy is stored, byte for byte, with the sender's digest.
+#[test]
+fn a_copy_checked_by_its_chunk_crcs_is_stored_only_when_every_chunk_matches() {
+    use podstore_net::repl::frame::AckStatus;
     // pod-b (not running) is impersonated. Keys whose disk the accepting core owns are
     // received straight into the record's buffers: the path that checks the CRCs.
-    let (mut s, placement) = handshake_placed(m[0].repl, "pod-b", "pod-a", secret_text.as_bytes());
-    let placement = placement.expect("the acceptor says where its disks are");
+    let (a, mut s, placement) =
+        pod_a_with_pod_b_impersonated("chunkcrcs", "chunk-crcs-shared-secret-012345678");
     let key = (0..1000)
         .map(|i| format!("crc-{i}"))
-        .find(|k| {
-            let name =
-                podstore_net::names::ObjectName { bucket: "photos".into(), key: k.clone().into_bytes() };
-            placement.owner_core(&name.storage_key()) == Some(placement.accept_core)
-        })
+        .find(|k| owner_core(&placement, k) == Some(placement.accept_core))
         .expect("a key of the accepting core");
     let data: Vec<u8> = (0..2_300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
-    let crcs: Vec<u32> = data.chunks(1 << 20).map(podstore_disks::crc::crc32c).collect();
     let digest = xxhash_rust::xxh3::xxh3_128(&data).to_le_bytes();
-    let copy = |s: &mut std::net::TcpStream, req: u64, hlc: u64, body: &[u8]| -> (AckStatus, String) {
-        let meta = WriteMeta {
-            version: podstore_engine::Version { hlc: hlc << 16, origin: 42 },
-            bucket: "photos".into(),
-            key: key.clone().into_bytes(),
-            content_type: "image/jpeg".into(),
-        }
-        .encode(true);
-        s.write_all(&FrameHeader::encode_flagged(Kind::Put, PUT_CHUNK_CRCS, req, &meta, body.len() as u64))
-            .expect("header");
-        s.write_all(&meta).expect("meta");
-        s.write_all(body).expect("body");
-        s.write_all(&Trailer { abort: false, digest }.encode()).expect("trailer");
-        s.write_all(&encode_chunk_crcs(&crcs)).expect("crcs");
-        loop {
-            let mut h = [0u8; HEADER_BYTES];
-            s.read_exact(&mut h).expect("frame");
-            let h = FrameHeader::decode(&h, 0).expect("header");
-            let mut meta = vec![0u8; h.meta_len as usize];
-            s.read_exact(&mut meta).expect("meta");
-            if h.kind == Kind::Ack && h.request == req {
-                return decode_ack(&meta).expect("ack");
-            }
-        }
+    let copy = |s: &mut std::net::TcpStream, req: u64, hlc: u64, body: &[u8]| {
+        send_flagged_copy(s, req, hlc, &key, body, &data, &[])
     };
     let direct = || metric(&a, "podstore_repl_received_direct_total");
     let before = direct();
@@ -554,27 +595,10 @@ fn a_copy_checked_by_its_chunk_crcs_is_stored_only_when_every_chunk_matches() {
 /// the copy is passed to another core.
 #[test]
 fn copies_whose_bodies_trickle_in_are_stored_and_the_frames_after_them_read() {
-    use podstore_net::repl::frame::{
-        decode_ack, encode_chunk_crcs, AckStatus, FrameHeader, Kind, Trailer, WriteMeta, HEADER_BYTES,
-        PUT_CHUNK_CRCS,
-    };
-    use std::io::{Read, Write};
-    let m = members(2);
-    let secret_text = "trickle-shared-secret-0123456789";
-    let secret = secret_file("trickle", secret_text);
-    let a = Node::start_on(
-        "trickle-a",
-        &m[0].name,
-        m[0].data,
-        m[0].admin,
-        &repl_config(&m[0], &[&m[1]], &secret),
-    );
-    let (mut s, placement) = handshake_placed(m[0].repl, "pod-b", "pod-a", secret_text.as_bytes());
-    let placement = placement.expect("the acceptor says where its disks are");
-    let owner = |k: &str| {
-        let name = podstore_net::names::ObjectName { bucket: "photos".into(), key: k.as_bytes().to_vec() };
-        placement.owner_core(&name.storage_key())
-    };
+    use podstore_net::repl::frame::{AckStatus, FrameHeader, Kind};
+    use std::io::Write;
+    let (a, mut s, placement) = pod_a_with_pod_b_impersonated("trickle", "trickle-shared-secret-0123456789");
+    let owner = |k: &str| owner_core(&placement, k);
     let mut keys = vec![(0..1000)
         .map(|i| format!("trickle-{i}"))
         .find(|k| owner(k) == Some(placement.accept_core))
@@ -585,49 +609,15 @@ fn copies_whose_bodies_trickle_in_are_stored_and_the_frames_after_them_read() {
             .map(|i| format!("trickle-{i}"))
             .find(|k| owner(k).is_some() && owner(k) != Some(placement.accept_core)),
     );
-    let read_frame = |s: &mut std::net::TcpStream| {
-        let mut h = [0u8; HEADER_BYTES];
-        s.read_exact(&mut h).expect("a frame (none: the receiver stopped reading)");
-        let h = FrameHeader::decode(&h, 0).expect("header");
-        let mut meta = vec![0u8; h.meta_len as usize];
-        s.read_exact(&mut meta).expect("meta");
-        (h, meta)
-    };
-    let mut req = 0;
     for (i, key) in keys.iter().enumerate() {
         let data: Vec<u8> =
             (0..1_701_000u32).map(|j| (j.wrapping_mul(2_654_435_761) >> 11) as u8 ^ i as u8).collect();
-        let crcs: Vec<u32> = data.chunks(1 << 20).map(podstore_disks::crc::crc32c).collect();
-        let digest = xxhash_rust::xxh3::xxh3_128(&data).to_le_bytes();
-        let meta = WriteMeta {
-            version: podstore_engine::Version { hlc: (100 + i as u64) << 16, origin: 42 },
-            bucket: "photos".into(),
-            key: key.clone().into_bytes(),
-            content_type: "image/jpeg".into(),
-        }
-        .encode(true);
-        req += 1;
-        s.write_all(&FrameHeader::encode_flagged(Kind::Put, PUT_CHUNK_CRCS, req, &meta, data.len() as u64))
-            .expect("header");
-        s.write_all(&meta).expect("meta");
         // Pieces with pauses between them: the receiver runs dry below any mark several
-        // times; the last byte comes alone.
-        let mut at = 0;
-        for piece in [300_000, 1_000, 700_000, 650_000, 49_999, 1] {
-            s.write_all(&data[at..at + piece]).expect("body");
-            at += piece;
-            std::thread::sleep(Duration::from_millis(150));
-        }
-        assert_eq!(at, data.len());
-        s.write_all(&Trailer { abort: false, digest }.encode()).expect("trailer");
-        s.write_all(&encode_chunk_crcs(&crcs)).expect("crcs");
-        // The trailer and CRCs are a few bytes: the ack comes only if they were read.
-        let ack = loop {
-            let (h, meta) = read_frame(&mut s);
-            if h.kind == Kind::Ack && h.request == req {
-                break decode_ack(&meta).expect("ack");
-            }
-        };
+        // times; the last byte comes alone. The trailer and CRCs after it are a few bytes: the
+        // answer comes only if they were read.
+        let pieces = [300_000, 1_000, 700_000, 650_000, 49_999];
+        assert_eq!(pieces.iter().sum::<usize>() + 1, data.len());
+        let ack = send_flagged_copy(&mut s, i as u64 + 1, 100 + i as u64, key, &data, &data, &pieces);
         assert_eq!(ack.0, AckStatus::Stored, "{key}: {}", ack.1);
         // A frame shorter than any mark after the copy: a ping is answered.
         s.write_all(&FrameHeader::encode(Kind::Ping, 0, &[], 0)).expect("ping");
