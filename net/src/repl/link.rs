@@ -248,7 +248,9 @@ impl PeerLink {
         if self.conns.borrow().iter().any(|c| !c.dead.get()) || self.connecting.get() > 0 {
             return;
         }
-        if let Err(e) = self.dial().await {
+        // A failed announcement (the peer is not up yet) must not hold up the copies that
+        // follow it: it does not mark the peer unreachable the way a failed dial does.
+        if let Err(e) = self.dial_then(false).await {
             tracing::debug!("announcing this node to {}: {e}", self.conf.name);
         }
     }
@@ -289,6 +291,11 @@ impl PeerLink {
 
     /// A new connection, unless the peer failed to answer a moment ago.
     async fn dial(&self) -> Result<Rc<Conn>, String> {
+        self.dial_then(true).await
+    }
+
+    /// [`PeerLink::dial`]; `mark_down`: a failure makes the next dials wait a moment.
+    async fn dial_then(&self, mark_down: bool) -> Result<Rc<Conn>, String> {
         if self.down_until.get().is_some_and(|t| std::time::Instant::now() < t) {
             return Err(format!("peer {}: unreachable (retrying soon)", self.conf.name));
         }
@@ -296,7 +303,7 @@ impl PeerLink {
         let r = tokio::time::timeout(self.connect_timeout, self.connect()).await;
         self.connecting.set(self.connecting.get() - 1);
         let r = r.map_err(|_| format!("peer {}: connect timed out", self.conf.name)).and_then(|r| r);
-        if r.is_err() {
+        if r.is_err() && mark_down {
             self.down_until
                 .set(Some(std::time::Instant::now() + self.connect_timeout.min(Duration::from_secs(1))));
         }
