@@ -142,6 +142,20 @@ impl Links {
     }
 }
 
+/// Why a connection to a peer could not be made.
+#[derive(Debug)]
+struct DialError {
+    message: String,
+    /// The connect was refused (nothing listens on the peer's address).
+    refused: bool,
+}
+
+impl From<String> for DialError {
+    fn from(message: String) -> Self {
+        DialError { message, refused: false }
+    }
+}
+
 /// Connections of one core to one peer.
 #[derive(Debug)]
 pub struct PeerLink {
@@ -302,21 +316,27 @@ impl PeerLink {
         self.connecting.set(self.connecting.get() + 1);
         let r = tokio::time::timeout(self.connect_timeout, self.connect()).await;
         self.connecting.set(self.connecting.get() - 1);
-        let r = r.map_err(|_| format!("peer {}: connect timed out", self.conf.name)).and_then(|r| r);
-        if r.is_err() && mark_down {
+        let r = r
+            .map_err(|_| DialError::from(format!("peer {}: connect timed out", self.conf.name)))
+            .and_then(|r| r);
+        // A refused connect (the peer's host answered at once: nothing listens yet) cost
+        // nothing and says nothing about the next one, which may find the peer restarted: only
+        // other failures make the next dials wait.
+        if r.as_ref().is_err_and(|e| !e.refused) && mark_down {
             self.down_until
                 .set(Some(std::time::Instant::now() + self.connect_timeout.min(Duration::from_secs(1))));
         }
-        let c = r?;
+        let c = r.map_err(|e| e.message)?;
         self.conns.borrow_mut().push(c.clone());
         Ok(c)
     }
 
-    async fn connect(&self) -> Result<Rc<Conn>, String> {
+    async fn connect(&self) -> Result<Rc<Conn>, DialError> {
         let name = &self.conf.name;
-        let s = tokio::net::TcpStream::connect(self.conf.address)
-            .await
-            .map_err(|e| format!("peer {name}: connect to {}: {e}", self.conf.address))?;
+        let s = tokio::net::TcpStream::connect(self.conf.address).await.map_err(|e| DialError {
+            message: format!("peer {name}: connect to {}: {e}", self.conf.address),
+            refused: e.kind() == std::io::ErrorKind::ConnectionRefused,
+        })?;
         tune_socket(&s, self.idle);
         let (mut r, mut w) = s.into_split();
         let nonce_i = auth::nonce().map_err(|e| format!("nonce: {e}"))?;
@@ -335,9 +355,9 @@ impl PeerLink {
                 let why = m.str16().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
                 metrics::counter!("podstore_repl_handshake_failures_total", "peer" => name.clone())
                     .increment(1);
-                return Err(format!("peer {name} refused us: {why}"));
+                return Err(DialError::from(format!("peer {name} refused us: {why}")));
             }
-            k => return Err(format!("peer {name}: expected a challenge, got {k:?}")),
+            k => return Err(DialError::from(format!("peer {name}: expected a challenge, got {k:?}"))),
         }
         let ch = auth::Challenge::decode(&meta).map_err(|e| format!("peer {name}: bad challenge: {e}"))?;
         let (their_name, nonce_a, mac_a) = (ch.name, ch.nonce, ch.mac);
@@ -359,17 +379,17 @@ impl PeerLink {
                 &MetaWriter::default().str16(b"authentication failed").0,
             )
             .await;
-            return Err(format!(
+            return Err(DialError::from(format!(
                 "peer {name} at {} failed authentication (answered as {their_name:?})",
                 self.conf.address
-            ));
+            )));
         }
         let mac_i = auth::sign(&self.id.secret, Side::Initiator, &nonce_i, &nonce_a, &self.id.node, name);
         write_frame(&mut w, Kind::Auth, 0, &mac_i).await.map_err(|e| format!("peer {name}: {e}"))?;
         let (h, placed) = read_small_frame(&mut r).await.map_err(|e| format!("peer {name}: {e}"))?;
         if h.kind != Kind::AuthOk {
             metrics::counter!("podstore_repl_handshake_failures_total", "peer" => name.clone()).increment(1);
-            return Err(format!("peer {name} did not accept our authentication"));
+            return Err(DialError::from(format!("peer {name} did not accept our authentication")));
         }
         let placed =
             frame::Placement::decode(&placed).map_err(|e| format!("peer {name}: bad AUTH_OK: {e}"))?;
