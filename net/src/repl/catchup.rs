@@ -160,8 +160,9 @@ pub async fn run(shared: Arc<Shared>, shards: Shards, link: Rc<PeerLink>, peer: 
         let failed = failures.borrow_mut().take();
         if let Some(e) = failed {
             tracing::debug!("catch-up to {}: {e}; retrying in {:?}", link.conf.name, backoff);
-            // Cut short when the peer connects to this node (it is back): counted first, then
-            // waited on, so a connection between the two is not missed.
+            // Cut short when the peer connects to this node (it is back) after the copies that
+            // failed were taken: counted first, then waited on, so a connection between the
+            // two is not missed.
             let woken = match progress {
                 Some(p) => {
                     let heard = p.heard.notified();
@@ -179,7 +180,6 @@ pub async fn run(shared: Arc<Shared>, shards: Shards, link: Rc<PeerLink>, peer: 
                 }
             };
             if woken {
-                heard_seen = heard_count();
                 backoff = IDLE_POLL;
                 link.heard();
                 metrics::counter!("podstore_repl_catch_up_woken_total", "peer" => link.conf.name.clone())
@@ -211,6 +211,9 @@ pub async fn run(shared: Arc<Shared>, shards: Shards, link: Rc<PeerLink>, peer: 
                 .await;
             continue;
         }
+        // The peer heard from until now is no news to a failure of the copies sent from here
+        // on: only a connection after they were taken wakes the back-off.
+        heard_seen = heard_count();
         for (s, e) in batch {
             let permit = slots.clone().try_acquire_owned().expect("counted free slots");
             let (link, failures, read_ahead) = (link.clone(), failures.clone(), read_ahead.clone());
