@@ -173,6 +173,9 @@ pub fn probe_direct_io(dir: &Path) -> Result<(u32, u32)> {
             check.set_len(ALIGN);
             r.read_exact(check.as_mut_slice())
         });
+    // Closed before the unlink: FUSE and NFS keep a file deleted while open under another
+    // name (.fuse_hidden*, .nfs*) until it is closed.
+    drop(f);
     let _ = std::fs::remove_file(&probe);
     let aligned = result?;
     read_back.map_err(|e| unusable(dir, format!("aligned O_DIRECT read failed: {e}")))?;
@@ -198,6 +201,18 @@ pub fn open_disk(spec: &DiskSpec, node_id: &str) -> Result<Disk> {
         return Err(unusable(path, "not a directory"));
     }
     let label_path = path.join(LABEL_FILE);
+    // The label is read, or a fresh disk's directory checked, before the direct-I/O probe
+    // writes its file: on FUSE a file deleted just after its close can still be listed for a
+    // moment (the close reaches the filesystem after the unlink), which made a fresh disk look
+    // used (CI), and an unmounted directory is refused before anything is written into it.
+    let found = match std::fs::read(&label_path) {
+        Ok(bytes) => Some(bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            check_fresh(spec)?;
+            None
+        }
+        Err(e) => return Err(unusable(path, format!("can't read {LABEL_FILE}: {e}"))),
+    };
     let (dio_offset_align, dio_mem_align) = match spec.cache {
         CacheMode::Direct => probe_direct_io(path)?,
         CacheMode::Buffered => {
@@ -205,8 +220,8 @@ pub fn open_disk(spec: &DiskSpec, node_id: &str) -> Result<Disk> {
             (0, 0)
         }
     };
-    match std::fs::read(&label_path) {
-        Ok(bytes) => {
+    match found {
+        Some(bytes) => {
             let label = Label::decode(&bytes)
                 .map_err(|e| unusable(path, format!("{LABEL_FILE} is damaged or not podstore's: {e}")))?;
             if label.node_id != node_id {
@@ -231,31 +246,7 @@ pub fn open_disk(spec: &DiskSpec, node_id: &str) -> Result<Disk> {
             }
             Ok(Disk { spec: spec.clone(), label, labelled_now: false, dio_offset_align, dio_mem_align })
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let rd = std::fs::read_dir(path).map_err(|e| unusable(path, format!("can't list: {e}")))?;
-            let foreign: Vec<String> = rd
-                .filter_map(|e| e.ok())
-                .map(|e| String::from_utf8_lossy(e.file_name().as_bytes()).into_owned())
-                .filter(|n| n != "lost+found")
-                .take(3)
-                .collect();
-            if !foreign.is_empty() {
-                return Err(unusable(
-                    path,
-                    format!(
-                        "no {LABEL_FILE} but the directory is not empty ({}…); refusing to use it \
-                         (is the right filesystem mounted?)",
-                        foreign.join(", ")
-                    ),
-                ));
-            }
-            if spec.require_mount_point && !is_mount_point(path)? {
-                return Err(unusable(
-                    path,
-                    "not a mount point: an unmounted disk must not be filled silently; mount the \
-                     disk, or set `require_mount_point = false` for a directory-backed disk",
-                ));
-            }
+        None => {
             let label = Label {
                 disk_id: spec.id,
                 tier: spec.tier,
@@ -266,8 +257,38 @@ pub fn open_disk(spec: &DiskSpec, node_id: &str) -> Result<Disk> {
             tracing::info!("disk {}: labelled as disk {} of node {node_id}", path.display(), spec.id);
             Ok(Disk { spec: spec.clone(), label, labelled_now: true, dio_offset_align, dio_mem_align })
         }
-        Err(e) => Err(unusable(path, format!("can't read {LABEL_FILE}: {e}"))),
     }
+}
+
+/// A disk without a label may be labelled only if its directory is empty (a mounted, fresh
+/// filesystem) and, when required, a mount point.
+fn check_fresh(spec: &DiskSpec) -> Result<()> {
+    let path = &spec.path;
+    let rd = std::fs::read_dir(path).map_err(|e| unusable(path, format!("can't list: {e}")))?;
+    let foreign: Vec<String> = rd
+        .filter_map(|e| e.ok())
+        .map(|e| String::from_utf8_lossy(e.file_name().as_bytes()).into_owned())
+        .filter(|n| n != "lost+found")
+        .take(3)
+        .collect();
+    if !foreign.is_empty() {
+        return Err(unusable(
+            path,
+            format!(
+                "no {LABEL_FILE} but the directory is not empty ({}…); refusing to use it \
+                 (is the right filesystem mounted?)",
+                foreign.join(", ")
+            ),
+        ));
+    }
+    if spec.require_mount_point && !is_mount_point(path)? {
+        return Err(unusable(
+            path,
+            "not a mount point: an unmounted disk must not be filled silently; mount the \
+             disk, or set `require_mount_point = false` for a directory-backed disk",
+        ));
+    }
+    Ok(())
 }
 
 /// Writes the label durably: a temporary file, fsync, rename, fsync of the directory.
