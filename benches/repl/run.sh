@@ -47,7 +47,8 @@ cleanup() {
   status=$?
   if [ $status != 0 ]; then
     echo "repl-bench failed ($status); logs:" >&2
-    tail -n 20 "$work"/*.log >&2 || true
+    # (the nodes' logs; the CPU samples are numbers only)
+    for l in "$work"/*.log; do [ "$l" = "$work/cpu.log" ] || tail -n 20 "$l" >&2; done
   fi
   # The nodes' logs stay for a look after the run.
   rm -rf /tmp/podstore-replbench-logs; mkdir -p /tmp/podstore-replbench-logs
