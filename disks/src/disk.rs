@@ -122,9 +122,12 @@ fn dio_align(path: &Path) -> Result<(u32, u32)> {
     Ok((stx.stx_dio_offset_align, stx.stx_dio_mem_align))
 }
 
+/// The direct-I/O probe's file, removed once it has been read back.
+const PROBE_FILE: &str = ".podstore-dio-probe";
+
 /// Checks that O_DIRECT works in `dir` with 4096-byte alignment; returns the reported alignment.
 pub fn probe_direct_io(dir: &Path) -> Result<(u32, u32)> {
-    let probe = dir.join(".podstore-dio-probe");
+    let probe = dir.join(PROBE_FILE);
     let _ = std::fs::remove_file(&probe);
     let opened = std::fs::OpenOptions::new()
         .read(true)
@@ -261,14 +264,16 @@ pub fn open_disk(spec: &DiskSpec, node_id: &str) -> Result<Disk> {
 }
 
 /// A disk without a label may be labelled only if its directory is empty (a mounted, fresh
-/// filesystem) and, when required, a mount point.
+/// filesystem) and, when required, a mount point. What a first start stopped mid-way leaves
+/// (the probe's file, the label's temporary file) is not foreign: the next start goes on.
 fn check_fresh(spec: &DiskSpec) -> Result<()> {
     let path = &spec.path;
     let rd = std::fs::read_dir(path).map_err(|e| unusable(path, format!("can't list: {e}")))?;
+    let ours = [PROBE_FILE.to_string(), format!("{LABEL_FILE}.tmp")];
     let foreign: Vec<String> = rd
         .filter_map(|e| e.ok())
         .map(|e| String::from_utf8_lossy(e.file_name().as_bytes()).into_owned())
-        .filter(|n| n != "lost+found")
+        .filter(|n| n != "lost+found" && !ours.contains(n))
         .take(3)
         .collect();
     if !foreign.is_empty() {
@@ -342,6 +347,15 @@ mod tests {
         other.id = 4;
         assert!(open_disk(&other, "node-a").is_err());
 
+        // A first start stopped after the probe created its file, or while the label was
+        // being written: the next start labels the disk.
+        let h = tempdir("halfway");
+        std::fs::write(h.join(PROBE_FILE), b"x").expect("write");
+        std::fs::write(h.join(format!("{LABEL_FILE}.tmp")), b"partial").expect("write");
+        let halfway = open_disk(&spec(&h), "node-a").expect("a half-done first start goes on");
+        assert!(halfway.labelled_now && halfway.label.node_id == "node-a");
+        assert!(!h.join(PROBE_FILE).exists(), "the probe's file is removed");
+
         let e = tempdir("unlabelled");
         std::fs::write(e.join("somefile"), b"x").expect("write");
         let err = open_disk(&spec(&e), "node-a").expect_err("unlabelled non-empty refused");
@@ -352,7 +366,7 @@ mod tests {
         s.require_mount_point = true;
         let err = open_disk(&s, "node-a").expect_err("non-mount point refused");
         assert!(err.to_string().contains("mount point"), "{err}");
-        for p in [d, e, m] {
+        for p in [d, h, e, m] {
             let _ = std::fs::remove_dir_all(p);
         }
     }
