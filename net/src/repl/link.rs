@@ -448,7 +448,9 @@ impl PeerLink {
                 let flags = if crcs.is_some() { super::frame::PUT_CHUNK_CRCS } else { 0 };
                 head.extend_from_slice(&FrameHeader::encode_flagged(Kind::Put, flags, req, &meta, len));
                 head.extend_from_slice(&meta);
-                w.write_all(&head).await.map_err(|e| e.to_string())?;
+                // The header goes out with the body's first bytes, not as a packet of its own.
+                if len > 0 { write_more(&w, &head).await } else { w.write_all(&head).await }
+                    .map_err(|e| e.to_string())?;
                 let mut sent = 0u64;
                 let digest = loop {
                     match body.recv().await {
@@ -457,7 +459,7 @@ impl PeerLink {
                                 break None;
                             }
                             let n = b.len();
-                            self.send_piece(&mut w, b).await?;
+                            self.send_piece(&mut w, b, sent + n as u64 == len).await?;
                             conn.wrote.set(std::time::Instant::now());
                             sent += n as u64;
                         }
@@ -466,7 +468,7 @@ impl PeerLink {
                                 break None;
                             }
                             let n = c.len();
-                            self.send_piece(&mut w, c).await?;
+                            self.send_piece(&mut w, c, sent + n as u64 == len).await?;
                             conn.wrote.set(std::time::Instant::now());
                             sent += n as u64;
                         }
@@ -502,11 +504,13 @@ impl PeerLink {
     }
 
     /// Writes one piece of a body: large pieces with a zero-copy send from the buffer they
-    /// are in (kept alive until the kernel is done with it), others with a plain send.
+    /// are in (kept alive until the kernel is done with it), others with a plain send. A
+    /// body's `last` piece sent plainly waits in the kernel for the trailer written after it.
     async fn send_piece<T: AsRef<[u8]> + Clone + 'static>(
         &self,
         w: &mut OwnedWriteHalf,
         piece: T,
+        last: bool,
     ) -> Result<(), String> {
         let len = piece.as_ref().len();
         match self.zc.usable(len) {
@@ -521,6 +525,7 @@ impl PeerLink {
                 }
                 self.zc.judge(&self.conf.name);
             }
+            None if last => write_more(w, piece.as_ref()).await.map_err(|e| e.to_string())?,
             None => w.write_all(piece.as_ref()).await.map_err(|e| e.to_string())?,
         }
         metrics::counter!("podstore_repl_sent_bytes_total", "peer" => self.conf.name.clone())
@@ -606,5 +611,58 @@ async fn ping(conn: std::rc::Weak<Conn>, idle: Duration) {
             c.fail_all("ping failed");
             return;
         }
+    }
+}
+
+/// Writes all of `buf` flagged `MSG_MORE`: the kernel keeps it to go out with what the
+/// connection writes next (a frame's header with its body's first bytes, a body's last bytes
+/// with its trailer) instead of as a packet of its own. The next plain write sends it, so
+/// every caller writes again at once (or closes the connection).
+async fn write_more(w: &OwnedWriteHalf, mut buf: &[u8]) -> std::io::Result<()> {
+    let s: &tokio::net::TcpStream = w.as_ref();
+    while !buf.is_empty() {
+        s.writable().await?;
+        let sent = s.try_io(tokio::io::Interest::WRITABLE, || {
+            socket2::SockRef::from(s).send_with_flags(buf, libc::MSG_MORE | libc::MSG_NOSIGNAL)
+        });
+        match sent {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A short write flagged `MSG_MORE` stays in the kernel until the next plain write, which
+    /// sends both: a frame's header travels with its body's first bytes (on a connection set
+    /// up as the peer links are, `TCP_NODELAY`).
+    #[tokio::test]
+    async fn a_write_flagged_more_goes_out_with_the_next_plain_write() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let (c, a) = tokio::join!(tokio::net::TcpStream::connect(addr), l.accept());
+        let (c, (mut s, _)) = (c.expect("connect"), a.expect("accept"));
+        c.set_nodelay(true).expect("nodelay");
+        let (_r, mut w) = c.into_split();
+        super::write_more(&w, b"header").await.expect("write");
+        let mut buf = [0u8; 64];
+        // (Linux sends held bytes by itself only with its probe timer, 200 ms at the least.)
+        let early = tokio::time::timeout(Duration::from_millis(100), s.read(&mut buf)).await;
+        assert!(early.is_err(), "the flagged write went out alone: {early:?}");
+        w.write_all(b"body").await.expect("write");
+        let mut got = Vec::new();
+        while got.len() < 10 {
+            let n = s.read(&mut buf).await.expect("read");
+            assert!(n > 0, "closed");
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(got, b"headerbody");
     }
 }
