@@ -10,7 +10,10 @@
 //!    directory) or another program's data looks. With `require_mount_point` (the default for
 //!    real disks) it must also be a mount point, so a disk that failed to mount is never
 //!    silently filled;
-//! 4. O_DIRECT must work there with an alignment that divides 4096 (`statx(2)` STATX_DIOALIGN,
+//! 4. no other process holds the disk: the checks above are repeated under this process's
+//!    exclusive lock (`podstore.lock`, lock.rs), which the returned [`Disk`] carries and the
+//!    caller keeps for as long as it uses the disk;
+//! 5. O_DIRECT must work there with an alignment that divides 4096 (`statx(2)` STATX_DIOALIGN,
 //!    then a real aligned write and read); tmpfs, for one, refuses O_DIRECT. Development setups
 //!    may choose [`CacheMode::Buffered`] explicitly instead.
 
@@ -19,8 +22,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use crate::label::{Label, LABEL_FILE, LABEL_SIZE, NODE_ID_MAX_BYTES};
-use crate::{AlignedBuf, CacheMode, Error, Result, ALIGN};
+use crate::{AlignedBuf, CacheMode, DiskLock, Error, Result, ALIGN, LOCK_FILE};
 
 /// The class of a disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -80,6 +85,8 @@ pub struct Disk {
     pub dio_offset_align: u32,
     /// `STATX_DIOALIGN` memory alignment.
     pub dio_mem_align: u32,
+    /// This process's lock on the disk: keep it for as long as the disk is used.
+    pub lock: Arc<DiskLock>,
 }
 
 /// Capacity and free space of the filesystem holding `path` (`statvfs(3)`).
@@ -122,12 +129,14 @@ fn dio_align(path: &Path) -> Result<(u32, u32)> {
     Ok((stx.stx_dio_offset_align, stx.stx_dio_mem_align))
 }
 
-/// The direct-I/O probe's file, removed once it has been read back.
+/// The direct-I/O probe's file (`.podstore-dio-probe.<pid>`), removed once it has been read
+/// back. The PID keeps two processes' probes of one directory apart (a node's start and
+/// `podstore-tune measure`, say).
 const PROBE_FILE: &str = ".podstore-dio-probe";
 
 /// Checks that O_DIRECT works in `dir` with 4096-byte alignment; returns the reported alignment.
 pub fn probe_direct_io(dir: &Path) -> Result<(u32, u32)> {
-    let probe = dir.join(PROBE_FILE);
+    let probe = dir.join(format!("{PROBE_FILE}.{}", std::process::id()));
     let _ = std::fs::remove_file(&probe);
     let opened = std::fs::OpenOptions::new()
         .read(true)
@@ -203,19 +212,22 @@ pub fn open_disk(spec: &DiskSpec, node_id: &str) -> Result<Disk> {
     if !meta.is_dir() {
         return Err(unusable(path, "not a directory"));
     }
-    let label_path = path.join(LABEL_FILE);
+    // An unlabelled directory is checked before anything is written into it (the lock file
+    // included): an unmounted mount point or another program's directory is refused as is.
+    // A foreign disk is refused before too.
+    if let Some(bytes) = read_label_or_check_fresh(spec)? {
+        check_label(&bytes, spec, node_id)?;
+    }
+    // Then the disk becomes this process's, before its label, placement or blobs are read: a
+    // second process on the same disk is refused here (lock.rs).
+    let lock = Arc::new(DiskLock::exclusive(path)?);
+    // Read again under the lock: a process that held it a moment ago may have labelled it.
     // The label is read, or a fresh disk's directory checked, before the direct-I/O probe
     // writes its file: on FUSE a file deleted just after its close can still be listed for a
     // moment (the close reaches the filesystem after the unlink), which made a fresh disk look
-    // used (CI), and an unmounted directory is refused before anything is written into it.
-    let found = match std::fs::read(&label_path) {
-        Ok(bytes) => Some(bytes),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            check_fresh(spec)?;
-            None
-        }
-        Err(e) => return Err(unusable(path, format!("can't read {LABEL_FILE}: {e}"))),
-    };
+    // used (CI).
+    let found = read_label_or_check_fresh(spec)?;
+    remove_dead_probes(path);
     let (dio_offset_align, dio_mem_align) = match spec.cache {
         CacheMode::Direct => probe_direct_io(path)?,
         CacheMode::Buffered => {
@@ -225,20 +237,7 @@ pub fn open_disk(spec: &DiskSpec, node_id: &str) -> Result<Disk> {
     };
     match found {
         Some(bytes) => {
-            let label = Label::decode(&bytes)
-                .map_err(|e| unusable(path, format!("{LABEL_FILE} is damaged or not podstore's: {e}")))?;
-            if label.node_id != node_id {
-                return Err(unusable(
-                    path,
-                    format!("disk belongs to node {:?}, not {node_id:?} (foreign disk)", label.node_id),
-                ));
-            }
-            if label.disk_id != spec.id {
-                return Err(unusable(
-                    path,
-                    format!("label says disk id {}, the configuration says {}", label.disk_id, spec.id),
-                ));
-            }
+            let label = check_label(&bytes, spec, node_id)?;
             if label.tier != spec.tier {
                 tracing::warn!(
                     "disk {}: labelled {}, configured {}; using the configured tier",
@@ -247,7 +246,7 @@ pub fn open_disk(spec: &DiskSpec, node_id: &str) -> Result<Disk> {
                     spec.tier
                 );
             }
-            Ok(Disk { spec: spec.clone(), label, labelled_now: false, dio_offset_align, dio_mem_align })
+            Ok(Disk { spec: spec.clone(), label, labelled_now: false, dio_offset_align, dio_mem_align, lock })
         }
         None => {
             let label = Label {
@@ -258,8 +257,56 @@ pub fn open_disk(spec: &DiskSpec, node_id: &str) -> Result<Disk> {
             };
             write_label(path, &label)?;
             tracing::info!("disk {}: labelled as disk {} of node {node_id}", path.display(), spec.id);
-            Ok(Disk { spec: spec.clone(), label, labelled_now: true, dio_offset_align, dio_mem_align })
+            Ok(Disk { spec: spec.clone(), label, labelled_now: true, dio_offset_align, dio_mem_align, lock })
         }
+    }
+}
+
+/// The label, if it is valid and names this node and this disk.
+fn check_label(bytes: &[u8], spec: &DiskSpec, node_id: &str) -> Result<Label> {
+    let path = &spec.path;
+    let label = Label::decode(bytes)
+        .map_err(|e| unusable(path, format!("{LABEL_FILE} is damaged or not podstore's: {e}")))?;
+    if label.node_id != node_id {
+        return Err(unusable(
+            path,
+            format!("disk belongs to node {:?}, not {node_id:?} (foreign disk)", label.node_id),
+        ));
+    }
+    if label.disk_id != spec.id {
+        return Err(unusable(
+            path,
+            format!("label says disk id {}, the configuration says {}", label.disk_id, spec.id),
+        ));
+    }
+    Ok(label)
+}
+
+/// Removes probe files left by processes that died mid-probe (their PID is not running, or
+/// the name has none, as before 2026-12): they would otherwise stay forever.
+fn remove_dead_probes(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    for e in rd.filter_map(|e| e.ok()) {
+        let name = e.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(PROBE_FILE)) else { continue };
+        let alive = rest
+            .strip_prefix('.')
+            .and_then(|pid| pid.parse::<u32>().ok())
+            .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+        if !alive {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// The label's bytes; or, where there is none, `None` once the directory passed the checks of
+/// a fresh disk.
+fn read_label_or_check_fresh(spec: &DiskSpec) -> Result<Option<Vec<u8>>> {
+    let label_path = spec.path.join(LABEL_FILE);
+    match std::fs::read(&label_path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => check_fresh(spec).map(|()| None),
+        Err(e) => Err(unusable(&spec.path, format!("can't read {LABEL_FILE}: {e}"))),
     }
 }
 
@@ -269,11 +316,11 @@ pub fn open_disk(spec: &DiskSpec, node_id: &str) -> Result<Disk> {
 fn check_fresh(spec: &DiskSpec) -> Result<()> {
     let path = &spec.path;
     let rd = std::fs::read_dir(path).map_err(|e| unusable(path, format!("can't list: {e}")))?;
-    let ours = [PROBE_FILE.to_string(), format!("{LABEL_FILE}.tmp")];
+    let ours = [format!("{LABEL_FILE}.tmp"), LOCK_FILE.to_string()];
     let foreign: Vec<String> = rd
         .filter_map(|e| e.ok())
         .map(|e| String::from_utf8_lossy(e.file_name().as_bytes()).into_owned())
-        .filter(|n| n != "lost+found" && !ours.contains(n))
+        .filter(|n| n != "lost+found" && !ours.contains(n) && !n.starts_with(PROBE_FILE))
         .take(3)
         .collect();
     if !foreign.is_empty() {
@@ -339,8 +386,12 @@ mod tests {
             return;
         };
         assert!(disk.labelled_now);
+        let held = open_disk(&spec(&d), "node-a").expect_err("a disk held is refused");
+        assert!(matches!(held, Error::Locked { .. }), "{held}");
+        drop(disk);
         let again = open_disk(&spec(&d), "node-a").expect("own label accepted");
         assert!(!again.labelled_now);
+        drop(again);
         let foreign = open_disk(&spec(&d), "node-b").expect_err("foreign node refused");
         assert!(foreign.to_string().contains("foreign"), "{foreign}");
         let mut other = spec(&d);
@@ -351,10 +402,13 @@ mod tests {
         // being written: the next start labels the disk.
         let h = tempdir("halfway");
         std::fs::write(h.join(PROBE_FILE), b"x").expect("write");
+        let dead_probe = h.join(format!("{PROBE_FILE}.0"));
+        std::fs::write(&dead_probe, b"x").expect("write");
         std::fs::write(h.join(format!("{LABEL_FILE}.tmp")), b"partial").expect("write");
         let halfway = open_disk(&spec(&h), "node-a").expect("a half-done first start goes on");
         assert!(halfway.labelled_now && halfway.label.node_id == "node-a");
         assert!(!h.join(PROBE_FILE).exists(), "the probe's file is removed");
+        assert!(!dead_probe.exists(), "a dead process's probe file is removed");
 
         let e = tempdir("unlabelled");
         std::fs::write(e.join("somefile"), b"x").expect("write");

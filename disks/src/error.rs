@@ -16,6 +16,7 @@ pub enum Op {
     SyncDir,
     ListDir,
     Stat,
+    Lock,
 }
 
 impl std::fmt::Display for Op {
@@ -32,6 +33,7 @@ impl std::fmt::Display for Op {
             Op::SyncDir => "fsync(dir)",
             Op::ListDir => "list",
             Op::Stat => "stat",
+            Op::Lock => "lock",
         };
         f.write_str(s)
     }
@@ -55,6 +57,9 @@ pub enum Error {
     /// The directory can't be used as a podstore disk; the reason says what to do.
     #[error("disk {path}: {reason}")]
     Unusable { path: PathBuf, reason: String },
+    /// Another process holds the disk's lock (`podstore.lock`, see [`crate::DiskLock`]).
+    #[error("{} is locked by {}: a disk belongs to one process at a time (two writing it lose acknowledged data); stop that process first", path.display(), holder_pid.map_or("another process".to_string(), |p| format!("PID {p}")))]
+    Locked { path: PathBuf, holder_pid: Option<u32> },
     /// io_uring could not be set up.
     #[error("io_uring unavailable: {0}")]
     UringUnavailable(String),

@@ -4,7 +4,8 @@
 //!   per-core io_uring driver), [`SyncIo`] (the `pread`/`pwrite` fallback) and [`SimDisk`] (in
 //!   memory, seeded faults). [`AnyIo`] chooses between the first two at startup.
 //! - [`AlignedBuf`] and [`BufPool`]: 4096-aligned buffers for O_DIRECT, pooled per core.
-//! - [`open_disk`]: checks a configured directory (label, O_DIRECT, alignment) before use.
+//! - [`open_disk`]: checks a configured directory (label, O_DIRECT, alignment) before use, and
+//!   locks it for this process ([`DiskLock`]).
 //!
 //! This crate imports nothing of podstore's; the engine builds on it.
 
@@ -18,6 +19,7 @@ mod faulty;
 mod fd;
 mod io;
 pub mod label;
+mod lock;
 mod sim;
 mod sock;
 mod sync_io;
@@ -31,6 +33,7 @@ pub use error::{Error, Op, Result};
 pub use faulty::{FaultPlan, FaultRates, FaultStats, Faulty};
 pub use fd::FdFile;
 pub use io::{CacheMode, Io, OpenMode};
+pub use lock::{DiskLock, LOCK_FILE};
 pub use sim::{SimDisk, SimFaults, SimFile, SimStats, SIM_SECTOR};
 pub use sock::set_recv_lowat;
 pub use sync_io::SyncIo;

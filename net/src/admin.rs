@@ -864,7 +864,8 @@ async fn add_disk_now(
     let (spec, info, weight) =
         tokio::task::spawn_blocking(move || crate::node::prepare_disk(&c2, &node_id, None, core))
             .await
-            .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+            .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+            .map_err(|e| (StatusCode::CONFLICT, "disk_in_use", e))?;
     if let Some(why) = &info.failed {
         return Err((StatusCode::UNPROCESSABLE_ENTITY, "unusable_disk", why.clone()));
     }

@@ -65,7 +65,7 @@ pub fn presign(
         ));
     }
     let path = url_path(name);
-    let parsed = crate::names::parse_object_path(&path, podstore_engine::record::KEY_MAX_BYTES)
+    let parsed = crate::names::parse_object_path(&path, crate::names::KEY_BYTES_MAX)
         .map_err(|crate::names::NameError::Invalid(m)| format!("{name}: {m}"))?;
     let secret = crate::auth::read_key_secret(id, secret_file)?;
     let now =
@@ -648,8 +648,16 @@ pub fn add_disk(admin: SocketAddr, disk: u32, path: &Path, query: &str, follow: 
     })
 }
 
-/// `podstore index-info`: a stopped node's disk, inspected offline without changing it.
+/// `podstore index-info`: a stopped node's disk, inspected offline without changing it. It
+/// opens everything read-only and holds a shared lock on the disk while it reads (lock.rs in
+/// podstore-disks): refused while a node holds the disk, and a node can't start on it meanwhile.
 pub fn index_info(dir: &Path) -> Result<(), String> {
+    let _lock = podstore_disks::DiskLock::shared_if_present(dir).map_err(|e| match e {
+        podstore_disks::Error::Locked { .. } => {
+            format!("{e}. index-info reads a stopped node's disk; ask a running node with `podstore stat`")
+        }
+        e => e.to_string(),
+    })?;
     let label_path: PathBuf = dir.join(podstore_disks::label::LABEL_FILE);
     let label_bytes = std::fs::read(&label_path)
         .map_err(|e| format!("{}: {e} (not a podstore disk?)", label_path.display()))?;
@@ -664,7 +672,7 @@ pub fn index_info(dir: &Path) -> Result<(), String> {
             podstore_engine::Shard::open(io, cfg, &dir, label.disk_id).await.map_err(|e| e.to_string())?;
         let st = shard.stats();
         println!(
-            "disk {} of node {:?} ({} tier), {}",
+            "disk {} of node {:?} ({} tier), {} (opened read-only)",
             label.disk_id,
             label.node_id,
             label.tier,

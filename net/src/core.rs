@@ -170,6 +170,9 @@ pub struct DiskInfo {
     pub core: usize,
     /// Its measured profile (`podstore-tune measure`), if one was found.
     pub profile: Option<crate::profile::DiskProfile>,
+    /// This process's lock on the disk (none for a disk that failed its checks): held while
+    /// the node keeps the disk in its layout, that is until it exits.
+    pub lock: Option<Arc<podstore_disks::DiskLock>>,
 }
 
 /// The node's disks as they are now.

@@ -43,13 +43,14 @@ fn notify(state: &[NotifyState]) {
 
 /// Checks (and on first use labels) a disk, blocking: its spec, what the node shows of it, and
 /// its placement weight: the configured one, else the one recorded, else its size in GiB (None
-/// for a disk that failed its checks and has no weight on record). `core` will own it.
+/// for a disk that failed its checks and has no weight on record). `core` will own it. The
+/// one error is a disk that another process holds: the node must not start (or take it).
 pub(crate) fn prepare_disk(
     d: &DiskConf,
     node_id: &str,
     recorded_weight: Option<f64>,
     core: usize,
-) -> (DiskSpec, DiskInfo, Option<f64>) {
+) -> Result<(DiskSpec, DiskInfo, Option<f64>), String> {
     let spec = DiskSpec {
         id: d.id,
         path: d.path.clone(),
@@ -57,11 +58,14 @@ pub(crate) fn prepare_disk(
         require_mount_point: d.require_mount_point,
         cache: d.cache.into(),
     };
-    let (failed, capacity) = match open_disk(&spec, node_id) {
-        Ok(_) => (None, fs_space(&spec.path).map_or(0, |(cap, _)| cap)),
+    let (failed, capacity, lock) = match open_disk(&spec, node_id) {
+        Ok(disk) => (None, fs_space(&spec.path).map_or(0, |(cap, _)| cap), Some(disk.lock)),
+        Err(e @ podstore_disks::Error::Locked { .. }) => {
+            return Err(format!("disk {} ({}): {e}", d.id, d.path.display()));
+        }
         Err(e) => {
             tracing::error!("disk {} ({}) is not used: {e}", d.id, d.path.display());
-            (Some(e.to_string()), 0)
+            (Some(e.to_string()), 0, None)
         }
     };
     let weight = match failed {
@@ -94,8 +98,9 @@ pub(crate) fn prepare_disk(
         capacity_bytes: capacity,
         core,
         profile,
+        lock,
     };
-    (spec, info, weight)
+    Ok((spec, info, weight))
 }
 
 /// Runs the node until SIGTERM or SIGINT. Errors are startup failures, described for humans.
@@ -149,7 +154,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
     for d in &confs {
         let core = healthy % ncores;
         let known = recorded.disks.get(&d.id).map(|r| r.0);
-        let (spec, info, weight) = prepare_disk(d, &cfg.node_id, known, core);
+        let (spec, info, weight) = prepare_disk(d, &cfg.node_id, known, core)?;
         if info.failed.is_none() {
             let weight = weight.unwrap_or(1.0);
             healthy += 1;

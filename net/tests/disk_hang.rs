@@ -250,7 +250,9 @@ fn fresh_disks_on_a_fuse_filesystem_are_labelled_every_time() {
                     let disk = podstore_disks::open_disk(&spec, "fresh-node")
                         .unwrap_or_else(|e| panic!("{t}/{i}: a fresh directory was refused: {e}"));
                     assert!(disk.labelled_now && disk.label.disk_id == 7, "{t}/{i}: {:?}", disk.label);
-                    // It opens again as the labelled disk, whatever the probe left behind.
+                    // It opens again as the labelled disk, whatever the probe left behind, once
+                    // the first holder let go of it.
+                    drop(disk);
                     let again = podstore_disks::open_disk(&spec, "fresh-node")
                         .unwrap_or_else(|e| panic!("{t}/{i}: reopen: {e}"));
                     assert!(!again.labelled_now, "{t}/{i}: labelled twice");

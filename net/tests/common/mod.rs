@@ -136,7 +136,8 @@ impl Node {
         Node::start_with_config(dir, data, admin, text)
     }
 
-    fn start_with_config(dir: PathBuf, data: SocketAddr, admin: SocketAddr, text: String) -> Node {
+    /// Starts a node on the config `text` (written to `dir/podstore.toml`).
+    pub fn start_with_config(dir: PathBuf, data: SocketAddr, admin: SocketAddr, text: String) -> Node {
         let config = dir.join("podstore.toml");
         std::fs::write(&config, text).expect("write config");
         let log = dir.join("node.log");
