@@ -27,7 +27,7 @@
 //!     32    8 created, milliseconds since the Unix epoch
 //!     40    8 object length, bytes (0 for a tombstone)
 //!     48    8 record length, bytes (multiple of 4096, everything above included)
-//!     56    2 key length (1..=1024)
+//!     56    2 key length (1..=1088: bucket, `/`, key; see KEY_MAX_BYTES)
 //!     58    1 content type length (0..=255)
 //!     59    5 zero
 //!     64    8 version: hybrid logical clock (ms << 16 | counter), see version.rs
@@ -52,7 +52,9 @@
 //! authentic header names, and binds to it by the sequence.)
 //!
 //! Version history: 1 (first); 2 (the header tag; a shard of version 1 has no record key and is
-//! refused at open).
+//! refused at open). Within version 2, keys up to 1088 bytes since 2026-12 (1024 before: a
+//! build older than that reads a record with a longer key as damaged, so downgrade only to a
+//! build that has this limit).
 
 use crate::record_key::RecordKey;
 use crate::Error;
@@ -69,8 +71,9 @@ pub const CHUNK_BYTES: u64 = 1 << 20;
 
 /// Block in which the writer's two sums (XXH3-128, CRC32C) advance together.
 const SUMS_BLOCK_BYTES: usize = 64 << 10;
-/// Longest key.
-pub const KEY_MAX_BYTES: usize = 1024;
+/// Longest storage key: a bucket of up to 63 bytes, a slash and an API key of up to 1024 bytes
+/// (API.md "Names"). Until 2026-12 it was 1024, which refused the longest API keys.
+pub const KEY_MAX_BYTES: usize = 63 + 1 + 1024;
 /// Longest content type.
 pub const CONTENT_TYPE_MAX_BYTES: usize = 255;
 /// Block size of the format.

@@ -369,7 +369,7 @@ async fn route(
             _ => Err(err(StatusCode::NOT_FOUND, "not_found", "no such node endpoint")),
         };
     }
-    let name = parse_object_path(&path, podstore_engine::record::KEY_MAX_BYTES)
+    let name = parse_object_path(&path, crate::names::KEY_BYTES_MAX)
         .map_err(|NameError::Invalid(m)| err(StatusCode::BAD_REQUEST, "invalid_name", m))?;
     let method = req.method().clone();
     if !matches!(method, Method::GET | Method::HEAD | Method::PUT | Method::DELETE) {

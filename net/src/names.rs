@@ -1,6 +1,13 @@
 //! Bucket and key names (API.md "Names"): parsing a request path into a validated bucket and
 //! key. Keys are data, never paths: nothing here touches a filesystem.
 
+/// Longest key of a name, in bytes after percent-decoding (API.md "Names").
+pub const KEY_BYTES_MAX: usize = 1024;
+/// Longest bucket name.
+pub const BUCKET_BYTES_MAX: usize = 63;
+// Every valid name fits the engine's storage key (bucket, a slash, the key).
+const _: () = assert!(BUCKET_BYTES_MAX + 1 + KEY_BYTES_MAX <= podstore_engine::record::KEY_MAX_BYTES);
+
 /// Why a path is not an object name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NameError {
@@ -35,7 +42,7 @@ pub fn split_storage_key(storage_key: &[u8]) -> Option<(&[u8], &[u8])> {
 /// Checks a bucket name: 3–63 of `a-z 0-9 . -`, starting and ending with a letter or digit.
 pub fn valid_bucket(b: &str) -> bool {
     let bytes = b.as_bytes();
-    (3..=63).contains(&bytes.len())
+    (3..=BUCKET_BYTES_MAX).contains(&bytes.len())
         && bytes.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'.' || *c == b'-')
         && bytes[0].is_ascii_alphanumeric()
         && bytes[bytes.len() - 1].is_ascii_alphanumeric()

@@ -314,7 +314,7 @@ async fn answer_request(
                 String::from_utf8(r.str8().map_err(|e| e.to_string())?.to_vec()).map_err(|_| "bad bucket")?;
             let key = r.str16().map_err(|e| e.to_string())?.to_vec();
             r.end().map_err(|e| e.to_string())?;
-            crate::names::validate_name(&bucket, &key, podstore_engine::record::KEY_MAX_BYTES)
+            crate::names::validate_name(&bucket, &key, crate::names::KEY_BYTES_MAX)
                 .map_err(|crate::names::NameError::Invalid(m)| m.to_string())?;
             let idx = shared
                 .cfg
@@ -340,7 +340,7 @@ async fn receive_put(
     r: &mut OwnedReadHalf,
     out: &mpsc::Sender<Vec<u8>>,
 ) -> Result<(), String> {
-    let key_max = podstore_engine::record::KEY_MAX_BYTES;
+    let key_max = crate::names::KEY_BYTES_MAX;
     let wm = WriteMeta::decode(meta, true, key_max).map_err(|e| format!("bad PUT: {e}"))?;
     let len = h.data_len;
     let ready = shared.ready.load(Ordering::Relaxed);
@@ -536,7 +536,7 @@ async fn receive_delete(
     meta: &[u8],
     out: &mpsc::Sender<Vec<u8>>,
 ) -> Result<(), String> {
-    let wm = WriteMeta::decode(meta, false, podstore_engine::record::KEY_MAX_BYTES)
+    let wm = WriteMeta::decode(meta, false, crate::names::KEY_BYTES_MAX)
         .map_err(|e| format!("bad DELETE: {e}"))?;
     let ready = shared.ready.load(Ordering::Relaxed);
     let target = if ready { locate(shared, &wm.storage_key()) } else { Err("the node is recovering".into()) };
