@@ -219,6 +219,10 @@ pub fn describe_metrics() {
         "podstore_http_header_timeouts_total",
         "Connections closed because a request's headers did not arrive within limits.header_timeout_ms"
     );
+    c!(
+        "podstore_http_unparsable_requests_total",
+        "Requests the HTTP parser refused before any handler (431 headers beyond the limits, 414, 400), by status"
+    );
     g!("podstore_repl_backlog_objects", "Writes the peer has not confirmed yet (catch-up backlog)");
     g!("podstore_repl_backlog_bytes", Unit::Bytes, "Bytes of the writes in the peer's backlog");
     g!("podstore_repl_backlog_age_seconds", Unit::Seconds, "Age of the oldest write in the peer's backlog");

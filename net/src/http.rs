@@ -135,6 +135,7 @@ async fn serve_connection(
         last_active: Cell::new(now),
         header_since: Cell::new(Some(now)),
         armed: Cell::new(false),
+        head_request: Cell::new(false),
     });
     let in_flight = Rc::new(Cell::new(0usize));
     let svc = {
@@ -144,6 +145,7 @@ async fn serve_connection(
             let (watch, in_flight) = (watch.clone(), in_flight.clone());
             in_flight.set(in_flight.get() + 1);
             watch.header_since.set(None);
+            watch.head_request.set(req.method() == hyper::Method::HEAD);
             async move {
                 let resp = handle(&shared, &links, req).await;
                 in_flight.set(in_flight.get() - 1);
@@ -154,7 +156,7 @@ async fn serve_connection(
             }
         })
     };
-    let io = Watched { inner: stream, watch: watch.clone() };
+    let io = Watched { inner: stream, watch: watch.clone(), framing: Default::default(), replacing: None };
     let conn = b.serve_connection(hyper_util::rt::TokioIo::new(io), svc);
     tokio::pin!(conn);
     let idle = Duration::from_millis(limits.idle_timeout_ms);
@@ -203,12 +205,44 @@ struct ConnWatch {
     header_since: Cell<Option<Instant>>,
     /// The next bytes read start a request's headers.
     armed: Cell<bool>,
+    /// Whether the request being answered is a HEAD (its answer has no body).
+    head_request: Cell<bool>,
 }
 
-/// The connection's socket, noting when a request's first bytes arrive (`ConnWatch`).
+/// The connection's socket, noting when a request's first bytes arrive (`ConnWatch`), and
+/// giving hyper's own error answers the form every podstore error has (parse_error.rs).
 struct Watched {
     inner: tokio::net::TcpStream,
     watch: Rc<ConnWatch>,
+    /// Where the bytes hyper writes fall: heads, bodies.
+    framing: crate::parse_error::Framing,
+    /// An error answer being written in place of hyper's bare one, and how much of it is out.
+    replacing: Option<(Vec<u8>, usize)>,
+}
+
+impl Watched {
+    /// Writes the replacing answer on; once it is all out, says hyper's `claimed` bytes were.
+    fn poll_replacing(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        claimed: usize,
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use std::task::Poll;
+        use tokio::io::AsyncWrite;
+        let Some((bytes, done)) = self.replacing.as_mut() else { return Poll::Ready(Ok(claimed)) };
+        while *done < bytes.len() {
+            match std::pin::Pin::new(&mut self.inner).poll_write(cx, &bytes[*done..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => *done += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        // hyper closes the connection after its error answer; nothing more is followed.
+        self.replacing = None;
+        self.framing.stop();
+        Poll::Ready(Ok(claimed))
+    }
 }
 
 impl tokio::io::AsyncRead for Watched {
@@ -232,7 +266,18 @@ impl tokio::io::AsyncWrite for Watched {
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+        if self.replacing.is_none() {
+            self.replacing = self.framing.replacement(buf).map(|b| (b, 0));
+        }
+        if self.replacing.is_some() {
+            return self.poll_replacing(cx, buf.len());
+        }
+        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let std::task::Poll::Ready(Ok(n)) = r {
+            let head_request = self.watch.head_request.get();
+            self.framing.advance(&buf[..n], head_request);
+        }
+        r
     }
 
     fn poll_write_vectored(
@@ -240,7 +285,26 @@ impl tokio::io::AsyncWrite for Watched {
         cx: &mut std::task::Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        if self.replacing.is_none() {
+            let first = bufs.iter().find(|b| !b.is_empty());
+            self.replacing = first.and_then(|b| self.framing.replacement(b)).map(|b| (b, 0));
+        }
+        if self.replacing.is_some() {
+            return self.poll_replacing(cx, bufs.iter().map(|b| b.len()).sum());
+        }
+        let r = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let std::task::Poll::Ready(Ok(mut n)) = r {
+            let head_request = self.watch.head_request.get();
+            for b in bufs {
+                let k = n.min(b.len());
+                self.framing.advance(&b[..k], head_request);
+                n -= k;
+                if n == 0 {
+                    break;
+                }
+            }
+        }
+        r
     }
 
     fn is_write_vectored(&self) -> bool {

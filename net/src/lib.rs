@@ -13,6 +13,7 @@ pub mod http;
 pub mod maintenance;
 pub mod names;
 pub mod node;
+mod parse_error;
 pub mod profile;
 pub mod range;
 pub mod repl;

@@ -170,12 +170,46 @@ fn limits_and_bad_clients() {
         "limits",
         "[limits]\nheader_timeout_ms = 1000\nbody_progress_bytes = 65536\nbody_progress_timeout_ms = 1000\nidle_timeout_ms = 1500\n",
     );
-    // Too many headers, too large headers: 431.
+    // Too many headers, too large headers: 431, with Server and a JSON body like every error
+    // (hyper's own bare answer is completed), also after answers on a kept-alive connection.
     let many: Vec<(String, String)> = (0..120).map(|i| (format!("X-H{i}"), "v".into())).collect();
     let many: Vec<(&str, &str)> = many.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-    assert_eq!(node.req("GET", "/photos/x", &many, b"").status, 431);
+    let r = node.req("GET", "/photos/x", &many, b"");
+    assert_eq!(r.status, 431);
+    has_common_headers(&r);
+    assert_eq!(r.json_error(), "header_too_large");
     let big = "v".repeat(20_000);
-    assert_eq!(node.req("GET", "/photos/x", &[("X-Big", &big)], b"").status, 431);
+    let r = node.req("GET", "/photos/x", &[("X-Big", &big)], b"");
+    assert_eq!(r.status, 431);
+    has_common_headers(&r);
+    assert_eq!(r.json_error(), "header_too_large");
+    // An object whose bytes are exactly such a bare head is served as it is, after a HEAD and
+    // a 304 on the same connection; then the same connection's oversized request gets the
+    // full 431.
+    let bare = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\ndate: Sun, 06 Dec 2026 20:00:00 GMT\r\n\r\n";
+    let put = node.req("PUT", "/photos/bare-431", &[], bare);
+    assert_eq!(put.status, 201);
+    let etag = put.header("etag").expect("etag").to_string();
+    let mut s = TcpStream::connect(node.data).expect("connect");
+    let mut r = BufReader::new(s.try_clone().expect("clone"));
+    s.write_all(b"HEAD /photos/bare-431 HTTP/1.1\r\nHost: t\r\n\r\n").expect("write");
+    assert_eq!(read_response(&mut r, true).expect("HEAD").status, 200);
+    s.write_all(
+        format!("GET /photos/bare-431 HTTP/1.1\r\nHost: t\r\nIf-None-Match: {etag}\r\n\r\n").as_bytes(),
+    )
+    .expect("write");
+    assert_eq!(read_response(&mut r, false).expect("304").status, 304);
+    for _ in 0..3 {
+        s.write_all(b"GET /photos/bare-431 HTTP/1.1\r\nHost: t\r\n\r\n").expect("write");
+        let g = read_response(&mut r, false).expect("GET");
+        assert!(g.status == 200 && g.body == bare, "{g:?}");
+    }
+    s.write_all(format!("GET /photos/x HTTP/1.1\r\nHost: t\r\nX-Big: {big}\r\n\r\n").as_bytes())
+        .expect("write");
+    let g = read_response(&mut r, false).expect("431");
+    assert_eq!(g.status, 431);
+    has_common_headers(&g);
+    assert_eq!(g.json_error(), "header_too_large");
 
     // A body shorter than Content-Length, then the client closes: nothing stored.
     let mut s = TcpStream::connect(node.data).expect("connect");
