@@ -18,3 +18,4 @@ pub mod profile;
 pub mod range;
 pub mod repl;
 pub mod route;
+pub mod units;

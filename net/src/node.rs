@@ -48,6 +48,7 @@ fn notify(state: &[NotifyState]) {
 pub(crate) fn prepare_disk(
     d: &DiskConf,
     node_id: &str,
+    engine: &crate::config::Engine,
     recorded_weight: Option<f64>,
     core: usize,
 ) -> Result<(DiskSpec, DiskInfo, Option<f64>), String> {
@@ -59,7 +60,16 @@ pub(crate) fn prepare_disk(
         cache: d.cache.into(),
     };
     let (failed, capacity, lock) = match open_disk(&spec, node_id) {
-        Ok(disk) => (None, fs_space(&spec.path).map_or(0, |(cap, _)| cap), Some(disk.lock)),
+        Ok(disk) => {
+            let capacity = fs_space(&spec.path).map_or(0, |(cap, _)| cap);
+            match too_small(capacity, engine) {
+                Some(why) => {
+                    tracing::error!("disk {} ({}) is not used: {why}", d.id, d.path.display());
+                    (Some(why), 0, None)
+                }
+                None => (None, capacity, Some(disk.lock)),
+            }
+        }
         Err(e @ podstore_disks::Error::Locked { .. }) => {
             return Err(format!("disk {} ({}): {e}", d.id, d.path.display()));
         }
@@ -101,6 +111,38 @@ pub(crate) fn prepare_disk(
         lock,
     };
     Ok((spec, info, weight))
+}
+
+/// Blobs a disk must hold at least: the one taking writes and one compaction writes into.
+/// Below that a disk takes almost nothing (one blob of a 64 MiB disk with 1 GiB blobs: none).
+pub const DISK_BLOBS_MIN: u64 = 2;
+
+/// Why a disk of `capacity` bytes (its filesystem's size) can't be used with these engine
+/// settings, if it can't: it must hold [`DISK_BLOBS_MIN`] blobs within `engine.disk_bytes_max`.
+fn too_small(capacity: u64, engine: &crate::config::Engine) -> Option<String> {
+    use crate::units::human_bytes;
+    let usable = match engine.disk_bytes_max {
+        0 => capacity,
+        max => capacity.min(max),
+    };
+    let blob = engine.blob_size_bytes;
+    if usable >= blob.saturating_mul(DISK_BLOBS_MIN) {
+        return None;
+    }
+    // The largest blob size that fits: a whole number of MiB, the config's floor being 1 MiB.
+    let fits = (usable / DISK_BLOBS_MIN) & !((1 << 20) - 1);
+    let advice = if fits >= 1 << 20 {
+        format!("set engine.blob_size_bytes to at most {fits} ({}), or use a larger disk", human_bytes(fits))
+    } else {
+        "no blob size fits (the smallest is 1 MiB); use a larger disk".to_string()
+    };
+    let within = if usable < capacity { " (engine.disk_bytes_max)" } else { "" };
+    Some(format!(
+        "{}{within} holds fewer than {DISK_BLOBS_MIN} blobs of engine.blob_size_bytes = {blob} ({}): \
+         the disk would take almost nothing; {advice}",
+        human_bytes(usable),
+        human_bytes(blob)
+    ))
 }
 
 /// Runs the node until SIGTERM or SIGINT. Errors are startup failures, described for humans.
@@ -154,7 +196,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
     for d in &confs {
         let core = healthy % ncores;
         let known = recorded.disks.get(&d.id).map(|r| r.0);
-        let (spec, info, weight) = prepare_disk(d, &cfg.node_id, known, core)?;
+        let (spec, info, weight) = prepare_disk(d, &cfg.node_id, &cfg.engine, known, core)?;
         if info.failed.is_none() {
             let weight = weight.unwrap_or(1.0);
             healthy += 1;
