@@ -68,7 +68,14 @@ fn put_get_overwrite_delete_and_ranges() {
         assert!(st.dead_bytes > 3_000_000);
         // Limits.
         assert!(matches!(shard.put(b"", "", 1).await.map(|_| ()), Err(Error::Invalid(_))));
-        assert!(matches!(shard.put(&[b'k'; 1025], "", 1).await.map(|_| ()), Err(Error::Invalid(_))));
+        // The longest storage key: a 63-byte bucket, a slash and a 1024-byte key.
+        const KEY_MAX: usize = podstore_engine::record::KEY_MAX_BYTES;
+        assert_eq!(KEY_MAX, 63 + 1 + 1024);
+        let longest = vec![b'k'; KEY_MAX];
+        shard.put_bytes(&longest, "", b"v").await.expect("the longest key");
+        assert_eq!(get(&shard, &longest).await, Some(b"v".to_vec()));
+        assert!(shard.delete(&longest).await.expect("delete the longest key"));
+        assert!(matches!(shard.put(&[b'k'; KEY_MAX + 1], "", 1).await.map(|_| ()), Err(Error::Invalid(_))));
         assert!(matches!(shard.put(b"x", "", 9 << 20).await.map(|_| ()), Err(Error::TooLarge { .. })));
         let mut w = shard.put(b"short", "", 10).await.expect("put");
         w.write(b"12345").await.expect("write");
