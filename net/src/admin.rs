@@ -220,6 +220,10 @@ pub fn describe_metrics() {
         "Connections closed because a request's headers did not arrive within limits.header_timeout_ms"
     );
     c!(
+        "podstore_repl_copy_retries_total",
+        "Failed copies a client waited for, sent again from the stored record on a fresh connection, by outcome"
+    );
+    c!(
         "podstore_http_unparsable_requests_total",
         "Requests the HTTP parser refused before any handler (431 headers beyond the limits, 414, 400), by status"
     );

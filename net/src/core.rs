@@ -116,6 +116,8 @@ pub enum CoreMsg {
         shard: u32,
         key: Vec<u8>,
         peer: usize,
+        /// A client waits for this copy: dial even if a dial failed a moment ago.
+        insist: bool,
         reply: oneshot::Sender<crate::repl::link::CopyResult>,
     },
     /// Peer `peer` (index in the config) confirmed the write with this sequence.
@@ -898,10 +900,13 @@ async fn execute(
         CoreMsg::Deleted { shard, key, reply } => {
             let _ = reply.send(shards.borrow().get(&shard).is_some_and(|s| s.is_deleted(&key)));
         }
-        CoreMsg::Push { shard, key, peer, reply } => {
+        CoreMsg::Push { shard, key, peer, insist, reply } => {
             let s = shards.borrow().get(&shard).cloned();
             let r = match (s, links.peers.get(peer)) {
                 (Some(s), Some(link)) => {
+                    if insist {
+                        link.heard();
+                    }
                     // Without chunk checksums first (the peer checks the digest); a refused
                     // copy is read again with them, which quarantines a damaged record.
                     let mut r = Err(String::new());

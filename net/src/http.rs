@@ -933,7 +933,7 @@ async fn put(
         PutOutcome::Superseded => (digest.ok_or_else(gone)?, None),
         PutOutcome::Aborted => return Err(gone()),
     };
-    let written = collect_copies(shared, owner, shard, seq, want, copies_rx).await?;
+    let written = collect_copies(shared, (owner, shard, seq), &name.storage_key(), want, copies_rx).await?;
     Ok(base_response(StatusCode::CREATED)
         .header(header::ETAG, etag(&etag_digest))
         .header("x-copies-written", written)
@@ -973,14 +973,22 @@ fn note_copy(peer: &str, op: &'static str, r: &CopyResult) {
 /// A peer's answer about one copy, with the peer's index in the config.
 type PeerCopy = (usize, CopyResult);
 
+/// Tries of a failed copy a client is waiting for (sent again from the stored record).
+const COPY_RETRIES_MAX: u32 = 4;
+/// Pause before the first retry of a failed copy; each next one waits twice as long.
+const COPY_RETRY_PAUSE_MS: u64 = 50;
+
 /// Counts durable copies (the local one included, already made) until `want` are reached;
-/// `503 copies_unavailable` if they are not within the copy timeout. Every peer that confirms
-/// (now or later) has the local record `seq` removed from its backlog on the owning core.
+/// `503 copies_unavailable` if they are not within the copy timeout. A copy that failed (a
+/// connection that went stale while the peer was paused, a dial refused a moment ago) is sent
+/// again from the stored record (`key`, the engine key) on a fresh connection while time is
+/// left, up to [`COPY_RETRIES_MAX`] times: while every peer answers, `all` is met. Every peer
+/// that confirms (now or later) has the local record `seq` removed from its backlog on the
+/// owning core.
 async fn collect_copies(
     shared: &Arc<Shared>,
-    owner: usize,
-    shard: u32,
-    seq: Option<u64>,
+    (owner, shard, seq): (usize, u32, Option<u64>),
+    key: &[u8],
     want: u32,
     mut rx: mpsc::Receiver<PeerCopy>,
 ) -> Result<u32, ApiError> {
@@ -993,17 +1001,43 @@ async fn collect_copies(
             }
         }
     };
+    let peers = shared.cfg.replication.as_ref().map_or(0, |r| r.peers.len());
+    let (again_tx, mut again_rx) = mpsc::channel::<PeerCopy>(peers.max(1));
+    let mut tries = vec![0u32; peers];
+    let (mut first_open, mut retrying) = (true, 0usize);
     let mut written = 1u32;
     let deadline = Instant::now() + Duration::from_millis(shared.cfg.limits.copy_timeout_ms);
     let mut outcome = Ok(());
     while written < want {
-        match tokio::time::timeout_at(deadline.into(), rx.recv()).await {
-            Ok(Some((peer, Ok(_)))) => {
+        let next = tokio::select! {
+            r = rx.recv(), if first_open => r.or_else(|| { first_open = false; None }),
+            r = again_rx.recv(), if retrying > 0 => { retrying -= 1; r }
+            _ = tokio::time::sleep_until(deadline.into()) => None,
+        };
+        match next {
+            Some((peer, Ok(_))) => {
                 written += 1;
                 confirm(peer);
             }
-            Ok(Some((_, Err(_)))) => {}
-            Ok(None) | Err(_) => {
+            Some((peer, Err(_))) if tries.get(peer).is_some_and(|&t| t < COPY_RETRIES_MAX) => {
+                let pause = Duration::from_millis(COPY_RETRY_PAUSE_MS << tries[peer]);
+                tries[peer] += 1;
+                if Instant::now() + pause >= deadline {
+                    continue;
+                }
+                retrying += 1;
+                let (shared, key, again_tx) = (shared.clone(), key.to_vec(), again_tx.clone());
+                tokio::task::spawn_local(async move {
+                    tokio::time::sleep(pause).await;
+                    let r = push_copy(&shared, key, peer, true).await;
+                    metrics::counter!("podstore_repl_copy_retries_total", "outcome" => if r.is_ok() { "ok" } else { "failed" })
+                        .increment(1);
+                    let _ = again_tx.send((peer, r)).await;
+                });
+            }
+            Some((_, Err(_))) => {}
+            None if Instant::now() < deadline && (first_open || retrying > 0) => {}
+            None => {
                 outcome = Err(err(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "copies_unavailable",
@@ -1013,15 +1047,34 @@ async fn collect_copies(
             }
         }
     }
-    // Copies still on their way confirm when they land.
+    drop(again_tx);
+    // Copies still on their way (and retries) confirm when they land.
     tokio::task::spawn_local(async move {
-        while let Some((peer, r)) = rx.recv().await {
-            if r.is_ok() {
-                confirm(peer);
+        loop {
+            let r = tokio::select! {
+                Some(r) = rx.recv() => r,
+                Some(r) = again_rx.recv() => r,
+                else => return,
+            };
+            if r.1.is_ok() {
+                confirm(r.0);
             }
         }
     });
     outcome.map(|()| written)
+}
+
+/// Asks the core holding `key`'s newest write (an engine key) to send it to peer `peer` (its
+/// index in the config). `insist`: a client waits for this copy, so a dial that failed a
+/// moment ago does not hold it back (the client's copy timeout bounds the wait).
+pub(crate) async fn push_copy(shared: &Shared, key: Vec<u8>, peer: usize, insist: bool) -> CopyResult {
+    let (shard, owner, _) = read_route(shared, &key).await.map_err(|e| e.message)?;
+    let (tx, rx) = oneshot::channel();
+    shared.inboxes[owner]
+        .send(CoreMsg::Push { shard, key, peer, insist, reply: tx })
+        .await
+        .map_err(|_| "shutting down")?;
+    rx.await.map_err(|_| "the push was interrupted".to_string())?
 }
 
 async fn delete(
@@ -1058,7 +1111,8 @@ async fn delete(
     let always = version.is_some() || chained;
     send(shared, owner, CoreMsg::Delete { shard, key, stamp, always, reply: reply_tx }).await?;
     let done = reply_rx.await.map_err(|_| gone())?.map_err(engine_error)?;
-    let written = collect_copies(shared, owner, shard, done.seq, want, copies_rx).await?;
+    let written =
+        collect_copies(shared, (owner, shard, done.seq), &name.storage_key(), want, copies_rx).await?;
     Ok(base_response(StatusCode::NO_CONTENT)
         .header("x-copies-written", written)
         .body(RespBody::Empty)

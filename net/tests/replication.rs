@@ -201,6 +201,45 @@ fn a_peer_that_was_away_catches_up_even_across_a_crash_of_the_sender() {
     }
 }
 
+/// A peer paused (SIGSTOP) long enough for `all` to fail comes back (SIGCONT): from its first
+/// answer on, every `X-Copies: all` PUT and DELETE succeeds. A copy that fails at once on a
+/// connection that went stale while the peer slept is sent again on a fresh one.
+#[test]
+fn x_copies_all_succeeds_from_the_moment_a_paused_peer_answers() {
+    let m = members(3);
+    let secret = secret_file("paused", "paused-shared-secret-0123456789");
+    let mut nodes = start("paused", &m, &secret);
+    for round in 0..2 {
+        let c_pid = nodes[2].pid();
+        // Connections to pod-c on several cores and links, as a busy node has.
+        for i in 0..8 {
+            let r = nodes[0].req("PUT", &format!("/photos/warm-{round}-{i}"), &[("X-Copies", "all")], b"w");
+            assert_eq!(r.status, 201);
+        }
+        common::signal(c_pid, "STOP");
+        std::thread::sleep(Duration::from_millis(2_500));
+        let r = nodes[0].req("PUT", "/photos/while-paused", &[("X-Copies", "all")], b"p");
+        assert_eq!(r.status, 503, "pod-c is paused: {}", String::from_utf8_lossy(&r.body));
+        common::signal(c_pid, "CONT");
+        // pod-c answers its first request again.
+        eventually("the paused peer answers", || nodes[2].try_req("GET", "/_/health", &[], b"").is_ok());
+        for i in 0..12 {
+            let path = format!("/photos/after-{round}-{i}");
+            let v = body(1_000 + i * 40_000, i as u8);
+            let r = nodes[0].req("PUT", &path, &[("X-Copies", "all")], &v);
+            assert_eq!(r.status, 201, "round {round}, PUT {i}: {}", String::from_utf8_lossy(&r.body));
+            if i % 4 == 3 {
+                let r = nodes[0].req("DELETE", &path, &[("X-Copies", "all")], b"");
+                assert_eq!(r.status, 204, "round {round}, DELETE {i}: {}", String::from_utf8_lossy(&r.body));
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    for n in nodes.iter_mut() {
+        n.kill();
+    }
+}
+
 /// A node announces itself to its peers when it starts, and a peer whose catch-up toward it
 /// was backing off (up to 5 s while it was away) wakes at once: counted, and the backlog
 /// arrives.

@@ -95,17 +95,6 @@ pub fn locate(shared: &Shared, key: &[u8]) -> Result<(u32, usize), String> {
     crate::http::write_route(shared, key).map_err(|e| e.message)
 }
 
-/// Asks the core holding the key's newest write to push it to peer `peer`.
-pub async fn push(shared: &Shared, key: Vec<u8>, peer: usize) -> super::link::CopyResult {
-    let (shard, owner, _) = crate::http::read_route(shared, &key).await.map_err(|e| e.message)?;
-    let (tx, rx) = oneshot::channel();
-    shared.inboxes[owner]
-        .send(CoreMsg::Push { shard, key, peer, reply: tx })
-        .await
-        .map_err(|_| "shutting down")?;
-    rx.await.map_err(|_| "the push was interrupted".to_string())?
-}
-
 /// Every current key of a bucket on a peer, in key order (paged).
 pub(crate) async fn peer_bucket_keys(link: &PeerLink, bucket: usize) -> Result<Vec<KeyState>, String> {
     let mut out: Vec<KeyState> = Vec::new();
@@ -203,7 +192,7 @@ pub async fn pass(
                                 tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
                             }
                             r = if is_push {
-                                push(&shared, key.clone(), peer).await
+                                crate::http::push_copy(&shared, key.clone(), peer, false).await
                             } else {
                                 link.pull(&key).await
                             };

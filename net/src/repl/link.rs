@@ -250,8 +250,9 @@ pub(crate) fn tune_socket(s: &tokio::net::TcpStream, idle: Duration) {
 }
 
 impl PeerLink {
-    /// The peer connected to this node: it is reachable again, whatever a failed dial said a
-    /// moment ago.
+    /// The peer connected to this node (it is reachable again), or a client waits for a copy
+    /// (http.rs `push_copy`): the next dial goes ahead, whatever a failed dial said a moment
+    /// ago.
     pub(crate) fn heard(&self) {
         self.down_until.set(None);
     }

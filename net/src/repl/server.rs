@@ -323,7 +323,7 @@ async fn answer_request(
                 .and_then(|r| r.peers.iter().position(|p| p.name == peer))
                 .ok_or("not a configured peer")?;
             let name = crate::names::ObjectName { bucket, key };
-            let status = super::anti_entropy::push(shared, name.storage_key(), idx).await?;
+            let status = crate::http::push_copy(shared, name.storage_key(), idx, false).await?;
             Ok((Kind::Ack, frame::ack_meta(status, "")))
         }
         k => Err(format!("{k:?} is not a request")),
