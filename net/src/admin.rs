@@ -708,6 +708,28 @@ async fn job_request(shared: &Shared, job: crate::core::JobKind, query: &str) ->
             _ => return err(StatusCode::BAD_REQUEST, "bad_request", format!("unknown parameter {kv:?}")),
         }
     }
+    // Migration moves the fast tier's objects: a node without one has nothing to migrate.
+    let layout = shared.layout.load();
+    let fast = |d: &crate::core::DiskInfo| d.tier == podstore_disks::Tier::Fast;
+    if job == crate::core::JobKind::Migrate && !layout.disks.iter().any(fast) {
+        return err(
+            StatusCode::CONFLICT,
+            "no_fast_tier",
+            "this node has no fast tier: migration moves objects from disks of tier \"fast\" to the \
+             capacity tier, and every disk here is of tier \"capacity\""
+                .into(),
+        );
+    }
+    if let (crate::core::JobKind::Migrate, Some(d)) = (job, disk) {
+        if layout.disks.iter().any(|x| x.id == d && !fast(x)) {
+            return err(
+                StatusCode::CONFLICT,
+                "not_fast_tier",
+                format!("disk {d} is of the capacity tier: migration moves objects off fast disks"),
+            );
+        }
+    }
+    drop(layout);
     let mut applied = Vec::new();
     for inbox in &shared.inboxes {
         let (tx, rx) = oneshot::channel();
@@ -760,8 +782,8 @@ async fn start_drain(shared: &Arc<Shared>, query: &str) -> Response<RespBody> {
 /// Disks a node takes at most (the replication handshake tells peers about each).
 const DISKS_MAX: usize = crate::repl::frame::PLACEMENT_DISKS_MAX;
 
-/// `POST /admin/disks?id=N&path=P`, optionally with `weight=W` (default: the filesystem's size
-/// in GiB), `tier=fast|capacity` (default capacity), `cache=direct|buffered` and
+/// `POST /admin/disks?id=N&path=P`, optionally with `weight=W` (default: its size in the unit
+/// the node's disks use, `same_unit_weight`), `tier=fast|capacity` (default capacity), `cache=direct|buffered` and
 /// `require_mount_point=false`: adds a disk while the node runs. It is checked and labelled,
 /// opened on the core with the fewest disks, and joins the placement (recorded in the
 /// placement file on every disk, so it is opened at every start). It joins spilled: the keys
@@ -833,6 +855,23 @@ async fn add_disk(shared: &Arc<Shared>, query: &str) -> Response<RespBody> {
     }
 }
 
+/// The weight of a new disk of `capacity_bytes` in the unit the node's disks already use:
+/// its size times their weight per byte (configured disks of weight 1 each give a disk of
+/// the same size weight 1, disks weighed by their size give it its size). None when no
+/// serving disk tells the unit.
+fn same_unit_weight(layout: &crate::core::Layout, capacity_bytes: u64) -> Option<f64> {
+    let (mut weight, mut bytes) = (0.0, 0.0);
+    for c in &layout.placement {
+        let Some(d) = layout.disks.iter().find(|d| d.id == c.shard_id && d.capacity_bytes > 0) else {
+            continue;
+        };
+        weight += c.weight;
+        bytes += d.capacity_bytes as f64;
+    }
+    (bytes > 0.0 && capacity_bytes > 0)
+        .then(|| (capacity_bytes as f64 * weight / bytes).max(f64::MIN_POSITIVE))
+}
+
 async fn add_disk_now(
     shared: &Arc<Shared>,
     conf: crate::config::DiskConf,
@@ -877,7 +916,10 @@ async fn add_disk_now(
     if let Some(why) = &info.failed {
         return Err((StatusCode::UNPROCESSABLE_ENTITY, "unusable_disk", why.clone()));
     }
-    let weight = weight.unwrap_or(1.0);
+    let weight = match conf.weight {
+        Some(w) => w,
+        None => same_unit_weight(&layout, info.capacity_bytes).unwrap_or(weight.unwrap_or(1.0)),
+    };
     let (tx, rx) = oneshot::channel();
     let msg = CoreMsg::AddDisk { spec, profile: info.profile, reply: tx };
     let unavailable =

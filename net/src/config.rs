@@ -43,6 +43,8 @@ pub struct Config {
     /// node listens on loopback only unless started with `--insecure`.
     #[serde(default)]
     pub auth: AuthConf,
+    /// Missing in a fresh install's file: the check then says no disk is configured yet.
+    #[serde(default)]
     pub disks: Vec<DiskConf>,
     /// `podstore serve --insecure`: listening beyond loopback without access keys (or with the
     /// admin port, which has no authentication, beyond loopback) is allowed.
@@ -81,7 +83,7 @@ pub struct AccessKeyConf {
 #[serde(deny_unknown_fields)]
 pub struct Replication {
     /// The replication port's address (default 127.0.0.1:7071).
-    #[serde(default = "default_repl_listen")]
+    #[serde(default = "default_repl_listen", deserialize_with = "socket_addr")]
     pub listen: SocketAddr,
     /// This node's datacenter.
     pub datacenter: String,
@@ -145,6 +147,7 @@ pub struct PeerConf {
     pub name: String,
     pub datacenter: String,
     /// The peer's replication address.
+    #[serde(deserialize_with = "socket_addr")]
     pub address: SocketAddr,
 }
 
@@ -160,8 +163,32 @@ fn default_copies() -> String {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Listen {
+    #[serde(deserialize_with = "socket_addr")]
     pub data: SocketAddr,
+    #[serde(deserialize_with = "socket_addr")]
     pub admin: SocketAddr,
+}
+
+/// An address as `ip:port`, `[ipv6]:port` or `host:port`; a host name is resolved once, when
+/// the file is read (the first address the resolver gives).
+fn socket_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(d)?;
+    resolve(&text).map_err(serde::de::Error::custom)
+}
+
+/// [`socket_addr`] on text.
+pub fn resolve(text: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(a) = text.parse() {
+        return Ok(a);
+    }
+    if text.rsplit_once(':').is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err()) {
+        return Err(format!("{text:?}: expected host:port, ip:port or [ipv6]:port"));
+    }
+    match text.to_socket_addrs() {
+        Ok(mut addrs) => addrs.next().ok_or_else(|| format!("{text:?}: the name has no address")),
+        Err(e) => Err(format!("{text:?}: can't resolve the host name: {e}")),
+    }
 }
 
 impl Default for Listen {
@@ -347,6 +374,8 @@ impl Default for RamCacheConf {
 pub struct DiskConf {
     pub id: u32,
     pub path: PathBuf,
+    /// `fast` or `capacity` (default).
+    #[serde(default = "capacity")]
     pub tier: TierConf,
     /// Refuse to label a directory that is not a mount point (default true).
     #[serde(default = "yes")]
@@ -360,6 +389,10 @@ pub struct DiskConf {
 
 fn yes() -> bool {
     true
+}
+
+fn capacity() -> TierConf {
+    TierConf::Capacity
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -393,6 +426,30 @@ impl From<CacheConf> for CacheMode {
             CacheConf::Buffered => CacheMode::Buffered,
         }
     }
+}
+
+/// Rows under their headers, each column as wide as its widest cell, `indent` before each line.
+pub fn table<const N: usize>(header: &[String; N], rows: &[[String; N]], indent: &str) -> String {
+    let mut width = [0usize; N];
+    for r in std::iter::once(header).chain(rows) {
+        for (w, cell) in width.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for r in std::iter::once(header).chain(rows) {
+        let mut line = indent.to_string();
+        for (i, (cell, w)) in r.iter().zip(width).enumerate() {
+            if i + 1 == N {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
 }
 
 /// A configuration that can't be used.
@@ -454,6 +511,78 @@ impl Config {
                 })
                 .collect(),
         }
+    }
+
+    /// What `podstore check-config` prints for a valid file: node, ports, disks with tier and
+    /// size, peers, access keys. A disk's size is its filesystem's, when its path exists.
+    pub fn summary(&self) -> String {
+        use crate::units::human_bytes;
+        use std::fmt::Write;
+        let mut out = String::new();
+        let cores = if self.cores == 0 { "one per CPU".to_string() } else { self.cores.to_string() };
+        let _ = writeln!(out, "node {}, cores: {cores}, disk I/O: {}", self.node_id, self.io_backend);
+        let _ = writeln!(out, "data port {}, admin port {}", self.listen.data, self.listen.admin);
+        let _ = writeln!(
+            out,
+            "blobs of {}, copies by default: {}",
+            human_bytes(self.engine.blob_size_bytes),
+            self.default_copies
+        );
+        let _ = writeln!(out, "disks ({}):", self.disks.len());
+        let rows: Vec<[String; 5]> = self
+            .disks
+            .iter()
+            .map(|d| {
+                let size = match podstore_disks::fs_space(&d.path) {
+                    Ok((cap, _)) => human_bytes(cap),
+                    Err(_) => "missing".to_string(),
+                };
+                let tier = Tier::from(d.tier).to_string();
+                let weight = d.weight.map_or("by size".to_string(), |w| w.to_string());
+                [d.id.to_string(), tier, size, weight, d.path.display().to_string()]
+            })
+            .collect();
+        let header = ["id", "tier", "size", "weight", "path"].map(String::from);
+        out.push_str(&table(&header, &rows, "  "));
+        match &self.replication {
+            None => out.push_str("replication: none (a single appliance)\n"),
+            Some(r) => {
+                let _ = writeln!(
+                    out,
+                    "replication on {} in datacenter {}, {} peers:",
+                    r.listen,
+                    r.datacenter,
+                    r.peers.len()
+                );
+                let rows: Vec<[String; 3]> = r
+                    .peers
+                    .iter()
+                    .map(|p| [p.name.clone(), p.datacenter.clone(), p.address.to_string()])
+                    .collect();
+                out.push_str(&table(&["peer", "datacenter", "address"].map(String::from), &rows, "  "));
+            }
+        }
+        if self.auth.keys.is_empty() {
+            out.push_str("access keys: none (every request is allowed)\n");
+        } else {
+            let _ = writeln!(out, "access keys ({}):", self.auth.keys.len());
+            let rows: Vec<[String; 3]> = self
+                .auth
+                .keys
+                .iter()
+                .map(|k| {
+                    let buckets =
+                        if k.buckets.is_empty() { "every bucket".into() } else { k.buckets.join(",") };
+                    let mode = if k.read_only { "read-only" } else { "read-write" };
+                    [k.id.clone(), buckets, mode.to_string()]
+                })
+                .collect();
+            out.push_str(&table(&["key", "buckets", "access"].map(String::from), &rows, "  "));
+        }
+        if !self.auth.public_buckets.is_empty() {
+            let _ = writeln!(out, "public buckets: {}", self.auth.public_buckets.join(", "));
+        }
+        out
     }
 
     /// Appliances holding a copy of every object: this one and its peers.
@@ -542,7 +671,11 @@ impl Config {
             }
         }
         if self.disks.is_empty() {
-            return Err(invalid("disks", "at least one disk is needed"));
+            return Err(invalid(
+                "disks",
+                "no disk is configured yet: add a [[disks]] table for each disk (id, path, tier), \
+                 as the example at the end of deploy/podstore.toml shows",
+            ));
         }
         let mut ids = std::collections::HashSet::new();
         let mut paths = std::collections::HashSet::new();

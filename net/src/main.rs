@@ -160,7 +160,8 @@ enum Cmd {
         /// Its directory (a mounted, empty filesystem, or one labelled for this node and id).
         #[arg(long)]
         path: PathBuf,
-        /// Placement weight (default: the filesystem's size in GiB).
+        /// Placement weight (default: its filesystem's size, in the unit the node's disks use:
+        /// beside configured disks of weight 1 on filesystems of its size, 1).
         #[arg(long)]
         weight: Option<f64>,
         /// fast or capacity.
@@ -213,20 +214,28 @@ impl JobArgs {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if !matches!(cli.cmd, Cmd::Serve { .. }) {
+        podstore_disks::end_quietly_on_closed_output();
+    }
+    // Colour only on a terminal: journald and log files get plain text.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PODSTORE_LOG").unwrap_or_else(|_| "info".into()),
         )
+        .with_ansi(colour)
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Serve { config, data_dir, insecure } => serve(config, data_dir, insecure),
         Cmd::CheckConfig { config, require_disks } => {
             if require_disks {
                 return check_for_service(&config);
             }
-            Config::load(&config).map(|c| println!("{c:#?}")).map_err(|e| e.to_string())
+            Config::load(&config)
+                .map(|c| print!("{}: valid\n{}", config.display(), c.summary()))
+                .map_err(|e| e.to_string())
         }
         Cmd::Put { name, source, server, content_type, copies } => {
             client::put(server, &name, &source, content_type.as_deref(), copies.as_deref())

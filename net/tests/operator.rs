@@ -58,3 +58,113 @@ fn a_disk_too_small_for_the_blob_size_is_refused_saying_what_fits() {
     assert!(err.contains("no disk can be used"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn check_config_says_plainly_what_is_missing_and_summarises_a_valid_file() {
+    let dir = fresh_dir("checkconfig-summary");
+    let example = include_str!("../../deploy/podstore.toml");
+    let shipped = dir.join("shipped.toml");
+    std::fs::write(&shipped, example).expect("write");
+    let o = podstore(&["check-config".as_ref(), shipped.as_os_str()], &[]);
+    let err = stderr(&o);
+    assert!(!o.status.success());
+    assert!(err.contains("no disk is configured yet") && !err.contains("missing field"), "{err}");
+    // `tier` may be left out (capacity), host names resolve, IPv6 works.
+    let text = format!(
+        "{}\n[[disks]]\nid = 0\npath = \"{}\"\nrequire_mount_point = false\n\n[[disks]]\nid = 7\npath = \"{}\"\ntier = \"fast\"\nweight = 2.5\n",
+        example.replace("data = \"127.0.0.1:7070\"", "data = \"localhost:7070\"").replace(
+            "admin = \"127.0.0.1:7072\"",
+            "admin = \"[::1]:7072\""
+        ),
+        dir.join("disk0").display(),
+        dir.join("not-there").display()
+    );
+    let config = dir.join("podstore.toml");
+    std::fs::write(&config, text).expect("write");
+    let o = podstore(&["check-config".as_ref(), config.as_os_str()], &[]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!out.contains("Config {") && !out.contains("DiskConf"), "a Debug dump: {out}");
+    assert!(out.contains("node pod-01") && out.contains("admin port [::1]:7072"), "{out}");
+    assert!(out.contains("data port 127.0.0.1:7070"), "localhost resolved: {out}");
+    let lines: Vec<&str> = out.lines().collect();
+    let header = lines.iter().position(|l| l.trim_start().starts_with("id ")).expect("disk table");
+    let col = |l: &str, name: &str| lines[header].find(name).map(|at| l.get(at..).unwrap_or("").to_string());
+    let disk0 = lines[header + 1];
+    assert!(col(disk0, "tier").is_some_and(|c| c.starts_with("capacity")), "{out}");
+    assert!(col(disk0, "size").is_some_and(|c| c.contains("iB")), "sizes in human units: {out}");
+    let disk7 = lines[header + 2];
+    assert!(col(disk7, "tier").is_some_and(|c| c.starts_with("fast")), "{out}");
+    assert!(col(disk7, "size").is_some_and(|c| c.starts_with("missing")), "{out}");
+    assert!(col(disk7, "weight").is_some_and(|c| c.starts_with("2.5")), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn toolbox_output_into_a_closed_pipe_ends_quietly() {
+    let node = Node::start("closed-pipe", "");
+    let big: Vec<u8> = (0..4_000_000u32).map(|i| i as u8).collect();
+    assert_eq!(node.req("PUT", "/photos/big", &[], &big).status, 201);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_podstore"))
+        .args(["get", "photos/big", "-", "--server", &node.data.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run podstore get");
+    let mut first = [0u8; 10];
+    std::io::Read::read_exact(child.stdout.as_mut().expect("stdout"), &mut first).expect("read");
+    drop(child.stdout.take()); // what `| head -c 10` does
+    let out = child.wait_with_output().expect("wait");
+    let err = stderr(&out);
+    assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{err}");
+    assert!(err.is_empty(), "nothing on stderr: {err}");
+}
+
+#[test]
+fn logs_carry_no_colour_codes_when_stderr_is_a_file() {
+    let mut node = Node::start("plain-logs", "");
+    assert!(node.stop().success());
+    let log = node.log_text();
+    assert!(log.contains("ready after"), "{log}");
+    assert!(!log.contains('\u{1b}'), "ANSI escape codes in a log file: {log:.300}");
+}
+
+#[test]
+fn migrate_on_a_node_without_a_fast_tier_says_so() {
+    let node = Node::start("no-fast-tier", "");
+    let o = podstore(&["migrate".as_ref(), "--admin".as_ref(), node.admin.to_string().as_ref()], &[]);
+    let err = stderr(&o);
+    assert!(!o.status.success());
+    assert!(err.contains("no fast tier"), "{err}");
+}
+
+#[test]
+fn add_disk_without_a_weight_weighs_the_disk_in_the_unit_of_the_others() {
+    // Three configured disks of weight 1 on one filesystem; the new disk is on the same one.
+    let node = Node::start("add-weight", "");
+    let new_dir = node.dir.join("disk3");
+    std::fs::create_dir_all(&new_dir).expect("mkdir");
+    let admin = node.admin.to_string();
+    let o = podstore(
+        &[
+            "add-disk".as_ref(),
+            "--id".as_ref(),
+            "3".as_ref(),
+            "--path".as_ref(),
+            new_dir.as_os_str(),
+            "--any-directory".as_ref(),
+            "--no-wait".as_ref(),
+            "--admin".as_ref(),
+            admin.as_ref(),
+        ],
+        &[],
+    );
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{out}{}", stderr(&o));
+    let weight: f64 = out
+        .split("weight ")
+        .nth(1)
+        .and_then(|w| w.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no weight in {out:?}"));
+    assert!((weight - 1.0).abs() < 1e-9, "the new disk weighs {weight}, the others 1: {out}");
+}
