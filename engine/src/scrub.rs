@@ -54,8 +54,46 @@ pub struct ScrubStats {
     /// Blobs a pass could not read (disk errors).
     pub read_errors: u64,
     pub last_error: Option<String>,
+    /// What the last pass that ended in this process found (a pass resumed after a restart
+    /// counts from the restart).
+    pub last_pass: ScrubCounts,
+    /// The totals when the current pass started in this process (or was first resumed here
+    /// after a restart).
+    pub(crate) at_pass_start: Option<ScrubCounts>,
     /// The persisted part was loaded.
     pub(crate) loaded: bool,
+}
+
+/// What scrubbing found: records verified, damage, unreadable blobs.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ScrubCounts {
+    pub records_checked: u64,
+    pub bad_records: u64,
+    pub bad_regions: u64,
+    pub read_errors: u64,
+}
+
+impl ScrubStats {
+    /// The running totals as counts.
+    pub fn totals(&self) -> ScrubCounts {
+        ScrubCounts {
+            records_checked: self.records_checked,
+            bad_records: self.bad_records,
+            bad_regions: self.bad_regions,
+            read_errors: self.read_errors,
+        }
+    }
+}
+
+impl ScrubCounts {
+    fn since(self, start: ScrubCounts) -> ScrubCounts {
+        ScrubCounts {
+            records_checked: self.records_checked.saturating_sub(start.records_checked),
+            bad_records: self.bad_records.saturating_sub(start.bad_records),
+            bad_regions: self.bad_regions.saturating_sub(start.bad_regions),
+            read_errors: self.read_errors.saturating_sub(start.read_errors),
+        }
+    }
 }
 
 /// How a scrub pass ended.
@@ -193,6 +231,10 @@ impl<I: Io> Shard<I> {
             if st.pass_started_ms == 0 {
                 st.pass_started_ms = now_ms();
                 st.next_blob = 0;
+                st.at_pass_start = None;
+            }
+            if st.at_pass_start.is_none() {
+                st.at_pass_start = Some(st.totals());
             }
             st.pass_bytes_total = self.blobs.borrow().values().map(|b| used(b)).sum();
         }
@@ -253,6 +295,7 @@ impl<I: Io> Shard<I> {
         {
             let mut st = self.scrub_stats.borrow_mut();
             st.passes += 1;
+            st.last_pass = st.totals().since(st.at_pass_start.take().unwrap_or_default());
             st.last_pass_end_ms = now_ms();
             st.pass_started_ms = 0;
             st.next_blob = 0;

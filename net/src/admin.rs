@@ -645,6 +645,12 @@ fn jobs_of(s: &ShardStats) -> serde_json::Value {
             "damaged_regions": sc.bad_regions,
             "read_errors": sc.read_errors,
             "last_error": sc.last_error,
+            "last_pass": {
+                "records_checked": sc.last_pass.records_checked,
+                "damaged_records": sc.last_pass.bad_records,
+                "damaged_regions": sc.last_pass.bad_regions,
+                "read_errors": sc.last_pass.read_errors,
+            },
         },
     })
 }

@@ -304,7 +304,7 @@ pub fn delete(server: SocketAddr, name: &str, copies: Option<&str>) -> Result<()
 }
 
 /// `podstore stat`: a running node's disks, from its admin port.
-pub fn stat(admin: SocketAddr) -> Result<(), String> {
+pub fn stat(admin: SocketAddr, raw_bytes: bool) -> Result<(), String> {
     let req = Request::get("/admin/disks")
         .header("host", admin.to_string())
         .body(http_body_util::Empty::<Bytes>::new())
@@ -316,83 +316,95 @@ pub fn stat(admin: SocketAddr) -> Result<(), String> {
         }
         let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
         let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
-        println!(
-            "{:>4} {:<9} {:<9} {:>12} {:>14} {:>14} {:>14} {:>9}  path",
-            "disk", "state", "tier", "objects", "used", "dead", "free", "io_errors"
-        );
-        for d in v["disks"].as_array().into_iter().flatten() {
-            println!(
-                "{:>4} {:<9} {:<9} {:>12} {:>14} {:>14} {:>14} {:>9}  {}",
-                d["id"],
-                d["state"].as_str().unwrap_or("?"),
-                d["tier"].as_str().unwrap_or("?"),
-                d["objects"],
-                d["used_bytes"],
-                d["dead_bytes"],
-                d["free_bytes"],
-                d["io_errors"],
-                d["path"].as_str().unwrap_or("?"),
-            );
-        }
+        let size = |x: &serde_json::Value| bytes_cell(x, raw_bytes);
+        let header = ["disk", "state", "tier", "objects", "used", "dead", "free", "io_errors", "path"]
+            .map(String::from);
+        let rows: Vec<[String; 9]> = v["disks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|d| {
+                [
+                    d["id"].to_string(),
+                    d["state"].as_str().unwrap_or("?").to_string(),
+                    d["tier"].as_str().unwrap_or("?").to_string(),
+                    d["objects"].to_string(),
+                    size(&d["used_bytes"]),
+                    size(&d["dead_bytes"]),
+                    size(&d["free_bytes"]),
+                    d["io_errors"].to_string(),
+                    d["path"].as_str().unwrap_or("?").to_string(),
+                ]
+            })
+            .collect();
+        print!("{}", crate::config::table(&header, &rows, ""));
         Ok(())
     })
 }
 
+/// A byte count from the admin API as a table shows it: in binary units, or as the number
+/// with `raw` (`--bytes`).
+fn bytes_cell(x: &serde_json::Value, raw: bool) -> String {
+    match x.as_u64() {
+        Some(n) if !raw => crate::units::human_bytes(n),
+        Some(n) => n.to_string(),
+        None => "-".to_string(),
+    }
+}
+
 /// `podstore tiers`: `/admin/tiers` as tables.
-pub fn tiers(admin: SocketAddr) -> Result<(), String> {
+pub fn tiers(admin: SocketAddr, raw_bytes: bool) -> Result<(), String> {
     runtime()?.block_on(async {
         let v = admin_json(admin, hyper::Method::GET, "/admin/tiers").await?;
         let pct = |x: &serde_json::Value| format!("{:.1}%", x.as_f64().unwrap_or(0.0) * 100.0);
-        println!(
-            "{:<9} {:<12} {:>12} {:>16} {:>16} {:>7} {:>12} {:>9}",
-            "tier", "disks", "objects", "used_bytes", "capacity_bytes", "fill", "gets", "of_gets"
-        );
+        let size = |x: &serde_json::Value| bytes_cell(x, raw_bytes);
+        let header =
+            ["tier", "disks", "objects", "used", "capacity", "fill", "gets", "of_gets"].map(String::from);
         let c = &v["ram_cache"];
-        println!(
-            "{:<9} {:<12} {:>12} {:>16} {:>16} {:>7} {:>12} {:>9}",
-            "ram",
-            "-",
-            c["entries"],
-            c["bytes"],
-            c["size_bytes"],
+        let mut rows = vec![[
+            "ram".to_string(),
+            "-".to_string(),
+            c["entries"].to_string(),
+            size(&c["bytes"]),
+            size(&c["size_bytes"]),
             pct(&serde_json::json!(
                 c["bytes"].as_f64().unwrap_or(0.0) / c["size_bytes"].as_f64().unwrap_or(0.0).max(1.0)
             )),
-            c["reads"],
+            c["reads"].to_string(),
             pct(&c["read_share"]),
-        );
+        ]];
         for t in v["tiers"].as_array().into_iter().flatten() {
             let disks: Vec<String> =
                 t["disks"].as_array().into_iter().flatten().map(|d| d.to_string()).collect();
-            println!(
-                "{:<9} {:<12} {:>12} {:>16} {:>16} {:>7} {:>12} {:>9}",
-                t["tier"].as_str().unwrap_or("?"),
+            rows.push([
+                t["tier"].as_str().unwrap_or("?").to_string(),
                 if disks.is_empty() { "-".to_string() } else { disks.join(",") },
-                t["objects"],
-                t["used_bytes"],
-                t["capacity_bytes"],
+                t["objects"].to_string(),
+                size(&t["used_bytes"]),
+                size(&t["capacity_bytes"]),
                 pct(&t["fill"]),
-                t["reads"],
+                t["reads"].to_string(),
                 pct(&t["read_share"]),
-            );
+            ]);
         }
+        print!("{}", crate::config::table(&header, &rows, ""));
         println!(
-            "ram cache: hit ratio {} ({} hits, {} misses), {} offered, {} invalidated; objects up to {} bytes",
+            "ram cache: hit ratio {} ({} hits, {} misses), {} offered, {} invalidated; objects up to {}",
             pct(&c["hit_ratio"]),
             c["hits"],
             c["misses"],
             c["offered"],
             c["invalidated"],
-            c["object_size_max_bytes"],
+            size(&c["object_size_max_bytes"]),
         );
         let m = &v["migration"];
         println!(
-            "migration: {}, {} objects ({} bytes) moved to the capacity tier, {} failed, {} bytes to move",
+            "migration: {}, {} objects ({}) moved to the capacity tier, {} failed, {} to move",
             if m["running"] == true { "running" } else { "idle" },
             m["migrated_objects"],
-            m["migrated_bytes"],
+            size(&m["migrated_bytes"]),
             m["failures"],
-            m["backlog_bytes"],
+            size(&m["backlog_bytes"]),
         );
         println!("promotion: {} objects copied back to the fast tier", v["promoted"]);
         Ok(())
@@ -550,24 +562,40 @@ pub fn job(
         for &(d, _) in &targets {
             let j = after["disks"].as_array().into_iter().flatten().find(|j| j["disk"] == d).cloned().unwrap_or_default();
             let job = &j[key];
+            // This pass's figures: the scrub keeps its last pass's, the other jobs' totals
+            // are taken against what they were before the request.
+            let was = before["disks"].as_array().into_iter().flatten().find(|j| j["disk"] == d).map(|j| j[key].clone());
+            let delta = |field: &str| {
+                let then = was.as_ref().and_then(|w| w[field].as_u64()).unwrap_or(0);
+                job[field].as_u64().unwrap_or(0).saturating_sub(then)
+            };
+            let size = |n: u64| crate::units::human_bytes(n);
             if kind == "migrate" {
                 println!(
-                    "disk {d}: {} objects ({} bytes) moved to the capacity tier in all, {} failed, {} bytes left to move",
-                    job["migrated_objects"], job["migrated_bytes"], job["failures"], job["backlog_bytes"]
+                    "disk {d}: {} objects ({}) moved to the capacity tier, {} failed, {} left to move",
+                    delta("migrated_objects"),
+                    size(delta("migrated_bytes")),
+                    delta("failures"),
+                    size(job["backlog_bytes"].as_u64().unwrap_or(0))
                 );
             } else if kind == "compact" {
                 println!(
-                    "disk {d}: {} blobs compacted, {} bytes reclaimed, {} records moved, {} tombstones dropped, {} blobs awaiting repair",
-                    job["blobs_compacted"], job["bytes_reclaimed"], job["records_moved"], job["tombstones_dropped"], job["blobs_skipped"]
+                    "disk {d}: {} blobs compacted, {} reclaimed, {} records moved, {} tombstones dropped, {} blobs awaiting repair",
+                    delta("blobs_compacted"),
+                    size(delta("bytes_reclaimed")),
+                    delta("records_moved"),
+                    delta("tombstones_dropped"),
+                    delta("blobs_skipped")
                 );
             } else {
+                let p = &job["last_pass"];
                 println!(
                     "disk {d}: {} records checked, {} damaged records, {} damaged regions, {} read errors",
-                    job["records_checked"], job["damaged_records"], job["damaged_regions"], job["read_errors"]
+                    p["records_checked"], p["damaged_records"], p["damaged_regions"], p["read_errors"]
                 );
             }
-            let was = before["disks"].as_array().into_iter().flatten().find(|j| j["disk"] == d).map(|j| j[key]["last_error"].clone());
-            if let Some(e) = job["last_error"].as_str().filter(|_| was.as_ref() != Some(&job["last_error"])) {
+            let was_error = was.as_ref().map(|w| w["last_error"].clone());
+            if let Some(e) = job["last_error"].as_str().filter(|_| was_error.as_ref() != Some(&job["last_error"])) {
                 errors.push(format!("disk {d}: {e}"));
             }
         }

@@ -80,6 +80,9 @@ enum Cmd {
     Stat {
         #[arg(long, default_value = "127.0.0.1:7072")]
         admin: SocketAddr,
+        /// Sizes as numbers of bytes, not in binary units.
+        #[arg(long)]
+        bytes: bool,
     },
     /// Print a presigned URL: anyone holding it may do `--method` on the object until it
     /// expires (at most 7 days), without an access key of their own.
@@ -106,6 +109,9 @@ enum Cmd {
     Tiers {
         #[arg(long, default_value = "127.0.0.1:7072")]
         admin: SocketAddr,
+        /// Sizes as numbers of bytes, not in binary units.
+        #[arg(long)]
+        bytes: bool,
     },
     /// Compare this node with a peer and copy what is missing or older, both ways (an
     /// anti-entropy pass, e.g. to refill a replacement appliance); shows progress.
@@ -243,8 +249,8 @@ fn main() -> ExitCode {
         Cmd::Get { name, dest, server, range } => client::get(server, &name, &dest, range.as_deref()),
         Cmd::Head { name, server } => client::head(server, &name),
         Cmd::Delete { name, server, copies } => client::delete(server, &name, copies.as_deref()),
-        Cmd::Stat { admin } => client::stat(admin),
-        Cmd::Tiers { admin } => client::tiers(admin),
+        Cmd::Stat { admin, bytes } => client::stat(admin, bytes),
+        Cmd::Tiers { admin, bytes } => client::tiers(admin, bytes),
         Cmd::Presign { name, key_id, secret_file, method, expires_in, server } => {
             client::presign(&server, &key_id, &secret_file, &method, &name, expires_in)
         }

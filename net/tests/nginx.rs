@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::cluster::{members, secret_file, start};
-use common::{free_addr, request, Resp};
+use common::{free_addr, request, signal, Resp};
 
 const SHIPPED: &str = include_str!("../../deploy/nginx/podstore.conf");
 
@@ -47,12 +47,68 @@ struct Nginx {
     dir: PathBuf,
 }
 
+impl Nginx {
+    /// Stops nginx the way it is meant to be stopped: SIGQUIT to the master (workers finish and
+    /// exit, then the master), SIGTERM if that takes more than 5 s, and only then SIGKILL of the
+    /// master and of the workers it had (a SIGKILLed master leaves its workers running, still
+    /// listening). Returns the processes that were still there at the end (none, normally).
+    fn stop(&mut self) -> Vec<i32> {
+        let master = self.child.id() as i32;
+        let workers = children(master);
+        let exited_within = |child: &mut Child, limit: Duration| {
+            let t0 = Instant::now();
+            while t0.elapsed() < limit {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            false
+        };
+        if self.child.try_wait().ok().flatten().is_none() {
+            signal(master, "QUIT");
+            if !exited_within(&mut self.child, Duration::from_secs(5)) {
+                signal(master, "TERM");
+                if !exited_within(&mut self.child, Duration::from_secs(5)) {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                }
+            }
+        }
+        let alive = |pid: &i32| Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(*pid);
+        let t0 = Instant::now();
+        while workers.iter().any(alive) && t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let left: Vec<i32> = workers.into_iter().filter(alive).collect();
+        for pid in &left {
+            signal(*pid, "KILL");
+        }
+        left
+    }
+}
+
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The child processes of `pid` (its threads' children lists, procfs).
+fn children(pid: i32) -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
+    let mut out = Vec::new();
+    for t in tasks.filter_map(|t| t.ok()) {
+        let list = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+        out.extend(list.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+    }
+    out
+}
+
+fn is_zombie(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
 }
 
 fn nginx_binary() -> Option<PathBuf> {
@@ -244,5 +300,11 @@ fn the_data_api_through_nginx_with_one_appliance_killed() {
     for n in nodes.iter_mut() {
         n.kill();
     }
-    drop(ngx);
+    // nginx leaves nothing behind: no worker, nothing listening.
+    let mut ngx = ngx;
+    let workers = children(ngx.child.id() as i32);
+    assert!(!workers.is_empty(), "nginx's workers are its children");
+    let left = ngx.stop();
+    assert!(left.is_empty(), "nginx workers outlived the master: {left:?}");
+    assert!(TcpStream::connect(ngx.addr).is_err(), "something still listens on nginx's port");
 }

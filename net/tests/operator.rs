@@ -168,3 +168,60 @@ fn add_disk_without_a_weight_weighs_the_disk_in_the_unit_of_the_others() {
         .unwrap_or_else(|| panic!("no weight in {out:?}"));
     assert!((weight - 1.0).abs() < 1e-9, "the new disk weighs {weight}, the others 1: {out}");
 }
+
+/// Whether every row's cell starts where its header does (columns under their headers).
+fn aligned(table: &str, columns: &[&str]) -> bool {
+    let mut lines = table.lines();
+    let Some(header) = lines.next() else { return false };
+    let starts: Vec<usize> = columns.iter().map(|c| header.find(c).expect("column")).collect();
+    lines.all(|l| {
+        starts.iter().all(|&at| {
+            let (before, after) = (l.get(..at).unwrap_or(""), l.get(at..).unwrap_or(""));
+            (at == 0 || before.ends_with(' ')) && !after.starts_with(' ') && !after.is_empty()
+        })
+    })
+}
+
+#[test]
+fn stat_and_tiers_line_up_in_human_units_and_scrub_reports_its_own_pass() {
+    let node = Node::start("stat-columns", "");
+    for i in 0..40 {
+        let v = vec![i as u8; 3000 + i * 1000];
+        assert_eq!(node.req("PUT", &format!("/photos/s-{i}"), &[], &v).status, 201);
+    }
+    let admin = node.admin.to_string();
+    let run = |args: &[&str]| {
+        let mut a: Vec<&std::ffi::OsStr> = args.iter().map(|s| s.as_ref()).collect();
+        a.extend(["--admin".as_ref(), admin.as_ref() as &std::ffi::OsStr]);
+        let o = podstore(&a, &[]);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let stat = run(&["stat"]);
+    assert!(
+        aligned(&stat, &["disk", "state", "tier", "objects", "used", "dead", "free", "io_errors", "path"]),
+        "{stat}"
+    );
+    assert!(stat.lines().skip(1).all(|l| l.contains("iB")), "sizes in binary units: {stat}");
+    let raw = run(&["stat", "--bytes"]);
+    assert!(aligned(&raw, &["disk", "used", "free", "path"]) && !raw.contains("iB"), "{raw}");
+    let tiers = run(&["tiers"]);
+    let table: String =
+        tiers.lines().take_while(|l| !l.starts_with("ram cache:")).map(|l| format!("{l}\n")).collect();
+    assert!(aligned(&table, &["tier", "disks", "objects", "used", "capacity", "fill", "gets"]), "{tiers}");
+    // Two scrubs of one disk each report that disk's records, not a running total.
+    let records = |out: &str| -> u64 {
+        out.lines()
+            .find_map(|l| l.strip_prefix("disk 0: ")?.split(" records checked").next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no count in {out}"))
+    };
+    let first = records(&run(&["scrub", "--disk", "0"]));
+    let second = records(&run(&["scrub", "--disk", "0"]));
+    let v: serde_json::Value = serde_json::from_slice(&node.admin("/admin/disks").body).expect("json");
+    let on_disk0 = v["disks"].as_array().expect("disks").iter().find(|d| d["id"] == 0).expect("disk 0")
+        ["objects"]
+        .as_u64()
+        .expect("objects");
+    assert!(on_disk0 > 0);
+    assert_eq!((first, second), (on_disk0, on_disk0), "each pass reports its own records");
+}
