@@ -341,7 +341,7 @@ pub async fn render_metrics(shared: &Shared, handle: &PrometheusHandle) -> Strin
                 .set(ratio(ss.pass_bytes_done, ss.pass_bytes_total));
             g("podstore_disk_scrub_last_pass_end_timestamp_seconds", ss.last_pass_end_ms / 1000);
             g("podstore_disk_scrub_pass_start_timestamp_seconds", ss.pass_started_ms / 1000);
-            g("podstore_disk_scrub_period_seconds", shared.cfg.maintenance.scrub_period_s);
+            g("podstore_disk_scrub_period_seconds", shared.cfg().maintenance.scrub_period_s);
             c("podstore_disk_scrub_passes_total", ss.passes);
             c("podstore_disk_scrub_records_total", ss.records_checked);
             c("podstore_disk_scrub_damaged_total", ss.bad_records + ss.bad_regions);
@@ -355,7 +355,7 @@ pub async fn render_metrics(shared: &Shared, handle: &PrometheusHandle) -> Strin
         g("podstore_repl_backlog_age_seconds", p.age_seconds(now_ms));
         g("podstore_repl_backlog_overflowed", if p.overflowed { 1.0 } else { 0.0 });
     }
-    if let Some(r) = &shared.cfg.replication {
+    if let Some(r) = &shared.cfg().replication {
         for (p, ae) in r.peers.iter().zip(&shared.anti_entropy) {
             let g = |name: &'static str, v: f64| metrics::gauge!(name, "peer" => p.name.clone()).set(v);
             let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
@@ -375,7 +375,7 @@ pub async fn render_metrics(shared: &Shared, handle: &PrometheusHandle) -> Strin
         }
     }
     metrics::gauge!("podstore_tombstone_horizon_seconds")
-        .set(shared.cfg.maintenance.tombstone_horizon_s as f64);
+        .set(shared.cfg().maintenance.tombstone_horizon_s as f64);
     for (i, name) in crate::core::TIER_NAMES.iter().enumerate() {
         metrics::counter!("podstore_tier_reads_total", "tier" => *name)
             .absolute(shared.tier_reads[i].load(Ordering::Relaxed));
@@ -392,7 +392,7 @@ pub async fn render_metrics(shared: &Shared, handle: &PrometheusHandle) -> Strin
     metrics::counter!("podstore_ram_cache_offered_total").absolute(cache.offered);
     metrics::counter!("podstore_ram_cache_invalidated_total").absolute(cache.invalidated);
     metrics::gauge!("podstore_ram_cache_bytes").set(cache.bytes as f64);
-    metrics::gauge!("podstore_ram_cache_capacity_bytes").set(shared.cfg.ram_cache.size_bytes as f64);
+    metrics::gauge!("podstore_ram_cache_capacity_bytes").set(shared.cfg().ram_cache.size_bytes as f64);
     metrics::gauge!("podstore_ram_cache_entries").set(cache.entries as f64);
     metrics::gauge!("podstore_http_open_connections").set(shared.connections.load(Ordering::Relaxed) as f64);
     metrics::gauge!("podstore_recovery_duration_seconds")
@@ -429,7 +429,7 @@ impl PeerTotals {
 }
 
 fn peer_totals(shared: &Shared, stats: &[ShardStats]) -> Vec<PeerTotals> {
-    let Some(r) = &shared.cfg.replication else { return Vec::new() };
+    let Some(r) = &shared.cfg().replication else { return Vec::new() };
     r.peers
         .iter()
         .map(|p| {
@@ -450,7 +450,8 @@ fn peer_totals(shared: &Shared, stats: &[ShardStats]) -> Vec<PeerTotals> {
 async fn peers_json(shared: &Shared) -> String {
     let stats = all_stats(shared).await;
     let now = now_ms();
-    let conf = shared.cfg.replication.as_ref();
+    let cfg = shared.cfg();
+    let conf = cfg.replication.as_ref();
     let peers: Vec<serde_json::Value> = peer_totals(shared, &stats)
         .iter()
         .enumerate()
@@ -470,7 +471,7 @@ async fn peers_json(shared: &Shared) -> String {
                 // Deletes older than the horizon may be gone here: a peer this far behind
                 // needs a full comparison (anti-entropy) and may bring old objects back.
                 "beyond_tombstone_horizon":
-                    t.age_seconds(now) > shared.cfg.maintenance.tombstone_horizon_s as f64,
+                    t.age_seconds(now) > shared.cfg().maintenance.tombstone_horizon_s as f64,
                 "catch_up": {
                     "copies": n(&cu.copies),
                     "bytes": n(&cu.bytes),
@@ -495,9 +496,9 @@ async fn peers_json(shared: &Shared) -> String {
         })
         .collect();
     serde_json::json!({
-        "node": shared.cfg.node_id,
+        "node": shared.cfg().node_id,
         "datacenter": conf.map(|r| r.datacenter.clone()),
-        "replica_set_size": shared.cfg.replica_set_size(),
+        "replica_set_size": shared.cfg().replica_set_size(),
         "peers": peers,
     })
     .to_string()
@@ -582,8 +583,8 @@ async fn tiers_json(shared: &Shared) -> String {
         },
         "promoted": shared.promoted.load(Ordering::Relaxed),
         "ram_cache": {
-            "size_bytes": shared.cfg.ram_cache.size_bytes,
-            "object_size_max_bytes": shared.cfg.ram_cache.object_size_max_bytes,
+            "size_bytes": shared.cfg().ram_cache.size_bytes,
+            "object_size_max_bytes": shared.cfg().ram_cache.object_size_max_bytes,
             "bytes": c.bytes,
             "entries": c.entries,
             "hits": c.hits,
@@ -912,7 +913,7 @@ async fn add_disk_now(
         load[c] += 1;
     }
     let core = (0..load.len()).min_by_key(|&c| load[c]).unwrap_or(0);
-    let (node_id, engine) = (shared.cfg.node_id.clone(), shared.cfg.engine.clone());
+    let (node_id, engine) = (shared.cfg().node_id.clone(), shared.cfg().engine.clone());
     let c2 = conf.clone();
     let (spec, info, weight) =
         tokio::task::spawn_blocking(move || crate::node::prepare_disk(&c2, &node_id, &engine, None, core))
@@ -973,7 +974,7 @@ fn start_recover(shared: &Shared, query: &str) -> Response<RespBody> {
     let Some(peer) = query.split('&').find_map(|kv| kv.strip_prefix("peer=")) else {
         return err(StatusCode::BAD_REQUEST, "bad_request", "name the peer: /admin/recover?peer=NAME");
     };
-    let Some(i) = shared.cfg.replication.as_ref().and_then(|r| r.peers.iter().position(|p| p.name == peer))
+    let Some(i) = shared.cfg().replication.as_ref().and_then(|r| r.peers.iter().position(|p| p.name == peer))
     else {
         return err(StatusCode::NOT_FOUND, "not_found", "no such peer in the replica set");
     };

@@ -36,6 +36,10 @@ pub struct Config {
     /// The X-Copies a request gets when it names none.
     #[serde(default = "default_copies")]
     pub default_copies: String,
+    /// What the log shows (tracing EnvFilter directives, e.g. "info" or
+    /// "info,podstore_net::repl=debug"); PODSTORE_LOG, when set, wins. Reloaded on SIGHUP.
+    #[serde(default)]
+    pub log: Option<String>,
     /// The replica set: this node's peers in other datacenters. None: a single appliance.
     #[serde(default)]
     pub replication: Option<Replication>,
@@ -497,6 +501,7 @@ impl Config {
             ram_cache: RamCacheConf::default(),
             tiering: Tiering::default(),
             default_copies: default_copies(),
+            log: None,
             replication: None,
             auth: AuthConf::default(),
             insecure: false,
@@ -600,6 +605,10 @@ impl Config {
                 "io_backend",
                 format!("{:?}: expected \"io_uring\" or \"sync\"", self.io_backend),
             ));
+        }
+        if let Some(filter) = &self.log {
+            tracing_subscriber::EnvFilter::try_new(filter)
+                .map_err(|e| invalid("log", format!("{filter:?}: {e}")))?;
         }
         if parse_copies(&self.default_copies, self.replica_set_size()).is_none() {
             return Err(invalid(

@@ -189,11 +189,16 @@ pub struct Layout {
 }
 
 impl Shared {
+    /// The configuration in force now (SIGHUP may replace its reloadable parts).
+    pub fn cfg(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
     /// The bytes of blob files disk `id` may hold: its filesystem's size, or
     /// `engine.disk_bytes_max` when that is smaller (0 for a disk the node does not have).
     pub fn usable_bytes(&self, id: u32) -> u64 {
         let fs = self.disk(id).map(|d| d.capacity_bytes).unwrap_or(0);
-        match self.cfg.engine.disk_bytes_max {
+        match self.cfg().engine.disk_bytes_max {
             0 => fs,
             max => fs.min(max),
         }
@@ -214,7 +219,9 @@ impl Shared {
 /// the layout (swapped whole when a disk is added).
 #[derive(Debug)]
 pub struct Shared {
-    pub cfg: Config,
+    /// The configuration in force: the file read at start, with the parts SIGHUP reloads
+    /// (reload.rs) replaced; read it through [`Shared::cfg`].
+    pub config: arc_swap::ArcSwap<Config>,
     /// Which disk holds a key and which takes its writes (route.rs).
     pub routes: crate::route::Routes,
     /// Wakes every disk's rebalancing (a disk filled up, failed or is to be drained).
@@ -256,7 +263,7 @@ pub struct Shared {
     /// The replica set's shared secret (when replication is configured).
     pub repl_secret: Option<Vec<u8>>,
     /// Client access keys (None: none configured, every request is allowed).
-    pub auth: Option<crate::auth::Auth>,
+    pub auth: arc_swap::ArcSwapOption<crate::auth::Auth>,
     /// Test builds: faults injected on one disk (`PODSTORE_FAULTS`).
     pub faults: Option<podstore_disks::FaultPlan>,
     /// Anti-entropy progress, one per peer.
@@ -373,7 +380,7 @@ async fn core_main(start: CoreStart) {
     let CoreStart {
         index, shared, disks, mut inbox, listener, repl_listener, ready_tx, mut shutdown, ..
     } = start;
-    let cfg = &shared.cfg;
+    let cfg = &shared.cfg();
     let ucfg = UringConfig { pool_buf_count: cfg.engine.io_buffers_per_core, ..UringConfig::default() };
     let (io, driver, backend) = AnyIo::detect(ucfg, cfg.io_backend == "sync");
     let io = match &shared.faults {
@@ -420,7 +427,7 @@ async fn core_main(start: CoreStart) {
     let _ = ready_tx.send(CoreReady { core: index, backend, shards: reports });
 
     let cache: Option<Rc<crate::cache::RamCache>> = {
-        let c = &shared.cfg.ram_cache;
+        let c = &shared.cfg().ram_cache;
         let part = c.size_bytes / shared.inboxes.len().max(1) as u64;
         crate::cache::RamCache::new(part, c.object_size_max_bytes, shared.ram_cache[index].clone())
             .map(Rc::new)
@@ -600,7 +607,7 @@ async fn open_shard(
     shards: &Shards,
 ) -> Result<RecoveryReport, String> {
     let one = [ShardSpec { id: spec.id, dir: spec.path.clone(), weight: 1.0 }];
-    let mut sc = shard_config(&shared.cfg, shared.clock.clone());
+    let mut sc = shard_config(&shared.cfg(), shared.clock.clone());
     sc.forgets_total = Some(shared.moves.clone());
     if let Some(p) = profile {
         sc.reads_in_flight_max = p.queue_depth;
@@ -639,7 +646,7 @@ async fn housekeeping(index: usize, shared: Arc<Shared>, shards: Shards, jobs: c
                 let (shared, shards, jobs, probing) =
                     (shared.clone(), shards.clone(), jobs.clone(), probing.clone());
                 tokio::task::spawn_local(async move {
-                    let limit = Duration::from_millis(shared.cfg.engine.disk_timeout_ms);
+                    let limit = Duration::from_millis(shared.cfg().engine.disk_timeout_ms);
                     let why = match tokio::time::timeout(limit, s.probe()).await {
                         Err(_) => Some(format!("a read took longer than {} ms", limit.as_millis())),
                         Ok(Some(Err(e))) if !e.is_crash() => Some(format!("a read failed: {e}")),
@@ -999,7 +1006,7 @@ async fn execute(
                     }
                     (JobAction::Start, JobKind::Migrate) => {
                         ctl.resume();
-                        j.migrate_now.set(Some(idle_s.unwrap_or(shared.cfg.tiering.migrate_idle_s)));
+                        j.migrate_now.set(Some(idle_s.unwrap_or(shared.cfg().tiering.migrate_idle_s)));
                         j.migrate_wake.notify_one();
                     }
                     (JobAction::Stop, _) => ctl.stop(),

@@ -88,7 +88,7 @@ pub async fn accept_loop(
                 continue;
             }
         };
-        let limit = shared.cfg.limits.connections_max;
+        let limit = shared.cfg().limits.connections_max;
         if shared.connections.fetch_add(1, Ordering::Relaxed) >= limit {
             shared.connections.fetch_sub(1, Ordering::Relaxed);
             metrics::counter!("podstore_http_connections_refused_total").increment(1);
@@ -116,7 +116,7 @@ async fn serve_connection(
     stream: tokio::net::TcpStream,
     mut stop: watch::Receiver<bool>,
 ) {
-    let limits = &shared.cfg.limits;
+    let limits = &shared.cfg().limits;
     let mut b = hyper::server::conn::http1::Builder::new();
     // The header timeout is ours (below), not hyper's: hyper's also runs while a kept-alive
     // connection waits for its next request, which would close idle connections at the header
@@ -442,7 +442,7 @@ async fn route(
         r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, PUT, DELETE"));
         return Ok(r);
     }
-    if let Some(auth) = &shared.auth {
+    if let Some(auth) = shared.auth.load().as_deref() {
         // Before anything looks at the disks: a refusal tells nothing about the object.
         let access = crate::auth::Access {
             method: method.as_str(),
@@ -459,7 +459,7 @@ async fn route(
         }
     }
     if matches!(method, Method::PUT | Method::DELETE) {
-        copies(req.headers(), &shared.cfg)?;
+        copies(req.headers(), &shared.cfg())?;
     }
     if !shared.ready.load(Ordering::Relaxed) {
         return Err(err(
@@ -561,7 +561,7 @@ pub(crate) async fn write_route_wait(shared: &Shared, key: &[u8]) -> Result<(u32
 /// writes. None: the usual route (no fast tier, a small object, or no capacity disk takes
 /// writes).
 fn large_object_route(shared: &Shared, key: &[u8], h: &HeaderMap) -> Option<(u32, usize)> {
-    let max = shared.cfg.tiering.fast_object_size_max_bytes;
+    let max = shared.cfg().tiering.fast_object_size_max_bytes;
     if max == 0 || !shared.routes.has_fast_tier() {
         return None;
     }
@@ -721,7 +721,7 @@ async fn put(
         .ok()
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| err(StatusCode::BAD_REQUEST, "bad_length", "Content-Length is not a number"))?;
-    let max = shared.cfg.limits.object_bytes_max;
+    let max = shared.cfg().limits.object_bytes_max;
     if len > max {
         return Err(err(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -755,7 +755,7 @@ async fn put(
                 })?,
         ),
     };
-    let want = copies(h, &shared.cfg)?;
+    let want = copies(h, &shared.cfg())?;
     let peers = &links.peers;
     // In a replica set every copy gets the version stamped here; a lone node lets the shard
     // stamp it.
@@ -797,13 +797,13 @@ async fn put(
     }
     drop(copies_tx);
     let mut hash = version.map(|_| xxhash_rust::xxh3::Xxh3::new());
-    let stall = Duration::from_millis(shared.cfg.limits.copy_timeout_ms);
+    let stall = Duration::from_millis(shared.cfg().limits.copy_timeout_ms);
     let mut whole = if small { Some(Vec::with_capacity(len as usize)) } else { None };
     let mut small_outcome = None;
     let mut body = req.into_body();
     let mut md5 = want_md5.map(|_| md5::Md5::new());
     let mut received = 0u64;
-    let limits = &shared.cfg.limits;
+    let limits = &shared.cfg().limits;
     let window = Duration::from_millis(limits.body_progress_timeout_ms);
     let mut window_end = Instant::now() + window;
     let mut window_bytes = 0u64;
@@ -1001,12 +1001,12 @@ async fn collect_copies(
             }
         }
     };
-    let peers = shared.cfg.replication.as_ref().map_or(0, |r| r.peers.len());
+    let peers = shared.cfg().replication.as_ref().map_or(0, |r| r.peers.len());
     let (again_tx, mut again_rx) = mpsc::channel::<PeerCopy>(peers.max(1));
     let mut tries = vec![0u32; peers];
     let (mut first_open, mut retrying) = (true, 0usize);
     let mut written = 1u32;
-    let deadline = Instant::now() + Duration::from_millis(shared.cfg.limits.copy_timeout_ms);
+    let deadline = Instant::now() + Duration::from_millis(shared.cfg().limits.copy_timeout_ms);
     let mut outcome = Ok(());
     while written < want {
         let next = tokio::select! {
@@ -1086,7 +1086,7 @@ async fn delete(
     key: Vec<u8>,
     h: &HeaderMap,
 ) -> Result<Response<RespBody>, ApiError> {
-    let want = copies(h, &shared.cfg)?;
+    let want = copies(h, &shared.cfg())?;
     let version = (!links.peers.is_empty()).then(|| shared.clock.now());
     let stamp = version.map_or(Stamp::Local, Stamp::Given);
     let (copies_tx, copies_rx) = mpsc::channel::<PeerCopy>(links.peers.len().max(1));
@@ -1164,7 +1164,7 @@ async fn read_repair(
             return false;
         }
     }
-    let limit = Duration::from_millis(shared.cfg.limits.copy_timeout_ms);
+    let limit = Duration::from_millis(shared.cfg().limits.copy_timeout_ms);
     for p in &links.peers {
         let r = tokio::time::timeout(limit, p.pull(key)).await;
         let stored = matches!(r, Ok(Ok(crate::repl::frame::AckStatus::Stored)));

@@ -16,6 +16,7 @@ pub mod node;
 mod parse_error;
 pub mod profile;
 pub mod range;
+pub mod reload;
 pub mod repl;
 pub mod route;
 pub mod units;

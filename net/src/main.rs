@@ -226,15 +226,25 @@ fn main() -> ExitCode {
     }
     // Colour only on a terminal: journald and log files get plain text.
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PODSTORE_LOG").unwrap_or_else(|_| "info".into()),
         )
         .with_ansi(colour)
         .with_writer(std::io::stderr)
-        .init();
+        .with_filter_reloading();
+    let handle = logs.reload_handle();
+    logs.init();
+    // The config's `log` applies unless PODSTORE_LOG is set.
+    let set_log_filter: Option<podstore_net::reload::LogFilterSetter> =
+        std::env::var_os("PODSTORE_LOG").is_none().then(|| {
+            Box::new(move |directives: &str| {
+                let filter = tracing_subscriber::EnvFilter::try_new(directives).map_err(|e| e.to_string())?;
+                handle.reload(filter).map_err(|e| e.to_string())
+            }) as podstore_net::reload::LogFilterSetter
+        });
     let result = match cli.cmd {
-        Cmd::Serve { config, data_dir, insecure } => serve(config, data_dir, insecure),
+        Cmd::Serve { config, data_dir, insecure } => serve(config, data_dir, insecure, set_log_filter),
         Cmd::CheckConfig { config, require_disks } => {
             if require_disks {
                 return check_for_service(&config);
@@ -316,9 +326,20 @@ fn check_for_service(path: &std::path::Path) -> ExitCode {
     }
 }
 
-fn serve(config: Option<PathBuf>, data_dir: PathBuf, insecure: bool) -> Result<(), String> {
-    let mut cfg = match config {
-        Some(p) => Config::load(&p).map_err(|e| e.to_string())?,
+fn serve(
+    config: Option<PathBuf>,
+    data_dir: PathBuf,
+    insecure: bool,
+    set_log_filter: Option<podstore_net::reload::LogFilterSetter>,
+) -> Result<(), String> {
+    let mut cfg = match &config {
+        Some(p) => {
+            let cfg = Config::load(p).map_err(|e| e.to_string())?;
+            if let (Some(set), Some(filter)) = (&set_log_filter, &cfg.log) {
+                set(filter).map_err(|e| format!("log: {e}"))?;
+            }
+            cfg
+        }
         None => {
             let mut cfg = Config::embedded_default(&data_dir);
             for d in &mut cfg.disks {
@@ -335,5 +356,5 @@ fn serve(config: Option<PathBuf>, data_dir: PathBuf, insecure: bool) -> Result<(
         }
     };
     cfg.insecure = insecure;
-    podstore_net::node::run(cfg)
+    podstore_net::node::run(cfg, podstore_net::reload::Reload { path: config, set_log_filter })
 }

@@ -32,8 +32,8 @@ const REPAIRS_PER_ROUND: usize = 256;
 #[derive(Debug)]
 pub struct DiskJobs {
     pub budget: IoBudget,
-    /// The budget's full rate (bytes per second), taken while the foreground is quiet.
-    pub full_rate: u64,
+    /// The disk's measured profile, whose background rate wins over the configured one.
+    pub profile: Option<crate::profile::DiskProfile>,
     pub scrub_pace: IoBudget,
     pub compact_wake: Notify,
     pub scrub_wake: Notify,
@@ -66,7 +66,7 @@ pub type Jobs = Rc<std::cell::RefCell<HashMap<u32, Rc<DiskJobs>>>>;
 /// The background budget of a disk with this measured profile, bytes per second.
 pub fn budget_of(shared: &Shared, profile: Option<crate::profile::DiskProfile>) -> u64 {
     let profiled = profile.map(|p| (p.background_mib_per_s * (1 << 20) as f64) as u64).filter(|&b| b > 0);
-    profiled.unwrap_or(shared.cfg.maintenance.background_mib_per_s << 20)
+    profiled.unwrap_or(shared.cfg().maintenance.background_mib_per_s << 20)
 }
 
 fn now_ms() -> u64 {
@@ -82,12 +82,11 @@ pub fn start(
     shard: Rc<Shard<AnyIo>>,
     profile: Option<crate::profile::DiskProfile>,
 ) -> Rc<DiskJobs> {
-    let full_rate = budget_of(&shared, profile);
-    let budget = IoBudget::new(full_rate);
-    budget.set_op_cost(shared.cfg.maintenance.op_cost_kib << 10);
+    let budget = IoBudget::new(budget_of(&shared, profile));
+    budget.set_op_cost(shared.cfg().maintenance.op_cost_kib << 10);
     let jobs = Rc::new(DiskJobs {
         budget,
-        full_rate,
+        profile,
         scrub_pace: IoBudget::new(SCRUB_PACE_MIN),
         compact_wake: Notify::new(),
         scrub_wake: Notify::new(),
@@ -114,15 +113,19 @@ pub fn start(
 
 /// Sets the budgets of a core's disks from its foreground load (`ops_per_s` object requests
 /// served in the last moment): at `maintenance.busy_ops_per_s` or more, background work gets
-/// `maintenance.busy_share` of its budget; below, all of it.
+/// `maintenance.busy_share` of its budget; below, all of it. The budget and the cost of an
+/// operation follow the configuration in force (SIGHUP may change them).
 pub fn yield_to_foreground(shared: &Shared, jobs: &Jobs, ops_per_s: u64) {
-    let m = &shared.cfg.maintenance;
+    let cfg = shared.cfg();
+    let m = &cfg.maintenance;
     let busy = m.busy_ops_per_s > 0 && ops_per_s >= m.busy_ops_per_s;
     for j in jobs.borrow().values() {
-        let rate = if busy { ((j.full_rate as f64 * m.busy_share) as u64).max(1) } else { j.full_rate };
+        let full_rate = budget_of(shared, j.profile);
+        let rate = if busy { ((full_rate as f64 * m.busy_share) as u64).max(1) } else { full_rate };
         if j.budget.rate() != rate {
             j.budget.set_rate(rate);
         }
+        j.budget.set_op_cost(m.op_cost_kib << 10);
     }
 }
 
@@ -136,7 +139,7 @@ async fn wait(secs: u64, wake: &Notify) {
 }
 
 async fn compaction(shared: Arc<Shared>, shard: Rc<Shard<AnyIo>>, jobs: Rc<DiskJobs>) {
-    let m = &shared.cfg.maintenance;
+    let m = &shared.cfg().maintenance;
     loop {
         wait(m.compact_interval_s, &jobs.compact_wake).await;
         let ratio = jobs.compact_now.take().unwrap_or(m.compact_dead_ratio);
@@ -155,7 +158,7 @@ async fn compaction(shared: Arc<Shared>, shard: Rc<Shard<AnyIo>>, jobs: Rc<DiskJ
 }
 
 async fn scrub(shared: Arc<Shared>, shard: Rc<Shard<AnyIo>>, jobs: Rc<DiskJobs>) {
-    let period_s = shared.cfg.maintenance.scrub_period_s;
+    let period_s = shared.cfg().maintenance.scrub_period_s;
     loop {
         if shared.routes.is_failed(shard.id()) {
             return; // a failed disk is left alone
@@ -203,12 +206,12 @@ async fn scrub(shared: Arc<Shared>, shard: Rc<Shard<AnyIo>>, jobs: Rc<DiskJobs>)
 /// those that still fail, are asked of the peers in turn.
 pub async fn repair(shared: Arc<Shared>, shards: crate::core::Shards, links: Rc<crate::repl::link::Links>) {
     use podstore_engine::checkpoint::QuarantineReason;
-    let limit = Duration::from_millis(shared.cfg.limits.copy_timeout_ms);
+    let limit = Duration::from_millis(shared.cfg().limits.copy_timeout_ms);
     for outcome in ["read_again", "repaired", "not_repaired", "named", "not_named"] {
         metrics::counter!("podstore_repairs_total", "outcome" => outcome).increment(0);
     }
     loop {
-        tokio::time::sleep(Duration::from_secs(shared.cfg.maintenance.repair_interval_s)).await;
+        tokio::time::sleep(Duration::from_secs(shared.cfg().maintenance.repair_interval_s)).await;
         name_damaged(&shards, &links, limit).await;
         let todo: Vec<(Rc<Shard<AnyIo>>, Vec<u8>, QuarantineReason)> = shards
             .borrow()
@@ -332,7 +335,7 @@ pub async fn rebalance(shared: Arc<Shared>, shard: Rc<Shard<AnyIo>>, jobs: Rc<Di
 /// capacity tier is replaced). A blob left with nothing in it is then removed by compaction.
 /// Under the disk's background budget, like every job.
 async fn migrate(shared: Arc<Shared>, shard: Rc<Shard<AnyIo>>, jobs: Rc<DiskJobs>) {
-    let t = &shared.cfg.tiering;
+    let t = &shared.cfg().tiering;
     loop {
         let interval = Duration::from_secs(t.migrate_interval_s);
         let _ = tokio::time::timeout(interval, jobs.migrate_wake.notified()).await;
@@ -367,7 +370,7 @@ async fn migrate(shared: Arc<Shared>, shard: Rc<Shard<AnyIo>>, jobs: Rc<DiskJobs
         };
         if full {
             // At least a blob's worth, whatever the watermarks say.
-            over = over.max(shared.cfg.engine.blob_size_bytes);
+            over = over.max(shared.cfg().engine.blob_size_bytes);
         }
         let idle_s = asked.or((t.migrate_idle_s > 0).then_some(t.migrate_idle_s));
         let idle_before = idle_s.map(|s| now_ms().saturating_sub(s.saturating_mul(1000)));
@@ -399,7 +402,7 @@ async fn migrate(shared: Arc<Shared>, shard: Rc<Shard<AnyIo>>, jobs: Rc<DiskJobs
             match migrate_blob(&shared, &shard, &jobs, bid).await {
                 Ok(()) => {
                     emptied += 1;
-                    over = over.saturating_sub(shared.cfg.engine.blob_size_bytes.max(live));
+                    over = over.saturating_sub(shared.cfg().engine.blob_size_bytes.max(live));
                     let left = jobs.migration_backlog.get().saturating_sub(live);
                     jobs.migration_backlog.set(left);
                 }
@@ -447,7 +450,7 @@ thread_local! {
 /// writes and is below its high watermark (else it would move straight back). Bounded per core:
 /// `promotions_per_window_max` a window, four at a time, `PROMOTE_KEYS_MAX` keys counted.
 pub fn note_capacity_read(shared: &Arc<Shared>, shard: &Rc<Shard<AnyIo>>, key: &[u8]) {
-    let t = &shared.cfg.tiering;
+    let t = &shared.cfg().tiering;
     if t.promote_reads == 0 {
         return;
     }
@@ -484,7 +487,7 @@ pub fn note_capacity_read(shared: &Arc<Shared>, shard: &Rc<Shard<AnyIo>>, key: &
         let target = shared.routes.write_target(fp).filter(|&id| shared.routes.is_fast(id));
         let room = |id: u32| {
             let fill = shared.fast_fill.lock().unwrap_or_else(|e| e.into_inner());
-            fill.get(&id).is_none_or(|&f| f < shared.cfg.tiering.fast_high_watermark)
+            fill.get(&id).is_none_or(|&f| f < shared.cfg().tiering.fast_high_watermark)
         };
         if let Some((target, owner)) =
             target.filter(|&id| room(id)).and_then(|id| shared.core_of(id).map(|c| (id, c)))
@@ -564,7 +567,7 @@ async fn migrate_to(
 ) -> Result<(), String> {
     use futures_util::StreamExt;
     let owner = shared.core_of(target).ok_or("the capacity disk is not open")?;
-    let batch_object_max = (shared.cfg.engine.blob_size_bytes / 4).min(MIGRATE_BATCH_BYTES);
+    let batch_object_max = (shared.cfg().engine.blob_size_bytes / 4).min(MIGRATE_BATCH_BYTES);
     let count = |r: Result<Option<u64>, String>| match r {
         Ok(Some(len)) => {
             jobs.migrated_objects.set(jobs.migrated_objects.get() + 1);

@@ -146,7 +146,14 @@ fn too_small(capacity: u64, engine: &crate::config::Engine) -> Option<String> {
 }
 
 /// Runs the node until SIGTERM or SIGINT. Errors are startup failures, described for humans.
-pub fn run(cfg: Config) -> Result<(), String> {
+pub fn run(cfg: Config, reload: crate::reload::Reload) -> Result<(), String> {
+    // SIGHUP reloads the configuration (reload.rs) from the moment the node starts: without
+    // a handler its default action would end the node.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let mut hup = {
+        let _in_runtime = rt.enter();
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map_err(|e| e.to_string())?
+    };
     // Before anything else: a node that would be open to anyone who reaches it does not start.
     let auth = crate::auth::Auth::load(&cfg.auth)?;
     check_exposure(&cfg, auth.is_some())?;
@@ -256,7 +263,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
     routes.persist();
     let peers = cfg.replication.as_ref().map_or(0, |r| r.peers.len());
     let shared = Arc::new(Shared {
-        cfg: cfg.clone(),
+        config: arc_swap::ArcSwap::from_pointee(cfg.clone()),
         routes,
         rebalance_wake: tokio::sync::Notify::new(),
         moves: Default::default(),
@@ -277,7 +284,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
         recovery_ms: AtomicU64::new(0),
         clock: Arc::new(podstore_engine::Clock::new(podstore_engine::version::origin_of(&cfg.node_id))),
         repl_secret,
-        auth,
+        auth: arc_swap::ArcSwapOption::from_pointee(auth),
         faults,
         anti_entropy: (0..peers).map(|_| Default::default()).collect(),
         catch_up: (0..peers).map(|_| Default::default()).collect(),
@@ -336,7 +343,6 @@ pub fn run(cfg: Config) -> Result<(), String> {
         cfg.listen.admin
     );
 
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
     rt.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
         let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).map_err(|e| e.to_string())?;
@@ -386,6 +392,13 @@ pub fn run(cfg: Config) -> Result<(), String> {
                     if watchdog.is_some() && all_turning && reported == ncores {
                         notify(&[NotifyState::Watchdog]);
                     }
+                }
+                _ = hup.recv() => {
+                    let shared = shared.clone();
+                    let reload = &reload;
+                    // A few small files read: short enough for this loop, which feeds the
+                    // watchdog.
+                    let _ = reload.run(&shared);
                 }
                 _ = term.recv() => break,
                 _ = int.recv() => break,

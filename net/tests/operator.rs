@@ -225,3 +225,75 @@ fn stat_and_tiers_line_up_in_human_units_and_scrub_reports_its_own_pass() {
     assert!(on_disk0 > 0);
     assert_eq!((first, second), (on_disk0, on_disk0), "each pass reports its own records");
 }
+
+fn write_secret(path: &std::path::Path, secret: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, format!("{secret}\n")).expect("write secret");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+}
+
+fn metric_line(node: &Node, name: &str) -> f64 {
+    common::metric(node, name)
+}
+
+#[test]
+fn sighup_reloads_what_can_change_and_a_bad_file_changes_nothing() {
+    const OLD: &str = "b2xkLXNlY3JldC1mb3ItdGhlLXNpZ2h1cC10ZXN0LTAxMjM=";
+    const NEW: &str = "bmV3LXNlY3JldC1mb3ItdGhlLXNpZ2h1cC10ZXN0LTQ1Njc=";
+    let dir = fresh_dir("sighup");
+    let secret = dir.join("uploader.secret");
+    write_secret(&secret, OLD);
+    let (data, admin) = (free_addr(), free_addr());
+    let text = |extra: &str| {
+        config_text(
+            &dir,
+            data,
+            admin,
+            &format!(
+                "{extra}\n[auth]\npublic_buckets = []\n\n[[auth.keys]]\nid = \"uploader\"\nsecret_file = \"{}\"\n",
+                secret.display()
+            ),
+        )
+    };
+    let node =
+        Node::start_with_config(dir.clone(), data, admin, text("[maintenance]\nbackground_mib_per_s = 64\n"));
+    let pid = node.pid();
+    let token = |s: &str| format!("Bearer uploader.{s}");
+    let put =
+        |tok: &str, path: &str, body: &[u8]| node.req("PUT", path, &[("authorization", tok)], body).status;
+    assert_eq!(put(&token(OLD), "/photos/a", b"one"), 201);
+    let budget = |node: &Node| -> u64 {
+        let v: serde_json::Value = serde_json::from_slice(&node.admin("/admin/jobs").body).expect("json");
+        v["disks"][0]["background_bytes_per_s"].as_u64().expect("budget")
+    };
+    assert_eq!(budget(&node), 64 << 20);
+
+    // A rotated secret, a public bucket, a smaller object limit, a new background budget and
+    // log level: in force after SIGHUP. A new blob size needs a restart: kept, and said so.
+    write_secret(&secret, NEW);
+    let reloaded = text("[maintenance]\nbackground_mib_per_s = 32\n\n[limits]\nobject_bytes_max = 1000\n\n[engine]\nblob_size_bytes = 16777216\n")
+        .replace("public_buckets = []", "public_buckets = [\"cdn\"]")
+        .replace("node_id = ", "log = \"info,podstore_net=debug\"\nnode_id = ");
+    std::fs::write(&node.config, reloaded).expect("write config");
+    signal(pid, "HUP");
+    eventually("the reload is logged", || node.log_text().contains("configuration reloaded"));
+    assert_eq!(put(&token(OLD), "/photos/b", b"two"), 401, "the old secret still works");
+    assert_eq!(put(&token(NEW), "/photos/b", b"two"), 201);
+    assert_eq!(node.req("GET", "/cdn/nothing-here", &[], b"").status, 404, "cdn is public now");
+    assert_eq!(put(&token(NEW), "/photos/big", &[7u8; 2000]), 413);
+    eventually("the background budget follows", || budget(&node) == 32 << 20);
+    let log = node.log_text();
+    let line = log.lines().find(|l| l.contains("configuration reloaded")).expect("line");
+    assert!(line.contains("auth") && line.contains("limits") && line.contains("maintenance"), "{line}");
+    assert!(line.contains("needs a restart: engine"), "{line}");
+    assert_eq!(metric_line(&node, "podstore_config_reloads_total{outcome=\"ok\"}"), 1.0);
+
+    // A file that does not parse: the node keeps serving on what it has, and says why.
+    std::fs::write(&node.config, "this is [not toml").expect("write config");
+    signal(pid, "HUP");
+    eventually("the failed reload is logged", || node.log_text().contains("configuration not reloaded"));
+    assert_eq!(put(&token(NEW), "/photos/c", b"three"), 201);
+    assert_eq!(put(&token(NEW), "/photos/big", &[7u8; 2000]), 413);
+    assert_eq!(metric_line(&node, "podstore_config_reloads_total{outcome=\"failed\"}"), 1.0);
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists(), "SIGHUP ended the node");
+}

@@ -126,7 +126,7 @@ pub async fn pass(
     peer: usize,
     p: &Progress,
 ) -> Result<(), String> {
-    let rate = shared.cfg.replication.as_ref().map_or(1000, |r| r.anti_entropy_objects_per_s).max(1);
+    let rate = shared.cfg().replication.as_ref().map_or(1000, |r| r.anti_entropy_objects_per_s).max(1);
     for c in [&p.buckets_differing, &p.buckets_done, &p.keys_compared, &p.pushed, &p.pulled, &p.pass_errors] {
         c.store(0, Ordering::Relaxed);
     }
@@ -159,7 +159,7 @@ pub async fn pass(
         let mut work: Vec<(bool, Vec<u8>)> = Vec::new(); // (push, key)
                                                          // A tombstone past the horizon that one side lacks was dropped there by compaction (or
                                                          // soon will be): copying it back would only be dropped again.
-        let horizon_ms = shared.cfg.maintenance.tombstone_horizon_s.saturating_mul(1000);
+        let horizon_ms = shared.cfg().maintenance.tombstone_horizon_s.saturating_mul(1000);
         let now_ms = now_s().saturating_mul(1000);
         let expired = |k: &KeyState| k.tombstone && now_ms.saturating_sub(k.version.millis()) >= horizon_ms;
         for (k, m) in &mine {
@@ -235,7 +235,8 @@ pub async fn pass(
 /// Runs passes against one peer: when asked, and every `anti_entropy_interval_s` (0: only when
 /// asked).
 pub async fn run(shared: Arc<Shared>, links: Rc<Links>, peer: usize) {
-    let Some(repl) = shared.cfg.replication.as_ref() else { return };
+    let cfg = shared.cfg();
+    let Some(repl) = cfg.replication.as_ref() else { return };
     let Some(link) = links.peers.get(peer).cloned() else { return };
     let p = &shared.anti_entropy[peer];
     let interval = Duration::from_secs(repl.anti_entropy_interval_s);

@@ -140,8 +140,9 @@ pub async fn send_item(
 
 /// Runs one core's catch-up toward one peer until the task is aborted.
 pub async fn run(shared: Arc<Shared>, shards: Shards, link: Rc<PeerLink>, peer: usize) {
-    let Some(repl) = shared.cfg.replication.as_ref() else { return };
-    let grace_ms = shared.cfg.limits.copy_timeout_ms + 1000;
+    let cfg = shared.cfg();
+    let Some(repl) = cfg.replication.as_ref() else { return };
+    let grace_ms = shared.cfg().limits.copy_timeout_ms + 1000;
     let window = repl.catch_up_in_flight;
     // Records read and not yet sent: enough to keep every connection busy, bounded so the
     // window (copies awaiting acknowledgement) costs no memory.

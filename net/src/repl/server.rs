@@ -158,7 +158,8 @@ async fn handshake(
     stream: &mut tokio::net::TcpStream,
     core: usize,
 ) -> Result<String, String> {
-    let repl = shared.cfg.replication.as_ref().ok_or("replication is not configured")?;
+    let cfg = shared.cfg();
+    let repl = cfg.replication.as_ref().ok_or("replication is not configured")?;
     let secret = shared.repl_secret.as_deref().ok_or("no secret")?;
     let refuse =
         |why: &str| frame::small_frame(Kind::Refused, 0, &MetaWriter::default().str16(why.as_bytes()).0);
@@ -178,9 +179,9 @@ async fn handshake(
         return Err(format!("{name:?} is not a configured peer"));
     }
     let nonce_a = auth::nonce().map_err(|e| e.to_string())?;
-    let mac_a = auth::sign(secret, Side::Acceptor, &nonce_i, &nonce_a, &name, &shared.cfg.node_id);
+    let mac_a = auth::sign(secret, Side::Acceptor, &nonce_i, &nonce_a, &name, &shared.cfg().node_id);
     let challenge = auth::Challenge {
-        name: shared.cfg.node_id.clone(),
+        name: shared.cfg().node_id.clone(),
         datacenter: repl.datacenter.clone(),
         nonce: nonce_a,
         mac: mac_a,
@@ -189,7 +190,7 @@ async fn handshake(
     stream.write_all(&frame::small_frame(Kind::Challenge, 0, &challenge)).await.map_err(|e| e.to_string())?;
     let (h, mac_i) = read_small_frame(stream).await?;
     if h.kind != Kind::Auth
-        || !auth::verify(secret, Side::Initiator, &nonce_i, &nonce_a, &name, &shared.cfg.node_id, &mac_i)
+        || !auth::verify(secret, Side::Initiator, &nonce_i, &nonce_a, &name, &shared.cfg().node_id, &mac_i)
     {
         refused("bad_auth");
         let _ = stream.write_all(&refuse("authentication failed")).await;
@@ -207,7 +208,7 @@ async fn serve_peer(
     shards: Shards,
     core: usize,
 ) -> Result<(), String> {
-    let repl = shared.cfg.replication.clone().ok_or("replication is not configured")?;
+    let repl = shared.cfg().replication.clone().ok_or("replication is not configured")?;
     let idle = Duration::from_millis(repl.peer_idle_ms);
     FRAME_READ_TIMEOUT.with(|t| t.set(idle * 3));
     tune_socket(&stream, idle);
@@ -253,7 +254,7 @@ async fn serve_peer(
                 },
                 _ = shutdown.changed() => return Ok(()),
             }
-            let h = FrameHeader::decode(&hb, shared.cfg.limits.object_bytes_max)
+            let h = FrameHeader::decode(&hb, shared.cfg().limits.object_bytes_max)
                 .map_err(|e| format!("bad frame: {e}"))?;
             let mut meta = vec![0u8; h.meta_len as usize];
             timed(r.read_exact(&mut meta)).await?;
@@ -317,7 +318,7 @@ async fn answer_request(
             crate::names::validate_name(&bucket, &key, crate::names::KEY_BYTES_MAX)
                 .map_err(|crate::names::NameError::Invalid(m)| m.to_string())?;
             let idx = shared
-                .cfg
+                .cfg()
                 .replication
                 .as_ref()
                 .and_then(|r| r.peers.iter().position(|p| p.name == peer))
