@@ -243,6 +243,12 @@ pub fn describe_metrics() {
     g!("podstore_repl_anti_entropy_pulled", "Objects copied from the peer in the current or last pass");
     c!("podstore_repl_anti_entropy_passes_total", "Anti-entropy passes with the peer since the node started");
     c!("podstore_repl_anti_entropy_errors_total", "Failed copies and passes of anti-entropy with the peer");
+    g!("podstore_repl_peer_up", "1 while this node holds a connection to the peer that answers, else 0");
+    g!(
+        "podstore_repl_anti_entropy_interval_seconds",
+        Unit::Seconds,
+        "Configured time between anti-entropy passes with each peer (0: on demand only)"
+    );
     g!(
         "podstore_repl_anti_entropy_last_end_timestamp_seconds",
         Unit::Seconds,
@@ -373,6 +379,11 @@ pub async fn render_metrics(shared: &Shared, handle: &PrometheusHandle) -> Strin
             c("podstore_repl_anti_entropy_errors_total", &ae.errors);
             g("podstore_repl_anti_entropy_last_end_timestamp_seconds", n(&ae.last_end_s));
         }
+        for (p, up) in r.peers.iter().zip(&shared.peer_up) {
+            let v = if up.load(Ordering::Relaxed) { 1.0 } else { 0.0 };
+            metrics::gauge!("podstore_repl_peer_up", "peer" => p.name.clone()).set(v);
+        }
+        metrics::gauge!("podstore_repl_anti_entropy_interval_seconds").set(r.anti_entropy_interval_s as f64);
     }
     metrics::gauge!("podstore_tombstone_horizon_seconds")
         .set(shared.cfg().maintenance.tombstone_horizon_s as f64);

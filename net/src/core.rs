@@ -188,6 +188,9 @@ pub struct Layout {
     pub disks: Vec<DiskInfo>,
 }
 
+/// How often core 0 checks that it holds a connection to every peer (and opens one if not).
+const PEER_WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Shared {
     /// The configuration in force now (SIGHUP may replace its reloadable parts).
     pub fn cfg(&self) -> Arc<Config> {
@@ -270,6 +273,9 @@ pub struct Shared {
     pub anti_entropy: Vec<crate::repl::anti_entropy::Progress>,
     /// Catch-up progress, one per peer.
     pub catch_up: Vec<crate::repl::catchup::Progress>,
+    /// Per peer (config order): whether this node holds a live connection to it now (core 0
+    /// keeps one open to each; `podstore_repl_peer_up`).
+    pub peer_up: Vec<AtomicBool>,
 }
 
 /// Most messages waiting in one core's inbox.
@@ -449,17 +455,25 @@ async fn core_main(start: CoreStart) {
         })
         .collect();
     // Core 0 tells every peer that this node is up once it is ready (a peer holding a backlog
-    // for it resumes its catch-up at once instead of at the end of its back-off).
+    // for it resumes its catch-up at once instead of at the end of its back-off), then keeps
+    // a connection open to each: whether it has one is whether the peer is reachable now.
     let announce = (index == 0).then(|| {
         let (shared, links) = (shared.clone(), links.clone());
         tokio::task::spawn_local(async move {
             while !shared.ready.load(Ordering::Relaxed) {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
-            // (each on its own: a peer whose packets are dropped holds up only its own dial)
-            for l in &links.peers {
-                let l = l.clone();
-                tokio::task::spawn_local(async move { l.announce().await });
+            loop {
+                for (i, l) in links.peers.iter().enumerate() {
+                    if let Some(up) = shared.peer_up.get(i) {
+                        up.store(l.reachable(), Ordering::Relaxed);
+                    }
+                    // (each on its own: a peer whose packets are dropped holds up only its own
+                    // dial; a link with a live connection returns at once)
+                    let l = l.clone();
+                    tokio::task::spawn_local(async move { l.announce().await });
+                }
+                tokio::time::sleep(PEER_WATCH_INTERVAL).await;
             }
         })
     });

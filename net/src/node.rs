@@ -288,6 +288,7 @@ pub fn run(cfg: Config, reload: crate::reload::Reload) -> Result<(), String> {
         faults,
         anti_entropy: (0..peers).map(|_| Default::default()).collect(),
         catch_up: (0..peers).map(|_| Default::default()).collect(),
+        peer_up: (0..peers).map(|_| AtomicBool::new(false)).collect(),
     });
     // A disk that could not be used: its objects are rebuilt from the peers onto the other
     // disks by an anti-entropy pass with each, at once.

@@ -240,6 +240,29 @@ fn x_copies_all_succeeds_from_the_moment_a_paused_peer_answers() {
     }
 }
 
+/// `podstore_repl_peer_up` says whether the node can reach each peer now: 1 while it runs, 0
+/// once it is killed or paused, 1 again when it is back.
+#[test]
+fn peer_up_follows_whether_the_peer_answers() {
+    let m = members(2);
+    let secret = secret_file("peerup", "peer-up-shared-secret-0123456789");
+    let mut nodes = start("peerup", &m, &secret);
+    let up = |n: &Node| metric(n, "podstore_repl_peer_up{peer=\"pod-b\"}");
+    eventually("pod-b is up", || up(&nodes[0]) == 1.0);
+    nodes[1].kill();
+    eventually("pod-b is down once killed", || up(&nodes[0]) == 0.0);
+    nodes[1].spawn(&[]);
+    eventually("pod-b is up again", || up(&nodes[0]) == 1.0);
+    let b = nodes[1].pid();
+    common::signal(b, "STOP");
+    eventually("pod-b is down while paused", || up(&nodes[0]) == 0.0);
+    common::signal(b, "CONT");
+    eventually("pod-b is up once it answers again", || up(&nodes[0]) == 1.0);
+    for n in nodes.iter_mut() {
+        n.kill();
+    }
+}
+
 /// A node announces itself to its peers when it starts, and a peer whose catch-up toward it
 /// was backing off (up to 5 s while it was away) wakes at once: counted, and the backlog
 /// arrives.

@@ -257,6 +257,12 @@ impl PeerLink {
         self.down_until.set(None);
     }
 
+    /// Whether a connection to the peer is open and answering (pings close one that a peer
+    /// stops answering within `peer_idle_ms`).
+    pub(crate) fn reachable(&self) -> bool {
+        self.conns.borrow().iter().any(|c| !c.dead.get())
+    }
+
     /// Opens a connection to the peer unless one is open (a peer that is away is no error):
     /// the peer learns that this node is up and resumes its catch-up toward it at once.
     pub(crate) async fn announce(&self) {
