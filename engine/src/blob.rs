@@ -63,6 +63,14 @@ pub(crate) struct BlobFile<I: Io> {
     /// When a GET last read a record of this blob (ms since the epoch; the time the blob was
     /// opened or created until then): the tiering's migration takes the coldest blobs first.
     pub(crate) last_read_ms: Cell<u64>,
+    /// The tail may go back (an abandoned reservation at its end is given back) no lower than
+    /// this: the tail when the shard opened, the highest `scan_from` a checkpoint snapshot
+    /// took (recovery rescans from there, so it must see what is written again below), and
+    /// the end of what a scrub is reading.
+    pub(crate) rewind_floor: Cell<u64>,
+    /// Abandoned reservations not at the tail when abandoned (offset → length), their first
+    /// block marked void: given back too once the tail comes down to their end.
+    pub(crate) voided: RefCell<BTreeMap<u64, u64>>,
 }
 
 impl<I: Io> BlobFile<I> {
@@ -87,6 +95,8 @@ impl<I: Io> BlobFile<I> {
             sealed: Cell::new(dedicated),
             first_seq: Cell::new(None),
             last_read_ms: Cell::new(crate::shard::now_ms()),
+            rewind_floor: Cell::new(tail),
+            voided: RefCell::new(BTreeMap::new()),
         }
     }
 
@@ -99,6 +109,11 @@ impl<I: Io> BlobFile<I> {
     pub(crate) fn scan_from(&self) -> u64 {
         let end = if self.sealed.get() { self.size_bytes } else { self.tail.get() };
         self.in_flight.borrow().keys().next().copied().unwrap_or(end)
+    }
+
+    /// Keeps the tail at or above `offset` from now on.
+    pub(crate) fn hold_tail_above(&self, offset: u64) {
+        self.rewind_floor.set(self.rewind_floor.get().max(offset));
     }
 }
 

@@ -28,6 +28,9 @@ pub enum Error {
     /// The writer received a different number of bytes than announced.
     #[error("object body was {got} bytes, {expected} were announced")]
     BodyLength { expected: u64, got: u64 },
+    /// Too much of the shard is reserved by writes whose bodies have not arrived: try later.
+    #[error("shard {shard} is busy: {what}")]
+    Busy { shard: u32, what: String },
     /// No room for the record on this shard.
     #[error("shard {shard} is full")]
     NoSpace { shard: u32 },
@@ -54,6 +57,7 @@ impl Error {
         use podstore_disks::Error as D;
         match self {
             Error::NoSpace { shard } => Error::NoSpace { shard: *shard },
+            Error::Busy { shard, what } => Error::Busy { shard: *shard, what: what.clone() },
             Error::Fenced { shard, reason } => Error::Fenced { shard: *shard, reason: reason.clone() },
             Error::Disk { shard, source: D::Crashed } => Error::Disk { shard: *shard, source: D::Crashed },
             Error::Disk { shard, source: D::Io { op, path, offset, source } } => Error::Disk {

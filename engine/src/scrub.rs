@@ -246,6 +246,8 @@ impl<I: Io> Shard<I> {
             };
             // The committed part only: below the tail and the lowest reservation in flight.
             let limit = blob.in_flight.borrow().keys().next().copied().unwrap_or(u64::MAX).min(used(&blob));
+            // What it reads is never given back to new writes under it (shard.rs, rewind).
+            blob.hold_tail_above(limit);
             let pace_of = Pace { budgets: [budget, pace], ctl: &self.scrub_ctl, done: &self.scrub_done };
             // Smaller windows than recovery's: the scrub shares the disk and the core with
             // foreground requests, which wait behind each window's read and checks.

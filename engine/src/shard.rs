@@ -90,6 +90,11 @@ pub struct ShardConfig {
     /// used sealed blobs are closed, and opened again when next read. A pod of 60 disks of
     /// 20 TB holds about 1.2 million 1 GiB blobs, more than a process may keep open.
     pub open_blob_files_max: usize,
+    /// Most bytes reserved for client writes whose bodies have not arrived yet (each write's
+    /// record length less what it has written); a write beyond it is refused with
+    /// [`Error::Busy`], so clients that start writes and never send the bodies can't hold the
+    /// disk's space.
+    pub unfilled_bytes_max: u64,
 }
 
 impl Default for ShardConfig {
@@ -98,6 +103,7 @@ impl Default for ShardConfig {
             blob_size_bytes: 1 << 30,
             object_size_max_bytes: 5 << 30,
             shard_size_max_bytes: u64::MAX,
+            unfilled_bytes_max: u64::MAX,
             single_read_max_bytes: 2 << 20,
             write_buf_bytes: 1 << 20,
             writes_in_flight_max: 1024,
@@ -286,6 +292,8 @@ pub struct Shard<I: Io> {
     read_slots: Semaphore,
     reads_peak: Cell<usize>,
     reserve_lock: tokio::sync::Mutex<()>,
+    /// Bytes reserved by client writes and not written yet (`ShardConfig::unfilled_bytes_max`).
+    pub(crate) unfilled: Cell<u64>,
     checkpointing: Cell<bool>,
     pub(crate) fenced: RefCell<Option<String>>,
     pub(crate) quarantine: RefCell<Vec<Quarantined>>,
@@ -402,6 +410,7 @@ impl<I: Io> Shard<I> {
             read_slots,
             reads_peak: Cell::new(0),
             reserve_lock: tokio::sync::Mutex::new(()),
+            unfilled: Cell::new(0),
             checkpointing: Cell::new(false),
             fenced: RefCell::new(None),
             quarantine: RefCell::new(Vec::new()),
@@ -710,6 +719,67 @@ impl<I: Io> Shard<I> {
         Ok((blob, offset, seq))
     }
 
+    /// Gives the space of an abandoned reservation (its record `h`, no write of it in flight)
+    /// back, if it can: a dedicated blob's file is removed (a crash first leaves it to
+    /// recovery, which removes a dedicated blob whose one record never completed); a
+    /// reservation that ends at the open blob's tail lowers the tail to its start, then over
+    /// the abandoned ones before it (`BlobFile::voided`), never below `rewind_floor` (what a
+    /// checkpoint told recovery to rescan from, what a scrub reads). Each region given back has
+    /// its first block zeroed before anything can be reserved there: recovery then reads it as
+    /// space never written, not as the abandoned record (whose length would carry its scan
+    /// past records written there since). Returns whether the space was given back.
+    pub(crate) async fn give_back(&self, blob: &Rc<BlobFile<I>>, h: &Header) -> Result<bool> {
+        if self.cfg.read_only {
+            return Ok(false);
+        }
+        let _g = self.reserve_lock.lock().await;
+        if blob.dedicated {
+            if h.offset != 0 || self.blobs.borrow().get(&blob.id).is_none() {
+                return Ok(false);
+            }
+            blob.in_flight.borrow_mut().remove(&0);
+            self.blobs.borrow_mut().remove(&blob.id);
+            blob.file.borrow_mut().take();
+            self.io.remove(&blob.path).await.map_err(|e| self.disk_err(e))?;
+            return Ok(true);
+        }
+        let open = self.open_blob.get() == Some(blob.id) && !blob.sealed.get();
+        if !open || blob.tail.get() != h.offset + h.record_len || h.offset < blob.rewind_floor.get() {
+            return Ok(false);
+        }
+        // The tail first (a checkpoint snapshot taken while the block is zeroed then tells
+        // recovery to scan from here), then the block; no reservation can come in between.
+        blob.in_flight.borrow_mut().remove(&h.offset);
+        blob.tail.set(h.offset);
+        self.zero_block(blob, h.offset).await?;
+        loop {
+            let last = blob.voided.borrow().iter().next_back().map(|(&o, &l)| (o, l));
+            let Some((o, l)) =
+                last.filter(|&(o, l)| o + l == blob.tail.get() && o >= blob.rewind_floor.get())
+            else {
+                break;
+            };
+            blob.voided.borrow_mut().remove(&o);
+            blob.tail.set(o);
+            self.zero_block(blob, o).await?;
+            let mut c = self.counters.borrow_mut();
+            c.dead_bytes = c.dead_bytes.saturating_sub(l);
+        }
+        if blob.tail.get() == 0 {
+            blob.first_seq.set(None);
+        }
+        Ok(true)
+    }
+
+    /// Writes a block of zeros at `offset` of `blob`.
+    async fn zero_block(&self, blob: &BlobFile<I>, offset: u64) -> Result<()> {
+        let mut buf = self.io.alloc_buf(BLOCK as usize).await;
+        buf.clear();
+        buf.set_len(BLOCK as usize);
+        buf.as_mut_slice().fill(0);
+        self.write_fenced(blob, offset, buf).await.map(|_| ())
+    }
+
     async fn create_blob(&self, size: u64, dedicated: bool, compacting: bool) -> Result<Rc<BlobFile<I>>> {
         let id = self.next_blob_id.get();
         if id > BLOB_ID_MAX {
@@ -820,7 +890,24 @@ impl<I: Io> Shard<I> {
         w: WriterStart<I>,
     ) -> Result<PutWriter<I>> {
         let rec_len = record::record_len(key.len(), content_type.len(), object_len);
-        let (blob, offset, seq) = self.reserve(rec_len, false, w.moved_from.is_some()).await?;
+        // A client's write (not a move) counts against the bytes reserved and not yet filled.
+        let counted = if w.moved_from.is_none() { rec_len } else { 0 };
+        let unfilled = self.unfilled.get();
+        if counted > 0 && unfilled.saturating_add(counted) > self.cfg.unfilled_bytes_max {
+            return Err(Error::Busy {
+                shard: self.id,
+                what: format!(
+                    "{unfilled} bytes are reserved by writes whose bodies have not arrived (at most {})",
+                    self.cfg.unfilled_bytes_max
+                ),
+            });
+        }
+        // Counted before the reservation's wait, so writes starting together can't all pass.
+        self.unfilled.set(unfilled + counted);
+        let reserved = self.reserve(rec_len, false, w.moved_from.is_some()).await;
+        let (blob, offset, seq) = reserved.inspect_err(|_| {
+            self.unfilled.set(self.unfilled.get().saturating_sub(counted));
+        })?;
         let header = Header {
             flags: 0,
             shard_id: self.id,
@@ -857,6 +944,8 @@ impl<I: Io> Shard<I> {
             sums: DataSums::new(),
             finished: false,
             broken: false,
+            unfilled: counted,
+            given_back: false,
         })
     }
 
@@ -1519,7 +1608,11 @@ impl<I: Io> Shard<I> {
                     dedicated: b.dedicated,
                     size_bytes: b.size_bytes,
                     tail: b.tail.get(),
-                    scan_from: b.scan_from(),
+                    scan_from: {
+                        let from = b.scan_from();
+                        b.hold_tail_above(from);
+                        from
+                    },
                 })
                 .collect(),
             in_flight: blobs
@@ -1860,6 +1953,10 @@ pub struct PutWriter<I: Io> {
     sums: DataSums,
     finished: bool,
     broken: bool,
+    /// Bytes of the reservation this writer still counts in `Shard::unfilled`.
+    unfilled: u64,
+    /// The abandoned reservation's space was given back (no dead bytes left behind).
+    given_back: bool,
 }
 
 /// How a copy from elsewhere (a peer, a compaction move) is checked before it is stored.
@@ -1903,6 +2000,7 @@ impl<I: Io> PutWriter<I> {
         let write: WriteFuture = Box::pin(async move { shard.write_fenced(&blob, at, buf).await });
         self.pending = Some(PendingWrite(crate::scan::submit_now(write)));
         self.written += n;
+        self.release_unfilled(n);
         if !last {
             // A second buffer no larger than what is left of the record (a 1 MiB object
             // leaves only its footer after its first buffer).
@@ -1915,6 +2013,13 @@ impl<I: Io> PutWriter<I> {
             self.buf = Some(next);
         }
         Ok(())
+    }
+
+    /// Stops counting `n` bytes of the reservation as unfilled.
+    fn release_unfilled(&mut self, n: u64) {
+        let n = n.min(self.unfilled);
+        self.unfilled -= n;
+        self.shard.unfilled.set(self.shard.unfilled.get().saturating_sub(n));
     }
 
     /// Waits for the write in flight, if any; returns its buffer.
@@ -2058,6 +2163,7 @@ impl<I: Io> PutWriter<I> {
         self.shard.commit(&self.blob).await?;
         self.blob.in_flight.borrow_mut().remove(&self.header.offset);
         self.finished = true;
+        self.release_unfilled(u64::MAX);
         let loc = Loc::new(self.blob.id, self.header.offset, self.header.record_len, false);
         if let Some((from, old_seq)) = self.moved_from {
             self.shard.switch_moved(self.slot, self.fp, &self.key, from, old_seq, &self.header);
@@ -2082,11 +2188,18 @@ impl<I: Io> PutWriter<I> {
         })
     }
 
-    /// Abandons the write and marks its space void on disk (best effort: if the mark is lost
-    /// in a crash, recovery reports the incomplete record instead).
+    /// Abandons the write. Its space is given back when it can be (a dedicated blob is
+    /// removed; a reservation at the open blob's tail is reused, `Shard::give_back`), else
+    /// marked void on disk (best effort: if the mark is lost in a crash, recovery reports the
+    /// incomplete record instead) for compaction, or for the tail to come back over it.
     pub async fn abort(mut self) -> Result<()> {
-        // The void mark must land after the header write it overrides, never before it.
+        // The void mark must land after the header write it overrides, never before it; and
+        // no write of this record may still be in flight when its space is given back.
         let spare = self.settle().await;
+        if spare.is_ok() && self.shard.give_back(&self.blob, &self.header).await? {
+            self.given_back = true;
+            return Ok(());
+        }
         let mut h = self.header.clone();
         h.flags |= FLAG_VOID;
         let mut buf = match (self.buf.take(), spare) {
@@ -2104,6 +2217,9 @@ impl<I: Io> PutWriter<I> {
         buf.pad_to_alignment();
         buf.set_len(BLOCK as usize);
         let r = self.shard.write_fenced(&self.blob, h.offset, buf).await;
+        if r.is_ok() && !self.blob.dedicated {
+            self.blob.voided.borrow_mut().insert(h.offset, h.record_len);
+        }
         r.map(|_| ())
     }
 }
@@ -2114,9 +2230,12 @@ impl<I: Io> Drop for PutWriter<I> {
             return;
         }
         self.blob.in_flight.borrow_mut().remove(&self.header.offset);
+        self.release_unfilled(u64::MAX);
         let mut c = self.shard.counters.borrow_mut();
         c.aborted += 1;
-        c.dead_bytes += self.header.record_len;
+        if !self.given_back {
+            c.dead_bytes += self.header.record_len;
+        }
     }
 }
 

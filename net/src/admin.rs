@@ -220,6 +220,10 @@ pub fn describe_metrics() {
         "Connections closed because a request's headers did not arrive within limits.header_timeout_ms"
     );
     c!(
+        "podstore_disk_writes_refused_unfilled_total",
+        "Writes refused (503 busy) because engine.unfilled_percent_max of the disk was reserved by writes whose bodies had not arrived"
+    );
+    c!(
         "podstore_repl_copy_retries_total",
         "Failed copies a client waited for, sent again from the stored record on a fresh connection, by outcome"
     );

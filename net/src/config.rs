@@ -251,6 +251,10 @@ pub struct Engine {
     /// Most blob files kept open per disk; the least recently used sealed ones past it are
     /// closed and opened again when read (60 disks x 4096 stays far below LimitNOFILE).
     pub open_blob_files_max: usize,
+    /// Most of a disk (percent of its blob space) reserved by writes whose bodies have not
+    /// arrived; a write beyond it answers 503 busy (clients starting writes they never send
+    /// can't hold the disk).
+    pub unfilled_percent_max: u64,
 }
 
 impl Default for Engine {
@@ -264,6 +268,7 @@ impl Default for Engine {
             disk_bytes_max: 0,
             disk_timeout_ms: 10_000,
             open_blob_files_max: 4096,
+            unfilled_percent_max: 25,
         }
     }
 }
@@ -715,6 +720,7 @@ impl Config {
             ("engine.io_buffers_per_core", self.engine.io_buffers_per_core as u64, 1, 4096),
             ("engine.disk_timeout_ms", self.engine.disk_timeout_ms, 100, 600_000),
             ("engine.open_blob_files_max", self.engine.open_blob_files_max as u64, 2, 1 << 20),
+            ("engine.unfilled_percent_max", self.engine.unfilled_percent_max, 1, 100),
             ("maintenance.background_mib_per_s", self.maintenance.background_mib_per_s, 1, 100_000),
             ("maintenance.compact_interval_s", self.maintenance.compact_interval_s, 0, 86_400),
             ("maintenance.scrub_period_s", self.maintenance.scrub_period_s, 0, 3650 * 86_400),

@@ -367,6 +367,15 @@ fn engine_error(e: podstore_engine::Error) -> ApiError {
         E::NoSpace { .. } | E::NoShard => {
             err(StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage", "no disk has room")
         }
+        E::Busy { shard, .. } => {
+            metrics::counter!("podstore_disk_writes_refused_unfilled_total", "disk" => shard.to_string())
+                .increment(1);
+            err(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "too much of the disk is reserved by writes whose bodies have not arrived; try again",
+            )
+        }
         E::BodyLength { .. } => {
             err(StatusCode::BAD_REQUEST, "bad_length", "the body does not match Content-Length")
         }
@@ -809,7 +818,14 @@ async fn put(
     let mut window_bytes = 0u64;
     let mut failed = None;
     while received < len {
-        let frame = match tokio::time::timeout_at(window_end.into(), body.frame()).await {
+        // A core that gives up on the write (a disk full, fenced, or too much reserved and
+        // unfilled) closes the body's channel: its answer goes out now, not when the body
+        // comes (a client that never sends it would otherwise wait for the body timeout).
+        let next = tokio::select! {
+            f = tokio::time::timeout_at(window_end.into(), body.frame()) => f,
+            _ = tx.closed(), if whole.is_none() => break,
+        };
+        let frame = match next {
             Ok(Some(Ok(f))) => f,
             Ok(Some(Err(e))) => {
                 failed = Some(format!("body: {e}"));

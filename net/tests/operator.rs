@@ -297,3 +297,64 @@ fn sighup_reloads_what_can_change_and_a_bad_file_changes_nothing() {
     assert_eq!(metric_line(&node, "podstore_config_reloads_total{outcome=\"failed\"}"), 1.0);
     assert!(std::path::Path::new(&format!("/proc/{pid}")).exists(), "SIGHUP ended the node");
 }
+
+/// RELIABILITY.md's open item: clients that start large PUTs and never send the bodies. The
+/// space they reserve is bounded while they wait (beyond `engine.unfilled_percent_max` of a
+/// disk: 503 busy), normal writes go on meanwhile, and once they are gone the space is back.
+#[test]
+fn a_flood_of_abandoned_puts_leaves_the_disks_able_to_take_writes() {
+    use std::io::{Read, Write};
+    // Three disks of 64 MiB of blob space: at most 16 MiB each reserved and unfilled.
+    let node =
+        Node::start("abandoned-flood", "[engine]\nblob_size_bytes = 8388608\ndisk_bytes_max = 67108864\n");
+    let disks =
+        || -> serde_json::Value { serde_json::from_slice(&node.admin("/admin/disks").body).expect("json") };
+    let sum = |v: &serde_json::Value, field: &str| -> u64 {
+        v["disks"].as_array().expect("disks").iter().map(|d| d[field].as_u64().unwrap_or(0)).sum()
+    };
+    // 200 PUTs of 1 MiB (200 MiB, more than the disks hold) send 4 KiB of body and stall.
+    let mut flood = Vec::new();
+    for i in 0..200 {
+        let mut s = std::net::TcpStream::connect(node.data).expect("connect");
+        s.write_all(
+            format!("PUT /photos/flood-{i} HTTP/1.1\r\nHost: t\r\nContent-Length: 1048576\r\n\r\n")
+                .as_bytes(),
+        )
+        .expect("headers");
+        s.write_all(&[0x5a; 4096]).expect("some body");
+        flood.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let mut busy = 0;
+    for s in &mut flood {
+        s.set_read_timeout(Some(Duration::from_millis(20))).expect("timeout");
+        let mut buf = [0u8; 512];
+        if let Ok(n) = s.read(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..n]);
+            assert!(n == 0 || text.starts_with("HTTP/1.1 503"), "{text}\n{}", disks());
+            busy += usize::from(text.contains("\"busy\""));
+        }
+    }
+    assert!(busy > 0, "no PUT was refused while 200 MiB were reserved");
+    // Normal writes are served meanwhile.
+    let v = vec![7u8; 300_000];
+    for i in 0..10 {
+        assert_eq!(node.req("PUT", &format!("/photos/during-{i}"), &[], &v).status, 201, "during the flood");
+    }
+    drop(flood);
+    let bound = 3 * (16u64 << 20);
+    eventually("the abandoned writes' space is given back", || sum(&disks(), "dead_bytes") <= bound);
+    // The disks take normal writes again: 60 MiB of them.
+    let mb: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+    for i in 0..60 {
+        let r = node.req("PUT", &format!("/photos/after-{i}"), &[], &mb);
+        assert_eq!(r.status, 201, "write {i} after the flood: {}", String::from_utf8_lossy(&r.body));
+    }
+    let after = disks();
+    eprintln!(
+        "abandoned PUTs: {busy} of 200 refused busy; after the flood {} dead bytes, {} used",
+        sum(&after, "dead_bytes"),
+        sum(&after, "used_bytes")
+    );
+    assert!(common::metric(&node, "podstore_disk_writes_refused_unfilled_total") >= busy as f64);
+}
