@@ -129,6 +129,9 @@ fn dio_align(path: &Path) -> Result<(u32, u32)> {
     Ok((stx.stx_dio_offset_align, stx.stx_dio_mem_align))
 }
 
+/// `podstore-tune measure`'s test file in the disk's directory.
+pub const MEASURE_FILE: &str = ".podstore-measure.tmp";
+
 /// The direct-I/O probe's file (`.podstore-dio-probe.<pid>`), removed once it has been read
 /// back. The PID keeps two processes' probes of one directory apart (a node's start and
 /// `podstore-tune measure`, say).
@@ -316,7 +319,15 @@ fn read_label_or_check_fresh(spec: &DiskSpec) -> Result<Option<Vec<u8>>> {
 fn check_fresh(spec: &DiskSpec) -> Result<()> {
     let path = &spec.path;
     let rd = std::fs::read_dir(path).map_err(|e| unusable(path, format!("can't list: {e}")))?;
-    let ours = [format!("{LABEL_FILE}.tmp"), LOCK_FILE.to_string()];
+    // The label's temporary file, the lock, and what `podstore-tune measure` leaves (the
+    // profile, and its test file if it was stopped): measuring a disk before its first start
+    // must not get it refused.
+    let ours = [
+        format!("{LABEL_FILE}.tmp"),
+        LOCK_FILE.to_string(),
+        crate::label::PROFILE_FILE.to_string(),
+        MEASURE_FILE.to_string(),
+    ];
     let foreign: Vec<String> = rd
         .filter_map(|e| e.ok())
         .map(|e| String::from_utf8_lossy(e.file_name().as_bytes()).into_owned())
@@ -402,6 +413,7 @@ mod tests {
         // being written: the next start labels the disk.
         let h = tempdir("halfway");
         std::fs::write(h.join(PROBE_FILE), b"x").expect("write");
+        std::fs::write(h.join(crate::label::PROFILE_FILE), b"queue_depth = 8").expect("write");
         let dead_probe = h.join(format!("{PROBE_FILE}.0"));
         std::fs::write(&dead_probe, b"x").expect("write");
         std::fs::write(h.join(format!("{LABEL_FILE}.tmp")), b"partial").expect("write");

@@ -29,7 +29,7 @@ mod uring;
 pub use any::{io_uring_disabled_sysctl, AnyIo, Backend};
 pub use buf::{align_up, is_aligned, AlignedBuf, BufPool, ALIGN, POOL_BUFFERS_MAX};
 pub use cpu::{allowed_cpus, pin_current_thread};
-pub use disk::{fs_space, open_disk, probe_direct_io, Disk, DiskSpec, Tier};
+pub use disk::{fs_space, open_disk, probe_direct_io, Disk, DiskSpec, Tier, MEASURE_FILE};
 pub use error::{Error, Op, Result};
 pub use faulty::{FaultPlan, FaultRates, FaultStats, Faulty};
 pub use fd::FdFile;

@@ -139,7 +139,7 @@ pub fn measure(dir: &Path, plan: &Plan, progress: &mut dyn FnMut(&str)) -> Resul
         .build()
         .map_err(|e| format!("runtime: {e}"))?;
     let local = tokio::task::LocalSet::new();
-    let path = dir.join(".podstore-measure.tmp");
+    let path = dir.join(podstore_disks::MEASURE_FILE);
     let cfg = UringConfig {
         cache: if direct { CacheMode::Direct } else { CacheMode::Buffered },
         pool_buf_count: plan.depths.iter().copied().max().unwrap_or(1).clamp(1, 256),

@@ -29,8 +29,35 @@ fn measure_writes_a_profile_the_node_reads() {
     let p = podstore_net::profile::read(&dir).expect("the node reads it").expect("a profile");
     assert!([1, 4].contains(&p.queue_depth), "{p:?}");
     assert!(p.background_mib_per_s > 0.0);
-    let left: Vec<_> = std::fs::read_dir(&dir).expect("ls").flatten().map(|e| e.file_name()).collect();
-    assert_eq!(left.len(), 1, "only the profile is left: {left:?}");
+    let mut left: Vec<_> = std::fs::read_dir(&dir).expect("ls").flatten().map(|e| e.file_name()).collect();
+    left.sort();
+    assert_eq!(
+        left,
+        ["podstore.disk-profile.toml", "podstore.lock"],
+        "only the profile and the lock are left"
+    );
+    // A disk measured before its first start is taken by the node (what measuring left is
+    // podstore's own, not another program's data).
+    let spec = podstore_disks::DiskSpec {
+        id: 0,
+        path: dir.clone(),
+        tier: podstore_disks::Tier::Capacity,
+        require_mount_point: false,
+        cache: podstore_disks::CacheMode::Buffered,
+    };
+    let disk = podstore_disks::open_disk(&spec, "measured").expect("a measured fresh disk is labelled");
+    // While a process holds the disk (here this one, through the disk just opened), measure
+    // refuses, naming the holder.
+    let held = Command::new(env!("CARGO_BIN_EXE_podstore-tune"))
+        .args(["measure", "--disk"])
+        .arg(&dir)
+        .args(["--seconds", "0.2", "--file-mib", "64", "--depths", "1"])
+        .output()
+        .expect("run podstore-tune measure");
+    let err = String::from_utf8_lossy(&held.stderr);
+    assert!(!held.status.success(), "measured a disk in use: {err}");
+    assert!(err.contains(&format!("locked by PID {}", std::process::id())), "{err}");
+    drop(disk);
     // Bad arguments are refused before anything runs.
     let bad = Command::new(env!("CARGO_BIN_EXE_podstore-tune"))
         .args(["measure", "--disk"])

@@ -84,6 +84,15 @@ fn main() -> ExitCode {
                 eprintln!("podstore-tune: --seconds must be 0.1..600 and --depths 1..256");
                 return ExitCode::FAILURE;
             }
+            // A disk a node holds is not measured: the test would compete with the node's I/O
+            // (and measure that), and write into a disk in use.
+            let _lock = match podstore_disks::DiskLock::exclusive(&disk) {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("podstore-tune: {e}; measure a disk while its node is stopped");
+                    return ExitCode::FAILURE;
+                }
+            };
             let plan = Plan { file_bytes: file_mib << 20, seconds, depths };
             let mut progress = |what: &str| eprintln!("measuring {}: {what}", disk.display());
             match measure(&disk, &plan, &mut progress) {
