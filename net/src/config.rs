@@ -595,6 +595,38 @@ impl Config {
         out
     }
 
+    /// A data port beyond loopback with no access keys, or an admin port (which has no
+    /// authentication) beyond loopback, is refused unless the node was started with `--insecure`.
+    pub fn check_exposure(&self, has_keys: bool) -> Result<(), String> {
+        let cfg = self;
+        if cfg.insecure {
+            if !cfg.listen.data.ip().is_loopback() && !has_keys {
+                tracing::warn!(
+                    "--insecure: the data port {} takes writes and deletes from anyone who reaches it",
+                    cfg.listen.data
+                );
+            }
+            return Ok(());
+        }
+        if !cfg.listen.data.ip().is_loopback() && !has_keys {
+            return Err(format!(
+                "the data port listens on {} (beyond loopback) and no access keys are configured: anyone \
+                 who reaches it could write and delete; add [[auth.keys]] (API.md \"Authentication\"), \
+                 or start with --insecure",
+                cfg.listen.data
+            ));
+        }
+        if !cfg.listen.admin.ip().is_loopback() {
+            return Err(format!(
+                "the admin port listens on {} (beyond loopback); it has no authentication (drain, \
+                 compaction, disks): keep it on loopback (publish /metrics through a proxy), or start \
+                 with --insecure",
+                cfg.listen.admin
+            ));
+        }
+        Ok(())
+    }
+
     /// Appliances holding a copy of every object: this one and its peers.
     pub fn replica_set_size(&self) -> u32 {
         1 + self.replication.as_ref().map_or(0, |r| r.peers.len() as u32)

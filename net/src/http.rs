@@ -156,7 +156,12 @@ async fn serve_connection(
             }
         })
     };
-    let io = Watched { inner: stream, watch: watch.clone(), framing: Default::default(), replacing: None };
+    let io = Watched {
+        inner: stream,
+        watch: watch.clone(),
+        framing: crate::parse_error::Framing::new(SERVER),
+        replacing: None,
+    };
     let conn = b.serve_connection(hyper_util::rt::TokioIo::new(io), svc);
     tokio::pin!(conn);
     let idle = Duration::from_millis(limits.idle_timeout_ms);

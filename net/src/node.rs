@@ -156,7 +156,7 @@ pub fn run(cfg: Config, reload: crate::reload::Reload) -> Result<(), String> {
     };
     // Before anything else: a node that would be open to anyone who reaches it does not start.
     let auth = crate::auth::Auth::load(&cfg.auth)?;
-    check_exposure(&cfg, auth.is_some())?;
+    cfg.check_exposure(auth.is_some())?;
     let faults = test_faults()?;
     let recorder = PrometheusBuilder::new()
         .set_buckets_for_metric(
@@ -416,37 +416,6 @@ pub fn run(cfg: Config, reload: crate::reload::Reload) -> Result<(), String> {
     }
     let _ = admin.join();
     tracing::info!("stopped");
-    Ok(())
-}
-
-/// A data port beyond loopback with no access keys, or an admin port (which has no
-/// authentication) beyond loopback, is refused unless the node was started with `--insecure`.
-pub fn check_exposure(cfg: &Config, has_keys: bool) -> Result<(), String> {
-    if cfg.insecure {
-        if !cfg.listen.data.ip().is_loopback() && !has_keys {
-            tracing::warn!(
-                "--insecure: the data port {} takes writes and deletes from anyone who reaches it",
-                cfg.listen.data
-            );
-        }
-        return Ok(());
-    }
-    if !cfg.listen.data.ip().is_loopback() && !has_keys {
-        return Err(format!(
-            "the data port listens on {} (beyond loopback) and no access keys are configured: anyone \
-             who reaches it could write and delete; add [[auth.keys]] (API.md \"Authentication\"), \
-             or start with --insecure",
-            cfg.listen.data
-        ));
-    }
-    if !cfg.listen.admin.ip().is_loopback() {
-        return Err(format!(
-            "the admin port listens on {} (beyond loopback); it has no authentication (drain, \
-             compaction, disks): keep it on loopback (publish /metrics through a proxy), or start \
-             with --insecure",
-            cfg.listen.admin
-        ));
-    }
     Ok(())
 }
 

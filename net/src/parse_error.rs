@@ -14,8 +14,6 @@
 //! handler's answer carries is hyper's own. Anything the framing can't follow (a head without
 //! a length, one too long) stops all replacing on that connection: bytes pass unchanged.
 
-use crate::http::SERVER;
-
 /// The longest head followed; a longer one stops replacing on the connection.
 const HEAD_BYTES_MAX: usize = 64 << 10;
 
@@ -34,15 +32,16 @@ enum Place {
 #[derive(Debug)]
 pub(crate) struct Framing {
     place: Place,
-}
-
-impl Default for Framing {
-    fn default() -> Self {
-        Framing { place: Place::Head(Vec::new()) }
-    }
+    /// The `Server` header's value for the answers written in hyper's place.
+    server: &'static str,
 }
 
 impl Framing {
+    /// A connection's framing, before its first answer.
+    pub(crate) fn new(server: &'static str) -> Framing {
+        Framing { place: Place::Head(Vec::new()), server }
+    }
+
     /// Follows nothing more (the connection is closing after a replaced answer).
     pub(crate) fn stop(&mut self) {
         self.place = Place::Lost;
@@ -52,7 +51,7 @@ impl Framing {
     /// hyper's own bare error head at a head's place.
     pub(crate) fn replacement(&self, first: &[u8]) -> Option<Vec<u8>> {
         match &self.place {
-            Place::Head(seen) if seen.is_empty() => parse_error_answer(first),
+            Place::Head(seen) if seen.is_empty() => parse_error_answer(first, self.server),
             _ => None,
         }
     }
@@ -126,7 +125,7 @@ fn body_bytes(head: &[u8], head_request: bool) -> Option<u64> {
 
 /// The full answer for hyper's bare error head at the start of `first`, if that is what it is:
 /// hyper's status line and `date` kept, `Server`, a JSON body, and `connection: close`.
-fn parse_error_answer(first: &[u8]) -> Option<Vec<u8>> {
+fn parse_error_answer(first: &[u8], server: &str) -> Option<Vec<u8>> {
     if !first.starts_with(b"HTTP/1.1 4") && !first.starts_with(b"HTTP/1.1 5") {
         return None;
     }
@@ -153,7 +152,7 @@ fn parse_error_answer(first: &[u8]) -> Option<Vec<u8>> {
     };
     metrics::counter!("podstore_http_unparsable_requests_total", "status" => code.to_string()).increment(1);
     let body = serde_json::json!({ "error": error, "message": message }).to_string();
-    let mut out = format!("{status_line}\r\nserver: {SERVER}\r\n");
+    let mut out = format!("{status_line}\r\nserver: {server}\r\n");
     for date in headers.iter().filter(|l| l.get(..5).is_some_and(|h| h.eq_ignore_ascii_case("date:"))) {
         out.push_str(date);
         out.push_str("\r\n");
@@ -169,12 +168,14 @@ fn parse_error_answer(first: &[u8]) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
 
+    const SERVER: &str = "podstore/test";
+
     const BARE_431: &[u8] =
         b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\ndate: Sun, 06 Dec 2026 20:00:00 GMT\r\n\r\n";
 
     #[test]
     fn hyper_s_bare_error_head_gets_server_and_a_json_body() {
-        let f = Framing::default();
+        let f = Framing::new(SERVER);
         let out = String::from_utf8(f.replacement(BARE_431).expect("replaced")).expect("utf8");
         assert!(out.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"), "{out}");
         assert!(out.contains(&format!("\r\nserver: {SERVER}\r\n")), "{out}");
@@ -194,7 +195,7 @@ mod tests {
         // A GET whose body is exactly hyper's bare 431 head, written head first, then body.
         let head =
             format!("HTTP/1.1 200 OK\r\nserver: {SERVER}\r\ncontent-length: {}\r\n\r\n", BARE_431.len() * 2);
-        let mut f = Framing::default();
+        let mut f = Framing::new(SERVER);
         assert!(f.replacement(head.as_bytes()).is_none());
         // Written in pieces, the head's end straddling two writes.
         let (a, b) = head.as_bytes().split_at(head.len() - 2);
@@ -207,11 +208,11 @@ mod tests {
         // After the body, the next head's place: hyper's own error head there is replaced.
         assert!(f.replacement(BARE_431).is_some());
         // A HEAD request's answer has a content-length and no body.
-        let mut f = Framing::default();
+        let mut f = Framing::new(SERVER);
         f.advance(head.as_bytes(), true);
         assert!(f.replacement(BARE_431).is_some());
         // 304 likewise; a head and body in one write are followed too.
-        let mut f = Framing::default();
+        let mut f = Framing::new(SERVER);
         let both = format!("HTTP/1.1 304 Not Modified\r\nserver: x\r\ncontent-length: 9\r\n\r\n{head}0123");
         f.advance(both.as_bytes(), false);
         assert!(f.replacement(BARE_431).is_none(), "inside the second answer's body");
@@ -227,7 +228,7 @@ mod tests {
             "HTTP/1.1 200 OK\r\nserver: x\r\n\r\n".to_string(),
             format!("HTTP/1.1 200 OK\r\nserver: x\r\nx-long: {}\r\n\r\n", "v".repeat(HEAD_BYTES_MAX)),
         ] {
-            let mut f = Framing::default();
+            let mut f = Framing::new(SERVER);
             f.advance(head.as_bytes(), false);
             assert!(f.replacement(BARE_431).is_none(), "{:.60}", head);
         }

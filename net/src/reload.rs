@@ -75,7 +75,7 @@ impl Reload {
         // The merged file must hold together: default_copies against the replica set in force.
         next.check().map_err(|e| e.to_string())?;
         let auth = crate::auth::Auth::load(&next.auth)?;
-        crate::node::check_exposure(&next, auth.is_some())?;
+        next.check_exposure(auth.is_some())?;
         if let (Some(set), Some(filter)) = (&self.set_log_filter, &next.log) {
             set(filter).map_err(|e| format!("log: {e}"))?;
         }
