@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use podstore_disks::{AnyIo, DiskSpec, UringConfig};
@@ -190,6 +190,8 @@ pub struct Layout {
 
 /// How often core 0 checks that it holds a connection to every peer (and opens one if not).
 const PEER_WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// Longest pause between dials of a peer that can't be reached.
+const PEER_DIAL_PAUSE_MAX: std::time::Duration = std::time::Duration::from_secs(8);
 
 impl Shared {
     /// The configuration in force now (SIGHUP may replace its reloadable parts).
@@ -463,13 +465,27 @@ async fn core_main(start: CoreStart) {
             while !shared.ready.load(Ordering::Relaxed) {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
+            // A peer that can't be reached is dialled again after 1, 2, 4... seconds, at most
+            // PEER_DIAL_PAUSE_MAX apart (a peer refusing our handshake logs each attempt).
+            let n = links.peers.len();
+            let (mut next_dial, mut pause) = (vec![Instant::now(); n], vec![PEER_WATCH_INTERVAL; n]);
             loop {
                 for (i, l) in links.peers.iter().enumerate() {
-                    if let Some(up) = shared.peer_up.get(i) {
-                        up.store(l.reachable(), Ordering::Relaxed);
+                    let up = l.reachable();
+                    if let Some(flag) = shared.peer_up.get(i) {
+                        flag.store(up, Ordering::Relaxed);
                     }
+                    if up {
+                        pause[i] = PEER_WATCH_INTERVAL;
+                        continue;
+                    }
+                    if Instant::now() < next_dial[i] {
+                        continue;
+                    }
+                    next_dial[i] = Instant::now() + pause[i];
+                    pause[i] = (pause[i] * 2).min(PEER_DIAL_PAUSE_MAX);
                     // (each on its own: a peer whose packets are dropped holds up only its own
-                    // dial; a link with a live connection returns at once)
+                    // dial)
                     let l = l.clone();
                     tokio::task::spawn_local(async move { l.announce().await });
                 }
