@@ -105,6 +105,18 @@ check_object() {
 }
 echo "booted: podstore.service active, READY=1 sent (status \"serving\"), serving data"
 
+# systemctl reload: the node reads its file again (SIGHUP through ExecReload) and keeps serving.
+main_pid=$(prop MainPID)
+inside systemctl reload podstore.service || fail "systemctl reload failed"
+for _ in $(seq 50); do
+  inside journalctl -u podstore --no-pager | grep -c "configuration reloaded" >/dev/null && break
+  sleep 0.2
+done
+inside journalctl -u podstore --no-pager | grep -c "configuration reloaded" >/dev/null || fail "no reload in the journal"
+[ "$(prop MainPID)" = "$main_pid" ] && [ "$(prop ActiveState)" = active ] || fail "the reload restarted or stopped the node"
+check_object "a reload"
+echo "reload: configuration read again, same process, serving"
+
 # $1 signal, $2 restarts expected after it, $3 what killed the node (for messages).
 expect_restart() {
   local pid; pid=$(prop MainPID)

@@ -35,7 +35,7 @@ pub use faulty::{FaultPlan, FaultRates, FaultStats, Faulty};
 pub use fd::FdFile;
 pub use io::{CacheMode, Io, OpenMode};
 pub use lock::{DiskLock, LOCK_FILE};
-pub use sigpipe::end_quietly_on_closed_output;
+pub use sigpipe::{end_quietly_on_closed_output, send_hangup};
 pub use sim::{SimDisk, SimFaults, SimFile, SimStats, SIM_SECTOR};
 pub use sock::set_recv_lowat;
 pub use sync_io::SyncIo;

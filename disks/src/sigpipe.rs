@@ -1,4 +1,5 @@
-//! Closed output ends a command-line tool quietly, as it does any Unix filter.
+//! Signals of the toolbox: closed output ends a command-line tool quietly, as it does any Unix
+//! filter; `podstore reload` sends a node SIGHUP.
 //!
 //! Rust starts programs with SIGPIPE ignored, so a write to a closed pipe (`podstore
 //! check-config ... | head`) returns EPIPE and `println!` panics with a backtrace. The
@@ -13,4 +14,17 @@ pub fn end_quietly_on_closed_output() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+}
+
+/// Sends SIGHUP to process `pid` (`kill(2)`): a running node reloads its configuration.
+pub fn send_hangup(pid: u32) -> std::io::Result<()> {
+    let pid = libc::pid_t::try_from(pid)
+        .ok()
+        .filter(|&p| p > 0)
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("no process {pid}")))?;
+    // SAFETY: kill(2) with a positive pid signals that one process; no memory is involved.
+    if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }

@@ -185,6 +185,13 @@ enum Cmd {
         #[arg(long, default_value = "127.0.0.1:7072")]
         admin: SocketAddr,
     },
+    /// Tell a running node to read its configuration file again (SIGHUP to its PID; the
+    /// unit's ExecReload). The node's log says what was reloaded.
+    Reload {
+        /// The node's process id.
+        #[arg(long)]
+        pid: u32,
+    },
     /// Inspect a stopped node's disk offline (changes nothing).
     IndexInfo { disk_dir: PathBuf },
 }
@@ -288,6 +295,9 @@ fn main() -> ExitCode {
             client::add_disk(admin, id, &path, &q, !no_wait)
         }
         Cmd::IndexInfo { disk_dir } => client::index_info(&disk_dir),
+        Cmd::Reload { pid } => {
+            podstore_disks::send_hangup(pid).map_err(|e| format!("SIGHUP to process {pid}: {e}"))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

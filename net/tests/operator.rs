@@ -290,7 +290,9 @@ fn sighup_reloads_what_can_change_and_a_bad_file_changes_nothing() {
 
     // A file that does not parse: the node keeps serving on what it has, and says why.
     std::fs::write(&node.config, "this is [not toml").expect("write config");
-    signal(pid, "HUP");
+    // (as the unit's ExecReload does it)
+    let o = podstore(&["reload".as_ref(), "--pid".as_ref(), pid.to_string().as_ref()], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
     eventually("the failed reload is logged", || node.log_text().contains("configuration not reloaded"));
     assert_eq!(put(&token(NEW), "/photos/c", b"three"), 201);
     assert_eq!(put(&token(NEW), "/photos/big", &[7u8; 2000]), 413);
