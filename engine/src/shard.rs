@@ -729,7 +729,8 @@ impl<I: Io> Shard<I> {
     /// space never written, not as the abandoned record (whose length would carry its scan
     /// past records written there since). Returns whether the space was given back.
     pub(crate) async fn give_back(&self, blob: &Rc<BlobFile<I>>, h: &Header) -> Result<bool> {
-        if self.cfg.read_only {
+        // A fenced shard writes nothing more: its abandoned space stays as it is.
+        if self.cfg.read_only || self.check_writable().is_err() {
             return Ok(false);
         }
         let _g = self.reserve_lock.lock().await;
