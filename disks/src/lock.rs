@@ -33,7 +33,6 @@ pub struct DiskLock {
     path: PathBuf,
     /// Holds the lock: the open file description the kernel's lock belongs to.
     _file: File,
-    exclusive: bool,
 }
 
 impl DiskLock {
@@ -63,7 +62,7 @@ impl DiskLock {
             .and_then(|()| file.seek(SeekFrom::Start(0)))
             .and_then(|_| file.write_all(pid.as_bytes()))
             .map_err(|e| Error::io(Op::Write, &path, 0, e))?;
-        Ok(DiskLock { path, _file: file, exclusive: true })
+        Ok(DiskLock { path, _file: file })
     }
 
     /// Takes a shared lock for an offline reader of a stopped node's disk: the lock file is
@@ -77,7 +76,7 @@ impl DiskLock {
             Err(e) => return Err(Error::io(Op::Open, &path, 0, e)),
         };
         match file.try_lock_shared() {
-            Ok(()) => Ok(Some(DiskLock { path, _file: file, exclusive: false })),
+            Ok(()) => Ok(Some(DiskLock { path, _file: file })),
             Err(TryLockError::WouldBlock) => {
                 let holder_pid = read_pid(&mut file);
                 Err(Error::Locked { path, holder_pid })
@@ -89,11 +88,6 @@ impl DiskLock {
     /// The lock file's path.
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    /// Whether this is a node's (exclusive) lock rather than an offline reader's.
-    pub fn is_exclusive(&self) -> bool {
-        self.exclusive
     }
 }
 
@@ -124,7 +118,6 @@ mod tests {
         assert!(DiskLock::shared_if_present(&d).expect("no lock file").is_none());
         assert!(!d.join(LOCK_FILE).exists(), "an offline reader created the lock file");
         let held = DiskLock::exclusive(&d).expect("first lock");
-        assert!(held.is_exclusive());
         // A second open file description in this same process conflicts like another process.
         match DiskLock::exclusive(&d) {
             Err(Error::Locked { holder_pid, path }) => {

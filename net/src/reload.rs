@@ -79,34 +79,34 @@ impl Reload {
         if let (Some(set), Some(filter)) = (&self.set_log_filter, &next.log) {
             set(filter).map_err(|e| format!("log: {e}"))?;
         }
-        let mut done = Reloaded::default();
-        let changed = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
-        for (name, was, now) in [
-            ("auth", &old.auth as &dyn std::fmt::Debug, &new.auth as &dyn std::fmt::Debug),
-            ("log", &old.log, &new.log),
-            ("default_copies", &old.default_copies, &new.default_copies),
-            ("limits", &old.limits, &new.limits),
-            ("maintenance", &old.maintenance, &new.maintenance),
-            ("tiering", &old.tiering, &new.tiering),
-        ] {
-            if changed(was, now) {
-                done.applied.push(name);
-            }
-        }
-        for (name, was, now) in [
-            ("node_id", &old.node_id as &dyn std::fmt::Debug, &new.node_id as &dyn std::fmt::Debug),
-            ("cores", &old.cores, &new.cores),
-            ("io_backend", &old.io_backend, &new.io_backend),
-            ("listen", &old.listen, &new.listen),
-            ("engine", &old.engine, &new.engine),
-            ("ram_cache", &old.ram_cache, &new.ram_cache),
-            ("replication", &old.replication, &new.replication),
-            ("disks", &old.disks, &new.disks),
-        ] {
-            if changed(was, now) {
-                done.need_restart.push(name);
-            }
-        }
+        type Section<'a> = (&'static str, &'a dyn std::fmt::Debug, &'a dyn std::fmt::Debug);
+        let changed = |sections: &[Section]| -> Vec<&'static str> {
+            sections
+                .iter()
+                .filter(|(_, was, now)| format!("{was:?}") != format!("{now:?}"))
+                .map(|s| s.0)
+                .collect()
+        };
+        let done = Reloaded {
+            applied: changed(&[
+                ("auth", &old.auth, &new.auth),
+                ("log", &old.log, &new.log),
+                ("default_copies", &old.default_copies, &new.default_copies),
+                ("limits", &old.limits, &new.limits),
+                ("maintenance", &old.maintenance, &new.maintenance),
+                ("tiering", &old.tiering, &new.tiering),
+            ]),
+            need_restart: changed(&[
+                ("node_id", &old.node_id, &new.node_id),
+                ("cores", &old.cores, &new.cores),
+                ("io_backend", &old.io_backend, &new.io_backend),
+                ("listen", &old.listen, &new.listen),
+                ("engine", &old.engine, &new.engine),
+                ("ram_cache", &old.ram_cache, &new.ram_cache),
+                ("replication", &old.replication, &new.replication),
+                ("disks", &old.disks, &new.disks),
+            ]),
+        };
         // Secrets are read again even when the file names the same ones: a rotated secret
         // file takes effect.
         shared.auth.store(auth.map(Arc::new));

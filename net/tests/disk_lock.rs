@@ -5,40 +5,15 @@
 
 mod common;
 
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Output;
+use std::time::Instant;
 
+use common::run_podstore as podstore;
+use common::stderr_text as stderr;
 use common::*;
-
-/// Runs the binary with `args` to its end (at most 60 s).
-fn podstore(args: &[&std::ffi::OsStr]) -> Output {
-    let child = Command::new(env!("CARGO_BIN_EXE_podstore"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run podstore");
-    let pid = child.id() as i32;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(out) => out.expect("wait"),
-        Err(_) => {
-            signal(pid, "KILL");
-            panic!("podstore {args:?} did not end within 60 s (a second node started?)");
-        }
-    }
-}
 
 fn serve(config: &std::path::Path) -> Output {
     podstore(&["serve".as_ref(), "--config".as_ref(), config.as_os_str()])
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// A refused second process: it failed, named a disk, its directory and the holder's PID, and

@@ -4,36 +4,13 @@
 
 mod common;
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
 
-/// Runs the binary with `args` to its end (killed after 60 s).
-fn podstore(args: &[&std::ffi::OsStr], envs: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_podstore"));
-    c.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    for (k, v) in envs {
-        c.env(k, v);
-    }
-    let child = c.spawn().expect("run podstore");
-    let pid = child.id() as i32;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(out) => out.expect("wait"),
-        Err(_) => {
-            signal(pid, "KILL");
-            panic!("podstore {args:?} did not end within 60 s");
-        }
-    }
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use common::run_podstore as podstore;
+use common::stderr_text as stderr;
 
 #[test]
 fn a_disk_too_small_for_the_blob_size_is_refused_saying_what_fits() {
@@ -47,7 +24,7 @@ fn a_disk_too_small_for_the_blob_size_is_refused_saying_what_fits() {
     );
     let config = dir.join("podstore.toml");
     std::fs::write(&config, text).expect("write config");
-    let o = podstore(&["serve".as_ref(), "--config".as_ref(), config.as_os_str()], &[]);
+    let o = podstore(&["serve".as_ref(), "--config".as_ref(), config.as_os_str()]);
     let err = stderr(&o);
     assert!(!o.status.success(), "a node started on disks that hold no blob:\n{err}");
     assert!(
@@ -65,7 +42,7 @@ fn check_config_says_plainly_what_is_missing_and_summarises_a_valid_file() {
     let example = include_str!("../../deploy/podstore.toml");
     let shipped = dir.join("shipped.toml");
     std::fs::write(&shipped, example).expect("write");
-    let o = podstore(&["check-config".as_ref(), shipped.as_os_str()], &[]);
+    let o = podstore(&["check-config".as_ref(), shipped.as_os_str()]);
     let err = stderr(&o);
     assert!(!o.status.success());
     assert!(err.contains("no disk is configured yet") && !err.contains("missing field"), "{err}");
@@ -81,7 +58,7 @@ fn check_config_says_plainly_what_is_missing_and_summarises_a_valid_file() {
     );
     let config = dir.join("podstore.toml");
     std::fs::write(&config, text).expect("write");
-    let o = podstore(&["check-config".as_ref(), config.as_os_str()], &[]);
+    let o = podstore(&["check-config".as_ref(), config.as_os_str()]);
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!out.contains("Config {") && !out.contains("DiskConf"), "a Debug dump: {out}");
@@ -132,7 +109,7 @@ fn logs_carry_no_colour_codes_when_stderr_is_a_file() {
 #[test]
 fn migrate_on_a_node_without_a_fast_tier_says_so() {
     let node = Node::start("no-fast-tier", "");
-    let o = podstore(&["migrate".as_ref(), "--admin".as_ref(), node.admin.to_string().as_ref()], &[]);
+    let o = podstore(&["migrate".as_ref(), "--admin".as_ref(), node.admin.to_string().as_ref()]);
     let err = stderr(&o);
     assert!(!o.status.success());
     assert!(err.contains("no fast tier"), "{err}");
@@ -145,20 +122,17 @@ fn add_disk_without_a_weight_weighs_the_disk_in_the_unit_of_the_others() {
     let new_dir = node.dir.join("disk3");
     std::fs::create_dir_all(&new_dir).expect("mkdir");
     let admin = node.admin.to_string();
-    let o = podstore(
-        &[
-            "add-disk".as_ref(),
-            "--id".as_ref(),
-            "3".as_ref(),
-            "--path".as_ref(),
-            new_dir.as_os_str(),
-            "--any-directory".as_ref(),
-            "--no-wait".as_ref(),
-            "--admin".as_ref(),
-            admin.as_ref(),
-        ],
-        &[],
-    );
+    let o = podstore(&[
+        "add-disk".as_ref(),
+        "--id".as_ref(),
+        "3".as_ref(),
+        "--path".as_ref(),
+        new_dir.as_os_str(),
+        "--any-directory".as_ref(),
+        "--no-wait".as_ref(),
+        "--admin".as_ref(),
+        admin.as_ref(),
+    ]);
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(o.status.success(), "{out}{}", stderr(&o));
     let weight: f64 = out
@@ -193,7 +167,7 @@ fn stat_and_tiers_line_up_in_human_units_and_scrub_reports_its_own_pass() {
     let run = |args: &[&str]| {
         let mut a: Vec<&std::ffi::OsStr> = args.iter().map(|s| s.as_ref()).collect();
         a.extend(["--admin".as_ref(), admin.as_ref() as &std::ffi::OsStr]);
-        let o = podstore(&a, &[]);
+        let o = podstore(&a);
         assert!(o.status.success(), "{args:?}: {}", stderr(&o));
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
@@ -291,7 +265,7 @@ fn sighup_reloads_what_can_change_and_a_bad_file_changes_nothing() {
     // A file that does not parse: the node keeps serving on what it has, and says why.
     std::fs::write(&node.config, "this is [not toml").expect("write config");
     // (as the unit's ExecReload does it)
-    let o = podstore(&["reload".as_ref(), "--pid".as_ref(), pid.to_string().as_ref()], &[]);
+    let o = podstore(&["reload".as_ref(), "--pid".as_ref(), pid.to_string().as_ref()]);
     assert!(o.status.success(), "{}", stderr(&o));
     eventually("the failed reload is logged", || node.log_text().contains("configuration not reloaded"));
     assert_eq!(put(&token(NEW), "/photos/c", b"three"), 201);

@@ -13,6 +13,35 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Runs the binary with `args` to its end, output captured; killed (and the test failed) if it
+/// has not ended within 60 s (a node that should have refused to start, say).
+pub fn run_podstore(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    let child = Command::new(env!("CARGO_BIN_EXE_podstore"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run podstore");
+    let pid = child.id() as i32;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(out) => out.expect("wait"),
+        Err(_) => {
+            signal(pid, "KILL");
+            panic!("podstore {args:?} did not end within 60 s");
+        }
+    }
+}
+
+/// What a finished command wrote to stderr.
+pub fn stderr_text(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
 /// Waits until `f` holds (copies sent in the background arrive soon, not at once).
 pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
