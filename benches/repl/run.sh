@@ -43,6 +43,14 @@ work=$(mktemp -d /tmp/podstore-replbench.XXXXXX)
 p="prb$$"
 nsa="$p-a"; nsb="$p-b"
 devs=(); pids=(); zid=""
+stop() { # pid: started in a command substitution, so not this shell's child for `wait`:
+  # poll until it is gone (the next start on its disks would find them locked)
+  # (and off the list cleanup stops: a PID once ended may be another process's later)
+  local kept=() p; for p in "${pids[@]}"; do [ "$p" = "$1" ] || kept+=("$p"); done; pids=("${kept[@]}")
+  kill "$1" 2>/dev/null || return 0
+  for _ in $(seq 600); do [ -d "/proc/$1" ] || return 0; sleep 0.05; done
+  echo "podstore $1 did not stop within 30 s" >&2; kill -9 "$1" 2>/dev/null || true
+}
 cleanup() {
   status=$?
   if [ $status != 0 ]; then
@@ -53,8 +61,7 @@ cleanup() {
   # The nodes' logs stay for a look after the run.
   rm -rf /tmp/podstore-replbench-logs; mkdir -p /tmp/podstore-replbench-logs
   cp "$work"/*.log /tmp/podstore-replbench-logs/ 2>/dev/null || true
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  sleep 0.5
+  for pid in "${pids[@]}"; do stop "$pid"; done
   for m in "$work"/mnt-*; do umount "$m" 2>/dev/null || true; done
   for d in "${devs[@]}"; do losetup -d "$d" 2>/dev/null || true; done
   [ -z "$zid" ] || echo "$zid" > /sys/class/zram-control/hot_remove || true
@@ -251,8 +258,8 @@ for r in $(seq "$ROUNDS"); do
   # The drain on pod-a's clock (restarted this round): from its first confirmed copy to its
   # last, the objects after the first (each confirmation follows its object's transfer).
   stats=$(ip netns exec "$nsa" curl -s http://10.78.0.1:7072/admin/peers)
-  kill "$pb"; wait "$pb" 2>/dev/null || true
-  kill "$pa"; wait "$pa" 2>/dev/null || true
+  stop "$pb"
+  stop "$pa"
   # The next round's backlog on an empty sender disk (its RAM given back: rounds of 2 GiB add up).
   rm -rf "$ma/podstore"; mkdir -p "$ma/podstore"; fstrim "$ma" 2>/dev/null || true
   read net2 one2 fio2 netw2 fiow2 big2 < <(limits)
@@ -285,8 +292,8 @@ echo "PUT throughput: X-Copies all on two appliances, then one appliance alone" 
 # Both measured at pod-b: with X-Copies all it also waits for pod-a's copy (on a disk of its
 # own over a file on the same real disk).
 put_all=$(ip netns exec "$nsb" "$LOAD" --addr 10.78.0.2:7070 --prefix /bench/all --count "$PUTS" --size 1048576 --conns 16 --header 'X-Copies: all' | sed -n 's/.*mib_per_s=\([0-9.]*\).*/\1/p')
-kill "$pb"; wait "$pb" 2>/dev/null || true
-kill "$pa"; wait "$pa" 2>/dev/null || true
+stop "$pb"
+stop "$pa"
 # (on pod-b's disk, the real one: the copies in the run above were written there too)
 sed '/^\[replication\]/,/^address/d' "$cb" > "$work/single.toml"
 pb=$(start "$nsb" "$work/single.toml" single 10.78.0.2 "$pin_b"); pids+=("$pb")
