@@ -11,7 +11,8 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use podstore_disks::{probe_direct_io, CacheMode, Uring, UringConfig};
-use podstore_engine::checkpoint::{ckpt_name, Checkpoint, CkptBlob};
+use podstore_engine::checkpoint::{Checkpoint, CkptBlob};
+use podstore_engine::files::ckpt_name;
 use podstore_engine::index::{Index, Loc, Slot};
 use podstore_engine::{Shard, ShardConfig};
 

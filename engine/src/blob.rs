@@ -15,26 +15,6 @@ use podstore_disks::Io;
 
 use crate::group_commit::GroupCommit;
 
-/// File name of a blob.
-pub(crate) fn blob_name(id: u32, dedicated: bool) -> String {
-    format!("blob-{id:07}.{}", if dedicated { "psl" } else { "psb" })
-}
-
-/// Parses a blob file name: (id, dedicated).
-pub(crate) fn parse_blob_name(name: &str) -> Option<(u32, bool)> {
-    let rest = name.strip_prefix("blob-")?;
-    let (num, ext) = rest.split_once('.')?;
-    if num.len() != 7 || !num.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let dedicated = match ext {
-        "psb" => false,
-        "psl" => true,
-        _ => return None,
-    };
-    Some((num.parse().ok()?, dedicated))
-}
-
 /// One blob file of the shard. Its descriptor is cached, not held: the shard closes those of
 /// the least recently used sealed blobs past `ShardConfig::open_blob_files_max` and opens them
 /// again when they are next read (`Shard::blob_file`).
@@ -94,7 +74,7 @@ impl<I: Io> BlobFile<I> {
             commit: GroupCommit::default(),
             sealed: Cell::new(dedicated),
             first_seq: Cell::new(None),
-            last_read_ms: Cell::new(crate::shard::now_ms()),
+            last_read_ms: Cell::new(crate::now_ms()),
             rewind_floor: Cell::new(tail),
             voided: RefCell::new(BTreeMap::new()),
         }
@@ -114,19 +94,5 @@ impl<I: Io> BlobFile<I> {
     /// Keeps the tail at or above `offset` from now on.
     pub(crate) fn hold_tail_above(&self, offset: u64) {
         self.rewind_floor.set(self.rewind_floor.get().max(offset));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn blob_names_round_trip() {
-        assert_eq!(parse_blob_name(&blob_name(12, false)), Some((12, false)));
-        assert_eq!(parse_blob_name(&blob_name(1_048_575, true)), Some((1_048_575, true)));
-        for bad in ["blob-12.psb", "blob-000001x.psb", "blob-0000001.tmp", "index-1.ckpt", "blob-0000001"] {
-            assert_eq!(parse_blob_name(bad), None, "{bad}");
-        }
     }
 }

@@ -152,20 +152,6 @@ pub enum CkptError {
     Field(&'static str),
 }
 
-/// Checkpoint file name for a max sequence.
-pub fn ckpt_name(max_seq: u64) -> String {
-    format!("index-{max_seq:016x}.ckpt")
-}
-
-/// Parses a checkpoint file name.
-pub fn parse_ckpt_name(name: &str) -> Option<u64> {
-    let hex = name.strip_prefix("index-")?.strip_suffix(".ckpt")?;
-    if hex.len() != 16 {
-        return None;
-    }
-    u64::from_str_radix(hex, 16).ok()
-}
-
 struct Rd<'a> {
     b: &'a [u8],
     at: usize,
@@ -406,6 +392,7 @@ impl Checkpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::files::{ckpt_name, parse_ckpt_name};
 
     fn sample() -> Checkpoint {
         Checkpoint {

@@ -11,32 +11,27 @@
 #![forbid(unsafe_code)]
 
 pub mod backlog;
-mod batch;
 mod blob;
 pub mod budget;
 pub mod checkpoint;
-pub mod compact;
 pub mod digest;
 mod error;
+pub mod files;
 mod group_commit;
 pub mod index;
 pub mod placement;
-mod rebalance;
 pub mod record;
 pub mod record_key;
-mod recovery;
 mod scan;
-pub mod scrub;
 mod shard;
 mod shard_set;
 pub mod version;
 
-pub use batch::{BatchItem, BatchOutcome};
 pub use error::{Error, Result};
-pub use recovery::RecoveryReport;
+pub use shard::{compact, scrub};
 pub use shard::{
-    validate, Chunk, CopyCheck, CopyItem, DeleteDone, ObjectMeta, ObjectReader, PutDone, PutWriter,
-    ReadCheck, Shard, ShardConfig, ShardStats, Stamp,
+    validate, BatchItem, BatchOutcome, Chunk, CopyCheck, CopyItem, DeleteDone, ObjectMeta, ObjectReader,
+    PutDone, PutWriter, ReadCheck, RecoveryReport, Shard, ShardConfig, ShardStats, Stamp,
 };
 pub use shard_set::{KeyVersion, ShardSet, ShardSpec};
-pub use version::{Clock, Version};
+pub use version::{now_ms, Clock, Version};

@@ -146,9 +146,9 @@ pub(crate) async fn load_or_create<I: Io>(
         return RecordKey::decode(&buf, shard)
             .map_err(|why| damaged(format!("{KEY_FILE} is unusable: {why}")));
     }
-    let written = names.iter().any(|n| {
-        crate::blob::parse_blob_name(n).is_some() || crate::checkpoint::parse_ckpt_name(n).is_some()
-    });
+    let written = names
+        .iter()
+        .any(|n| crate::files::parse_blob_name(n).is_some() || crate::files::parse_ckpt_name(n).is_some());
     if written {
         return Err(damaged(format!(
             "the shard has blob files but no {KEY_FILE}: its records can't be authenticated \

@@ -63,7 +63,9 @@ pub struct Clock {
     wall: fn() -> u64,
 }
 
-fn wall_ms() -> u64 {
+/// Milliseconds since the Unix epoch on the system's wall clock (0 if it is set before 1970):
+/// the one wall clock of podstore's code.
+pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -73,7 +75,7 @@ fn wall_ms() -> u64 {
 impl Clock {
     /// A clock for the node with this origin number, on the system's wall clock.
     pub fn new(origin: u64) -> Clock {
-        Clock::with_wall(origin, wall_ms)
+        Clock::with_wall(origin, now_ms)
     }
 
     /// A clock on another wall clock (tests skew and freeze it).

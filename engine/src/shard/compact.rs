@@ -26,11 +26,12 @@ use std::rc::Rc;
 
 use podstore_disks::Io;
 
-use crate::blob::blob_name;
 use crate::budget::IoBudget;
+use crate::files::blob_name;
 use crate::index::{Loc, Slot};
+use crate::now_ms;
 use crate::record::{Header, BLOCK};
-use crate::shard::{now_ms, Shard, WriterStart};
+use crate::shard::{Shard, WriterStart};
 use crate::{Error, Result};
 
 use futures_util::StreamExt;

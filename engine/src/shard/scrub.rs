@@ -21,9 +21,10 @@ use podstore_disks::{AlignedBuf, Io, OpenMode};
 use crate::budget::IoBudget;
 use crate::checkpoint::{QuarantineReason, Quarantined};
 use crate::index::Loc;
+use crate::now_ms;
 use crate::record::BLOCK;
 use crate::scan::{in_ranges, Found, Pace, Scanner};
-use crate::shard::{now_ms, read_failed, Shard};
+use crate::shard::{read_failed, Shard};
 use crate::{Error, Result};
 
 /// Largest read of the scrub.

@@ -24,10 +24,9 @@ use std::time::Instant;
 
 use podstore_disks::{AlignedBuf, Io, OpenMode};
 
-use crate::blob::{blob_name, parse_blob_name, BlobFile};
-use crate::checkpoint::{
-    parse_ckpt_name, Checkpoint, CkptError, QuarantineReason, Quarantined, CKPT_HEADER_BYTES,
-};
+use crate::blob::BlobFile;
+use crate::checkpoint::{Checkpoint, CkptError, QuarantineReason, Quarantined, CKPT_HEADER_BYTES};
+use crate::files::{blob_name, parse_blob_name, parse_ckpt_name};
 use crate::index::{Index, Loc, Slot};
 use crate::record::Header;
 use crate::scan::{Found, Scanner};

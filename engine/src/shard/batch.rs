@@ -11,8 +11,9 @@ use std::rc::Rc;
 use podstore_disks::{AlignedBuf, Io};
 
 use crate::index::Loc;
+use crate::now_ms;
 use crate::record::{self, DataSums, Header};
-use crate::shard::{now_ms, PutDone, Shard, Stamp};
+use crate::shard::{PutDone, Shard, Stamp};
 use crate::{Error, Result};
 
 /// One object of a batch: its bytes are all here.
