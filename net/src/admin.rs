@@ -931,7 +931,7 @@ async fn add_disk_now(
     let (node_id, engine) = (shared.cfg().node_id.clone(), shared.cfg().engine.clone());
     let c2 = conf.clone();
     let (spec, info, weight) =
-        tokio::task::spawn_blocking(move || crate::node::prepare_disk(&c2, &node_id, &engine, None, core))
+        tokio::task::spawn_blocking(move || crate::prepare::prepare_disk(&c2, &node_id, &engine, None, core))
             .await
             .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
             .map_err(|e| (StatusCode::CONFLICT, "disk_in_use", e))?;

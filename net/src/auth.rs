@@ -87,11 +87,6 @@ fn token_char(c: u8) -> bool {
     c.is_ascii_alphanumeric() || b"-._~+/=".contains(&c)
 }
 
-/// An access key id: 1-64 of `A-Z a-z 0-9 _ -` (no dot: the token splits at the first).
-pub fn valid_key_id(id: &str) -> bool {
-    (1..=64).contains(&id.len()) && id.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
-}
-
 /// Reads an access key's secret file: private to its owner (no group or other permission
 /// bits), at least `SECRET_MIN_BYTES` of bearer-token characters (surrounding whitespace
 /// ignored; e.g. `head -c 33 /dev/urandom | base64`).
@@ -399,6 +394,5 @@ mod tests {
         std::fs::write(&p, "0123456789 0123456789 0123456789 0123").expect("write");
         assert!(read_key_secret("k", &p).expect_err("space").contains("may hold only"));
         std::fs::remove_dir_all(&dir).expect("cleanup");
-        assert!(valid_key_id("uploader-1") && !valid_key_id("a.b") && !valid_key_id(""));
     }
 }

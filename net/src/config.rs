@@ -658,7 +658,7 @@ impl Config {
         }
         let mut ids = std::collections::HashSet::new();
         for (i, k) in self.auth.keys.iter().enumerate() {
-            if !crate::auth::valid_key_id(&k.id) {
+            if !crate::names::valid_key_id(&k.id) {
                 return Err(invalid(format!("auth.keys[{i}].id"), "must be 1 to 64 of A-Z a-z 0-9 _ -"));
             }
             if !ids.insert(k.id.as_str()) {

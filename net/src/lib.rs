@@ -13,7 +13,9 @@ pub mod http;
 pub mod maintenance;
 pub mod names;
 pub mod node;
+
 mod parse_error;
+mod prepare;
 pub mod profile;
 pub mod range;
 pub mod reload;

@@ -106,9 +106,20 @@ pub fn validate_name(bucket: &str, key: &[u8], key_bytes_max: usize) -> Result<(
     Ok(())
 }
 
+/// An access key id: 1-64 of `A-Z a-z 0-9 _ -` (no dot: the token splits at the first).
+pub fn valid_key_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn access_key_ids() {
+        assert!(valid_key_id("uploader-1") && !valid_key_id("a.b") && !valid_key_id(""));
+        assert!(valid_key_id(&"k".repeat(64)) && !valid_key_id(&"k".repeat(65)));
+    }
 
     fn key(path: &str) -> Result<Vec<u8>, NameError> {
         parse_object_path(path, 1024).map(|n| n.key)
