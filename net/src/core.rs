@@ -118,7 +118,7 @@ pub enum CoreMsg {
         peer: usize,
         /// A client waits for this copy: dial even if a dial failed a moment ago.
         insist: bool,
-        reply: oneshot::Sender<crate::repl::link::CopyResult>,
+        reply: oneshot::Sender<crate::peer::link::CopyResult>,
     },
     /// Peer `peer` (index in the config) confirmed the write with this sequence.
     Confirm {
@@ -272,9 +272,9 @@ pub struct Shared {
     /// Test builds: faults injected on one disk (`PODSTORE_FAULTS`).
     pub faults: Option<podstore_disks::FaultPlan>,
     /// Anti-entropy progress, one per peer.
-    pub anti_entropy: Vec<crate::repl::anti_entropy::Progress>,
+    pub anti_entropy: Vec<crate::peer::progress::AntiEntropy>,
     /// Catch-up progress, one per peer.
-    pub catch_up: Vec<crate::repl::catchup::Progress>,
+    pub catch_up: Vec<crate::peer::progress::CatchUp>,
     /// Per peer (config order): whether this node holds a live connection to it now (core 0
     /// keeps one open to each; `podstore_repl_peer_up`).
     pub peer_up: Vec<AtomicBool>,
@@ -402,15 +402,15 @@ async fn core_main(start: CoreStart) {
     let conns = Rc::new(crate::http::Connections::default());
     let links = Rc::new(match (&cfg.replication, &shared.repl_secret) {
         (Some(r), Some(secret)) => {
-            let id = crate::repl::link::Identity {
+            let id = crate::peer::link::Identity {
                 node: cfg.node_id.clone(),
                 datacenter: r.datacenter.clone(),
                 secret: secret.clone(),
             };
             let ring = io.uring().cloned();
-            crate::repl::link::Links::new(r, Rc::new(id), ring)
+            crate::peer::link::Links::new(r, Rc::new(id), ring)
         }
-        _ => crate::repl::link::Links::default(),
+        _ => crate::peer::link::Links::default(),
     });
     let accept = tokio::task::spawn_local(crate::http::accept_loop(
         index,
@@ -770,7 +770,7 @@ async fn execute(
     msg: CoreMsg,
     shared: Arc<Shared>,
     shards: Shards,
-    links: Rc<crate::repl::link::Links>,
+    links: Rc<crate::peer::link::Links>,
     jobs: crate::maintenance::Jobs,
     cache: Option<Rc<crate::cache::RamCache>>,
 ) {
@@ -953,7 +953,7 @@ async fn execute(
                     let mut r = Err(String::new());
                     for check in [ReadCheck::ByPeer, ReadCheck::Verify] {
                         r = match s.copy_item(&key, check).await {
-                            Ok(item) => crate::repl::catchup::send_item(link, item, None).await,
+                            Ok(item) => crate::peer::link::send_item(link, item, None).await,
                             Err(e) => Err(e.to_string()),
                         };
                         if r.is_ok() {

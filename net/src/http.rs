@@ -20,8 +20,8 @@ use tokio::sync::{mpsc, oneshot, watch, Notify};
 use crate::body::RespBody;
 use crate::core::{BodyMsg, CoreMsg, GetStart, PutOutcome, Shared, PIECES_IN_FLIGHT_MAX};
 use crate::names::{parse_object_path, NameError, ObjectName};
+use crate::peer::link::{CopyResult, Links, Piece};
 use crate::range::RangeAnswer;
-use crate::repl::link::{CopyResult, Links, Piece};
 
 /// Largest read buffer of one connection (unless the header limit needs more).
 const READ_BUF_MAX_BYTES: usize = 64 << 10;
@@ -1188,7 +1188,7 @@ async fn read_repair(
     let limit = Duration::from_millis(shared.cfg().limits.copy_timeout_ms);
     for p in &links.peers {
         let r = tokio::time::timeout(limit, p.pull(key)).await;
-        let stored = matches!(r, Ok(Ok(crate::repl::frame::AckStatus::Stored)));
+        let stored = matches!(r, Ok(Ok(crate::peer::frame::AckStatus::Stored)));
         metrics::counter!("podstore_repl_read_repairs_total", "peer" => p.conf.name.clone(), "outcome" => if stored { "repaired" } else { "not_found" }).increment(1);
         if stored {
             return true;

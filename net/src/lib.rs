@@ -13,6 +13,7 @@ pub mod http;
 pub mod maintenance;
 pub mod names;
 pub mod node;
+pub mod peer;
 
 mod parse_error;
 mod prepare;

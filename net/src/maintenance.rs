@@ -69,12 +69,7 @@ pub fn budget_of(shared: &Shared, profile: Option<crate::profile::DiskProfile>) 
     profiled.unwrap_or(shared.cfg().maintenance.background_mib_per_s << 20)
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+use podstore_engine::now_ms;
 
 /// Starts a disk's background jobs; returns their handle.
 pub fn start(
@@ -204,7 +199,7 @@ async fn scrub(shared: Arc<Shared>, shard: Rc<Shard<AnyIo>>, jobs: Rc<DiskJobs>)
 /// Repairs the quarantined keys of this core's shards, in rounds: a record marked bad after a
 /// read error is first read again (it is back in service if it reads whole); the others, and
 /// those that still fail, are asked of the peers in turn.
-pub async fn repair(shared: Arc<Shared>, shards: crate::core::Shards, links: Rc<crate::repl::link::Links>) {
+pub async fn repair(shared: Arc<Shared>, shards: crate::core::Shards, links: Rc<crate::peer::link::Links>) {
     use podstore_engine::checkpoint::QuarantineReason;
     let limit = Duration::from_millis(shared.cfg().limits.copy_timeout_ms);
     for outcome in ["read_again", "repaired", "not_repaired", "named", "not_named"] {
@@ -232,7 +227,7 @@ pub async fn repair(shared: Arc<Shared>, shards: crate::core::Shards, links: Rc<
             let mut repaired = false;
             for p in &links.peers {
                 let r = tokio::time::timeout(limit, p.pull(&key)).await;
-                repaired = matches!(r, Ok(Ok(crate::repl::frame::AckStatus::Stored)));
+                repaired = matches!(r, Ok(Ok(crate::peer::frame::AckStatus::Stored)));
                 if repaired {
                     break;
                 }
@@ -247,7 +242,7 @@ pub async fn repair(shared: Arc<Shared>, shards: crate::core::Shards, links: Rc<
 /// the index keeps a fingerprint): each peer in turn lists the keys of the fingerprint's
 /// anti-entropy bucket, and a key with that fingerprint that the index places there names the
 /// record, which the repair round then fetches like any other quarantined key.
-async fn name_damaged(shards: &crate::core::Shards, links: &crate::repl::link::Links, limit: Duration) {
+async fn name_damaged(shards: &crate::core::Shards, links: &crate::peer::link::Links, limit: Duration) {
     type Unnamed = (Rc<Shard<AnyIo>>, u64, podstore_engine::index::Loc);
     let mut by_bucket: std::collections::BTreeMap<Option<usize>, Vec<Unnamed>> = Default::default();
     for s in shards.borrow().values() {

@@ -127,7 +127,7 @@ pub fn run(cfg: Config, reload: crate::reload::Reload) -> Result<(), String> {
     let mut repl_listeners: Vec<Option<std::net::TcpListener>> = (0..ncores).map(|_| None).collect();
     let mut repl_secret = None;
     if let Some(r) = &cfg.replication {
-        repl_secret = Some(crate::repl::auth::read_secret(&r.secret_file)?);
+        repl_secret = Some(crate::peer::auth::read_secret(&r.secret_file)?);
         for slot in repl_listeners.iter_mut() {
             *slot = Some(
                 reuseport_listener(r.listen).map_err(|e| format!("replication port {}: {e}", r.listen))?,

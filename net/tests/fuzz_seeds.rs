@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use podstore_net::auth::{presign_query, Access, Auth};
-use podstore_net::repl::auth::{Challenge, Hello};
+use podstore_net::peer::auth::{Challenge, Hello};
 
 const SECRET: &[u8] = b"ZnV6ei1zZWNyZXQtZm9yLXRoZS1hdXRoLXRhcmdldA==";
 

@@ -499,9 +499,9 @@ fn handshake_placed(
     name: &str,
     target: &str,
     secret: &[u8],
-) -> (std::net::TcpStream, Option<podstore_net::repl::frame::Placement>) {
-    use podstore_net::repl::auth::{self, Side};
-    use podstore_net::repl::frame::{FrameHeader, Kind, MetaWriter, HEADER_BYTES};
+) -> (std::net::TcpStream, Option<podstore_net::peer::frame::Placement>) {
+    use podstore_net::peer::auth::{self, Side};
+    use podstore_net::peer::frame::{FrameHeader, Kind, MetaWriter, HEADER_BYTES};
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
@@ -529,12 +529,12 @@ fn handshake_placed(
     send(&mut s, Kind::Auth, &mac);
     let (kind, meta) = read(&mut s);
     assert_eq!(kind, Kind::AuthOk);
-    (s, podstore_net::repl::frame::Placement::decode(&meta).expect("placement"))
+    (s, podstore_net::peer::frame::Placement::decode(&meta).expect("placement"))
 }
 
 /// The next frame from the peer: its header and meta.
-fn read_frame(s: &mut std::net::TcpStream) -> (podstore_net::repl::frame::FrameHeader, Vec<u8>) {
-    use podstore_net::repl::frame::{FrameHeader, HEADER_BYTES};
+fn read_frame(s: &mut std::net::TcpStream) -> (podstore_net::peer::frame::FrameHeader, Vec<u8>) {
+    use podstore_net::peer::frame::{FrameHeader, HEADER_BYTES};
     use std::io::Read;
     let mut h = [0u8; HEADER_BYTES];
     s.read_exact(&mut h).expect("a frame (none: the receiver stopped reading)");
@@ -555,8 +555,8 @@ fn send_flagged_copy(
     body: &[u8],
     sums_of: &[u8],
     pieces: &[usize],
-) -> (podstore_net::repl::frame::AckStatus, String) {
-    use podstore_net::repl::frame::{
+) -> (podstore_net::peer::frame::AckStatus, String) {
+    use podstore_net::peer::frame::{
         decode_ack, encode_chunk_crcs, FrameHeader, Kind, Trailer, WriteMeta, PUT_CHUNK_CRCS,
     };
     use std::io::Write;
@@ -594,7 +594,7 @@ fn send_flagged_copy(
 fn pod_a_with_pod_b_impersonated(
     tag: &str,
     secret_text: &str,
-) -> (Node, std::net::TcpStream, podstore_net::repl::frame::Placement) {
+) -> (Node, std::net::TcpStream, podstore_net::peer::frame::Placement) {
     let m = members(2);
     let secret = secret_file(tag, secret_text);
     let a = Node::start_on(
@@ -609,7 +609,7 @@ fn pod_a_with_pod_b_impersonated(
 }
 
 /// The core that owns `/photos/<key>`'s disk by `placement`.
-fn owner_core(placement: &podstore_net::repl::frame::Placement, key: &str) -> Option<u16> {
+fn owner_core(placement: &podstore_net::peer::frame::Placement, key: &str) -> Option<u16> {
     let name = podstore_net::names::ObjectName { bucket: "photos".into(), key: key.as_bytes().to_vec() };
     placement.owner_core(&name.storage_key())
 }
@@ -619,7 +619,7 @@ fn owner_core(placement: &podstore_net::repl::frame::Placement, key: &str) -> Op
 /// nothing is stored; the intact copy is stored, byte for byte, with the sender's digest.
 #[test]
 fn a_copy_checked_by_its_chunk_crcs_is_stored_only_when_every_chunk_matches() {
-    use podstore_net::repl::frame::AckStatus;
+    use podstore_net::peer::frame::AckStatus;
     // pod-b (not running) is impersonated. Keys whose disk the accepting core owns are
     // received straight into the record's buffers: the path that checks the CRCs.
     let (a, mut s, placement) =
@@ -657,7 +657,7 @@ fn a_copy_checked_by_its_chunk_crcs_is_stored_only_when_every_chunk_matches() {
 /// the copy is passed to another core.
 #[test]
 fn copies_whose_bodies_trickle_in_are_stored_and_the_frames_after_them_read() {
-    use podstore_net::repl::frame::{AckStatus, FrameHeader, Kind};
+    use podstore_net::peer::frame::{AckStatus, FrameHeader, Kind};
     use std::io::Write;
     let (a, mut s, placement) = pod_a_with_pod_b_impersonated("trickle", "trickle-shared-secret-0123456789");
     let owner = |k: &str| owner_core(&placement, k);
@@ -699,7 +699,7 @@ fn copies_whose_bodies_trickle_in_are_stored_and_the_frames_after_them_read() {
 
 #[test]
 fn a_peer_that_stalls_mid_copy_does_not_hold_the_key_forever() {
-    use podstore_net::repl::frame::{FrameHeader, Kind, WriteMeta};
+    use podstore_net::peer::frame::{FrameHeader, Kind, WriteMeta};
     use std::io::Write;
     let m = members(2);
     let secret_text = "stall-shared-secret-0123456789";

@@ -12,41 +12,19 @@
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use podstore_engine::digest::{KeyState, BUCKETS};
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::oneshot;
 
-use super::frame::{self, Kind};
-use super::link::{Links, PeerLink};
 use crate::core::{CoreMsg, Shared};
+use crate::peer::frame::{self, Kind};
+use crate::peer::link::{Links, PeerLink};
 
 /// Copies a pass keeps in flight.
 const WINDOW: usize = 8;
-
-/// Progress of anti-entropy with one peer (shared with the admin thread).
-#[derive(Debug, Default)]
-pub struct Progress {
-    pub running: AtomicBool,
-    /// A pass was asked for (admin endpoint).
-    pub requested: AtomicBool,
-    pub wake: Notify,
-    pub passes: AtomicU64,
-    pub buckets_differing: AtomicU64,
-    pub buckets_done: AtomicU64,
-    pub keys_compared: AtomicU64,
-    pub pushed: AtomicU64,
-    pub pulled: AtomicU64,
-    pub errors: AtomicU64,
-    /// Errors in the current (or last) pass.
-    pub pass_errors: AtomicU64,
-    /// Unix seconds when the last pass ended (0: never).
-    pub last_end_s: AtomicU64,
-    pub last_duration_ms: AtomicU64,
-    pub last_error: std::sync::Mutex<Option<String>>,
-}
 
 fn now_s() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
@@ -124,7 +102,7 @@ pub async fn pass(
     shared: &Arc<Shared>,
     link: &Rc<PeerLink>,
     peer: usize,
-    p: &Progress,
+    p: &crate::peer::progress::AntiEntropy,
 ) -> Result<(), String> {
     let rate = shared.cfg().replication.as_ref().map_or(1000, |r| r.anti_entropy_objects_per_s).max(1);
     for c in [&p.buckets_differing, &p.buckets_done, &p.keys_compared, &p.pushed, &p.pulled, &p.pass_errors] {

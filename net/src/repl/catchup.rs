@@ -11,63 +11,13 @@ use std::time::Duration;
 
 use podstore_disks::AnyIo;
 use podstore_engine::backlog::BacklogEntry;
-use podstore_engine::{CopyItem, ReadCheck, Shard};
-use tokio::sync::mpsc;
+use podstore_engine::{now_ms, ReadCheck, Shard};
 
-use super::link::{CopyResult, PeerLink, Piece};
 use crate::core::{Shards, Shared};
+use crate::peer::link::{send_item, CopyResult, PeerLink};
 
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const IDLE_POLL: Duration = Duration::from_millis(250);
-
-/// Catch-up toward one peer, node-wide (every core's loop adds to it): for `/admin/peers`,
-/// the metrics, and measuring a drain on the node's own clock.
-#[derive(Debug, Default)]
-pub struct Progress {
-    /// Backlogged writes the peer confirmed, and their record bytes.
-    pub copies: std::sync::atomic::AtomicU64,
-    pub bytes: std::sync::atomic::AtomicU64,
-    /// Unix milliseconds of the first and the latest confirmed copy since the node started
-    /// (0: none yet).
-    pub first_ms: std::sync::atomic::AtomicU64,
-    pub last_ms: std::sync::atomic::AtomicU64,
-    /// The peer was heard from: it connected to this node (a node announces itself to every
-    /// peer when it starts). Counted up at each connection; `heard` wakes every core's loop
-    /// backing off toward that peer, so a returning peer gets its backlog at once instead of
-    /// after up to `BACKOFF_MAX`.
-    pub heard_count: std::sync::atomic::AtomicU64,
-    pub heard: tokio::sync::Notify,
-}
-
-impl Progress {
-    /// The peer connected to this node.
-    pub fn peer_heard(&self) {
-        self.heard_count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.heard.notify_waiters();
-    }
-
-    fn confirmed(&self, record_bytes: u64) {
-        use std::sync::atomic::Ordering::Relaxed;
-        let now = now_ms();
-        let _ = self.first_ms.compare_exchange(0, now, Relaxed, Relaxed);
-        self.last_ms.fetch_max(now, Relaxed);
-        self.copies.fetch_add(1, Relaxed);
-        self.bytes.fetch_add(record_bytes, Relaxed);
-    }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// Splits an engine key `bucket/key`.
-fn split(storage_key: &[u8]) -> Option<(String, Vec<u8>)> {
-    let (bucket, key) = crate::names::split_storage_key(storage_key)?;
-    Some((std::str::from_utf8(bucket).ok()?.to_string(), key.to_vec()))
-}
 
 /// Sends one backlogged write; Ok when the peer holds it (or it needs no copy). The record is
 /// read only once a read-ahead permit is free, and the permit is held until its body has been
@@ -85,57 +35,6 @@ async fn send_one(
     let permit = read_ahead.clone().acquire_owned().await.map_err(|e| e.to_string())?;
     let item = shard.backlog_item(e, check).await.map_err(|e| e.to_string())?;
     send_item(link, item, Some(permit)).await
-}
-
-/// Sends a stored write (an object streamed from its verified reader, or a tombstone) to a
-/// peer. None: nothing to send. `hold` is dropped once the body has been sent.
-pub async fn send_item(
-    link: &PeerLink,
-    item: Option<CopyItem<AnyIo>>,
-    hold: Option<tokio::sync::OwnedSemaphorePermit>,
-) -> CopyResult {
-    match item {
-        // Superseded here (the newer write has its own entry or its own origin), or a record
-        // that no longer reads back (quarantined, repaired from a peer): nothing to send.
-        None => Ok(super::frame::AckStatus::Newer),
-        Some(CopyItem::Delete { key, version }) => {
-            let (bucket, k) = split(&key).ok_or("a stored key without a bucket")?;
-            link.send_delete(version, &bucket, &k).await
-        }
-        Some(CopyItem::Put(mut r)) => {
-            let (bucket, k) = split(r.key()).ok_or("a stored key without a bucket")?;
-            let (tx, rx) = mpsc::channel(4);
-            let meta = r.meta.clone();
-            let crcs = Some(r.chunk_crcs().to_vec());
-            let feed = async move {
-                loop {
-                    match r.next_chunk().await {
-                        Ok(Some(c)) => {
-                            if tx.send(Piece::Stored(c)).await.is_err() {
-                                return;
-                            }
-                        }
-                        Ok(None) => {
-                            if tx.send(Piece::End(Some(meta.digest))).await.is_ok() {
-                                tx.closed().await; // the link has sent the body
-                            }
-                            drop(hold);
-                            return;
-                        }
-                        // Dropping the sender abandons the copy.
-                        Err(e) => {
-                            tracing::warn!("catch-up read failed: {e}");
-                            return;
-                        }
-                    }
-                }
-            };
-            let send =
-                link.send_put(meta.version, &bucket, &k, &meta.content_type, meta.object_len, crcs, rx);
-            let ((), r) = tokio::join!(feed, send);
-            r
-        }
-    }
 }
 
 /// Runs one core's catch-up toward one peer until the task is aborted.

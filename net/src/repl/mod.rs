@@ -1,9 +1,7 @@
-//! Replication to peer appliances: the frame format, the authenticated handshake, outgoing
-//! peer links and the receiving side.
+//! Replication's work on this node's objects: the receiving side (`server`), catch-up of the
+//! peers' backlogs (`catchup`) and anti-entropy passes (`anti_entropy`). The protocol and the
+//! links to peers are in `peer/`.
 
 pub mod anti_entropy;
-pub mod auth;
 pub mod catchup;
-pub mod frame;
-pub mod link;
 pub mod server;

@@ -15,7 +15,8 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use podstore_engine::Version;
+use podstore_disks::AnyIo;
+use podstore_engine::{CopyItem, Version};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};
@@ -640,6 +641,63 @@ async fn write_more(w: &OwnedWriteHalf, mut buf: &[u8]) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Splits an engine key `bucket/key`.
+fn split(storage_key: &[u8]) -> Option<(String, Vec<u8>)> {
+    let (bucket, key) = crate::names::split_storage_key(storage_key)?;
+    Some((std::str::from_utf8(bucket).ok()?.to_string(), key.to_vec()))
+}
+
+/// Sends a stored write (an object streamed from its verified reader, or a tombstone) to a
+/// peer. None: nothing to send. `hold` is dropped once the body has been sent.
+pub async fn send_item(
+    link: &PeerLink,
+    item: Option<CopyItem<AnyIo>>,
+    hold: Option<tokio::sync::OwnedSemaphorePermit>,
+) -> CopyResult {
+    match item {
+        // Superseded here (the newer write has its own entry or its own origin), or a record
+        // that no longer reads back (quarantined, repaired from a peer): nothing to send.
+        None => Ok(crate::peer::frame::AckStatus::Newer),
+        Some(CopyItem::Delete { key, version }) => {
+            let (bucket, k) = split(&key).ok_or("a stored key without a bucket")?;
+            link.send_delete(version, &bucket, &k).await
+        }
+        Some(CopyItem::Put(mut r)) => {
+            let (bucket, k) = split(r.key()).ok_or("a stored key without a bucket")?;
+            let (tx, rx) = mpsc::channel(4);
+            let meta = r.meta.clone();
+            let crcs = Some(r.chunk_crcs().to_vec());
+            let feed = async move {
+                loop {
+                    match r.next_chunk().await {
+                        Ok(Some(c)) => {
+                            if tx.send(Piece::Stored(c)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(None) => {
+                            if tx.send(Piece::End(Some(meta.digest))).await.is_ok() {
+                                tx.closed().await; // the link has sent the body
+                            }
+                            drop(hold);
+                            return;
+                        }
+                        // Dropping the sender abandons the copy.
+                        Err(e) => {
+                            tracing::warn!("catch-up read failed: {e}");
+                            return;
+                        }
+                    }
+                }
+            };
+            let send =
+                link.send_put(meta.version, &bucket, &k, &meta.content_type, meta.object_len, crcs, rx);
+            let ((), r) = tokio::join!(feed, send);
+            r
+        }
+    }
 }
 
 #[cfg(test)]
