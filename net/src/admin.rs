@@ -16,8 +16,9 @@ use podstore_engine::ShardStats;
 use tokio::sync::{oneshot, watch};
 
 use crate::body::RespBody;
-use crate::core::{CoreMsg, Shared};
 use crate::http::SERVER;
+use crate::msg::CoreMsg;
+use crate::shared::Shared;
 
 /// Collects every shard's stats from the cores (cores that don't answer in time are skipped).
 pub async fn all_stats(shared: &Shared) -> Vec<ShardStats> {
@@ -395,7 +396,7 @@ pub async fn render_metrics(shared: &Shared, handle: &PrometheusHandle) -> Strin
     }
     metrics::gauge!("podstore_tombstone_horizon_seconds")
         .set(shared.cfg().maintenance.tombstone_horizon_s as f64);
-    for (i, name) in crate::core::TIER_NAMES.iter().enumerate() {
+    for (i, name) in crate::shared::TIER_NAMES.iter().enumerate() {
         metrics::counter!("podstore_tier_reads_total", "tier" => *name)
             .absolute(shared.tier_reads[i].load(Ordering::Relaxed));
     }
@@ -565,7 +566,7 @@ async fn tiers_json(shared: &Shared) -> String {
     let all_reads: u64 = reads.iter().sum();
     let share = |n: u64| if all_reads == 0 { 0.0 } else { n as f64 / all_reads as f64 };
     let mut tiers = Vec::new();
-    for (i, name) in crate::core::TIER_NAMES.iter().enumerate().skip(1) {
+    for (i, name) in crate::shared::TIER_NAMES.iter().enumerate().skip(1) {
         let disks: Vec<_> = layout.disks.iter().filter(|d| d.tier.as_str() == *name).collect();
         let st = |f: fn(&ShardStats) -> u64| -> u64 {
             disks.iter().filter_map(|d| stats.iter().find(|s| s.shard_id == d.id)).map(f).sum()
@@ -606,8 +607,8 @@ async fn tiers_json(shared: &Shared) -> String {
             "hit_ratio": if c.hits + c.misses == 0 { 0.0 } else { c.hits as f64 / (c.hits + c.misses) as f64 },
             "offered": c.offered,
             "invalidated": c.invalidated,
-            "reads": reads[crate::core::TIER_RAM],
-            "read_share": share(reads[crate::core::TIER_RAM]),
+            "reads": reads[crate::shared::TIER_RAM],
+            "read_share": share(reads[crate::shared::TIER_RAM]),
         },
     })
     .to_string()
@@ -679,8 +680,8 @@ async fn jobs_json(shared: &Shared) -> String {
 /// `POST /admin/compact` and `POST /admin/scrub` with `?action=start|pause|resume|stop`
 /// (default start), `&disk=N` (default every disk) and, for compaction, `&ratio=R` (the dead
 /// share a blob needs; default any dead byte).
-async fn job_request(shared: &Shared, job: crate::core::JobKind, query: &str) -> Response<RespBody> {
-    use crate::core::JobAction;
+async fn job_request(shared: &Shared, job: crate::msg::JobKind, query: &str) -> Response<RespBody> {
+    use crate::msg::JobAction;
     let err = |status, code: &str, msg: String| {
         reply(status, "application/json", serde_json::json!({"error": code, "message": msg}).to_string())
     };
@@ -706,7 +707,7 @@ async fn job_request(shared: &Shared, job: crate::core::JobKind, query: &str) ->
                     }
                 }
             }
-            Some(("ratio", v)) if job == crate::core::JobKind::Compact => match v.parse::<f64>() {
+            Some(("ratio", v)) if job == crate::msg::JobKind::Compact => match v.parse::<f64>() {
                 Ok(r) if (0.0..=1.0).contains(&r) => ratio = Some(r),
                 _ => {
                     return err(
@@ -716,7 +717,7 @@ async fn job_request(shared: &Shared, job: crate::core::JobKind, query: &str) ->
                     )
                 }
             },
-            Some(("idle_s", v)) if job == crate::core::JobKind::Migrate => match v.parse::<u64>() {
+            Some(("idle_s", v)) if job == crate::msg::JobKind::Migrate => match v.parse::<u64>() {
                 Ok(s) if s <= 3650 * 86_400 => idle_s = Some(s),
                 _ => {
                     return err(
@@ -731,8 +732,8 @@ async fn job_request(shared: &Shared, job: crate::core::JobKind, query: &str) ->
     }
     // Migration moves the fast tier's objects: a node without one has nothing to migrate.
     let layout = shared.layout.load();
-    let fast = |d: &crate::core::DiskInfo| d.tier == podstore_disks::Tier::Fast;
-    if job == crate::core::JobKind::Migrate && !layout.disks.iter().any(fast) {
+    let fast = |d: &crate::shared::DiskInfo| d.tier == podstore_disks::Tier::Fast;
+    if job == crate::msg::JobKind::Migrate && !layout.disks.iter().any(fast) {
         return err(
             StatusCode::CONFLICT,
             "no_fast_tier",
@@ -741,7 +742,7 @@ async fn job_request(shared: &Shared, job: crate::core::JobKind, query: &str) ->
                 .into(),
         );
     }
-    if let (crate::core::JobKind::Migrate, Some(d)) = (job, disk) {
+    if let (crate::msg::JobKind::Migrate, Some(d)) = (job, disk) {
         if layout.disks.iter().any(|x| x.id == d && !fast(x)) {
             return err(
                 StatusCode::CONFLICT,
@@ -880,7 +881,7 @@ async fn add_disk(shared: &Arc<Shared>, query: &str) -> Response<RespBody> {
 /// its size times their weight per byte (configured disks of weight 1 each give a disk of
 /// the same size weight 1, disks weighed by their size give it its size). None when no
 /// serving disk tells the unit.
-fn same_unit_weight(layout: &crate::core::Layout, capacity_bytes: u64) -> Option<f64> {
+fn same_unit_weight(layout: &crate::shared::Layout, capacity_bytes: u64) -> Option<f64> {
     let (mut weight, mut bytes) = (0.0, 0.0);
     for c in &layout.placement {
         let Some(d) = layout.disks.iter().find(|d| d.id == c.shard_id && d.capacity_bytes > 0) else {
@@ -1020,9 +1021,9 @@ async fn handle(shared: Arc<Shared>, handle: PrometheusHandle, req: Request<Inco
             "/admin/recover" => return start_recover(&shared, q),
             "/admin/drain" => return start_drain(&shared, q).await,
             "/admin/disks" => return add_disk(&shared, q).await,
-            "/admin/compact" => return job_request(&shared, crate::core::JobKind::Compact, q).await,
-            "/admin/scrub" => return job_request(&shared, crate::core::JobKind::Scrub, q).await,
-            "/admin/migrate" => return job_request(&shared, crate::core::JobKind::Migrate, q).await,
+            "/admin/compact" => return job_request(&shared, crate::msg::JobKind::Compact, q).await,
+            "/admin/scrub" => return job_request(&shared, crate::msg::JobKind::Scrub, q).await,
+            "/admin/migrate" => return job_request(&shared, crate::msg::JobKind::Migrate, q).await,
             _ => {}
         }
     }

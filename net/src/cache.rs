@@ -54,7 +54,7 @@ pub struct CacheTotals {
 
 impl CacheTotals {
     /// The node's totals.
-    pub fn of(shared: &crate::core::Shared) -> CacheTotals {
+    pub fn of(shared: &crate::shared::Shared) -> CacheTotals {
         let mut t = CacheTotals::default();
         for c in &shared.ram_cache {
             let l = |a: &AtomicU64| a.load(Ordering::Relaxed);

@@ -873,7 +873,7 @@ mod tests {
         let mut c = Config::embedded_default(Path::new("/tmp/x"));
         c.engine.blob_size_bytes = 1 << 20;
         c.check().expect("valid");
-        crate::core::shard_config(&c, Default::default()).check();
+        crate::shared::shard_config(&c, Default::default()).check();
     }
 
     #[test]

@@ -18,10 +18,11 @@ use podstore_engine::{ObjectMeta, Stamp};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use crate::body::RespBody;
-use crate::core::{BodyMsg, CoreMsg, GetStart, PutOutcome, Shared, PIECES_IN_FLIGHT_MAX};
+use crate::msg::{BodyMsg, CoreMsg, GetStart, PutOutcome};
 use crate::names::{parse_object_path, NameError, ObjectName};
 use crate::peer::link::{CopyResult, Links, Piece};
 use crate::range::RangeAnswer;
+use crate::shared::{Shared, PIECES_IN_FLIGHT_MAX};
 
 /// Largest read buffer of one connection (unless the header limit needs more).
 const READ_BUF_MAX_BYTES: usize = 64 << 10;
@@ -653,7 +654,7 @@ pub(crate) async fn read_route(shared: &Shared, key: &[u8]) -> Result<(u32, usiz
             uncertain = true;
             continue;
         };
-        match crate::core::local_has(owner, id, key) {
+        match crate::shared::local_has(owner, id, key) {
             Some(true) => holders.push((id, owner)),
             Some(false) => {}
             None => {

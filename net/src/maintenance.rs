@@ -21,7 +21,7 @@ use podstore_engine::budget::IoBudget;
 use podstore_engine::Shard;
 use tokio::sync::Notify;
 
-use crate::core::Shared;
+use crate::shared::Shared;
 
 /// Slowest scrub pace, bytes per second (a nearly empty disk still finishes its pass).
 const SCRUB_PACE_MIN: u64 = 256 << 10;
@@ -199,7 +199,7 @@ async fn scrub(shared: Arc<Shared>, shard: Rc<Shard<AnyIo>>, jobs: Rc<DiskJobs>)
 /// Repairs the quarantined keys of this core's shards, in rounds: a record marked bad after a
 /// read error is first read again (it is back in service if it reads whole); the others, and
 /// those that still fail, are asked of the peers in turn.
-pub async fn repair(shared: Arc<Shared>, shards: crate::core::Shards, links: Rc<crate::peer::link::Links>) {
+pub async fn repair(shared: Arc<Shared>, shards: crate::shared::Shards, links: Rc<crate::peer::link::Links>) {
     use podstore_engine::checkpoint::QuarantineReason;
     let limit = Duration::from_millis(shared.cfg().limits.copy_timeout_ms);
     for outcome in ["read_again", "repaired", "not_repaired", "named", "not_named"] {
@@ -242,7 +242,7 @@ pub async fn repair(shared: Arc<Shared>, shards: crate::core::Shards, links: Rc<
 /// the index keeps a fingerprint): each peer in turn lists the keys of the fingerprint's
 /// anti-entropy bucket, and a key with that fingerprint that the index places there names the
 /// record, which the repair round then fetches like any other quarantined key.
-async fn name_damaged(shards: &crate::core::Shards, links: &crate::peer::link::Links, limit: Duration) {
+async fn name_damaged(shards: &crate::shared::Shards, links: &crate::peer::link::Links, limit: Duration) {
     type Unnamed = (Rc<Shard<AnyIo>>, u64, podstore_engine::index::Loc);
     let mut by_bucket: std::collections::BTreeMap<Option<usize>, Vec<Unnamed>> = Default::default();
     for s in shards.borrow().values() {
@@ -681,7 +681,7 @@ async fn write_batch(
         items.push(st.item);
     }
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let msg = crate::core::CoreMsg::PutBatch { shard: target, items, reply: tx };
+    let msg = crate::msg::CoreMsg::PutBatch { shard: target, items, reply: tx };
     let answer = match shared.inboxes[owner].send(msg).await {
         Ok(()) => rx.await.map_err(|_| "interrupted".to_string()),
         Err(_) => Err("shutting down".to_string()),
@@ -817,7 +817,7 @@ async fn move_key(
     let Some(_moving) = Moving::claim(shared, fp) else {
         return Err("another move of the key is under way".into());
     };
-    use crate::core::{BodyMsg, CoreMsg, PutOutcome};
+    use crate::msg::{BodyMsg, CoreMsg, PutOutcome};
     use podstore_engine::{CopyItem, ReadCheck, Stamp};
     let item = shard.copy_item(key, ReadCheck::Verify).await.map_err(|e| e.to_string())?;
     let inbox = &shared.inboxes[owner];
@@ -839,7 +839,7 @@ async fn move_key(
             } else {
                 Stamp::Moved(meta.version)
             };
-            let (body_tx, body_rx) = tokio::sync::mpsc::channel(crate::core::PIECES_IN_FLIGHT_MAX);
+            let (body_tx, body_rx) = tokio::sync::mpsc::channel(crate::shared::PIECES_IN_FLIGHT_MAX);
             let (tx, rx) = tokio::sync::oneshot::channel();
             let msg = CoreMsg::Put {
                 shard: target,

@@ -20,7 +20,8 @@ use sd_notify::NotifyState;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
-use crate::core::{CoreReady, CoreStart, Shared, INBOX_MAX};
+use crate::core::{CoreReady, CoreStart};
+use crate::shared::{Shared, INBOX_MAX};
 
 /// Binds a listener with `SO_REUSEPORT`, so every core accepts on its own socket and the
 /// kernel spreads connections between them.
@@ -163,7 +164,7 @@ pub fn run(cfg: Config, reload: crate::reload::Reload) -> Result<(), String> {
         routes,
         rebalance_wake: tokio::sync::Notify::new(),
         moves: Default::default(),
-        layout: arc_swap::ArcSwap::from_pointee(crate::core::Layout { placement, shard_core, disks }),
+        layout: arc_swap::ArcSwap::from_pointee(crate::shared::Layout { placement, shard_core, disks }),
         settled: Default::default(),
         fast_fill: Default::default(),
         promoted: Default::default(),

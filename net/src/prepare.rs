@@ -5,7 +5,7 @@
 use podstore_disks::{fs_space, open_disk, DiskSpec};
 
 use crate::config::DiskConf;
-use crate::core::DiskInfo;
+use crate::shared::DiskInfo;
 
 /// Checks (and on first use labels) a disk, blocking: its spec, what the node shows of it, and
 /// its placement weight: the configured one, else the one recorded, else its size in GiB (None

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::core::Shared;
+use crate::shared::Shared;
 
 /// Sets the log filter (EnvFilter directives); Err with the reason when they are invalid.
 pub type LogFilterSetter = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;

@@ -19,9 +19,10 @@ use std::time::{Duration, Instant};
 use podstore_engine::digest::{KeyState, BUCKETS};
 use tokio::sync::oneshot;
 
-use crate::core::{CoreMsg, Shared};
+use crate::msg::CoreMsg;
 use crate::peer::frame::{self, Kind};
 use crate::peer::link::{Links, PeerLink};
+use crate::shared::Shared;
 
 /// Copies a pass keeps in flight.
 const WINDOW: usize = 8;

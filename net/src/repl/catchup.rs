@@ -13,8 +13,8 @@ use podstore_disks::AnyIo;
 use podstore_engine::backlog::BacklogEntry;
 use podstore_engine::{now_ms, ReadCheck, Shard};
 
-use crate::core::{Shards, Shared};
 use crate::peer::link::{send_item, CopyResult, PeerLink};
+use crate::shared::{Shards, Shared};
 
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const IDLE_POLL: Duration = Duration::from_millis(250);

@@ -12,13 +12,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::core::{BodyMsg, CoreMsg, PutOutcome, Shards, Shared, PIECES_IN_FLIGHT_MAX};
+use crate::msg::{BodyMsg, CoreMsg, PutOutcome};
 use crate::peer::auth::{self, Side};
 use crate::peer::frame::{
     self, AckStatus, FrameHeader, Kind, MetaReader, MetaWriter, Trailer, WriteMeta, HEADER_BYTES,
     TRAILER_BYTES,
 };
 use crate::peer::link::{read_small_frame, tune_socket};
+use crate::shared::{Shards, Shared, PIECES_IN_FLIGHT_MAX};
 
 /// Largest piece a copy's body is read in.
 const PIECE_BYTES: usize = 1 << 20;
