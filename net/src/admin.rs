@@ -406,7 +406,7 @@ pub async fn render_metrics(shared: &Shared, handle: &PrometheusHandle) -> Strin
             metrics::counter!("podstore_test_faults_injected_total", "kind" => kind).absolute(n);
         }
     }
-    let cache = crate::cache::CacheTotals::of(shared);
+    let cache = crate::cache::CacheTotals::of(&shared.ram_cache);
     metrics::counter!("podstore_ram_cache_hits_total").absolute(cache.hits);
     metrics::counter!("podstore_ram_cache_misses_total").absolute(cache.misses);
     metrics::counter!("podstore_ram_cache_offered_total").absolute(cache.offered);
@@ -585,7 +585,7 @@ async fn tiers_json(shared: &Shared) -> String {
             "read_share": share(reads[i]),
         }));
     }
-    let c = crate::cache::CacheTotals::of(shared);
+    let c = crate::cache::CacheTotals::of(&shared.ram_cache);
     let sum = |f: fn(&ShardStats) -> u64| -> u64 { stats.iter().map(f).sum() };
     serde_json::json!({
         "tiers": tiers,

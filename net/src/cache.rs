@@ -53,10 +53,10 @@ pub struct CacheTotals {
 }
 
 impl CacheTotals {
-    /// The node's totals.
-    pub fn of(shared: &crate::shared::Shared) -> CacheTotals {
+    /// The node's totals: the sum of every core's counters (`Shared::ram_cache`).
+    pub fn of(cores: &[Arc<CacheCounters>]) -> CacheTotals {
         let mut t = CacheTotals::default();
-        for c in &shared.ram_cache {
+        for c in cores {
             let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
             t.hits += l(&c.hits);
             t.misses += l(&c.misses);
