@@ -102,19 +102,19 @@ async fn core_main(start: CoreStart) {
         }
         _ => crate::peer::link::Links::default(),
     });
+    let shards: Shards = Rc::new(RefCell::new(HashMap::new()));
+    let objects = Rc::new(crate::service::Objects::new(shared.clone(), links.clone(), index, shards.clone()));
     let accept = tokio::task::spawn_local(crate::http::accept_loop(
         index,
         shared.clone(),
         listener,
         shutdown.clone(),
         conns.clone(),
-        links.clone(),
+        objects.clone(),
     ));
-    let shards: Shards = Rc::new(RefCell::new(HashMap::new()));
-    crate::shared::set_local(index, shards.clone());
     let repl_accept = repl_listener.map(|l| {
         let server =
-            crate::repl::server::accept_loop(index, shared.clone(), l, shutdown.clone(), shards.clone());
+            crate::repl::server::accept_loop(index, objects.clone(), l, shutdown.clone(), shards.clone());
         tokio::task::spawn_local(server)
     });
     let mut reports = Vec::new();
@@ -186,9 +186,7 @@ async fn core_main(start: CoreStart) {
     // Core 0 runs the anti-entropy passes (they reach every core through its inbox).
     let anti_entropy: Vec<_> = if index == 0 {
         (0..links.peers.len())
-            .map(|i| {
-                tokio::task::spawn_local(crate::repl::anti_entropy::run(shared.clone(), links.clone(), i))
-            })
+            .map(|i| tokio::task::spawn_local(crate::repl::anti_entropy::run(objects.clone(), i)))
             .collect()
     } else {
         Vec::new()

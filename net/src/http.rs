@@ -13,22 +13,17 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use md5::Digest;
-use podstore_engine::{ObjectMeta, Stamp};
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use podstore_engine::ObjectMeta;
+use tokio::sync::{watch, Notify};
 
 use crate::body::RespBody;
-use crate::msg::{BodyMsg, CoreMsg, GetStart, PutOutcome};
 use crate::names::{parse_object_path, NameError, ObjectName};
-use crate::peer::link::{CopyResult, Links, Piece};
 use crate::range::RangeAnswer;
-use crate::shared::{Shared, PIECES_IN_FLIGHT_MAX};
+use crate::service::{self, Objects, PutRequest};
+use crate::shared::Shared;
 
 /// Largest read buffer of one connection (unless the header limit needs more).
 const READ_BUF_MAX_BYTES: usize = 64 << 10;
-
-/// PUT bodies up to this size are read whole before they go to the owning core.
-const SMALL_BODY_MAX_BYTES: u64 = 64 << 10;
 
 /// The `Server` header.
 pub const SERVER: &str = concat!("podstore/", env!("CARGO_PKG_VERSION"));
@@ -65,7 +60,7 @@ pub async fn accept_loop(
     listener: std::net::TcpListener,
     mut shutdown: watch::Receiver<bool>,
     conns: Rc<Connections>,
-    links: Rc<Links>,
+    objects: Rc<Objects>,
 ) {
     let listener =
         match listener.set_nonblocking(true).and_then(|_| tokio::net::TcpListener::from_std(listener)) {
@@ -101,9 +96,9 @@ pub async fn accept_loop(
         conns.stop.borrow_mut().retain(|s| !s.is_closed());
         conns.stop.borrow_mut().push(stop_tx);
         conns.open.set(conns.open.get() + 1);
-        let (shared, conns, links) = (shared.clone(), conns.clone(), links.clone());
+        let (shared, conns, objects) = (shared.clone(), conns.clone(), objects.clone());
         tokio::task::spawn_local(async move {
-            serve_connection(shared.clone(), links, stream, stop_rx).await;
+            serve_connection(shared.clone(), objects, stream, stop_rx).await;
             shared.connections.fetch_sub(1, Ordering::Relaxed);
             conns.open.set(conns.open.get() - 1);
             conns.closed.notify_waiters();
@@ -113,7 +108,7 @@ pub async fn accept_loop(
 
 async fn serve_connection(
     shared: Arc<Shared>,
-    links: Rc<Links>,
+    objects: Rc<Objects>,
     stream: tokio::net::TcpStream,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -140,15 +135,15 @@ async fn serve_connection(
     });
     let in_flight = Rc::new(Cell::new(0usize));
     let svc = {
-        let (shared, watch, in_flight) = (shared.clone(), watch.clone(), in_flight.clone());
+        let (watch, in_flight) = (watch.clone(), in_flight.clone());
         hyper::service::service_fn(move |req: Request<Incoming>| {
-            let (shared, links) = (shared.clone(), links.clone());
+            let objects = objects.clone();
             let (watch, in_flight) = (watch.clone(), in_flight.clone());
             in_flight.set(in_flight.get() + 1);
             watch.header_since.set(None);
             watch.head_request.set(req.method() == hyper::Method::HEAD);
             async move {
-                let resp = handle(&shared, &links, req).await;
+                let resp = handle(&objects, req).await;
                 in_flight.set(in_flight.get() - 1);
                 watch.last_active.set(Instant::now());
                 // The next bytes read start the next request's headers.
@@ -409,11 +404,11 @@ fn op_name(m: &Method) -> &'static str {
     }
 }
 
-async fn handle(shared: &Arc<Shared>, links: &Links, req: Request<Incoming>) -> Response<RespBody> {
+async fn handle(objects: &Objects, req: Request<Incoming>) -> Response<RespBody> {
     let started = Instant::now();
     let op = op_name(req.method());
     let head = req.method() == Method::HEAD;
-    let resp = match route(shared, links, req).await {
+    let resp = match route(objects, req).await {
         Ok(r) => r,
         Err(e) => e.into_response(head),
     };
@@ -424,11 +419,8 @@ async fn handle(shared: &Arc<Shared>, links: &Links, req: Request<Incoming>) -> 
     resp
 }
 
-async fn route(
-    shared: &Arc<Shared>,
-    links: &Links,
-    req: Request<Incoming>,
-) -> Result<Response<RespBody>, ApiError> {
+async fn route(objects: &Objects, req: Request<Incoming>) -> Result<Response<RespBody>, ApiError> {
+    let shared = &objects.shared;
     let path = req.uri().path().to_string();
     if let Some(node) = path.strip_prefix("/_/") {
         if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -473,44 +465,10 @@ async fn route(
             return Ok(refused(denied, method == Method::HEAD));
         }
     }
-    if matches!(method, Method::PUT | Method::DELETE) {
-        copies(req.headers(), &shared.cfg())?;
-    }
-    if !shared.ready.load(Ordering::Relaxed) {
-        return Err(err(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            "the node is still recovering its disks",
-        ));
-    }
-    let key = name.storage_key();
-    let mut uncertain = false;
-    // Read before the disks are asked where the key is: a move that completes after this
-    // (its count goes up as the source forgets the key) makes a read that found nothing
-    // look again (`get`). Read after, a move could finish between the look and the count.
-    let moves_before = shared.moves.load(Ordering::SeqCst);
-    let (shard, owner) = match method {
-        Method::PUT => match large_object_route(shared, &key, req.headers()) {
-            Some(r) => r,
-            None => write_route_wait(shared, &key).await?,
-        },
-        Method::DELETE => delete_route(shared, &key).await?,
-        _ => {
-            let r = read_route(shared, &key).await?;
-            uncertain = r.2;
-            (r.0, r.1)
-        }
-    };
     match method {
-        Method::PUT => put(shared, links, owner, shard, name, key, req).await,
-        Method::DELETE => {
-            let h = req.headers().clone();
-            delete(shared, links, owner, shard, name, key, &h).await
-        }
-        _ => {
-            let head = method == Method::HEAD;
-            get(shared, links, (owner, shard, uncertain, moves_before), key, req.headers(), head).await
-        }
+        Method::PUT => put(objects, name, req).await,
+        Method::DELETE => delete(objects, name, req.headers()).await,
+        _ => get(objects, &name, req.headers(), method == Method::HEAD).await,
     }
 }
 
@@ -555,173 +513,96 @@ fn copies(h: &HeaderMap, cfg: &crate::config::Config) -> Result<u32, ApiError> {
     })
 }
 
-/// [`write_route`], waiting (up to 2 s) for a disk that just stopped taking writes to be
-/// marked spilled, so its keys' writes can go on to the next disk instead of failing.
-pub(crate) async fn write_route_wait(shared: &Shared, key: &[u8]) -> Result<(u32, usize), ApiError> {
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        match write_route(shared, key) {
-            Err(e) if Instant::now() < deadline && spill_pending(shared, key) => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            r => return r,
-        }
-    }
-}
-
-/// With two tiers, an object larger than `tiering.fast_object_size_max_bytes` goes straight to
-/// the capacity tier (capacity disks read and write large objects sequentially at their best;
-/// the fast tier's room is for the many small ones): the disk of its capacity chain that takes
-/// writes. None: the usual route (no fast tier, a small object, or no capacity disk takes
-/// writes).
-fn large_object_route(shared: &Shared, key: &[u8], h: &HeaderMap) -> Option<(u32, usize)> {
-    let max = shared.cfg().tiering.fast_object_size_max_bytes;
-    if max == 0 || !shared.routes.has_fast_tier() {
-        return None;
-    }
-    let len: u64 = h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()?;
-    if len <= max {
-        return None;
-    }
-    let target = shared.routes.capacity_target(podstore_engine::index::fingerprint(key))?;
-    Some((target, shared.core_of(target)?))
-}
-
-/// The disk that takes a key's tombstone: the one that takes its writes, or on a full node the
-/// first open disk of its chain (a full disk keeps room for tombstones).
-async fn delete_route(shared: &Shared, key: &[u8]) -> Result<(u32, usize), ApiError> {
-    match write_route_wait(shared, key).await {
-        Ok(r) => Ok(r),
-        Err(e) => shared
-            .routes
-            .chain(podstore_engine::index::fingerprint(key))
-            .into_iter()
-            .find_map(|id| shared.core_of(id).map(|core| (id, core)))
-            .ok_or(e),
-    }
-}
-
-/// Whether the key's chain ends at a disk that takes no writes but is not marked spilled yet.
-fn spill_pending(shared: &Shared, key: &[u8]) -> bool {
-    let chain = shared.routes.chain(podstore_engine::index::fingerprint(key));
-    chain.last().is_some_and(|&id| !shared.routes.is_writable(id) && !shared.routes.is_spilled(id))
-}
-
-/// The disk (and its core) that takes a key's writes: the first of its chain that takes
-/// writes (route.rs); 507 when none does.
-pub(crate) fn write_route(shared: &Shared, key: &[u8]) -> Result<(u32, usize), ApiError> {
-    let fp = podstore_engine::index::fingerprint(key);
-    let shard = shared.routes.write_target(fp).ok_or_else(|| {
-        err(StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage", "no disk can take this object")
-    })?;
-    let owner = shared
-        .core_of(shard)
-        .ok_or_else(|| err(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "disk not available"))?;
-    Ok((shard, owner))
-}
-
-/// The disk (and its core) to read a key from: its home, or, when the home is spilled, the
-/// disk of its chain holding the newest version (a tombstone's disk answers 404); with no
-/// version anywhere, the disk that takes its writes (where read repair stores a copy). The
-/// flag says nothing was found but a disk of the chain failed or did not answer: "not found"
-/// is then not known.
-pub(crate) async fn read_route(shared: &Shared, key: &[u8]) -> Result<(u32, usize, bool), ApiError> {
-    let fp = podstore_engine::index::fingerprint(key);
-    let chain = shared.routes.chain(fp);
-    let core_of = |id: u32| shared.core_of(id);
-    if let [home] = chain[..] {
-        if shared.routes.is_failed(home) {
-            return Err(err(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "the disk holding this object failed",
-            ));
-        }
-        let owner = core_of(home)
-            .ok_or_else(|| err(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "disk not available"))?;
-        return Ok((home, owner, false));
-    }
-    let mut best: Option<(podstore_engine::Version, u32, usize)> = None;
-    let mut uncertain = false;
-    // Which disks of the chain have an entry for the key (their indexes, in memory; every disk
-    // asked at once). Usually one does: it is read with no version compared.
-    let mut asked = Vec::with_capacity(chain.len());
-    let mut holders = Vec::with_capacity(chain.len());
-    for id in chain {
-        // A failed disk is skipped: its copies come from peers (read repair).
-        let Some(owner) = core_of(id).filter(|_| !shared.routes.is_failed(id)) else {
-            uncertain = true;
-            continue;
-        };
-        match crate::shared::local_has(owner, id, key) {
-            Some(true) => holders.push((id, owner)),
-            Some(false) => {}
-            None => {
-                let (tx, rx) = oneshot::channel();
-                send(shared, owner, CoreMsg::Has { shard: id, key: key.to_vec(), reply: tx }).await?;
-                asked.push((id, owner, rx));
-            }
-        }
-    }
-    for (id, owner, rx) in asked {
-        match rx.await {
-            Ok(true) => holders.push((id, owner)),
-            Ok(false) => {}
-            Err(_) => uncertain = true,
-        }
-    }
-    if let [(id, owner)] = holders[..] {
-        return Ok((id, owner, false));
-    }
-    // Several (a key being moved, or written on two disks of its chain): the newest wins.
-    let mut asked = Vec::with_capacity(holders.len());
-    for (id, owner) in holders {
-        let (tx, rx) = oneshot::channel();
-        send(shared, owner, CoreMsg::Version { shard: id, key: key.to_vec(), reply: tx }).await?;
-        asked.push((id, owner, rx));
-    }
-    for (id, owner, rx) in asked {
-        match rx.await {
-            Ok(Ok(Some((v, _)))) if best.is_none_or(|b| v > b.0) => best = Some((v, id, owner)),
-            Ok(Ok(_)) => {}
-            _ => uncertain = true,
-        }
-    }
-    // A version found on a readable disk is served (a tombstone answers 404), even past a
-    // failed disk: what that disk holds can't be asked.
-    match best {
-        Some((_, id, owner)) => Ok((id, owner, false)),
-        None => write_route(shared, key).map(|(id, owner)| (id, owner, uncertain)),
-    }
-}
-
-async fn send(shared: &Shared, core: usize, msg: CoreMsg) -> Result<(), ApiError> {
-    shared.inboxes[core]
-        .send(msg)
-        .await
-        .map_err(|_| err(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the node is shutting down"))
-}
-
-fn gone() -> ApiError {
-    err(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the request was interrupted")
-}
-
 fn etag(meta_digest: &[u8; 16]) -> String {
     let hex: String = meta_digest.iter().map(|b| format!("{b:02x}")).collect();
     format!("\"{hex}\"")
 }
 
+fn last_modified(meta: &ObjectMeta) -> std::time::SystemTime {
+    // HTTP dates have second granularity: compare and send whole seconds.
+    std::time::UNIX_EPOCH + Duration::from_secs(meta.created_ms / 1000)
+}
+
+fn etag_matches(list: &str, tag: &str) -> bool {
+    list.split(',').map(str::trim).any(|t| t == "*" || t == tag || t.strip_prefix("W/") == Some(tag))
+}
+
+impl From<service::Error> for ApiError {
+    fn from(e: service::Error) -> ApiError {
+        use service::Error as E;
+        let message = e.to_string();
+        match e {
+            E::NotReady => err(StatusCode::SERVICE_UNAVAILABLE, "not_ready", message),
+            E::NoDisk => err(StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage", message),
+            E::Unavailable(_) => err(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message),
+            E::IncompleteBody(_) => err(StatusCode::BAD_REQUEST, "incomplete_body", message),
+            E::BadDigest => err(StatusCode::BAD_REQUEST, "bad_digest", message),
+            E::CopiesUnavailable { .. } => {
+                err(StatusCode::SERVICE_UNAVAILABLE, "copies_unavailable", message)
+            }
+            E::NotFound => err(StatusCode::NOT_FOUND, "not_found", message),
+            E::Engine(e) => engine_error(e),
+        }
+    }
+}
+
+/// A request's body as the object service reads it: its data frames, with the limits of
+/// `[limits]` on how slowly it may come (`body_progress_bytes` per
+/// `body_progress_timeout_ms`).
+struct HttpBody {
+    body: Incoming,
+    window: Duration,
+    window_end: Instant,
+    window_bytes: u64,
+    progress_bytes: u64,
+}
+
+impl HttpBody {
+    fn new(body: Incoming, limits: &crate::config::Limits) -> HttpBody {
+        let window = Duration::from_millis(limits.body_progress_timeout_ms);
+        HttpBody {
+            body,
+            window,
+            window_end: Instant::now() + window,
+            window_bytes: 0,
+            progress_bytes: limits.body_progress_bytes,
+        }
+    }
+}
+
+impl service::BodySource for HttpBody {
+    async fn next(&mut self) -> Option<Result<Bytes, String>> {
+        loop {
+            match tokio::time::timeout_at(self.window_end.into(), self.body.frame()).await {
+                Ok(Some(Ok(frame))) => {
+                    let Ok(data) = frame.into_data() else { continue };
+                    self.window_bytes += data.len() as u64;
+                    metrics::counter!("podstore_http_received_bytes_total").increment(data.len() as u64);
+                    return Some(Ok(data));
+                }
+                Ok(Some(Err(e))) => return Some(Err(format!("body: {e}"))),
+                Ok(None) => return None,
+                Err(_) => {
+                    if self.window_bytes < self.progress_bytes {
+                        return Some(Err("the body is too slow".into()));
+                    }
+                    self.window_end = Instant::now() + self.window;
+                    self.window_bytes = 0;
+                }
+            }
+        }
+    }
+}
+
+/// PUT: the headers checked, the body handed to the object service as it arrives.
 async fn put(
-    shared: &Arc<Shared>,
-    links: &Links,
-    mut owner: usize,
-    mut shard: u32,
+    objects: &Objects,
     name: ObjectName,
-    key: Vec<u8>,
     req: Request<Incoming>,
 ) -> Result<Response<RespBody>, ApiError> {
+    let cfg = objects.shared.cfg();
     let h = req.headers();
+    let copies = copies(h, &cfg)?;
     if h.contains_key(header::TRANSFER_ENCODING) {
         return Err(err(
             StatusCode::LENGTH_REQUIRED,
@@ -736,7 +617,7 @@ async fn put(
         .ok()
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| err(StatusCode::BAD_REQUEST, "bad_length", "Content-Length is not a number"))?;
-    let max = shared.cfg().limits.object_bytes_max;
+    let max = cfg.limits.object_bytes_max;
     if len > max {
         return Err(err(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -758,7 +639,7 @@ async fn put(
             "Content-Type is longer than 255 bytes",
         ));
     }
-    let want_md5: Option<[u8; 16]> = match h.get("content-md5") {
+    let md5: Option<[u8; 16]> = match h.get("content-md5") {
         None => None,
         Some(v) => Some(
             v.to_str()
@@ -770,473 +651,35 @@ async fn put(
                 })?,
         ),
     };
-    let want = copies(h, &shared.cfg())?;
-    let peers = &links.peers;
-    // In a replica set every copy gets the version stamped here; a lone node lets the shard
-    // stamp it.
-    let version = (!peers.is_empty()).then(|| shared.clock.now());
-    let stamp = version.map_or(Stamp::Local, Stamp::Given);
-    // A small body is read whole first and handed over in one message (fewer cross-core
-    // wake-ups); a large one streams to the owning core as it arrives.
-    let small = len <= SMALL_BODY_MAX_BYTES;
-    let (tx, rx) = mpsc::channel(if small { 2 } else { PIECES_IN_FLIGHT_MAX });
-    let (reply_tx, reply_rx) = oneshot::channel();
-    let mut reply_rx = Some(reply_rx);
-    let mut msg = Some(CoreMsg::Put {
-        shard,
-        key,
-        content_type: content_type.clone(),
-        len,
-        stamp,
-        body: rx,
-        reply: reply_tx,
-    });
-    if !small {
-        send(shared, owner, msg.take().expect("not sent yet")).await?;
-    }
-    // Copies to peers stream beside the local write; each reports into `copies_rx`.
-    let (copies_tx, copies_rx) = mpsc::channel::<PeerCopy>(peers.len().max(1));
-    let mut to_peers: Vec<Option<mpsc::Sender<Piece>>> = Vec::new();
-    if let Some(v) = version {
-        for (i, p) in peers.iter().enumerate() {
-            let (ptx, prx) = mpsc::channel(PEER_PIECES_MAX);
-            let (p, ct, copies_tx, bucket, skey) =
-                (p.clone(), content_type.clone(), copies_tx.clone(), name.bucket.clone(), name.key.clone());
-            tokio::task::spawn_local(async move {
-                let r = p.send_put(v, &bucket, &skey, &ct, len, None, prx).await;
-                note_copy(&p.conf.name, "put", &r);
-                let _ = copies_tx.send((i, r)).await;
-            });
-            to_peers.push(Some(ptx));
-        }
-    }
-    drop(copies_tx);
-    let mut hash = version.map(|_| xxhash_rust::xxh3::Xxh3::new());
-    let stall = Duration::from_millis(shared.cfg().limits.copy_timeout_ms);
-    let mut whole = if small { Some(Vec::with_capacity(len as usize)) } else { None };
-    let mut small_outcome = None;
-    let mut body = req.into_body();
-    let mut md5 = want_md5.map(|_| md5::Md5::new());
-    let mut received = 0u64;
-    let limits = &shared.cfg().limits;
-    let window = Duration::from_millis(limits.body_progress_timeout_ms);
-    let mut window_end = Instant::now() + window;
-    let mut window_bytes = 0u64;
-    let mut failed = None;
-    while received < len {
-        // A core that gives up on the write (a disk full, fenced, or too much reserved and
-        // unfilled) closes the body's channel: its answer goes out now, not when the body
-        // comes (a client that never sends it would otherwise wait for the body timeout).
-        let next = tokio::select! {
-            f = tokio::time::timeout_at(window_end.into(), body.frame()) => f,
-            _ = tx.closed(), if whole.is_none() => break,
-        };
-        let frame = match next {
-            Ok(Some(Ok(f))) => f,
-            Ok(Some(Err(e))) => {
-                failed = Some(format!("body: {e}"));
-                break;
-            }
-            Ok(None) => {
-                failed = Some("the body ended early".into());
-                break;
-            }
-            Err(_) => {
-                if window_bytes < limits.body_progress_bytes {
-                    failed = Some("the body is too slow".into());
-                    break;
-                }
-                window_end = Instant::now() + window;
-                window_bytes = 0;
-                continue;
-            }
-        };
-        let Ok(data) = frame.into_data() else { continue };
-        received += data.len() as u64;
-        window_bytes += data.len() as u64;
-        metrics::counter!("podstore_http_received_bytes_total").increment(data.len() as u64);
-        if let Some(m) = md5.as_mut() {
-            m.update(&data);
-        }
-        if let Some(hs) = hash.as_mut() {
-            hs.update(&data);
-        }
-        for slot in to_peers.iter_mut() {
-            feed_peer(slot, Piece::Data(data.clone()), stall).await;
-        }
-        if let Some(w) = whole.as_mut() {
-            w.extend_from_slice(&data);
-        } else if tx.send(BodyMsg::Data(data)).await.is_err() {
-            break; // the core gave up (disk full, fenced...): its reply says why
-        }
-    }
-    let complete = failed.is_none() && received == len;
-    let digest_ok = match (md5, want_md5) {
-        (Some(m), Some(want)) => m.finalize()[..] == want[..],
-        _ => true,
-    };
-    let digest = hash.map(|h| h.digest128().to_le_bytes());
-    for slot in to_peers.iter_mut() {
-        feed_peer(slot, Piece::End(digest.filter(|_| complete && digest_ok)), stall).await;
-    }
-    drop(to_peers);
-    if let Some(w) = whole {
-        if !(complete && digest_ok) {
-            return Err(match failed {
-                Some(why) => err(StatusCode::BAD_REQUEST, "incomplete_body", why),
-                None => err(
-                    StatusCode::BAD_REQUEST,
-                    "bad_digest",
-                    "the body does not match Content-MD5; nothing was stored",
-                ),
-            });
-        }
-        let w = Bytes::from(w);
-        // Room for both was made when the channel was created.
-        let _ = tx.try_send(BodyMsg::Data(w.clone()));
-        let _ = tx.try_send(BodyMsg::End { ok: true, digest: None });
-        drop(tx);
-        send(shared, owner, msg.take().expect("not sent yet")).await?;
-        // A disk that ran out of room just now is marked spilled by its core: the body is
-        // still here, so it goes to the next disk of the key's chain instead of a 507.
-        let mut got = reply_rx.take().expect("not awaited yet").await.map_err(|_| gone())?;
-        for _ in 0..3 {
-            if !matches!(got, Err(podstore_engine::Error::NoSpace { .. })) {
-                break;
-            }
-            let deadline = Instant::now() + Duration::from_secs(2);
-            while !shared.routes.is_spilled(shard) && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            let Ok((next, next_owner)) = write_route_wait(shared, &name.storage_key()).await else { break };
-            if next == shard {
-                break;
-            }
-            let (tx2, rx2) = mpsc::channel(2);
-            let _ = tx2.try_send(BodyMsg::Data(w.clone()));
-            let _ = tx2.try_send(BodyMsg::End { ok: true, digest: None });
-            let (reply2, rx_reply2) = oneshot::channel();
-            let again = CoreMsg::Put {
-                shard: next,
-                key: name.storage_key(),
-                content_type: content_type.clone(),
-                len,
-                stamp,
-                body: rx2,
-                reply: reply2,
-            };
-            send(shared, next_owner, again).await?;
-            (shard, owner) = (next, next_owner);
-            got = rx_reply2.await.map_err(|_| gone())?;
-        }
-        small_outcome = Some(got);
-    } else {
-        let _ = tx.send(BodyMsg::End { ok: complete && digest_ok, digest: None }).await;
-        drop(tx);
-    }
-    let outcome = match small_outcome {
-        Some(o) => o,
-        None => reply_rx.take().expect("not awaited yet").await.map_err(|_| gone())?,
-    };
-    let outcome = outcome.map_err(engine_error)?;
-    if let Some(why) = failed {
-        return Err(err(StatusCode::BAD_REQUEST, "incomplete_body", why));
-    }
-    if !digest_ok {
-        return Err(err(
-            StatusCode::BAD_REQUEST,
-            "bad_digest",
-            "the body does not match Content-MD5; nothing was stored",
-        ));
-    }
-    let (etag_digest, seq) = match outcome {
-        PutOutcome::Stored(done) => (done.digest, Some(done.seq)),
-        // A newer write of the key won on this appliance; this one's content is still known.
-        PutOutcome::Superseded => (digest.ok_or_else(gone)?, None),
-        PutOutcome::Aborted => return Err(gone()),
-    };
-    let written = collect_copies(shared, (owner, shard, seq), &name.storage_key(), want, copies_rx).await?;
+    let body = HttpBody::new(req.into_body(), &cfg.limits);
+    let put = PutRequest { name, len, content_type, md5, copies };
+    let written = objects.put(put, body).await?;
     Ok(base_response(StatusCode::CREATED)
-        .header(header::ETAG, etag(&etag_digest))
-        .header("x-copies-written", written)
+        .header(header::ETAG, etag(&written.digest))
+        .header("x-copies-written", written.copies)
         .header(header::CONTENT_LENGTH, 0)
         .body(RespBody::Empty)
         .expect("valid headers"))
 }
 
-/// Pieces of a body queued for one peer.
-const PEER_PIECES_MAX: usize = 16;
-
-/// Hands a piece to a peer's copy; a peer that takes none for `stall` is dropped from this
-/// write (its copy is completed later) so one slow peer does not hold up the client.
-async fn feed_peer(slot: &mut Option<mpsc::Sender<Piece>>, piece: Piece, stall: Duration) {
-    let Some(tx) = slot.as_ref() else { return };
-    let ok = match tx.try_send(piece) {
-        Ok(()) => true,
-        Err(mpsc::error::TrySendError::Full(p)) => {
-            matches!(tokio::time::timeout(stall, tx.send(p)).await, Ok(Ok(())))
-        }
-        Err(mpsc::error::TrySendError::Closed(_)) => false,
-    };
-    if !ok {
-        *slot = None;
-    }
-}
-
-fn note_copy(peer: &str, op: &'static str, r: &CopyResult) {
-    let outcome = if r.is_ok() { "ok" } else { "failed" };
-    metrics::counter!("podstore_repl_copies_total", "peer" => peer.to_string(), "op" => op, "outcome" => outcome)
-        .increment(1);
-    if let Err(e) = r {
-        tracing::warn!("copy of a {op} to {peer} failed: {e}");
-    }
-}
-
-/// A peer's answer about one copy, with the peer's index in the config.
-type PeerCopy = (usize, CopyResult);
-
-/// Tries of a failed copy a client is waiting for (sent again from the stored record).
-const COPY_RETRIES_MAX: u32 = 4;
-/// Pause before the first retry of a failed copy; each next one waits twice as long.
-const COPY_RETRY_PAUSE_MS: u64 = 50;
-
-/// Counts durable copies (the local one included, already made) until `want` are reached;
-/// `503 copies_unavailable` if they are not within the copy timeout. A copy that failed (a
-/// connection that went stale while the peer was paused, a dial refused a moment ago) is sent
-/// again from the stored record (`key`, the engine key) on a fresh connection while time is
-/// left, up to [`COPY_RETRIES_MAX`] times: while every peer answers, `all` is met. Every peer
-/// that confirms (now or later) has the local record `seq` removed from its backlog on the
-/// owning core.
-async fn collect_copies(
-    shared: &Arc<Shared>,
-    (owner, shard, seq): (usize, u32, Option<u64>),
-    key: &[u8],
-    want: u32,
-    mut rx: mpsc::Receiver<PeerCopy>,
-) -> Result<u32, ApiError> {
-    let confirm = {
-        let shared = shared.clone();
-        move |peer: usize| {
-            if let Some(seq) = seq {
-                // If the inbox is full the entry stays and is sent again later: harmless.
-                let _ = shared.inboxes[owner].try_send(CoreMsg::Confirm { shard, seq, peer });
-            }
-        }
-    };
-    let peers = shared.cfg().replication.as_ref().map_or(0, |r| r.peers.len());
-    let (again_tx, mut again_rx) = mpsc::channel::<PeerCopy>(peers.max(1));
-    let mut tries = vec![0u32; peers];
-    let (mut first_open, mut retrying) = (true, 0usize);
-    let mut written = 1u32;
-    let deadline = Instant::now() + Duration::from_millis(shared.cfg().limits.copy_timeout_ms);
-    let mut outcome = Ok(());
-    while written < want {
-        let next = tokio::select! {
-            r = rx.recv(), if first_open => r.or_else(|| { first_open = false; None }),
-            r = again_rx.recv(), if retrying > 0 => { retrying -= 1; r }
-            _ = tokio::time::sleep_until(deadline.into()) => None,
-        };
-        match next {
-            Some((peer, Ok(_))) => {
-                written += 1;
-                confirm(peer);
-            }
-            Some((peer, Err(_))) if tries.get(peer).is_some_and(|&t| t < COPY_RETRIES_MAX) => {
-                let pause = Duration::from_millis(COPY_RETRY_PAUSE_MS << tries[peer]);
-                tries[peer] += 1;
-                if Instant::now() + pause >= deadline {
-                    continue;
-                }
-                retrying += 1;
-                let (shared, key, again_tx) = (shared.clone(), key.to_vec(), again_tx.clone());
-                tokio::task::spawn_local(async move {
-                    tokio::time::sleep(pause).await;
-                    let r = push_copy(&shared, key, peer, true).await;
-                    metrics::counter!("podstore_repl_copy_retries_total", "outcome" => if r.is_ok() { "ok" } else { "failed" })
-                        .increment(1);
-                    let _ = again_tx.send((peer, r)).await;
-                });
-            }
-            Some((_, Err(_))) => {}
-            None if Instant::now() < deadline && (first_open || retrying > 0) => {}
-            None => {
-                outcome = Err(err(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "copies_unavailable",
-                    format!("{written} of the {want} copies asked for were written in time; the write may exist on some appliances"),
-                ));
-                break;
-            }
-        }
-    }
-    drop(again_tx);
-    // Copies still on their way (and retries) confirm when they land.
-    tokio::task::spawn_local(async move {
-        loop {
-            let r = tokio::select! {
-                Some(r) = rx.recv() => r,
-                Some(r) = again_rx.recv() => r,
-                else => return,
-            };
-            if r.1.is_ok() {
-                confirm(r.0);
-            }
-        }
-    });
-    outcome.map(|()| written)
-}
-
-/// Asks the core holding `key`'s newest write (an engine key) to send it to peer `peer` (its
-/// index in the config). `insist`: a client waits for this copy, so a dial that failed a
-/// moment ago does not hold it back (the client's copy timeout bounds the wait).
-pub(crate) async fn push_copy(shared: &Shared, key: Vec<u8>, peer: usize, insist: bool) -> CopyResult {
-    let (shard, owner, _) = read_route(shared, &key).await.map_err(|e| e.message)?;
-    let (tx, rx) = oneshot::channel();
-    shared.inboxes[owner]
-        .send(CoreMsg::Push { shard, key, peer, insist, reply: tx })
-        .await
-        .map_err(|_| "shutting down")?;
-    rx.await.map_err(|_| "the push was interrupted".to_string())?
-}
-
-async fn delete(
-    shared: &Arc<Shared>,
-    links: &Links,
-    owner: usize,
-    shard: u32,
-    name: ObjectName,
-    key: Vec<u8>,
-    h: &HeaderMap,
-) -> Result<Response<RespBody>, ApiError> {
-    let want = copies(h, &shared.cfg())?;
-    let version = (!links.peers.is_empty()).then(|| shared.clock.now());
-    let stamp = version.map_or(Stamp::Local, Stamp::Given);
-    let (copies_tx, copies_rx) = mpsc::channel::<PeerCopy>(links.peers.len().max(1));
-    if let Some(v) = version {
-        for (i, p) in links.peers.iter().enumerate() {
-            let (p, copies_tx, bucket, skey) =
-                (p.clone(), copies_tx.clone(), name.bucket.clone(), name.key.clone());
-            tokio::task::spawn_local(async move {
-                let r = p.send_delete(v, &bucket, &skey).await;
-                note_copy(&p.conf.name, "delete", &r);
-                let _ = copies_tx.send((i, r)).await;
-            });
-        }
-    }
-    drop(copies_tx);
-    let (reply_tx, reply_rx) = oneshot::channel();
-    // In a replica set the tombstone is written even if this appliance lacks the key: a peer
-    // may hold it, and the tombstone keeps older copies from coming back.
-    // So does a node whose chain for the key is longer than its home: an older copy on another
-    // disk of the chain must be shadowed.
-    let chained = shared.routes.chain(podstore_engine::index::fingerprint(&key)).len() > 1;
-    let always = version.is_some() || chained;
-    send(shared, owner, CoreMsg::Delete { shard, key, stamp, always, reply: reply_tx }).await?;
-    let done = reply_rx.await.map_err(|_| gone())?.map_err(engine_error)?;
-    let written =
-        collect_copies(shared, (owner, shard, done.seq), &name.storage_key(), want, copies_rx).await?;
+async fn delete(objects: &Objects, name: ObjectName, h: &HeaderMap) -> Result<Response<RespBody>, ApiError> {
+    let want = copies(h, &objects.shared.cfg())?;
+    let written = objects.delete(&name, want).await?;
     Ok(base_response(StatusCode::NO_CONTENT)
-        .header("x-copies-written", written)
+        .header("x-copies-written", written.copies)
         .body(RespBody::Empty)
         .expect("valid headers"))
 }
 
-fn last_modified(meta: &ObjectMeta) -> std::time::SystemTime {
-    // HTTP dates have second granularity: compare and send whole seconds.
-    std::time::UNIX_EPOCH + Duration::from_secs(meta.created_ms / 1000)
-}
-
-fn etag_matches(list: &str, tag: &str) -> bool {
-    list.split(',').map(str::trim).any(|t| t == "*" || t == tag || t.strip_prefix("W/") == Some(tag))
-}
-
-/// Asks the owning core for an object.
-async fn get_local(
-    shared: &Shared,
-    owner: usize,
-    shard: u32,
-    key: &[u8],
-    range: &Option<String>,
-    head: bool,
-) -> Result<Result<Option<GetStart>, podstore_engine::Error>, ApiError> {
-    let (reply_tx, reply_rx) = oneshot::channel();
-    let msg = CoreMsg::Get { shard, key: key.to_vec(), range: range.clone(), head, reply: reply_tx };
-    send(shared, owner, msg).await?;
-    reply_rx.await.map_err(|_| gone())
-}
-
-/// Read repair: the object is missing here (and not deleted) or its copy is damaged; ask the
-/// peers, in turn, to push their newest write of it here. True once one did.
-async fn read_repair(
-    shared: &Shared,
-    links: &Links,
-    owner: usize,
-    shard: u32,
-    key: &[u8],
-    damaged: bool,
-) -> bool {
-    if links.peers.is_empty() {
-        return false;
-    }
-    if !damaged {
-        let (tx, rx) = oneshot::channel();
-        if send(shared, owner, CoreMsg::Deleted { shard, key: key.to_vec(), reply: tx }).await.is_err()
-            || rx.await.unwrap_or(true)
-        {
-            return false;
-        }
-    }
-    let limit = Duration::from_millis(shared.cfg().limits.copy_timeout_ms);
-    for p in &links.peers {
-        let r = tokio::time::timeout(limit, p.pull(key)).await;
-        let stored = matches!(r, Ok(Ok(crate::peer::frame::AckStatus::Stored)));
-        metrics::counter!("podstore_repl_read_repairs_total", "peer" => p.conf.name.clone(), "outcome" => if stored { "repaired" } else { "not_found" }).increment(1);
-        if stored {
-            return true;
-        }
-    }
-    false
-}
-
-#[allow(clippy::too_many_arguments)]
+/// GET and HEAD: the object from the service, then the conditional headers and the range.
 async fn get(
-    shared: &Shared,
-    links: &Links,
-    (mut owner, mut shard, mut uncertain, mut moves_before): (usize, u32, bool, u64),
-    key: Vec<u8>,
+    objects: &Objects,
+    name: &ObjectName,
     h: &HeaderMap,
     head: bool,
 ) -> Result<Response<RespBody>, ApiError> {
     let range = h.get(header::RANGE).and_then(|v| v.to_str().ok()).map(str::to_string);
-    let mut answer = get_local(shared, owner, shard, &key, &range, head).await?;
-    // A move between two disks (copy, then forget) that finished while the disks were asked
-    // can hide the key from both looks: look again (route.rs, maintenance.rs).
-    for _ in 0..4 {
-        let now = shared.moves.load(Ordering::SeqCst);
-        if !matches!(answer, Ok(None)) || now == moves_before {
-            break;
-        }
-        moves_before = now;
-        (shard, owner, uncertain) = read_route(shared, &key).await?;
-        answer = get_local(shared, owner, shard, &key, &range, head).await?;
-    }
-    let damaged = matches!(
-        answer,
-        Err(podstore_engine::Error::Quarantined { .. } | podstore_engine::Error::Corrupt { .. })
-    );
-    if (damaged || matches!(answer, Ok(None)))
-        && read_repair(shared, links, owner, shard, &key, damaged).await
-    {
-        answer = get_local(shared, owner, shard, &key, &range, head).await?;
-    }
-    let start = answer.map_err(engine_error)?.ok_or_else(|| {
-        if uncertain {
-            // A disk of the key's chain failed or did not answer: the object may be there.
-            err(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the disk that may hold this object failed")
-        } else {
-            err(StatusCode::NOT_FOUND, "not_found", "no such object")
-        }
-    })?;
+    let start = objects.get(&name.storage_key(), range, head).await?;
     let meta = &start.meta;
     let tag = etag(&meta.digest);
     let modified = last_modified(meta);

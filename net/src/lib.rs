@@ -23,5 +23,6 @@ pub mod range;
 pub mod reload;
 pub mod repl;
 pub mod route;
+pub mod service;
 pub mod shared;
 pub mod units;

@@ -138,29 +138,6 @@ pub const PIECES_IN_FLIGHT_MAX: usize = 4;
 
 pub(crate) type Shards = Rc<RefCell<HashMap<u32, Rc<Shard<AnyIo>>>>>;
 
-thread_local! {
-    /// The core this thread runs and its shards (set once the core starts).
-    static LOCAL: RefCell<Option<(usize, Shards)>> = const { RefCell::new(None) };
-}
-
-/// Records the core this thread runs and its shards (once, as the core starts).
-pub(crate) fn set_local(core: usize, shards: Shards) {
-    LOCAL.with(|l| *l.borrow_mut() = Some((core, shards)));
-}
-
-/// Whether disk `shard`, owned by core `core`, has an index entry for `key`, asked directly
-/// when this thread is that core (None: it is not, send `CoreMsg::Has`). The reads of a key
-/// being moved ask every disk of its chain; a message to one's own core cost as much as the
-/// answer many times over.
-pub(crate) fn local_has(core: usize, shard: u32, key: &[u8]) -> Option<bool> {
-    LOCAL.with(|l| match &*l.borrow() {
-        Some((index, shards)) if *index == core => {
-            Some(shards.borrow().get(&shard).is_some_and(|s| s.has_entry(key)))
-        }
-        _ => None,
-    })
-}
-
 /// The engine settings of every shard, from the configuration.
 pub(crate) fn shard_config(cfg: &Config, clock: Arc<podstore_engine::Clock>) -> ShardConfig {
     ShardConfig {

@@ -13,7 +13,6 @@
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use podstore_engine::digest::{KeyState, BUCKETS};
@@ -21,7 +20,8 @@ use tokio::sync::oneshot;
 
 use crate::msg::CoreMsg;
 use crate::peer::frame::{self, Kind};
-use crate::peer::link::{Links, PeerLink};
+use crate::peer::link::PeerLink;
+use crate::service::Objects;
 use crate::shared::Shared;
 
 /// Copies a pass keeps in flight.
@@ -69,11 +69,6 @@ pub async fn node_bucket_keys(shared: &Shared, bucket: usize) -> Result<Vec<KeyS
     Ok(all)
 }
 
-/// The shard and core that take a key's writes (route.rs).
-pub fn locate(shared: &Shared, key: &[u8]) -> Result<(u32, usize), String> {
-    crate::http::write_route(shared, key).map_err(|e| e.message)
-}
-
 /// Every current key of a bucket on a peer, in key order (paged).
 pub(crate) async fn peer_bucket_keys(link: &PeerLink, bucket: usize) -> Result<Vec<KeyState>, String> {
     let mut out: Vec<KeyState> = Vec::new();
@@ -100,11 +95,12 @@ const KEY_ATTEMPTS: u32 = 3;
 
 /// One pass against peer `peer`.
 pub async fn pass(
-    shared: &Arc<Shared>,
+    objects: &Rc<Objects>,
     link: &Rc<PeerLink>,
     peer: usize,
     p: &crate::peer::progress::AntiEntropy,
 ) -> Result<(), String> {
+    let shared = &objects.shared;
     let rate = shared.cfg().replication.as_ref().map_or(1000, |r| r.anti_entropy_objects_per_s).max(1);
     for c in [&p.buckets_differing, &p.buckets_done, &p.keys_compared, &p.pushed, &p.pulled, &p.pass_errors] {
         c.store(0, Ordering::Relaxed);
@@ -161,7 +157,7 @@ pub async fn pass(
                 .iter()
                 .cloned()
                 .map(|(is_push, key)| {
-                    let (shared, link) = (shared.clone(), link.clone());
+                    let (objects, link) = (objects.clone(), link.clone());
                     tokio::task::spawn_local(async move {
                         // A transient failure (a connection lost, the peer's dial cool-down)
                         // is retried a few times before it counts against the pass.
@@ -171,7 +167,7 @@ pub async fn pass(
                                 tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
                             }
                             r = if is_push {
-                                crate::http::push_copy(&shared, key.clone(), peer, false).await
+                                objects.push_copy(key.clone(), peer, false).await
                             } else {
                                 link.pull(&key).await
                             };
@@ -213,10 +209,11 @@ pub async fn pass(
 
 /// Runs passes against one peer: when asked, and every `anti_entropy_interval_s` (0: only when
 /// asked).
-pub async fn run(shared: Arc<Shared>, links: Rc<Links>, peer: usize) {
+pub async fn run(objects: Rc<Objects>, peer: usize) {
+    let shared = &objects.shared;
     let cfg = shared.cfg();
     let Some(repl) = cfg.replication.as_ref() else { return };
-    let Some(link) = links.peers.get(peer).cloned() else { return };
+    let Some(link) = objects.links.peers.get(peer).cloned() else { return };
     let p = &shared.anti_entropy[peer];
     let interval = Duration::from_secs(repl.anti_entropy_interval_s);
     loop {
@@ -230,7 +227,7 @@ pub async fn run(shared: Arc<Shared>, links: Rc<Links>, peer: usize) {
         }
         p.running.store(true, Ordering::Relaxed);
         let t = Instant::now();
-        let r = pass(&shared, &link, peer, p).await;
+        let r = pass(&objects, &link, peer, p).await;
         if let Err(e) = &r {
             p.errors.fetch_add(1, Ordering::Relaxed);
             p.pass_errors.fetch_add(1, Ordering::Relaxed);

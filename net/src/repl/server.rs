@@ -2,8 +2,8 @@
 //! of their writes, which are stored with the version they carry (the newest wins) and
 //! acknowledged once durable.
 
+use std::rc::Rc;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -19,6 +19,7 @@ use crate::peer::frame::{
     TRAILER_BYTES,
 };
 use crate::peer::link::{read_small_frame, tune_socket};
+use crate::service::Objects;
 use crate::shared::{Shards, Shared, PIECES_IN_FLIGHT_MAX};
 
 /// Largest piece a copy's body is read in.
@@ -99,7 +100,7 @@ fn refused(reason: &'static str) {
 /// Accepts peer connections until shutdown.
 pub async fn accept_loop(
     core: usize,
-    shared: Arc<Shared>,
+    objects: Rc<Objects>,
     listener: std::net::TcpListener,
     mut shutdown: watch::Receiver<bool>,
     shards: Shards,
@@ -119,9 +120,9 @@ pub async fn accept_loop(
         };
         match accepted {
             Ok((stream, from)) => {
-                let (shared, stop, shards) = (shared.clone(), shutdown.clone(), shards.clone());
+                let (objects, stop, shards) = (objects.clone(), shutdown.clone(), shards.clone());
                 tokio::task::spawn_local(async move {
-                    if let Err(e) = serve_peer(shared, stream, stop, shards, core).await {
+                    if let Err(e) = serve_peer(objects, stream, stop, shards, core).await {
                         tracing::info!("replication connection from {from} closed: {e}");
                     }
                 });
@@ -203,12 +204,13 @@ async fn handshake(
 }
 
 async fn serve_peer(
-    shared: Arc<Shared>,
+    objects: Rc<Objects>,
     mut stream: tokio::net::TcpStream,
     mut shutdown: watch::Receiver<bool>,
     shards: Shards,
     core: usize,
 ) -> Result<(), String> {
+    let shared = &objects.shared;
     let repl = shared.cfg().replication.clone().ok_or("replication is not configured")?;
     let idle = Duration::from_millis(repl.peer_idle_ms);
     FRAME_READ_TIMEOUT.with(|t| t.set(idle * 3));
@@ -262,12 +264,12 @@ async fn serve_peer(
             h.check_meta(&meta).map_err(|e| format!("bad frame: {e}"))?;
             match h.kind {
                 Kind::Ping => send_frame(&out, Kind::Pong, 0, &[]).await,
-                Kind::Put => receive_put(&shared, &shards, &peer, &h, &meta, &mut r, &out).await?,
-                Kind::Delete => receive_delete(&shared, &h, &meta, &out).await?,
+                Kind::Put => receive_put(&objects, &shards, &peer, &h, &meta, &mut r, &out).await?,
+                Kind::Delete => receive_delete(&objects, &h, &meta, &out).await?,
                 Kind::DigestsReq | Kind::KeysReq | Kind::Pull => {
-                    let (shared, out, peer) = (shared.clone(), out.clone(), peer.clone());
+                    let (objects, out, peer) = (objects.clone(), out.clone(), peer.clone());
                     tokio::task::spawn_local(async move {
-                        let answer = answer_request(&shared, &peer, &h, &meta).await;
+                        let answer = answer_request(&objects, &peer, &h, &meta).await;
                         let (kind, meta) =
                             answer.unwrap_or_else(|e| (Kind::Ack, frame::ack_meta(AckStatus::Failed, &e)));
                         let _ = out.send(frame::small_frame(kind, h.request, &meta)).await;
@@ -287,15 +289,14 @@ fn ack(request: u64, status: AckStatus, message: &str) -> Vec<u8> {
     frame::small_frame(Kind::Ack, request, &frame::ack_meta(status, message))
 }
 
-use super::anti_entropy::locate;
-
 /// Answers an anti-entropy request from `peer`.
 async fn answer_request(
-    shared: &Arc<Shared>,
+    objects: &Objects,
     peer: &str,
     h: &FrameHeader,
     meta: &[u8],
 ) -> Result<(Kind, Vec<u8>), String> {
+    let shared = &objects.shared;
     if !shared.ready.load(Ordering::Relaxed) {
         return Err("the node is recovering".into());
     }
@@ -325,7 +326,7 @@ async fn answer_request(
                 .and_then(|r| r.peers.iter().position(|p| p.name == peer))
                 .ok_or("not a configured peer")?;
             let name = crate::names::ObjectName { bucket, key };
-            let status = crate::http::push_copy(shared, name.storage_key(), idx, false).await?;
+            let status = objects.push_copy(name.storage_key(), idx, false).await?;
             Ok((Kind::Ack, frame::ack_meta(status, "")))
         }
         k => Err(format!("{k:?} is not a request")),
@@ -334,7 +335,7 @@ async fn answer_request(
 
 #[allow(clippy::too_many_arguments)]
 async fn receive_put(
-    shared: &Arc<Shared>,
+    objects: &Objects,
     shards: &Shards,
     peer: &str,
     h: &FrameHeader,
@@ -342,11 +343,16 @@ async fn receive_put(
     r: &mut OwnedReadHalf,
     out: &mpsc::Sender<Vec<u8>>,
 ) -> Result<(), String> {
+    let shared = &objects.shared;
     let key_max = crate::names::KEY_BYTES_MAX;
     let wm = WriteMeta::decode(meta, true, key_max).map_err(|e| format!("bad PUT: {e}"))?;
     let len = h.data_len;
     let ready = shared.ready.load(Ordering::Relaxed);
-    let target = if ready { locate(shared, &wm.storage_key()) } else { Err("the node is recovering".into()) };
+    let target = if ready {
+        objects.locate(&wm.storage_key()).map_err(|e| e.to_string())
+    } else {
+        Err("the node is recovering".into())
+    };
     // The shard is on this core: receive straight into the writer's aligned buffers.
     let local = target.as_ref().ok().and_then(|(shard, _)| shards.borrow().get(shard).cloned());
     if let Some(s) = local {
@@ -533,15 +539,20 @@ async fn receive_put_direct(
 }
 
 async fn receive_delete(
-    shared: &Arc<Shared>,
+    objects: &Objects,
     h: &FrameHeader,
     meta: &[u8],
     out: &mpsc::Sender<Vec<u8>>,
 ) -> Result<(), String> {
+    let shared = &objects.shared;
     let wm = WriteMeta::decode(meta, false, crate::names::KEY_BYTES_MAX)
         .map_err(|e| format!("bad DELETE: {e}"))?;
     let ready = shared.ready.load(Ordering::Relaxed);
-    let target = if ready { locate(shared, &wm.storage_key()) } else { Err("the node is recovering".into()) };
+    let target = if ready {
+        objects.locate(&wm.storage_key()).map_err(|e| e.to_string())
+    } else {
+        Err("the node is recovering".into())
+    };
     let (reply_tx, reply_rx) = oneshot::channel();
     if let Ok((shard, owner)) = &target {
         let msg = CoreMsg::Delete {

@@ -1,0 +1,706 @@
+//! The object service: this appliance's objects, whatever front end asks for them.
+//!
+//! Every front end (the HTTP data API in `http.rs`, the replication receiver and anti-entropy
+//! in `repl/`) translates its protocol to the calls here and imports no other front end. The
+//! service owns what a request needs beyond one disk: which disk of which tier holds a key or
+//! takes its writes (routing over `route.rs`), the version stamped on a write, the copies to
+//! peers and the count of durable copies a client asked for, spill to the next disk when one
+//! fills up, a second look when a move between disks hid a key, and read repair from peers.
+//! Below it, the runtime: the core that owns the disk (`core.rs`, reached through `msg.rs`),
+//! its shard and the disk.
+//!
+//! One `Objects` per core (nothing here is `Send`): it holds the core's peer links and shards.
+
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use md5::Digest;
+use podstore_engine::Stamp;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::msg::{BodyMsg, CoreMsg, GetStart, PutOutcome};
+use crate::names::ObjectName;
+use crate::peer::link::{CopyResult, Links, Piece};
+use crate::shared::{Shards, Shared, PIECES_IN_FLIGHT_MAX};
+
+/// PUT bodies up to this size are read whole before they go to the owning core (fewer
+/// cross-core wake-ups; and a disk that fills up meanwhile is passed over with the body still
+/// in hand).
+const SMALL_BODY_MAX_BYTES: u64 = 64 << 10;
+/// Pieces of a body queued for one peer.
+const PEER_PIECES_MAX: usize = 16;
+/// Tries of a failed copy a client is waiting for (sent again from the stored record).
+const COPY_RETRIES_MAX: u32 = 4;
+/// Pause before the first retry of a failed copy; each next one waits twice as long.
+const COPY_RETRY_PAUSE_MS: u64 = 50;
+
+/// Why the service could not do what was asked. Front ends map each to their protocol's
+/// answer (`http.rs`: status, code, message).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the node is still recovering its disks")]
+    NotReady,
+    /// No disk takes writes for the key (507).
+    #[error("no disk can take this object")]
+    NoDisk,
+    /// The disk, the core or the node can't serve this now (503).
+    #[error("{0}")]
+    Unavailable(&'static str),
+    /// A write's body did not arrive whole: nothing was stored.
+    #[error("{0}")]
+    IncompleteBody(String),
+    /// The body does not match the digest the client sent: nothing was stored.
+    #[error("the body does not match Content-MD5; nothing was stored")]
+    BadDigest,
+    /// Fewer durable copies than asked for within the copy timeout.
+    #[error("{written} of the {want} copies asked for were written in time; the write may exist on some appliances")]
+    CopiesUnavailable { written: u32, want: u32 },
+    #[error("no such object")]
+    NotFound,
+    #[error(transparent)]
+    Engine(#[from] podstore_engine::Error),
+}
+
+fn gone() -> Error {
+    Error::Unavailable("the request was interrupted")
+}
+
+/// A write's body as its front end receives it: pieces in order, `None` at its end (an error
+/// says why it stopped: the front end's own limits, such as a body too slow, included).
+pub trait BodySource {
+    fn next(&mut self) -> impl std::future::Future<Output = Option<Result<Bytes, String>>>;
+}
+
+/// A PUT as the service takes it.
+#[derive(Debug)]
+pub struct PutRequest {
+    pub name: ObjectName,
+    pub len: u64,
+    pub content_type: String,
+    /// The body must have this MD5 (nothing is stored otherwise).
+    pub md5: Option<[u8; 16]>,
+    /// Durable copies to wait for, this appliance's included.
+    pub copies: u32,
+}
+
+/// What a write did.
+#[derive(Debug, Clone, Copy)]
+pub struct Written {
+    /// The object's XXH3-128 (a PUT; zero for a delete).
+    pub digest: [u8; 16],
+    /// Durable copies made before the answer, this appliance's included.
+    pub copies: u32,
+}
+
+/// Where a key is read from: a disk, its core, and whether "absent" there is certain (false:
+/// a disk of the key's chain failed or did not answer).
+#[derive(Debug, Clone, Copy)]
+struct ReadAt {
+    shard: u32,
+    owner: usize,
+    uncertain: bool,
+}
+
+/// The object service of one core.
+#[derive(Debug)]
+pub struct Objects {
+    pub shared: Arc<Shared>,
+    pub links: Rc<Links>,
+    core: usize,
+    shards: Shards,
+}
+
+impl Objects {
+    pub fn new(shared: Arc<Shared>, links: Rc<Links>, core: usize, shards: Shards) -> Objects {
+        Objects { shared, links, core, shards }
+    }
+
+    fn check_ready(&self) -> Result<(), Error> {
+        if self.shared.ready.load(Ordering::Relaxed) {
+            Ok(())
+        } else {
+            Err(Error::NotReady)
+        }
+    }
+
+    async fn send(&self, core: usize, msg: CoreMsg) -> Result<(), Error> {
+        self.shared.inboxes[core].send(msg).await.map_err(|_| Error::Unavailable("the node is shutting down"))
+    }
+
+    // ---- routing ----
+
+    /// The disk (and its core) that takes a key's writes (an engine key): the first of its
+    /// chain that takes writes (route.rs).
+    pub fn locate(&self, key: &[u8]) -> Result<(u32, usize), Error> {
+        let shared = &self.shared;
+        let fp = podstore_engine::index::fingerprint(key);
+        let shard = shared.routes.write_target(fp).ok_or(Error::NoDisk)?;
+        let owner = shared.core_of(shard).ok_or(Error::Unavailable("disk not available"))?;
+        Ok((shard, owner))
+    }
+
+    /// [`Objects::locate`], waiting (up to 2 s) for a disk that just stopped taking writes to
+    /// be marked spilled, so its keys' writes can go on to the next disk instead of failing.
+    async fn locate_wait(&self, key: &[u8]) -> Result<(u32, usize), Error> {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            match self.locate(key) {
+                Err(_) if Instant::now() < deadline && self.spill_pending(key) => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// Whether the key's chain ends at a disk that takes no writes but is not marked spilled
+    /// yet.
+    fn spill_pending(&self, key: &[u8]) -> bool {
+        let routes = &self.shared.routes;
+        let chain = routes.chain(podstore_engine::index::fingerprint(key));
+        chain.last().is_some_and(|&id| !routes.is_writable(id) && !routes.is_spilled(id))
+    }
+
+    /// With two tiers, an object larger than `tiering.fast_object_size_max_bytes` goes straight
+    /// to the capacity tier (capacity disks read and write large objects sequentially at their
+    /// best; the fast tier's room is for the many small ones): the disk of its capacity chain
+    /// that takes writes. None: the usual route (no fast tier, a small object, or no capacity
+    /// disk takes writes).
+    fn large_object_route(&self, key: &[u8], len: u64) -> Option<(u32, usize)> {
+        let shared = &self.shared;
+        let max = shared.cfg().tiering.fast_object_size_max_bytes;
+        if max == 0 || !shared.routes.has_fast_tier() || len <= max {
+            return None;
+        }
+        let target = shared.routes.capacity_target(podstore_engine::index::fingerprint(key))?;
+        Some((target, shared.core_of(target)?))
+    }
+
+    /// The disk that takes a key's tombstone: the one that takes its writes, or on a full node
+    /// the first open disk of its chain (a full disk keeps room for tombstones).
+    async fn delete_route(&self, key: &[u8]) -> Result<(u32, usize), Error> {
+        match self.locate_wait(key).await {
+            Ok(r) => Ok(r),
+            Err(e) => self
+                .shared
+                .routes
+                .chain(podstore_engine::index::fingerprint(key))
+                .into_iter()
+                .find_map(|id| self.shared.core_of(id).map(|core| (id, core)))
+                .ok_or(e),
+        }
+    }
+
+    /// Whether disk `shard` of core `owner` has an index entry for `key`, answered here when
+    /// the disk is this core's (None: ask its core). The reads of a key being moved ask every
+    /// disk of its chain; a message to one's own core costs as much as the answer many times
+    /// over.
+    fn has_here(&self, owner: usize, shard: u32, key: &[u8]) -> Option<bool> {
+        (owner == self.core).then(|| self.shards.borrow().get(&shard).is_some_and(|s| s.has_entry(key)))
+    }
+
+    /// The disk (and its core) to read a key from: its home, or, when the home is spilled,
+    /// the disk of its chain holding the newest version (a tombstone's disk answers 404); with
+    /// no version anywhere, the disk that takes its writes (where read repair stores a copy).
+    async fn read_route(&self, key: &[u8]) -> Result<ReadAt, Error> {
+        let shared = &self.shared;
+        let fp = podstore_engine::index::fingerprint(key);
+        let chain = shared.routes.chain(fp);
+        if let [home] = chain[..] {
+            if shared.routes.is_failed(home) {
+                return Err(Error::Unavailable("the disk holding this object failed"));
+            }
+            let owner = shared.core_of(home).ok_or(Error::Unavailable("disk not available"))?;
+            return Ok(ReadAt { shard: home, owner, uncertain: false });
+        }
+        let mut best: Option<(podstore_engine::Version, u32, usize)> = None;
+        let mut uncertain = false;
+        // Which disks of the chain have an entry for the key (their indexes, in memory; every
+        // disk asked at once). Usually one does: it is read with no version compared.
+        let mut asked = Vec::with_capacity(chain.len());
+        let mut holders = Vec::with_capacity(chain.len());
+        for id in chain {
+            // A failed disk is skipped: its copies come from peers (read repair).
+            let Some(owner) = shared.core_of(id).filter(|_| !shared.routes.is_failed(id)) else {
+                uncertain = true;
+                continue;
+            };
+            match self.has_here(owner, id, key) {
+                Some(true) => holders.push((id, owner)),
+                Some(false) => {}
+                None => {
+                    let (tx, rx) = oneshot::channel();
+                    self.send(owner, CoreMsg::Has { shard: id, key: key.to_vec(), reply: tx }).await?;
+                    asked.push((id, owner, rx));
+                }
+            }
+        }
+        for (id, owner, rx) in asked {
+            match rx.await {
+                Ok(true) => holders.push((id, owner)),
+                Ok(false) => {}
+                Err(_) => uncertain = true,
+            }
+        }
+        if let [(shard, owner)] = holders[..] {
+            return Ok(ReadAt { shard, owner, uncertain: false });
+        }
+        // Several (a key being moved, or written on two disks of its chain): the newest wins.
+        let mut asked = Vec::with_capacity(holders.len());
+        for (id, owner) in holders {
+            let (tx, rx) = oneshot::channel();
+            self.send(owner, CoreMsg::Version { shard: id, key: key.to_vec(), reply: tx }).await?;
+            asked.push((id, owner, rx));
+        }
+        for (id, owner, rx) in asked {
+            match rx.await {
+                Ok(Ok(Some((v, _)))) if best.is_none_or(|b| v > b.0) => best = Some((v, id, owner)),
+                Ok(Ok(_)) => {}
+                _ => uncertain = true,
+            }
+        }
+        // A version found on a readable disk is served (a tombstone answers 404), even past a
+        // failed disk: what that disk holds can't be asked.
+        match best {
+            Some((_, shard, owner)) => Ok(ReadAt { shard, owner, uncertain: false }),
+            None => self.locate(key).map(|(shard, owner)| ReadAt { shard, owner, uncertain }),
+        }
+    }
+
+    // ---- writes ----
+
+    /// Stores an object: on the disk that takes its key's writes (or the next one, if that
+    /// one fills up meanwhile), with a copy streamed to every peer beside it; answers once
+    /// `req.copies` durable copies exist (or with what went wrong: then nothing was stored
+    /// here, or the copies did not come in time).
+    pub async fn put(&self, req: PutRequest, mut body: impl BodySource) -> Result<Written, Error> {
+        self.check_ready()?;
+        let shared = &self.shared;
+        let PutRequest { name, len, content_type, md5: want_md5, copies: want } = req;
+        let (mut shard, mut owner) = match self.large_object_route(&name.storage_key(), len) {
+            Some(r) => r,
+            None => self.locate_wait(&name.storage_key()).await?,
+        };
+        let peers = &self.links.peers;
+        // In a replica set every copy gets the version stamped here; a lone node lets the
+        // shard stamp it.
+        let version = (!peers.is_empty()).then(|| shared.clock.now());
+        let stamp = version.map_or(Stamp::Local, Stamp::Given);
+        // A small body is read whole first and handed over in one message (fewer cross-core
+        // wake-ups); a large one streams to the owning core as it arrives.
+        let small = len <= SMALL_BODY_MAX_BYTES;
+        let (tx, rx) = mpsc::channel(if small { 2 } else { PIECES_IN_FLIGHT_MAX });
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let mut reply_rx = Some(reply_rx);
+        let mut msg = Some(CoreMsg::Put {
+            shard,
+            key: name.storage_key(),
+            content_type: content_type.clone(),
+            len,
+            stamp,
+            body: rx,
+            reply: reply_tx,
+        });
+        if !small {
+            self.send(owner, msg.take().expect("not sent yet")).await?;
+        }
+        // Copies to peers stream beside the local write; each reports into `copies_rx`.
+        let (copies_tx, copies_rx) = mpsc::channel::<PeerCopy>(peers.len().max(1));
+        let mut to_peers: Vec<Option<mpsc::Sender<Piece>>> = Vec::new();
+        if let Some(v) = version {
+            for (i, p) in peers.iter().enumerate() {
+                let (ptx, prx) = mpsc::channel(PEER_PIECES_MAX);
+                let (p, ct, copies_tx, bucket, skey) = (
+                    p.clone(),
+                    content_type.clone(),
+                    copies_tx.clone(),
+                    name.bucket.clone(),
+                    name.key.clone(),
+                );
+                tokio::task::spawn_local(async move {
+                    let r = p.send_put(v, &bucket, &skey, &ct, len, None, prx).await;
+                    note_copy(&p.conf.name, "put", &r);
+                    let _ = copies_tx.send((i, r)).await;
+                });
+                to_peers.push(Some(ptx));
+            }
+        }
+        drop(copies_tx);
+        let mut hash = version.map(|_| xxhash_rust::xxh3::Xxh3::new());
+        let stall = Duration::from_millis(shared.cfg().limits.copy_timeout_ms);
+        let mut whole = if small { Some(Vec::with_capacity(len as usize)) } else { None };
+        let mut small_outcome = None;
+        let mut md5 = want_md5.map(|_| md5::Md5::new());
+        let mut received = 0u64;
+        let mut failed = None;
+        while received < len {
+            // A core that gives up on the write (a disk full, fenced, or too much reserved and
+            // unfilled) closes the body's channel: its answer goes out now, not when the body
+            // comes (a client that never sends it would otherwise wait for the body timeout).
+            let next = tokio::select! {
+                n = body.next() => n,
+                _ = tx.closed(), if whole.is_none() => break,
+            };
+            let data = match next {
+                Some(Ok(data)) => data,
+                Some(Err(why)) => {
+                    failed = Some(why);
+                    break;
+                }
+                None => {
+                    failed = Some("the body ended early".into());
+                    break;
+                }
+            };
+            received += data.len() as u64;
+            if let Some(m) = md5.as_mut() {
+                m.update(&data);
+            }
+            if let Some(hs) = hash.as_mut() {
+                hs.update(&data);
+            }
+            for slot in to_peers.iter_mut() {
+                feed_peer(slot, Piece::Data(data.clone()), stall).await;
+            }
+            if let Some(w) = whole.as_mut() {
+                w.extend_from_slice(&data);
+            } else if tx.send(BodyMsg::Data(data)).await.is_err() {
+                break; // the core gave up (disk full, fenced...): its reply says why
+            }
+        }
+        let complete = failed.is_none() && received == len;
+        let digest_ok = match (md5, want_md5) {
+            (Some(m), Some(want)) => m.finalize()[..] == want[..],
+            _ => true,
+        };
+        let digest = hash.map(|h| h.digest128().to_le_bytes());
+        for slot in to_peers.iter_mut() {
+            feed_peer(slot, Piece::End(digest.filter(|_| complete && digest_ok)), stall).await;
+        }
+        drop(to_peers);
+        if let Some(w) = whole {
+            if !(complete && digest_ok) {
+                return Err(match failed {
+                    Some(why) => Error::IncompleteBody(why),
+                    None => Error::BadDigest,
+                });
+            }
+            let w = Bytes::from(w);
+            // Room for both was made when the channel was created.
+            let _ = tx.try_send(BodyMsg::Data(w.clone()));
+            let _ = tx.try_send(BodyMsg::End { ok: true, digest: None });
+            drop(tx);
+            self.send(owner, msg.take().expect("not sent yet")).await?;
+            // A disk that ran out of room just now is marked spilled by its core: the body is
+            // still here, so it goes to the next disk of the key's chain instead of a 507.
+            let mut got = reply_rx.take().expect("not awaited yet").await.map_err(|_| gone())?;
+            for _ in 0..3 {
+                if !matches!(got, Err(podstore_engine::Error::NoSpace { .. })) {
+                    break;
+                }
+                let deadline = Instant::now() + Duration::from_secs(2);
+                while !shared.routes.is_spilled(shard) && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                let Ok((next, next_owner)) = self.locate_wait(&name.storage_key()).await else { break };
+                if next == shard {
+                    break;
+                }
+                let (tx2, rx2) = mpsc::channel(2);
+                let _ = tx2.try_send(BodyMsg::Data(w.clone()));
+                let _ = tx2.try_send(BodyMsg::End { ok: true, digest: None });
+                let (reply2, rx_reply2) = oneshot::channel();
+                let again = CoreMsg::Put {
+                    shard: next,
+                    key: name.storage_key(),
+                    content_type: content_type.clone(),
+                    len,
+                    stamp,
+                    body: rx2,
+                    reply: reply2,
+                };
+                self.send(next_owner, again).await?;
+                (shard, owner) = (next, next_owner);
+                got = rx_reply2.await.map_err(|_| gone())?;
+            }
+            small_outcome = Some(got);
+        } else {
+            let _ = tx.send(BodyMsg::End { ok: complete && digest_ok, digest: None }).await;
+            drop(tx);
+        }
+        let outcome = match small_outcome {
+            Some(o) => o,
+            None => reply_rx.take().expect("not awaited yet").await.map_err(|_| gone())?,
+        };
+        let outcome = outcome?;
+        if let Some(why) = failed {
+            return Err(Error::IncompleteBody(why));
+        }
+        if !digest_ok {
+            return Err(Error::BadDigest);
+        }
+        let (etag_digest, seq) = match outcome {
+            PutOutcome::Stored(done) => (done.digest, Some(done.seq)),
+            // A newer write of the key won on this appliance; this one's content is still known.
+            PutOutcome::Superseded => (digest.ok_or_else(gone)?, None),
+            PutOutcome::Aborted => return Err(gone()),
+        };
+        let copies = self.collect_copies((owner, shard, seq), &name.storage_key(), want, copies_rx).await?;
+        Ok(Written { digest: etag_digest, copies })
+    }
+
+    /// Deletes an object: a tombstone on the disk that takes the key's writes, and on every
+    /// peer; answers once `want` durable copies of the tombstone exist.
+    pub async fn delete(&self, name: &ObjectName, want: u32) -> Result<Written, Error> {
+        self.check_ready()?;
+        let shared = &self.shared;
+        let key = name.storage_key();
+        let (shard, owner) = self.delete_route(&key).await?;
+        let peers = &self.links.peers;
+        let version = (!peers.is_empty()).then(|| shared.clock.now());
+        let stamp = version.map_or(Stamp::Local, Stamp::Given);
+        let (copies_tx, copies_rx) = mpsc::channel::<PeerCopy>(peers.len().max(1));
+        if let Some(v) = version {
+            for (i, p) in peers.iter().enumerate() {
+                let (p, copies_tx, bucket, skey) =
+                    (p.clone(), copies_tx.clone(), name.bucket.clone(), name.key.clone());
+                tokio::task::spawn_local(async move {
+                    let r = p.send_delete(v, &bucket, &skey).await;
+                    note_copy(&p.conf.name, "delete", &r);
+                    let _ = copies_tx.send((i, r)).await;
+                });
+            }
+        }
+        drop(copies_tx);
+        let (reply_tx, reply_rx) = oneshot::channel();
+        // In a replica set the tombstone is written even if this appliance lacks the key: a
+        // peer may hold it, and the tombstone keeps older copies from coming back.
+        // So does a node whose chain for the key is longer than its home: an older copy on
+        // another disk of the chain must be shadowed.
+        let chained = shared.routes.chain(podstore_engine::index::fingerprint(&key)).len() > 1;
+        let always = version.is_some() || chained;
+        self.send(owner, CoreMsg::Delete { shard, key: key.clone(), stamp, always, reply: reply_tx }).await?;
+        let done = reply_rx.await.map_err(|_| gone())??;
+        let copies = self.collect_copies((owner, shard, done.seq), &key, want, copies_rx).await?;
+        Ok(Written { digest: [0; 16], copies })
+    }
+
+    /// Counts durable copies (the local one included, already made) until `want` are
+    /// reached; [`Error::CopiesUnavailable`] if they are not within the copy timeout. A copy
+    /// that failed (a connection that went stale while the peer was paused, a dial refused a
+    /// moment ago) is sent again from the stored record (`key`, the engine key) on a fresh
+    /// connection while time is left, up to [`COPY_RETRIES_MAX`] times: while every peer
+    /// answers, `all` is met. Every peer that confirms (now or later) has the local record
+    /// `seq` removed from its backlog on the owning core.
+    async fn collect_copies(
+        &self,
+        (owner, shard, seq): (usize, u32, Option<u64>),
+        key: &[u8],
+        want: u32,
+        mut rx: mpsc::Receiver<PeerCopy>,
+    ) -> Result<u32, Error> {
+        let shared = &self.shared;
+        let confirm = {
+            let shared = shared.clone();
+            move |peer: usize| {
+                if let Some(seq) = seq {
+                    // If the inbox is full the entry stays and is sent again later: harmless.
+                    let _ = shared.inboxes[owner].try_send(CoreMsg::Confirm { shard, seq, peer });
+                }
+            }
+        };
+        let peers = self.links.peers.len();
+        let (again_tx, mut again_rx) = mpsc::channel::<PeerCopy>(peers.max(1));
+        let mut tries = vec![0u32; peers];
+        let (mut first_open, mut retrying) = (true, 0usize);
+        let mut written = 1u32;
+        let deadline = Instant::now() + Duration::from_millis(shared.cfg().limits.copy_timeout_ms);
+        let mut outcome = Ok(());
+        while written < want {
+            let next = tokio::select! {
+                r = rx.recv(), if first_open => r.or_else(|| { first_open = false; None }),
+                r = again_rx.recv(), if retrying > 0 => { retrying -= 1; r }
+                _ = tokio::time::sleep_until(deadline.into()) => None,
+            };
+            match next {
+                Some((peer, Ok(_))) => {
+                    written += 1;
+                    confirm(peer);
+                }
+                Some((peer, Err(_))) if tries.get(peer).is_some_and(|&t| t < COPY_RETRIES_MAX) => {
+                    let pause = Duration::from_millis(COPY_RETRY_PAUSE_MS << tries[peer]);
+                    tries[peer] += 1;
+                    if Instant::now() + pause >= deadline {
+                        continue;
+                    }
+                    retrying += 1;
+                    let (svc, key, again_tx) = (self.detached(), key.to_vec(), again_tx.clone());
+                    tokio::task::spawn_local(async move {
+                        tokio::time::sleep(pause).await;
+                        let r = svc.push_copy(key, peer, true).await;
+                        metrics::counter!("podstore_repl_copy_retries_total", "outcome" => if r.is_ok() { "ok" } else { "failed" })
+                            .increment(1);
+                        let _ = again_tx.send((peer, r)).await;
+                    });
+                }
+                Some((_, Err(_))) => {}
+                None if Instant::now() < deadline && (first_open || retrying > 0) => {}
+                None => {
+                    outcome = Err(Error::CopiesUnavailable { written, want });
+                    break;
+                }
+            }
+        }
+        drop(again_tx);
+        // Copies still on their way (and retries) confirm when they land.
+        tokio::task::spawn_local(async move {
+            loop {
+                let r = tokio::select! {
+                    Some(r) = rx.recv() => r,
+                    Some(r) = again_rx.recv() => r,
+                    else => return,
+                };
+                if r.1.is_ok() {
+                    confirm(r.0);
+                }
+            }
+        });
+        outcome.map(|()| written)
+    }
+
+    /// A handle on the same service for a task of its own.
+    fn detached(&self) -> Objects {
+        Objects {
+            shared: self.shared.clone(),
+            links: self.links.clone(),
+            core: self.core,
+            shards: self.shards.clone(),
+        }
+    }
+
+    /// Asks the core holding `key`'s newest write (an engine key) to send it to peer `peer`
+    /// (its index in the config). `insist`: a client waits for this copy, so a dial that
+    /// failed a moment ago does not hold it back (the client's copy timeout bounds the wait).
+    pub async fn push_copy(&self, key: Vec<u8>, peer: usize, insist: bool) -> CopyResult {
+        let at = self.read_route(&key).await.map_err(|e| e.to_string())?;
+        let (tx, rx) = oneshot::channel();
+        self.shared.inboxes[at.owner]
+            .send(CoreMsg::Push { shard: at.shard, key, peer, insist, reply: tx })
+            .await
+            .map_err(|_| "shutting down")?;
+        rx.await.map_err(|_| "the push was interrupted".to_string())?
+    }
+
+    // ---- reads ----
+
+    /// Asks the owning core for an object.
+    async fn get_at(
+        &self,
+        at: ReadAt,
+        key: &[u8],
+        range: &Option<String>,
+        head: bool,
+    ) -> Result<Result<Option<GetStart>, podstore_engine::Error>, Error> {
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let msg =
+            CoreMsg::Get { shard: at.shard, key: key.to_vec(), range: range.clone(), head, reply: reply_tx };
+        self.send(at.owner, msg).await?;
+        reply_rx.await.map_err(|_| gone())
+    }
+
+    /// Reads an object (`range`: the client's Range header; `head`: no body). A key that a
+    /// move between disks hid is looked for again; one missing here (and not deleted) or
+    /// damaged is asked of the peers first (read repair).
+    pub async fn get(&self, key: &[u8], range: Option<String>, head: bool) -> Result<GetStart, Error> {
+        self.check_ready()?;
+        let shared = &self.shared;
+        // Read before the disks are asked where the key is: a move that completes after this
+        // (its count goes up as the source forgets the key) makes a read that found nothing
+        // look again. Read after, a move could finish between the look and the count.
+        let mut moves_before = shared.moves.load(Ordering::SeqCst);
+        let mut at = self.read_route(key).await?;
+        let mut answer = self.get_at(at, key, &range, head).await?;
+        // A move between two disks (copy, then forget) that finished while the disks were
+        // asked can hide the key from both looks: look again (route.rs, maintenance.rs).
+        for _ in 0..4 {
+            let now = shared.moves.load(Ordering::SeqCst);
+            if !matches!(answer, Ok(None)) || now == moves_before {
+                break;
+            }
+            moves_before = now;
+            at = self.read_route(key).await?;
+            answer = self.get_at(at, key, &range, head).await?;
+        }
+        let damaged = matches!(
+            answer,
+            Err(podstore_engine::Error::Quarantined { .. } | podstore_engine::Error::Corrupt { .. })
+        );
+        if (damaged || matches!(answer, Ok(None))) && self.read_repair(at, key, damaged).await {
+            answer = self.get_at(at, key, &range, head).await?;
+        }
+        answer?.ok_or({
+            if at.uncertain {
+                // A disk of the key's chain failed or did not answer: the object may be there.
+                Error::Unavailable("the disk that may hold this object failed")
+            } else {
+                Error::NotFound
+            }
+        })
+    }
+
+    /// Read repair: the object is missing here (and not deleted) or its copy is damaged; ask
+    /// the peers, in turn, to push their newest write of it here. True once one did.
+    async fn read_repair(&self, at: ReadAt, key: &[u8], damaged: bool) -> bool {
+        if self.links.peers.is_empty() {
+            return false;
+        }
+        if !damaged {
+            let (tx, rx) = oneshot::channel();
+            let ask = CoreMsg::Deleted { shard: at.shard, key: key.to_vec(), reply: tx };
+            if self.send(at.owner, ask).await.is_err() || rx.await.unwrap_or(true) {
+                return false;
+            }
+        }
+        let limit = Duration::from_millis(self.shared.cfg().limits.copy_timeout_ms);
+        for p in &self.links.peers {
+            let r = tokio::time::timeout(limit, p.pull(key)).await;
+            let stored = matches!(r, Ok(Ok(crate::peer::frame::AckStatus::Stored)));
+            metrics::counter!("podstore_repl_read_repairs_total", "peer" => p.conf.name.clone(), "outcome" => if stored { "repaired" } else { "not_found" }).increment(1);
+            if stored {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// A peer's answer about one copy, with the peer's index in the config.
+type PeerCopy = (usize, CopyResult);
+
+/// Hands a piece to a peer's copy; a peer that takes none for `stall` is dropped from this
+/// write (its copy is completed later) so one slow peer does not hold up the client.
+async fn feed_peer(slot: &mut Option<mpsc::Sender<Piece>>, piece: Piece, stall: Duration) {
+    let Some(tx) = slot.as_ref() else { return };
+    let ok = match tx.try_send(piece) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(p)) => {
+            matches!(tokio::time::timeout(stall, tx.send(p)).await, Ok(Ok(())))
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+    };
+    if !ok {
+        *slot = None;
+    }
+}
+
+fn note_copy(peer: &str, op: &'static str, r: &CopyResult) {
+    let outcome = if r.is_ok() { "ok" } else { "failed" };
+    metrics::counter!("podstore_repl_copies_total", "peer" => peer.to_string(), "op" => op, "outcome" => outcome)
+        .increment(1);
+    if let Err(e) = r {
+        tracing::warn!("copy of a {op} to {peer} failed: {e}");
+    }
+}
