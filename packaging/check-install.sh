@@ -27,6 +27,8 @@ for f in /usr/bin/podstore /usr/bin/podstore-tune /etc/podstore/podstore.toml \
   in_root dpkg -S "$f" >/dev/null 2>&1 || fail "$f is not in the package's file list"
   [ -e "$root$f" ] || fail "$f did not land"
 done
+# The documentation's links resolve inside the package (every relative link of every page).
+python3 "$top/packaging/check-doc-links.py" "$root/usr/share/doc/podstore" || fail "a link in the packaged docs does not resolve"
 in_root dpkg-query -W -f='${Conffiles}\n' podstore | grep -c '/etc/podstore/podstore.toml' >/dev/null || fail "the config is not a conffile"
 in_root getent passwd podstore | grep -c ':/var/lib/podstore:/usr/sbin/nologin$' >/dev/null || fail "no podstore system user"
 [ "$(in_root stat -c '%a %U %G' /srv/podstore)" = "750 podstore podstore" ] || fail "/srv/podstore: $(in_root stat -c '%a %U %G' /srv/podstore)"

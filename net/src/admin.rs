@@ -16,7 +16,7 @@ use podstore_engine::ShardStats;
 use tokio::sync::{oneshot, watch};
 
 use crate::body::RespBody;
-use crate::http::SERVER;
+use crate::body::SERVER;
 use crate::msg::CoreMsg;
 use crate::shared::Shared;
 

@@ -7,6 +7,9 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::sync::mpsc;
 
+/// The `Server` header of every HTTP answer (data and admin ports).
+pub const SERVER: &str = concat!("podstore/", env!("CARGO_PKG_VERSION"));
+
 /// A piece of a streamed object, or why the stream stopped early.
 pub type Piece = Result<Bytes, String>;
 

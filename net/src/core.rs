@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use podstore_disks::{AnyIo, DiskSpec, UringConfig};
@@ -22,11 +22,6 @@ use crate::range::{self, RangeAnswer};
 use crate::shared::{
     shard_config, spill, Shards, Shared, PIECES_IN_FLIGHT_MAX, TIER_CAPACITY, TIER_FAST, TIER_RAM,
 };
-
-/// How often core 0 checks that it holds a connection to every peer (and opens one if not).
-const PEER_WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
-/// Longest pause between dials of a peer that can't be reached.
-const PEER_DIAL_PAUSE_MAX: std::time::Duration = std::time::Duration::from_secs(8);
 
 /// What a core reports once its shards are open.
 #[derive(Debug)]
@@ -43,12 +38,31 @@ pub struct CoreStart {
     pub shared: Arc<Shared>,
     pub disks: Vec<DiskSpec>,
     pub inbox: mpsc::Receiver<CoreMsg>,
-    pub listener: std::net::TcpListener,
-    /// This core's socket on the replication port (when replication is configured).
-    pub repl_listener: Option<std::net::TcpListener>,
     pub ready_tx: std::sync::mpsc::Sender<CoreReady>,
     pub shutdown: watch::Receiver<bool>,
+    /// The tasks that serve requests on this core (the front ends), started before its disks
+    /// recover (health and readiness answer meanwhile); awaited at shutdown, when they have
+    /// stopped taking connections and drained the ones they had.
+    pub serve: Spawn,
+    /// Tasks started once the disks are open (replication's); aborted at shutdown, after
+    /// the work queued in the inbox is done.
+    pub background: Spawn,
 }
+
+/// What a core's tasks get to work with: this core's index, the node's shared state, its
+/// shards, its links to the peers and the shutdown signal.
+#[derive(Debug)]
+pub struct CoreCtx {
+    pub index: usize,
+    pub shared: Arc<Shared>,
+    pub shards: Shards,
+    pub links: Rc<crate::peer::link::Links>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Starts tasks on a core (on its thread, in its local task set); the node supplies them, so
+/// the runtime imports none of the front ends.
+pub type Spawn = Box<dyn FnOnce(&CoreCtx) -> Vec<tokio::task::JoinHandle<()>> + Send>;
 
 impl std::fmt::Debug for CoreStart {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -75,9 +89,7 @@ pub fn run(start: CoreStart) {
 }
 
 async fn core_main(start: CoreStart) {
-    let CoreStart {
-        index, shared, disks, mut inbox, listener, repl_listener, ready_tx, mut shutdown, ..
-    } = start;
+    let CoreStart { index, shared, disks, mut inbox, ready_tx, mut shutdown, serve, background, .. } = start;
     let cfg = &shared.cfg();
     let ucfg = UringConfig { pool_buf_count: cfg.engine.io_buffers_per_core, ..UringConfig::default() };
     let (io, driver, backend) = AnyIo::detect(ucfg, cfg.io_backend == "sync");
@@ -88,8 +100,6 @@ async fn core_main(start: CoreStart) {
     if let Some(d) = driver {
         tokio::task::spawn_local(d.run());
     }
-    // Serve health and readiness (and 503 for data) while the shards recover.
-    let conns = Rc::new(crate::http::Connections::default());
     let links = Rc::new(match (&cfg.replication, &shared.repl_secret) {
         (Some(r), Some(secret)) => {
             let id = crate::peer::link::Identity {
@@ -103,20 +113,15 @@ async fn core_main(start: CoreStart) {
         _ => crate::peer::link::Links::default(),
     });
     let shards: Shards = Rc::new(RefCell::new(HashMap::new()));
-    let objects = Rc::new(crate::service::Objects::new(shared.clone(), links.clone(), index, shards.clone()));
-    let accept = tokio::task::spawn_local(crate::http::accept_loop(
+    let ctx = CoreCtx {
         index,
-        shared.clone(),
-        listener,
-        shutdown.clone(),
-        conns.clone(),
-        objects.clone(),
-    ));
-    let repl_accept = repl_listener.map(|l| {
-        let server =
-            crate::repl::server::accept_loop(index, objects.clone(), l, shutdown.clone(), shards.clone());
-        tokio::task::spawn_local(server)
-    });
+        shared: shared.clone(),
+        shards: shards.clone(),
+        links: links.clone(),
+        shutdown: shutdown.clone(),
+    };
+    // Serve health and readiness (and 503 for data) while the shards recover.
+    let serving = serve(&ctx);
     let mut reports = Vec::new();
     for spec in &disks {
         let profile = shared.disk(spec.id).and_then(|d| d.profile);
@@ -136,61 +141,7 @@ async fn core_main(start: CoreStart) {
         jobs.borrow_mut().insert(s.id(), crate::maintenance::start(shared.clone(), s.clone(), profile));
     }
     let hb = tokio::task::spawn_local(housekeeping(index, shared.clone(), shards.clone(), jobs.clone()));
-    let repair =
-        tokio::task::spawn_local(crate::maintenance::repair(shared.clone(), shards.clone(), links.clone()));
-    let catch_up: Vec<_> = links
-        .peers
-        .iter()
-        .enumerate()
-        .map(|(i, l)| {
-            tokio::task::spawn_local(crate::repl::catchup::run(shared.clone(), shards.clone(), l.clone(), i))
-        })
-        .collect();
-    // Core 0 tells every peer that this node is up once it is ready (a peer holding a backlog
-    // for it resumes its catch-up at once instead of at the end of its back-off), then keeps
-    // a connection open to each: whether it has one is whether the peer is reachable now.
-    let announce = (index == 0).then(|| {
-        let (shared, links) = (shared.clone(), links.clone());
-        tokio::task::spawn_local(async move {
-            while !shared.ready.load(Ordering::Relaxed) {
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-            // A peer that can't be reached is dialled again after 1, 2, 4... seconds, at most
-            // PEER_DIAL_PAUSE_MAX apart (a peer refusing our handshake logs each attempt).
-            let n = links.peers.len();
-            let (mut next_dial, mut pause) = (vec![Instant::now(); n], vec![PEER_WATCH_INTERVAL; n]);
-            loop {
-                for (i, l) in links.peers.iter().enumerate() {
-                    let up = l.reachable();
-                    if let Some(flag) = shared.peer_up.get(i) {
-                        flag.store(up, Ordering::Relaxed);
-                    }
-                    if up {
-                        pause[i] = PEER_WATCH_INTERVAL;
-                        continue;
-                    }
-                    if Instant::now() < next_dial[i] {
-                        continue;
-                    }
-                    next_dial[i] = Instant::now() + pause[i];
-                    pause[i] = (pause[i] * 2).min(PEER_DIAL_PAUSE_MAX);
-                    // (each on its own: a peer whose packets are dropped holds up only its own
-                    // dial)
-                    let l = l.clone();
-                    tokio::task::spawn_local(async move { l.announce().await });
-                }
-                tokio::time::sleep(PEER_WATCH_INTERVAL).await;
-            }
-        })
-    });
-    // Core 0 runs the anti-entropy passes (they reach every core through its inbox).
-    let anti_entropy: Vec<_> = if index == 0 {
-        (0..links.peers.len())
-            .map(|i| tokio::task::spawn_local(crate::repl::anti_entropy::run(objects.clone(), i)))
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let background = background(&ctx);
     loop {
         tokio::select! {
             msg = inbox.recv() => match msg {
@@ -239,22 +190,16 @@ async fn core_main(start: CoreStart) {
         }
     }
     // Drain: no new connections; in-flight requests finish or fail cleanly.
-    let _ = accept.await;
-    if let Some(r) = repl_accept {
-        let _ = r.await;
+    for s in serving {
+        let _ = s.await;
     }
-    conns.drain(Duration::from_secs(30)).await;
     // Serve any work still queued from other cores' last requests, then sync.
     while let Ok(m) = inbox.try_recv() {
         execute(m, shared.clone(), shards.clone(), links.clone(), jobs.clone(), cache.clone()).await;
     }
     hb.abort();
-    repair.abort();
-    if let Some(a) = announce {
-        a.abort();
-    }
-    for c in catch_up.into_iter().chain(anti_entropy) {
-        c.abort();
+    for b in background {
+        b.abort();
     }
     let all: Vec<_> = shards.borrow().values().cloned().collect();
     for s in &all {

@@ -16,7 +16,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use podstore_engine::ObjectMeta;
 use tokio::sync::{watch, Notify};
 
-use crate::body::RespBody;
+use crate::body::{RespBody, SERVER};
 use crate::names::{parse_object_path, NameError, ObjectName};
 use crate::range::RangeAnswer;
 use crate::service::{self, Objects, PutRequest};
@@ -24,9 +24,6 @@ use crate::shared::Shared;
 
 /// Largest read buffer of one connection (unless the header limit needs more).
 const READ_BUF_MAX_BYTES: usize = 64 << 10;
-
-/// The `Server` header.
-pub const SERVER: &str = concat!("podstore/", env!("CARGO_PKG_VERSION"));
 
 /// Connections of one core, for a graceful drain.
 #[derive(Debug, Default)]

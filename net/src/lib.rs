@@ -25,4 +25,5 @@ pub mod repl;
 pub mod route;
 pub mod service;
 pub mod shared;
+pub mod tasks;
 pub mod units;

@@ -207,10 +207,10 @@ pub fn run(cfg: Config, reload: crate::reload::Reload) -> Result<(), String> {
             shared: shared.clone(),
             disks: std::mem::take(&mut specs[index]),
             inbox,
-            listener,
-            repl_listener,
             ready_tx: ready_tx.clone(),
             shutdown: shutdown_rx.clone(),
+            serve: crate::tasks::serve(listener, repl_listener),
+            background: crate::tasks::background(),
         };
         let t = std::thread::Builder::new()
             .name(format!("podstore-core-{index}"))

@@ -29,6 +29,25 @@
 //! home of are written to it at once, read from it and from where they were, and moved to it in
 //! the background; the placement file records it (path, tier, cache mode) so that it is opened
 //! at every start even though the configuration file does not name it.
+//!
+//! ## `podstore.placement`, format 1
+//!
+//! UTF-8 text, one record per line (`\n`), fields separated by one space, on every disk of the
+//! node; written whole to `podstore.placement.tmp`, fsynced, renamed over the old file, the
+//! directory fsynced. A file that fails any check is ignored (another disk's copy is used).
+//!
+//! ```text
+//! podstore placement 1                      line 1: magic and format version
+//! generation <u64>                          line 2: bumped at every change; highest wins
+//! disk <id u32> <weight f64 > 0> <spilled|normal>          one per disk in the placement
+//! draining <id u32>                         one per disk being (or done being) drained
+//! added <id> <fast|capacity> <direct|buffered> <mount|any> <path to end of line>
+//!                                           one per disk added while the node ran
+//! crc <crc32c of every byte before "crc", 8 lowercase hex digits>
+//! ```
+//!
+//! A line of any other shape makes the file unreadable (it is not guessed at). Format 1 is
+//! the only one so far; a change to a line's shape takes a new magic line.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -13,6 +13,23 @@
 //! The pass's place (the next blob) and the end of the last full pass are kept in
 //! `scrub.state` beside the blobs (written like a checkpoint: temporary file, fdatasync,
 //! rename), so a restart resumes the pass instead of starting a 30-day pass over.
+//!
+//! ## `scrub.state`, format 1
+//!
+//! One 4096-byte block: UTF-8 text, then zero bytes to the end of the block. A file that fails
+//! a check is ignored (the pass starts over: a lost state only repeats work).
+//!
+//! ```text
+//! podstore scrub state 1                    magic and format version
+//! passes=<u64>                              full passes completed
+//! last_pass_end_ms=<u64>                    Unix ms at the end of the last full pass (0: none)
+//! pass_started_ms=<u64>                     Unix ms the current pass started (0: none)
+//! next_blob=<u32>                           the blob the current pass goes on with
+//! crc=<crc32c of every byte before "crc=", 8 lowercase hex digits>
+//! 00 00 ... 00                              padding to 4096 bytes
+//! ```
+//!
+//! An unknown key makes the file unreadable. Format 1 is the only one so far.
 
 use std::rc::Rc;
 

@@ -57,6 +57,20 @@
 //! ```
 //!
 //! Decoders never panic and never allocate more than the limits allow, whatever the bytes.
+//!
+//! ## Version history
+//!
+//! The version byte has been 1 since the protocol began; each change below was added under
+//! it, in this order. A decoder refuses a kind or a flag it does not know rather than guess at
+//! it, and the appliances of one replica set are upgraded together (they run one build).
+//!
+//! 1. The first protocol: HELLO, CHALLENGE, AUTH, AUTH_OK, PUT with its trailer, DELETE,
+//!    ACK, PING, PONG, REFUSED.
+//! 2. Anti-entropy and read repair: DIGESTS_REQ, DIGESTS, KEYS_REQ, KEYS, PULL.
+//! 3. AUTH_OK carries the acceptor's placement, so copies go to the core that writes them.
+//! 4. PUT flag bit 0: the chunk CRC32Cs after the trailer (catch-up sends a stored record's).
+//!
+//! A change that a decoder of the build before would misread, not refuse, takes version 2.
 
 use podstore_engine::Version;
 

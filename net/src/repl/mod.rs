@@ -4,4 +4,6 @@
 
 pub mod anti_entropy;
 pub mod catchup;
+pub mod repair;
 pub mod server;
+pub mod watch;

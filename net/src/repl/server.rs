@@ -217,7 +217,7 @@ async fn serve_peer(
     tune_socket(&stream, idle);
     let peer = tokio::time::timeout(
         Duration::from_millis(repl.connect_timeout_ms),
-        handshake(&shared, &mut stream, core),
+        handshake(shared, &mut stream, core),
     )
     .await
     .map_err(|_| {
