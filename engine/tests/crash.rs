@@ -1,8 +1,9 @@
 //! A writer process killed with SIGKILL at random moments, many rounds; after each kill the
 //! shard is recovered and every acknowledged object is verified byte-exact.
 //!
-//! The test binary runs itself as the writer (`crash_child`, selected by the
-//! `PODSTORE_CRASH_CHILD` variable). The writer prints `B key version op` before an operation
+//! The test binary runs itself as the writer: the same test, started with the
+//! `PODSTORE_CRASH_CHILD` variable, is the writer instead of the checker (so no second test
+//! exists that would pass, doing nothing, in every normal run). The writer prints `B key version op` before an operation
 //! and `A key version` after it was acknowledged; the parent kills it after a random delay and
 //! checks, for every key, that what the shard holds is the last acknowledged value, or one of
 //! the writes that were in flight after it: never anything else, never a part.
@@ -53,17 +54,13 @@ fn runtime<F: std::future::Future<Output = ()>>(dir: &Path, f: impl FnOnce(Uring
 }
 
 /// The writer: runs until killed.
-#[test]
-fn crash_child() {
-    let Some(dir) = std::env::var_os("PODSTORE_CRASH_CHILD") else {
-        return;
-    };
+fn writer(dir: std::ffi::OsString) {
     let round: u64 = std::env::var("PODSTORE_CRASH_ROUND").ok().and_then(|v| v.parse().ok()).expect("round");
     let dir = PathBuf::from(dir);
     runtime(&dir.clone(), |io| async move {
         let (shard, _) = Shard::open(io, cfg(), &dir, 1).await.expect("child open");
         let out = std::rc::Rc::new(std::cell::RefCell::new(std::io::stdout()));
-        // The test harness has printed "test crash_child ... " without a newline: end it.
+        // The test harness has printed "test <name> ... " without a newline: end it.
         out.borrow_mut().write_all(b"\n").expect("stdout");
         let mut tasks = Vec::new();
         for w in 0..8u64 {
@@ -110,8 +107,9 @@ struct KeyLog {
 
 #[test]
 fn sigkill_during_writes_loses_no_acknowledged_object() {
-    if std::env::var_os("PODSTORE_CRASH_CHILD").is_some() {
-        return;
+    if let Some(dir) = std::env::var_os("PODSTORE_CRASH_CHILD") {
+        writer(dir);
+        unreachable!("the writer runs until it is killed");
     }
     let rounds: u64 = std::env::var("PODSTORE_CRASH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(12);
     let dir = std::env::temp_dir().join(format!("podstore-crash-{}", std::process::id()));
@@ -123,7 +121,12 @@ fn sigkill_during_writes_loses_no_acknowledged_object() {
     let (mut acks, mut verified, mut recovery_ms_max) = (0u64, 0u64, 0u64);
     for round in 1..=rounds {
         let mut child = Command::new(&exe)
-            .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "sigkill_during_writes_loses_no_acknowledged_object",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env("PODSTORE_CRASH_CHILD", &dir)
             .env("PODSTORE_CRASH_ROUND", round.to_string())
             .stdout(Stdio::piped())

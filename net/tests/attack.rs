@@ -59,14 +59,15 @@ fn ask(s: &mut TcpStream, r: &mut BufReader<TcpStream>, method: &str, path: &str
 }
 
 #[test]
+#[ignore = "needs a descriptor limit it can raise past the flood (root): cargo test -- --ignored (.ci/run runs it as root)"]
 fn a_connection_flood_and_slow_clients_stay_within_limits() {
     let n = flood_size();
     let nofile = raise_nofile();
-    if (nofile as usize) < n + 1_000 {
-        eprintln!("SKIPPED attack test: RLIMIT_NOFILE {nofile} is below {} (the flood's sockets)", n + 1_000);
-        assert!(std::env::var("PODSTORE_REQUIRE_ROOT_TESTS").is_err(), "CI needs the attack test");
-        return;
-    }
+    assert!(
+        (nofile as usize) >= n + 1_000,
+        "RLIMIT_NOFILE {nofile} is below {} (the flood's sockets)",
+        n + 1_000
+    );
     // The node inherits the raised limit; timeouts shortened to keep the test short.
     let keys = std::env::temp_dir().join(format!("podstore-it-attack-keys-{}", std::process::id()));
     std::fs::create_dir_all(&keys).expect("mkdir");

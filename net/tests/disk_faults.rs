@@ -34,17 +34,14 @@ struct KeyState {
     possible: Vec<Option<u64>>,
 }
 
+// The binary under test is built with the same profile as this test: a release build refuses
+// PODSTORE_FAULTS (checked by .ci/run), so there is nothing to run in one.
 #[test]
+#[cfg_attr(
+    not(debug_assertions),
+    ignore = "release builds have no fault layer: run `cargo test` without --release"
+)]
 fn a_disk_with_faults_serves_no_bad_byte_and_is_repaired_from_a_peer() {
-    // The binary under test is built with the same profile as this test: a release build
-    // refuses PODSTORE_FAULTS (checked by .ci/run), so there is nothing to run here.
-    if !cfg!(debug_assertions) {
-        println!(
-            "SKIPPED a_disk_with_faults_serves_no_bad_byte_and_is_repaired_from_a_peer: release builds have \
-             no fault layer (run `cargo test` without --release)"
-        );
-        return;
-    }
     let seconds: u64 =
         std::env::var("PODSTORE_DISK_FAULT_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(6);
     let m = members(2);

@@ -46,23 +46,17 @@ fn disk2(node: &Node) -> serde_json::Value {
     v["disks"].as_array().expect("disks").iter().find(|d| d["id"] == 2).cloned().expect("disk 2")
 }
 
-/// Whether this machine can run the FUSE tests (root, /dev/fuse, mfusepy); a skip is a failure
-/// under `.ci/run`.
-fn can_run() -> bool {
+/// The FUSE tests run only when asked (root, /dev/fuse, mfusepy); then a missing requirement
+/// is a failure.
+fn require() {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     let fuse = std::path::Path::new("/dev/fuse").exists()
         && Command::new("python3").args(["-c", "import mfusepy"]).status().is_ok_and(|s| s.success());
-    if !(root && fuse) {
-        assert!(
-            std::env::var_os("PODSTORE_REQUIRE_ROOT_TESTS").is_none(),
-            "the disk-hang tests need root, /dev/fuse and python3 with mfusepy (pip install mfusepy)"
-        );
-        eprintln!(
-            "skipped: the disk-hang tests need root, /dev/fuse and python3 with mfusepy (run by .ci/run)"
-        );
-    }
-    root && fuse
+    assert!(
+        root && fuse,
+        "the disk-hang tests need root, /dev/fuse and python3 with mfusepy (pip install mfusepy)"
+    );
 }
 
 /// Mounts a hangfs under a fresh directory named after `tag`.
@@ -122,10 +116,9 @@ fn hang_and_wait(node: &Node, fs: &HangFs) -> Duration {
 const EXTRA: &str = "[engine]\nblob_size_bytes = 1048576\ndisk_timeout_ms = 1000\n";
 
 #[test]
+#[ignore = "needs root, /dev/fuse and mfusepy: cargo test -- --ignored (.ci/run runs it as root)"]
 fn a_disk_that_stops_answering_is_marked_failed_and_its_requests_fail_fast() {
-    if !can_run() {
-        return;
-    }
+    require();
     let fs = hang_fs("fast");
     let dir = node_dir("diskhang", &fs);
     let mut node = Node::start_in(dir, "diskhang", free_addr(), free_addr(), EXTRA);
@@ -172,10 +165,9 @@ fn a_disk_that_stops_answering_is_marked_failed_and_its_requests_fail_fast() {
 }
 
 #[test]
+#[ignore = "needs root, /dev/fuse and mfusepy: cargo test -- --ignored (.ci/run runs it as root)"]
 fn a_disk_that_stops_answering_is_rebuilt_from_a_peer_while_the_node_runs() {
-    if !can_run() {
-        return;
-    }
+    require();
     use common::cluster::{members, repl_config, secret_file};
     let m = members(2);
     let secret = secret_file("diskhang-rebuild", "a-shared-secret-of-enough-length");
@@ -227,10 +219,9 @@ fn a_disk_that_stops_answering_is_rebuilt_from_a_peer_while_the_node_runs() {
 /// the filesystem was busy). Here eight threads label fresh directories at once, so that the
 /// filesystem's work queues up as it did then.
 #[test]
+#[ignore = "needs root, /dev/fuse and mfusepy: cargo test -- --ignored (.ci/run runs it as root)"]
 fn fresh_disks_on_a_fuse_filesystem_are_labelled_every_time() {
-    if !can_run() {
-        return;
-    }
+    require();
     let fs = hang_fs("label");
     let (threads, rounds) = (8, 25);
     std::thread::scope(|scope| {
