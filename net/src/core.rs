@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use podstore_disks::{AnyIo, DiskSpec, UringConfig};
-use podstore_engine::{ReadCheck, RecoveryReport, ShardSpec, Stamp};
-use tokio::sync::{mpsc, watch};
+use podstore_engine::{DeleteDone, ReadCheck, RecoveryReport, ShardSpec, ShardStats, Stamp};
+use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::msg::{BodyMsg, CoreMsg, GetStart, JobAction, JobKind, PutOutcome};
+use crate::msg::{BodyMsg, CoreMsg, GetStart, JobAction, JobKind, PutBatchResult, PutOutcome};
 use crate::range::{self, RangeAnswer};
 use crate::shared::{
     shard_config, spill, Shards, Shared, PIECES_IN_FLIGHT_MAX, TIER_CAPACITY, TIER_FAST, TIER_RAM,
@@ -140,6 +140,13 @@ async fn core_main(start: CoreStart) {
         let profile = shared.disk(s.id()).and_then(|d| d.profile);
         jobs.borrow_mut().insert(s.id(), crate::maintenance::start(shared.clone(), s.clone(), profile));
     }
+    let exec = Rc::new(Exec {
+        shared: shared.clone(),
+        shards: shards.clone(),
+        links: links.clone(),
+        jobs: jobs.clone(),
+        cache: cache.clone(),
+    });
     let hb = tokio::task::spawn_local(housekeeping(index, shared.clone(), shards.clone(), jobs.clone()));
     let background = background(&ctx);
     loop {
@@ -182,7 +189,7 @@ async fn core_main(start: CoreStart) {
                         }
                         (m, _) => m,
                     };
-                    tokio::task::spawn_local(execute(m, shared.clone(), shards.clone(), links.clone(), jobs.clone(), cache.clone()));
+                    tokio::task::spawn_local(exec.clone().run(m));
                 }
                 None => break,
             },
@@ -195,7 +202,7 @@ async fn core_main(start: CoreStart) {
     }
     // Serve any work still queued from other cores' last requests, then sync.
     while let Ok(m) = inbox.try_recv() {
-        execute(m, shared.clone(), shards.clone(), links.clone(), jobs.clone(), cache.clone()).await;
+        exec.clone().run(m).await;
     }
     hb.abort();
     for b in background {
@@ -383,300 +390,424 @@ fn no_shard(id: u32) -> podstore_engine::Error {
     podstore_engine::Error::Damaged { shard: id, reason: "the shard is not open on this node".into() }
 }
 
-async fn execute(
-    msg: CoreMsg,
+/// What a core executes its messages against: the node's shared state, this core's shards,
+/// its links to the peers, its disks' background jobs and its RAM cache. One method per
+/// message.
+struct Exec {
     shared: Arc<Shared>,
     shards: Shards,
     links: Rc<crate::peer::link::Links>,
     jobs: crate::maintenance::Jobs,
     cache: Option<Rc<crate::cache::RamCache>>,
-) {
-    match msg {
-        // Handled by the core's loop; only the drain at shutdown gets here.
-        CoreMsg::AddDisk { reply, .. } => {
-            let _ = reply.send(Err("the node is shutting down".into()));
-        }
-        CoreMsg::Put { shard, key, content_type, len, stamp, mut body, reply } => {
-            let Some(s) = shards.borrow().get(&shard).cloned() else {
-                let _ = reply.send(Err(no_shard(shard)));
-                return;
-            };
-            if let Some(c) = &cache {
-                c.invalidate(&key);
+}
+
+impl Exec {
+    /// Runs one message (each in a task of its own on the core).
+    async fn run(self: Rc<Self>, msg: CoreMsg) {
+        match msg {
+            CoreMsg::AddDisk { reply, .. } => self.shutting_down_add_disk(reply).await,
+            CoreMsg::Put { shard, key, content_type, len, stamp, body, reply } => {
+                self.put(shard, key, content_type, len, stamp, body, reply).await
             }
-            let r = async {
-                let Some(mut w) = s.put_stamped(&key, &content_type, len, stamp).await? else {
-                    // Superseded: take the body (so the sender is not stuck) and store nothing.
-                    while let Some(m) = body.recv().await {
-                        if matches!(m, BodyMsg::End { .. }) {
-                            break;
-                        }
+            CoreMsg::Get { shard, key, range, head, reply } => self.get(shard, key, range, head, reply).await,
+            CoreMsg::Delete { shard, key, stamp, always, reply } => {
+                self.delete(shard, key, stamp, always, reply).await
+            }
+            CoreMsg::PutBatch { shard, items, reply } => self.put_batch(shard, items, reply).await,
+            CoreMsg::Digests { reply } => self.digests(reply).await,
+            CoreMsg::BucketKeys { bucket, reply } => self.bucket_keys(bucket, reply).await,
+            CoreMsg::Deleted { shard, key, reply } => self.deleted(shard, key, reply).await,
+            CoreMsg::Push { shard, key, peer, insist, reply } => {
+                self.push(shard, key, peer, insist, reply).await
+            }
+            CoreMsg::Confirm { shard, seq, peer } => self.confirm(shard, seq, peer).await,
+            CoreMsg::Stats { reply } => self.stats(reply).await,
+            CoreMsg::Has { shard, key, reply } => self.has(shard, key, reply).await,
+            CoreMsg::Version { shard, key, reply } => self.version(shard, key, reply).await,
+            CoreMsg::Job { disk, job, action, ratio, idle_s, reply } => {
+                self.job(disk, job, action, ratio, idle_s, reply).await
+            }
+        }
+    }
+
+    /// (Handled by the core's loop; only the drain at shutdown gets here.)
+    async fn shutting_down_add_disk(&self, reply: oneshot::Sender<Result<Option<RecoveryReport>, String>>) {
+        let _ = reply.send(Err("the node is shutting down".into()));
+    }
+
+    /// Stores an object on one of this core's disks as its body arrives; a disk that is full
+    /// (or nearly) stops taking writes and is spilled (route.rs).
+    #[allow(clippy::too_many_arguments)]
+    async fn put(
+        &self,
+        shard: u32,
+        key: Vec<u8>,
+        content_type: String,
+        len: u64,
+        stamp: Stamp,
+        mut body: mpsc::Receiver<BodyMsg>,
+        reply: oneshot::Sender<Result<PutOutcome, podstore_engine::Error>>,
+    ) {
+        let Exec { shared, shards, cache, .. } = self;
+        let Some(s) = shards.borrow().get(&shard).cloned() else {
+            let _ = reply.send(Err(no_shard(shard)));
+            return;
+        };
+        if let Some(c) = &cache {
+            c.invalidate(&key);
+        }
+        let r = async {
+            let Some(mut w) = s.put_stamped(&key, &content_type, len, stamp).await? else {
+                // Superseded: take the body (so the sender is not stuck) and store nothing.
+                while let Some(m) = body.recv().await {
+                    if matches!(m, BodyMsg::End { .. }) {
+                        break;
                     }
-                    return Ok(PutOutcome::Superseded);
-                };
-                loop {
-                    match body.recv().await {
-                        Some(BodyMsg::Data(b)) => w.write(&b).await?,
-                        Some(BodyMsg::End { ok: true, digest }) => {
-                            return w.finish_expecting(digest).await.map(PutOutcome::Stored)
-                        }
-                        Some(BodyMsg::End { ok: false, .. }) | None => {
-                            w.abort().await?;
-                            return Ok(PutOutcome::Aborted);
-                        }
+                }
+                return Ok(PutOutcome::Superseded);
+            };
+            loop {
+                match body.recv().await {
+                    Some(BodyMsg::Data(b)) => w.write(&b).await?,
+                    Some(BodyMsg::End { ok: true, digest }) => {
+                        return w.finish_expecting(digest).await.map(PutOutcome::Stored)
+                    }
+                    Some(BodyMsg::End { ok: false, .. }) | None => {
+                        w.abort().await?;
+                        return Ok(PutOutcome::Aborted);
                     }
                 }
             }
-            .await;
-            // Out of room, or nearly: later writes of its keys go to the next disks.
-            let full = matches!(r, Err(podstore_engine::Error::NoSpace { .. }))
-                || shared.routes.is_writable(shard) && s.nearly_full(|| free_bytes(&shared, shard));
-            if full {
-                // Before the answer: a PUT that got NoSpace and looks for the next disk must
-                // not be routed here again while the spilled mark is being written.
-                shared.routes.stop_writes(shard);
-            }
-            let _ = reply.send(r);
-            if full {
-                spill(&shared, shard, "full").await;
-            }
         }
-        CoreMsg::Get { shard, key, range, head, reply } => {
-            let Some(s) = shards.borrow().get(&shard).cloned() else {
-                let _ = reply.send(Err(no_shard(shard)));
+        .await;
+        // Out of room, or nearly: later writes of its keys go to the next disks.
+        let full = matches!(r, Err(podstore_engine::Error::NoSpace { .. }))
+            || shared.routes.is_writable(shard) && s.nearly_full(|| free_bytes(shared, shard));
+        if full {
+            // Before the answer: a PUT that got NoSpace and looks for the next disk must
+            // not be routed here again while the spilled mark is being written.
+            shared.routes.stop_writes(shard);
+        }
+        let _ = reply.send(r);
+        if full {
+            spill(shared, shard, "full").await;
+        }
+    }
+
+    /// Reads an object (or a range of it) and streams it: the first verified piece with the
+    /// answer, the rest through a channel; fills the RAM cache and counts reads per tier.
+    async fn get(
+        &self,
+        shard: u32,
+        key: Vec<u8>,
+        range: Option<String>,
+        head: bool,
+        reply: oneshot::Sender<Result<Option<GetStart>, podstore_engine::Error>>,
+    ) {
+        let Exec { shared, shards, cache, .. } = self;
+        let Some(s) = shards.borrow().get(&shard).cloned() else {
+            let _ = reply.send(Err(no_shard(shard)));
+            return;
+        };
+        let mut reader = match s.get(&key).await {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                let _ = reply.send(Ok(None));
                 return;
-            };
-            let mut reader = match s.get(&key).await {
-                Ok(Some(r)) => r,
-                Ok(None) => {
-                    let _ = reply.send(Ok(None));
-                    return;
-                }
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        let answer = range::resolve(range.as_deref(), reader.meta.object_len);
+        if let RangeAnswer::Part { start, end } = answer {
+            reader.set_range(start, end);
+        }
+        let (tx, rx) = mpsc::channel(PIECES_IN_FLIGHT_MAX);
+        let first = if head || answer == RangeAnswer::Unsatisfiable {
+            None
+        } else {
+            match reader.next_chunk().await {
+                Ok(c) => c.map(|c| Bytes::copy_from_slice(&c)),
                 Err(e) => {
                     let _ = reply.send(Err(e));
                     return;
                 }
-            };
-            let answer = range::resolve(range.as_deref(), reader.meta.object_len);
-            if let RangeAnswer::Part { start, end } = answer {
-                reader.set_range(start, end);
             }
-            let (tx, rx) = mpsc::channel(PIECES_IN_FLIGHT_MAX);
-            let first = if head || answer == RangeAnswer::Unsatisfiable {
-                None
-            } else {
-                match reader.next_chunk().await {
-                    Ok(c) => c.map(|c| Bytes::copy_from_slice(&c)),
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                        return;
-                    }
-                }
-            };
-            let fast = shared.routes.is_fast(shard);
-            shared.tier_reads[if fast { TIER_FAST } else { TIER_CAPACITY }].fetch_add(1, Ordering::Relaxed);
-            if !fast && shared.routes.has_fast_tier() {
-                crate::maintenance::note_capacity_read(&shared, &s, &key);
-            }
-            if let (Some(c), Some(data)) = (&cache, &first) {
-                if answer == RangeAnswer::Whole && c.takes(reader.meta.object_len) {
-                    let object = crate::cache::Cached {
-                        disk: shard,
-                        loc: reader.loc(),
-                        meta: reader.meta.clone(),
-                        data: data.clone(),
-                    };
-                    c.offer(key.clone(), object);
-                }
-            }
-            let more = first.is_some();
-            let start = GetStart { meta: reader.meta.clone(), range: answer, first, body: rx };
-            if reply.send(Ok(Some(start))).is_err() || !more {
-                return;
-            }
-            loop {
-                match reader.next_chunk().await {
-                    Ok(Some(c)) => {
-                        if tx.send(Ok(Bytes::copy_from_slice(&c))).await.is_err() {
-                            return; // the client went away (or a 304 needed no body)
-                        }
-                    }
-                    Ok(None) => return,
-                    Err(e) => {
-                        tracing::warn!("shard {shard}: read failed mid-stream: {e}");
-                        let _ = tx.send(Err(e.to_string())).await;
-                        return;
-                    }
-                }
-            }
+        };
+        let fast = shared.routes.is_fast(shard);
+        shared.tier_reads[if fast { TIER_FAST } else { TIER_CAPACITY }].fetch_add(1, Ordering::Relaxed);
+        if !fast && shared.routes.has_fast_tier() {
+            crate::maintenance::note_capacity_read(shared, &s, &key);
         }
-        CoreMsg::Delete { shard, key, stamp, always, reply } => {
-            let Some(s) = shards.borrow().get(&shard).cloned() else {
-                let _ = reply.send(Err(no_shard(shard)));
-                return;
-            };
-            if let Some(c) = &cache {
-                c.invalidate(&key);
-            }
-            let _ = reply.send(s.delete_stamped(&key, stamp, always).await);
-        }
-        CoreMsg::PutBatch { shard, items, reply } => {
-            let Some(s) = shards.borrow().get(&shard).cloned() else {
-                let _ = reply.send(Err(no_shard(shard)));
-                return;
-            };
-            if let Some(c) = &cache {
-                for it in &items {
-                    c.invalidate(&it.key);
-                }
-            }
-            let _ = reply.send(s.put_batch(&items).await);
-        }
-        CoreMsg::Digests { reply } => {
-            let mut d = vec![0u64; podstore_engine::digest::BUCKETS];
-            for s in shards.borrow().values() {
-                for (x, y) in d.iter_mut().zip(s.digests()) {
-                    *x ^= y;
-                }
-            }
-            let _ = reply.send(d);
-        }
-        CoreMsg::BucketKeys { bucket, reply } => {
-            let list: Vec<_> = shards.borrow().values().cloned().collect();
-            let mut out = Vec::new();
-            for s in list {
-                match s.bucket_keys(bucket).await {
-                    Ok(k) => out.extend(k),
-                    Err(e) => {
-                        let _ = reply.send(Err(e.to_string()));
-                        return;
-                    }
-                }
-            }
-            let _ = reply.send(Ok(out));
-        }
-        CoreMsg::Deleted { shard, key, reply } => {
-            let _ = reply.send(shards.borrow().get(&shard).is_some_and(|s| s.is_deleted(&key)));
-        }
-        CoreMsg::Push { shard, key, peer, insist, reply } => {
-            let s = shards.borrow().get(&shard).cloned();
-            let r = match (s, links.peers.get(peer)) {
-                (Some(s), Some(link)) => {
-                    if insist {
-                        link.heard();
-                    }
-                    // Without chunk checksums first (the peer checks the digest); a refused
-                    // copy is read again with them, which quarantines a damaged record.
-                    let mut r = Err(String::new());
-                    for check in [ReadCheck::ByPeer, ReadCheck::Verify] {
-                        r = match s.copy_item(&key, check).await {
-                            Ok(item) => crate::peer::link::send_item(link, item, None).await,
-                            Err(e) => Err(e.to_string()),
-                        };
-                        if r.is_ok() {
-                            break;
-                        }
-                    }
-                    r
-                }
-                _ => Err("no such shard or peer here".into()),
-            };
-            let _ = reply.send(r);
-        }
-        CoreMsg::Confirm { shard, seq, peer } => {
-            if let Some(s) = shards.borrow().get(&shard) {
-                s.backlog_confirm(peer, seq);
-            }
-        }
-        CoreMsg::Stats { reply } => {
-            let jobs = jobs.borrow();
-            let stats = shards
-                .borrow()
-                .values()
-                .map(|s| {
-                    let mut st = s.stats();
-                    if let Some(j) = jobs.get(&s.id()) {
-                        st.background_bytes_per_s = j.budget.rate();
-                        st.background_bytes = j.budget.used();
-                        st.moved_away = j.rebalance_moved.get();
-                        st.move_failures = j.rebalance_failed.get();
-                        st.migrated_objects = j.migrated_objects.get();
-                        st.migrated_bytes = j.migrated_bytes.get();
-                        st.migration_failures = j.migration_failures.get();
-                        st.migration_backlog_bytes = j.migration_backlog.get();
-                        st.migration_running = j.migrate_ctl.is_running();
-                        st.migration_paused = j.migrate_ctl.is_paused();
-                        st.migration_passes = j.migration_passes.get();
-                        st.migration_last_error = j.migration_last_error.borrow().clone();
-                    }
-                    st
-                })
-                .collect();
-            let _ = reply.send(stats);
-        }
-        CoreMsg::Has { shard, key, reply } => {
-            let has = shards.borrow().get(&shard).is_some_and(|s| s.has_entry(&key));
-            let _ = reply.send(has);
-        }
-        CoreMsg::Version { shard, key, reply } => {
-            let Some(s) = shards.borrow().get(&shard).cloned() else {
-                let _ = reply.send(Err(no_shard(shard)));
-                return;
-            };
-            // An entry whose header does not read back (a failing disk) is not "absent".
-            let r = match s.version_of(&key).await {
-                Ok(None) if s.has_entry(&key) => Err(podstore_engine::Error::Damaged {
-                    shard,
-                    reason: "the key's record does not read back".into(),
-                }),
-                r => r,
-            };
-            let _ = reply.send(r);
-        }
-        CoreMsg::Job { disk, job, action, ratio, idle_s, reply } => {
-            let mut done = Vec::new();
-            let targets: Vec<_> =
-                shards.borrow().values().filter(|s| disk.is_none_or(|d| d == s.id())).cloned().collect();
-            for s in targets {
-                let Some(j) = jobs.borrow().get(&s.id()).cloned() else { continue };
-                if job == JobKind::Migrate && !shared.routes.is_fast(s.id()) {
-                    continue; // only fast disks migrate
-                }
-                let ctl = match job {
-                    JobKind::Compact => s.compact_ctl(),
-                    JobKind::Scrub => s.scrub_ctl(),
-                    JobKind::Migrate => &j.migrate_ctl,
+        if let (Some(c), Some(data)) = (&cache, &first) {
+            if answer == RangeAnswer::Whole && c.takes(reader.meta.object_len) {
+                let object = crate::cache::Cached {
+                    disk: shard,
+                    loc: reader.loc(),
+                    meta: reader.meta.clone(),
+                    data: data.clone(),
                 };
-                match (action, job) {
-                    (JobAction::Pause, _) => ctl.pause(),
-                    (JobAction::Resume, _) => {
-                        ctl.resume();
-                        j.compact_wake.notify_one();
-                        j.scrub_wake.notify_one();
-                        j.migrate_wake.notify_one();
-                    }
-                    (JobAction::Start, JobKind::Migrate) => {
-                        ctl.resume();
-                        j.migrate_now.set(Some(idle_s.unwrap_or(shared.cfg().tiering.migrate_idle_s)));
-                        j.migrate_wake.notify_one();
-                    }
-                    (JobAction::Stop, _) => ctl.stop(),
-                    (JobAction::Start, JobKind::Compact) => {
-                        ctl.resume();
-                        j.compact_now.set(Some(ratio.unwrap_or(0.0)));
-                        j.compact_wake.notify_one();
-                    }
-                    (JobAction::Start, JobKind::Scrub) => {
-                        ctl.resume();
-                        j.scrub_now.set(true);
-                        // A pass already running goes on unpaced.
-                        j.scrub_pace.set_rate(0);
-                        j.scrub_wake.notify_one();
+                c.offer(key.clone(), object);
+            }
+        }
+        let more = first.is_some();
+        let start = GetStart { meta: reader.meta.clone(), range: answer, first, body: rx };
+        if reply.send(Ok(Some(start))).is_err() || !more {
+            return;
+        }
+        loop {
+            match reader.next_chunk().await {
+                Ok(Some(c)) => {
+                    if tx.send(Ok(Bytes::copy_from_slice(&c))).await.is_err() {
+                        return; // the client went away (or a 304 needed no body)
                     }
                 }
-                done.push(s.id());
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!("shard {shard}: read failed mid-stream: {e}");
+                    let _ = tx.send(Err(e.to_string())).await;
+                    return;
+                }
             }
-            let _ = reply.send(done);
         }
+    }
+
+    /// Writes a tombstone.
+    async fn delete(
+        &self,
+        shard: u32,
+        key: Vec<u8>,
+        stamp: Stamp,
+        always: bool,
+        reply: oneshot::Sender<Result<DeleteDone, podstore_engine::Error>>,
+    ) {
+        let Exec { shards, cache, .. } = self;
+        let Some(s) = shards.borrow().get(&shard).cloned() else {
+            let _ = reply.send(Err(no_shard(shard)));
+            return;
+        };
+        if let Some(c) = &cache {
+            c.invalidate(&key);
+        }
+        let _ = reply.send(s.delete_stamped(&key, stamp, always).await);
+    }
+
+    /// Writes objects in memory to one disk in as few writes as their places allow (migration).
+    async fn put_batch(
+        &self,
+        shard: u32,
+        items: Vec<podstore_engine::BatchItem>,
+        reply: oneshot::Sender<PutBatchResult>,
+    ) {
+        let Exec { shards, cache, .. } = self;
+        let Some(s) = shards.borrow().get(&shard).cloned() else {
+            let _ = reply.send(Err(no_shard(shard)));
+            return;
+        };
+        if let Some(c) = &cache {
+            for it in &items {
+                c.invalidate(&it.key);
+            }
+        }
+        let _ = reply.send(s.put_batch(&items).await);
+    }
+
+    /// The XOR of this core's shards' bucket digests.
+    async fn digests(&self, reply: oneshot::Sender<Vec<u64>>) {
+        let Exec { shards, .. } = self;
+        let mut d = vec![0u64; podstore_engine::digest::BUCKETS];
+        for s in shards.borrow().values() {
+            for (x, y) in d.iter_mut().zip(s.digests()) {
+                *x ^= y;
+            }
+        }
+        let _ = reply.send(d);
+    }
+
+    /// Every current key of one digest bucket on this core's shards.
+    async fn bucket_keys(
+        &self,
+        bucket: usize,
+        reply: oneshot::Sender<Result<Vec<podstore_engine::digest::KeyState>, String>>,
+    ) {
+        let Exec { shards, .. } = self;
+        let list: Vec<_> = shards.borrow().values().cloned().collect();
+        let mut out = Vec::new();
+        for s in list {
+            match s.bucket_keys(bucket).await {
+                Ok(k) => out.extend(k),
+                Err(e) => {
+                    let _ = reply.send(Err(e.to_string()));
+                    return;
+                }
+            }
+        }
+        let _ = reply.send(Ok(out));
+    }
+
+    /// Whether the key was deleted here.
+    async fn deleted(&self, shard: u32, key: Vec<u8>, reply: oneshot::Sender<bool>) {
+        let Exec { shards, .. } = self;
+        let _ = reply.send(shards.borrow().get(&shard).is_some_and(|s| s.is_deleted(&key)));
+    }
+
+    /// Sends the key's newest write here to a peer (a retried copy, anti-entropy, a pull).
+    async fn push(
+        &self,
+        shard: u32,
+        key: Vec<u8>,
+        peer: usize,
+        insist: bool,
+        reply: oneshot::Sender<crate::peer::link::CopyResult>,
+    ) {
+        let Exec { shards, links, .. } = self;
+        let s = shards.borrow().get(&shard).cloned();
+        let r = match (s, links.peers.get(peer)) {
+            (Some(s), Some(link)) => {
+                if insist {
+                    link.heard();
+                }
+                // Without chunk checksums first (the peer checks the digest); a refused
+                // copy is read again with them, which quarantines a damaged record.
+                let mut r = Err(String::new());
+                for check in [ReadCheck::ByPeer, ReadCheck::Verify] {
+                    r = match s.copy_item(&key, check).await {
+                        Ok(item) => crate::peer::link::send_item(link, item, None).await,
+                        Err(e) => Err(e.to_string()),
+                    };
+                    if r.is_ok() {
+                        break;
+                    }
+                }
+                r
+            }
+            _ => Err("no such shard or peer here".into()),
+        };
+        let _ = reply.send(r);
+    }
+
+    /// A peer confirmed a write: it leaves that peer's backlog.
+    async fn confirm(&self, shard: u32, seq: u64, peer: usize) {
+        let Exec { shards, .. } = self;
+        if let Some(s) = shards.borrow().get(&shard) {
+            s.backlog_confirm(peer, seq);
+        }
+    }
+
+    /// Every shard's statistics, with its background jobs' figures.
+    async fn stats(&self, reply: oneshot::Sender<Vec<ShardStats>>) {
+        let Exec { shards, jobs, .. } = self;
+        let jobs = jobs.borrow();
+        let stats = shards
+            .borrow()
+            .values()
+            .map(|s| {
+                let mut st = s.stats();
+                if let Some(j) = jobs.get(&s.id()) {
+                    st.background_bytes_per_s = j.budget.rate();
+                    st.background_bytes = j.budget.used();
+                    st.moved_away = j.rebalance_moved.get();
+                    st.move_failures = j.rebalance_failed.get();
+                    st.migrated_objects = j.migrated_objects.get();
+                    st.migrated_bytes = j.migrated_bytes.get();
+                    st.migration_failures = j.migration_failures.get();
+                    st.migration_backlog_bytes = j.migration_backlog.get();
+                    st.migration_running = j.migrate_ctl.is_running();
+                    st.migration_paused = j.migrate_ctl.is_paused();
+                    st.migration_passes = j.migration_passes.get();
+                    st.migration_last_error = j.migration_last_error.borrow().clone();
+                }
+                st
+            })
+            .collect();
+        let _ = reply.send(stats);
+    }
+
+    /// Whether a disk's index has an entry for the key.
+    async fn has(&self, shard: u32, key: Vec<u8>, reply: oneshot::Sender<bool>) {
+        let Exec { shards, .. } = self;
+        let has = shards.borrow().get(&shard).is_some_and(|s| s.has_entry(&key));
+        let _ = reply.send(has);
+    }
+
+    /// The version of the key's newest record on a disk.
+    async fn version(
+        &self,
+        shard: u32,
+        key: Vec<u8>,
+        reply: oneshot::Sender<Result<Option<(podstore_engine::Version, bool)>, podstore_engine::Error>>,
+    ) {
+        let Exec { shards, .. } = self;
+        let Some(s) = shards.borrow().get(&shard).cloned() else {
+            let _ = reply.send(Err(no_shard(shard)));
+            return;
+        };
+        // An entry whose header does not read back (a failing disk) is not "absent".
+        let r = match s.version_of(&key).await {
+            Ok(None) if s.has_entry(&key) => Err(podstore_engine::Error::Damaged {
+                shard,
+                reason: "the key's record does not read back".into(),
+            }),
+            r => r,
+        };
+        let _ = reply.send(r);
+    }
+
+    /// Starts, pauses, resumes or stops a background job on one disk (or all) of this core.
+    async fn job(
+        &self,
+        disk: Option<u32>,
+        job: JobKind,
+        action: JobAction,
+        ratio: Option<f64>,
+        idle_s: Option<u64>,
+        reply: oneshot::Sender<Vec<u32>>,
+    ) {
+        let Exec { shared, shards, jobs, .. } = self;
+        let mut done = Vec::new();
+        let targets: Vec<_> =
+            shards.borrow().values().filter(|s| disk.is_none_or(|d| d == s.id())).cloned().collect();
+        for s in targets {
+            let Some(j) = jobs.borrow().get(&s.id()).cloned() else { continue };
+            if job == JobKind::Migrate && !shared.routes.is_fast(s.id()) {
+                continue; // only fast disks migrate
+            }
+            let ctl = match job {
+                JobKind::Compact => s.compact_ctl(),
+                JobKind::Scrub => s.scrub_ctl(),
+                JobKind::Migrate => &j.migrate_ctl,
+            };
+            match (action, job) {
+                (JobAction::Pause, _) => ctl.pause(),
+                (JobAction::Resume, _) => {
+                    ctl.resume();
+                    j.compact_wake.notify_one();
+                    j.scrub_wake.notify_one();
+                    j.migrate_wake.notify_one();
+                }
+                (JobAction::Start, JobKind::Migrate) => {
+                    ctl.resume();
+                    j.migrate_now.set(Some(idle_s.unwrap_or(shared.cfg().tiering.migrate_idle_s)));
+                    j.migrate_wake.notify_one();
+                }
+                (JobAction::Stop, _) => ctl.stop(),
+                (JobAction::Start, JobKind::Compact) => {
+                    ctl.resume();
+                    j.compact_now.set(Some(ratio.unwrap_or(0.0)));
+                    j.compact_wake.notify_one();
+                }
+                (JobAction::Start, JobKind::Scrub) => {
+                    ctl.resume();
+                    j.scrub_now.set(true);
+                    // A pass already running goes on unpaced.
+                    j.scrub_pace.set_rate(0);
+                    j.scrub_wake.notify_one();
+                }
+            }
+            done.push(s.id());
+        }
+        let _ = reply.send(done);
     }
 }
