@@ -18,6 +18,7 @@ pub mod digest;
 mod error;
 pub mod files;
 mod group_commit;
+mod hex;
 pub mod index;
 pub mod placement;
 pub mod record;
@@ -28,6 +29,7 @@ mod shard_set;
 pub mod version;
 
 pub use error::{Error, Result};
+pub use hex::hex;
 pub use shard::{compact, scrub};
 pub use shard::{
     validate, BatchItem, BatchOutcome, Chunk, CopyCheck, CopyItem, DeleteDone, ObjectMeta, ObjectReader,

@@ -29,7 +29,6 @@
 //! Version history: 1 (first).
 
 use std::hash::Hasher;
-use std::io::Read;
 use std::path::Path;
 
 use podstore_disks::{AlignedBuf, Io, OpenMode};
@@ -66,7 +65,7 @@ impl RecordKey {
     /// A new random key from the operating system's generator.
     pub fn generate() -> std::io::Result<RecordKey> {
         let mut b = [0u8; 16];
-        std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+        getrandom::fill(&mut b).map_err(std::io::Error::other)?;
         Ok(RecordKey(b))
     }
 

@@ -128,7 +128,7 @@ pub fn signature(secret: &[u8], method: &str, bucket: &str, key: &[u8], expires:
         mac(secret, b"podstore-presign-v1", &[method.as_bytes(), bucket.as_bytes(), key, expires.as_bytes()])
             .finalize()
             .into_bytes();
-    tag.iter().map(|b| format!("{b:02x}")).collect()
+    podstore_engine::hex(&tag)
 }
 
 /// The query string of a presigned URL (without the `?`).

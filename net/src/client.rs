@@ -106,7 +106,10 @@ impl Progress {
             .filter(|&t| t > 0)
             .map(|t| format!(" {:.0}%", 100.0 * self.done as f64 / t as f64))
             .unwrap_or_default();
-        eprint!("\r{} bytes{pct} ({rate:.1} MiB/s){}", self.done, if end { "\n" } else { "" });
+        show_line(true, &format!("{} bytes{pct} ({rate:.1} MiB/s)", self.done));
+        if end {
+            eprintln!();
+        }
     }
 
     fn finish(&self) {
@@ -430,16 +433,21 @@ async fn admin_json(
     serde_json::from_slice(&body).map_err(|e| e.to_string())
 }
 
-/// Shows a progress line when it changed: rewritten in place on a terminal, one per line
-/// otherwise.
+/// Shows a progress line when it changed (see [`show_line`]).
 fn progress(tty: bool, last: &mut String, line: String) {
     if line != *last {
-        if tty {
-            eprint!("\r{line}   ");
-        } else {
-            eprintln!("{line}");
-        }
+        show_line(tty, &line);
         *last = line;
+    }
+}
+
+/// The one way progress is shown: on a terminal, a line rewritten in place (the blanks after it
+/// clear what a longer line left); otherwise, one line each time.
+fn show_line(tty: bool, line: &str) {
+    if tty {
+        eprint!("\r{line}   ");
+    } else {
+        eprintln!("{line}");
     }
 }
 

@@ -511,8 +511,7 @@ fn copies(h: &HeaderMap, cfg: &crate::config::Config) -> Result<u32, ApiError> {
 }
 
 fn etag(meta_digest: &[u8; 16]) -> String {
-    let hex: String = meta_digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("\"{hex}\"")
+    format!("\"{}\"", podstore_engine::hex(meta_digest))
 }
 
 fn last_modified(meta: &ObjectMeta) -> std::time::SystemTime {

@@ -17,7 +17,7 @@ pub struct ObjectMeta {
 impl ObjectMeta {
     /// The digest as 32 hex digits.
     pub fn etag_hex(&self) -> String {
-        self.digest.iter().map(|b| format!("{b:02x}")).collect()
+        crate::hex(&self.digest)
     }
 }
 

@@ -80,9 +80,8 @@ pub fn verify(
 
 /// A fresh random nonce from the kernel.
 pub fn nonce() -> std::io::Result<[u8; NONCE_BYTES]> {
-    use std::io::Read;
     let mut n = [0u8; NONCE_BYTES];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut n)?;
+    getrandom::fill(&mut n).map_err(std::io::Error::other)?;
     Ok(n)
 }
 
