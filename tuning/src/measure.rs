@@ -8,7 +8,6 @@
 //! for background work (`background_mib_per_s`, a fifth of the best sequential write rate).
 //! The file is removed afterwards.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -29,29 +28,46 @@ pub struct Plan {
 }
 
 /// One measurement at one queue depth.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Point {
     pub queue_depth: usize,
+    #[serde(serialize_with = "whole")]
     pub ops_per_s: f64,
+    #[serde(serialize_with = "tenths")]
     pub mib_per_s: f64,
+    #[serde(serialize_with = "whole")]
     pub p50_us: f64,
+    #[serde(serialize_with = "whole")]
     pub p99_us: f64,
 }
 
-/// A disk's profile.
-#[derive(Debug, Clone, PartialEq)]
+/// A rate or a latency in the file: a whole number (finer is noise).
+fn whole<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(v.max(0.0).round() as u64)
+}
+
+/// A bandwidth in the file: to a tenth.
+fn tenths<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64((v * 10.0).round() / 10.0)
+}
+
+/// A disk's profile (its file: the values first, then each curve as an array of tables).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Profile {
     pub disk: PathBuf,
     pub direct_io: bool,
-    pub random_read_4k: Vec<Point>,
-    pub seq_read_1m: Vec<Point>,
-    pub seq_write_1m: Vec<Point>,
-    pub fdatasync_p50_us: f64,
-    pub fdatasync_p99_us: f64,
     /// The smallest queue depth reaching 90% of the best random-read rate.
     pub queue_depth: usize,
     /// A fifth of the best sequential write bandwidth: what background work may use.
+    #[serde(serialize_with = "tenths")]
     pub background_mib_per_s: f64,
+    #[serde(serialize_with = "whole")]
+    pub fdatasync_p50_us: f64,
+    #[serde(serialize_with = "whole")]
+    pub fdatasync_p99_us: f64,
+    pub random_read_4k: Vec<Point>,
+    pub seq_read_1m: Vec<Point>,
+    pub seq_write_1m: Vec<Point>,
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -220,28 +236,8 @@ pub fn measure(dir: &Path, plan: &Plan, progress: &mut dyn FnMut(&str)) -> Resul
 
 impl Profile {
     /// The profile as TOML (the file the node reads).
-    pub fn to_toml(&self) -> String {
-        let mut s = String::new();
-        let _ = writeln!(s, "# podstore disk profile: written by `podstore-tune measure`, read by the node.");
-        let _ = writeln!(s, "disk = {:?}", self.disk.display().to_string());
-        let _ = writeln!(s, "direct_io = {}", self.direct_io);
-        let _ = writeln!(s, "queue_depth = {}", self.queue_depth);
-        let _ = writeln!(s, "background_mib_per_s = {:.1}", self.background_mib_per_s);
-        let _ = writeln!(s, "fdatasync_p50_us = {:.0}", self.fdatasync_p50_us);
-        let _ = writeln!(s, "fdatasync_p99_us = {:.0}", self.fdatasync_p99_us);
-        for (name, points) in [
-            ("random_read_4k", &self.random_read_4k),
-            ("seq_read_1m", &self.seq_read_1m),
-            ("seq_write_1m", &self.seq_write_1m),
-        ] {
-            for p in points {
-                let _ = writeln!(
-                    s,
-                    "\n[[{name}]]\nqueue_depth = {}\nops_per_s = {:.0}\nmib_per_s = {:.1}\np50_us = {:.0}\np99_us = {:.0}",
-                    p.queue_depth, p.ops_per_s, p.mib_per_s, p.p50_us, p.p99_us
-                );
-            }
-        }
-        s
+    pub fn to_toml(&self) -> Result<String, String> {
+        let body = toml::to_string(self).map_err(|e| format!("the profile as TOML: {e}"))?;
+        Ok(format!("# podstore disk profile: written by `podstore-tune measure`, read by the node.\n{body}"))
     }
 }

@@ -97,7 +97,13 @@ fn main() -> ExitCode {
             let mut progress = |what: &str| eprintln!("measuring {}: {what}", disk.display());
             match measure(&disk, &plan, &mut progress) {
                 Ok(p) => {
-                    let text = p.to_toml();
+                    let text = match p.to_toml() {
+                        Ok(t) => t,
+                        Err(e) => {
+                            eprintln!("podstore-tune: {e}");
+                            return ExitCode::FAILURE;
+                        }
+                    };
                     let out = out.unwrap_or_else(|| disk.join(PROFILE_FILE));
                     if let Err(e) = std::fs::write(&out, &text) {
                         eprintln!("podstore-tune: {}: {e}", out.display());
