@@ -13,68 +13,66 @@
 //! overwrites every other object of an earlier load). Object `i` is `{prefix}-{i}`; its bytes depend only on `i` and the size, so two servers
 //! loaded with the same arguments hold the same objects.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use clap::Parser;
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, SizeHint};
+
+#[derive(Parser, Debug, Clone)]
+#[command(name = "podstore-load", about = "PUT load over HTTP/1.1 keep-alive connections")]
 struct Args {
+    /// The server, host:port.
+    #[arg(long, default_value = "127.0.0.1:7070")]
     addr: SocketAddr,
+    /// Object `i` is `{prefix}-{i}`.
+    #[arg(long, default_value = "/bench/o")]
     prefix: String,
+    /// PUTs to make (at most, with --seconds).
+    #[arg(long, default_value_t = 1000)]
     count: u64,
+    /// Bytes of each object.
+    #[arg(long, default_value_t = 4096)]
     size: usize,
-    conns: usize,
-    /// Extra request headers ("Name: value").
-    headers: Vec<String>,
+    /// Connections, each with one PUT in flight.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
+    conns: u64,
+    /// An extra request header, `Name: value` (repeatable).
+    #[arg(long = "header", value_parser = header)]
+    headers: Vec<(String, String)>,
     /// The `n`th PUT writes object `first + n * step`.
+    #[arg(long, default_value_t = 0)]
     first: u64,
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     step: u64,
-    /// Stop after this long (or `count` PUTs, whichever comes first).
+    /// Stop after this many seconds (or `count` PUTs, whichever comes first).
+    #[arg(long, value_parser = positive)]
     seconds: Option<f64>,
-    /// PUTs started per second at most.
+    /// PUTs started per second at most, all connections together.
+    #[arg(long, value_parser = positive)]
     rate: Option<f64>,
 }
 
-fn parse() -> Args {
-    let mut a = Args {
-        addr: "127.0.0.1:7070".parse().expect("addr"),
-        prefix: "/bench/o".into(),
-        count: 1000,
-        size: 4096,
-        conns: 16,
-        headers: Vec::new(),
-        first: 0,
-        step: 1,
-        seconds: None,
-        rate: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(k) = it.next() {
-        let v = it.next().unwrap_or_else(|| panic!("{k} needs a value"));
-        match k.as_str() {
-            "--addr" => a.addr = v.parse().expect("--addr host:port"),
-            "--prefix" => a.prefix = v,
-            "--count" => a.count = v.parse().expect("--count"),
-            "--size" => a.size = v.parse().expect("--size"),
-            "--conns" => a.conns = v.parse().expect("--conns"),
-            "--first" => a.first = v.parse().expect("--first"),
-            "--seconds" => {
-                a.seconds =
-                    Some(v.parse().ok().filter(|&s: &f64| s > 0.0).expect("--seconds: a positive number"))
-            }
-            "--rate" => {
-                a.rate = Some(v.parse().ok().filter(|&r: &f64| r > 0.0).expect("--rate: a positive number"))
-            }
-            "--step" => a.step = v.parse().ok().filter(|&s| s > 0).expect("--step: a positive number"),
-            "--header" => {
-                assert!(v.contains(':') && !v.contains('\r') && !v.contains('\n'), "--header 'Name: value'");
-                a.headers.push(v)
-            }
-            other => panic!("unknown argument {other}"),
-        }
-    }
-    a
+fn positive(v: &str) -> Result<f64, String> {
+    v.parse::<f64>()
+        .ok()
+        .filter(|x| *x > 0.0 && x.is_finite())
+        .ok_or_else(|| format!("{v}: not a positive number"))
+}
+
+fn header(v: &str) -> Result<(String, String), String> {
+    let (name, value) = v.split_once(':').ok_or("a header is `Name: value`")?;
+    let name = name.trim();
+    hyper::header::HeaderName::from_bytes(name.as_bytes()).map_err(|e| format!("{name}: {e}"))?;
+    hyper::header::HeaderValue::from_str(value.trim()).map_err(|e| format!("{name}: {e}"))?;
+    Ok((name.to_string(), value.trim().to_string()))
 }
 
 /// Bodies larger than this repeat their first block.
@@ -106,126 +104,163 @@ fn object(pool: &[u8], i: u64, size: usize, out: &mut Vec<u8>) {
     out[..t].copy_from_slice(&tag[..t]);
 }
 
-fn put(
-    conn: &mut Option<(TcpStream, BufReader<TcpStream>)>,
-    addr: SocketAddr,
-    path: &str,
-    body: &[u8],
-    total: usize,
-    headers: &[String],
-) -> std::io::Result<u16> {
-    if conn.is_none() {
-        let s = TcpStream::connect(addr)?;
-        s.set_nodelay(true)?;
-        let r = BufReader::new(s.try_clone()?);
-        *conn = Some((s, r));
+/// A request body of `left` bytes sent as repeats of one block (many large PUTs at once cost
+/// the client little memory; each frame is a reference to the block, not a copy).
+struct Repeat {
+    block: Bytes,
+    left: usize,
+}
+
+impl Body for Repeat {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.left == 0 || self.block.is_empty() {
+            return Poll::Ready(None);
+        }
+        let n = self.left.min(self.block.len());
+        self.left -= n;
+        Poll::Ready(Some(Ok(Frame::data(self.block.slice(..n)))))
     }
-    let (s, r) = conn.as_mut().expect("connected");
-    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
-    let head = format!("PUT {path} HTTP/1.1\r\nHost: bench\r\n{extra}Content-Length: {total}\r\n\r\n");
-    s.write_all(head.as_bytes())?;
-    // Large bodies are streamed by repeating one block, so many large PUTs at once cost the
-    // client little memory.
-    let mut left = total;
-    while left > 0 {
-        let n = left.min(body.len());
-        s.write_all(&body[..n])?;
-        left -= n;
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
     }
-    let mut line = String::new();
-    r.read_line(&mut line)?;
-    let status: u16 = line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
-    let mut len = 0usize;
-    let mut close = false;
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.left as u64)
+    }
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Repeat>;
+
+async fn connect(addr: SocketAddr) -> Result<Sender, String> {
+    let s = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
+    s.set_nodelay(true).map_err(|e| e.to_string())?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::task::spawn_local(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+/// One PUT on the connection (made anew if there is none or it closed); Err says what went
+/// wrong, the server's answer included.
+async fn put(conn: &mut Option<Sender>, a: &Args, path: &str, block: Bytes) -> Result<(), String> {
+    if conn.as_ref().is_none_or(|c| c.is_closed()) {
+        *conn = Some(connect(a.addr).await?);
+    }
+    let sender = conn.as_mut().expect("connected");
+    sender.ready().await.map_err(|e| e.to_string())?;
+    let mut req = hyper::Request::put(path)
+        .header(hyper::header::HOST, "bench")
+        .header(hyper::header::CONTENT_LENGTH, a.size);
+    for (name, value) in &a.headers {
+        req = req.header(name.as_str(), value.as_str());
+    }
+    let req = req.body(Repeat { block, left: a.size }).map_err(|e| e.to_string())?;
+    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    if !status.is_success() {
+        // What the server said, for the failure report.
+        return Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&body[..body.len().min(300)])));
+    }
+    Ok(())
+}
+
+/// Shared by the connections: the next PUT's number, the latencies, the failures.
+struct Load {
+    args: Args,
+    pool: Vec<u8>,
+    start: Instant,
+    next: AtomicU64,
+    failures: AtomicU64,
+    latencies: Mutex<Vec<Duration>>,
+}
+
+/// One connection's PUTs, until `count` are taken (or the time is up).
+async fn connection(load: Arc<Load>) {
+    let a = &load.args;
+    let deadline = a.seconds.map(|s| load.start + Duration::from_secs_f64(s));
+    let mut conn = None;
+    let mut mine = Vec::new();
+    let mut body = Vec::new();
     loop {
-        let mut h = String::new();
-        r.read_line(&mut h)?;
-        let t = h.trim_end();
-        if t.is_empty() {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
             break;
         }
-        let lower = t.to_ascii_lowercase();
-        if let Some(v) = lower.strip_prefix("content-length:") {
-            len = v.trim().parse().unwrap_or(0);
+        let n = load.next.fetch_add(1, Ordering::Relaxed);
+        if n >= a.count {
+            break;
         }
-        close |= lower.starts_with("connection:") && lower.contains("close");
+        if let Some(r) = a.rate {
+            // The n-th PUT starts no earlier than n / rate seconds in.
+            let at = load.start + Duration::from_secs_f64(n as f64 / r);
+            if deadline.is_some_and(|d| at >= d) {
+                break;
+            }
+            tokio::time::sleep_until(at.into()).await;
+        }
+        let i = a.first + n * a.step;
+        object(&load.pool, i, a.size, &mut body);
+        let path = format!("{}-{i}", a.prefix);
+        let t = Instant::now();
+        match put(&mut conn, a, &path, Bytes::copy_from_slice(&body)).await {
+            Ok(()) => mine.push(t.elapsed()),
+            Err(e) => {
+                // The first few failures say what went wrong; the count says the rest.
+                if load.failures.fetch_add(1, Ordering::Relaxed) < 5 {
+                    eprintln!("PUT {path}: {e}");
+                }
+                conn = None;
+            }
+        }
     }
-    let mut sink = vec![0u8; len];
-    r.read_exact(&mut sink)?;
-    if close {
-        *conn = None;
-    }
-    if !(200..300).contains(&status) {
-        // What the server said, for the failure report.
-        let said = String::from_utf8_lossy(&sink[..len.min(300)]).into_owned();
-        return Err(std::io::Error::other(format!("HTTP {status}: {said}")));
-    }
-    Ok(status)
+    load.latencies.lock().expect("latencies").extend(mine);
 }
 
 fn main() {
-    let a = parse();
-    let next = Arc::new(AtomicU64::new(0));
-    let lat = Arc::new(Mutex::new(Vec::with_capacity(a.count as usize)));
-    let failures = Arc::new(AtomicU64::new(0));
-    let pool = Arc::new(pool());
-    let start = Instant::now();
-    let threads: Vec<_> = (0..a.conns)
-        .map(|_| {
-            let (next, lat, failures, prefix, pool, headers) = (
-                next.clone(),
-                lat.clone(),
-                failures.clone(),
-                a.prefix.clone(),
-                pool.clone(),
-                a.headers.clone(),
-            );
-            let (addr, size, count, first, step) = (a.addr, a.size, a.count, a.first, a.step);
-            let deadline = a.seconds.map(|s| start + Duration::from_secs_f64(s));
-            let rate = a.rate;
+    let args = Args::parse();
+    let load = Arc::new(Load {
+        pool: pool(),
+        start: Instant::now(),
+        next: AtomicU64::new(0),
+        failures: AtomicU64::new(0),
+        latencies: Mutex::new(Vec::with_capacity(args.count.min(10_000_000) as usize)),
+        args,
+    });
+    // The connections on as many threads as the machine has cores (each a runtime of its own,
+    // its connections as tasks), at most one thread per connection.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(load.args.conns as usize);
+    let workers: Vec<_> = (0..threads)
+        .map(|t| {
+            let load = load.clone();
             std::thread::spawn(move || {
-                let mut conn = None;
-                let mut mine = Vec::new();
-                let mut body = Vec::new();
-                loop {
-                    if deadline.is_some_and(|d| Instant::now() >= d) {
-                        break;
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+                let local = tokio::task::LocalSet::new();
+                local.block_on(&rt, async move {
+                    let mine = (t as u64..load.args.conns).step_by(threads);
+                    let tasks: Vec<_> =
+                        mine.map(|_| tokio::task::spawn_local(connection(load.clone()))).collect();
+                    for task in tasks {
+                        task.await.expect("a connection");
                     }
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= count {
-                        break;
-                    }
-                    if let Some(r) = rate {
-                        // The i-th PUT starts no earlier than i / rate seconds in.
-                        let at = start + Duration::from_secs_f64(i as f64 / r);
-                        if deadline.is_some_and(|d| at >= d) {
-                            break;
-                        }
-                        std::thread::sleep(at.saturating_duration_since(Instant::now()));
-                    }
-                    let i = first + i * step;
-                    object(&pool, i, size, &mut body);
-                    let t = Instant::now();
-                    match put(&mut conn, addr, &format!("{prefix}-{i}"), &body, size, &headers) {
-                        Ok(s) if (200..300).contains(&s) => mine.push(t.elapsed()),
-                        r => {
-                            // The first few failures say what went wrong; the count says the rest.
-                            if failures.fetch_add(1, Ordering::Relaxed) < 5 {
-                                eprintln!("PUT {prefix}-{i}: {r:?}");
-                            }
-                            conn = None;
-                        }
-                    }
-                }
-                lat.lock().expect("lat").extend(mine);
+                });
             })
         })
         .collect();
-    for t in threads {
-        t.join().expect("worker");
+    for w in workers {
+        w.join().expect("worker");
     }
-    let secs = start.elapsed().as_secs_f64();
-    let mut l = lat.lock().expect("lat").clone();
+    let secs = load.start.elapsed().as_secs_f64();
+    let mut l = load.latencies.lock().expect("latencies").clone();
     l.sort();
     let pct = |p: f64| {
         l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
@@ -233,16 +268,16 @@ fn main() {
             .unwrap_or(Duration::ZERO)
     };
     let ok = l.len() as f64;
+    let failures = load.failures.load(Ordering::Relaxed);
     println!(
-        "puts={} failures={} seconds={secs:.2} req_per_s={:.0} mib_per_s={:.1} p50_ms={:.2} p99_ms={:.2}",
+        "puts={} failures={failures} seconds={secs:.2} req_per_s={:.0} mib_per_s={:.1} p50_ms={:.2} p99_ms={:.2}",
         l.len(),
-        failures.load(Ordering::Relaxed),
         ok / secs,
-        ok * a.size as f64 / (1 << 20) as f64 / secs,
+        ok * load.args.size as f64 / (1 << 20) as f64 / secs,
         pct(0.5).as_secs_f64() * 1e3,
         pct(0.99).as_secs_f64() * 1e3
     );
-    if failures.load(Ordering::Relaxed) > 0 {
+    if failures > 0 {
         std::process::exit(1);
     }
 }
