@@ -19,6 +19,7 @@ mod faulty;
 mod fd;
 mod io;
 pub mod label;
+pub mod le;
 mod lock;
 mod sigpipe;
 mod sim;

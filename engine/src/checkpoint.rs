@@ -152,31 +152,29 @@ pub enum CkptError {
     Field(&'static str),
 }
 
-struct Rd<'a> {
-    b: &'a [u8],
-    at: usize,
-}
+/// The checkpoint's fields in order, bounds-checked (podstore_disks::le).
+struct Rd<'a>(podstore_disks::le::Reader<'a>);
 
 impl<'a> Rd<'a> {
+    /// Fields of `b` from offset `at` (past the end: every read is short).
+    fn at(b: &'a [u8], at: usize) -> Rd<'a> {
+        let mut r = podstore_disks::le::Reader::new(b);
+        if r.bytes(at).is_none() {
+            r = podstore_disks::le::Reader::new(&[]);
+        }
+        Rd(r)
+    }
     fn take(&mut self, n: usize) -> Result<&'a [u8], CkptError> {
-        let end = self.at.checked_add(n).ok_or(CkptError::Short)?;
-        let s = self.b.get(self.at..end).ok_or(CkptError::Short)?;
-        self.at = end;
-        Ok(s)
+        self.0.bytes(n).ok_or(CkptError::Short)
     }
     fn u16(&mut self) -> Result<u16, CkptError> {
-        let s = self.take(2)?;
-        Ok(u16::from_le_bytes([s[0], s[1]]))
+        self.0.int().ok_or(CkptError::Short)
     }
     fn u32(&mut self) -> Result<u32, CkptError> {
-        let s = self.take(4)?;
-        Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+        self.0.int().ok_or(CkptError::Short)
     }
     fn u64(&mut self) -> Result<u64, CkptError> {
-        let s = self.take(8)?;
-        let mut x = [0u8; 8];
-        x.copy_from_slice(s);
-        Ok(u64::from_le_bytes(x))
+        self.0.int().ok_or(CkptError::Short)
     }
 }
 
@@ -255,26 +253,23 @@ impl Checkpoint {
 
     /// The body length announced by a header block (to know how much to read); never panics.
     pub fn body_len(header: &[u8]) -> Result<u64, CkptError> {
-        let mut r = Rd { b: header, at: 0 };
+        let mut r = Rd::at(header, 0);
         if r.take(8)? != MAGIC {
             return Err(CkptError::Magic);
         }
         if header.len() < 128 {
             return Err(CkptError::Short);
         }
-        if podstore_disks::crc::crc32c(&header[0..124])
-            != u32::from_le_bytes([header[124], header[125], header[126], header[127]])
-        {
+        if podstore_disks::crc::crc32c(&header[0..124]) != podstore_disks::le::get::<u32>(header, 124) {
             return Err(CkptError::HeaderChecksum);
         }
-        r.at = 24;
-        r.u64()
+        Rd::at(header, 24).u64()
     }
 
     /// Decodes and verifies a checkpoint file; never panics on any input.
     pub fn decode(b: &[u8]) -> Result<Checkpoint, CkptError> {
         let body_len = Self::body_len(b)?;
-        let mut r = Rd { b, at: 8 };
+        let mut r = Rd::at(b, 8);
         let version = r.u32()?;
         if version != VERSION {
             return Err(CkptError::Version(version));
@@ -311,7 +306,7 @@ impl Checkpoint {
         if fixed > body_len || nover > body_len / 10 || nquar > body_len / 34 {
             return Err(CkptError::Field("counts"));
         }
-        let mut r = Rd { b: body, at: 0 };
+        let mut r = Rd::at(body, 0);
         let mut ck = Checkpoint { shard_id, max_seq, max_hlc, ..Default::default() };
         ck.blobs.reserve(nblobs as usize);
         for _ in 0..nblobs {
@@ -363,7 +358,8 @@ impl Checkpoint {
             }
             let count = r.u64()?;
             // The entries must fit what is left before anything is allocated for them.
-            if count.checked_mul(BACKLOG_ENTRY).is_none_or(|need| need > (body.len() - r.at) as u64) {
+            if count.checked_mul(BACKLOG_ENTRY).is_none_or(|need| need > (body.len() - r.0.position()) as u64)
+            {
                 return Err(CkptError::Field("backlog count"));
             }
             let mut entries = Vec::with_capacity(count as usize);
@@ -382,7 +378,7 @@ impl Checkpoint {
         for _ in 0..ndigests {
             ck.digests.push(r.u64()?);
         }
-        if r.at != body.len() {
+        if r.0.position() != body.len() {
             return Err(CkptError::Field("body length"));
         }
         Ok(ck)

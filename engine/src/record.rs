@@ -56,6 +56,8 @@
 //! build older than that reads a record with a longer key as damaged, so downgrade only to a
 //! build that has this limit).
 
+use podstore_disks::le;
+
 use crate::record_key::RecordKey;
 use crate::Error;
 
@@ -83,6 +85,57 @@ pub const BLOCK: u64 = 4096;
 pub const FLAG_TOMBSTONE: u16 = 1;
 /// Header flag: the record was abandoned before completion; its space is dead.
 pub const FLAG_VOID: u16 = 2;
+
+// The header's fields (the diagram above), each at its offset.
+const H_MAGIC: usize = 0;
+const H_VERSION: usize = 4;
+const H_FLAGS: usize = 6;
+const H_SHARD: usize = 8;
+const H_BLOB: usize = 12;
+const H_OFFSET: usize = 16;
+const H_SEQ: usize = 24;
+const H_CREATED: usize = 32;
+const H_OBJECT_LEN: usize = 40;
+const H_RECORD_LEN: usize = 48;
+const H_KEY_LEN: usize = 56;
+const H_CT_LEN: usize = 58;
+const H_ZERO_1: usize = 59;
+const H_HLC: usize = 64;
+const H_ORIGIN: usize = 72;
+const H_TAG: usize = 80;
+const H_ZERO_2: usize = 96;
+const H_CRC: usize = 124;
+const _: () = assert!(le::tiles(
+    &[
+        (H_MAGIC, 4),
+        (H_VERSION, 2),
+        (H_FLAGS, 2),
+        (H_SHARD, 4),
+        (H_BLOB, 4),
+        (H_OFFSET, 8),
+        (H_SEQ, 8),
+        (H_CREATED, 8),
+        (H_OBJECT_LEN, 8),
+        (H_RECORD_LEN, 8),
+        (H_KEY_LEN, 2),
+        (H_CT_LEN, 1),
+        (H_ZERO_1, 5),
+        (H_HLC, 8),
+        (H_ORIGIN, 8),
+        (H_TAG, 16),
+        (H_ZERO_2, 28),
+        (H_CRC, 4),
+    ],
+    HEADER_BYTES
+));
+
+// The footer's fixed fields, then the chunk CRCs and the footer's CRC.
+const F_MAGIC: usize = 0;
+const F_CHUNKS: usize = 4;
+const F_SEQ: usize = 8;
+const F_DIGEST: usize = 16;
+const _: () =
+    assert!(le::tiles(&[(F_MAGIC, 4), (F_CHUNKS, 4), (F_SEQ, 8), (F_DIGEST, 16)], FOOTER_FIXED_BYTES));
 
 /// The decoded fixed header.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,18 +173,6 @@ pub enum FormatError {
     DataChecksum(u32),
     #[error("field {0} out of range")]
     Field(&'static str),
-}
-
-fn le_u16(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-fn le_u32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-fn le_u64(b: &[u8], at: usize) -> u64 {
-    let mut x = [0u8; 8];
-    x.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(x)
 }
 
 /// Number of data chunks of an object.
@@ -184,27 +225,27 @@ impl Header {
         let ds = self.data_start() as usize;
         let b = &mut out[..ds];
         b[..HEADER_BYTES].fill(0);
-        b[0..4].copy_from_slice(&HEADER_MAGIC.to_le_bytes());
-        b[4..6].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-        b[6..8].copy_from_slice(&self.flags.to_le_bytes());
-        b[8..12].copy_from_slice(&self.shard_id.to_le_bytes());
-        b[12..16].copy_from_slice(&self.blob_id.to_le_bytes());
-        b[16..24].copy_from_slice(&self.offset.to_le_bytes());
-        b[24..32].copy_from_slice(&self.seq.to_le_bytes());
-        b[32..40].copy_from_slice(&self.created_ms.to_le_bytes());
-        b[40..48].copy_from_slice(&self.object_len.to_le_bytes());
-        b[48..56].copy_from_slice(&self.record_len.to_le_bytes());
-        b[56..58].copy_from_slice(&self.key_len.to_le_bytes());
-        b[58] = self.content_type_len;
-        b[64..72].copy_from_slice(&self.version.hlc.to_le_bytes());
-        b[72..80].copy_from_slice(&self.version.origin.to_le_bytes());
+        le::put(b, H_MAGIC, HEADER_MAGIC);
+        le::put(b, H_VERSION, FORMAT_VERSION);
+        le::put(b, H_FLAGS, self.flags);
+        le::put(b, H_SHARD, self.shard_id);
+        le::put(b, H_BLOB, self.blob_id);
+        le::put(b, H_OFFSET, self.offset);
+        le::put(b, H_SEQ, self.seq);
+        le::put(b, H_CREATED, self.created_ms);
+        le::put(b, H_OBJECT_LEN, self.object_len);
+        le::put(b, H_RECORD_LEN, self.record_len);
+        le::put(b, H_KEY_LEN, self.key_len);
+        le::put(b, H_CT_LEN, self.content_type_len);
+        le::put(b, H_HLC, self.version.hlc);
+        le::put(b, H_ORIGIN, self.version.origin);
         b[HEADER_BYTES..HEADER_BYTES + key.len()].copy_from_slice(key);
         b[HEADER_BYTES + key.len()..ds].copy_from_slice(content_type);
-        let tag = rk.tag(&b[0..80], &b[HEADER_BYTES..ds]);
-        b[80..96].copy_from_slice(&tag);
-        let mut crc = podstore_disks::crc::crc32c(&b[0..124]);
+        let tag = rk.tag(&b[0..H_TAG], &b[HEADER_BYTES..ds]);
+        b[H_TAG..H_ZERO_2].copy_from_slice(&tag);
+        let mut crc = podstore_disks::crc::crc32c(&b[0..H_CRC]);
         crc = podstore_disks::crc::crc32c_append(crc, &b[HEADER_BYTES..ds]);
-        b[124..128].copy_from_slice(&crc.to_le_bytes());
+        le::put(b, H_CRC, crc);
     }
 
     /// Decodes and verifies (checksum, then the tag with the shard's record key `rk`) a header
@@ -214,11 +255,11 @@ impl Header {
         if b.len() < HEADER_BYTES {
             return Err(FormatError::Short);
         }
-        if le_u32(b, 0) != HEADER_MAGIC {
+        if le::get::<u32>(b, H_MAGIC) != HEADER_MAGIC {
             return Err(FormatError::Magic);
         }
-        let key_len = le_u16(b, 56);
-        let ct_len = b[58];
+        let key_len: u16 = le::get(b, H_KEY_LEN);
+        let ct_len: u8 = le::get(b, H_CT_LEN);
         let ds = data_start(key_len as usize, ct_len as usize) as usize;
         if key_len == 0 || key_len as usize > KEY_MAX_BYTES {
             return Err(FormatError::Field("key length"));
@@ -226,29 +267,29 @@ impl Header {
         if b.len() < ds {
             return Err(FormatError::Short);
         }
-        let mut crc = podstore_disks::crc::crc32c(&b[0..124]);
+        let mut crc = podstore_disks::crc::crc32c(&b[0..H_CRC]);
         crc = podstore_disks::crc::crc32c_append(crc, &b[HEADER_BYTES..ds]);
-        if crc != le_u32(b, 124) {
+        if crc != le::get::<u32>(b, H_CRC) {
             return Err(FormatError::HeaderChecksum);
         }
-        let version = le_u16(b, 4);
+        let version: u16 = le::get(b, H_VERSION);
         if version != FORMAT_VERSION {
             return Err(FormatError::Version(version));
         }
         let h = Header {
-            flags: le_u16(b, 6),
-            shard_id: le_u32(b, 8),
-            blob_id: le_u32(b, 12),
-            offset: le_u64(b, 16),
-            seq: le_u64(b, 24),
-            created_ms: le_u64(b, 32),
-            object_len: le_u64(b, 40),
-            record_len: le_u64(b, 48),
+            flags: le::get(b, H_FLAGS),
+            shard_id: le::get(b, H_SHARD),
+            blob_id: le::get(b, H_BLOB),
+            offset: le::get(b, H_OFFSET),
+            seq: le::get(b, H_SEQ),
+            created_ms: le::get(b, H_CREATED),
+            object_len: le::get(b, H_OBJECT_LEN),
+            record_len: le::get(b, H_RECORD_LEN),
             key_len,
             content_type_len: ct_len,
-            version: crate::Version { hlc: le_u64(b, 64), origin: le_u64(b, 72) },
+            version: crate::Version { hlc: le::get(b, H_HLC), origin: le::get(b, H_ORIGIN) },
         };
-        if b[59..64].iter().chain(&b[96..124]).any(|&x| x != 0) {
+        if b[H_ZERO_1..H_HLC].iter().chain(&b[H_ZERO_2..H_CRC]).any(|&x| x != 0) {
             return Err(FormatError::Field("reserved"));
         }
         if h.flags & !(FLAG_TOMBSTONE | FLAG_VOID) != 0 {
@@ -318,21 +359,21 @@ impl Footer {
             return Err(FormatError::Short);
         }
         let len = len as usize;
-        if le_u32(b, 0) != FOOTER_MAGIC {
+        if le::get::<u32>(b, F_MAGIC) != FOOTER_MAGIC {
             return Err(FormatError::Magic);
         }
-        if podstore_disks::crc::crc32c(&b[..len - 4]) != le_u32(b, len - 4) {
+        if podstore_disks::crc::crc32c(&b[..len - 4]) != le::get::<u32>(b, len - 4) {
             return Err(FormatError::FooterChecksum);
         }
-        if le_u32(b, 4) as u64 != n {
+        if le::get::<u32>(b, F_CHUNKS) as u64 != n {
             return Err(FormatError::Field("chunk count"));
         }
-        if le_u64(b, 8) != seq {
+        if le::get::<u64>(b, F_SEQ) != seq {
             return Err(FormatError::Field("footer sequence"));
         }
         let mut digest = [0u8; 16];
-        digest.copy_from_slice(&b[16..32]);
-        let chunk_crcs = (0..n as usize).map(|i| le_u32(b, FOOTER_FIXED_BYTES + 4 * i)).collect();
+        digest.copy_from_slice(&b[F_DIGEST..FOOTER_FIXED_BYTES]);
+        let chunk_crcs = (0..n as usize).map(|i| le::get(b, FOOTER_FIXED_BYTES + 4 * i)).collect();
         Ok(Footer { seq, digest, chunk_crcs })
     }
 }

@@ -72,6 +72,7 @@
 //!
 //! A change that a decoder of the build before would misread, not refuse, takes version 2.
 
+use podstore_disks::le;
 use podstore_engine::Version;
 
 pub const MAGIC: u32 = u32::from_le_bytes(*b"PSRP");
@@ -161,14 +162,34 @@ pub struct FrameHeader {
     pub data_len: u64,
 }
 
-fn le_u32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-fn le_u64(b: &[u8], at: usize) -> u64 {
-    let mut x = [0u8; 8];
-    x.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(x)
-}
+// The header's fields (the diagram above), each at its offset.
+const F_MAGIC: usize = 0;
+const F_VERSION: usize = 4;
+const F_KIND: usize = 5;
+const F_FLAGS: usize = 6;
+const F_ZERO_1: usize = 7;
+const F_REQUEST: usize = 8;
+const F_META_LEN: usize = 16;
+const F_META_CRC: usize = 20;
+const F_DATA_LEN: usize = 24;
+const F_ZERO_2: usize = 32;
+const F_CRC: usize = 36;
+const _: () = assert!(le::tiles(
+    &[
+        (F_MAGIC, 4),
+        (F_VERSION, 1),
+        (F_KIND, 1),
+        (F_FLAGS, 1),
+        (F_ZERO_1, 1),
+        (F_REQUEST, 8),
+        (F_META_LEN, 4),
+        (F_META_CRC, 4),
+        (F_DATA_LEN, 8),
+        (F_ZERO_2, 4),
+        (F_CRC, 4),
+    ],
+    HEADER_BYTES
+));
 
 impl FrameHeader {
     /// Encodes the header for `kind` with this metadata.
@@ -188,45 +209,45 @@ impl FrameHeader {
         assert!(kind == Kind::Put || data_len == 0);
         assert!(flags & !PUT_CHUNK_CRCS == 0 && (flags == 0 || kind == Kind::Put), "flags");
         let mut b = [0u8; HEADER_BYTES];
-        b[0..4].copy_from_slice(&MAGIC.to_le_bytes());
-        b[4] = PROTOCOL_VERSION;
-        b[5] = kind as u8;
-        b[6] = flags;
-        b[8..16].copy_from_slice(&request.to_le_bytes());
-        b[16..20].copy_from_slice(&(meta.len() as u32).to_le_bytes());
-        b[20..24].copy_from_slice(&podstore_disks::crc::crc32c(meta).to_le_bytes());
-        b[24..32].copy_from_slice(&data_len.to_le_bytes());
-        let crc = podstore_disks::crc::crc32c(&b[0..36]);
-        b[36..40].copy_from_slice(&crc.to_le_bytes());
+        le::put(&mut b, F_MAGIC, MAGIC);
+        le::put(&mut b, F_VERSION, PROTOCOL_VERSION);
+        le::put(&mut b, F_KIND, kind as u8);
+        le::put(&mut b, F_FLAGS, flags);
+        le::put(&mut b, F_REQUEST, request);
+        le::put(&mut b, F_META_LEN, meta.len() as u32);
+        le::put(&mut b, F_META_CRC, podstore_disks::crc::crc32c(meta));
+        le::put(&mut b, F_DATA_LEN, data_len);
+        let crc = podstore_disks::crc::crc32c(&b[0..F_CRC]);
+        le::put(&mut b, F_CRC, crc);
         b
     }
 
     /// Decodes and checks a header. `data_max` bounds a PUT's data length.
     pub fn decode(b: &[u8; HEADER_BYTES], data_max: u64) -> Result<FrameHeader, FrameError> {
-        if le_u32(b, 0) != MAGIC {
+        if le::get::<u32>(b, F_MAGIC) != MAGIC {
             return Err(FrameError::Magic);
         }
-        if podstore_disks::crc::crc32c(&b[0..36]) != le_u32(b, 36) {
+        if podstore_disks::crc::crc32c(&b[0..F_CRC]) != le::get::<u32>(b, F_CRC) {
             return Err(FrameError::HeaderChecksum);
         }
-        if b[4] != PROTOCOL_VERSION {
-            return Err(FrameError::Version(b[4]));
+        if b[F_VERSION] != PROTOCOL_VERSION {
+            return Err(FrameError::Version(b[F_VERSION]));
         }
-        let kind = Kind::from_u8(b[5]).ok_or(FrameError::Kind(b[5]))?;
-        if b[7] != 0 || b[32..36].iter().any(|&x| x != 0) {
+        let kind = Kind::from_u8(b[F_KIND]).ok_or(FrameError::Kind(b[F_KIND]))?;
+        if b[F_ZERO_1] != 0 || b[F_ZERO_2..F_CRC].iter().any(|&x| x != 0) {
             return Err(FrameError::Field("reserved header bytes are not zero"));
         }
-        let flags = b[6];
+        let flags = b[F_FLAGS];
         if flags & !PUT_CHUNK_CRCS != 0 || (flags != 0 && kind != Kind::Put) {
             return Err(FrameError::Field("unknown header flags"));
         }
         let h = FrameHeader {
             kind,
             flags,
-            request: le_u64(b, 8),
-            meta_len: le_u32(b, 16),
-            meta_crc: le_u32(b, 20),
-            data_len: le_u64(b, 24),
+            request: le::get::<u64>(b, F_REQUEST),
+            meta_len: le::get::<u32>(b, F_META_LEN),
+            meta_crc: le::get::<u32>(b, F_META_CRC),
+            data_len: le::get::<u64>(b, F_DATA_LEN),
         };
         if h.meta_len as usize > META_MAX_BYTES {
             return Err(FrameError::Field("metadata too long"));
@@ -279,13 +300,13 @@ impl Trailer {
     }
 
     pub fn decode(b: &[u8; TRAILER_BYTES]) -> Result<Trailer, FrameError> {
-        if le_u32(b, 0) != TRAILER_MAGIC {
+        if le::get::<u32>(b, 0) != TRAILER_MAGIC {
             return Err(FrameError::Magic);
         }
-        if podstore_disks::crc::crc32c(&b[0..24]) != le_u32(b, 24) {
+        if podstore_disks::crc::crc32c(&b[0..24]) != le::get::<u32>(b, 24) {
             return Err(FrameError::TrailerChecksum);
         }
-        let flags = le_u32(b, 4);
+        let flags = le::get::<u32>(b, 4);
         if flags & !1 != 0 {
             return Err(FrameError::Field("unknown trailer flags"));
         }
@@ -320,10 +341,10 @@ pub fn decode_chunk_crcs(b: &[u8]) -> Result<Vec<u32>, FrameError> {
         return Err(FrameError::Field("chunk CRCs length"));
     }
     let end = b.len() - 4;
-    if podstore_disks::crc::crc32c(&b[..end]) != le_u32(b, end) {
+    if podstore_disks::crc::crc32c(&b[..end]) != le::get::<u32>(b, end) {
         return Err(FrameError::TrailerChecksum);
     }
-    Ok(b[..end].chunks_exact(4).map(|c| le_u32(c, 0)).collect())
+    Ok(b[..end].chunks_exact(4).map(|c| le::get::<u32>(c, 0)).collect())
 }
 
 /// A write copied to a peer: what PUT and DELETE metadata say.
@@ -406,7 +427,7 @@ impl<'a> MetaReader<'a> {
         Ok(self.take(1)?[0])
     }
     pub fn u64(&mut self) -> Result<u64, FrameError> {
-        Ok(le_u64(self.take(8)?, 0))
+        Ok(le::get::<u64>(self.take(8)?, 0))
     }
     pub fn str16(&mut self) -> Result<&'a [u8], FrameError> {
         let n = self.take(2)?;
@@ -506,7 +527,7 @@ pub fn decode_digests(meta: &[u8]) -> Result<Vec<u64>, FrameError> {
     if meta.len() != podstore_engine::digest::BUCKETS * 8 {
         return Err(FrameError::Field("digest count"));
     }
-    Ok(meta.chunks_exact(8).map(|c| le_u64(c, 0)).collect())
+    Ok(meta.chunks_exact(8).map(|c| le::get::<u64>(c, 0)).collect())
 }
 
 /// One key as a KEYS page lists it.
