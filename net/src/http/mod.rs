@@ -1,0 +1,238 @@
+//! The data API over HTTP/1.1 (docs/api.md): the connections (`conn.rs`), the routing of a
+//! request (the node endpoints, names, access keys) and the errors here, the object handlers
+//! in `objects.rs`.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use podstore_engine::ObjectMeta;
+
+use crate::body::{RespBody, SERVER};
+use crate::names::{parse_object_path, NameError};
+use crate::service::{self, Objects};
+
+mod conn;
+mod objects;
+
+pub use conn::{accept_loop, Connections};
+
+/// An API error: status, code and message (API.md: JSON error bodies).
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+pub(super) fn err(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError { status, code, message: message.into() }
+}
+
+pub(super) fn base_response(status: StatusCode) -> hyper::http::response::Builder {
+    Response::builder().status(status).header(header::SERVER, SERVER)
+}
+
+impl ApiError {
+    fn into_response(self, head: bool) -> Response<RespBody> {
+        let body = serde_json::json!({ "error": self.code, "message": self.message }).to_string();
+        let mut r = base_response(self.status)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CONTENT_LENGTH, body.len())
+            .body(if head { RespBody::Empty } else { RespBody::full(body) })
+            .expect("static headers are valid");
+        if self.status == StatusCode::SERVICE_UNAVAILABLE || self.status == StatusCode::INSUFFICIENT_STORAGE {
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        r
+    }
+}
+
+fn engine_error(e: podstore_engine::Error) -> ApiError {
+    use podstore_engine::Error as E;
+    match e {
+        E::TooLarge { len, max } => {
+            err(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("{len} bytes exceeds {max}"))
+        }
+        E::Invalid(what) => err(StatusCode::BAD_REQUEST, "invalid_name", format!("invalid {what}")),
+        E::NoSpace { .. } | E::NoShard => {
+            err(StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage", "no disk has room")
+        }
+        E::Busy { shard, .. } => {
+            metrics::counter!("podstore_disk_writes_refused_unfilled_total", "disk" => shard.to_string())
+                .increment(1);
+            err(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "too much of the disk is reserved by writes whose bodies have not arrived; try again",
+            )
+        }
+        E::BodyLength { .. } => {
+            err(StatusCode::BAD_REQUEST, "bad_length", "the body does not match Content-Length")
+        }
+        E::Quarantined { .. } | E::Corrupt { .. } => err(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the stored copy failed its checksum and awaits repair",
+        ),
+        E::Fenced { .. } => {
+            err(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the disk holding this object is read-only")
+        }
+        E::Disk { .. } | E::Damaged { .. } | E::Stopped => {
+            err(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "disk error")
+        }
+    }
+}
+
+fn op_name(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "get",
+        Method::HEAD => "head",
+        Method::PUT => "put",
+        Method::DELETE => "delete",
+        _ => "other",
+    }
+}
+
+pub(super) async fn handle(store: &Objects, req: Request<Incoming>) -> Response<RespBody> {
+    let started = Instant::now();
+    let op = op_name(req.method());
+    let head = req.method() == Method::HEAD;
+    let resp = match route(store, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(head),
+    };
+    let status = resp.status().as_u16().to_string();
+    metrics::counter!("podstore_http_requests_total", "op" => op, "status" => status).increment(1);
+    metrics::histogram!("podstore_http_request_duration_seconds", "op" => op)
+        .record(started.elapsed().as_secs_f64());
+    resp
+}
+
+async fn route(store: &Objects, req: Request<Incoming>) -> Result<Response<RespBody>, ApiError> {
+    let shared = &store.shared;
+    let path = req.uri().path().to_string();
+    if let Some(node) = path.strip_prefix("/_/") {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return Err(err(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "node endpoints are GET or HEAD",
+            ));
+        }
+        let head = req.method() == Method::HEAD;
+        return match node {
+            "health" => Ok(text(StatusCode::OK, "ok\n", head)),
+            "ready" if shared.ready.load(Ordering::Relaxed) && !shared.draining.load(Ordering::Relaxed) => {
+                Ok(text(StatusCode::OK, "ready\n", head))
+            }
+            "ready" => Err(err(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "recovering or draining")),
+            _ => Err(err(StatusCode::NOT_FOUND, "not_found", "no such node endpoint")),
+        };
+    }
+    let name = parse_object_path(&path, crate::names::KEY_BYTES_MAX)
+        .map_err(|NameError::Invalid(m)| err(StatusCode::BAD_REQUEST, "invalid_name", m))?;
+    let method = req.method().clone();
+    if !matches!(method, Method::GET | Method::HEAD | Method::PUT | Method::DELETE) {
+        let mut r = err(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use GET, HEAD, PUT or DELETE")
+            .into_response(false);
+        r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, PUT, DELETE"));
+        return Ok(r);
+    }
+    if let Some(auth) = shared.auth.load().as_deref() {
+        // Before anything looks at the disks: a refusal tells nothing about the object.
+        let access = crate::auth::Access {
+            method: method.as_str(),
+            bucket: &name.bucket,
+            key: &name.key,
+            authorization: req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes()),
+            query: req.uri().query(),
+            now_s: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        };
+        if let Err(denied) = auth.check(&access) {
+            return Ok(refused(denied, method == Method::HEAD));
+        }
+    }
+    match method {
+        Method::PUT => objects::put(store, name, req).await,
+        Method::DELETE => objects::delete(store, name, req.headers()).await,
+        _ => objects::get(store, &name, req.headers(), method == Method::HEAD).await,
+    }
+}
+
+/// A 401 (with the scheme to use) or 403.
+fn refused(denied: crate::auth::Denied, head: bool) -> Response<RespBody> {
+    use crate::auth::Denied;
+    let (status, code, why) = match denied {
+        Denied::Unauthorized(why) => (StatusCode::UNAUTHORIZED, "unauthorized", why),
+        Denied::Forbidden(why) => (StatusCode::FORBIDDEN, "forbidden", why),
+    };
+    let mut r = err(status, code, why).into_response(head);
+    if status == StatusCode::UNAUTHORIZED {
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"podstore\""));
+    }
+    r
+}
+
+fn text(status: StatusCode, body: &'static str, head: bool) -> Response<RespBody> {
+    base_response(status)
+        .header(header::CONTENT_TYPE, "text/plain")
+        .header(header::CONTENT_LENGTH, body.len())
+        .body(if head { RespBody::Empty } else { RespBody::full(body) })
+        .expect("static headers are valid")
+}
+
+/// X-Copies on a single node: any, quorum, all and 1 all mean this node.
+pub(super) fn copies(h: &HeaderMap, cfg: &crate::config::Config) -> Result<u32, ApiError> {
+    let v = match h.get("x-copies") {
+        None => cfg.default_copies.as_str(),
+        Some(v) => {
+            v.to_str().map_err(|_| err(StatusCode::BAD_REQUEST, "bad_copies", "X-Copies is not text"))?
+        }
+    };
+    let n = cfg.replica_set_size();
+    crate::config::parse_copies(v.trim(), n).ok_or_else(|| {
+        err(
+            StatusCode::BAD_REQUEST,
+            "bad_copies",
+            format!("X-Copies must be any, quorum, all or a number of appliances no larger than the replica set ({n})"),
+        )
+    })
+}
+
+pub(super) fn etag(meta_digest: &[u8; 16]) -> String {
+    format!("\"{}\"", podstore_engine::hex(meta_digest))
+}
+
+pub(super) fn last_modified(meta: &ObjectMeta) -> std::time::SystemTime {
+    // HTTP dates have second granularity: compare and send whole seconds.
+    std::time::UNIX_EPOCH + Duration::from_secs(meta.created_ms / 1000)
+}
+
+pub(super) fn etag_matches(list: &str, tag: &str) -> bool {
+    list.split(',').map(str::trim).any(|t| t == "*" || t == tag || t.strip_prefix("W/") == Some(tag))
+}
+
+impl From<service::Error> for ApiError {
+    fn from(e: service::Error) -> ApiError {
+        use service::Error as E;
+        let message = e.to_string();
+        match e {
+            E::NotReady => err(StatusCode::SERVICE_UNAVAILABLE, "not_ready", message),
+            E::NoDisk => err(StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage", message),
+            E::Unavailable(_) => err(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message),
+            E::IncompleteBody(_) => err(StatusCode::BAD_REQUEST, "incomplete_body", message),
+            E::BadDigest => err(StatusCode::BAD_REQUEST, "bad_digest", message),
+            E::CopiesUnavailable { .. } => {
+                err(StatusCode::SERVICE_UNAVAILABLE, "copies_unavailable", message)
+            }
+            E::NotFound => err(StatusCode::NOT_FOUND, "not_found", message),
+            E::Engine(e) => engine_error(e),
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! The object handlers: PUT (the headers checked, the body handed to the object service as it
+//! arrives), DELETE, and GET and HEAD (the object from the service, then the conditional
+//! headers and the range).
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+
+use super::{base_response, copies, err, etag, etag_matches, last_modified, ApiError};
+use crate::body::RespBody;
+use crate::names::ObjectName;
+use crate::range::RangeAnswer;
+use crate::service::{self, Objects, PutRequest};
+
+/// A request's body as the object service reads it: its data frames, with the limits of
+/// `[limits]` on how slowly it may come (`body_progress_bytes` per
+/// `body_progress_timeout_ms`).
+struct HttpBody {
+    body: Incoming,
+    window: Duration,
+    window_end: Instant,
+    window_bytes: u64,
+    progress_bytes: u64,
+}
+
+impl HttpBody {
+    fn new(body: Incoming, limits: &crate::config::Limits) -> HttpBody {
+        let window = Duration::from_millis(limits.body_progress_timeout_ms);
+        HttpBody {
+            body,
+            window,
+            window_end: Instant::now() + window,
+            window_bytes: 0,
+            progress_bytes: limits.body_progress_bytes,
+        }
+    }
+}
+
+impl service::BodySource for HttpBody {
+    async fn next(&mut self) -> Option<Result<Bytes, String>> {
+        loop {
+            match tokio::time::timeout_at(self.window_end.into(), self.body.frame()).await {
+                Ok(Some(Ok(frame))) => {
+                    let Ok(data) = frame.into_data() else { continue };
+                    self.window_bytes += data.len() as u64;
+                    metrics::counter!("podstore_http_received_bytes_total").increment(data.len() as u64);
+                    return Some(Ok(data));
+                }
+                Ok(Some(Err(e))) => return Some(Err(format!("body: {e}"))),
+                Ok(None) => return None,
+                Err(_) => {
+                    if self.window_bytes < self.progress_bytes {
+                        return Some(Err("the body is too slow".into()));
+                    }
+                    self.window_end = Instant::now() + self.window;
+                    self.window_bytes = 0;
+                }
+            }
+        }
+    }
+}
+
+/// PUT: the headers checked, the body handed to the object service as it arrives.
+pub(super) async fn put(
+    objects: &Objects,
+    name: ObjectName,
+    req: Request<Incoming>,
+) -> Result<Response<RespBody>, ApiError> {
+    let cfg = objects.shared.cfg();
+    let h = req.headers();
+    let copies = copies(h, &cfg)?;
+    if h.contains_key(header::TRANSFER_ENCODING) {
+        return Err(err(
+            StatusCode::LENGTH_REQUIRED,
+            "length_required",
+            "chunked bodies are not accepted; send Content-Length",
+        ));
+    }
+    let len: u64 = h
+        .get(header::CONTENT_LENGTH)
+        .ok_or_else(|| err(StatusCode::LENGTH_REQUIRED, "length_required", "Content-Length is required"))?
+        .to_str()
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| err(StatusCode::BAD_REQUEST, "bad_length", "Content-Length is not a number"))?;
+    let max = cfg.limits.object_bytes_max;
+    if len > max {
+        return Err(err(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("objects are at most {max} bytes"),
+        ));
+    }
+    let content_type = match h.get(header::CONTENT_TYPE) {
+        None => "application/octet-stream".to_string(),
+        Some(v) => v
+            .to_str()
+            .map_err(|_| err(StatusCode::BAD_REQUEST, "bad_content_type", "Content-Type is not text"))?
+            .to_string(),
+    };
+    if content_type.len() > podstore_engine::record::CONTENT_TYPE_MAX_BYTES {
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            "bad_content_type",
+            "Content-Type is longer than 255 bytes",
+        ));
+    }
+    let md5: Option<[u8; 16]> = match h.get("content-md5") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s.trim()).ok())
+                .and_then(|d| <[u8; 16]>::try_from(d).ok())
+                .ok_or_else(|| {
+                    err(StatusCode::BAD_REQUEST, "bad_digest", "Content-MD5 is not base64 of 16 bytes")
+                })?,
+        ),
+    };
+    let body = HttpBody::new(req.into_body(), &cfg.limits);
+    let put = PutRequest { name, len, content_type, md5, copies };
+    let written = objects.put(put, body).await?;
+    Ok(base_response(StatusCode::CREATED)
+        .header(header::ETAG, etag(&written.digest))
+        .header("x-copies-written", written.copies)
+        .header(header::CONTENT_LENGTH, 0)
+        .body(RespBody::Empty)
+        .expect("valid headers"))
+}
+
+pub(super) async fn delete(
+    objects: &Objects,
+    name: ObjectName,
+    h: &HeaderMap,
+) -> Result<Response<RespBody>, ApiError> {
+    let want = copies(h, &objects.shared.cfg())?;
+    let written = objects.delete(&name, want).await?;
+    Ok(base_response(StatusCode::NO_CONTENT)
+        .header("x-copies-written", written.copies)
+        .body(RespBody::Empty)
+        .expect("valid headers"))
+}
+
+/// GET and HEAD: the object from the service, then the conditional headers and the range.
+pub(super) async fn get(
+    objects: &Objects,
+    name: &ObjectName,
+    h: &HeaderMap,
+    head: bool,
+) -> Result<Response<RespBody>, ApiError> {
+    let range = h.get(header::RANGE).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let start = objects.get(&name.storage_key(), range, head).await?;
+    let meta = &start.meta;
+    let tag = etag(&meta.digest);
+    let modified = last_modified(meta);
+    let lm = httpdate::fmt_http_date(modified);
+    // Conditional requests (API.md): If-Match, then If-None-Match, then If-Modified-Since.
+    if let Some(v) = h.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) {
+        if !etag_matches(v, &tag) {
+            return Err(err(
+                StatusCode::PRECONDITION_FAILED,
+                "precondition_failed",
+                "If-Match does not match",
+            ));
+        }
+    }
+    let not_modified = match h.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
+        Some(v) => etag_matches(v, &tag),
+        None => h
+            .get(header::IF_MODIFIED_SINCE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok())
+            .is_some_and(|since| modified <= since),
+    };
+    if not_modified {
+        return Ok(base_response(StatusCode::NOT_MODIFIED)
+            .header(header::ETAG, tag)
+            .header(header::LAST_MODIFIED, lm)
+            .body(RespBody::Empty)
+            .expect("valid headers"));
+    }
+    let len = meta.object_len;
+    let mut b = base_response(StatusCode::OK)
+        .header(header::ETAG, &tag)
+        .header("x-podstore-version", meta.version.to_text())
+        .header(header::LAST_MODIFIED, &lm)
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(
+            header::CONTENT_TYPE,
+            HeaderValue::from_str(&meta.content_type)
+                .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+        );
+    let (status, send_len) = match start.range {
+        RangeAnswer::Whole => (StatusCode::OK, len),
+        RangeAnswer::Part { start: a, end } => {
+            b = b.header(header::CONTENT_RANGE, format!("bytes {a}-{}/{len}", end - 1));
+            (StatusCode::PARTIAL_CONTENT, end - a)
+        }
+        RangeAnswer::Unsatisfiable => {
+            let body = serde_json::json!({"error": "range_not_satisfiable", "message": "the range starts past the end"}).to_string();
+            return Ok(base_response(StatusCode::RANGE_NOT_SATISFIABLE)
+                .header(header::CONTENT_RANGE, format!("bytes */{len}"))
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(header::CONTENT_LENGTH, body.len())
+                .body(if head { RespBody::Empty } else { RespBody::full(body) })
+                .expect("valid headers"));
+        }
+    };
+    let body = if head || send_len == 0 {
+        RespBody::Empty
+    } else {
+        metrics::counter!("podstore_http_sent_bytes_total").increment(send_len);
+        RespBody::Stream { first: start.first, rx: start.body, remaining: send_len }
+    };
+    b.status(status)
+        .header(header::CONTENT_LENGTH, send_len)
+        .body(body)
+        .map_err(|e| err(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
+}
