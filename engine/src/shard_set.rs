@@ -171,7 +171,7 @@ impl<I: Io> ShardSet<I> {
 impl<I: Io> Shard<I> {
     /// Calls `f` with every current key of this shard (see [`ShardSet::for_each_key`]).
     pub async fn for_each_key(&self, mut f: impl FnMut(KeyVersion)) -> Result<()> {
-        let blobs: Vec<_> = self.blobs.borrow().values().cloned().collect();
+        let blobs: Vec<_> = self.files.blobs.borrow().values().cloned().collect();
         for b in blobs {
             let file = self.blob_file(&b).await?;
             let mut sc = Scanner::new(

@@ -105,7 +105,7 @@ enum Moved {
 impl<I: Io> Shard<I> {
     /// Every blob's size, use and live bytes (one walk of the index).
     pub fn blob_usage(&self) -> Vec<BlobUsage> {
-        let blobs = self.blobs.borrow();
+        let blobs = self.files.blobs.borrow();
         let mut live: std::collections::HashMap<u32, u64> = Default::default();
         {
             let ix = self.index.borrow();
@@ -114,7 +114,7 @@ impl<I: Io> Shard<I> {
                 *live.entry(l.blob()).or_default() += len;
             }
         }
-        let open = self.open_blob.get();
+        let open = self.files.open_blob.get();
         blobs
             .values()
             .map(|b| BlobUsage {
@@ -144,26 +144,26 @@ impl<I: Io> Shard<I> {
 
     /// The compaction job's control (pause, resume, stop).
     pub fn compact_ctl(&self) -> &crate::budget::JobCtl {
-        &self.compact_ctl
+        &self.jobs.compact_ctl
     }
 
     /// Compaction's progress and totals.
     pub fn compact_stats(&self) -> CompactStats {
-        self.compact_stats.borrow().clone()
+        self.jobs.compact_stats.borrow().clone()
     }
 
     /// One compaction pass: compacts every candidate at `dead_ratio`, under `budget`. Returns
     /// the number of blobs removed, or None if a pass is already running.
     pub async fn compact(self: &Rc<Self>, dead_ratio: f64, budget: &IoBudget) -> Result<Option<u64>> {
-        if !self.compact_ctl.begin() {
+        if !self.jobs.compact_ctl.begin() {
             return Ok(None);
         }
         let r = match self.finish_removals().await {
             Ok(()) => self.compact_candidates(dead_ratio, budget).await,
             Err(e) => Err(e),
         };
-        self.compact_ctl.end();
-        let mut st = self.compact_stats.borrow_mut();
+        self.jobs.compact_ctl.end();
+        let mut st = self.jobs.compact_stats.borrow_mut();
         st.passes += 1;
         st.current_blob = None;
         match &r {
@@ -176,7 +176,7 @@ impl<I: Io> Shard<I> {
     async fn compact_candidates(self: &Rc<Self>, dead_ratio: f64, budget: &IoBudget) -> Result<u64> {
         let mut removed = 0;
         for bid in self.compaction_candidates(dead_ratio) {
-            if !self.compact_ctl.proceed().await || self.fenced().is_some() {
+            if !self.jobs.compact_ctl.proceed().await || self.fenced().is_some() {
                 break;
             }
             match self.compact_blob(bid, budget).await {
@@ -219,12 +219,15 @@ impl<I: Io> Shard<I> {
     /// Compacts one sealed blob; returns whether it was removed.
     async fn compact_blob(self: &Rc<Self>, bid: u32, budget: &IoBudget) -> Result<bool> {
         let Some(blob) = self.blob(bid) else { return Ok(false) };
-        if Some(bid) == self.open_blob.get() || !blob.sealed.get() || !blob.in_flight.borrow().is_empty() {
+        if Some(bid) == self.files.open_blob.get()
+            || !blob.sealed.get()
+            || !blob.in_flight.borrow().is_empty()
+        {
             return Ok(false);
         }
         let entries = self.entries_in(bid);
         {
-            let mut st = self.compact_stats.borrow_mut();
+            let mut st = self.jobs.compact_stats.borrow_mut();
             st.current_blob = Some(bid);
             st.current_done_bytes = 0;
             st.current_total_bytes =
@@ -237,7 +240,7 @@ impl<I: Io> Shard<I> {
         let moves = futures_util::stream::iter(entries).map(|(slot, fp, key, loc)| {
             let stop = &stop;
             async move {
-                if stop.get() || !self.compact_ctl.proceed().await {
+                if stop.get() || !self.jobs.compact_ctl.proceed().await {
                     stop.set(true);
                     return Ok(None);
                 }
@@ -261,13 +264,13 @@ impl<I: Io> Shard<I> {
             };
             match moved {
                 Moved::Copied(n) => {
-                    let mut st = self.compact_stats.borrow_mut();
+                    let mut st = self.jobs.compact_stats.borrow_mut();
                     st.records_moved += 1;
                     st.bytes_moved += n;
                     st.current_done_bytes += n;
                 }
                 Moved::Gone => {}
-                Moved::Dropped => self.compact_stats.borrow_mut().tombstones_dropped += 1,
+                Moved::Dropped => self.jobs.compact_stats.borrow_mut().tombstones_dropped += 1,
                 Moved::Damaged => damaged = true,
             }
         }
@@ -278,7 +281,7 @@ impl<I: Io> Shard<I> {
             return Ok(false);
         }
         if damaged || self.fenced().is_some() || !self.entries_in(bid).is_empty() {
-            self.compact_stats.borrow_mut().blobs_skipped += 1;
+            self.jobs.compact_stats.borrow_mut().blobs_skipped += 1;
             return Ok(false);
         }
         // Nothing points into the blob: forget it, make that durable, then remove the file.
@@ -286,13 +289,13 @@ impl<I: Io> Shard<I> {
         // a reader that found it in the table just before opens it from there, not by a path
         // about to be removed.
         self.blob_file(&blob).await?;
-        self.blobs.borrow_mut().remove(&bid);
-        self.quarantine.borrow_mut().retain(|q| q.blob != bid || q.key.is_some());
-        self.removals.borrow_mut().push((bid, blob.dedicated));
+        self.files.blobs.borrow_mut().remove(&bid);
+        self.damage.quarantine.borrow_mut().retain(|q| q.blob != bid || q.key.is_some());
+        self.files.removals.borrow_mut().push((bid, blob.dedicated));
         let size = blob.size_bytes;
         drop(blob);
         self.finish_removals().await?;
-        let mut st = self.compact_stats.borrow_mut();
+        let mut st = self.jobs.compact_stats.borrow_mut();
         st.blobs_compacted += 1;
         st.bytes_reclaimed += size;
         drop(st);
@@ -304,21 +307,21 @@ impl<I: Io> Shard<I> {
     /// names them is durable. A failure leaves them listed for the next pass (and a restart's
     /// recovery finds such a file, applies nothing of it, and compaction removes it then).
     async fn finish_removals(&self) -> Result<()> {
-        if self.removals.borrow().is_empty() {
+        if self.files.removals.borrow().is_empty() {
             return Ok(());
         }
         loop {
-            let done = self.checkpoint_done.notified();
+            let done = self.jobs.checkpoint_done.notified();
             if self.checkpoint().await?.is_some() {
                 break;
             }
             done.await; // another checkpoint (maybe snapshotted before the removal) was running
         }
-        let gone: Vec<(u32, bool)> = self.removals.borrow().clone();
+        let gone: Vec<(u32, bool)> = self.files.removals.borrow().clone();
         for (bid, dedicated) in gone {
             let path = self.dir.join(blob_name(bid, dedicated));
             self.io.remove(&path).await.map_err(|e| self.disk_err(e))?;
-            self.removals.borrow_mut().retain(|r| r.0 != bid);
+            self.files.removals.borrow_mut().retain(|r| r.0 != bid);
         }
         self.io.sync_dir(&self.dir).await.map_err(|e| self.disk_err(e))?;
         self.recount_bytes();
@@ -353,7 +356,7 @@ impl<I: Io> Shard<I> {
         if self.index_get(slot, fp, &key) != Some(loc) {
             return Ok(Moved::Gone);
         }
-        if self.quarantined_keys.borrow().contains_key(&key[..]) {
+        if self.damage.quarantined_keys.borrow().contains_key(&key[..]) {
             return Ok(Moved::Damaged);
         }
         if let Some(h) = header.filter(|h| h.is_tombstone()) {
@@ -406,16 +409,17 @@ impl<I: Io> Shard<I> {
 
     /// Whether a tombstone may leave the shard (see the module comment, step 2).
     async fn tombstone_droppable(&self, h: &Header) -> bool {
-        if !self.tombstone_drop.get() {
+        if !self.jobs.tombstone_drop.get() {
             return false;
         }
         if now_ms().saturating_sub(h.version.millis()) < self.cfg.tombstone_horizon_ms {
             return false;
         }
-        if self.backlogs.borrow().iter().any(|b| b.may_hold(h.seq)) {
+        if self.replica.backlogs.borrow().iter().any(|b| b.may_hold(h.seq)) {
             return false;
         }
-        let others: Vec<_> = self.blobs.borrow().values().filter(|b| b.id != h.blob_id).cloned().collect();
+        let others: Vec<_> =
+            self.files.blobs.borrow().values().filter(|b| b.id != h.blob_id).cloned().collect();
         for b in others {
             if b.tail.get() == 0 && !b.dedicated {
                 continue; // holds nothing yet; what comes is newer
@@ -451,7 +455,7 @@ impl<I: Io> Shard<I> {
         c.since_checkpoint_bytes += h.record_len;
         drop(c);
         let entry = crate::backlog::BacklogEntry::of(h);
-        for b in self.backlogs.borrow_mut().iter_mut() {
+        for b in self.replica.backlogs.borrow_mut().iter_mut() {
             b.moved(old_seq, entry);
         }
     }

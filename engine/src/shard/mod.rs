@@ -176,36 +176,90 @@ pub struct Shard<I: Io> {
     pub(crate) cfg: ShardConfig,
     pub(crate) dir: PathBuf,
     pub(crate) id: u32,
+    pub(crate) index: RefCell<Index>,
+    pub(crate) fenced: RefCell<Option<String>>,
+    pub(crate) counters: RefCell<Counters>,
+    /// Tags every record header this shard writes, and is checked on every one it reads
+    /// (record_key.rs).
+    pub(crate) record_key: crate::record_key::RecordKey,
+    /// The shard's blob files: the table, the open one, descriptors cached, removals due.
+    pub(crate) files: Files<I>,
+    /// What writes share: the sequence, per-key locks, write slots, the reserve lock, space
+    /// reserved and not yet written.
+    pub(crate) writes: Writes,
+    /// Permits for reads of object data (`reads_in_flight_max`), and the most ever held.
+    pub(crate) reads: Reads,
+    /// Records found damaged (quarantined), and the keys among them.
+    pub(crate) damage: Damage,
+    /// Replica bookkeeping: one backlog per peer in `cfg.peers`, and the bucket digests of the
+    /// current keys (digest.rs), kept when the shard has peers.
+    pub(crate) replica: Replica,
+    /// Background work and checkpoints: compaction and scrub (control, progress, position),
+    /// tombstone dropping, forgets, the checkpoint in progress.
+    pub(crate) jobs: Jobs,
+}
+
+/// The shard's blob files: the table, the open one, descriptors cached, removals due.
+#[derive(Debug)]
+pub(crate) struct Files<I: Io> {
     pub(crate) blobs: RefCell<BTreeMap<u32, Rc<BlobFile<I>>>>,
     pub(crate) open_blob: Cell<Option<u32>>,
     pub(crate) next_blob_id: Cell<u32>,
+    /// Blobs compaction removed from the table whose files are still to be removed.
+    pub(crate) removals: RefCell<Vec<(u32, bool)>>,
+    /// Blob descriptors cached (an overestimate between trims; see `trim_open_files`), and a
+    /// counter of descriptor uses (the eviction order).
+    pub(crate) open_files: Cell<usize>,
+    pub(crate) file_uses: Cell<u64>,
+}
+
+/// What writes share: the sequence, per-key locks, write slots, the reserve lock, space
+/// reserved and not yet written.
+#[derive(Debug)]
+pub(crate) struct Writes {
     pub(crate) next_seq: Cell<u64>,
-    pub(crate) index: RefCell<Index>,
-    key_locks: RefCell<HashSet<u64>>,
-    key_unlocked: Notify,
-    write_slots: Arc<Semaphore>,
-    /// Permits for reads of object data (`reads_in_flight_max`), and the most ever held.
-    read_slots: Semaphore,
-    reads_peak: Cell<usize>,
-    reserve_lock: tokio::sync::Mutex<()>,
+    pub(crate) key_locks: RefCell<HashSet<u64>>,
+    pub(crate) key_unlocked: Notify,
+    pub(crate) write_slots: Arc<Semaphore>,
+    pub(crate) reserve_lock: tokio::sync::Mutex<()>,
     /// Bytes reserved by client writes and not written yet (`ShardConfig::unfilled_bytes_max`).
     pub(crate) unfilled: Cell<u64>,
-    checkpointing: Cell<bool>,
-    pub(crate) fenced: RefCell<Option<String>>,
+}
+
+/// Permits for reads of object data (`reads_in_flight_max`), and the most ever held.
+#[derive(Debug)]
+pub(crate) struct Reads {
+    pub(crate) read_slots: Semaphore,
+    pub(crate) reads_peak: Cell<usize>,
+}
+
+/// Records found damaged (quarantined), and the keys among them.
+#[derive(Debug)]
+pub(crate) struct Damage {
     pub(crate) quarantine: RefCell<Vec<Quarantined>>,
     pub(crate) quarantined_keys: RefCell<HashMap<Box<[u8]>, u64>>,
-    pub(crate) counters: RefCell<Counters>,
+}
+
+/// Replica bookkeeping: one backlog per peer in `cfg.peers`, and the bucket digests of the
+/// current keys (digest.rs), kept when the shard has peers.
+#[derive(Debug)]
+pub(crate) struct Replica {
     /// One per peer in `cfg.peers`.
     pub(crate) backlogs: RefCell<Vec<Backlog>>,
     /// Bucket digests of the current keys (digest.rs), kept when the shard has peers.
     pub(crate) digests: RefCell<Vec<u64>>,
+}
+
+/// Background work and checkpoints: compaction and scrub (control, progress, position),
+/// tombstone dropping, forgets, the checkpoint in progress.
+#[derive(Debug)]
+pub(crate) struct Jobs {
+    pub(crate) checkpointing: Cell<bool>,
     /// Woken when a checkpoint ends (compaction waits for one that no longer names a blob).
     pub(crate) checkpoint_done: Notify,
     /// Compaction (compact.rs): its control and progress.
     pub(crate) compact_ctl: crate::budget::JobCtl,
     pub(crate) compact_stats: RefCell<compact::CompactStats>,
-    /// Blobs compaction removed from the table whose files are still to be removed.
-    pub(crate) removals: RefCell<Vec<(u32, bool)>>,
     /// Scrub (scrub.rs): its control, progress and persisted position.
     pub(crate) scrub_ctl: crate::budget::JobCtl,
     pub(crate) scrub_stats: RefCell<scrub::ScrubStats>,
@@ -216,13 +270,6 @@ pub struct Shard<I: Io> {
     /// Calls of `forget` so far (a reader looking for a key on several disks looks again when
     /// a move finished meanwhile).
     pub(crate) forgets: Cell<u64>,
-    /// Tags every record header this shard writes, and is checked on every one it reads
-    /// (record_key.rs).
-    pub(crate) record_key: crate::record_key::RecordKey,
-    /// Blob descriptors cached (an overestimate between trims; see `trim_open_files`), and a
-    /// counter of descriptor uses (the eviction order).
-    pub(crate) open_files: Cell<usize>,
-    file_uses: Cell<u64>,
 }
 
 /// A key's previous state, when known: (version, tombstone).
@@ -246,8 +293,8 @@ pub(crate) struct KeyLock<I: Io> {
 
 impl<I: Io> Drop for KeyLock<I> {
     fn drop(&mut self) {
-        self.shard.key_locks.borrow_mut().remove(&self.fp);
-        self.shard.key_unlocked.notify_waiters();
+        self.shard.writes.key_locks.borrow_mut().remove(&self.fp);
+        self.shard.writes.key_unlocked.notify_waiters();
     }
 }
 
@@ -270,41 +317,47 @@ impl<I: Io> Shard<I> {
         let read_slots = Semaphore::new(cfg.reads_in_flight_max);
         let backlogs = RefCell::new(vec![Backlog::default(); cfg.peers.len()]);
         Shard {
-            backlogs,
-            digests: RefCell::new(vec![0; crate::digest::BUCKETS]),
             io,
             cfg,
             dir: dir.to_path_buf(),
             id,
-            blobs: RefCell::new(BTreeMap::new()),
-            open_blob: Cell::new(None),
-            next_blob_id: Cell::new(0),
-            next_seq: Cell::new(1),
             index: RefCell::new(Index::default()),
-            key_locks: RefCell::new(HashSet::new()),
-            key_unlocked: Notify::new(),
-            write_slots: Arc::new(Semaphore::new(slots)),
-            read_slots,
-            reads_peak: Cell::new(0),
-            reserve_lock: tokio::sync::Mutex::new(()),
-            unfilled: Cell::new(0),
-            checkpointing: Cell::new(false),
             fenced: RefCell::new(None),
-            quarantine: RefCell::new(Vec::new()),
-            quarantined_keys: RefCell::new(HashMap::new()),
             counters: RefCell::new(Counters::default()),
-            checkpoint_done: Notify::new(),
-            compact_ctl: Default::default(),
-            compact_stats: Default::default(),
-            removals: Default::default(),
-            scrub_ctl: Default::default(),
-            scrub_stats: Default::default(),
-            scrub_done: Cell::new(0),
-            tombstone_drop: Cell::new(true),
-            forgets: Cell::new(0),
             record_key,
-            open_files: Cell::new(0),
-            file_uses: Cell::new(0),
+            files: Files {
+                blobs: RefCell::new(BTreeMap::new()),
+                open_blob: Cell::new(None),
+                next_blob_id: Cell::new(0),
+                removals: Default::default(),
+                open_files: Cell::new(0),
+                file_uses: Cell::new(0),
+            },
+            writes: Writes {
+                next_seq: Cell::new(1),
+                key_locks: RefCell::new(HashSet::new()),
+                key_unlocked: Notify::new(),
+                write_slots: Arc::new(Semaphore::new(slots)),
+                reserve_lock: tokio::sync::Mutex::new(()),
+                unfilled: Cell::new(0),
+            },
+            reads: Reads { read_slots, reads_peak: Cell::new(0) },
+            damage: Damage {
+                quarantine: RefCell::new(Vec::new()),
+                quarantined_keys: RefCell::new(HashMap::new()),
+            },
+            replica: Replica { backlogs, digests: RefCell::new(vec![0; crate::digest::BUCKETS]) },
+            jobs: Jobs {
+                checkpointing: Cell::new(false),
+                checkpoint_done: Notify::new(),
+                compact_ctl: Default::default(),
+                compact_stats: Default::default(),
+                scrub_ctl: Default::default(),
+                scrub_stats: Default::default(),
+                scrub_done: Cell::new(0),
+                tombstone_drop: Cell::new(true),
+                forgets: Cell::new(0),
+            },
         }
     }
 
@@ -313,8 +366,8 @@ impl<I: Io> Shard<I> {
     /// least recently used sealed blobs with nothing in flight are closed (operations in
     /// flight hold clones: nothing closes under them).
     pub(crate) async fn blob_file(&self, blob: &BlobFile<I>) -> Result<I::File> {
-        let tick = self.file_uses.get() + 1;
-        self.file_uses.set(tick);
+        let tick = self.files.file_uses.get() + 1;
+        self.files.file_uses.set(tick);
         blob.last_use.set(tick);
         if let Some(f) = blob.file.borrow().as_ref() {
             return Ok(f.clone());
@@ -337,18 +390,18 @@ impl<I: Io> Shard<I> {
 
     /// Counts a blob descriptor the shard caches.
     pub(crate) fn note_opened(&self) {
-        self.open_files.set(self.open_files.get() + 1);
+        self.files.open_files.set(self.files.open_files.get() + 1);
     }
 
     /// Closes cached descriptors down to 7/8 of the limit once it is passed (counted exactly
     /// then: the running count only ever overestimates, as removed blobs are not subtracted).
     fn trim_open_files(&self, keep: u32) {
         let max = self.cfg.open_blob_files_max;
-        if self.open_files.get() <= max {
+        if self.files.open_files.get() <= max {
             return;
         }
-        let blobs = self.blobs.borrow();
-        let open_blob = self.open_blob.get();
+        let blobs = self.files.blobs.borrow();
+        let open_blob = self.files.open_blob.get();
         let mut open = 0;
         let mut closable: Vec<(u64, &Rc<BlobFile<I>>)> = Vec::new();
         for b in blobs.values().filter(|b| b.file.borrow().is_some()) {
@@ -365,7 +418,7 @@ impl<I: Io> Shard<I> {
                 open -= 1;
             }
         }
-        self.open_files.set(open);
+        self.files.open_files.set(open);
     }
 
     /// The index fingerprint of a key.
@@ -378,7 +431,7 @@ impl<I: Io> Shard<I> {
     /// tombstone on one disk then shadows an older copy on another, which its dropping would
     /// bring back.
     pub fn set_tombstone_drop(&self, allowed: bool) {
-        self.tombstone_drop.set(allowed);
+        self.jobs.tombstone_drop.set(allowed);
     }
 
     /// The shard (disk) id.
@@ -422,8 +475,8 @@ impl<I: Io> Shard<I> {
 
     pub(crate) async fn lock_key(self: &Rc<Self>, fp: u64) -> KeyLock<I> {
         loop {
-            let notified = self.key_unlocked.notified();
-            if self.key_locks.borrow_mut().insert(fp) {
+            let notified = self.writes.key_unlocked.notified();
+            if self.writes.key_locks.borrow_mut().insert(fp) {
                 return KeyLock { shard: self.clone(), fp };
             }
             notified.await;
@@ -431,11 +484,11 @@ impl<I: Io> Shard<I> {
     }
 
     pub(crate) async fn write_slot(&self) -> OwnedSemaphorePermit {
-        self.write_slots.clone().acquire_owned().await.expect("the semaphore is never closed")
+        self.writes.write_slots.clone().acquire_owned().await.expect("the semaphore is never closed")
     }
 
     pub(crate) fn blob(&self, id: u32) -> Option<Rc<BlobFile<I>>> {
-        self.blobs.borrow().get(&id).cloned()
+        self.files.blobs.borrow().get(&id).cloned()
     }
 
     /// Whether the shard is nearly out of room for new objects: it can't add another blob
@@ -444,11 +497,11 @@ impl<I: Io> Shard<I> {
     /// The free space is asked for only when the open blob is low on room.
     pub fn nearly_full(&self, extra_free_bytes: impl FnOnce() -> u64) -> bool {
         let size = self.cfg.blob_size_bytes;
-        let room = self.open_blob.get().and_then(|id| self.blob(id)).map_or(0, |b| b.room());
+        let room = self.files.open_blob.get().and_then(|id| self.blob(id)).map_or(0, |b| b.room());
         if room >= size / 8 + self.cfg.tombstone_reserve_bytes {
             return false;
         }
-        let blobs: u64 = self.blobs.borrow().values().map(|b| b.size_bytes).sum();
+        let blobs: u64 = self.files.blobs.borrow().values().map(|b| b.size_bytes).sum();
         let keep = self.compaction_headroom();
         let can_grow = blobs.saturating_add(size).saturating_add(keep) <= self.cfg.shard_size_max_bytes
             && extra_free_bytes() > size + keep;
@@ -462,7 +515,7 @@ impl<I: Io> Shard<I> {
     /// written. The caller bounds it in time; a read never answered means the disk hangs.
     pub async fn probe(&self) -> Option<Result<()>> {
         let written: Vec<Rc<BlobFile<I>>> =
-            self.blobs.borrow().values().filter(|b| b.tail.get() > 0).cloned().collect();
+            self.files.blobs.borrow().values().filter(|b| b.tail.get() > 0).cloned().collect();
         if written.is_empty() {
             return None;
         }

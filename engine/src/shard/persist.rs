@@ -3,18 +3,18 @@ use super::*;
 impl<I: Io> Shard<I> {
     /// A consistent snapshot of the index and blob table for a checkpoint.
     pub(crate) fn snapshot(&self) -> Checkpoint {
-        let blobs = self.blobs.borrow();
+        let blobs = self.files.blobs.borrow();
         let ix = self.index.borrow();
         Checkpoint {
             shard_id: self.id,
-            max_seq: self.next_seq.get() - 1,
+            max_seq: self.writes.next_seq.get() - 1,
             max_hlc: self.cfg.clock.last(),
-            digests: if self.digests_on() { self.digests.borrow().clone() } else { Vec::new() },
+            digests: if self.digests_on() { self.replica.digests.borrow().clone() } else { Vec::new() },
             backlogs: self
                 .cfg
                 .peers
                 .iter()
-                .zip(self.backlogs.borrow().iter())
+                .zip(self.replica.backlogs.borrow().iter())
                 .map(|(name, b)| crate::checkpoint::CkptBacklog {
                     peer: name.clone(),
                     overflowed: b.overflowed,
@@ -41,7 +41,7 @@ impl<I: Io> Shard<I> {
                 .collect(),
             main: ix.main_entries().map(|(f, l)| (f, l.to_raw())).collect(),
             overflow: ix.overflow_entries().map(|(k, l)| (k.to_vec(), l.to_raw())).collect(),
-            quarantine: self.quarantine.borrow().clone(),
+            quarantine: self.damage.quarantine.borrow().clone(),
         }
     }
 
@@ -49,12 +49,12 @@ impl<I: Io> Shard<I> {
     /// and removes older ones. Returns the checkpoint's size in bytes, or None if another
     /// checkpoint of this shard is being written.
     pub async fn checkpoint(&self) -> Result<Option<u64>> {
-        if self.checkpointing.replace(true) {
+        if self.jobs.checkpointing.replace(true) {
             return Ok(None);
         }
         let r = self.write_checkpoint().await;
-        self.checkpointing.set(false);
-        self.checkpoint_done.notify_waiters();
+        self.jobs.checkpointing.set(false);
+        self.jobs.checkpoint_done.notify_waiters();
         r.map(Some)
     }
 

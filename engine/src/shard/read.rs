@@ -190,10 +190,10 @@ impl<I: Io> Shard<I> {
         offset: u64,
         buf: podstore_disks::AlignedBuf,
     ) -> (podstore_disks::Result<()>, podstore_disks::AlignedBuf) {
-        let _permit = self.read_slots.acquire().await.expect("the read semaphore is never closed");
-        let held = self.cfg.reads_in_flight_max - self.read_slots.available_permits();
-        if held > self.reads_peak.get() {
-            self.reads_peak.set(held);
+        let _permit = self.reads.read_slots.acquire().await.expect("the read semaphore is never closed");
+        let held = self.cfg.reads_in_flight_max - self.reads.read_slots.available_permits();
+        if held > self.reads.reads_peak.get() {
+            self.reads.reads_peak.set(held);
         }
         self.io.read_at(file, offset, buf).await
     }
@@ -245,7 +245,7 @@ impl<I: Io> Shard<I> {
     /// not quarantined): the RAM cache serves its copy only while this is the record it was
     /// read from.
     pub fn servable_loc(&self, key: &[u8]) -> Option<Loc> {
-        if self.quarantined_keys.borrow().contains_key(key) {
+        if self.damage.quarantined_keys.borrow().contains_key(key) {
             return None;
         }
         self.entry_of(key).filter(|l| !l.is_tombstone())
@@ -287,7 +287,7 @@ impl<I: Io> Shard<I> {
     pub async fn get(self: &Rc<Self>, key: &[u8]) -> Result<Option<ObjectReader<I>>> {
         validate(key, "")?;
         self.counters.borrow_mut().gets += 1;
-        if self.quarantined_keys.borrow().contains_key(key) {
+        if self.damage.quarantined_keys.borrow().contains_key(key) {
             return Err(Error::Quarantined { shard: self.id });
         }
         let fp = self.fp(key);
@@ -362,7 +362,7 @@ impl<I: Io> Shard<I> {
     /// repair) replaces it, or, for a read error, a later read finds it intact
     /// ([`Shard::recheck`]).
     pub(crate) fn quarantine_read(&self, key: &[u8], loc: Loc, seq: u64, reason: QuarantineReason) {
-        if self.quarantined_keys.borrow().contains_key(key) {
+        if self.damage.quarantined_keys.borrow().contains_key(key) {
             return;
         }
         let what = match reason {
@@ -375,8 +375,8 @@ impl<I: Io> Shard<I> {
             loc.blob(),
             loc.offset()
         );
-        self.quarantined_keys.borrow_mut().insert(key.into(), seq);
-        self.quarantine.borrow_mut().push(Quarantined {
+        self.damage.quarantined_keys.borrow_mut().insert(key.into(), seq);
+        self.damage.quarantine.borrow_mut().push(Quarantined {
             blob: loc.blob(),
             offset: loc.offset(),
             len_bytes: loc.record_len().unwrap_or(BLOCK),
@@ -501,7 +501,7 @@ impl<I: Io> Shard<I> {
 
     /// Damaged records and regions awaiting repair.
     pub fn quarantined(&self) -> Vec<Quarantined> {
-        self.quarantine.borrow().clone()
+        self.damage.quarantine.borrow().clone()
     }
 
     /// Reads `key`'s record again if it was quarantined after a read error (the device may
@@ -509,6 +509,7 @@ impl<I: Io> Shard<I> {
     /// whole and passes its checksums, it is back in service. Returns whether it is.
     pub async fn recheck(self: &Rc<Self>, key: &[u8]) -> Result<bool> {
         let q = self
+            .damage
             .quarantine
             .borrow()
             .iter()
@@ -538,7 +539,7 @@ impl<I: Io> Shard<I> {
         if corrupt && same {
             // Read now, it fails its checksums: not a passing read error but damage, which only
             // a repair (a newer copy) ends. The mark says so.
-            for m in self.quarantine.borrow_mut().iter_mut() {
+            for m in self.damage.quarantine.borrow_mut().iter_mut() {
                 if m.key.as_deref() == Some(key) && m.reason == QuarantineReason::ReadError {
                     m.reason = QuarantineReason::ReadChecksum;
                 }
@@ -552,8 +553,8 @@ impl<I: Io> Shard<I> {
             );
             return Ok(false);
         }
-        if whole && same && self.quarantined_keys.borrow_mut().remove(key).is_some() {
-            self.quarantine.borrow_mut().retain(|q| q.key.as_deref() != Some(key));
+        if whole && same && self.damage.quarantined_keys.borrow_mut().remove(key).is_some() {
+            self.damage.quarantine.borrow_mut().retain(|q| q.key.as_deref() != Some(key));
             tracing::info!(
                 "shard {}: the quarantined record of a key reads whole again; back in service",
                 self.id

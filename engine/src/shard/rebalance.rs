@@ -35,8 +35,9 @@ impl<I: Io> Shard<I> {
 
     /// When a GET last read each sealed blob (ms since the epoch), without a walk of the index.
     pub fn sealed_blob_reads(&self) -> Vec<(u32, u64)> {
-        let open = self.open_blob.get();
-        self.blobs
+        let open = self.files.open_blob.get();
+        self.files
+            .blobs
             .borrow()
             .values()
             .filter(|b| b.sealed.get() && Some(b.id) != open)
@@ -69,12 +70,12 @@ impl<I: Io> Shard<I> {
 
     /// How many times `forget` was called on this shard.
     pub fn forgets(&self) -> u64 {
-        self.forgets.get()
+        self.jobs.forgets.get()
     }
 
     /// Whether a peer's backlog holds (or, overflowed, may hold) the write with this sequence.
     pub fn in_backlog(&self, seq: u64) -> bool {
-        self.backlogs.borrow().iter().any(|b| b.may_hold(seq))
+        self.replica.backlogs.borrow().iter().any(|b| b.may_hold(seq))
     }
 
     /// Forgets `key` here if its newest record still has `version` (the node holds it on
@@ -94,7 +95,7 @@ impl<I: Io> Shard<I> {
         // unchanged from before its look at every disk to after it saw the key on one of them.
         // (Counted earlier, before the awaits above, a reader could take its first count after
         // it and still find the entry gone by the time it read: a 404 for a key being moved.)
-        self.forgets.set(self.forgets.get() + 1);
+        self.jobs.forgets.set(self.jobs.forgets.get() + 1);
         if let Some(total) = &self.cfg.forgets_total {
             total.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }

@@ -130,12 +130,12 @@ impl<I: Io> Shard<I> {
             report.checkpoint_entries = ix.len() as u64;
             *shard.index.borrow_mut() = ix;
         }
-        *shard.quarantine.borrow_mut() = ck.quarantine.clone();
+        *shard.damage.quarantine.borrow_mut() = ck.quarantine.clone();
         if ck.digests.len() == crate::digest::BUCKETS {
-            *shard.digests.borrow_mut() = ck.digests.clone();
+            *shard.replica.digests.borrow_mut() = ck.digests.clone();
         }
         {
-            let mut backlogs = shard.backlogs.borrow_mut();
+            let mut backlogs = shard.replica.backlogs.borrow_mut();
             for b in &ck.backlogs {
                 // A peer no longer configured is dropped; a new one starts empty.
                 if let Some(i) = shard.cfg.peers.iter().position(|p| *p == b.peer) {
@@ -153,7 +153,7 @@ impl<I: Io> Shard<I> {
                 QuarantineReason::BadBody | QuarantineReason::ReadChecksum | QuarantineReason::ReadError,
             ) = (&q.key, q.reason)
             {
-                shard.quarantined_keys.borrow_mut().insert(k.clone().into(), q.seq);
+                shard.damage.quarantined_keys.borrow_mut().insert(k.clone().into(), q.seq);
             }
         }
 
@@ -241,7 +241,7 @@ impl<I: Io> Shard<I> {
                         report.incomplete_records += 1;
                     }
                     Found::Garbage { offset } if offset < end => {
-                        let mut q = shard.quarantine.borrow_mut();
+                        let mut q = shard.damage.quarantine.borrow_mut();
                         match q.last_mut() {
                             Some(last)
                                 if last.reason == QuarantineReason::BadRegion
@@ -288,7 +288,7 @@ impl<I: Io> Shard<I> {
                 io.remove(&path).await.map_err(|e| shard.disk_err(e))?;
                 io.sync_dir(dir).await.map_err(|e| shard.disk_err(e))?;
                 report.dedicated_removed += 1;
-                shard.next_blob_id.set(shard.next_blob_id.get().max(bid + 1));
+                shard.files.next_blob_id.set(shard.files.next_blob_id.get().max(bid + 1));
                 changed = true;
                 continue;
             }
@@ -305,13 +305,13 @@ impl<I: Io> Shard<I> {
             let tail = if dedicated { size } else { end };
             let blob = Rc::new(BlobFile::new(bid, file, path, size, dedicated, tail));
             // Past the open-file limit the descriptor is not kept: it is opened when needed.
-            if shard.open_files.get() < shard.cfg.open_blob_files_max {
+            if shard.files.open_files.get() < shard.cfg.open_blob_files_max {
                 shard.note_opened();
             } else {
                 *blob.file.borrow_mut() = None;
             }
-            shard.blobs.borrow_mut().insert(bid, blob);
-            shard.next_blob_id.set(shard.next_blob_id.get().max(bid + 1));
+            shard.files.blobs.borrow_mut().insert(bid, blob);
+            shard.files.next_blob_id.set(shard.files.next_blob_id.get().max(bid + 1));
         }
 
         // Apply what the checkpoint does not reflect, oldest first.
@@ -352,8 +352,8 @@ impl<I: Io> Shard<I> {
                         };
                         shard.digest_apply(&key, held, Some((header.version, tombstone)));
                     }
-                    if shard.quarantined_keys.borrow_mut().remove(&key[..]).is_some() {
-                        shard.quarantine.borrow_mut().retain(|q| q.key.as_deref() != Some(&key[..]));
+                    if shard.damage.quarantined_keys.borrow_mut().remove(&key[..]).is_some() {
+                        shard.damage.quarantine.borrow_mut().retain(|q| q.key.as_deref() != Some(&key[..]));
                     }
                     // Not in the checkpoint's backlogs: no peer can have confirmed it yet.
                     shard.backlog_add(&header);
@@ -375,8 +375,8 @@ impl<I: Io> Shard<I> {
                         continue;
                     }
                     tracing::warn!("shard {id}: record at blob {blob} offset {offset} is damaged before valid records; quarantined");
-                    shard.quarantined_keys.borrow_mut().insert(key.clone().into(), seq);
-                    shard.quarantine.borrow_mut().push(Quarantined {
+                    shard.damage.quarantined_keys.borrow_mut().insert(key.clone().into(), seq);
+                    shard.damage.quarantine.borrow_mut().push(Quarantined {
                         blob,
                         offset,
                         len_bytes: record_len,
@@ -388,12 +388,12 @@ impl<I: Io> Shard<I> {
                 }
             }
         }
-        shard.next_seq.set(max_seq + 1);
-        let open = shard.blobs.borrow().values().filter(|b| !b.dedicated).map(|b| b.id).max();
-        for b in shard.blobs.borrow().values() {
+        shard.writes.next_seq.set(max_seq + 1);
+        let open = shard.files.blobs.borrow().values().filter(|b| !b.dedicated).map(|b| b.id).max();
+        for b in shard.files.blobs.borrow().values() {
             b.sealed.set(b.dedicated || Some(b.id) != open);
         }
-        shard.open_blob.set(open);
+        shard.files.open_blob.set(open);
         shard.recount_bytes();
         if read_only {
             *shard.fenced.borrow_mut() = Some("opened read-only".into());
@@ -414,7 +414,7 @@ impl<I: Io> Shard<I> {
             .filter(|(_, l)| !l.is_tombstone())
             .map(|(_, l)| len_of(l))
             .sum();
-        let used: u64 = self.blobs.borrow().values().map(|b| b.tail.get()).sum();
+        let used: u64 = self.files.blobs.borrow().values().map(|b| b.tail.get()).sum();
         let mut c = self.counters.borrow_mut();
         c.live_bytes = live;
         c.dead_bytes = used.saturating_sub(live);

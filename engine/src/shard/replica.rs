@@ -19,7 +19,7 @@ impl<I: Io> Shard<I> {
             return;
         }
         let b = crate::digest::bucket_of(key);
-        let mut d = self.digests.borrow_mut();
+        let mut d = self.replica.digests.borrow_mut();
         for (v, tomb) in old.into_iter().chain(new) {
             d[b] ^= crate::digest::entry_hash(key, v, tomb);
         }
@@ -27,7 +27,7 @@ impl<I: Io> Shard<I> {
 
     /// The shard's bucket digests (all zero when digests are off).
     pub fn digests(&self) -> Vec<u64> {
-        self.digests.borrow().clone()
+        self.replica.digests.borrow().clone()
     }
 
     /// Every current key of a bucket with its version, read from the records' headers.
@@ -72,14 +72,14 @@ impl<I: Io> Shard<I> {
             return; // a copy of another appliance's write: its origin sends it to the others
         }
         let e = BacklogEntry::of(h);
-        for b in self.backlogs.borrow_mut().iter_mut() {
+        for b in self.replica.backlogs.borrow_mut().iter_mut() {
             b.add(e, self.cfg.backlog_records_max);
         }
     }
 
     /// Peer `peer` (an index into `cfg.peers`) holds the write with this sequence durably.
     pub fn backlog_confirm(&self, peer: usize, seq: u64) {
-        if let Some(b) = self.backlogs.borrow_mut().get_mut(peer) {
+        if let Some(b) = self.replica.backlogs.borrow_mut().get_mut(peer) {
             b.confirm(seq);
         }
     }
@@ -87,19 +87,19 @@ impl<I: Io> Shard<I> {
     /// Up to `max` unconfirmed writes for `peer`, oldest first, created at or before
     /// `before_ms`; each stays reserved for the caller until confirmed or released.
     pub fn backlog_take(&self, peer: usize, max: usize, before_ms: u64) -> Vec<BacklogEntry> {
-        self.backlogs.borrow_mut().get_mut(peer).map(|b| b.take(max, before_ms)).unwrap_or_default()
+        self.replica.backlogs.borrow_mut().get_mut(peer).map(|b| b.take(max, before_ms)).unwrap_or_default()
     }
 
     /// A taken entry could not be sent: it will be taken again.
     pub fn backlog_release(&self, peer: usize, seq: u64) {
-        if let Some(b) = self.backlogs.borrow_mut().get_mut(peer) {
+        if let Some(b) = self.replica.backlogs.borrow_mut().get_mut(peer) {
             b.release(seq);
         }
     }
 
     /// What `peer`'s backlog on this shard holds.
     pub fn backlog_stats(&self, peer: usize) -> BacklogStats {
-        self.backlogs.borrow().get(peer).map(|b| b.stats()).unwrap_or_default()
+        self.replica.backlogs.borrow().get(peer).map(|b| b.stats()).unwrap_or_default()
     }
 
     /// The write a backlog entry stands for, if it is still the key's newest here: a reader

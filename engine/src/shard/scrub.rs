@@ -160,19 +160,19 @@ impl ScrubStats {
 impl<I: Io> Shard<I> {
     /// The scrub job's control (pause, resume, stop).
     pub fn scrub_ctl(&self) -> &crate::budget::JobCtl {
-        &self.scrub_ctl
+        &self.jobs.scrub_ctl
     }
 
     /// Scrub's progress and totals (loads the persisted state on first use).
     pub async fn scrub_stats(&self) -> ScrubStats {
         self.load_scrub_state().await;
-        let mut st = self.scrub_stats.borrow().clone();
-        st.pass_bytes_done = self.scrub_done.get();
+        let mut st = self.jobs.scrub_stats.borrow().clone();
+        st.pass_bytes_done = self.jobs.scrub_done.get();
         st
     }
 
     async fn load_scrub_state(&self) {
-        if self.scrub_stats.borrow().loaded {
+        if self.jobs.scrub_stats.borrow().loaded {
             return;
         }
         let read = async {
@@ -184,7 +184,7 @@ impl<I: Io> Shard<I> {
             ScrubStats::decode(&buf)
         };
         let found = read.await;
-        let mut st = self.scrub_stats.borrow_mut();
+        let mut st = self.jobs.scrub_stats.borrow_mut();
         if let Some(f) = found {
             st.passes = f.passes;
             st.last_pass_end_ms = f.last_pass_end_ms;
@@ -199,7 +199,7 @@ impl<I: Io> Shard<I> {
         if self.cfg.read_only {
             return;
         }
-        let text = self.scrub_stats.borrow().encode();
+        let text = self.jobs.scrub_stats.borrow().encode();
         let tmp = self.dir.join(format!("{STATE_FILE}.tmp"));
         let path = self.dir.join(STATE_FILE);
         let r: podstore_disks::Result<()> = async {
@@ -228,14 +228,14 @@ impl<I: Io> Shard<I> {
     /// (the pass's own rate; change it with [`IoBudget::set_rate`] while the pass runs). None
     /// if a pass is already running.
     pub async fn scrub(self: &Rc<Self>, budget: &IoBudget, pace: &IoBudget) -> Result<Option<ScrubEnd>> {
-        if !self.scrub_ctl.begin() {
+        if !self.jobs.scrub_ctl.begin() {
             return Ok(None);
         }
         let r = self.scrub_pass(budget, pace).await;
-        self.scrub_ctl.end();
+        self.jobs.scrub_ctl.end();
         if let Err(e) = &r {
             if !e.is_crash() {
-                self.scrub_stats.borrow_mut().last_error = Some(e.to_string());
+                self.jobs.scrub_stats.borrow_mut().last_error = Some(e.to_string());
             }
         }
         r.map(Some)
@@ -245,7 +245,7 @@ impl<I: Io> Shard<I> {
         self.load_scrub_state().await;
         let used = |b: &crate::blob::BlobFile<I>| if b.dedicated { b.size_bytes } else { b.tail.get() };
         {
-            let mut st = self.scrub_stats.borrow_mut();
+            let mut st = self.jobs.scrub_stats.borrow_mut();
             if st.pass_started_ms == 0 {
                 st.pass_started_ms = now_ms();
                 st.next_blob = 0;
@@ -254,19 +254,20 @@ impl<I: Io> Shard<I> {
             if st.at_pass_start.is_none() {
                 st.at_pass_start = Some(st.totals());
             }
-            st.pass_bytes_total = self.blobs.borrow().values().map(|b| used(b)).sum();
+            st.pass_bytes_total = self.files.blobs.borrow().values().map(|b| used(b)).sum();
         }
-        self.scrub_done.set(0);
+        self.jobs.scrub_done.set(0);
         loop {
-            let next = self.scrub_stats.borrow().next_blob;
-            let Some(blob) = self.blobs.borrow().range(next..).next().map(|(_, b)| b.clone()) else {
+            let next = self.jobs.scrub_stats.borrow().next_blob;
+            let Some(blob) = self.files.blobs.borrow().range(next..).next().map(|(_, b)| b.clone()) else {
                 break;
             };
             // The committed part only: below the tail and the lowest reservation in flight.
             let limit = blob.in_flight.borrow().keys().next().copied().unwrap_or(u64::MAX).min(used(&blob));
             // What it reads is never given back to new writes under it (shard.rs, rewind).
             blob.hold_tail_above(limit);
-            let pace_of = Pace { budgets: [budget, pace], ctl: &self.scrub_ctl, done: &self.scrub_done };
+            let pace_of =
+                Pace { budgets: [budget, pace], ctl: &self.jobs.scrub_ctl, done: &self.jobs.scrub_done };
             // Smaller windows than recovery's: the scrub shares the disk and the core with
             // foreground requests, which wait behind each window's read and checks.
             let window = self.cfg.scan_window_bytes.min(SCRUB_WINDOW_BYTES_MAX);
@@ -281,7 +282,7 @@ impl<I: Io> Shard<I> {
                 Err(e) if e.is_crash() => return Err(e),
                 Err(e) => {
                     self.counters.borrow_mut().io_errors += 1;
-                    let mut st = self.scrub_stats.borrow_mut();
+                    let mut st = self.jobs.scrub_stats.borrow_mut();
                     st.read_errors += 1;
                     st.last_error = Some(e.to_string());
                     // The blob could not be read through: every record of it the index points
@@ -289,7 +290,7 @@ impl<I: Io> Shard<I> {
                     self.indexed_in(blob.id, u64::MAX, &[(0, u64::MAX)])
                 }
                 Ok(scan) => {
-                    self.scrub_stats.borrow_mut().records_checked += scan.records;
+                    self.jobs.scrub_stats.borrow_mut().records_checked += scan.records;
                     let mut headerless = scan.headerless;
                     for f in scan.found {
                         headerless.extend(self.scrub_judge(blob.id, f));
@@ -306,14 +307,14 @@ impl<I: Io> Shard<I> {
                     return Ok(ScrubEnd::Stopped);
                 }
                 Err(e) if e.is_crash() => return Err(e),
-                Err(e) => self.scrub_stats.borrow_mut().last_error = Some(e.to_string()),
+                Err(e) => self.jobs.scrub_stats.borrow_mut().last_error = Some(e.to_string()),
                 Ok(()) => {}
             }
-            self.scrub_stats.borrow_mut().next_blob = blob.id + 1;
+            self.jobs.scrub_stats.borrow_mut().next_blob = blob.id + 1;
             self.save_scrub_state().await;
         }
         {
-            let mut st = self.scrub_stats.borrow_mut();
+            let mut st = self.jobs.scrub_stats.borrow_mut();
             st.passes += 1;
             st.last_pass = st.totals().since(st.at_pass_start.take().unwrap_or_default());
             st.last_pass_end_ms = now_ms();
@@ -346,7 +347,7 @@ impl<I: Io> Shard<I> {
     /// learns its key from a peer).
     async fn scrub_records(self: &Rc<Self>, locs: Vec<(Indexed, Loc)>, budget: &IoBudget) -> Result<()> {
         for (indexed, loc) in locs {
-            if !self.scrub_ctl.proceed().await {
+            if !self.jobs.scrub_ctl.proceed().await {
                 return Err(Error::Stopped);
             }
             budget.take(loc.record_len().unwrap_or(BLOCK)).await;
@@ -367,11 +368,13 @@ impl<I: Io> Shard<I> {
                 },
             };
             let now = self.entry_of(&key);
-            if now != Some(loc) || loc.is_tombstone() || self.quarantined_keys.borrow().contains_key(&key[..])
+            if now != Some(loc)
+                || loc.is_tombstone()
+                || self.damage.quarantined_keys.borrow().contains_key(&key[..])
             {
                 continue; // moved meanwhile, a tombstone (its header read), or known bad
             }
-            self.scrub_stats.borrow_mut().records_checked += 1;
+            self.jobs.scrub_stats.borrow_mut().records_checked += 1;
             let r = match self.open_checked(&key, loc, 2).await {
                 Ok(Ok(Some(mut r))) => loop {
                     match r.next_chunk().await {
@@ -392,7 +395,7 @@ impl<I: Io> Shard<I> {
             match r {
                 Err(e) if e.is_crash() => return Err(e),
                 // Quarantined where it failed (open_checked, next_chunk).
-                Err(_) => self.scrub_stats.borrow_mut().bad_records += 1,
+                Err(_) => self.jobs.scrub_stats.borrow_mut().bad_records += 1,
                 Ok(()) => {}
             }
         }
@@ -413,11 +416,11 @@ impl<I: Io> Shard<I> {
         let Some(loc) = self.entry_of(&key).filter(|l| l.blob() == bid && l.offset() == offset) else {
             return extent;
         };
-        if self.quarantined_keys.borrow().contains_key(&key[..]) {
+        if self.damage.quarantined_keys.borrow().contains_key(&key[..]) {
             return None;
         }
         self.counters.borrow_mut().checksum_errors += 1;
-        self.scrub_stats.borrow_mut().bad_records += 1;
+        self.jobs.scrub_stats.borrow_mut().bad_records += 1;
         self.quarantine_read(&key, loc, header.seq, QuarantineReason::ReadChecksum);
         None
     }
@@ -427,7 +430,7 @@ impl<I: Io> Shard<I> {
     /// names the key ([`Shard::name_damaged`]).
     fn quarantine_headerless(&self, loc: Loc) {
         let (bid, offset) = (loc.blob(), loc.offset());
-        if self.quarantine.borrow().iter().any(|q| q.blob == bid && q.offset == offset) {
+        if self.damage.quarantine.borrow().iter().any(|q| q.blob == bid && q.offset == offset) {
             return;
         }
         tracing::warn!(
@@ -435,8 +438,8 @@ impl<I: Io> Shard<I> {
             self.id
         );
         self.counters.borrow_mut().checksum_errors += 1;
-        self.scrub_stats.borrow_mut().bad_regions += 1;
-        self.quarantine.borrow_mut().push(Quarantined {
+        self.jobs.scrub_stats.borrow_mut().bad_regions += 1;
+        self.damage.quarantine.borrow_mut().push(Quarantined {
             blob: bid,
             offset,
             len_bytes: loc.record_len().unwrap_or(BLOCK),
@@ -452,8 +455,14 @@ impl<I: Io> Shard<I> {
     /// points): each one's location and the fingerprint the index keeps for it. One pass over
     /// the index, and only when such regions exist.
     pub fn unnamed_damaged(&self) -> Vec<(u64, Loc)> {
-        let regions: std::collections::HashSet<(u32, u64)> =
-            self.quarantine.borrow().iter().filter(|q| q.key.is_none()).map(|q| (q.blob, q.offset)).collect();
+        let regions: std::collections::HashSet<(u32, u64)> = self
+            .damage
+            .quarantine
+            .borrow()
+            .iter()
+            .filter(|q| q.key.is_none())
+            .map(|q| (q.blob, q.offset))
+            .collect();
         if regions.is_empty() {
             return Vec::new();
         }
@@ -484,9 +493,9 @@ impl<I: Io> Shard<I> {
             return false;
         }
         let region = |q: &Quarantined| q.key.is_none() && q.blob == loc.blob() && q.offset == loc.offset();
-        let was = self.quarantine.borrow().iter().position(region);
+        let was = self.damage.quarantine.borrow().iter().position(region);
         let Some(at) = was else { return false };
-        self.quarantine.borrow_mut().remove(at);
+        self.damage.quarantine.borrow_mut().remove(at);
         self.quarantine_read(key, loc, 0, QuarantineReason::ReadChecksum);
         true
     }

@@ -89,7 +89,7 @@ impl<I: Io> Shard<I> {
     /// Counters and gauges of the shard.
     pub fn stats(&self) -> ShardStats {
         let ix = self.index.borrow();
-        let blobs = self.blobs.borrow();
+        let blobs = self.files.blobs.borrow();
         let c = self.counters.borrow();
         let (syncs, last_batch) =
             blobs.values().fold((0, 0), |(s, l), b| (s + b.commit.syncs(), l.max(b.commit.last_batch())));
@@ -110,13 +110,13 @@ impl<I: Io> Shard<I> {
             aborted_writes: c.aborted,
             io_errors: c.io_errors,
             checksum_errors: c.checksum_errors,
-            quarantined: self.quarantine.borrow().len() as u64,
+            quarantined: self.damage.quarantine.borrow().len() as u64,
             syncs,
             open_blob_files: blobs.values().filter(|b| b.file.borrow().is_some()).count() as u64,
             blob_reopens: c.blob_reopens,
             last_sync_batch: last_batch,
             reads_in_flight_max: self.cfg.reads_in_flight_max as u64,
-            reads_in_flight_peak: self.reads_peak.get() as u64,
+            reads_in_flight_peak: self.reads.reads_peak.get() as u64,
             checkpoints: c.checkpoints,
             fenced: self.fenced.borrow().clone(),
             backlogs: self
@@ -124,18 +124,18 @@ impl<I: Io> Shard<I> {
                 .peers
                 .iter()
                 .cloned()
-                .zip(self.backlogs.borrow().iter().map(|b| b.stats()))
+                .zip(self.replica.backlogs.borrow().iter().map(|b| b.stats()))
                 .collect(),
-            compact: self.compact_stats.borrow().clone(),
-            compact_running: self.compact_ctl.is_running(),
-            compact_paused: self.compact_ctl.is_paused(),
+            compact: self.jobs.compact_stats.borrow().clone(),
+            compact_running: self.jobs.compact_ctl.is_running(),
+            compact_paused: self.jobs.compact_ctl.is_paused(),
             scrub: {
-                let mut st = self.scrub_stats.borrow().clone();
-                st.pass_bytes_done = self.scrub_done.get();
+                let mut st = self.jobs.scrub_stats.borrow().clone();
+                st.pass_bytes_done = self.jobs.scrub_done.get();
                 st
             },
-            scrub_running: self.scrub_ctl.is_running(),
-            scrub_paused: self.scrub_ctl.is_paused(),
+            scrub_running: self.jobs.scrub_ctl.is_running(),
+            scrub_paused: self.jobs.scrub_ctl.is_paused(),
             background_bytes_per_s: 0,
             background_bytes: 0,
             moved_away: 0,

@@ -143,7 +143,7 @@ impl<I: Io> PutWriter<I> {
     fn release_unfilled(&mut self, n: u64) {
         let n = n.min(self.unfilled);
         self.unfilled -= n;
-        self.shard.unfilled.set(self.shard.unfilled.get().saturating_sub(n));
+        self.shard.writes.unfilled.set(self.shard.writes.unfilled.get().saturating_sub(n));
     }
 
     /// Waits for the write in flight, if any; returns its buffer.
@@ -406,7 +406,7 @@ impl<I: Io> Shard<I> {
             Err(e) if read_failed(&e) => {
                 let Some(l) = self.index.borrow().main_get(fp) else { return Err(e) };
                 let ours =
-                    self.quarantine.borrow().iter().any(|q| {
+                    self.damage.quarantine.borrow().iter().any(|q| {
                         q.key.as_deref() == Some(key) && q.blob == l.blob() && q.offset == l.offset()
                     });
                 Ok(if ours { (Slot::Main, Some(l), Some(None)) } else { (Slot::Overflow, None, None) })
@@ -428,7 +428,7 @@ impl<I: Io> Shard<I> {
         tombstone: bool,
         compacting: bool,
     ) -> Result<(Rc<BlobFile<I>>, u64, u64)> {
-        let _g = self.reserve_lock.lock().await;
+        let _g = self.writes.reserve_lock.lock().await;
         self.reserve_held(len, tombstone, compacting).await
     }
 
@@ -439,7 +439,7 @@ impl<I: Io> Shard<I> {
         &self,
         lens: &[u64],
     ) -> (Vec<(Rc<BlobFile<I>>, u64, u64)>, Option<Error>) {
-        let _g = self.reserve_lock.lock().await;
+        let _g = self.writes.reserve_lock.lock().await;
         let mut out = Vec::with_capacity(lens.len());
         for &len in lens {
             match self.reserve_held(len, false, false).await {
@@ -458,14 +458,14 @@ impl<I: Io> Shard<I> {
         compacting: bool,
     ) -> Result<(Rc<BlobFile<I>>, u64, u64)> {
         self.check_writable()?;
-        let open = self.open_blob.get().and_then(|id| self.blob(id));
+        let open = self.files.open_blob.get().and_then(|id| self.blob(id));
         let keep = if tombstone { 0 } else { self.cfg.tombstone_reserve_bytes };
         let blob = match open {
             Some(b) if b.room() >= len + keep => b,
             _ if len > self.cfg.blob_size_bytes / 4 => self.create_blob(len, true, compacting).await?,
             open => match self.create_blob(self.cfg.blob_size_bytes, false, compacting).await {
                 Ok(b) => {
-                    if let Some(old) = self.open_blob.replace(Some(b.id)).and_then(|id| self.blob(id)) {
+                    if let Some(old) = self.files.open_blob.replace(Some(b.id)).and_then(|id| self.blob(id)) {
                         old.sealed.set(true);
                     }
                     b
@@ -478,8 +478,8 @@ impl<I: Io> Shard<I> {
         };
         let offset = blob.tail.get();
         blob.tail.set(offset + len);
-        let seq = self.next_seq.get();
-        self.next_seq.set(seq + 1);
+        let seq = self.writes.next_seq.get();
+        self.writes.next_seq.set(seq + 1);
         blob.in_flight.borrow_mut().insert(offset, seq);
         Ok((blob, offset, seq))
     }
@@ -498,18 +498,18 @@ impl<I: Io> Shard<I> {
         if self.cfg.read_only || self.check_writable().is_err() {
             return Ok(false);
         }
-        let _g = self.reserve_lock.lock().await;
+        let _g = self.writes.reserve_lock.lock().await;
         if blob.dedicated {
-            if h.offset != 0 || self.blobs.borrow().get(&blob.id).is_none() {
+            if h.offset != 0 || self.files.blobs.borrow().get(&blob.id).is_none() {
                 return Ok(false);
             }
             blob.in_flight.borrow_mut().remove(&0);
-            self.blobs.borrow_mut().remove(&blob.id);
+            self.files.blobs.borrow_mut().remove(&blob.id);
             blob.file.borrow_mut().take();
             self.io.remove(&blob.path).await.map_err(|e| self.disk_err(e))?;
             return Ok(true);
         }
-        let open = self.open_blob.get() == Some(blob.id) && !blob.sealed.get();
+        let open = self.files.open_blob.get() == Some(blob.id) && !blob.sealed.get();
         if !open || blob.tail.get() != h.offset + h.record_len || h.offset < blob.rewind_floor.get() {
             return Ok(false);
         }
@@ -547,16 +547,16 @@ impl<I: Io> Shard<I> {
     }
 
     async fn create_blob(&self, size: u64, dedicated: bool, compacting: bool) -> Result<Rc<BlobFile<I>>> {
-        let id = self.next_blob_id.get();
+        let id = self.files.next_blob_id.get();
         if id > BLOB_ID_MAX {
             return Err(Error::NoSpace { shard: self.id });
         }
-        let used: u64 = self.blobs.borrow().values().map(|b| b.size_bytes).sum();
+        let used: u64 = self.files.blobs.borrow().values().map(|b| b.size_bytes).sum();
         let headroom = if compacting { 0 } else { self.compaction_headroom() };
         if used.saturating_add(size).saturating_add(headroom) > self.cfg.shard_size_max_bytes {
             return Err(Error::NoSpace { shard: self.id });
         }
-        self.next_blob_id.set(id + 1);
+        self.files.next_blob_id.set(id + 1);
         let path = self.dir.join(blob_name(id, dedicated));
         let file = self.io.open(&path, OpenMode::CreateNew).await.map_err(|e| self.disk_err(e))?;
         if let Err(e) = self.io.allocate(&file, size).await {
@@ -574,7 +574,7 @@ impl<I: Io> Shard<I> {
             return Err(self.fence(format!("fsync of shard directory: {e}")));
         }
         let blob = Rc::new(BlobFile::new(id, file, path, size, dedicated, 0));
-        self.blobs.borrow_mut().insert(id, blob.clone());
+        self.files.blobs.borrow_mut().insert(id, blob.clone());
         self.note_opened();
         self.trim_open_files(id);
         Ok(blob)
@@ -658,7 +658,7 @@ impl<I: Io> Shard<I> {
         let rec_len = record::record_len(key.len(), content_type.len(), object_len);
         // A client's write (not a move) counts against the bytes reserved and not yet filled.
         let counted = if w.moved_from.is_none() { rec_len } else { 0 };
-        let unfilled = self.unfilled.get();
+        let unfilled = self.writes.unfilled.get();
         if counted > 0 && unfilled.saturating_add(counted) > self.cfg.unfilled_bytes_max {
             return Err(Error::Busy {
                 shard: self.id,
@@ -669,10 +669,10 @@ impl<I: Io> Shard<I> {
             });
         }
         // Counted before the reservation's wait, so writes starting together can't all pass.
-        self.unfilled.set(unfilled + counted);
+        self.writes.unfilled.set(unfilled + counted);
         let reserved = self.reserve(rec_len, false, w.moved_from.is_some()).await;
         let (blob, offset, seq) = reserved.inspect_err(|_| {
-            self.unfilled.set(self.unfilled.get().saturating_sub(counted));
+            self.writes.unfilled.set(self.writes.unfilled.get().saturating_sub(counted));
         })?;
         let header = Header {
             flags: 0,
@@ -741,10 +741,10 @@ impl<I: Io> Shard<I> {
                 // even an older one: that is how a damaged record is repaired. One marked bad
                 // after a read error whose header reads keeps its version (the error may have
                 // passed: an older copy must not replace it; one of the same version repairs it).
-                let quarantined = self.quarantined_keys.borrow().contains_key(key);
+                let quarantined = self.damage.quarantined_keys.borrow().contains_key(key);
                 let corrupt =
                     quarantined
-                        && self.quarantine.borrow().iter().any(|q| {
+                        && self.damage.quarantine.borrow().iter().any(|q| {
                             q.key.as_deref() == Some(key) && q.reason != QuarantineReason::ReadError
                         });
                 // A copy of the same version repairs a record marked bad.
@@ -786,9 +786,9 @@ impl<I: Io> Shard<I> {
             }
         }
         drop(c);
-        if self.quarantined_keys.borrow_mut().remove(key).is_some() {
+        if self.damage.quarantined_keys.borrow_mut().remove(key).is_some() {
             // A newer record supersedes the damaged one: nothing of it needs repair any more.
-            self.quarantine.borrow_mut().retain(|q| q.key.as_deref() != Some(key));
+            self.damage.quarantine.borrow_mut().retain(|q| q.key.as_deref() != Some(key));
         }
     }
 
@@ -816,7 +816,7 @@ impl<I: Io> Shard<I> {
         // A delete whose key's record can't be read fails (the caller retries): whether the
         // key exists, and so whether a tombstone must shadow it, is not known.
         let (slot, old, known) = self.resolve(fp, key).await?;
-        let quarantined = self.quarantined_keys.borrow().contains_key(key);
+        let quarantined = self.damage.quarantined_keys.borrow().contains_key(key);
         let existed = old.is_some_and(|l| !l.is_tombstone());
         let local = matches!(stamp, Stamp::Local);
         if local && !existed && !quarantined && !always {
