@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use podstore_net::repl::auth::{sign, verify, Challenge, Hello, Side};
+use podstore_net::peer::auth::{sign, verify, Challenge, Hello, Side};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(h) = Hello::decode(data) {

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use podstore_net::repl::frame::{
+use podstore_net::peer::frame::{
     ack_meta, decode_ack, decode_chunk_crcs, encode_chunk_crcs, FrameHeader, Placement, Trailer, WriteMeta, HEADER_BYTES, TRAILER_BYTES,
 };
 
