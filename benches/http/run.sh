@@ -13,6 +13,12 @@ set -euo pipefail
 quick=0
 [ "${1:-}" = "--quick" ] && quick=1
 top=$(cd "$(dirname "$0")/../.." && pwd)
+# The results also as JSON and an SVG chart of the ratios (benches/report.py), in
+# $PODSTORE_BENCH_RESULTS (default target/bench-results): the script runs itself through it.
+if [ -z "${PODSTORE_BENCH_REPORTING:-}" ]; then
+  PODSTORE_BENCH_REPORTING=1 bash "$0" "$@" | python3 "$top/benches/report.py" http "${PODSTORE_BENCH_RESULTS:-$top/target/bench-results}"
+  exit "${PIPESTATUS[0]}"
+fi
 cd "$top"
 for t in nginx wrk; do command -v $t >/dev/null || { echo "http-bench: $t is not installed (apt-get install nginx wrk)"; exit 1; }; done
 

@@ -23,6 +23,12 @@ set -euo pipefail
 quick=0
 [ "${1:-}" = "--quick" ] && quick=1
 top=$(cd "$(dirname "$0")/../.." && pwd)
+# The results also as JSON and an SVG chart of the ratios (benches/report.py), in
+# $PODSTORE_BENCH_RESULTS (default target/bench-results): the script runs itself through it.
+if [ -z "${PODSTORE_BENCH_REPORTING:-}" ]; then
+  PODSTORE_BENCH_REPORTING=1 bash "$0" "$@" | python3 "$top/benches/report.py" repl "${PODSTORE_BENCH_RESULTS:-$top/target/bench-results}"
+  exit "${PIPESTATUS[0]}"
+fi
 cd "$top"
 [ "$(id -u)" = 0 ] || { echo "repl-bench: needs root (network namespaces, loop devices)"; exit 1; }
 for t in ip iperf3 fio mkfs.xfs; do command -v $t >/dev/null || { echo "repl-bench: $t is not installed"; exit 1; }; done

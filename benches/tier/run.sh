@@ -21,6 +21,12 @@ set -euo pipefail
 quick=0
 [ "${1:-}" = "--quick" ] && quick=1
 top=$(cd "$(dirname "$0")/../.." && pwd)
+# The results also as JSON and an SVG chart of the ratios (benches/report.py), in
+# $PODSTORE_BENCH_RESULTS (default target/bench-results): the script runs itself through it.
+if [ -z "${PODSTORE_BENCH_REPORTING:-}" ]; then
+  PODSTORE_BENCH_REPORTING=1 bash "$0" "$@" | python3 "$top/benches/report.py" tier "${PODSTORE_BENCH_RESULTS:-$top/target/bench-results}" "GET p99"
+  exit "${PIPESTATUS[0]}"
+fi
 cd "$top"
 [ "$(id -u)" = 0 ] || { echo "tier-bench: needs root (loop devices, cgroup)"; exit 1; }
 for t in wrk mkfs.xfs curl; do command -v $t >/dev/null || { echo "tier-bench: $t is not installed"; exit 1; }; done
