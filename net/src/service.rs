@@ -308,27 +308,7 @@ impl Objects {
             self.send(owner, msg.take().expect("not sent yet")).await?;
         }
         // Copies to peers stream beside the local write; each reports into `copies_rx`.
-        let (copies_tx, copies_rx) = mpsc::channel::<PeerCopy>(peers.len().max(1));
-        let mut to_peers: Vec<Option<mpsc::Sender<Piece>>> = Vec::new();
-        if let Some(v) = version {
-            for (i, p) in peers.iter().enumerate() {
-                let (ptx, prx) = mpsc::channel(PEER_PIECES_MAX);
-                let (p, ct, copies_tx, bucket, skey) = (
-                    p.clone(),
-                    content_type.clone(),
-                    copies_tx.clone(),
-                    name.bucket.clone(),
-                    name.key.clone(),
-                );
-                tokio::task::spawn_local(async move {
-                    let r = p.send_put(v, &bucket, &skey, &ct, len, None, prx).await;
-                    note_copy(&p.conf.name, "put", &r);
-                    let _ = copies_tx.send((i, r)).await;
-                });
-                to_peers.push(Some(ptx));
-            }
-        }
-        drop(copies_tx);
+        let (mut to_peers, copies_rx) = self.start_copies(&name, &content_type, len, version);
         let mut hash = version.map(|_| xxhash_rust::xxh3::Xxh3::new());
         let stall = Duration::from_millis(shared.cfg().limits.copy_timeout_ms);
         let mut whole = if small { Some(Vec::with_capacity(len as usize)) } else { None };
@@ -394,38 +374,9 @@ impl Objects {
             let _ = tx.try_send(BodyMsg::End { ok: true, digest: None });
             drop(tx);
             self.send(owner, msg.take().expect("not sent yet")).await?;
-            // A disk that ran out of room just now is marked spilled by its core: the body is
-            // still here, so it goes to the next disk of the key's chain instead of a 507.
-            let mut got = reply_rx.take().expect("not awaited yet").await.map_err(|_| gone())?;
-            for _ in 0..3 {
-                if !matches!(got, Err(podstore_engine::Error::NoSpace { .. })) {
-                    break;
-                }
-                let deadline = Instant::now() + Duration::from_secs(2);
-                while !shared.routes.is_spilled(shard) && Instant::now() < deadline {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                let Ok((next, next_owner)) = self.locate_wait(&name.storage_key()).await else { break };
-                if next == shard {
-                    break;
-                }
-                let (tx2, rx2) = mpsc::channel(2);
-                let _ = tx2.try_send(BodyMsg::Data(w.clone()));
-                let _ = tx2.try_send(BodyMsg::End { ok: true, digest: None });
-                let (reply2, rx_reply2) = oneshot::channel();
-                let again = CoreMsg::Put {
-                    shard: next,
-                    key: name.storage_key(),
-                    content_type: content_type.clone(),
-                    len,
-                    stamp,
-                    body: rx2,
-                    reply: reply2,
-                };
-                self.send(next_owner, again).await?;
-                (shard, owner) = (next, next_owner);
-                got = rx_reply2.await.map_err(|_| gone())?;
-            }
+            let got = reply_rx.take().expect("not awaited yet").await.map_err(|_| gone())?;
+            let (got, at) = self.spill_on(got, (shard, owner), &name, &content_type, stamp, w).await?;
+            (shard, owner) = at;
             small_outcome = Some(got);
         } else {
             let _ = tx.send(BodyMsg::End { ok: complete && digest_ok, digest: None }).await;
@@ -450,6 +401,78 @@ impl Objects {
         };
         let copies = self.collect_copies((owner, shard, seq), &name.storage_key(), want, copies_rx).await?;
         Ok(Written { digest: etag_digest, copies })
+    }
+
+    /// Starts a copy of a PUT to every peer (when the write has a version: a replica set);
+    /// returns the body's way to each and where their answers come.
+    fn start_copies(
+        &self,
+        name: &ObjectName,
+        content_type: &str,
+        len: u64,
+        version: Option<podstore_engine::Version>,
+    ) -> (Vec<Option<mpsc::Sender<Piece>>>, mpsc::Receiver<PeerCopy>) {
+        let peers = &self.links.peers;
+        let (copies_tx, copies_rx) = mpsc::channel::<PeerCopy>(peers.len().max(1));
+        let mut to_peers = Vec::new();
+        if let Some(v) = version {
+            for (i, p) in peers.iter().enumerate() {
+                let (ptx, prx) = mpsc::channel(PEER_PIECES_MAX);
+                let (p, ct, copies_tx) = (p.clone(), content_type.to_string(), copies_tx.clone());
+                let (bucket, key) = (name.bucket.clone(), name.key.clone());
+                tokio::task::spawn_local(async move {
+                    let r = p.send_put(v, &bucket, &key, &ct, len, None, prx).await;
+                    note_copy(&p.conf.name, "put", &r);
+                    let _ = copies_tx.send((i, r)).await;
+                });
+                to_peers.push(Some(ptx));
+            }
+        }
+        (to_peers, copies_rx)
+    }
+
+    /// A small object's write that found its disk full: that disk is marked spilled by its
+    /// core, and the body, still here, goes to the next disk of the key's chain (up to three
+    /// times) instead of a 507. Returns the last answer and the disk (and core) it came from.
+    async fn spill_on(
+        &self,
+        mut got: Result<PutOutcome, podstore_engine::Error>,
+        (mut shard, mut owner): (u32, usize),
+        name: &ObjectName,
+        content_type: &str,
+        stamp: Stamp,
+        body: Bytes,
+    ) -> Result<(Result<PutOutcome, podstore_engine::Error>, (u32, usize)), Error> {
+        for _ in 0..3 {
+            if !matches!(got, Err(podstore_engine::Error::NoSpace { .. })) {
+                break;
+            }
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while !self.shared.routes.is_spilled(shard) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let Ok((next, next_owner)) = self.locate_wait(&name.storage_key()).await else { break };
+            if next == shard {
+                break;
+            }
+            let (tx, rx) = mpsc::channel(2);
+            let _ = tx.try_send(BodyMsg::Data(body.clone()));
+            let _ = tx.try_send(BodyMsg::End { ok: true, digest: None });
+            let (reply, answer) = oneshot::channel();
+            let again = CoreMsg::Put {
+                shard: next,
+                key: name.storage_key(),
+                content_type: content_type.to_string(),
+                len: body.len() as u64,
+                stamp,
+                body: rx,
+                reply,
+            };
+            self.send(next_owner, again).await?;
+            (shard, owner) = (next, next_owner);
+            got = answer.await.map_err(|_| gone())?;
+        }
+        Ok((got, (shard, owner)))
     }
 
     /// Deletes an object: a tombstone on the disk that takes the key's writes, and on every
