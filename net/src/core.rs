@@ -146,6 +146,7 @@ async fn core_main(start: CoreStart) {
         links: links.clone(),
         jobs: jobs.clone(),
         cache: cache.clone(),
+        promoter: Default::default(),
     });
     let hb = tokio::task::spawn_local(housekeeping(index, shared.clone(), shards.clone(), jobs.clone()));
     let background = background(&ctx);
@@ -399,6 +400,8 @@ struct Exec {
     links: Rc<crate::peer::link::Links>,
     jobs: crate::maintenance::Jobs,
     cache: Option<Rc<crate::cache::RamCache>>,
+    /// Counts reads of capacity-tier objects and promotes the hot ones (maintenance.rs).
+    promoter: crate::maintenance::Promoters,
 }
 
 impl Exec {
@@ -504,7 +507,7 @@ impl Exec {
         head: bool,
         reply: oneshot::Sender<Result<Option<GetStart>, podstore_engine::Error>>,
     ) {
-        let Exec { shared, shards, cache, .. } = self;
+        let Exec { shared, shards, cache, promoter, .. } = self;
         let Some(s) = shards.borrow().get(&shard).cloned() else {
             let _ = reply.send(Err(no_shard(shard)));
             return;
@@ -539,7 +542,7 @@ impl Exec {
         let fast = shared.routes.is_fast(shard);
         shared.tier_reads[if fast { TIER_FAST } else { TIER_CAPACITY }].fetch_add(1, Ordering::Relaxed);
         if !fast && shared.routes.has_fast_tier() {
-            crate::maintenance::note_capacity_read(shared, &s, &key);
+            crate::maintenance::note_capacity_read(shared, promoter, &s, &key);
         }
         if let (Some(c), Some(data)) = (&cache, &first) {
             if answer == RangeAnswer::Whole && c.takes(reader.meta.object_len) {

@@ -332,9 +332,10 @@ async fn migrate(shared: Arc<Shared>, shard: Rc<Shard<AnyIo>>, jobs: Rc<DiskJobs
     }
 }
 
-/// Reads of capacity-tier objects in the current window, per key (one per core).
-#[derive(Default)]
-struct Promoter {
+/// Reads of capacity-tier objects in the current window, per key: one per core, kept by the
+/// core (`core.rs`) and handed to [`note_capacity_read`].
+#[derive(Debug, Default)]
+pub struct Promoter {
     window_start: Option<std::time::Instant>,
     reads: HashMap<Vec<u8>, u32>,
     promoted: u32,
@@ -346,22 +347,11 @@ const PROMOTE_KEYS_MAX: usize = 65_536;
 /// Promotions in flight per core at most.
 const PROMOTE_IN_FLIGHT_MAX: u32 = 4;
 
-thread_local! {
-    static PROMOTER: std::cell::RefCell<Promoter> = Default::default();
-}
-
-/// A GET read `key` from capacity disk `shard` (issue 7): counted, and once it was read
-/// `tiering.promote_reads` times within `promote_window_s`, copied to its fast home with its
-/// version and forgotten here after the copy is durable (`move_key`), if that fast disk takes
-/// writes and is below its high watermark (else it would move straight back). Bounded per core:
-/// `promotions_per_window_max` a window, four at a time, `PROMOTE_KEYS_MAX` keys counted.
-pub fn note_capacity_read(shared: &Arc<Shared>, shard: &Rc<Shard<AnyIo>>, key: &[u8]) {
-    let t = &shared.cfg().tiering;
-    if t.promote_reads == 0 {
-        return;
-    }
-    let go = PROMOTER.with(|p| {
-        let mut p = p.borrow_mut();
+impl Promoter {
+    /// Counts a read of `key`; true when it is to be promoted now (within the window's and
+    /// the in-flight bounds), which counts it as in flight.
+    fn count(&mut self, key: &[u8], t: &crate::config::Tiering) -> bool {
+        let p = self;
         let now = std::time::Instant::now();
         if p.window_start.is_none_or(|s| now.duration_since(s) >= Duration::from_secs(t.promote_window_s)) {
             p.window_start = Some(now);
@@ -383,11 +373,27 @@ pub fn note_capacity_read(shared: &Arc<Shared>, shard: &Rc<Shard<AnyIo>>, key: &
         p.promoted += 1;
         p.in_flight += 1;
         true
-    });
+    }
+}
+
+/// A core's promoter (its promotions in flight end on its tasks).
+pub type Promoters = Rc<std::cell::RefCell<Promoter>>;
+
+/// A GET read `key` from capacity disk `shard` (issue 7): counted, and once it was read
+/// `tiering.promote_reads` times within `promote_window_s`, copied to its fast home with its
+/// version and forgotten here after the copy is durable (`move_key`), if that fast disk takes
+/// writes and is below its high watermark (else it would move straight back). Bounded per core:
+/// `promotions_per_window_max` a window, four at a time, `PROMOTE_KEYS_MAX` keys counted.
+pub fn note_capacity_read(shared: &Arc<Shared>, promoter: &Promoters, shard: &Rc<Shard<AnyIo>>, key: &[u8]) {
+    let t = &shared.cfg().tiering;
+    if t.promote_reads == 0 {
+        return;
+    }
+    let go = promoter.borrow_mut().count(key, t);
     if !go {
         return;
     }
-    let (shared, shard, key) = (shared.clone(), shard.clone(), key.to_vec());
+    let (shared, promoter, shard, key) = (shared.clone(), promoter.clone(), shard.clone(), key.to_vec());
     tokio::task::spawn_local(async move {
         let fp = podstore_engine::index::fingerprint(&key);
         let target = shared.routes.write_target(fp).filter(|&id| shared.routes.is_fast(id));
@@ -406,7 +412,7 @@ pub fn note_capacity_read(shared: &Arc<Shared>, shard: &Rc<Shard<AnyIo>>, key: &
                 Err(e) => tracing::debug!("disk {}: promoting an object to disk {target}: {e}", shard.id()),
             }
         }
-        PROMOTER.with(|p| p.borrow_mut().in_flight -= 1);
+        promoter.borrow_mut().in_flight -= 1;
     });
 }
 
