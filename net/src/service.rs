@@ -95,6 +95,15 @@ pub struct Written {
     pub copies: u32,
 }
 
+/// Where a peer's copy of a write is stored.
+#[derive(Debug)]
+pub enum CopyTarget {
+    /// A shard of this core.
+    Here(Rc<podstore_engine::Shard<podstore_disks::AnyIo>>),
+    /// A disk of another core.
+    Core { shard: u32, owner: usize },
+}
+
 /// Where a key is read from: a disk, its core, and whether "absent" there is certain (false:
 /// a disk of the key's chain failed or did not answer).
 #[derive(Debug, Clone, Copy)]
@@ -615,6 +624,55 @@ impl Objects {
             .await
             .map_err(|_| "shutting down")?;
         rx.await.map_err(|_| "the push was interrupted".to_string())?
+    }
+
+    // ---- copies from peers ----
+
+    /// Where a peer's copy of a write of `key` (an engine key) goes: a shard of this core (the
+    /// receiver writes it straight into the record's buffers), or another core's disk.
+    pub fn copy_target(&self, key: &[u8]) -> Result<CopyTarget, Error> {
+        if !self.shared.ready.load(Ordering::Relaxed) {
+            return Err(Error::Unavailable("the node is recovering"));
+        }
+        let (shard, owner) = self.locate(key)?;
+        Ok(match self.shards.borrow().get(&shard) {
+            Some(s) if owner == self.core => CopyTarget::Here(s.clone()),
+            _ => CopyTarget::Core { shard, owner },
+        })
+    }
+
+    /// Sends a peer's copy of a PUT (its version, its body as it arrives on `body`) to the
+    /// core that owns `shard`; the core's answer comes on the receiver.
+    pub async fn forward_copy(
+        &self,
+        (shard, owner): (u32, usize),
+        key: Vec<u8>,
+        content_type: String,
+        len: u64,
+        version: podstore_engine::Version,
+        body: mpsc::Receiver<BodyMsg>,
+    ) -> Result<oneshot::Receiver<Result<PutOutcome, podstore_engine::Error>>, Error> {
+        let (reply, answer) = oneshot::channel();
+        let stamp = Stamp::Given(version);
+        self.send(owner, CoreMsg::Put { shard, key, content_type, len, stamp, body, reply }).await?;
+        Ok(answer)
+    }
+
+    /// Stores a peer's tombstone (always, even where the key is absent: it keeps older copies
+    /// from coming back); the core's answer comes on the receiver.
+    pub async fn delete_copy(
+        &self,
+        key: Vec<u8>,
+        version: podstore_engine::Version,
+    ) -> Result<oneshot::Receiver<Result<podstore_engine::DeleteDone, podstore_engine::Error>>, Error> {
+        if !self.shared.ready.load(Ordering::Relaxed) {
+            return Err(Error::Unavailable("the node is recovering"));
+        }
+        let (shard, owner) = self.locate(&key)?;
+        let (reply, answer) = oneshot::channel();
+        let stamp = Stamp::Given(version);
+        self.send(owner, CoreMsg::Delete { shard, key, stamp, always: true, reply }).await?;
+        Ok(answer)
     }
 
     // ---- reads ----

@@ -39,13 +39,7 @@ pub fn serve(listener: std::net::TcpListener, repl_listener: Option<std::net::Tc
             conns.drain(DRAIN_GRACE).await;
         })];
         if let Some(l) = repl_listener {
-            let server = crate::repl::server::accept_loop(
-                ctx.index,
-                objects,
-                l,
-                ctx.shutdown.clone(),
-                ctx.shards.clone(),
-            );
+            let server = crate::repl::server::accept_loop(ctx.index, objects, l, ctx.shutdown.clone());
             tasks.push(tokio::task::spawn_local(server));
         }
         tasks

@@ -10,17 +10,17 @@ use bytes::BytesMut;
 use podstore_engine::{CopyCheck, Stamp};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedReadHalf;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
-use crate::msg::{BodyMsg, CoreMsg, PutOutcome};
+use crate::msg::{BodyMsg, PutOutcome};
 use crate::peer::auth::{self, Side};
 use crate::peer::frame::{
     self, AckStatus, FrameHeader, Kind, MetaReader, MetaWriter, Trailer, WriteMeta, HEADER_BYTES,
     TRAILER_BYTES,
 };
 use crate::peer::link::{read_small_frame, tune_socket};
-use crate::service::Objects;
-use crate::shared::{Shards, Shared, PIECES_IN_FLIGHT_MAX};
+use crate::service::{CopyTarget, Objects};
+use crate::shared::{Shared, PIECES_IN_FLIGHT_MAX};
 
 /// Largest piece a copy's body is read in.
 const PIECE_BYTES: usize = 1 << 20;
@@ -103,7 +103,6 @@ pub async fn accept_loop(
     objects: Rc<Objects>,
     listener: std::net::TcpListener,
     mut shutdown: watch::Receiver<bool>,
-    shards: Shards,
 ) {
     let listener =
         match listener.set_nonblocking(true).and_then(|_| tokio::net::TcpListener::from_std(listener)) {
@@ -120,9 +119,9 @@ pub async fn accept_loop(
         };
         match accepted {
             Ok((stream, from)) => {
-                let (objects, stop, shards) = (objects.clone(), shutdown.clone(), shards.clone());
+                let (objects, stop) = (objects.clone(), shutdown.clone());
                 tokio::task::spawn_local(async move {
-                    if let Err(e) = serve_peer(objects, stream, stop, shards, core).await {
+                    if let Err(e) = serve_peer(objects, stream, stop, core).await {
                         tracing::info!("replication connection from {from} closed: {e}");
                     }
                 });
@@ -207,7 +206,6 @@ async fn serve_peer(
     objects: Rc<Objects>,
     mut stream: tokio::net::TcpStream,
     mut shutdown: watch::Receiver<bool>,
-    shards: Shards,
     core: usize,
 ) -> Result<(), String> {
     let shared = &objects.shared;
@@ -264,7 +262,7 @@ async fn serve_peer(
             h.check_meta(&meta).map_err(|e| format!("bad frame: {e}"))?;
             match h.kind {
                 Kind::Ping => send_frame(&out, Kind::Pong, 0, &[]).await,
-                Kind::Put => receive_put(&objects, &shards, &peer, &h, &meta, &mut r, &out).await?,
+                Kind::Put => receive_put(&objects, &peer, &h, &meta, &mut r, &out).await?,
                 Kind::Delete => receive_delete(&objects, &h, &meta, &out).await?,
                 Kind::DigestsReq | Kind::KeysReq | Kind::Pull => {
                     let (objects, out, peer) = (objects.clone(), out.clone(), peer.clone());
@@ -336,48 +334,32 @@ async fn answer_request(
 #[allow(clippy::too_many_arguments)]
 async fn receive_put(
     objects: &Objects,
-    shards: &Shards,
     peer: &str,
     h: &FrameHeader,
     meta: &[u8],
     r: &mut OwnedReadHalf,
     out: &mpsc::Sender<Vec<u8>>,
 ) -> Result<(), String> {
-    let shared = &objects.shared;
     let key_max = crate::names::KEY_BYTES_MAX;
     let wm = WriteMeta::decode(meta, true, key_max).map_err(|e| format!("bad PUT: {e}"))?;
     let len = h.data_len;
-    let ready = shared.ready.load(Ordering::Relaxed);
-    let target = if ready {
-        objects.locate(&wm.storage_key()).map_err(|e| e.to_string())
-    } else {
-        Err("the node is recovering".into())
-    };
     // The shard is on this core: receive straight into the writer's aligned buffers.
-    let local = target.as_ref().ok().and_then(|(shard, _)| shards.borrow().get(shard).cloned());
-    if let Some(s) = local {
-        return receive_put_direct(&s, peer, h, &wm, r, out).await;
-    }
-    let (tx, rx) = mpsc::channel(PIECES_IN_FLIGHT_MAX);
-    let (reply_tx, reply_rx) = oneshot::channel();
-    if target.is_ok() {
-        metrics::counter!("podstore_repl_received_forwarded_total", "peer" => peer.to_string()).increment(1);
-    }
-    let mut to_core = match &target {
-        Ok((shard, owner)) => {
-            let msg = CoreMsg::Put {
-                shard: *shard,
-                key: wm.storage_key(),
-                content_type: wm.content_type.clone(),
-                len,
-                stamp: Stamp::Given(wm.version),
-                body: rx,
-                reply: reply_tx,
-            };
-            shared.inboxes[*owner].send(msg).await.is_ok().then_some(tx)
-        }
-        Err(_) => None,
+    let target = match objects.copy_target(&wm.storage_key()) {
+        Ok(CopyTarget::Here(s)) => return receive_put_direct(&s, peer, h, &wm, r, out).await,
+        Ok(CopyTarget::Core { shard, owner }) => Ok((shard, owner)),
+        Err(e) => Err(e.to_string()),
     };
+    let (tx, rx) = mpsc::channel(PIECES_IN_FLIGHT_MAX);
+    let mut reply_rx = None;
+    let mut to_core = None;
+    if let Ok(at) = target {
+        metrics::counter!("podstore_repl_received_forwarded_total", "peer" => peer.to_string()).increment(1);
+        let (key, ct) = (wm.storage_key(), wm.content_type.clone());
+        if let Ok(answer) = objects.forward_copy(at, key, ct, len, wm.version, rx).await {
+            reply_rx = Some(answer);
+            to_core = Some(tx);
+        }
+    }
     // Read the body whatever happens to it: the stream must stay in step.
     let mut left = len;
     let mut low = BodyLowWater::new(r);
@@ -418,13 +400,17 @@ async fn receive_put(
     let out = out.clone();
     let request = h.request;
     tokio::task::spawn_local(async move {
-        let (status, msg) = match (target, reply_rx.await) {
-            (Err(e), _) => (AckStatus::Failed, e),
-            (Ok(_), Err(_)) => (AckStatus::Failed, "the write was interrupted".to_string()),
-            (Ok(_), Ok(Ok(PutOutcome::Stored(_)))) => (AckStatus::Stored, String::new()),
-            (Ok(_), Ok(Ok(PutOutcome::Superseded))) => (AckStatus::Newer, String::new()),
-            (Ok(_), Ok(Ok(PutOutcome::Aborted))) => (AckStatus::Failed, "aborted by the sender".to_string()),
-            (Ok(_), Ok(Err(e))) => (AckStatus::Failed, e.to_string()),
+        let answer = match (target, reply_rx) {
+            (Err(e), _) => Err(e),
+            (Ok(_), None) => Err("the node is shutting down".to_string()),
+            (Ok(_), Some(rx)) => rx.await.map_err(|_| "the write was interrupted".to_string()),
+        };
+        let (status, msg) = match answer {
+            Err(e) => (AckStatus::Failed, e),
+            Ok(Ok(PutOutcome::Stored(_))) => (AckStatus::Stored, String::new()),
+            Ok(Ok(PutOutcome::Superseded)) => (AckStatus::Newer, String::new()),
+            Ok(Ok(PutOutcome::Aborted)) => (AckStatus::Failed, "aborted by the sender".to_string()),
+            Ok(Err(e)) => (AckStatus::Failed, e.to_string()),
         };
         let b = ack(request, status, &msg);
         let _ = out.send(b).await;
@@ -544,35 +530,21 @@ async fn receive_delete(
     meta: &[u8],
     out: &mpsc::Sender<Vec<u8>>,
 ) -> Result<(), String> {
-    let shared = &objects.shared;
     let wm = WriteMeta::decode(meta, false, crate::names::KEY_BYTES_MAX)
         .map_err(|e| format!("bad DELETE: {e}"))?;
-    let ready = shared.ready.load(Ordering::Relaxed);
-    let target = if ready {
-        objects.locate(&wm.storage_key()).map_err(|e| e.to_string())
-    } else {
-        Err("the node is recovering".into())
-    };
-    let (reply_tx, reply_rx) = oneshot::channel();
-    if let Ok((shard, owner)) = &target {
-        let msg = CoreMsg::Delete {
-            shard: *shard,
-            key: wm.storage_key(),
-            stamp: Stamp::Given(wm.version),
-            always: true,
-            reply: reply_tx,
-        };
-        let _ = shared.inboxes[*owner].send(msg).await;
-    }
+    let answer = objects.delete_copy(wm.storage_key(), wm.version).await.map_err(|e| e.to_string());
     let out = out.clone();
     let request = h.request;
     tokio::task::spawn_local(async move {
-        let (status, msg) = match (target, reply_rx.await) {
-            (Err(e), _) => (AckStatus::Failed, e),
-            (Ok(_), Err(_)) => (AckStatus::Failed, "the delete was interrupted".to_string()),
-            (Ok(_), Ok(Ok(d))) if d.version.is_some() => (AckStatus::Stored, String::new()),
-            (Ok(_), Ok(Ok(_))) => (AckStatus::Newer, String::new()),
-            (Ok(_), Ok(Err(e))) => (AckStatus::Failed, e.to_string()),
+        let answer = match answer {
+            Err(e) => Err(e),
+            Ok(rx) => rx.await.map_err(|_| "the delete was interrupted".to_string()),
+        };
+        let (status, msg) = match answer {
+            Err(e) => (AckStatus::Failed, e),
+            Ok(Ok(d)) if d.version.is_some() => (AckStatus::Stored, String::new()),
+            Ok(Ok(_)) => (AckStatus::Newer, String::new()),
+            Ok(Err(e)) => (AckStatus::Failed, e.to_string()),
         };
         let b = ack(request, status, &msg);
         let _ = out.send(b).await;
