@@ -2,35 +2,12 @@
 //! before any fault is injected.
 
 use std::path::Path;
-use std::rc::Rc;
 
+mod common;
+
+use common::{data, get, run, small_cfg as cfg};
 use podstore_disks::{SimDisk, SimFaults};
 use podstore_engine::{Error, Shard, ShardConfig, ShardSet, ShardSpec};
-
-fn cfg() -> ShardConfig {
-    ShardConfig {
-        blob_size_bytes: 256 << 10,
-        write_buf_bytes: 16 << 10,
-        scan_window_bytes: 64 << 10,
-        object_size_max_bytes: 8 << 20,
-        tombstone_reserve_bytes: 16 << 10,
-        ..ShardConfig::default()
-    }
-}
-
-fn run<F: std::future::Future<Output = ()>>(f: F) {
-    let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
-    tokio::task::LocalSet::new().block_on(&rt, f);
-}
-
-fn data(n: usize, seed: u8) -> Vec<u8> {
-    (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
-}
-
-async fn get(shard: &Rc<Shard<SimDisk>>, key: &[u8]) -> Option<Vec<u8>> {
-    let mut r = shard.get(key).await.expect("get")?;
-    Some(r.read_all().await.expect("read"))
-}
 
 #[test]
 fn put_get_overwrite_delete_and_ranges() {

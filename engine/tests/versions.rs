@@ -5,24 +5,15 @@ use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
 
+mod common;
+
+use common::run;
+
 use podstore_disks::{SimDisk, SimFaults};
 use podstore_engine::{Clock, CopyItem, ReadCheck, Shard, ShardConfig, Stamp, Version};
 
 fn cfg(clock: Arc<Clock>) -> ShardConfig {
-    ShardConfig {
-        blob_size_bytes: 256 << 10,
-        write_buf_bytes: 16 << 10,
-        scan_window_bytes: 64 << 10,
-        object_size_max_bytes: 8 << 20,
-        tombstone_reserve_bytes: 16 << 10,
-        clock,
-        ..ShardConfig::default()
-    }
-}
-
-fn run<F: std::future::Future<Output = ()>>(f: F) {
-    let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
-    tokio::task::LocalSet::new().block_on(&rt, f);
+    ShardConfig { clock, ..common::small_cfg() }
 }
 
 async fn copy(shard: &Rc<Shard<SimDisk>>, key: &[u8], body: &[u8], v: Version) -> bool {
