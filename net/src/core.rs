@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use podstore_disks::{AnyIo, DiskSpec, UringConfig};
-use podstore_engine::{DeleteDone, ReadCheck, RecoveryReport, ShardSpec, ShardStats, Stamp};
+use podstore_engine::{DeleteDone, ReadCheck, RecoveryReport, Shard, ShardSpec, ShardStats, Stamp};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::msg::{BodyMsg, CoreMsg, GetStart, JobAction, JobKind, PutBatchResult, PutOutcome};
@@ -405,6 +405,12 @@ struct Exec {
 }
 
 impl Exec {
+    /// This core's shard `id` (an error the sender can answer with when the disk is not open
+    /// here).
+    fn shard(&self, id: u32) -> Result<Rc<Shard<AnyIo>>, podstore_engine::Error> {
+        self.shards.borrow().get(&id).cloned().ok_or_else(|| no_shard(id))
+    }
+
     /// Runs one message (each in a task of its own on the core).
     async fn run(self: Rc<Self>, msg: CoreMsg) {
         match msg {
@@ -451,10 +457,13 @@ impl Exec {
         mut body: mpsc::Receiver<BodyMsg>,
         reply: oneshot::Sender<Result<PutOutcome, podstore_engine::Error>>,
     ) {
-        let Exec { shared, shards, cache, .. } = self;
-        let Some(s) = shards.borrow().get(&shard).cloned() else {
-            let _ = reply.send(Err(no_shard(shard)));
-            return;
+        let Exec { shared, cache, .. } = self;
+        let s = match self.shard(shard) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
         };
         if let Some(c) = &cache {
             c.invalidate(&key);
@@ -507,10 +516,13 @@ impl Exec {
         head: bool,
         reply: oneshot::Sender<Result<Option<GetStart>, podstore_engine::Error>>,
     ) {
-        let Exec { shared, shards, cache, promoter, .. } = self;
-        let Some(s) = shards.borrow().get(&shard).cloned() else {
-            let _ = reply.send(Err(no_shard(shard)));
-            return;
+        let Exec { shared, cache, promoter, .. } = self;
+        let s = match self.shard(shard) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
         };
         let mut reader = match s.get(&key).await {
             Ok(Some(r)) => r,
@@ -586,10 +598,13 @@ impl Exec {
         always: bool,
         reply: oneshot::Sender<Result<DeleteDone, podstore_engine::Error>>,
     ) {
-        let Exec { shards, cache, .. } = self;
-        let Some(s) = shards.borrow().get(&shard).cloned() else {
-            let _ = reply.send(Err(no_shard(shard)));
-            return;
+        let Exec { cache, .. } = self;
+        let s = match self.shard(shard) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
         };
         if let Some(c) = &cache {
             c.invalidate(&key);
@@ -604,10 +619,13 @@ impl Exec {
         items: Vec<podstore_engine::BatchItem>,
         reply: oneshot::Sender<PutBatchResult>,
     ) {
-        let Exec { shards, cache, .. } = self;
-        let Some(s) = shards.borrow().get(&shard).cloned() else {
-            let _ = reply.send(Err(no_shard(shard)));
-            return;
+        let Exec { cache, .. } = self;
+        let s = match self.shard(shard) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
         };
         if let Some(c) = &cache {
             for it in &items {
@@ -742,10 +760,12 @@ impl Exec {
         key: Vec<u8>,
         reply: oneshot::Sender<Result<Option<(podstore_engine::Version, bool)>, podstore_engine::Error>>,
     ) {
-        let Exec { shards, .. } = self;
-        let Some(s) = shards.borrow().get(&shard).cloned() else {
-            let _ = reply.send(Err(no_shard(shard)));
-            return;
+        let s = match self.shard(shard) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
         };
         // An entry whose header does not read back (a failing disk) is not "absent".
         let r = match s.version_of(&key).await {

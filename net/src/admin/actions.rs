@@ -8,7 +8,7 @@ use std::time::Duration;
 use hyper::{Response, StatusCode};
 use tokio::sync::oneshot;
 
-use super::reply;
+use super::{error, reply};
 use crate::body::RespBody;
 use crate::msg::CoreMsg;
 use crate::shared::Shared;
@@ -22,9 +22,7 @@ pub(super) async fn job_request(
     query: &str,
 ) -> Response<RespBody> {
     use crate::msg::JobAction;
-    let err = |status, code: &str, msg: String| {
-        reply(status, "application/json", serde_json::json!({"error": code, "message": msg}).to_string())
-    };
+    let err = |status, code: &str, msg: String| error(status, code, &msg);
     let (mut disk, mut action, mut ratio, mut idle_s) = (None, JobAction::Start, None, None);
     for kv in query.split('&').filter(|kv| !kv.is_empty()) {
         match kv.split_once('=') {
@@ -153,9 +151,7 @@ const DISKS_MAX: usize = crate::peer::frame::PLACEMENT_DISKS_MAX;
 /// the background, under their budgets; `/admin/disks` shows it `spilled` until that is done.
 pub(super) async fn add_disk(shared: &Arc<Shared>, query: &str) -> Response<RespBody> {
     use crate::config::{CacheConf, DiskConf, TierConf};
-    let err = |status, code: &str, msg: String| {
-        reply(status, "application/json", serde_json::json!({"error": code, "message": msg}).to_string())
-    };
+    let err = |status, code: &str, msg: String| error(status, code, &msg);
     let bad = |msg: String| err(StatusCode::BAD_REQUEST, "bad_request", msg);
     let mut conf = DiskConf {
         id: u32::MAX,

@@ -68,7 +68,7 @@ pub(crate) fn reply(status: StatusCode, ctype: &'static str, body: String) -> Re
         .expect("static headers are valid")
 }
 
-fn error(status: StatusCode, code: &str, message: &str) -> Response<RespBody> {
+pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response<RespBody> {
     reply(status, "application/json", serde_json::json!({"error": code, "message": message}).to_string())
 }
 
