@@ -13,6 +13,7 @@
 pub mod backlog;
 mod blob;
 pub mod budget;
+pub mod cache;
 pub mod checkpoint;
 pub mod digest;
 mod error;
@@ -23,6 +24,7 @@ pub mod index;
 pub mod placement;
 pub mod record;
 pub mod record_key;
+pub mod route;
 mod scan;
 mod shard;
 mod shard_set;

@@ -360,7 +360,7 @@ impl Default for Tiering {
     }
 }
 
-/// The RAM cache of small hot objects (issue 7; cache.rs).
+/// The RAM cache of small hot objects (issue 7; engine/src/cache.rs).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RamCacheConf {
@@ -409,6 +409,39 @@ fn capacity() -> TierConf {
 pub enum TierConf {
     Fast,
     Capacity,
+}
+
+impl From<Tier> for TierConf {
+    fn from(t: Tier) -> TierConf {
+        match t {
+            Tier::Fast => TierConf::Fast,
+            Tier::Capacity => TierConf::Capacity,
+        }
+    }
+}
+
+impl From<CacheMode> for CacheConf {
+    fn from(c: CacheMode) -> CacheConf {
+        match c {
+            CacheMode::Direct => CacheConf::Direct,
+            CacheMode::Buffered => CacheConf::Buffered,
+        }
+    }
+}
+
+impl DiskConf {
+    /// A disk added while the node ran (recorded in the placement file), as the configuration
+    /// would give it.
+    pub fn added(id: u32, a: &podstore_engine::route::AddedDisk) -> DiskConf {
+        DiskConf {
+            id,
+            path: a.path.clone(),
+            tier: a.tier.into(),
+            require_mount_point: a.require_mount_point,
+            cache: a.cache.into(),
+            weight: None,
+        }
+    }
 }
 
 impl From<TierConf> for Tier {

@@ -129,10 +129,10 @@ async fn core_main(start: CoreStart) {
     }
     let _ = ready_tx.send(CoreReady { core: index, backend, shards: reports });
 
-    let cache: Option<Rc<crate::cache::RamCache>> = {
+    let cache: Option<Rc<podstore_engine::cache::RamCache>> = {
         let c = &shared.cfg().ram_cache;
         let part = c.size_bytes / shared.inboxes.len().max(1) as u64;
-        crate::cache::RamCache::new(part, c.object_size_max_bytes, shared.ram_cache[index].clone())
+        podstore_engine::cache::RamCache::new(part, c.object_size_max_bytes, shared.ram_cache[index].clone())
             .map(Rc::new)
     };
     let jobs: crate::maintenance::Jobs = Default::default();
@@ -223,9 +223,9 @@ async fn core_main(start: CoreStart) {
     }
 }
 
-/// The answer to a GET from the RAM cache, if it holds the key's current record (cache.rs).
+/// The answer to a GET from the RAM cache, if it holds the key's current record (engine/src/cache.rs).
 fn cached_get(
-    cache: &crate::cache::RamCache,
+    cache: &podstore_engine::cache::RamCache,
     tier_reads: &[AtomicU64; 3],
     shards: &Shards,
     shard: u32,
@@ -336,7 +336,7 @@ async fn housekeeping(index: usize, shared: Arc<Shared>, shards: Shards, jobs: c
             }
         }
         // A disk that can take no more objects (fenced, or nearly full) is spilled: its keys'
-        // writes go on along their chains (route.rs).
+        // writes go on along their chains (engine/src/route.rs).
         // One that has room again (compaction, deletes) takes its keys' writes back.
         let all: Vec<_> = shards.borrow().values().cloned().collect();
         // With two tiers a key may be on both (a tombstone on the fast tier shadows an older
@@ -399,7 +399,7 @@ struct Exec {
     shards: Shards,
     links: Rc<crate::peer::link::Links>,
     jobs: crate::maintenance::Jobs,
-    cache: Option<Rc<crate::cache::RamCache>>,
+    cache: Option<Rc<podstore_engine::cache::RamCache>>,
     /// Counts reads of capacity-tier objects and promotes the hot ones (maintenance.rs).
     promoter: crate::maintenance::Promoters,
 }
@@ -445,7 +445,7 @@ impl Exec {
     }
 
     /// Stores an object on one of this core's disks as its body arrives; a disk that is full
-    /// (or nearly) stops taking writes and is spilled (route.rs).
+    /// (or nearly) stops taking writes and is spilled (engine/src/route.rs).
     #[allow(clippy::too_many_arguments)]
     async fn put(
         &self,
@@ -558,7 +558,7 @@ impl Exec {
         }
         if let (Some(c), Some(data)) = (&cache, &first) {
             if answer == RangeAnswer::Whole && c.takes(reader.meta.object_len) {
-                let object = crate::cache::Cached {
+                let object = podstore_engine::cache::Cached {
                     disk: shard,
                     loc: reader.loc(),
                     meta: reader.meta.clone(),

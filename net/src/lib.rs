@@ -5,7 +5,6 @@
 pub mod admin;
 pub mod auth;
 pub mod body;
-pub mod cache;
 pub mod client;
 pub mod config;
 pub mod core;
@@ -22,7 +21,6 @@ pub mod profile;
 pub mod range;
 pub mod reload;
 pub mod repl;
-pub mod route;
 pub mod service;
 pub mod shared;
 pub mod tasks;

@@ -197,7 +197,7 @@ async fn scrub(shared: Arc<Shared>, shard: Rc<Shard<AnyIo>>, jobs: Rc<DiskJobs>)
 const REBALANCE_IDLE_MAX: Duration = Duration::from_secs(60);
 
 /// Moves keys off a draining disk, and keys that spilled past their home back towards it once
-/// a disk before this one in their order takes writes again (route.rs), to the disk that takes
+/// a disk before this one in their order takes writes again (engine/src/route.rs), to the disk that takes
 /// their writes, under the disk's background budget: each key's newest record is copied there
 /// with its version, then forgotten here. Runs while any disk is spilled; a pass that moved
 /// something is followed by another at once, an idle one waits longer each time.

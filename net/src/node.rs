@@ -164,15 +164,15 @@ struct OpenDisks {
     /// Every disk with a weight (a failed one keeps its keys' order), and its directory.
     route_candidates: Vec<(Candidate, PathBuf)>,
     fast: Vec<u32>,
-    recorded: crate::route::PlacementState,
+    recorded: podstore_engine::route::PlacementState,
 }
 
 /// Checks every disk (configured, or added while the node ran) and spreads the healthy ones
 /// over the cores: a disk that fails its checks is reported and left out; the others serve.
 fn open_disks(cfg: &Config, ncores: usize) -> Result<OpenDisks, String> {
-    // Every disk's weight as recorded (a failed disk keeps its keys' order); see route.rs.
+    // Every disk's weight as recorded (a failed disk keeps its keys' order); see engine/src/route.rs.
     let dirs: Vec<PathBuf> = cfg.disks.iter().map(|d| d.path.clone()).collect();
-    let recorded = crate::route::PlacementState::load(&dirs).unwrap_or_default();
+    let recorded = podstore_engine::route::PlacementState::load(&dirs).unwrap_or_default();
     // Disks added while the node ran (`podstore add-disk`) are opened too; the configuration
     // file wins where it names the same disk.
     let mut confs = cfg.disks.clone();
@@ -184,7 +184,7 @@ fn open_disks(cfg: &Config, ncores: usize) -> Result<OpenDisks, String> {
             "disk {id} ({}) was added while the node ran; add it to the configuration file to keep it there",
             a.path.display()
         );
-        confs.push(a.conf(*id, None));
+        confs.push(crate::config::DiskConf::added(*id, a));
     }
     let mut out = OpenDisks {
         infos: Vec::new(),
@@ -266,7 +266,7 @@ fn shared_state(
     let OpenDisks { infos, placement, shard_core, route_candidates, fast, recorded, .. } = disks;
     let open_ids: Vec<u32> = placement.iter().map(|c| c.shard_id).collect();
     let (candidates, dirs): (Vec<Candidate>, Vec<PathBuf>) = route_candidates.into_iter().unzip();
-    let routes = crate::route::Routes::new(candidates, recorded, dirs, &open_ids).with_fast_tier(fast);
+    let routes = podstore_engine::route::Routes::new(candidates, recorded, dirs, &open_ids).with_fast_tier(fast);
     for d in &infos {
         if d.failed.is_some() && routes.knows(d.id) {
             routes.spill(d.id, "failed");

@@ -3,7 +3,7 @@
 //! Every front end (the HTTP data API in `http.rs`, the replication receiver and anti-entropy
 //! in `repl/`) translates its protocol to the calls here and imports no other front end. The
 //! service owns what a request needs beyond one disk: which disk of which tier holds a key or
-//! takes its writes (routing over `route.rs`), the version stamped on a write, the copies to
+//! takes its writes (routing over `engine/src/route.rs`), the version stamped on a write, the copies to
 //! peers and the count of durable copies a client asked for, spill to the next disk when one
 //! fills up, a second look when a move between disks hid a key, and read repair from peers.
 //! Below it, the runtime: the core that owns the disk (`core.rs`, reached through `msg.rs`),
@@ -142,7 +142,7 @@ impl Objects {
     // ---- routing ----
 
     /// The disk (and its core) that takes a key's writes (an engine key): the first of its
-    /// chain that takes writes (route.rs).
+    /// chain that takes writes (engine/src/route.rs).
     pub fn locate(&self, key: &[u8]) -> Result<(u32, usize), Error> {
         let shared = &self.shared;
         let fp = podstore_engine::index::fingerprint(key);
@@ -705,7 +705,7 @@ impl Objects {
         let mut at = self.read_route(key).await?;
         let mut answer = self.get_at(at, key, &range, head).await?;
         // A move between two disks (copy, then forget) that finished while the disks were
-        // asked can hide the key from both looks: look again (route.rs, maintenance.rs).
+        // asked can hide the key from both looks: look again (engine/src/route.rs, maintenance.rs).
         for _ in 0..4 {
             let now = shared.moves.load(Ordering::SeqCst);
             if !matches!(answer, Ok(None)) || now == moves_before {

@@ -77,8 +77,8 @@ pub struct Shared {
     /// The configuration in force: the file read at start, with the parts SIGHUP reloads
     /// (reload.rs) replaced; read it through [`Shared::cfg`].
     pub config: arc_swap::ArcSwap<Config>,
-    /// Which disk holds a key and which takes its writes (route.rs).
-    pub routes: crate::route::Routes,
+    /// Which disk holds a key and which takes its writes (engine/src/route.rs).
+    pub routes: podstore_engine::route::Routes,
     /// Wakes every disk's rebalancing (a disk filled up, failed or is to be drained).
     pub rebalance_wake: tokio::sync::Notify,
     /// Keys forgotten by a disk after a move to another (counted by the shard as each entry
@@ -109,7 +109,7 @@ pub struct Shared {
     /// Object requests each core has served (its disks' background work yields to them).
     pub foreground_ops: Vec<AtomicU64>,
     /// Each core's RAM cache counters.
-    pub ram_cache: Vec<Arc<crate::cache::CacheCounters>>,
+    pub ram_cache: Vec<Arc<podstore_engine::cache::CacheCounters>>,
     /// Object reads served by each tier: the RAM cache, fast disks, capacity disks.
     pub tier_reads: [AtomicU64; 3],
     pub recovery_ms: AtomicU64,
@@ -177,7 +177,7 @@ pub const TIER_FAST: usize = 1;
 pub const TIER_CAPACITY: usize = 2;
 pub const TIER_NAMES: [&str; 3] = ["ram", "fast", "capacity"];
 
-/// Marks a disk spilled (route.rs), off the core's thread (it writes files on every disk).
+/// Marks a disk spilled (engine/src/route.rs), off the core's thread (it writes files on every disk).
 pub(crate) async fn spill(shared: &Arc<Shared>, id: u32, why: &'static str) {
     let sh = shared.clone();
     let _ = tokio::task::spawn_blocking(move || sh.routes.spill(id, why)).await;

@@ -1,4 +1,4 @@
-//! The RAM cache of small hot objects (issue 7, net/src/cache.rs), on the real binary: hot
+//! The RAM cache of small hot objects (issue 7, engine/src/cache.rs), on the real binary: hot
 //! objects are served from memory (counted per tier), ranges and HEAD too, large objects never;
 //! an overwrite or delete is never answered from a stale entry, whether it came from a client
 //! or from a peer over the replication channel (which writes to the disk without the core's

@@ -293,16 +293,17 @@ async fn add_disk_now(
     let candidate = podstore_engine::placement::Candidate { shard_id: id, weight };
     next.placement.push(candidate);
     shared.layout.store(Arc::new(next));
-    let added = crate::route::AddedDisk {
+    let added = podstore_engine::route::AddedDisk {
         path: conf.path.clone(),
-        tier: conf.tier,
-        cache: conf.cache,
+        tier: conf.tier.into(),
+        cache: conf.cache.into(),
         require_mount_point: conf.require_mount_point,
     };
     let (sh, dir) = (shared.clone(), conf.path.clone());
     let placed = tokio::task::spawn_blocking(move || sh.routes.add(candidate, dir, added))
         .await
-        .unwrap_or_else(|e| Err(e.to_string()));
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()));
     if let Err(e) = placed {
         shared.layout.store(layout); // as it was: the disk stays open on its core, unused
         return Err((StatusCode::INTERNAL_SERVER_ERROR, "placement_not_recorded", e));

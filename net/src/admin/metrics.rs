@@ -436,7 +436,7 @@ pub async fn render_metrics(shared: &Shared, handle: &PrometheusHandle) -> Strin
             metrics::counter!("podstore_test_faults_injected_total", "kind" => kind).absolute(n);
         }
     }
-    let cache = crate::cache::CacheTotals::of(&shared.ram_cache);
+    let cache = podstore_engine::cache::CacheTotals::of(&shared.ram_cache);
     metrics::counter!("podstore_ram_cache_hits_total").absolute(cache.hits);
     metrics::counter!("podstore_ram_cache_misses_total").absolute(cache.misses);
     metrics::counter!("podstore_ram_cache_offered_total").absolute(cache.offered);

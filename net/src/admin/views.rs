@@ -130,7 +130,7 @@ pub(super) async fn tiers_json(shared: &Shared) -> String {
             "read_share": share(reads[i]),
         }));
     }
-    let c = crate::cache::CacheTotals::of(&shared.ram_cache);
+    let c = podstore_engine::cache::CacheTotals::of(&shared.ram_cache);
     let sum = |f: fn(&ShardStats) -> u64| -> u64 { stats.iter().map(f).sum() };
     serde_json::json!({
         "tiers": tiers,

@@ -63,7 +63,7 @@ pub async fn node_bucket_keys(shared: &Shared, bucket: usize) -> Result<Vec<KeyS
     for part in ask_all(shared, |reply| CoreMsg::BucketKeys { bucket, reply }).await? {
         all.extend(part?);
     }
-    // A key on several disks of its chain (route.rs) counts once, at its newest version.
+    // A key on several disks of its chain (engine/src/route.rs) counts once, at its newest version.
     all.sort_by(|a, b| a.key.cmp(&b.key).then(b.version.cmp(&a.version)));
     all.dedup_by(|later, first| later.key == first.key);
     Ok(all)

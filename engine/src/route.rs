@@ -1,7 +1,7 @@
 //! Which disk holds a key, and which takes its writes, when disks fill up, fail or are fenced.
 //!
 //! Every key has an order over the node's disks: weighted rendezvous hashing
-//! (`podstore_engine::placement`), best score first. Its **home** is the first disk. A disk that
+//! (`crate::placement`), best score first. Its **home** is the first disk. A disk that
 //! can no longer take writes (full, fenced read-only after a write error, failed) is marked
 //! **spilled**: the writes of its keys go to the next disk in their order that takes writes.
 //! So a key lives somewhere along its **chain**: its home, then the next disks for as long as
@@ -12,7 +12,7 @@
 //! The spilled set and every disk's placement weight are kept in `podstore.placement` on every
 //! disk (written to a temporary file, fsynced, renamed, directory fsynced) before any write is
 //! sent past a newly spilled disk; at startup the copy with the highest generation wins. The
-//! movers (maintenance.rs) bring spilled keys back towards their homes once a disk before them
+//! movers (podstore-net's maintenance.rs) bring spilled keys back towards their homes once a disk before them
 //! takes writes again; when every disk's mover found every key in place, the spilled marks of
 //! the disks that take writes are cleared. Until then a spilled disk's chains cost a few extra
 //! in-memory index lookups per read.
@@ -55,9 +55,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use podstore_engine::placement::{score, Candidate};
+use podstore_disks::{CacheMode, Tier};
 
-use crate::config::{CacheConf, DiskConf, TierConf};
+use crate::placement::{score, Candidate};
 
 /// The placement file's name, on every disk.
 pub const PLACEMENT_FILE: &str = "podstore.placement";
@@ -79,23 +79,18 @@ pub struct PlacementState {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AddedDisk {
     pub path: PathBuf,
-    pub tier: TierConf,
-    pub cache: CacheConf,
+    pub tier: Tier,
+    pub cache: CacheMode,
     pub require_mount_point: bool,
 }
 
-impl AddedDisk {
-    /// The disk as the configuration would give it.
-    pub fn conf(&self, id: u32, weight: Option<f64>) -> DiskConf {
-        DiskConf {
-            id,
-            path: self.path.clone(),
-            tier: self.tier,
-            require_mount_point: self.require_mount_point,
-            cache: self.cache,
-            weight,
-        }
-    }
+/// Why a disk could not join the placement.
+#[derive(Debug, thiserror::Error)]
+pub enum AddError {
+    #[error("disk {0} already has a place in the node's placement")]
+    Known(u32),
+    #[error("the placement file could not be written to any disk")]
+    NotRecorded,
 }
 
 impl PlacementState {
@@ -108,13 +103,10 @@ impl PlacementState {
             s.push_str(&format!("draining {id}\n"));
         }
         for (id, a) in &self.added {
-            let tier = match a.tier {
-                TierConf::Fast => "fast",
-                TierConf::Capacity => "capacity",
-            };
+            let tier = a.tier.as_str();
             let cache = match a.cache {
-                CacheConf::Direct => "direct",
-                CacheConf::Buffered => "buffered",
+                CacheMode::Direct => "direct",
+                CacheMode::Buffered => "buffered",
             };
             // The path last: it is the rest of the line (checked free of line breaks).
             let mount = if a.require_mount_point { "mount" } else { "any" };
@@ -148,13 +140,13 @@ impl PlacementState {
                 let a = AddedDisk {
                     path: PathBuf::from(path),
                     tier: match tier {
-                        "fast" => TierConf::Fast,
-                        "capacity" => TierConf::Capacity,
+                        "fast" => Tier::Fast,
+                        "capacity" => Tier::Capacity,
                         _ => return None,
                     },
                     cache: match cache {
-                        "direct" => CacheConf::Direct,
-                        "buffered" => CacheConf::Buffered,
+                        "direct" => CacheMode::Direct,
+                        "buffered" => CacheMode::Buffered,
                         _ => return None,
                     },
                     require_mount_point: match mount {
@@ -542,12 +534,12 @@ impl Routes {
     /// brought them (`clear_spills`). The placement file records it, with what is needed to
     /// open it at every start, on every disk that takes writes and on the new one, before it
     /// takes a write.
-    pub fn add(&self, c: Candidate, dir: PathBuf, added: AddedDisk) -> Result<(), String> {
+    pub fn add(&self, c: Candidate, dir: PathBuf, added: AddedDisk) -> Result<(), AddError> {
         let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let id = c.shard_id;
-        let is_fast = added.tier == TierConf::Fast;
+        let is_fast = added.tier == Tier::Fast;
         if self.knows(id) {
-            return Err(format!("disk {id} already has a place in the node's placement"));
+            return Err(AddError::Known(id));
         }
         let (state, dirs) = &mut *g;
         let mut next = state.clone();
@@ -560,7 +552,7 @@ impl Routes {
         let mut targets = self.dirs_where(dirs, |d| self.is_writable(d));
         targets.push(dir.clone());
         if next.save(&targets) == 0 {
-            return Err("the placement file could not be written to any disk".into());
+            return Err(AddError::NotRecorded);
         }
         *state = next;
         dirs.push(dir);
@@ -721,8 +713,8 @@ mod tests {
         st.disks.insert(5, (2.0, true));
         let a = AddedDisk {
             path: PathBuf::from("/srv/podstore/disk 5"),
-            tier: TierConf::Fast,
-            cache: CacheConf::Buffered,
+            tier: Tier::Fast,
+            cache: CacheMode::Buffered,
             require_mount_point: false,
         };
         st.added.insert(5, a);
@@ -747,8 +739,8 @@ mod tests {
         let e0 = r.epoch();
         let added = AddedDisk {
             path: dirs[2].clone(),
-            tier: TierConf::Capacity,
-            cache: CacheConf::Direct,
+            tier: Tier::Capacity,
+            cache: CacheMode::Direct,
             require_mount_point: true,
         };
         r.add(Candidate { shard_id: 2, weight: 1.0 }, dirs[2].clone(), added.clone()).expect("test setup");

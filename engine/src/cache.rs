@@ -22,8 +22,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use podstore_engine::index::Loc;
-use podstore_engine::{ObjectMeta, Shard};
+use crate::index::Loc;
+use crate::{ObjectMeta, Shard};
 
 /// What a cached object costs beyond its bytes and key (its entry, metadata, queues).
 const ENTRY_OVERHEAD_BYTES: usize = 256;
@@ -42,7 +42,7 @@ pub struct CacheCounters {
 }
 
 /// Every core's counters added up.
-#[derive(Debug, Default, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
 pub struct CacheTotals {
     pub hits: u64,
     pub misses: u64,
