@@ -28,7 +28,7 @@ use crate::shared::{
 pub struct CoreReady {
     pub core: usize,
     pub backend: podstore_disks::Backend,
-    pub shards: Vec<(u32, Result<RecoveryReport, String>)>,
+    pub shards: Vec<(u32, Result<RecoveryReport, podstore_engine::Error>)>,
 }
 
 /// Everything a core thread needs.
@@ -266,7 +266,7 @@ async fn open_shard(
     spec: &DiskSpec,
     profile: Option<crate::profile::DiskProfile>,
     shards: &Shards,
-) -> Result<RecoveryReport, String> {
+) -> Result<RecoveryReport, podstore_engine::Error> {
     let one = [ShardSpec { id: spec.id, dir: spec.path.clone(), weight: 1.0 }];
     let mut sc = shard_config(&shared.cfg(), shared.clock.clone());
     sc.forgets_total = Some(shared.moves.clone());
@@ -282,8 +282,8 @@ async fn open_shard(
         shards.borrow_mut().insert(s.id(), s.clone());
     }
     match rep.pop() {
-        Some((_, r)) => r.map_err(|e| e.to_string()),
-        None => Err("the shard did not open".into()),
+        Some((_, r)) => r,
+        None => Err(podstore_engine::Error::NoShard),
     }
 }
 
@@ -440,8 +440,11 @@ impl Exec {
     }
 
     /// (Handled by the core's loop; only the drain at shutdown gets here.)
-    async fn shutting_down_add_disk(&self, reply: oneshot::Sender<Result<Option<RecoveryReport>, String>>) {
-        let _ = reply.send(Err("the node is shutting down".into()));
+    async fn shutting_down_add_disk(
+        &self,
+        reply: oneshot::Sender<Result<Option<RecoveryReport>, podstore_engine::Error>>,
+    ) {
+        let _ = reply.send(Err(podstore_engine::Error::Stopped));
     }
 
     /// Stores an object on one of this core's disks as its body arrives; a disk that is full
@@ -651,7 +654,7 @@ impl Exec {
     async fn bucket_keys(
         &self,
         bucket: usize,
-        reply: oneshot::Sender<Result<Vec<podstore_engine::digest::KeyState>, String>>,
+        reply: oneshot::Sender<Result<Vec<podstore_engine::digest::KeyState>, podstore_engine::Error>>,
     ) {
         let Exec { shards, .. } = self;
         let list: Vec<_> = shards.borrow().values().cloned().collect();
@@ -660,7 +663,7 @@ impl Exec {
             match s.bucket_keys(bucket).await {
                 Ok(k) => out.extend(k),
                 Err(e) => {
-                    let _ = reply.send(Err(e.to_string()));
+                    let _ = reply.send(Err(e));
                     return;
                 }
             }
@@ -692,11 +695,11 @@ impl Exec {
                 }
                 // Without chunk checksums first (the peer checks the digest); a refused
                 // copy is read again with them, which quarantines a damaged record.
-                let mut r = Err(String::new());
+                let mut r = Err(crate::peer::link::CopyError::local("not tried"));
                 for check in [ReadCheck::ByPeer, ReadCheck::Verify] {
                     r = match s.copy_item(&key, check).await {
                         Ok(item) => crate::peer::link::send_item(link, item, None).await,
-                        Err(e) => Err(e.to_string()),
+                        Err(e) => Err(crate::peer::link::CopyError::local(e)),
                     };
                     if r.is_ok() {
                         break;
@@ -704,7 +707,7 @@ impl Exec {
                 }
                 r
             }
-            _ => Err("no such shard or peer here".into()),
+            _ => Err(crate::peer::link::CopyError::local("no such shard or peer here")),
         };
         let _ = reply.send(r);
     }

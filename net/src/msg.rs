@@ -87,7 +87,7 @@ pub enum CoreMsg {
     /// Every current key of a digest bucket on this core's shards.
     BucketKeys {
         bucket: usize,
-        reply: oneshot::Sender<Result<Vec<podstore_engine::digest::KeyState>, String>>,
+        reply: oneshot::Sender<Result<Vec<podstore_engine::digest::KeyState>, podstore_engine::Error>>,
     },
     /// Whether the key was deleted here (read repair leaves deleted keys alone).
     Deleted {
@@ -128,7 +128,7 @@ pub enum CoreMsg {
     AddDisk {
         spec: DiskSpec,
         profile: Option<crate::profile::DiskProfile>,
-        reply: oneshot::Sender<Result<Option<RecoveryReport>, String>>,
+        reply: oneshot::Sender<Result<Option<RecoveryReport>, podstore_engine::Error>>,
     },
     /// Start, pause, resume or stop a background job on one disk of this core (or all).
     Job {

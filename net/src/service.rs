@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::msg::{BodyMsg, CoreMsg, GetStart, PutOutcome};
 use crate::names::ObjectName;
-use crate::peer::link::{CopyResult, Links, Piece};
+use crate::peer::link::{CopyError, CopyResult, Links, Piece};
 use crate::shared::{Shards, Shared, PIECES_IN_FLIGHT_MAX};
 
 /// PUT bodies up to this size are read whole before they go to the owning core (fewer
@@ -617,13 +617,13 @@ impl Objects {
     /// (its index in the config). `insist`: a client waits for this copy, so a dial that
     /// failed a moment ago does not hold it back (the client's copy timeout bounds the wait).
     pub async fn push_copy(&self, key: Vec<u8>, peer: usize, insist: bool) -> CopyResult {
-        let at = self.read_route(&key).await.map_err(|e| e.to_string())?;
+        let at = self.read_route(&key).await.map_err(CopyError::local)?;
         let (tx, rx) = oneshot::channel();
         self.shared.inboxes[at.owner]
             .send(CoreMsg::Push { shard: at.shard, key, peer, insist, reply: tx })
             .await
-            .map_err(|_| "shutting down")?;
-        rx.await.map_err(|_| "the push was interrupted".to_string())?
+            .map_err(|_| CopyError::local("shutting down"))?;
+        rx.await.map_err(|_| CopyError::local("the push was interrupted"))?
     }
 
     // ---- copies from peers ----
@@ -782,6 +782,8 @@ fn note_copy(peer: &str, op: &'static str, r: &CopyResult) {
     metrics::counter!("podstore_repl_copies_total", "peer" => peer.to_string(), "op" => op, "outcome" => outcome)
         .increment(1);
     if let Err(e) = r {
+        metrics::counter!("podstore_repl_copy_failures_total", "peer" => peer.to_string(), "op" => op, "reason" => e.reason())
+            .increment(1);
         tracing::warn!("copy of a {op} to {peer} failed: {e}");
     }
 }

@@ -294,6 +294,10 @@ pub fn describe_metrics() {
         "When the last pass with the peer ended (Unix time)"
     );
     c!("podstore_repl_copies_total", "Copies of client writes sent to peers, by peer and outcome");
+    c!(
+        "podstore_repl_copy_failures_total",
+        "Copies of client writes that failed, by peer and reason (cooling_down, dial, lost, protocol, peer_failed, local)"
+    );
     c!("podstore_repl_catch_up_copies_total", "Backlogged writes delivered to the peer by catch-up");
     c!(
         "podstore_repl_catch_up_bytes_total",

@@ -28,19 +28,64 @@ use super::frame::{
 use crate::config::{PeerConf, Replication};
 
 /// What a peer said about one write: Ok(stored or newer) or why the copy is missing.
-pub type CopyResult = Result<AckStatus, String>;
+pub type CopyResult = Result<AckStatus, CopyError>;
 
 /// A peer's answer to a request: the frame kind and its metadata.
-pub type Answer = Result<(Kind, Vec<u8>), String>;
+pub type Answer = Result<(Kind, Vec<u8>), CopyError>;
+
+/// Why a copy to a peer, or a request to it, has no answer. Every kind is worth another try
+/// later (catch-up and anti-entropy retry them all); `reason` names the kind for the metrics.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CopyError {
+    /// A dial to the peer failed a moment ago; the next one waits a little.
+    #[error("peer {0}: unreachable (retrying soon)")]
+    CoolingDown(String),
+    /// No connection: the connect or the handshake failed (the message names the peer).
+    #[error("{0}")]
+    Dial(String),
+    /// The connection failed, closed or went silent while the request was on it.
+    #[error("peer {peer}: {why}")]
+    Lost { peer: String, why: String },
+    /// The peer answered against the protocol.
+    #[error("peer {peer}: {why}")]
+    Protocol { peer: String, why: String },
+    /// The peer could not store the copy, and said why.
+    #[error("{0}")]
+    Failed(String),
+    /// The copy could not be read or sent from this side (a failed read, a body that ended
+    /// early, a key without a bucket, a node shutting down).
+    #[error("{0}")]
+    Local(String),
+}
+
+impl CopyError {
+    /// The kind, as a metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            CopyError::CoolingDown(_) => "cooling_down",
+            CopyError::Dial(_) => "dial",
+            CopyError::Lost { .. } => "lost",
+            CopyError::Protocol { .. } => "protocol",
+            CopyError::Failed(_) => "peer_failed",
+            CopyError::Local(_) => "local",
+        }
+    }
+
+    /// A failure on this side.
+    pub fn local(why: impl std::fmt::Display) -> CopyError {
+        CopyError::Local(why.to_string())
+    }
+}
 
 /// Reads an ACK answer as the outcome of a copy.
-fn copy_result(a: Answer) -> CopyResult {
+fn copy_result(peer: &str, a: Answer) -> CopyResult {
     let (kind, meta) = a?;
+    let protocol = |why: String| CopyError::Protocol { peer: peer.to_string(), why };
     if kind != Kind::Ack {
-        return Err(format!("expected an ACK, got {kind:?}"));
+        return Err(protocol(format!("expected an ACK, got {kind:?}")));
     }
-    match frame::decode_ack(&meta).map_err(|e| format!("bad ack: {e}"))? {
-        (AckStatus::Failed, msg) => Err(msg),
+    match frame::decode_ack(&meta).map_err(|e| protocol(format!("bad ack: {e}")))? {
+        (AckStatus::Failed, msg) => Err(CopyError::Failed(msg)),
         (status, _) => Ok(status),
     }
 }
@@ -188,6 +233,8 @@ struct Conn {
     wrote: Cell<std::time::Instant>,
     /// The peer's core that accepted this connection (from AUTH_OK), when it said.
     core: Option<u16>,
+    /// The peer's name, for errors.
+    peer: String,
 }
 
 impl Conn {
@@ -202,7 +249,7 @@ impl Conn {
     fn fail_all(&self, why: &str) {
         self.dead.set(true);
         for (_, tx) in self.pending.borrow_mut().drain() {
-            let _ = tx.send(Err(why.to_string()));
+            let _ = tx.send(Err(CopyError::Lost { peer: self.peer.clone(), why: why.to_string() }));
         }
     }
 }
@@ -279,7 +326,7 @@ impl PeerLink {
 
     /// A connection to use now: an idle one, a new one while under the limit, else the least
     /// busy.
-    async fn conn(&self) -> Result<Rc<Conn>, String> {
+    async fn conn(&self) -> Result<Rc<Conn>, CopyError> {
         self.conn_for(None).await
     }
 
@@ -287,7 +334,7 @@ impl PeerLink {
     /// core accepted (the copy is then read straight into the record's buffers there). Up to
     /// `connections_per_peer` connections, and as many again while fewer than that reach the
     /// wanted core (where a connection lands is the peer kernel's choice).
-    async fn conn_for(&self, want: Option<u16>) -> Result<Rc<Conn>, String> {
+    async fn conn_for(&self, want: Option<u16>) -> Result<Rc<Conn>, CopyError> {
         self.conns.borrow_mut().retain(|c| !c.dead.get());
         let pick = {
             let conns = self.conns.borrow();
@@ -312,14 +359,14 @@ impl PeerLink {
     }
 
     /// A new connection, unless the peer failed to answer a moment ago.
-    async fn dial(&self) -> Result<Rc<Conn>, String> {
+    async fn dial(&self) -> Result<Rc<Conn>, CopyError> {
         self.dial_then(true).await
     }
 
     /// [`PeerLink::dial`]; `mark_down`: a failure makes the next dials wait a moment.
-    async fn dial_then(&self, mark_down: bool) -> Result<Rc<Conn>, String> {
+    async fn dial_then(&self, mark_down: bool) -> Result<Rc<Conn>, CopyError> {
         if self.down_until.get().is_some_and(|t| std::time::Instant::now() < t) {
-            return Err(format!("peer {}: unreachable (retrying soon)", self.conf.name));
+            return Err(CopyError::CoolingDown(self.conf.name.clone()));
         }
         self.connecting.set(self.connecting.get() + 1);
         let r = tokio::time::timeout(self.connect_timeout, self.connect()).await;
@@ -334,7 +381,7 @@ impl PeerLink {
             self.down_until
                 .set(Some(std::time::Instant::now() + self.connect_timeout.min(Duration::from_secs(1))));
         }
-        let c = r.map_err(|e| e.message)?;
+        let c = r.map_err(|e| CopyError::Dial(e.message))?;
         self.conns.borrow_mut().push(c.clone());
         Ok(c)
     }
@@ -413,6 +460,7 @@ impl PeerLink {
             next_request: Cell::new(1),
             wrote: Cell::new(std::time::Instant::now()),
             core,
+            peer: name.clone(),
         });
         tokio::task::spawn_local(read_acks(conn.clone(), r, self.idle, name.clone()));
         tokio::task::spawn_local(ping(Rc::downgrade(&conn), self.idle));
@@ -448,7 +496,7 @@ impl PeerLink {
         {
             let mut w = conn.writer.lock().await;
             if conn.dead.get() {
-                return Err(format!("peer {}: connection lost", self.conf.name));
+                return Err(self.lost("connection lost"));
             }
             let req = conn.register(tx);
             let r: Result<(), String> = async {
@@ -502,13 +550,18 @@ impl PeerLink {
             if let Err(e) = r {
                 let _ = w.shutdown().await;
                 conn.fail_all(&e);
-                return Err(format!("peer {}: {e}", self.conf.name));
+                return Err(self.lost(e));
             }
         }
         // The body is sent: closing its channel tells the feeder (which may be holding a
         // read-ahead permit) while the peer's acknowledgement is awaited.
         drop(body);
-        copy_result(rx.await.unwrap_or_else(|_| Err(format!("peer {}: connection lost", self.conf.name))))
+        copy_result(&self.conf.name, rx.await.unwrap_or_else(|_| Err(self.lost("connection lost"))))
+    }
+
+    /// The connection to the peer failed, as an error.
+    fn lost(&self, why: impl std::fmt::Display) -> CopyError {
+        CopyError::Lost { peer: self.conf.name.clone(), why: why.to_string() }
     }
 
     /// Writes one piece of a body: large pieces with a zero-copy send from the buffer they
@@ -545,14 +598,14 @@ impl PeerLink {
     pub async fn send_delete(&self, version: Version, bucket: &str, key: &[u8]) -> CopyResult {
         let meta = WriteMeta { version, bucket: bucket.into(), key: key.into(), content_type: String::new() }
             .encode(false);
-        copy_result(self.request(Kind::Delete, &meta).await)
+        copy_result(&self.conf.name, self.request(Kind::Delete, &meta).await)
     }
 
     /// Asks the peer to push its newest write of `key` (an engine key) here; Stored once the
     /// copy is durable here, Newer if the peer has nothing newer to send.
     pub async fn pull(&self, key: &[u8]) -> CopyResult {
-        let (bucket, k) = crate::names::split_storage_key(key).ok_or("a stored key without a bucket")?;
-        copy_result(self.request(Kind::Pull, &MetaWriter::default().str8(bucket).str16(k).0).await)
+        let (bucket, k) = crate::names::split_storage_key(key).ok_or(CopyError::local(NO_BUCKET))?;
+        copy_result(&self.conf.name, self.request(Kind::Pull, &MetaWriter::default().str8(bucket).str16(k).0).await)
     }
 
     /// Sends a frame without data and waits for the peer's answer to it.
@@ -564,15 +617,15 @@ impl PeerLink {
         {
             let mut w = conn.writer.lock().await;
             if conn.dead.get() {
-                return Err(format!("peer {}: connection lost", self.conf.name));
+                return Err(self.lost("connection lost"));
             }
             let req = conn.register(tx);
             if let Err(e) = write_frame(&mut w, kind, req, meta).await {
                 conn.fail_all(&e.to_string());
-                return Err(format!("peer {}: {e}", self.conf.name));
+                return Err(self.lost(e));
             }
         }
-        rx.await.unwrap_or_else(|_| Err(format!("peer {}: connection lost", self.conf.name)))
+        rx.await.unwrap_or_else(|_| Err(self.lost("connection lost")))
     }
 }
 
@@ -643,6 +696,8 @@ async fn write_more(w: &OwnedWriteHalf, mut buf: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+const NO_BUCKET: &str = "a stored key without a bucket";
+
 /// Splits an engine key `bucket/key`.
 fn split(storage_key: &[u8]) -> Option<(String, Vec<u8>)> {
     let (bucket, key) = crate::names::split_storage_key(storage_key)?;
@@ -661,11 +716,11 @@ pub async fn send_item(
         // that no longer reads back (quarantined, repaired from a peer): nothing to send.
         None => Ok(crate::peer::frame::AckStatus::Newer),
         Some(CopyItem::Delete { key, version }) => {
-            let (bucket, k) = split(&key).ok_or("a stored key without a bucket")?;
+            let (bucket, k) = split(&key).ok_or(CopyError::local(NO_BUCKET))?;
             link.send_delete(version, &bucket, &k).await
         }
         Some(CopyItem::Put(mut r)) => {
-            let (bucket, k) = split(r.key()).ok_or("a stored key without a bucket")?;
+            let (bucket, k) = split(r.key()).ok_or(CopyError::local(NO_BUCKET))?;
             let (tx, rx) = mpsc::channel(4);
             let meta = r.meta.clone();
             let crcs = Some(r.chunk_crcs().to_vec());
@@ -704,6 +759,29 @@ pub async fn send_item(
 mod tests {
     use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::{copy_result, CopyError};
+    use crate::peer::frame::{ack_meta, AckStatus, Kind};
+
+    /// A peer's answer reads as the copy's outcome: a stored or newer ACK is a copy, a failed
+    /// one carries the peer's reason, anything else is a protocol error naming the peer, and a
+    /// lost connection stays what it was.
+    #[test]
+    fn a_peer_answer_reads_as_a_typed_outcome() {
+        let ack = |st, why| Ok((Kind::Ack, ack_meta(st, why)));
+        assert_eq!(copy_result("b", ack(AckStatus::Stored, "")), Ok(AckStatus::Stored));
+        assert_eq!(copy_result("b", ack(AckStatus::Newer, "")), Ok(AckStatus::Newer));
+        let failed = copy_result("b", ack(AckStatus::Failed, "disk full"));
+        assert_eq!(failed, Err(CopyError::Failed("disk full".into())));
+        assert_eq!(failed.unwrap_err().reason(), "peer_failed");
+        let odd = copy_result("b", Ok((Kind::Keys, Vec::new()))).unwrap_err();
+        assert!(matches!(&odd, CopyError::Protocol { peer, .. } if peer == "b"), "{odd:?}");
+        assert_eq!(odd.to_string(), "peer b: expected an ACK, got Keys");
+        let lost = CopyError::Lost { peer: "b".into(), why: "connection lost".into() };
+        assert_eq!(copy_result("b", Err(lost.clone())), Err(lost));
+        let garbled = copy_result("b", Ok((Kind::Ack, vec![9]))).unwrap_err();
+        assert_eq!(garbled.reason(), "protocol");
+    }
 
     /// A short write flagged `MSG_MORE` stays in the kernel until the next plain write, which
     /// sends both: a frame's header travels with its body's first bytes (on a connection set

@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 
 use crate::msg::CoreMsg;
 use crate::peer::frame::{self, Kind};
-use crate::peer::link::PeerLink;
+use crate::peer::link::{CopyError, PeerLink};
 use crate::service::Objects;
 use crate::shared::Shared;
 
@@ -61,7 +61,7 @@ pub async fn node_digests(shared: &Shared) -> Result<Vec<u64>, String> {
 pub async fn node_bucket_keys(shared: &Shared, bucket: usize) -> Result<Vec<KeyState>, String> {
     let mut all = Vec::new();
     for part in ask_all(shared, |reply| CoreMsg::BucketKeys { bucket, reply }).await? {
-        all.extend(part?);
+        all.extend(part.map_err(|e| e.to_string())?);
     }
     // A key on several disks of its chain (engine/src/route.rs) counts once, at its newest version.
     all.sort_by(|a, b| a.key.cmp(&b.key).then(b.version.cmp(&a.version)));
@@ -74,7 +74,10 @@ pub(crate) async fn peer_bucket_keys(link: &PeerLink, bucket: usize) -> Result<V
     let mut out: Vec<KeyState> = Vec::new();
     loop {
         let after = out.last().map(|k| k.key.clone()).unwrap_or_default();
-        let (kind, meta) = link.request(Kind::KeysReq, &frame::keys_req_meta(bucket as u32, &after)).await?;
+        let (kind, meta) = link
+            .request(Kind::KeysReq, &frame::keys_req_meta(bucket as u32, &after))
+            .await
+            .map_err(|e| e.to_string())?;
         if kind != Kind::Keys {
             return Err(format!("expected KEYS, got {kind:?}"));
         }
@@ -111,7 +114,7 @@ pub async fn pass(
     let (kind, meta) = loop {
         match link.request(Kind::DigestsReq, &[]).await {
             Ok(a) => break a,
-            Err(e) if tries >= 5 => return Err(e),
+            Err(e) if tries >= 5 => return Err(e.to_string()),
             Err(_) => {
                 tries += 1;
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -161,7 +164,7 @@ pub async fn pass(
                     tokio::task::spawn_local(async move {
                         // A transient failure (a connection lost, the peer's dial cool-down)
                         // is retried a few times before it counts against the pass.
-                        let mut r = Err(String::new());
+                        let mut r = Err(CopyError::local("not tried"));
                         for attempt in 0..KEY_ATTEMPTS {
                             if attempt > 0 {
                                 tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
@@ -186,7 +189,7 @@ pub async fn pass(
                     Ok((_, Err(e))) => {
                         p.errors.fetch_add(1, Ordering::Relaxed);
                         p.pass_errors.fetch_add(1, Ordering::Relaxed);
-                        *p.last_error.lock().expect("lock") = Some(e);
+                        *p.last_error.lock().expect("lock") = Some(e.to_string());
                         0
                     }
                     Err(_) => {

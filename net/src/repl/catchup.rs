@@ -13,7 +13,7 @@ use podstore_disks::AnyIo;
 use podstore_engine::backlog::BacklogEntry;
 use podstore_engine::{now_ms, ReadCheck, Shard};
 
-use crate::peer::link::{send_item, CopyResult, PeerLink};
+use crate::peer::link::{send_item, CopyError, CopyResult, PeerLink};
 use crate::shared::{Shards, Shared};
 
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -32,8 +32,8 @@ async fn send_one(
     read_ahead: &Arc<tokio::sync::Semaphore>,
     check: ReadCheck,
 ) -> CopyResult {
-    let permit = read_ahead.clone().acquire_owned().await.map_err(|e| e.to_string())?;
-    let item = shard.backlog_item(e, check).await.map_err(|e| e.to_string())?;
+    let permit = read_ahead.clone().acquire_owned().await.map_err(CopyError::local)?;
+    let item = shard.backlog_item(e, check).await.map_err(CopyError::local)?;
     send_item(link, item, Some(permit)).await
 }
 
@@ -52,7 +52,7 @@ pub async fn run(shared: Arc<Shared>, shards: Shards, link: Rc<PeerLink>, peer: 
     let mut heard_seen = heard_count();
     // Copies in flight, refilled as each one finishes (no batch barrier).
     let slots = Arc::new(tokio::sync::Semaphore::new(window));
-    let failures = Rc::new(std::cell::RefCell::new(None::<String>));
+    let failures = Rc::new(std::cell::RefCell::new(None::<CopyError>));
     // Entries whose copy failed: read with checksums next time (a damaged record is then
     // found and quarantined instead of being refused by the peer again and again).
     let suspects = Rc::new(std::cell::RefCell::new(std::collections::HashSet::<(u32, u64)>::new()));
