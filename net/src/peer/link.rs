@@ -773,13 +773,13 @@ mod tests {
         assert_eq!(copy_result("b", ack(AckStatus::Newer, "")), Ok(AckStatus::Newer));
         let failed = copy_result("b", ack(AckStatus::Failed, "disk full"));
         assert_eq!(failed, Err(CopyError::Failed("disk full".into())));
-        assert_eq!(failed.unwrap_err().reason(), "peer_failed");
-        let odd = copy_result("b", Ok((Kind::Keys, Vec::new()))).unwrap_err();
+        assert_eq!(failed.expect_err("failed").reason(), "peer_failed");
+        let odd = copy_result("b", Ok((Kind::Keys, Vec::new()))).expect_err("not an ACK");
         assert!(matches!(&odd, CopyError::Protocol { peer, .. } if peer == "b"), "{odd:?}");
         assert_eq!(odd.to_string(), "peer b: expected an ACK, got Keys");
         let lost = CopyError::Lost { peer: "b".into(), why: "connection lost".into() };
         assert_eq!(copy_result("b", Err(lost.clone())), Err(lost));
-        let garbled = copy_result("b", Ok((Kind::Ack, vec![9]))).unwrap_err();
+        let garbled = copy_result("b", Ok((Kind::Ack, vec![9]))).expect_err("garbled");
         assert_eq!(garbled.reason(), "protocol");
     }
 
