@@ -21,9 +21,9 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use crate::index::Loc;
 use crate::{ObjectMeta, Shard};
+use bytes::Bytes;
 
 /// What a cached object costs beyond its bytes and key (its entry, metadata, queues).
 const ENTRY_OVERHEAD_BYTES: usize = 256;

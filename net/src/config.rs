@@ -689,6 +689,16 @@ impl Config {
                 ),
             ));
         }
+        self.check_auth()?;
+        if let Some(r) = &self.replication {
+            r.check(&self.node_id)?;
+        }
+        self.check_disks()?;
+        self.check_ranges()
+    }
+
+    /// Access keys and public buckets.
+    fn check_auth(&self) -> Result<(), ConfigError> {
         let mut ids = std::collections::HashSet::new();
         for (i, k) in self.auth.keys.iter().enumerate() {
             if !crate::names::valid_key_id(&k.id) {
@@ -707,48 +717,11 @@ impl Config {
         if let Some(b) = self.auth.public_buckets.iter().find(|b| !crate::names::valid_bucket(b)) {
             return Err(invalid("auth.public_buckets", format!("{b:?} is not a bucket name")));
         }
-        if let Some(r) = &self.replication {
-            if r.datacenter.is_empty() || r.datacenter.len() > 64 {
-                return Err(invalid("replication.datacenter", "must be 1 to 64 bytes"));
-            }
-            let mut names = std::collections::HashSet::new();
-            for (i, p) in r.peers.iter().enumerate() {
-                if p.name.is_empty() || p.name.len() > podstore_disks::label::NODE_ID_MAX_BYTES {
-                    return Err(invalid(format!("replication.peers[{i}].name"), "must be 1 to 64 bytes"));
-                }
-                if p.name == self.node_id {
-                    return Err(invalid(
-                        format!("replication.peers[{i}].name"),
-                        "is this node's own node_id",
-                    ));
-                }
-                if !names.insert(p.name.clone()) {
-                    return Err(invalid(
-                        format!("replication.peers[{i}].name"),
-                        "the same peer is named twice",
-                    ));
-                }
-                if p.datacenter.is_empty() || p.datacenter.len() > 64 {
-                    return Err(invalid(
-                        format!("replication.peers[{i}].datacenter"),
-                        "must be 1 to 64 bytes",
-                    ));
-                }
-            }
-            for (key, v, lo, hi) in [
-                ("replication.connections_per_peer", r.connections_per_peer as u64, 1, 64),
-                ("replication.connect_timeout_ms", r.connect_timeout_ms, 10, 600_000),
-                ("replication.peer_idle_ms", r.peer_idle_ms, 100, 3_600_000),
-                ("replication.backlog_records_max", r.backlog_records_max, 1, 1 << 32),
-                ("replication.catch_up_in_flight", r.catch_up_in_flight as u64, 1, 256),
-                ("replication.anti_entropy_interval_s", r.anti_entropy_interval_s, 0, 30 * 86_400),
-                ("replication.anti_entropy_objects_per_s", r.anti_entropy_objects_per_s, 1, 1_000_000),
-            ] {
-                if v < lo || v > hi {
-                    return Err(invalid(key, format!("{v} is outside {lo}..={hi}")));
-                }
-            }
-        }
+        Ok(())
+    }
+
+    /// At least one disk; ids and paths once each; weights positive.
+    fn check_disks(&self) -> Result<(), ConfigError> {
         if self.disks.is_empty() {
             return Err(invalid(
                 "disks",
@@ -769,6 +742,11 @@ impl Config {
                 return Err(invalid(format!("disks[{i}].weight"), "must be a positive number"));
             }
         }
+        Ok(())
+    }
+
+    /// Every number within its bounds.
+    fn check_ranges(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
         for (key, v, lo, hi) in [
             ("limits.header_bytes_max", l.header_bytes_max as u64, 1024, 1 << 20),
@@ -828,6 +806,45 @@ impl Config {
         }
         if !self.engine.blob_size_bytes.is_multiple_of(4096) {
             return Err(invalid("engine.blob_size_bytes", "must be a multiple of 4096"));
+        }
+        Ok(())
+    }
+}
+
+impl Replication {
+    /// Names, datacenters and bounds (`node_id`: this node's, which no peer may take).
+    fn check(&self, node_id: &str) -> Result<(), ConfigError> {
+        let r = self;
+        if r.datacenter.is_empty() || r.datacenter.len() > 64 {
+            return Err(invalid("replication.datacenter", "must be 1 to 64 bytes"));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, p) in r.peers.iter().enumerate() {
+            if p.name.is_empty() || p.name.len() > podstore_disks::label::NODE_ID_MAX_BYTES {
+                return Err(invalid(format!("replication.peers[{i}].name"), "must be 1 to 64 bytes"));
+            }
+            if p.name == node_id {
+                return Err(invalid(format!("replication.peers[{i}].name"), "is this node's own node_id"));
+            }
+            if !names.insert(p.name.clone()) {
+                return Err(invalid(format!("replication.peers[{i}].name"), "the same peer is named twice"));
+            }
+            if p.datacenter.is_empty() || p.datacenter.len() > 64 {
+                return Err(invalid(format!("replication.peers[{i}].datacenter"), "must be 1 to 64 bytes"));
+            }
+        }
+        for (key, v, lo, hi) in [
+            ("replication.connections_per_peer", r.connections_per_peer as u64, 1, 64),
+            ("replication.connect_timeout_ms", r.connect_timeout_ms, 10, 600_000),
+            ("replication.peer_idle_ms", r.peer_idle_ms, 100, 3_600_000),
+            ("replication.backlog_records_max", r.backlog_records_max, 1, 1 << 32),
+            ("replication.catch_up_in_flight", r.catch_up_in_flight as u64, 1, 256),
+            ("replication.anti_entropy_interval_s", r.anti_entropy_interval_s, 0, 30 * 86_400),
+            ("replication.anti_entropy_objects_per_s", r.anti_entropy_objects_per_s, 1, 1_000_000),
+        ] {
+            if v < lo || v > hi {
+                return Err(invalid(key, format!("{v} is outside {lo}..={hi}")));
+            }
         }
         Ok(())
     }

@@ -266,7 +266,8 @@ fn shared_state(
     let OpenDisks { infos, placement, shard_core, route_candidates, fast, recorded, .. } = disks;
     let open_ids: Vec<u32> = placement.iter().map(|c| c.shard_id).collect();
     let (candidates, dirs): (Vec<Candidate>, Vec<PathBuf>) = route_candidates.into_iter().unzip();
-    let routes = podstore_engine::route::Routes::new(candidates, recorded, dirs, &open_ids).with_fast_tier(fast);
+    let routes =
+        podstore_engine::route::Routes::new(candidates, recorded, dirs, &open_ids).with_fast_tier(fast);
     for d in &infos {
         if d.failed.is_some() && routes.knows(d.id) {
             routes.spill(d.id, "failed");

@@ -13,7 +13,7 @@ use podstore_disks::{AlignedBuf, Io};
 use crate::index::Loc;
 use crate::now_ms;
 use crate::record::{self, DataSums, Header};
-use crate::shard::{PutDone, Shard, Stamp};
+use crate::shard::{KeyLock, PutDone, Shard, Stamp};
 use crate::{Error, Result};
 
 /// One object of a batch: its bytes are all here.
@@ -34,6 +34,20 @@ pub enum BatchOutcome {
     Stored(PutDone),
     /// The shard holds this version of the key or a newer one: nothing was written.
     Superseded,
+}
+
+/// Each item's answer, once it has one.
+type Outcomes = Vec<Option<Result<BatchOutcome>>>;
+
+/// An item whose key is locked and whose version is stamped, waiting for its place.
+struct Ready {
+    item: usize,
+    fp: u64,
+    record_len: u64,
+    slot: crate::index::Slot,
+    version: crate::Version,
+    held: crate::shard::Held,
+    sums: DataSums,
 }
 
 /// An object of the batch on its way to the disk.
@@ -61,12 +75,22 @@ impl<I: Io> Shard<I> {
     /// [`Shard::put_stamped`]).
     pub async fn put_batch(self: &Rc<Self>, items: &[BatchItem]) -> Result<Vec<Result<BatchOutcome>>> {
         self.check_writable()?;
-        let mut out: Vec<Option<Result<BatchOutcome>>> = items.iter().map(|_| None).collect();
+        let mut out: Outcomes = items.iter().map(|_| None).collect();
+        let order = self.admit(items, &mut out);
+        let (locks, ready) = self.lock_and_stamp(items, order, &mut out).await;
+        let _permit = self.write_slot().await;
+        let pending = self.place(items, ready, &mut out).await;
+        let written = self.write_runs(items, &pending, &out).await;
+        self.settle(items, pending, written, &mut out);
+        drop(locks);
+        Ok(out.into_iter().map(|o| o.expect("every item has an outcome")).collect())
+    }
+
+    /// The items that may be written, as (item, fingerprint, record length); the others get
+    /// their error.
+    fn admit(&self, items: &[BatchItem], out: &mut Outcomes) -> Vec<(usize, u64, u64)> {
         let limit = self.cfg.object_size_max_bytes.min(self.cfg.blob_size_bytes / 4);
-        // Keys are locked in fingerprint order, so two batches can't each hold a key the
-        // other waits for; the write slot after the locks, as every writer takes them.
-        // (item, fingerprint, record length) of the items that may be written.
-        let mut order: Vec<(usize, u64, u64)> = Vec::with_capacity(items.len());
+        let mut order = Vec::with_capacity(items.len());
         for (i, it) in items.iter().enumerate() {
             let len = it.data.len() as u64;
             let rec_len = record::record_len(it.key.len(), it.content_type.len(), len);
@@ -78,22 +102,32 @@ impl<I: Io> Shard<I> {
                 order.push((i, self.fp(&it.key), rec_len));
             }
         }
+        order
+    }
+
+    /// Locks the admitted items' keys and stamps their versions. Keys are locked in
+    /// fingerprint order, so two batches can't each hold a key the other waits for (the write
+    /// slot is taken after the locks, as every writer takes them). An item superseded by what
+    /// the shard holds is answered here.
+    async fn lock_and_stamp(
+        self: &Rc<Self>,
+        items: &[BatchItem],
+        mut order: Vec<(usize, u64, u64)>,
+        out: &mut Outcomes,
+    ) -> (Vec<KeyLock<I>>, Vec<Ready>) {
         order.sort_by_key(|o| o.1);
         let mut locks = Vec::with_capacity(order.len());
         let mut ready = Vec::with_capacity(order.len());
         let mut last_fp = None;
-        for (i, fp, rec_len) in order {
+        for (i, fp, record_len) in order {
             let it = &items[i];
             if last_fp == Some(fp) {
                 out[i] = Some(Err(Error::Invalid("a key (or its fingerprint) twice in one batch")));
                 continue;
             }
             last_fp = Some(fp);
-            let sums = {
-                let mut s = DataSums::new();
-                s.update(&it.data);
-                s
-            };
+            let mut sums = DataSums::new();
+            sums.update(&it.data);
             locks.push(self.lock_key(fp).await);
             let r = async {
                 let (slot, old, known) = self.resolve_for_write(fp, &it.key).await?;
@@ -104,25 +138,30 @@ impl<I: Io> Shard<I> {
             match r {
                 Err(e) => out[i] = Some(Err(e)),
                 Ok((_, None, _)) => out[i] = Some(Ok(BatchOutcome::Superseded)),
-                Ok((slot, Some(version), held)) => ready.push((i, fp, rec_len, slot, version, held, sums)),
+                Ok((slot, Some(version), held)) => {
+                    ready.push(Ready { item: i, fp, record_len, slot, version, held, sums })
+                }
             }
         }
-        let _permit = self.write_slot().await;
-        // The records' places, one after another.
-        let lens: Vec<u64> = ready.iter().map(|r| r.2).collect();
+        (locks, ready)
+    }
+
+    /// Reserves the records' places one after another and builds their headers and footers.
+    /// Items without a place get the reservation's error; an item whose bytes do not match
+    /// the digest it came with keeps its place, written void like an abandoned PUT's.
+    async fn place(&self, items: &[BatchItem], ready: Vec<Ready>, out: &mut Outcomes) -> Vec<Pending<I>> {
+        let lens: Vec<u64> = ready.iter().map(|r| r.record_len).collect();
         let (places, reserve_err) =
             if lens.is_empty() { (Vec::new(), None) } else { self.reserve_all(&lens).await };
         let created_ms = now_ms();
         let mut pending: Vec<Pending<I>> = Vec::with_capacity(places.len());
         let mut rest = ready.into_iter();
-        for ((blob, offset, seq), (i, fp, record_len, slot, version, held, sums)) in
-            places.into_iter().zip(rest.by_ref())
-        {
-            let it = &items[i];
-            let footer = sums.finish(seq);
+        for ((blob, offset, seq), r) in places.into_iter().zip(rest.by_ref()) {
+            let it = &items[r.item];
+            let footer = r.sums.finish(seq);
             if it.digest.is_some_and(|d| d != footer.digest) {
-                // Its place stays reserved and is written void below, like an abandoned PUT's.
-                out[i] = Some(Err(Error::Invalid("the content does not match the digest it was sent with")));
+                out[r.item] =
+                    Some(Err(Error::Invalid("the content does not match the digest it was sent with")));
             }
             let header = Header {
                 flags: 0,
@@ -132,17 +171,17 @@ impl<I: Io> Shard<I> {
                 seq,
                 created_ms,
                 object_len: it.data.len() as u64,
-                record_len,
+                record_len: r.record_len,
                 key_len: it.key.len() as u16,
                 content_type_len: it.content_type.len() as u8,
-                version,
+                version: r.version,
             };
             pending.push(Pending {
-                item: i,
+                item: r.item,
                 header,
-                slot,
-                fp,
-                held,
+                slot: r.slot,
+                fp: r.fp,
+                held: r.held,
                 footer: footer.encode(),
                 digest: footer.digest,
                 blob,
@@ -150,12 +189,16 @@ impl<I: Io> Shard<I> {
         }
         let err = reserve_err.unwrap_or(Error::NoSpace { shard: self.id });
         for r in rest {
-            out[r.0] = Some(Err(err.again()));
+            out[r.item] = Some(Err(err.again()));
         }
-        // Contiguous runs of one blob, one write each.
-        let mut written = Ok(());
+        pending
+    }
+
+    /// Writes the placed records, one write per contiguous run of one blob (an item already
+    /// answered is written void), then one group sync per blob written.
+    async fn write_runs(&self, items: &[BatchItem], pending: &[Pending<I>], out: &Outcomes) -> Result<()> {
         let mut start = 0;
-        while start < pending.len() && written.is_ok() {
+        while start < pending.len() {
             let mut end = start + 1;
             while end < pending.len()
                 && Rc::ptr_eq(&pending[end].blob, &pending[start].blob)
@@ -166,39 +209,32 @@ impl<I: Io> Shard<I> {
             }
             let run = &pending[start..end];
             let at = run[0].header.offset;
-            let len =
-                (run[end - start - 1].header.offset + run[end - start - 1].header.record_len - at) as usize;
+            let last = &run[run.len() - 1].header;
+            let len = (last.offset + last.record_len - at) as usize;
             let mut buf = self.io.alloc_buf(len).await;
             buf.set_len(len);
             for p in run {
-                let it = &items[p.item];
                 let void = out[p.item].is_some();
-                encode_record(
-                    &mut buf,
-                    (p.header.offset - at) as usize,
-                    &p.header,
-                    it,
-                    &p.footer,
-                    void,
-                    &self.record_key,
-                );
+                let rel = (p.header.offset - at) as usize;
+                encode_record(&mut buf, rel, &p.header, &items[p.item], &p.footer, void, &self.record_key);
             }
-            written = self.write_fenced(&run[0].blob, at, buf).await.map(|_| ());
+            self.write_fenced(&run[0].blob, at, buf).await?;
             start = end;
         }
-        // One group sync per blob written.
-        if written.is_ok() {
-            let mut synced: Vec<u32> = Vec::new();
-            for p in &pending {
-                if !synced.contains(&p.blob.id) {
-                    synced.push(p.blob.id);
-                    if let Err(e) = self.commit(&p.blob).await {
-                        written = Err(e);
-                        break;
-                    }
-                }
+        let mut synced: Vec<u32> = Vec::new();
+        for p in pending {
+            if !synced.contains(&p.blob.id) {
+                synced.push(p.blob.id);
+                self.commit(&p.blob).await?;
             }
         }
+        Ok(())
+    }
+
+    /// After the writes: each durable item goes into the index (and the digests and the peers'
+    /// backlogs) and is answered `Stored`; the others' space is dead, and a failed write or
+    /// sync is every unanswered item's answer.
+    fn settle(&self, items: &[BatchItem], pending: Vec<Pending<I>>, written: Result<()>, out: &mut Outcomes) {
         for p in pending {
             p.blob.in_flight.borrow_mut().remove(&p.header.offset);
             let it = &items[p.item];
@@ -227,8 +263,6 @@ impl<I: Io> Shard<I> {
                 record_len: h.record_len,
             })));
         }
-        drop(locks);
-        Ok(out.into_iter().map(|o| o.expect("every item has an outcome")).collect())
     }
 }
 

@@ -605,7 +605,10 @@ impl PeerLink {
     /// copy is durable here, Newer if the peer has nothing newer to send.
     pub async fn pull(&self, key: &[u8]) -> CopyResult {
         let (bucket, k) = crate::names::split_storage_key(key).ok_or(CopyError::local(NO_BUCKET))?;
-        copy_result(&self.conf.name, self.request(Kind::Pull, &MetaWriter::default().str8(bucket).str16(k).0).await)
+        copy_result(
+            &self.conf.name,
+            self.request(Kind::Pull, &MetaWriter::default().str8(bucket).str16(k).0).await,
+        )
     }
 
     /// Sends a frame without data and waits for the peer's answer to it.

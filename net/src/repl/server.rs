@@ -324,7 +324,8 @@ async fn answer_request(
                 .and_then(|r| r.peers.iter().position(|p| p.name == peer))
                 .ok_or("not a configured peer")?;
             let name = crate::names::ObjectName { bucket, key };
-            let status = objects.push_copy(name.storage_key(), idx, false).await.map_err(|e| e.to_string())?;
+            let status =
+                objects.push_copy(name.storage_key(), idx, false).await.map_err(|e| e.to_string())?;
             Ok((Kind::Ack, frame::ack_meta(status, "")))
         }
         k => Err(format!("{k:?} is not a request")),
