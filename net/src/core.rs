@@ -90,28 +90,8 @@ pub fn run(start: CoreStart) {
 
 async fn core_main(start: CoreStart) {
     let CoreStart { index, shared, disks, mut inbox, ready_tx, mut shutdown, serve, background, .. } = start;
-    let cfg = &shared.cfg();
-    let ucfg = UringConfig { pool_buf_count: cfg.engine.io_buffers_per_core, ..UringConfig::default() };
-    let (io, driver, backend) = AnyIo::detect(ucfg, cfg.io_backend == "sync");
-    let io = match &shared.faults {
-        Some(plan) => io.with_faults(plan.clone(), index as u64 + 1),
-        None => io,
-    };
-    if let Some(d) = driver {
-        tokio::task::spawn_local(d.run());
-    }
-    let links = Rc::new(match (&cfg.replication, &shared.repl_secret) {
-        (Some(r), Some(secret)) => {
-            let id = crate::peer::link::Identity {
-                node: cfg.node_id.clone(),
-                datacenter: r.datacenter.clone(),
-                secret: secret.clone(),
-            };
-            let ring = io.uring().cloned();
-            crate::peer::link::Links::new(r, Rc::new(id), ring)
-        }
-        _ => crate::peer::link::Links::default(),
-    });
+    let io = core_io(index, &shared);
+    let links = Rc::new(peer_links(&shared, &io));
     let shards: Shards = Rc::new(RefCell::new(HashMap::new()));
     let ctx = CoreCtx {
         index,
@@ -125,16 +105,11 @@ async fn core_main(start: CoreStart) {
     let mut reports = Vec::new();
     for spec in &disks {
         let profile = shared.disk(spec.id).and_then(|d| d.profile);
-        reports.push((spec.id, open_shard(&io, &shared, spec, profile, &shards).await));
+        reports.push((spec.id, open_shard(&io.io, &shared, spec, profile, &shards).await));
     }
-    let _ = ready_tx.send(CoreReady { core: index, backend, shards: reports });
+    let _ = ready_tx.send(CoreReady { core: index, backend: io.backend, shards: reports });
 
-    let cache: Option<Rc<podstore_engine::cache::RamCache>> = {
-        let c = &shared.cfg().ram_cache;
-        let part = c.size_bytes / shared.inboxes.len().max(1) as u64;
-        podstore_engine::cache::RamCache::new(part, c.object_size_max_bytes, shared.ram_cache[index].clone())
-            .map(Rc::new)
-    };
+    let cache = ram_cache(&shared, index);
     let jobs: crate::maintenance::Jobs = Default::default();
     for s in shards.borrow().values() {
         let profile = shared.disk(s.id()).and_then(|d| d.profile);
@@ -154,19 +129,9 @@ async fn core_main(start: CoreStart) {
         tokio::select! {
             msg = inbox.recv() => match msg {
                 Some(CoreMsg::AddDisk { spec, profile, reply }) => {
-                    let (io, shared, shards, jobs) = (io.clone(), shared.clone(), shards.clone(), jobs.clone());
+                    let (io, shared, shards, jobs) = (io.io.clone(), shared.clone(), shards.clone(), jobs.clone());
                     tokio::task::spawn_local(async move {
-                        let r = if shards.borrow().contains_key(&spec.id) {
-                            Ok(None) // opened by an earlier request whose placement failed
-                        } else {
-                            open_shard(&io, &shared, &spec, profile, &shards).await.map(Some)
-                        };
-                        if let Some(s) = shards.borrow().get(&spec.id) {
-                            jobs.borrow_mut()
-                                .entry(s.id())
-                                .or_insert_with(|| crate::maintenance::start(shared.clone(), s.clone(), profile));
-                        }
-                        let _ = reply.send(r);
+                        let _ = reply.send(add_disk(&io, &shared, &shards, &jobs, &spec, profile).await);
                     });
                 }
                 // Answered here: an index lookup in memory needs no task of its own.
@@ -177,20 +142,9 @@ async fn core_main(start: CoreStart) {
                     if is_foreground(&m) {
                         shared.foreground_ops[index].fetch_add(1, Ordering::Relaxed);
                     }
-                    // A read the RAM cache answers needs no task of its own either.
-                    let m = match (m, &cache) {
-                        (CoreMsg::Get { shard, key, range, head, reply }, Some(c)) => {
-                            match cached_get(c, &shared.tier_reads, &shards, shard, &key, range.as_deref(), head) {
-                                Some(start) => {
-                                    let _ = reply.send(Ok(Some(start)));
-                                    continue;
-                                }
-                                None => CoreMsg::Get { shard, key, range, head, reply },
-                            }
-                        }
-                        (m, _) => m,
-                    };
-                    tokio::task::spawn_local(exec.clone().run(m));
+                    if let Some(m) = exec.answer_from_cache(m) {
+                        tokio::task::spawn_local(exec.clone().run(m));
+                    }
                 }
                 None => break,
             },
@@ -209,6 +163,80 @@ async fn core_main(start: CoreStart) {
     for b in background {
         b.abort();
     }
+    stop_shards(index, &shards).await;
+}
+
+/// A core's disk I/O: io_uring (or the synchronous fallback), with the test fault plan.
+struct CoreIo {
+    io: AnyIo,
+    backend: podstore_disks::Backend,
+}
+
+/// Sets up the core's I/O and starts its io_uring driver.
+fn core_io(index: usize, shared: &Shared) -> CoreIo {
+    let cfg = shared.cfg();
+    let ucfg = UringConfig { pool_buf_count: cfg.engine.io_buffers_per_core, ..UringConfig::default() };
+    let (io, driver, backend) = AnyIo::detect(ucfg, cfg.io_backend == "sync");
+    let io = match &shared.faults {
+        Some(plan) => io.with_faults(plan.clone(), index as u64 + 1),
+        None => io,
+    };
+    if let Some(d) = driver {
+        tokio::task::spawn_local(d.run());
+    }
+    CoreIo { io, backend }
+}
+
+/// The core's links to its peers (none without replication); sends may use its ring.
+fn peer_links(shared: &Shared, io: &CoreIo) -> crate::peer::link::Links {
+    let cfg = shared.cfg();
+    match (&cfg.replication, &shared.repl_secret) {
+        (Some(r), Some(secret)) => {
+            let id = crate::peer::link::Identity {
+                node: cfg.node_id.clone(),
+                datacenter: r.datacenter.clone(),
+                secret: secret.clone(),
+            };
+            crate::peer::link::Links::new(r, Rc::new(id), io.io.uring().cloned())
+        }
+        _ => crate::peer::link::Links::default(),
+    }
+}
+
+/// The core's share of the RAM cache, if there is one.
+fn ram_cache(shared: &Shared, index: usize) -> Option<Rc<podstore_engine::cache::RamCache>> {
+    let c = &shared.cfg().ram_cache;
+    let part = c.size_bytes / shared.inboxes.len().max(1) as u64;
+    podstore_engine::cache::RamCache::new(part, c.object_size_max_bytes, shared.ram_cache[index].clone())
+        .map(Rc::new)
+}
+
+/// Opens a disk added while the node runs and starts its background jobs. None: it was
+/// opened by an earlier request whose placement failed.
+async fn add_disk(
+    io: &AnyIo,
+    shared: &Arc<Shared>,
+    shards: &Shards,
+    jobs: &crate::maintenance::Jobs,
+    spec: &DiskSpec,
+    profile: Option<crate::profile::DiskProfile>,
+) -> Result<Option<RecoveryReport>, podstore_engine::Error> {
+    let r = if shards.borrow().contains_key(&spec.id) {
+        Ok(None)
+    } else {
+        open_shard(io, shared, spec, profile, shards).await.map(Some)
+    };
+    if let Some(s) = shards.borrow().get(&spec.id) {
+        jobs.borrow_mut()
+            .entry(s.id())
+            .or_insert_with(|| crate::maintenance::start(shared.clone(), s.clone(), profile));
+    }
+    r
+}
+
+/// At shutdown: stops the shards' background jobs and checkpoints every shard that takes
+/// writes.
+async fn stop_shards(index: usize, shards: &Shards) {
     let all: Vec<_> = shards.borrow().values().cloned().collect();
     for s in &all {
         s.compact_ctl().stop();
@@ -405,6 +433,32 @@ struct Exec {
 }
 
 impl Exec {
+    /// Answers a GET from the RAM cache when it holds the key's current record (no task of
+    /// its own needed); otherwise gives the message back to be run.
+    fn answer_from_cache(&self, m: CoreMsg) -> Option<CoreMsg> {
+        let Some(c) = &self.cache else { return Some(m) };
+        match m {
+            CoreMsg::Get { shard, key, range, head, reply } => {
+                match cached_get(
+                    c,
+                    &self.shared.tier_reads,
+                    &self.shards,
+                    shard,
+                    &key,
+                    range.as_deref(),
+                    head,
+                ) {
+                    Some(start) => {
+                        let _ = reply.send(Ok(Some(start)));
+                        None
+                    }
+                    None => Some(CoreMsg::Get { shard, key, range, head, reply }),
+                }
+            }
+            m => Some(m),
+        }
+    }
+
     /// This core's shard `id` (an error the sender can answer with when the disk is not open
     /// here).
     fn shard(&self, id: u32) -> Result<Rc<Shard<AnyIo>>, podstore_engine::Error> {
