@@ -303,7 +303,6 @@ impl Objects {
         let small = len <= SMALL_BODY_MAX_BYTES;
         let (tx, rx) = mpsc::channel(if small { 2 } else { PIECES_IN_FLIGHT_MAX });
         let (reply_tx, reply_rx) = oneshot::channel();
-        let mut reply_rx = Some(reply_rx);
         let mut msg = Some(CoreMsg::Put {
             shard,
             key: name.storage_key(),
@@ -317,60 +316,19 @@ impl Objects {
             self.send(owner, msg.take().expect("not sent yet")).await?;
         }
         // Copies to peers stream beside the local write; each reports into `copies_rx`.
-        let (mut to_peers, copies_rx) = self.start_copies(&name, &content_type, len, version);
-        let mut hash = version.map(|_| xxhash_rust::xxh3::Xxh3::new());
-        let stall = Duration::from_millis(shared.cfg().limits.copy_timeout_ms);
-        let mut whole = if small { Some(Vec::with_capacity(len as usize)) } else { None };
-        let mut small_outcome = None;
-        let mut md5 = want_md5.map(|_| md5::Md5::new());
-        let mut received = 0u64;
-        let mut failed = None;
-        while received < len {
-            // A core that gives up on the write (a disk full, fenced, or too much reserved and
-            // unfilled) closes the body's channel: its answer goes out now, not when the body
-            // comes (a client that never sends it would otherwise wait for the body timeout).
-            let next = tokio::select! {
-                n = body.next() => n,
-                _ = tx.closed(), if whole.is_none() => break,
-            };
-            let data = match next {
-                Some(Ok(data)) => data,
-                Some(Err(why)) => {
-                    failed = Some(why);
-                    break;
-                }
-                None => {
-                    failed = Some("the body ended early".into());
-                    break;
-                }
-            };
-            received += data.len() as u64;
-            if let Some(m) = md5.as_mut() {
-                m.update(&data);
-            }
-            if let Some(hs) = hash.as_mut() {
-                hs.update(&data);
-            }
-            for slot in to_peers.iter_mut() {
-                feed_peer(slot, Piece::Data(data.clone()), stall).await;
-            }
-            if let Some(w) = whole.as_mut() {
-                w.extend_from_slice(&data);
-            } else if tx.send(BodyMsg::Data(data)).await.is_err() {
-                break; // the core gave up (disk full, fenced...): its reply says why
-            }
-        }
-        let complete = failed.is_none() && received == len;
-        let digest_ok = match (md5, want_md5) {
-            (Some(m), Some(want)) => m.finalize()[..] == want[..],
-            _ => true,
+        let (to_peers, copies_rx) = self.start_copies(&name, &content_type, len, version);
+        let mut sinks = BodySinks {
+            md5: want_md5.map(|_| md5::Md5::new()),
+            hash: version.map(|_| xxhash_rust::xxh3::Xxh3::new()),
+            to_peers,
+            whole: small.then(|| Vec::with_capacity(len as usize)),
+            stall: Duration::from_millis(shared.cfg().limits.copy_timeout_ms),
+            received: 0,
         };
-        let digest = hash.map(|h| h.digest128().to_le_bytes());
-        for slot in to_peers.iter_mut() {
-            feed_peer(slot, Piece::End(digest.filter(|_| complete && digest_ok)), stall).await;
-        }
-        drop(to_peers);
-        if let Some(w) = whole {
+        let failed = sinks.receive(&mut body, len, &tx).await;
+        let complete = failed.is_none() && sinks.received == len;
+        let (whole, digest_ok, digest) = sinks.end(complete, want_md5).await;
+        let outcome = if let Some(w) = whole {
             if !(complete && digest_ok) {
                 return Err(match failed {
                     Some(why) => Error::IncompleteBody(why),
@@ -383,19 +341,15 @@ impl Objects {
             let _ = tx.try_send(BodyMsg::End { ok: true, digest: None });
             drop(tx);
             self.send(owner, msg.take().expect("not sent yet")).await?;
-            let got = reply_rx.take().expect("not awaited yet").await.map_err(|_| gone())?;
+            let got = reply_rx.await.map_err(|_| gone())?;
             let (got, at) = self.spill_on(got, (shard, owner), &name, &content_type, stamp, w).await?;
             (shard, owner) = at;
-            small_outcome = Some(got);
+            got
         } else {
             let _ = tx.send(BodyMsg::End { ok: complete && digest_ok, digest: None }).await;
             drop(tx);
-        }
-        let outcome = match small_outcome {
-            Some(o) => o,
-            None => reply_rx.take().expect("not awaited yet").await.map_err(|_| gone())?,
-        };
-        let outcome = outcome?;
+            reply_rx.await.map_err(|_| gone())?
+        }?;
         if let Some(why) = failed {
             return Err(Error::IncompleteBody(why));
         }
@@ -755,6 +709,79 @@ impl Objects {
             }
         }
         false
+    }
+}
+
+/// Where a PUT's body goes as it arrives: the client's MD5 check, the XXH3 the peers check
+/// their copies by, each peer's copy, and (for a small body) the whole body kept to be handed
+/// to its core in one message.
+struct BodySinks {
+    md5: Option<md5::Md5>,
+    hash: Option<xxhash_rust::xxh3::Xxh3>,
+    to_peers: Vec<Option<mpsc::Sender<Piece>>>,
+    whole: Option<Vec<u8>>,
+    /// How long a peer may take no piece before it is dropped from this write.
+    stall: Duration,
+    received: u64,
+}
+
+impl BodySinks {
+    /// Takes the body until `len` bytes came, it failed (the reason is returned), or the
+    /// core writing it gave up. A large body streams to the core through `tx` as it comes.
+    async fn receive(
+        &mut self,
+        body: &mut impl BodySource,
+        len: u64,
+        tx: &mpsc::Sender<BodyMsg>,
+    ) -> Option<String> {
+        while self.received < len {
+            // A core that gives up on the write (a disk full, fenced, or too much reserved and
+            // unfilled) closes the body's channel: its answer goes out now, not when the body
+            // comes (a client that never sends it would otherwise wait for the body timeout).
+            let next = tokio::select! {
+                n = body.next() => n,
+                _ = tx.closed(), if self.whole.is_none() => return None,
+            };
+            let data = match next {
+                Some(Ok(data)) => data,
+                Some(Err(why)) => return Some(why),
+                None => return Some("the body ended early".into()),
+            };
+            self.received += data.len() as u64;
+            if let Some(m) = self.md5.as_mut() {
+                m.update(&data);
+            }
+            if let Some(hs) = self.hash.as_mut() {
+                hs.update(&data);
+            }
+            for slot in self.to_peers.iter_mut() {
+                feed_peer(slot, Piece::Data(data.clone()), self.stall).await;
+            }
+            if let Some(w) = self.whole.as_mut() {
+                w.extend_from_slice(&data);
+            } else if tx.send(BodyMsg::Data(data)).await.is_err() {
+                return None; // the core gave up (disk full, fenced...): its reply says why
+            }
+        }
+        None
+    }
+
+    /// Ends the peers' copies (storable only if the body came whole and matched the client's
+    /// MD5); returns the small body, whether the MD5 matched, and the body's XXH3-128.
+    async fn end(
+        mut self,
+        complete: bool,
+        want_md5: Option<[u8; 16]>,
+    ) -> (Option<Vec<u8>>, bool, Option<[u8; 16]>) {
+        let digest_ok = match (self.md5, want_md5) {
+            (Some(m), Some(want)) => m.finalize()[..] == want[..],
+            _ => true,
+        };
+        let digest = self.hash.map(|h| h.digest128().to_le_bytes());
+        for slot in self.to_peers.iter_mut() {
+            feed_peer(slot, Piece::End(digest.filter(|_| complete && digest_ok)), self.stall).await;
+        }
+        (self.whole, digest_ok, digest)
     }
 }
 

@@ -109,6 +109,47 @@ fn writes_reach_every_appliance_as_x_copies_asks() {
     }
 }
 
+/// A write that fails its checks or is cut off is stored nowhere: not on the appliance that
+/// took it, not on any peer (their copies streamed beside it and must be dropped), and the
+/// key keeps its previous version everywhere. Small bodies (kept whole before the write) and
+/// large ones (streamed) alike.
+#[test]
+fn a_write_that_fails_its_checks_or_is_cut_off_is_stored_nowhere() {
+    use md5::Digest;
+    let m = members(2);
+    let secret = secret_file("nowhere", "a-shared-secret-of-enough-length");
+    let mut nodes = start("nowhere", &m, &secret);
+    let (a, b) = (&nodes[0], &nodes[1]);
+    for (i, n) in [10_000usize, 2_000_000].into_iter().enumerate() {
+        let path = format!("/photos/checked-{i}");
+        let old = body(n / 2, 50 + i as u8);
+        assert_eq!(a.req("PUT", &path, &[("X-Copies", "all")], &old).status, 201);
+        // Content-MD5 of other bytes: 400, and neither appliance takes the new bytes.
+        let new = body(n, 60 + i as u8);
+        let wrong = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, md5::Md5::digest(b"other"));
+        let r = a.req("PUT", &path, &[("X-Copies", "all"), ("Content-MD5", &wrong)], &new);
+        assert_eq!((r.status, r.json_error()), (400, "bad_digest".into()), "{n} bytes");
+        // A client that sends half its body and hangs up.
+        let mut s = a.connect(a.data).expect("connect");
+        let head = format!("PUT {path} HTTP/1.1\r\nHost: x\r\nX-Copies: all\r\nContent-Length: {n}\r\n\r\n");
+        std::io::Write::write_all(&mut s, head.as_bytes()).expect("head");
+        std::io::Write::write_all(&mut s, &new[..n / 2]).expect("half a body");
+        drop(s);
+        // Then a write of another key, so anything queued before it has landed.
+        assert_eq!(a.req("PUT", &format!("/photos/after-{i}"), &[("X-Copies", "all")], b"later").status, 201);
+        // (The peers' answers to the failed copies are not awaited by the client's 400.)
+        std::thread::sleep(Duration::from_millis(500));
+        for node in [a, b] {
+            let g = node.req("GET", &path, &[], b"");
+            assert_eq!(g.status, 200);
+            assert!(g.body == old, "{n} bytes: the failed write changed the object");
+        }
+    }
+    for n in nodes.iter_mut() {
+        n.kill();
+    }
+}
+
 #[test]
 fn peers_that_cannot_authenticate_are_refused_and_counted() {
     let m = members(2);
