@@ -126,7 +126,8 @@ fn a_write_that_fails_its_checks_or_is_cut_off_is_stored_nowhere() {
         assert_eq!(a.req("PUT", &path, &[("X-Copies", "all")], &old).status, 201);
         // Content-MD5 of other bytes: 400, and neither appliance takes the new bytes.
         let new = body(n, 60 + i as u8);
-        let wrong = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, md5::Md5::digest(b"other"));
+        let wrong =
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, md5::Md5::digest(b"other"));
         let r = a.req("PUT", &path, &[("X-Copies", "all"), ("Content-MD5", &wrong)], &new);
         assert_eq!((r.status, r.json_error()), (400, "bad_digest".into()), "{n} bytes");
         // A client that sends half its body and hangs up.

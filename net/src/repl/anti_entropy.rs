@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 
 use crate::msg::CoreMsg;
 use crate::peer::frame::{self, Kind};
-use crate::peer::link::{CopyError, PeerLink};
+use crate::peer::link::{CopyError, CopyResult, PeerLink};
 use crate::service::Objects;
 use crate::shared::Shared;
 
@@ -109,7 +109,43 @@ pub async fn pass(
         c.store(0, Ordering::Relaxed);
     }
     let mine = node_digests(shared).await?;
-    // A peer that just came back may still be in its dial cool-down: try for a few seconds.
+    let theirs = peer_digests(link).await?;
+    let differing: Vec<usize> = (0..BUCKETS).filter(|&b| mine[b] != theirs[b]).collect();
+    p.buckets_differing.store(differing.len() as u64, Ordering::Relaxed);
+    let started = Instant::now();
+    let mut done_ops = 0u64;
+    for b in differing {
+        let mine = node_bucket_keys(shared, b).await?;
+        let theirs = peer_bucket_keys(link, b).await?;
+        let horizon_ms = shared.cfg().maintenance.tombstone_horizon_s.saturating_mul(1000);
+        let work = bucket_work(mine, theirs, now_s().saturating_mul(1000), horizon_ms);
+        p.keys_compared.fetch_add(work.compared, Ordering::Relaxed);
+        for chunk in work.copies.chunks(WINDOW) {
+            let handles: Vec<_> = chunk
+                .iter()
+                .cloned()
+                .map(|(push, key)| {
+                    tokio::task::spawn_local(copy_key(objects.clone(), link.clone(), peer, push, key))
+                })
+                .collect();
+            for h in handles {
+                count(p, h.await);
+            }
+            // Pace: at most `rate` copies per second over the pass.
+            done_ops += chunk.len() as u64;
+            let due = Duration::from_secs_f64(done_ops as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        p.buckets_done.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// The peer's bucket digests. A peer that just came back may still be in this node's dial
+/// cool-down: tried for a few seconds.
+async fn peer_digests(link: &PeerLink) -> Result<Vec<u64>, String> {
     let mut tries = 0;
     let (kind, meta) = loop {
         match link.request(Kind::DigestsReq, &[]).await {
@@ -124,90 +160,84 @@ pub async fn pass(
     if kind != Kind::Digests {
         return Err(format!("expected DIGESTS, got {kind:?}"));
     }
-    let theirs = frame::decode_digests(&meta).map_err(|e| format!("bad DIGESTS: {e}"))?;
-    let differing: Vec<usize> = (0..BUCKETS).filter(|&b| mine[b] != theirs[b]).collect();
-    p.buckets_differing.store(differing.len() as u64, Ordering::Relaxed);
-    let started = Instant::now();
-    let mut done_ops = 0u64;
-    for b in differing {
-        let mine: BTreeMap<Vec<u8>, KeyState> =
-            node_bucket_keys(shared, b).await?.into_iter().map(|k| (k.key.clone(), k)).collect();
-        let theirs: BTreeMap<Vec<u8>, KeyState> =
-            peer_bucket_keys(link, b).await?.into_iter().map(|k| (k.key.clone(), k)).collect();
-        let mut work: Vec<(bool, Vec<u8>)> = Vec::new(); // (push, key)
-                                                         // A tombstone past the horizon that one side lacks was dropped there by compaction (or
-                                                         // soon will be): copying it back would only be dropped again.
-        let horizon_ms = shared.cfg().maintenance.tombstone_horizon_s.saturating_mul(1000);
-        let now_ms = now_s().saturating_mul(1000);
-        let expired = |k: &KeyState| k.tombstone && now_ms.saturating_sub(k.version.millis()) >= horizon_ms;
-        for (k, m) in &mine {
-            p.keys_compared.fetch_add(1, Ordering::Relaxed);
-            match theirs.get(k) {
-                Some(t) if t.version == m.version => {}
-                Some(t) if t.version > m.version => work.push((false, k.clone())),
-                None if expired(m) => {}
-                _ => work.push((true, k.clone())),
-            }
+    frame::decode_digests(&meta).map_err(|e| format!("bad DIGESTS: {e}"))
+}
+
+/// What a differing bucket needs: the keys compared, and the copies to make, as (push, key):
+/// a push where this node's version is newer or the peer lacks the key, a pull the other way.
+#[derive(Debug, PartialEq)]
+struct BucketWork {
+    compared: u64,
+    copies: Vec<(bool, Vec<u8>)>,
+}
+
+/// Compares both sides' current keys of one bucket. A tombstone past the horizon that one side
+/// lacks was dropped there by compaction (or soon will be): copying it back would only be
+/// dropped again.
+fn bucket_work(mine: Vec<KeyState>, theirs: Vec<KeyState>, now_ms: u64, horizon_ms: u64) -> BucketWork {
+    let mine: BTreeMap<Vec<u8>, KeyState> = mine.into_iter().map(|k| (k.key.clone(), k)).collect();
+    let theirs: BTreeMap<Vec<u8>, KeyState> = theirs.into_iter().map(|k| (k.key.clone(), k)).collect();
+    let expired = |k: &KeyState| k.tombstone && now_ms.saturating_sub(k.version.millis()) >= horizon_ms;
+    let mut w = BucketWork { compared: 0, copies: Vec::new() };
+    for (k, m) in &mine {
+        w.compared += 1;
+        match theirs.get(k) {
+            Some(t) if t.version == m.version => {}
+            Some(t) if t.version > m.version => w.copies.push((false, k.clone())),
+            None if expired(m) => {}
+            _ => w.copies.push((true, k.clone())),
         }
-        for (k, t) in theirs.iter().filter(|(k, _)| !mine.contains_key(*k)) {
-            p.keys_compared.fetch_add(1, Ordering::Relaxed);
-            if !expired(t) {
-                work.push((false, k.clone()));
-            }
-        }
-        for chunk in work.chunks(WINDOW) {
-            let handles: Vec<_> = chunk
-                .iter()
-                .cloned()
-                .map(|(is_push, key)| {
-                    let (objects, link) = (objects.clone(), link.clone());
-                    tokio::task::spawn_local(async move {
-                        // A transient failure (a connection lost, the peer's dial cool-down)
-                        // is retried a few times before it counts against the pass.
-                        let mut r = Err(CopyError::local("not tried"));
-                        for attempt in 0..KEY_ATTEMPTS {
-                            if attempt > 0 {
-                                tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
-                            }
-                            r = if is_push {
-                                objects.push_copy(key.clone(), peer, false).await
-                            } else {
-                                link.pull(&key).await
-                            };
-                            if r.is_ok() {
-                                break;
-                            }
-                        }
-                        (is_push, r)
-                    })
-                })
-                .collect();
-            for h in handles {
-                match h.await {
-                    Ok((true, Ok(_))) => p.pushed.fetch_add(1, Ordering::Relaxed),
-                    Ok((false, Ok(_))) => p.pulled.fetch_add(1, Ordering::Relaxed),
-                    Ok((_, Err(e))) => {
-                        p.errors.fetch_add(1, Ordering::Relaxed);
-                        p.pass_errors.fetch_add(1, Ordering::Relaxed);
-                        *p.last_error.lock().expect("lock") = Some(e.to_string());
-                        0
-                    }
-                    Err(_) => {
-                        p.pass_errors.fetch_add(1, Ordering::Relaxed);
-                        p.errors.fetch_add(1, Ordering::Relaxed)
-                    }
-                };
-            }
-            // Pace: at most `rate` copies per second over the pass.
-            done_ops += chunk.len() as u64;
-            let due = Duration::from_secs_f64(done_ops as f64 / rate as f64);
-            if let Some(wait) = due.checked_sub(started.elapsed()) {
-                tokio::time::sleep(wait).await;
-            }
-        }
-        p.buckets_done.fetch_add(1, Ordering::Relaxed);
     }
-    Ok(())
+    for (k, t) in theirs.iter().filter(|(k, _)| !mine.contains_key(*k)) {
+        w.compared += 1;
+        if !expired(t) {
+            w.copies.push((false, k.clone()));
+        }
+    }
+    w
+}
+
+/// Pushes `key` to the peer or pulls it from there. A transient failure (a connection lost,
+/// the peer's dial cool-down) is retried a few times before it counts against the pass.
+async fn copy_key(
+    objects: Rc<Objects>,
+    link: Rc<PeerLink>,
+    peer: usize,
+    push: bool,
+    key: Vec<u8>,
+) -> (bool, CopyResult) {
+    let mut r = Err(CopyError::local("not tried"));
+    for attempt in 0..KEY_ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
+        }
+        r = if push { objects.push_copy(key.clone(), peer, false).await } else { link.pull(&key).await };
+        if r.is_ok() {
+            break;
+        }
+    }
+    (push, r)
+}
+
+/// Counts one key's copy in the pass's progress.
+fn count(p: &crate::peer::progress::AntiEntropy, done: Result<(bool, CopyResult), tokio::task::JoinError>) {
+    match done {
+        Ok((true, Ok(_))) => {
+            p.pushed.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok((false, Ok(_))) => {
+            p.pulled.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok((_, Err(e))) => {
+            p.errors.fetch_add(1, Ordering::Relaxed);
+            p.pass_errors.fetch_add(1, Ordering::Relaxed);
+            *p.last_error.lock().expect("lock") = Some(e.to_string());
+        }
+        Err(_) => {
+            p.pass_errors.fetch_add(1, Ordering::Relaxed);
+            p.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Runs passes against one peer: when asked, and every `anti_entropy_interval_s` (0: only when
@@ -257,5 +287,54 @@ pub async fn run(objects: Rc<Objects>, peer: usize) {
             // Do not spin on an unreachable peer.
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use podstore_engine::digest::KeyState;
+    use podstore_engine::Version;
+
+    use super::{bucket_work, BucketWork};
+
+    fn at(key: &str, ms: u64, tombstone: bool) -> KeyState {
+        KeyState { key: key.into(), version: Version { hlc: ms << 16, origin: 1 }, tombstone }
+    }
+
+    /// Newer here: pushed; newer there or only there: pulled; equal: nothing; a tombstone past
+    /// the horizon on one side only: left to compaction.
+    #[test]
+    fn a_bucket_compares_into_pushes_and_pulls() {
+        let (now, horizon) = (10_000, 1_000);
+        let mine = vec![
+            at("equal", 5, false),
+            at("newer-here", 9, false),
+            at("newer-there", 3, false),
+            at("only-here", 4, false),
+            at("old-tombstone-here", 100, true),
+            at("fresh-tombstone-here", 9_500, true),
+        ];
+        let theirs = vec![
+            at("equal", 5, false),
+            at("newer-here", 8, false),
+            at("newer-there", 7, false),
+            at("only-there", 2, false),
+            at("old-tombstone-there", 200, true),
+        ];
+        let w = bucket_work(mine, theirs, now, horizon);
+        let k = |s: &str| s.as_bytes().to_vec();
+        assert_eq!(
+            w,
+            BucketWork {
+                compared: 8,
+                copies: vec![
+                    (true, k("fresh-tombstone-here")),
+                    (true, k("newer-here")),
+                    (false, k("newer-there")),
+                    (true, k("only-here")),
+                    (false, k("only-there")),
+                ],
+            }
+        );
     }
 }
