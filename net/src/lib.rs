@@ -2,6 +2,7 @@
 //! cores and their messages, and replication to peer appliances. The `podstore` binary is `main.rs`.
 #![forbid(unsafe_code)]
 
+pub mod accept;
 pub mod admin;
 pub mod auth;
 pub mod body;

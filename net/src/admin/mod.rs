@@ -132,28 +132,9 @@ pub async fn serve(
     shared: Arc<Shared>,
     handle: PrometheusHandle,
     listener: std::net::TcpListener,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let listener =
-        match listener.set_nonblocking(true).and_then(|_| tokio::net::TcpListener::from_std(listener)) {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!("admin listener: {e}");
-                return;
-            }
-        };
-    loop {
-        let (stream, _) = tokio::select! {
-            a = listener.accept() => match a {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!("admin accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => return,
-        };
+    crate::accept::accept_each("admin", listener, shutdown, |stream, _from| {
         let (shared, handle) = (shared.clone(), handle.clone());
         tokio::task::spawn_local(async move {
             let svc = hyper::service::service_fn(move |req| {
@@ -164,7 +145,8 @@ pub async fn serve(
             b.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(Duration::from_secs(10));
             let _ = b.serve_connection(hyper_util::rt::TokioIo::new(stream), svc).await;
         });
-    }
+    })
+    .await;
 }
 
 #[cfg(test)]

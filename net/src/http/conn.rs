@@ -44,43 +44,22 @@ impl Connections {
     }
 }
 
-/// Accepts connections until shutdown.
+/// Accepts connections until shutdown, up to `limits.connections_max` open at once.
 pub async fn accept_loop(
     core: usize,
     shared: Arc<Shared>,
     listener: std::net::TcpListener,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
     conns: Rc<Connections>,
     objects: Rc<Objects>,
 ) {
-    let listener =
-        match listener.set_nonblocking(true).and_then(|_| tokio::net::TcpListener::from_std(listener)) {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!("core {core}: listener: {e}");
-                return;
-            }
-        };
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = shutdown.changed() => return,
-        };
-        let (stream, _peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                // EMFILE and friends: back off briefly instead of spinning.
-                tracing::warn!("core {core}: accept: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+    let what = format!("core {core}: data");
+    crate::accept::accept_each(&what, listener, shutdown, |stream, _from| {
         let limit = shared.cfg().limits.connections_max;
         if shared.connections.fetch_add(1, Ordering::Relaxed) >= limit {
             shared.connections.fetch_sub(1, Ordering::Relaxed);
             metrics::counter!("podstore_http_connections_refused_total").increment(1);
-            drop(stream);
-            continue;
+            return;
         }
         let _ = stream.set_nodelay(true);
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -94,7 +73,8 @@ pub async fn accept_loop(
             conns.open.set(conns.open.get() - 1);
             conns.closed.notify_waiters();
         });
-    }
+    })
+    .await;
 }
 
 async fn serve_connection(

@@ -102,36 +102,18 @@ pub async fn accept_loop(
     core: usize,
     objects: Rc<Objects>,
     listener: std::net::TcpListener,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let listener =
-        match listener.set_nonblocking(true).and_then(|_| tokio::net::TcpListener::from_std(listener)) {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!("core {core}: replication listener: {e}");
-                return;
+    let what = format!("core {core}: replication");
+    crate::accept::accept_each(&what, listener, shutdown.clone(), |stream, from| {
+        let (objects, stop) = (objects.clone(), shutdown.clone());
+        tokio::task::spawn_local(async move {
+            if let Err(e) = serve_peer(objects, stream, stop, core).await {
+                tracing::info!("replication connection from {from} closed: {e}");
             }
-        };
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = shutdown.changed() => return,
-        };
-        match accepted {
-            Ok((stream, from)) => {
-                let (objects, stop) = (objects.clone(), shutdown.clone());
-                tokio::task::spawn_local(async move {
-                    if let Err(e) = serve_peer(objects, stream, stop, core).await {
-                        tracing::info!("replication connection from {from} closed: {e}");
-                    }
-                });
-            }
-            Err(e) => {
-                tracing::warn!("core {core}: replication accept: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
+        });
+    })
+    .await;
 }
 
 async fn send_frame(out: &mpsc::Sender<Vec<u8>>, kind: Kind, request: u64, meta: &[u8]) {
