@@ -585,9 +585,7 @@ impl Objects {
     /// Where a peer's copy of a write of `key` (an engine key) goes: a shard of this core (the
     /// receiver writes it straight into the record's buffers), or another core's disk.
     pub fn copy_target(&self, key: &[u8]) -> Result<CopyTarget, Error> {
-        if !self.shared.ready.load(Ordering::Relaxed) {
-            return Err(Error::Unavailable("the node is recovering"));
-        }
+        self.check_ready()?;
         let (shard, owner) = self.locate(key)?;
         Ok(match self.shards.borrow().get(&shard) {
             Some(s) if owner == self.core => CopyTarget::Here(s.clone()),
@@ -619,9 +617,7 @@ impl Objects {
         key: Vec<u8>,
         version: podstore_engine::Version,
     ) -> Result<oneshot::Receiver<Result<podstore_engine::DeleteDone, podstore_engine::Error>>, Error> {
-        if !self.shared.ready.load(Ordering::Relaxed) {
-            return Err(Error::Unavailable("the node is recovering"));
-        }
+        self.check_ready()?;
         let (shard, owner) = self.locate(&key)?;
         let (reply, answer) = oneshot::channel();
         let stamp = Stamp::Given(version);
