@@ -152,23 +152,75 @@ impl AlignedBuf {
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
         match &self.origin {
-            Origin::Heap => {
-                if self.capacity >= HEAP_CLASS_BYTES {
-                    // Kept for the next buffer of its size class on this thread (never
-                    // touched by the kernel again: every operation that used it has ended).
-                    let (ptr, capacity) = (self.ptr, self.capacity);
-                    if SPARES.try_with(|s| s.borrow_mut().keep(ptr, capacity)).is_err() {
-                        free_heap(ptr, capacity); // the thread is ending
-                    }
-                } else {
-                    free_heap(self.ptr, self.capacity);
-                }
-            }
+            Origin::Heap => release_heap(self.ptr, self.capacity),
             Origin::Pool { pool, index } => {
                 pool.free.borrow_mut().push(*index);
                 pool.available.notify_one();
             }
         }
+    }
+}
+
+/// Gives a heap buffer back: a large one is kept for the next buffer of its size class on
+/// this thread (never touched by the kernel again: every operation that used it has ended),
+/// a small one is freed.
+fn release_heap(ptr: NonNull<u8>, capacity: usize) {
+    if capacity >= HEAP_CLASS_BYTES {
+        if SPARES.try_with(|s| s.borrow_mut().keep(ptr, capacity)).is_err() {
+            free_heap(ptr, capacity); // the thread is ending
+        }
+    } else {
+        free_heap(ptr, capacity);
+    }
+}
+
+impl AlignedBuf {
+    /// This buffer as one that may move to another thread (a response body another core's
+    /// connection sends, say), if it is a heap buffer; a pool buffer (which belongs to its
+    /// core's ring) comes back as it was.
+    pub fn into_send(self) -> Result<SendBuf, AlignedBuf> {
+        match self.origin {
+            Origin::Heap => {
+                let b = SendBuf { ptr: self.ptr, capacity: self.capacity, len: self.len };
+                std::mem::forget(self); // its memory now belongs to the SendBuf
+                Ok(b)
+            }
+            Origin::Pool { .. } => Err(self),
+        }
+    }
+}
+
+/// The filled bytes of a heap [`AlignedBuf`], free to move to another thread and to be
+/// dropped there. Nothing can write to them any more.
+pub struct SendBuf {
+    ptr: NonNull<u8>,
+    capacity: usize,
+    len: usize,
+}
+
+// SAFETY: a SendBuf owns its heap allocation exclusively: it was made from an AlignedBuf taken
+// by value (so no I/O operation holds the memory: operations hand their buffer back when they
+// end), it refers to no pool and no thread-local state, and it gives out only shared reads.
+// Dropping it on another thread frees the memory with the global allocator or keeps it among
+// that thread's spares.
+unsafe impl Send for SendBuf {}
+
+impl AsRef<[u8]> for SendBuf {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: ptr points to `capacity >= len` initialised bytes this SendBuf owns.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl std::fmt::Debug for SendBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendBuf").field("len", &self.len).finish()
+    }
+}
+
+impl Drop for SendBuf {
+    fn drop(&mut self) {
+        release_heap(self.ptr, self.capacity);
     }
 }
 
@@ -364,6 +416,23 @@ impl BufPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A heap buffer's bytes move to another thread and are dropped there; a pool buffer,
+    /// which belongs to its core's ring, stays an AlignedBuf.
+    #[test]
+    fn heap_buffers_can_be_sent_and_pool_buffers_cannot() {
+        let mut a = AlignedBuf::new(1 << 20);
+        a.set_len(5);
+        a.as_mut_slice().copy_from_slice(b"hello");
+        let sent = a.into_send().expect("a heap buffer");
+        let got = std::thread::spawn(move || sent.as_ref().to_vec())
+        .join()
+        .expect("the thread");
+        assert_eq!(got, b"hello");
+        let pool = BufPool::new(ALIGN, 1);
+        let p = pool.try_acquire().expect("a pool buffer");
+        assert!(p.into_send().is_err(), "a pool buffer must not leave its thread");
+    }
 
     #[test]
     fn large_heap_buffers_are_reused_by_size_class() {

@@ -28,7 +28,7 @@ mod sync_io;
 mod uring;
 
 pub use any::{io_uring_disabled_sysctl, AnyIo, Backend};
-pub use buf::{align_up, is_aligned, AlignedBuf, BufPool, ALIGN, POOL_BUFFERS_MAX};
+pub use buf::{align_up, is_aligned, AlignedBuf, BufPool, SendBuf, ALIGN, POOL_BUFFERS_MAX};
 pub use cpu::{allowed_cpus, pin_current_thread};
 pub use disk::{fs_space, open_disk, probe_direct_io, Disk, DiskSpec, Tier, MEASURE_FILE};
 pub use error::{Error, Op, Result};

@@ -473,3 +473,33 @@ fn a_copy_checked_by_its_chunk_crcs_is_stored_only_when_every_chunk_matches() {
         assert_eq!(get(&shard, b"b").await, None);
     });
 }
+
+/// A large object's chunks become `Bytes` for another thread without a copy (the bytes a
+/// disk read put in its buffer are the ones sent), a small object's come whole, and both
+/// carry exactly the object's bytes.
+#[test]
+fn chunks_become_bytes_without_a_copy_and_with_the_right_bytes() {
+    run(async {
+        let disk = SimDisk::new(1, SimFaults::default());
+        let (shard, _) = Shard::open(disk, cfg(), Path::new("/d0"), 0).await.expect("open");
+        let big = data(3_000_000, 7);
+        shard.put_bytes(b"big", "", &big).await.expect("put");
+        let mut r = shard.get(b"big").await.expect("get").expect("exists");
+        let mut got = Vec::new();
+        let mut uncopied = 0;
+        while let Some(c) = r.next_chunk().await.expect("chunk") {
+            let at = c.as_ptr();
+            let b = c.into_bytes();
+            uncopied += usize::from(b.as_ptr() == at);
+            got.extend_from_slice(&b);
+        }
+        assert!(got == big, "the bytes differ");
+        assert!(uncopied >= 2, "{uncopied} of 3 chunks went out without a copy");
+        let small = data(3_000, 8);
+        shard.put_bytes(b"small", "", &small).await.expect("put");
+        let mut r = shard.get(b"small").await.expect("get").expect("exists");
+        let c = r.next_chunk().await.expect("chunk").expect("one piece");
+        assert_eq!(&c.into_bytes()[..], &small[..]);
+        assert!(r.next_chunk().await.expect("end").is_none());
+    });
+}

@@ -601,7 +601,7 @@ impl Exec {
             None
         } else {
             match reader.next_chunk().await {
-                Ok(c) => c.map(|c| Bytes::copy_from_slice(&c)),
+                Ok(c) => c.map(podstore_engine::Chunk::into_bytes),
                 Err(e) => {
                     let _ = reply.send(Err(e));
                     return;
@@ -615,11 +615,13 @@ impl Exec {
         }
         if let (Some(c), Some(data)) = (&cache, &first) {
             if answer == RangeAnswer::Whole && c.takes(reader.meta.object_len) {
+                // A copy of its own: the piece sent may keep its whole read buffer (the record's
+                // header and footer, rounded up) alive, which the cache must not hold.
                 let object = podstore_engine::cache::Cached {
                     disk: shard,
                     loc: reader.loc(),
                     meta: reader.meta.clone(),
-                    data: data.clone(),
+                    data: Bytes::copy_from_slice(data),
                 };
                 c.offer(key.clone(), object);
             }
@@ -632,7 +634,7 @@ impl Exec {
         loop {
             match reader.next_chunk().await {
                 Ok(Some(c)) => {
-                    if tx.send(Ok(Bytes::copy_from_slice(&c))).await.is_err() {
+                    if tx.send(Ok(c.into_bytes())).await.is_err() {
                         return; // the client went away (or a 304 needed no body)
                     }
                 }

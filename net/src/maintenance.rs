@@ -772,7 +772,7 @@ async fn move_key(
             loop {
                 match r.next_chunk().await {
                     Ok(Some(c)) => {
-                        if body_tx.send(BodyMsg::Data(bytes::Bytes::copy_from_slice(&c))).await.is_err() {
+                        if body_tx.send(BodyMsg::Data(c.into_bytes())).await.is_err() {
                             break;
                         }
                     }

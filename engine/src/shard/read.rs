@@ -29,6 +29,20 @@ pub struct Chunk {
     end: usize,
 }
 
+impl Chunk {
+    /// The chunk's bytes as [`bytes::Bytes`], which may go to another thread: without a copy
+    /// when this chunk holds the only reference to a heap buffer (a large object's chunk, read
+    /// for it alone), copied otherwise (a pool buffer belongs to its core's ring).
+    pub fn into_bytes(self) -> bytes::Bytes {
+        let Chunk { buf, start, end } = self;
+        match Rc::try_unwrap(buf).map(AlignedBuf::into_send) {
+            Ok(Ok(sent)) => bytes::Bytes::from_owner(sent).slice(start..end),
+            Ok(Err(buf)) => bytes::Bytes::copy_from_slice(&buf[start..end]),
+            Err(shared) => bytes::Bytes::copy_from_slice(&shared[start..end]),
+        }
+    }
+}
+
 impl AsRef<[u8]> for Chunk {
     fn as_ref(&self) -> &[u8] {
         self
@@ -113,9 +127,9 @@ impl<I: Io> ObjectReader<I> {
             return Ok(None);
         }
         let ds = self.header.data_start();
-        if let Some(mem) = &self.mem {
-            let c =
-                Chunk { buf: mem.clone(), start: (ds + self.pos) as usize, end: (ds + self.end) as usize };
+        if let Some(mem) = self.mem.take() {
+            // The rest of the range in one piece: the reader is done with the record.
+            let c = Chunk { buf: mem, start: (ds + self.pos) as usize, end: (ds + self.end) as usize };
             self.pos = self.end;
             return Ok(Some(c));
         }
