@@ -5,7 +5,8 @@ Usage: BENCHMARK | report.py NAME DIR [COLUMN]
 
 Passes its input through to stdout unchanged, and when the input ends writes DIR/NAME.json
 (every line before the table, then every row of the first Markdown table as an object keyed
-by the column names, each cell's first number parsed out too) and DIR/NAME.svg (a bar per
+by the column names, each cell's first number parsed out too; every later table likewise
+under "tables") and DIR/NAME.svg (a bar per
 row that has a ratio, with the row's target as a mark; or, given COLUMN, a bar per row of
 that column's numbers). Exits non-zero if no table came (a
 benchmark that failed before its results).
@@ -27,7 +28,12 @@ def first_number(cell):
 
 def parse(lines):
     """(text before the first table, column names, rows as lists of cells)."""
-    for i in range(len(lines) - 1):
+    return parse_from(lines, 0)
+
+
+def parse_from(lines, start):
+    """As `parse`, for the first table at or after line `start`."""
+    for i in range(start, len(lines) - 1):
         if lines[i].startswith('|') and re.match(r'^\|(\s*-+\s*\|)+\s*$', lines[i + 1]):
             cols = [c.strip() for c in lines[i].strip().strip('|').split('|')]
             rows = []
@@ -35,8 +41,36 @@ def parse(lines):
                 if not l.startswith('|'):
                     break
                 rows.append([c.strip() for c in l.strip().strip('|').split('|')])
-            return lines[:i], cols, rows
-    return lines, [], []
+            return lines[start:i], cols, rows
+    return lines[start:], [], []
+
+
+def records_of(cols, rows):
+    """Rows as objects keyed by column name, with each cell's first number parsed out too."""
+    records = []
+    for r in rows:
+        rec = {}
+        for i, c in enumerate(cols):
+            key = c or f'column {i + 1}'
+            cell = r[i] if i < len(r) else ''
+            rec[key] = cell
+            n = first_number(cell)
+            if n is not None:
+                rec[key + ' (number)'] = n
+        records.append(rec)
+    return records
+
+
+def later_tables(lines, cols, rows):
+    """Every table after the first, as {"columns", "rows"}."""
+    out = []
+    at = next(i for i in range(len(lines)) if lines[i].startswith('|')) + 2 + len(rows)
+    while True:
+        _, c, r = parse_from(lines, at)
+        if not r:
+            return out
+        out.append({'columns': c, 'rows': records_of(c, r)})
+        at = next(i for i in range(at, len(lines)) if lines[i].startswith('|')) + 2 + len(r)
 
 
 def chart(name, bars, what='podstore / limit or peer (bars), target (marks)'):
@@ -88,17 +122,7 @@ def main():
     if not rows:
         print(f'report: no results table from {name}', file=sys.stderr)
         return 1
-    records = []
-    for r in rows:
-        rec = {}
-        for i, c in enumerate(cols):
-            key = c or f'column {i + 1}'
-            cell = r[i] if i < len(r) else ''
-            rec[key] = cell
-            n = first_number(cell)
-            if n is not None:
-                rec[key + ' (number)'] = n
-        records.append(rec)
+    records = records_of(cols, rows)
     os.makedirs(out_dir, exist_ok=True)
     doc = {
         'benchmark': name,
@@ -106,6 +130,7 @@ def main():
         'context': [l for l in before if l.strip()],
         'columns': cols,
         'rows': records,
+        'tables': later_tables(lines, cols, rows),
     }
     with open(os.path.join(out_dir, f'{name}.json'), 'w') as f:
         json.dump(doc, f, indent=1)

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! podstore-load --addr 127.0.0.1:7070 --prefix /bench/o --count 100000 --size 4096 --conns 64 \
-//!     [--header 'X-Copies: all'] [--step 2 --first 1] [--seconds 5]
+//!     [--header 'X-Copies: all'] [--step 2 --first 1] [--seconds 5] [--size-max 31457280]
 //! ```
 //! With `--rate R` the PUTs start at most R a second, all connections together (a steady
 //! load beside another benchmark). With `--seconds S` the load stops after S seconds or `count` PUTs, whichever comes first
@@ -41,6 +41,10 @@ struct Args {
     /// Bytes of each object.
     #[arg(long, default_value_t = 4096)]
     size: usize,
+    /// Objects of sizes spread evenly from `--size` to this, by object number (object `i`
+    /// always has the same size, so two servers loaded alike hold the same objects).
+    #[arg(long)]
+    size_max: Option<usize>,
     /// Connections, each with one PUT in flight.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
     conns: u64,
@@ -152,7 +156,7 @@ async fn connect(addr: SocketAddr) -> Result<Sender, String> {
 
 /// One PUT on the connection (made anew if there is none or it closed); Err says what went
 /// wrong, the server's answer included.
-async fn put(conn: &mut Option<Sender>, a: &Args, path: &str, block: Bytes) -> Result<(), String> {
+async fn put(conn: &mut Option<Sender>, a: &Args, path: &str, size: usize, block: Bytes) -> Result<(), String> {
     if conn.as_ref().is_none_or(|c| c.is_closed()) {
         *conn = Some(connect(a.addr).await?);
     }
@@ -160,11 +164,11 @@ async fn put(conn: &mut Option<Sender>, a: &Args, path: &str, block: Bytes) -> R
     sender.ready().await.map_err(|e| e.to_string())?;
     let mut req = hyper::Request::put(path)
         .header(hyper::header::HOST, "bench")
-        .header(hyper::header::CONTENT_LENGTH, a.size);
+        .header(hyper::header::CONTENT_LENGTH, size);
     for (name, value) in &a.headers {
         req = req.header(name.as_str(), value.as_str());
     }
-    let req = req.body(Repeat { block, left: a.size }).map_err(|e| e.to_string())?;
+    let req = req.body(Repeat { block, left: size }).map_err(|e| e.to_string())?;
     let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
     let status = resp.status();
     let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
@@ -175,6 +179,21 @@ async fn put(conn: &mut Option<Sender>, a: &Args, path: &str, block: Bytes) -> R
     Ok(())
 }
 
+/// The size of object `i`: `--size`, or with `--size-max` one spread evenly over the range by
+/// a hash of `i`.
+fn size_of(a: &Args, i: u64) -> usize {
+    match a.size_max {
+        Some(max) if max > a.size => {
+            let mut x = i.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            x ^= x >> 31;
+            a.size + (x % (max - a.size + 1) as u64) as usize
+        }
+        _ => a.size,
+    }
+}
+
 /// Shared by the connections: the next PUT's number, the latencies, the failures.
 struct Load {
     args: Args,
@@ -182,6 +201,8 @@ struct Load {
     start: Instant,
     next: AtomicU64,
     failures: AtomicU64,
+    /// Bytes of the PUTs that succeeded.
+    bytes: AtomicU64,
     latencies: Mutex<Vec<Duration>>,
 }
 
@@ -209,11 +230,15 @@ async fn connection(load: Arc<Load>) {
             tokio::time::sleep_until(at.into()).await;
         }
         let i = a.first + n * a.step;
-        object(&load.pool, i, a.size, &mut body);
+        let size = size_of(a, i);
+        object(&load.pool, i, size, &mut body);
         let path = format!("{}-{i}", a.prefix);
         let t = Instant::now();
-        match put(&mut conn, a, &path, Bytes::copy_from_slice(&body)).await {
-            Ok(()) => mine.push(t.elapsed()),
+        match put(&mut conn, a, &path, size, Bytes::copy_from_slice(&body)).await {
+            Ok(()) => {
+                mine.push(t.elapsed());
+                load.bytes.fetch_add(size as u64, Ordering::Relaxed);
+            }
             Err(e) => {
                 // The first few failures say what went wrong; the count says the rest.
                 if load.failures.fetch_add(1, Ordering::Relaxed) < 5 {
@@ -233,6 +258,7 @@ fn main() {
         start: Instant::now(),
         next: AtomicU64::new(0),
         failures: AtomicU64::new(0),
+        bytes: AtomicU64::new(0),
         latencies: Mutex::new(Vec::with_capacity(args.count.min(10_000_000) as usize)),
         args,
     });
@@ -273,7 +299,7 @@ fn main() {
         "puts={} failures={failures} seconds={secs:.2} req_per_s={:.0} mib_per_s={:.1} p50_ms={:.2} p99_ms={:.2}",
         l.len(),
         ok / secs,
-        ok * load.args.size as f64 / (1 << 20) as f64 / secs,
+        load.bytes.load(Ordering::Relaxed) as f64 / (1 << 20) as f64 / secs,
         pct(0.5).as_secs_f64() * 1e3,
         pct(0.99).as_secs_f64() * 1e3
     );
