@@ -60,7 +60,8 @@ impl AlignedBuf {
         let mut capacity = (align_up(capacity_bytes.max(1) as u64)) as usize;
         if capacity >= HEAP_CLASS_BYTES {
             capacity = capacity.div_ceil(HEAP_CLASS_BYTES) * HEAP_CLASS_BYTES;
-            if let Some(ptr) = SPARES.with(|s| s.borrow_mut().take(capacity)) {
+            let spare = SPARES.with(|s| s.borrow_mut().take(capacity)).or_else(|| shared_spares().take(capacity));
+            if let Some(ptr) = spare {
                 return AlignedBuf { ptr, capacity, len: 0, origin: Origin::Heap };
             }
         }
@@ -220,7 +221,14 @@ impl std::fmt::Debug for SendBuf {
 
 impl Drop for SendBuf {
     fn drop(&mut self) {
-        release_heap(self.ptr, self.capacity);
+        // Usually on another thread than the one that read into it (a core sends it to the
+        // connection of another core): kept where every thread finds it, so the reading core
+        // gets its buffers back instead of faulting in fresh ones.
+        if self.capacity >= HEAP_CLASS_BYTES {
+            shared_spares().keep(self.ptr, self.capacity);
+        } else {
+            free_heap(self.ptr, self.capacity);
+        }
     }
 }
 
@@ -280,6 +288,19 @@ impl Drop for Spares {
 
 thread_local! {
     static SPARES: RefCell<Spares> = const { RefCell::new(Spares { bufs: Vec::new(), bytes: 0 }) };
+}
+
+// SAFETY: a Spares owns its buffers exclusively (each was taken from an AlignedBuf or SendBuf
+// being dropped, with no operation in flight) and hands each out once: moving it between
+// threads (behind the shared pool's mutex) moves plain heap memory.
+unsafe impl Send for Spares {}
+
+/// Spare heap buffers freed on a thread other than the one that read into them (see
+/// [`SendBuf`]), for any thread to take.
+static SHARED_SPARES: std::sync::Mutex<Spares> = std::sync::Mutex::new(Spares { bufs: Vec::new(), bytes: 0 });
+
+fn shared_spares() -> std::sync::MutexGuard<'static, Spares> {
+    SHARED_SPARES.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl std::ops::Deref for AlignedBuf {
@@ -432,6 +453,14 @@ mod tests {
         let pool = BufPool::new(ALIGN, 1);
         let p = pool.try_acquire().expect("a pool buffer");
         assert!(p.into_send().is_err(), "a pool buffer must not leave its thread");
+        // A large buffer dropped on another thread comes back to the thread that reads next.
+        let mut big = AlignedBuf::new(7 * HEAP_CLASS_BYTES + 1);
+        let at = big.as_mut_ptr();
+        big.set_len(1);
+        let sent = big.into_send().expect("a heap buffer");
+        std::thread::spawn(move || drop(sent)).join().expect("the thread");
+        let mut again = AlignedBuf::new(7 * HEAP_CLASS_BYTES + 1);
+        assert_eq!(again.as_mut_ptr(), at, "the buffer freed elsewhere is reused here");
     }
 
     #[test]

@@ -141,7 +141,7 @@ impl<I: Io> ObjectReader<I> {
         let aligned = disk_start - disk_start % BLOCK;
         let disk_end = podstore_disks::align_up(self.loc.offset() + ds + c_end);
         let len = (disk_end - aligned) as usize;
-        let mut buf = self.shard.io.alloc_buf(len).await;
+        let mut buf = self.shard.read_buf(len).await;
         buf.set_len(len);
         let (mut r, mut buf) = self.shard.read_limited(&self.file, aligned, buf).await;
         if r.as_ref().is_err_and(|e| !matches!(e, podstore_disks::Error::Crashed)) {
@@ -196,7 +196,21 @@ impl<I: Io> ObjectReader<I> {
     }
 }
 
+/// Reads of object data at least this large go to heap buffers, not the core's registered
+/// pool: their chunks then leave for the connection's thread without a copy
+/// ([`Chunk::into_bytes`]), which costs less than the pinning a registered buffer saves.
+const SENDABLE_READ_MIN_BYTES: usize = 64 << 10;
+
 impl<I: Io> Shard<I> {
+    /// A buffer for a read of `len` bytes of a record (see [`SENDABLE_READ_MIN_BYTES`]).
+    async fn read_buf(&self, len: usize) -> AlignedBuf {
+        if len >= SENDABLE_READ_MIN_BYTES {
+            AlignedBuf::new(len)
+        } else {
+            self.io.alloc_buf(len).await
+        }
+    }
+
     /// A read of object data, within the disk's read limit (`reads_in_flight_max`).
     pub(crate) async fn read_limited(
         &self,
@@ -419,7 +433,7 @@ impl<I: Io> Shard<I> {
         let Some(blob) = self.blob(loc.blob()) else { return Ok(None) };
         let whole = loc.record_len().filter(|&l| l <= self.cfg.single_read_max_bytes);
         let first_read = whole.unwrap_or(HEADER_READ_BYTES as u64) as usize;
-        let mut buf = self.io.alloc_buf(first_read).await;
+        let mut buf = self.read_buf(first_read).await;
         buf.set_len(first_read);
         let (r, buf) = self.read_limited(&self.blob_file(&blob).await?, loc.offset(), buf).await;
         r.map_err(|e| self.disk_err(e))?;
