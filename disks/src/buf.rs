@@ -60,7 +60,8 @@ impl AlignedBuf {
         let mut capacity = (align_up(capacity_bytes.max(1) as u64)) as usize;
         if capacity >= HEAP_CLASS_BYTES {
             capacity = capacity.div_ceil(HEAP_CLASS_BYTES) * HEAP_CLASS_BYTES;
-            let spare = SPARES.with(|s| s.borrow_mut().take(capacity)).or_else(|| shared_spares().take(capacity));
+            let spare =
+                SPARES.with(|s| s.borrow_mut().take(capacity)).or_else(|| shared_spares().take(capacity));
             if let Some(ptr) = spare {
                 return AlignedBuf { ptr, capacity, len: 0, origin: Origin::Heap };
             }
@@ -446,9 +447,7 @@ mod tests {
         a.set_len(5);
         a.as_mut_slice().copy_from_slice(b"hello");
         let sent = a.into_send().expect("a heap buffer");
-        let got = std::thread::spawn(move || sent.as_ref().to_vec())
-        .join()
-        .expect("the thread");
+        let got = std::thread::spawn(move || sent.as_ref().to_vec()).join().expect("the thread");
         assert_eq!(got, b"hello");
         let pool = BufPool::new(ALIGN, 1);
         let p = pool.try_acquire().expect("a pool buffer");

@@ -156,7 +156,13 @@ async fn connect(addr: SocketAddr) -> Result<Sender, String> {
 
 /// One PUT on the connection (made anew if there is none or it closed); Err says what went
 /// wrong, the server's answer included.
-async fn put(conn: &mut Option<Sender>, a: &Args, path: &str, size: usize, block: Bytes) -> Result<(), String> {
+async fn put(
+    conn: &mut Option<Sender>,
+    a: &Args,
+    path: &str,
+    size: usize,
+    block: Bytes,
+) -> Result<(), String> {
     if conn.as_ref().is_none_or(|c| c.is_closed()) {
         *conn = Some(connect(a.addr).await?);
     }
