@@ -104,12 +104,14 @@ http {
   client_max_body_size 0;
   include $work/nginx/proxy.conf;
   # nginx serving the same objects from the same disk: direct I/O with a thread pool, 1 MiB
-  # output buffers, every object's descriptor cached (benches/README.md says why)
+  # output buffers, every object's descriptor cached (benches/README.md says why); reads
+  # aligned to the filesystem's 4 KiB blocks (the default 512 makes the last, partial block of
+  # an object whose size is no multiple of 4 KiB fail with EINVAL)
   server {
     listen $S:8081;
     root $mnt/www;
     open_file_cache max=10000 inactive=600s; open_file_cache_valid 600s;
-    directio 4k; aio threads; output_buffers 2 1m; sendfile off;
+    directio 4k; directio_alignment 4k; aio threads; output_buffers 2 1m; sendfile off;
     location / { dav_methods PUT; create_full_put_path on; }
   }
 }
@@ -182,7 +184,7 @@ cap off
 [ -s "$work/nginx/error.log" ] && { echo "nginx's error log, last lines:" >&2; tail -n 5 "$work/nginx/error.log" | cut -c1-300 >&2; }
 
 echo "# The article's benchmark: 2-30 MB objects, 1 to 256 clients ($(nproc) cores, $(uname -r))"
-echo "mode: $([ $quick = 1 ] && echo quick || echo full); $OBJECTS objects of $SIZE_MIN-$SIZE_MAX bytes ($total_mb MB) on XFS on a loop device (--direct-io=on); servers and clients in two network namespaces joined by a veth pair; $DUR s per GET level (on the capped link long enough for two objects per client), one PUT per client per PUT level; nginx $(nginx -v 2>&1 | sed 's/.*nginx\///') with directio 4k, aio threads, output_buffers 2 1m, open_file_cache; the proxy is deploy/nginx/podstore.conf; the capped runs put tc tbf rate $CAP on both ends of the link."
+echo "mode: $([ $quick = 1 ] && echo quick || echo full); $OBJECTS objects of $SIZE_MIN-$SIZE_MAX bytes ($total_mb MB) on XFS on a loop device (--direct-io=on); servers and clients in two network namespaces joined by a veth pair; $DUR s per GET level (on the capped link long enough for two objects per client), one PUT per client per PUT level; nginx $(nginx -v 2>&1 | sed 's/.*nginx\///') with directio 4k (aligned to the disk's 4 KiB blocks), aio threads, output_buffers 2 1m, open_file_cache; the proxy is deploy/nginx/podstore.conf; the capped runs put tc tbf rate $CAP on both ends of the link."
 echo
 python3 - "$points" <<'PY'
 import sys

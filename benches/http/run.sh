@@ -96,14 +96,14 @@ cat > "$work/nginx/variants.conf" <<NGINX
   server {
     listen 127.0.0.1:$NG;
     root $mnt/www;
-    directio 4k; aio threads; output_buffers 2 1m; sendfile off;
+    directio 4k; directio_alignment 4k; aio threads; output_buffers 2 1m; sendfile off;
     location / { dav_methods PUT; create_full_put_path on; }
   }
   # direct I/O, read synchronously by the worker (cheaper for small objects)
   server {
     listen 127.0.0.1:$NGS;
     root $mnt/www;
-    directio 4k; output_buffers 2 1m; sendfile off;
+    directio 4k; directio_alignment 4k; output_buffers 2 1m; sendfile off;
   }
   # the page cache, sent with sendfile: the upper reference (memory, not the disk)
   server {
