@@ -10,7 +10,7 @@
 # thread pool (aio threads; directio 4k; output_buffers 2 1m; sendfile off), direct I/O read
 # synchronously (the same without aio: for small files a synchronous read beats the hand-off to
 # a thread), and the page cache (sendfile on; tcp_nopush on) as the upper reference. All three
-# keep an open_file_cache sized to the object count. podstore's ratio is against the better of
+# keep an open_file_cache sized to the object count (or to the file limit, if lower). podstore's ratio is against the better of
 # the two direct-I/O variants for each size, and against the page cache where the target says.
 #
 #   benches/http/run.sh [--quick]
