@@ -10,6 +10,12 @@ use std::net::SocketAddr;
 use podstore_net::client;
 use podstore_net::config::Config;
 
+/// mimalloc instead of glibc's malloc: per-thread free lists without arena locks, which cost
+/// about a sixth of a small GET's CPU (buffers and bodies are freed on another core's thread
+/// than the one that allocated them).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(name = "podstore", version, about = "A storage appliance for dense-disk servers")]
 struct Cli {
