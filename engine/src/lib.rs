@@ -29,6 +29,7 @@ mod scan;
 mod shard;
 mod shard_set;
 pub mod version;
+pub mod write_memory;
 
 pub use error::{Error, Result};
 pub use hex::hex;

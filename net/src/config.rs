@@ -255,6 +255,10 @@ pub struct Engine {
     /// arrived; a write beyond it answers 503 busy (clients starting writes they never send
     /// can't hold the disk).
     pub unfilled_percent_max: u64,
+    /// Most bytes of full-size write buffers (1 MiB, two per streaming write) the node's
+    /// writes hold together; past it a write goes on with one 64 KiB buffer (slower, never
+    /// refused).
+    pub write_memory_bytes: u64,
 }
 
 impl Default for Engine {
@@ -269,6 +273,7 @@ impl Default for Engine {
             disk_timeout_ms: 10_000,
             open_blob_files_max: 4096,
             unfilled_percent_max: 25,
+            write_memory_bytes: 128 << 20,
         }
     }
 }
@@ -764,6 +769,7 @@ impl Config {
             ("engine.disk_timeout_ms", self.engine.disk_timeout_ms, 100, 600_000),
             ("engine.open_blob_files_max", self.engine.open_blob_files_max as u64, 2, 1 << 20),
             ("engine.unfilled_percent_max", self.engine.unfilled_percent_max, 1, 100),
+            ("engine.write_memory_bytes", self.engine.write_memory_bytes, 1 << 20, 1 << 40),
             ("maintenance.background_mib_per_s", self.maintenance.background_mib_per_s, 1, 100_000),
             ("maintenance.compact_interval_s", self.maintenance.compact_interval_s, 0, 86_400),
             ("maintenance.scrub_period_s", self.maintenance.scrub_period_s, 0, 3650 * 86_400),

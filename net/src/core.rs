@@ -298,6 +298,7 @@ async fn open_shard(
     let one = [ShardSpec { id: spec.id, dir: spec.path.clone(), weight: 1.0 }];
     let mut sc = shard_config(&shared.cfg(), shared.clock.clone());
     sc.forgets_total = Some(shared.moves.clone());
+    sc.write_memory = Some(shared.write_memory.clone());
     let usable = shared.usable_bytes(spec.id);
     if usable > 0 {
         sc.unfilled_bytes_max = (usable / 100).saturating_mul(shared.cfg().engine.unfilled_percent_max);

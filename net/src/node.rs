@@ -281,6 +281,9 @@ fn shared_state(
         routes,
         rebalance_wake: tokio::sync::Notify::new(),
         moves: Default::default(),
+        write_memory: Arc::new(podstore_engine::write_memory::WriteMemory::new(
+            cfg.engine.write_memory_bytes,
+        )),
         layout: arc_swap::ArcSwap::from_pointee(crate::shared::Layout {
             placement,
             shard_core,

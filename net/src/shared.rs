@@ -85,6 +85,8 @@ pub struct Shared {
     /// goes, `ShardConfig::forgets_total`; a read that found nothing while it changed looks
     /// again).
     pub moves: Arc<AtomicU64>,
+    /// The node's budget for write buffers (`engine.write_memory_bytes`), shared by every shard.
+    pub write_memory: Arc<podstore_engine::write_memory::WriteMemory>,
     /// The node's disks and the cores that own them (replaced whole when a disk is added).
     pub layout: arc_swap::ArcSwap<Layout>,
     /// Each disk's last rebalance pass that found every key in place: the routing epoch it

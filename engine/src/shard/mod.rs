@@ -117,6 +117,9 @@ pub struct ShardConfig {
     /// [`Error::Busy`], so clients that start writes and never send the bodies can't hold the
     /// disk's space.
     pub unfilled_bytes_max: u64,
+    /// The node's budget for write buffers (shared by every shard): past it a write gets one
+    /// small buffer (see [`crate::write_memory`]). None: every write gets two full buffers.
+    pub write_memory: Option<std::sync::Arc<crate::write_memory::WriteMemory>>,
 }
 
 impl Default for ShardConfig {
@@ -142,6 +145,7 @@ impl Default for ShardConfig {
             backlog_records_max: 10_000_000,
             tombstone_horizon_ms: 30 * 86_400_000,
             open_blob_files_max: 4096,
+            write_memory: None,
         }
     }
 }

@@ -1,5 +1,6 @@
 use super::*;
 use crate::now_ms;
+use crate::write_memory::SMALL_WRITE_BUF_BYTES;
 
 /// What a writer needs besides the record's shape: the slots and lock it holds, the index
 /// slot, the key's previous state, the version and creation time it writes, and (for a move by
@@ -87,6 +88,10 @@ pub struct PutWriter<I: Io> {
     unfilled: u64,
     /// The abandoned reservation's space was given back (no dead bytes left behind).
     given_back: bool,
+    /// Bytes of the node's write memory budget this writer's buffers hold.
+    memory: u64,
+    /// The budget was spent when this writer asked for a buffer (counted once).
+    squeezed: bool,
 }
 
 /// How a copy from elsewhere (a peer, a compaction move) is checked before it is stored.
@@ -131,7 +136,20 @@ impl<I: Io> PutWriter<I> {
             let rest = (self.header.record_len - self.written).max(BLOCK) as usize;
             let mut next = match spare {
                 Some(b) => b,
-                None => self.shard.io.alloc_buf(self.shard.cfg.write_buf_bytes.min(rest)).await,
+                None => match self.shard.write_buf_room(self.shard.cfg.write_buf_bytes.min(rest), false) {
+                    Some((size, counted)) => {
+                        self.memory += counted;
+                        self.shard.io.alloc_buf(size).await
+                    }
+                    // Past the node's write memory: no second buffer; the one just submitted
+                    // comes back when its write is done.
+                    None => {
+                        if !std::mem::replace(&mut self.squeezed, true) {
+                            self.shard.cfg.write_memory.as_ref().expect("a budget refused").note_refused();
+                        }
+                        self.settle().await?.expect("a write was just submitted")
+                    }
+                },
             };
             next.clear();
             self.buf = Some(next);
@@ -350,6 +368,9 @@ impl<I: Io> PutWriter<I> {
 
 impl<I: Io> Drop for PutWriter<I> {
     fn drop(&mut self) {
+        if let Some(m) = &self.shard.cfg.write_memory {
+            m.give(std::mem::take(&mut self.memory));
+        }
         if self.finished {
             return;
         }
@@ -687,7 +708,11 @@ impl<I: Io> Shard<I> {
             content_type_len: content_type.len() as u8,
             version: w.version,
         };
-        let mut buf = self.io.alloc_buf(self.cfg.write_buf_bytes).await;
+        // No larger than the record (a 4 KiB object needs 8 KiB, not a full buffer).
+        let want = self.cfg.write_buf_bytes.min(rec_len.next_multiple_of(BLOCK) as usize);
+        let (size, memory) = self.write_buf_room(want, true).expect("a first buffer is never refused");
+        let squeezed = size < want;
+        let mut buf = self.io.alloc_buf(size).await;
         buf.clear();
         let ds = header.data_start() as usize;
         buf.set_len(ds);
@@ -712,7 +737,28 @@ impl<I: Io> Shard<I> {
             broken: false,
             unfilled: counted,
             given_back: false,
+            memory,
+            squeezed,
         })
+    }
+
+    /// The size of a write buffer to allocate for `want` bytes and the bytes of the node's
+    /// write memory it takes: the full size within the budget; past it a small buffer for a
+    /// write's `first` (counted as refused), and None for its second (the writer reuses its
+    /// one buffer).
+    pub(crate) fn write_buf_room(&self, want: usize, first: bool) -> Option<(usize, u64)> {
+        let Some(m) = &self.cfg.write_memory else { return Some((want, 0)) };
+        if want <= SMALL_WRITE_BUF_BYTES {
+            return Some((want, 0));
+        }
+        if m.try_take(want as u64) {
+            return Some((want, want as u64));
+        }
+        if !first {
+            return None;
+        }
+        m.note_refused();
+        Some((SMALL_WRITE_BUF_BYTES, 0))
     }
 
     /// The version a write gets: a new stamp for a local write; for a copy, its own stamp if

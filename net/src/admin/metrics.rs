@@ -130,6 +130,9 @@ const METRICS: &[Described] = &[
     m(Gauge, "podstore_ram_cache_bytes", Some(Unit::Bytes), "Memory the RAM cache holds (objects, keys and entries)"),
     m(Gauge, "podstore_ram_cache_capacity_bytes", Some(Unit::Bytes), "Memory the RAM cache may hold (ram_cache.size_bytes)"),
     m(Gauge, "podstore_ram_cache_entries", None, "Objects in the RAM cache"),
+    m(Gauge, "podstore_write_memory_bytes", Some(Unit::Bytes), "Bytes of full-size write buffers the node's writes hold"),
+    m(Gauge, "podstore_write_memory_max_bytes", Some(Unit::Bytes), "Most bytes of full-size write buffers (engine.write_memory_bytes)"),
+    m(Counter, "podstore_write_memory_refused_total", None, "Writes that found the write memory spent and went on with one small buffer"),
     m(Gauge, "podstore_disk_tombstones", None, "Tombstones (versioned deletes) on the disk"),
     m(Gauge, "podstore_disk_dead_bytes", Some(Unit::Bytes), "Bytes of overwritten or deleted records (reclaimed by compaction)"),
     m(Gauge, "podstore_disk_live_bytes", Some(Unit::Bytes), "Bytes of live records"),
@@ -363,6 +366,9 @@ fn set_node_gauges(shared: &Shared) {
     metrics::gauge!("podstore_ram_cache_bytes").set(cache.bytes as f64);
     metrics::gauge!("podstore_ram_cache_capacity_bytes").set(shared.cfg().ram_cache.size_bytes as f64);
     metrics::gauge!("podstore_ram_cache_entries").set(cache.entries as f64);
+    metrics::gauge!("podstore_write_memory_bytes").set(shared.write_memory.used() as f64);
+    metrics::gauge!("podstore_write_memory_max_bytes").set(shared.write_memory.max() as f64);
+    metrics::counter!("podstore_write_memory_refused_total").absolute(shared.write_memory.refused());
     metrics::gauge!("podstore_http_open_connections").set(shared.connections.load(Ordering::Relaxed) as f64);
     metrics::gauge!("podstore_recovery_duration_seconds")
         .set(shared.recovery_ms.load(Ordering::Relaxed) as f64 / 1000.0);
