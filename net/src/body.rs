@@ -21,7 +21,8 @@ pub enum RespBody {
     /// A first piece, then streamed pieces, with the exact total length.
     Stream {
         first: Option<Bytes>,
-        rx: mpsc::Receiver<Piece>,
+        /// None when the first piece is all there is.
+        rx: Option<mpsc::Receiver<Piece>>,
         remaining: u64,
     },
 }
@@ -53,9 +54,10 @@ impl Body for RespBody {
                 if *remaining == 0 {
                     return Poll::Ready(None);
                 }
-                let next = match first.take() {
-                    Some(b) => Poll::Ready(Some(Ok(b))),
-                    None => rx.poll_recv(cx),
+                let next = match (first.take(), rx) {
+                    (Some(b), _) => Poll::Ready(Some(Ok(b))),
+                    (None, Some(rx)) => rx.poll_recv(cx),
+                    (None, None) => Poll::Ready(None),
                 };
                 match next {
                     Poll::Pending => Poll::Pending,

@@ -273,9 +273,8 @@ fn cached_get(
         RangeAnswer::Unsatisfiable => None,
     }
     .filter(|b| !b.is_empty());
-    // No pieces follow the first: the sender goes at once.
-    let (_, body) = mpsc::channel(1);
-    Some(GetStart { meta: hit.meta.clone(), range: answer, first, body })
+    // No pieces follow the first.
+    Some(GetStart { meta: hit.meta.clone(), range: answer, first, body: None })
 }
 
 /// Whether a message is a client's or a peer's work on an object (not a move between disks).
@@ -597,12 +596,15 @@ impl Exec {
         if let RangeAnswer::Part { start, end } = answer {
             reader.set_range(start, end);
         }
-        let (tx, rx) = mpsc::channel(PIECES_IN_FLIGHT_MAX);
-        let first = if head || answer == RangeAnswer::Unsatisfiable {
-            None
+        let (first, copied) = if head || answer == RangeAnswer::Unsatisfiable {
+            (None, false)
         } else {
             match reader.next_chunk().await {
-                Ok(c) => c.map(podstore_engine::Chunk::into_bytes),
+                Ok(Some(c)) => {
+                    let (b, copied) = c.into_bytes_noting_copy();
+                    (Some(b), copied)
+                }
+                Ok(None) => (None, false),
                 Err(e) => {
                     let _ = reply.send(Err(e));
                     return;
@@ -616,22 +618,33 @@ impl Exec {
         }
         if let (Some(c), Some(data)) = (&cache, &first) {
             if answer == RangeAnswer::Whole && c.takes(reader.meta.object_len) {
-                // A copy of its own: the piece sent may keep its whole read buffer (the record's
-                // header and footer, rounded up) alive, which the cache must not hold.
+                // The piece itself when it was copied out of its read buffer; otherwise a copy
+                // of its own: the piece sent keeps its whole read buffer (the record's header
+                // and footer, rounded up) alive, which the cache must not hold.
+                let data = if copied { data.clone() } else { Bytes::copy_from_slice(data) };
                 let object = podstore_engine::cache::Cached {
                     disk: shard,
                     loc: reader.loc(),
                     meta: reader.meta.clone(),
-                    data: Bytes::copy_from_slice(data),
+                    data,
                 };
                 c.offer(key.clone(), object);
             }
         }
-        let more = first.is_some();
+        // Pieces follow the first only when it was not the whole range (a channel otherwise
+        // costs an allocation and a wake-up for nothing).
+        let more = first.is_some() && !reader.is_done();
+        let (tx, rx) = if more {
+            let (tx, rx) = mpsc::channel(PIECES_IN_FLIGHT_MAX);
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
         let start = GetStart { meta: reader.meta.clone(), range: answer, first, body: rx };
-        if reply.send(Ok(Some(start))).is_err() || !more {
+        if reply.send(Ok(Some(start))).is_err() {
             return;
         }
+        let Some(tx) = tx else { return };
         loop {
             match reader.next_chunk().await {
                 Ok(Some(c)) => {

@@ -39,8 +39,8 @@ pub struct GetStart {
     /// The first verified piece, read before answering: a small object travels whole in the
     /// reply, and a read error becomes an error status instead of a cut-off body.
     pub first: Option<Bytes>,
-    /// The pieces after the first.
-    pub body: mpsc::Receiver<Piece>,
+    /// The pieces after the first (None when the first is the whole answer).
+    pub body: Option<mpsc::Receiver<Piece>>,
 }
 
 /// Work for the core that owns a shard.

@@ -70,6 +70,16 @@ impl Framing {
                         self.place = Place::Head(Vec::new());
                     }
                 }
+                // The usual case, a whole head in one write: no copy of it.
+                Place::Head(seen) if seen.is_empty() && head_in(written).is_some() => {
+                    let head_end = head_in(written).expect("just found");
+                    self.place = match body_bytes(&written[..head_end], head_request) {
+                        Some(0) => Place::Head(Vec::new()),
+                        Some(n) => Place::Body(n),
+                        None => Place::Lost,
+                    };
+                    written = &written[head_end..];
+                }
                 Place::Head(seen) => {
                     // The end of the head may straddle two writes: look from 3 bytes back.
                     let from = seen.len().saturating_sub(3);
@@ -100,22 +110,32 @@ impl Framing {
     }
 }
 
+/// The length of the head at the start of `written` (with its final blank line), if all of it
+/// is there and it is no longer than a followed head may be.
+fn head_in(written: &[u8]) -> Option<usize> {
+    let window = &written[..written.len().min(HEAD_BYTES_MAX + 4)];
+    memchr::memmem::find(window, b"\r\n\r\n").map(|end| end + 4)
+}
+
 /// How many body bytes follow `head` (with its final blank line); None when it can't be told.
 fn body_bytes(head: &[u8], head_request: bool) -> Option<u64> {
-    let text = std::str::from_utf8(head).ok()?;
-    let mut lines = text.split("\r\n");
-    let code: u16 = lines.next()?.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()?;
+    let mut lines = head.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let code = lines.next()?.strip_prefix(b"HTTP/1.1 ")?.get(..3)?;
+    let code: u16 = std::str::from_utf8(code).ok()?.parse().ok()?;
     if head_request || code < 200 || code == 204 || code == 304 {
         return Some(0);
     }
     let mut length = None;
     for l in lines {
-        let (name, value) = l.split_once(':').unwrap_or((l, ""));
-        if name.eq_ignore_ascii_case("transfer-encoding") {
+        let (name, value) = match memchr::memchr(b':', l) {
+            Some(i) => (&l[..i], &l[i + 1..]),
+            None => (l, &[][..]),
+        };
+        if name.eq_ignore_ascii_case(b"transfer-encoding") {
             return None;
         }
-        if name.eq_ignore_ascii_case("content-length") {
-            length = Some(value.trim().parse().ok()?);
+        if name.eq_ignore_ascii_case(b"content-length") {
+            length = Some(std::str::from_utf8(value).ok()?.trim().parse().ok()?);
         }
     }
     length

@@ -34,11 +34,18 @@ impl Chunk {
     /// when this chunk holds the only reference to a heap buffer (a large object's chunk, read
     /// for it alone), copied otherwise (a pool buffer belongs to its core's ring).
     pub fn into_bytes(self) -> bytes::Bytes {
+        self.into_bytes_noting_copy().0
+    }
+
+    /// [`Chunk::into_bytes`], and whether the bytes were copied: a copy holds exactly the
+    /// chunk's bytes (a cache may keep it as it is), an uncopied chunk keeps its whole read
+    /// buffer alive (the record's header and footer, rounded up to blocks).
+    pub fn into_bytes_noting_copy(self) -> (bytes::Bytes, bool) {
         let Chunk { buf, start, end } = self;
         match Rc::try_unwrap(buf).map(AlignedBuf::into_send) {
-            Ok(Ok(sent)) => bytes::Bytes::from_owner(sent).slice(start..end),
-            Ok(Err(buf)) => bytes::Bytes::copy_from_slice(&buf[start..end]),
-            Err(shared) => bytes::Bytes::copy_from_slice(&shared[start..end]),
+            Ok(Ok(sent)) => (bytes::Bytes::from_owner(sent).slice(start..end), false),
+            Ok(Err(buf)) => (bytes::Bytes::copy_from_slice(&buf[start..end]), true),
+            Err(shared) => (bytes::Bytes::copy_from_slice(&shared[start..end]), true),
         }
     }
 }
@@ -108,6 +115,11 @@ impl<I: Io> ObjectReader<I> {
     /// Where the record read is.
     pub fn loc(&self) -> Loc {
         self.loc
+    }
+
+    /// Whether every byte of the range has been handed out (`next_chunk` has nothing more).
+    pub fn is_done(&self) -> bool {
+        self.pos >= self.end
     }
 
     /// Restricts the reader to bytes `[start, end)` of the object (before reading).

@@ -104,11 +104,35 @@ pub(super) async fn handle(store: &Objects, req: Request<Incoming>) -> Response<
         Ok(r) => r,
         Err(e) => e.into_response(head),
     };
-    let status = resp.status().as_u16().to_string();
-    metrics::counter!("podstore_http_requests_total", "op" => op, "status" => status).increment(1);
-    metrics::histogram!("podstore_http_request_duration_seconds", "op" => op)
-        .record(started.elapsed().as_secs_f64());
+    note_request(op, resp.status().as_u16(), started.elapsed().as_secs_f64());
     resp
+}
+
+/// A request's count and duration. The handles are looked up once per thread and kind
+/// (a lookup through the recorder hashes and allocates its labels, a cost on every small GET).
+fn note_request(op: &'static str, status: u16, secs: f64) {
+    type Handles = std::collections::HashMap<(&'static str, u16), (metrics::Counter, metrics::Histogram)>;
+    thread_local! {
+        static HANDLES: std::cell::RefCell<Handles> = Default::default();
+    }
+    HANDLES.with_borrow_mut(|h| {
+        let (count, duration) = h.entry((op, status)).or_insert_with(|| {
+            (
+                metrics::counter!("podstore_http_requests_total", "op" => op, "status" => status.to_string()),
+                metrics::histogram!("podstore_http_request_duration_seconds", "op" => op),
+            )
+        });
+        count.increment(1);
+        duration.record(secs);
+    });
+}
+
+/// Bytes of object bodies sent (the same handle for every answer of this thread).
+pub(super) fn note_sent(n: u64) {
+    thread_local! {
+        static SENT: metrics::Counter = metrics::counter!("podstore_http_sent_bytes_total");
+    }
+    SENT.with(|c| c.increment(n));
 }
 
 async fn route(store: &Objects, req: Request<Incoming>) -> Result<Response<RespBody>, ApiError> {

@@ -214,7 +214,7 @@ pub(super) async fn get(
     let body = if head || send_len == 0 {
         RespBody::Empty
     } else {
-        metrics::counter!("podstore_http_sent_bytes_total").increment(send_len);
+        super::note_sent(send_len);
         RespBody::Stream { first: start.first, rx: start.body, remaining: send_len }
     };
     b.status(status)
