@@ -1,6 +1,7 @@
 //! `podstore-load`: an HTTP/1.1 load generator for PUTs, with keep-alive connections, used to
 //! fill podstore and nginx (WebDAV) with the same objects and to stream many large PUTs at
-//! once. Prints requests/s, MiB/s and latency percentiles.
+//! once; with `--get`, reads the same objects back and checks them. Prints requests/s, MiB/s
+//! and latency percentiles.
 //!
 //! ```text
 //! podstore-load --addr 127.0.0.1:7070 --prefix /bench/o --count 100000 --size 4096 --conns 64 \
@@ -27,7 +28,7 @@ use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
 
 #[derive(Parser, Debug, Clone)]
-#[command(name = "podstore-load", about = "PUT load over HTTP/1.1 keep-alive connections")]
+#[command(name = "podstore-load", about = "PUT (or checked GET) load over HTTP/1.1 keep-alive connections")]
 struct Args {
     /// The server, host:port.
     #[arg(long, default_value = "127.0.0.1:7070")]
@@ -62,6 +63,10 @@ struct Args {
     /// PUTs started per second at most, all connections together.
     #[arg(long, value_parser = positive)]
     rate: Option<f64>,
+    /// GET the objects instead (each once, in the same order), checking the status and every
+    /// byte: a pass that warms a server's caches, or checks what an earlier load stored.
+    #[arg(long)]
+    get: bool,
 }
 
 fn positive(v: &str) -> Result<f64, String> {
@@ -185,6 +190,40 @@ async fn put(
     Ok(())
 }
 
+/// One GET on the connection; Err unless the answer is a 200 with exactly the bytes a PUT of
+/// the same object sent (its block, repeated to its size).
+async fn get(
+    conn: &mut Option<Sender>,
+    a: &Args,
+    path: &str,
+    size: usize,
+    block: &[u8],
+) -> Result<(), String> {
+    if conn.as_ref().is_none_or(|c| c.is_closed()) {
+        *conn = Some(connect(a.addr).await?);
+    }
+    let sender = conn.as_mut().expect("connected");
+    sender.ready().await.map_err(|e| e.to_string())?;
+    let mut req = hyper::Request::get(path).header(hyper::header::HOST, "bench");
+    for (name, value) in &a.headers {
+        req = req.header(name.as_str(), value.as_str());
+    }
+    let req = req.body(Repeat { block: Bytes::new(), left: 0 }).map_err(|e| e.to_string())?;
+    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    if status != hyper::StatusCode::OK {
+        return Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&body[..body.len().min(300)])));
+    }
+    if body.len() != size {
+        return Err(format!("{} bytes, not {size}", body.len()));
+    }
+    if !block.is_empty() && !body.chunks(block.len()).all(|c| c == &block[..c.len()]) {
+        return Err("the bytes differ from what was stored".into());
+    }
+    Ok(())
+}
+
 /// The size of object `i`: `--size`, or with `--size-max` one spread evenly over the range by
 /// a hash of `i`.
 fn size_of(a: &Args, i: u64) -> usize {
@@ -240,7 +279,12 @@ async fn connection(load: Arc<Load>) {
         object(&load.pool, i, size, &mut body);
         let path = format!("{}-{i}", a.prefix);
         let t = Instant::now();
-        match put(&mut conn, a, &path, size, Bytes::copy_from_slice(&body)).await {
+        let done = if a.get {
+            get(&mut conn, a, &path, size, &body).await
+        } else {
+            put(&mut conn, a, &path, size, Bytes::copy_from_slice(&body)).await
+        };
+        match done {
             Ok(()) => {
                 mine.push(t.elapsed());
                 load.bytes.fetch_add(size as u64, Ordering::Relaxed);
@@ -248,7 +292,7 @@ async fn connection(load: Arc<Load>) {
             Err(e) => {
                 // The first few failures say what went wrong; the count says the rest.
                 if load.failures.fetch_add(1, Ordering::Relaxed) < 5 {
-                    eprintln!("PUT {path}: {e}");
+                    eprintln!("{} {path}: {e}", if a.get { "GET" } else { "PUT" });
                 }
                 conn = None;
             }
@@ -302,7 +346,8 @@ fn main() {
     let ok = l.len() as f64;
     let failures = load.failures.load(Ordering::Relaxed);
     println!(
-        "puts={} failures={failures} seconds={secs:.2} req_per_s={:.0} mib_per_s={:.1} p50_ms={:.2} p99_ms={:.2}",
+        "{}={} failures={failures} seconds={secs:.2} req_per_s={:.0} mib_per_s={:.1} p50_ms={:.2} p99_ms={:.2}",
+        if load.args.get { "gets" } else { "puts" },
         l.len(),
         ok / secs,
         load.bytes.load(Ordering::Relaxed) as f64 / (1 << 20) as f64 / secs,
