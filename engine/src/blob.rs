@@ -51,6 +51,17 @@ pub(crate) struct BlobFile<I: Io> {
     /// Abandoned reservations not at the tail when abandoned (offset → length), their first
     /// block marked void: given back too once the tail comes down to their end.
     pub(crate) voided: RefCell<BTreeMap<u64, u64>>,
+    /// Zeroing ahead of the tail (shard/zero_ahead.rs): where the region written with zeros
+    /// ends (0 until the first zeroing), ...
+    pub(crate) zeroed: Cell<u64>,
+    /// ... where the zeroing in flight starts, if one is (no reservation may reach past it
+    /// until it is done), ...
+    pub(crate) zeroing: Cell<Option<u64>>,
+    /// ... woken when it is done, ...
+    pub(crate) zero_done: tokio::sync::Notify,
+    /// ... and whether writes caught up with it on this blob (no more zeroing here: they go
+    /// faster than it helps).
+    pub(crate) zero_stopped: Cell<bool>,
 }
 
 impl<I: Io> BlobFile<I> {
@@ -77,6 +88,10 @@ impl<I: Io> BlobFile<I> {
             last_read_ms: Cell::new(crate::now_ms()),
             rewind_floor: Cell::new(tail),
             voided: RefCell::new(BTreeMap::new()),
+            zeroed: Cell::new(0),
+            zeroing: Cell::new(None),
+            zero_done: tokio::sync::Notify::new(),
+            zero_stopped: Cell::new(dedicated),
         }
     }
 

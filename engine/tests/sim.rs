@@ -112,6 +112,9 @@ struct Totals {
     /// tier), the others being promotions back.
     migrations: u64,
     batched_migrations: u64,
+    /// Zeroing ahead of the tail: bytes zeroed, and reservations that waited for a zeroing.
+    zeroed_ahead_bytes: u64,
+    zero_ahead_waits: u64,
 }
 
 struct Seed {
@@ -440,6 +443,19 @@ async fn worker(s: Rc<Seed>, set: Rc<ShardSet<SimDisk>>, ops: u32, large_ok: boo
                     }
                 }
             }
+            95 => {
+                // Zeroing ahead of one shard's tail, a few steps, concurrent with everything.
+                let shards = set.shards();
+                let sh = &shards[fastrand::usize(0..shards.len())];
+                for _ in 0..4 {
+                    match sh.zero_ahead().await {
+                        Ok(true) => {}
+                        Ok(false) => break,
+                        Err(e) if e.is_crash() => return,
+                        Err(_) => break, // a write error: the shard is fenced, as after any
+                    }
+                }
+            }
             _ => {
                 let all =
                     if fastrand::bool() { set.checkpoint_all().await } else { set.checkpoint_due().await };
@@ -618,6 +634,8 @@ async fn final_compaction_and_scrub(s: &Seed, disk: &SimDisk, set: &ShardSet<Sim
         s.totals.borrow_mut().scrubbed_records += st.records_checked;
         let stats = sh.stats();
         s.totals.borrow_mut().blob_reopens += stats.blob_reopens;
+        s.totals.borrow_mut().zeroed_ahead_bytes += stats.zeroed_ahead_bytes;
+        s.totals.borrow_mut().zero_ahead_waits += stats.zero_ahead_waits;
         // Past the limit only the open blob and the one just asked for stay open.
         if stats.open_blob_files > s.open_max as u64 + 2 {
             s.fail(format!(
@@ -689,6 +707,9 @@ fn run_seed(seed: u64) -> Totals {
         // Half the seeds keep at most 2-5 blob files open: every other read opens one again,
         // under crashes, compaction and moves.
         open_blob_files_max: if rng.bool() { rng.usize(2..6) } else { 4096 },
+        // Half the seeds zero ahead of the open blob's tail (steps of a quarter of it), beside
+        // the writers, under crashes and write errors.
+        zero_ahead_bytes: if rng.bool() { [16 << 10, 64 << 10][rng.usize(0..2)] } else { 0 },
         ..ShardConfig::default()
     };
     let nshards = rng.u32(1..=2);
@@ -857,6 +878,8 @@ fn simulation_keeps_every_promise() {
                 all.tombstones_dropped += t.tombstones_dropped;
                 all.scrubbed_records += t.scrubbed_records;
                 all.blob_reopens += t.blob_reopens;
+                all.zeroed_ahead_bytes += t.zeroed_ahead_bytes;
+                all.zero_ahead_waits += t.zero_ahead_waits;
                 all.moves += t.moves;
                 all.read_errors_rechecked += t.read_errors_rechecked;
                 all.read_errors_found_corrupt += t.read_errors_found_corrupt;
@@ -877,8 +900,9 @@ fn simulation_keeps_every_promise() {
                 && t.scrubbed_records > 0
                 && t.blob_reopens > 0
                 && t.migrations > 0
-                && t.batched_migrations > 0,
-            "compaction, scrub or tier moves never ran: {t:?}"
+                && t.batched_migrations > 0
+                && t.zeroed_ahead_bytes > 0,
+            "compaction, scrub, tier moves or zeroing ahead never ran: {t:?}"
         );
     }
 }

@@ -318,6 +318,7 @@ async fn open_shard(
 async fn housekeeping(index: usize, shared: Arc<Shared>, shards: Shards, jobs: crate::maintenance::Jobs) {
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let probing: Rc<RefCell<std::collections::HashSet<u32>>> = Default::default();
+    let zeroing: Rc<RefCell<std::collections::HashSet<u32>>> = Default::default();
     let mut ticks = 0u64;
     let mut ops_before = 0;
     loop {
@@ -351,6 +352,28 @@ async fn housekeeping(index: usize, shared: Arc<Shared>, shards: Shards, jobs: c
                     probing.borrow_mut().remove(&s.id());
                 });
             }
+        }
+        // Zeros ahead of each disk's write position, a step at a time while one is due (one
+        // task per disk at most; it ends when the disk leaves the core or is far enough ahead).
+        let all: Vec<_> = shards.borrow().values().filter(|s| s.zero_ahead_due()).cloned().collect();
+        for s in all {
+            if !zeroing.borrow_mut().insert(s.id()) {
+                continue;
+            }
+            let (shards, zeroing) = (shards.clone(), zeroing.clone());
+            tokio::task::spawn_local(async move {
+                while shards.borrow().contains_key(&s.id()) {
+                    match s.zero_ahead().await {
+                        Ok(true) => {}
+                        Ok(false) => break,
+                        Err(e) => {
+                            tracing::warn!("shard {}: zeroing ahead failed: {e}", s.id());
+                            break;
+                        }
+                    }
+                }
+                zeroing.borrow_mut().remove(&s.id());
+            });
         }
         let due: Vec<_> = shards
             .borrow()

@@ -43,6 +43,7 @@ mod replica;
 pub mod scrub;
 mod stats;
 mod write;
+mod zero_ahead;
 
 pub use batch::{BatchItem, BatchOutcome};
 pub(crate) use read::Opened;
@@ -120,6 +121,11 @@ pub struct ShardConfig {
     /// The node's budget for write buffers (shared by every shard): past it a write gets one
     /// small buffer (see [`crate::write_memory`]). None: every write gets two full buffers.
     pub write_memory: Option<std::sync::Arc<crate::write_memory::WriteMemory>>,
+    /// How far ahead of the open blob's tail [`Shard::zero_ahead`] writes zeros (0: never). A
+    /// write into space the filesystem only allocated (`fallocate`) makes the fdatasync after
+    /// it commit an extent conversion to the filesystem's journal, about three times the cost
+    /// of one over written blocks; small writes are bound by that sync. A multiple of 16 KiB.
+    pub zero_ahead_bytes: u64,
 }
 
 impl Default for ShardConfig {
@@ -146,6 +152,7 @@ impl Default for ShardConfig {
             tombstone_horizon_ms: 30 * 86_400_000,
             open_blob_files_max: 4096,
             write_memory: None,
+            zero_ahead_bytes: 128 << 20,
         }
     }
 }
@@ -163,6 +170,7 @@ impl ShardConfig {
             self.scan_window_bytes.is_multiple_of(BLOCK as usize)
                 && self.scan_window_bytes >= 2 * BLOCK as usize
         );
+        assert!(self.zero_ahead_bytes.is_multiple_of(4 * BLOCK));
         assert!(self.writes_in_flight_max > 0);
         assert!(self.reads_in_flight_max > 0);
         assert!(self.open_blob_files_max >= 2);

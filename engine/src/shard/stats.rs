@@ -67,6 +67,10 @@ pub struct ShardStats {
     pub migration_paused: bool,
     pub migration_passes: u64,
     pub migration_last_error: Option<String>,
+    /// Bytes written with zeros ahead of the open blob's tail, and reservations that waited
+    /// for a zeroing (after which that blob is not zeroed further).
+    pub zeroed_ahead_bytes: u64,
+    pub zero_ahead_waits: u64,
 }
 
 #[derive(Debug, Default)]
@@ -83,6 +87,8 @@ pub(crate) struct Counters {
     pub(crate) since_checkpoint_records: u64,
     pub(crate) since_checkpoint_bytes: u64,
     pub(crate) blob_reopens: u64,
+    pub(crate) zeroed_ahead_bytes: u64,
+    pub(crate) zero_ahead_waits: u64,
 }
 
 impl<I: Io> Shard<I> {
@@ -114,6 +120,8 @@ impl<I: Io> Shard<I> {
             syncs,
             open_blob_files: blobs.values().filter(|b| b.file.borrow().is_some()).count() as u64,
             blob_reopens: c.blob_reopens,
+            zeroed_ahead_bytes: c.zeroed_ahead_bytes,
+            zero_ahead_waits: c.zero_ahead_waits,
             last_sync_batch: last_batch,
             reads_in_flight_max: self.cfg.reads_in_flight_max as u64,
             reads_in_flight_peak: self.reads.reads_peak.get() as u64,

@@ -497,6 +497,15 @@ impl<I: Io> Shard<I> {
                 Err(e) => return Err(e),
             },
         };
+        // Not into a region being zeroed (shard/zero_ahead.rs): wait for it, and zero no more
+        // of this blob (writes go faster there than zeroing helps them).
+        // (One thread: nothing runs between the check and the wait's registration.)
+        while blob.zeroing.get().is_some_and(|start| blob.tail.get() + len > start) {
+            blob.zero_stopped.set(true);
+            self.counters.borrow_mut().zero_ahead_waits += 1;
+            blob.zero_done.notified().await;
+            self.check_writable()?;
+        }
         let offset = blob.tail.get();
         blob.tail.set(offset + len);
         let seq = self.writes.next_seq.get();
@@ -926,6 +935,11 @@ impl<I: Io> Shard<I> {
         offset: u64,
         buf: AlignedBuf,
     ) -> Result<AlignedBuf> {
+        assert!(
+            blob.zeroing.get().is_none_or(|start| offset + buf.len() as u64 <= start),
+            "a write at {offset} reaches into the region being zeroed from {:?}",
+            blob.zeroing.get()
+        );
         let file = self.blob_file(blob).await?;
         let (r, buf) = self.io.write_at(&file, offset, buf).await;
         match r {

@@ -148,6 +148,8 @@ const METRICS: &[Described] = &[
     m(Counter, "podstore_disk_fdatasyncs_total", None, "fdatasync calls (one per group commit) since the node started"),
     m(Gauge, "podstore_disk_open_blob_files", None, "Blob files the disk keeps open (engine.open_blob_files_max at most, after a trim)"),
     m(Counter, "podstore_disk_blob_reopens_total", None, "Blob files opened again after the open-file cache had closed them"),
+    m(Counter, "podstore_disk_zeroed_ahead_bytes_total", None, "Bytes written with zeros ahead of the disk's write position (engine.zero_ahead_bytes)"),
+    m(Counter, "podstore_disk_zero_ahead_waits_total", None, "Writes that caught up with a zeroing ahead and waited for it (that blob is then not zeroed further)"),
     m(Counter, "podstore_disk_checkpoints_total", None, "Index checkpoints written since the node started"),
     m(Gauge, "podstore_disk_background_budget_bytes_per_second", Some(Unit::Bytes), "The disk's background I/O budget (compaction and scrub share it)"),
     m(Counter, "podstore_disk_background_bytes_total", Some(Unit::Bytes), "Bytes background jobs read and wrote on the disk"),
@@ -275,6 +277,8 @@ fn set_disk_gauges(shared: &Shared, d: &crate::shared::DiskInfo, s: Option<&Shar
         c("podstore_disk_fdatasyncs_total", s.syncs);
         g("podstore_disk_open_blob_files", s.open_blob_files);
         c("podstore_disk_blob_reopens_total", s.blob_reopens);
+        c("podstore_disk_zeroed_ahead_bytes_total", s.zeroed_ahead_bytes);
+        c("podstore_disk_zero_ahead_waits_total", s.zero_ahead_waits);
         c("podstore_disk_checkpoints_total", s.checkpoints);
         c("podstore_disk_background_bytes_total", s.background_bytes);
         c("podstore_disk_moved_away_total", s.moved_away);
