@@ -233,10 +233,11 @@ peak=0
 "$LOAD" --addr 127.0.0.1:$PS --prefix /bench/big --count $MEMCLIENTS --size $MEMSIZE --conns $MEMCLIENTS >/dev/null
 kill $sampler 2>/dev/null || true
 peak=$(sort -n "$work/rss.txt" | tail -1)
-index=$(curl -s "http://127.0.0.1:$PA/metrics" | awk '/^podstore_index_memory_bytes/ {s+=$2} END {print int(s/1024)}')
+curl -s "http://127.0.0.1:$PA/metrics" > "$work/metrics.txt"
+index=$(awk '/^podstore_index_memory_bytes/ {s+=$2} END {print int(s/1024)}' "$work/metrics.txt")
 # The RAM cache holds what the GET phases put in it (its size is ram_cache.size_bytes, memory the
 # operator gave it): counted beside the target, not against it.
-cache=$(curl -s "http://127.0.0.1:$PA/metrics" | awk '/^podstore_ram_cache_bytes/ {s+=$2} END {print int(s/1024)}')
+cache=$(awk '/^podstore_ram_cache_bytes/ {s+=$2} END {print int(s/1024)}' "$work/metrics.txt")
 
 ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
 verdict() { python3 -c "print('meets' if $1 >= $2 else 'below')"; }

@@ -28,6 +28,17 @@ enum Place {
     Lost,
 }
 
+impl Place {
+    /// Where the bytes after a head go, given its body's length (None: unknown).
+    fn after_head(body: Option<u64>) -> Place {
+        match body {
+            Some(0) => Place::Head(Vec::new()),
+            Some(n) => Place::Body(n),
+            None => Place::Lost,
+        }
+    }
+}
+
 /// The framing of one connection's answers, as hyper writes them.
 #[derive(Debug)]
 pub(crate) struct Framing {
@@ -60,6 +71,14 @@ impl Framing {
     /// whether the request being answered is a HEAD.
     pub(crate) fn advance(&mut self, mut written: &[u8], head_request: bool) {
         while !written.is_empty() {
+            // The usual case, a whole head in one write: no copy of it.
+            if matches!(&self.place, Place::Head(seen) if seen.is_empty()) {
+                if let Some(head_end) = head_in(written) {
+                    self.place = Place::after_head(body_bytes(&written[..head_end], head_request));
+                    written = &written[head_end..];
+                    continue;
+                }
+            }
             match &mut self.place {
                 Place::Lost => return,
                 Place::Body(left) => {
@@ -69,16 +88,6 @@ impl Framing {
                     if *left == 0 {
                         self.place = Place::Head(Vec::new());
                     }
-                }
-                // The usual case, a whole head in one write: no copy of it.
-                Place::Head(seen) if seen.is_empty() && head_in(written).is_some() => {
-                    let head_end = head_in(written).expect("just found");
-                    self.place = match body_bytes(&written[..head_end], head_request) {
-                        Some(0) => Place::Head(Vec::new()),
-                        Some(n) => Place::Body(n),
-                        None => Place::Lost,
-                    };
-                    written = &written[head_end..];
                 }
                 Place::Head(seen) => {
                     // The end of the head may straddle two writes: look from 3 bytes back.
@@ -96,11 +105,7 @@ impl Framing {
                     // Bytes after the head's end are the body's: give them back.
                     let body = body_bytes(&seen[..head_end], head_request);
                     let rest = seen.split_off(head_end);
-                    self.place = match body {
-                        Some(0) => Place::Head(Vec::new()),
-                        Some(n) => Place::Body(n),
-                        None => Place::Lost,
-                    };
+                    self.place = Place::after_head(body);
                     if !rest.is_empty() {
                         self.advance(&rest, head_request);
                     }

@@ -159,8 +159,36 @@ async fn connect(addr: SocketAddr) -> Result<Sender, String> {
     Ok(sender)
 }
 
-/// One PUT on the connection (made anew if there is none or it closed); Err says what went
-/// wrong, the server's answer included.
+/// One request on the connection (made anew if there is none or it closed), with the
+/// `--header`s: the answer's status and body; Err when it could not be made.
+async fn request(
+    conn: &mut Option<Sender>,
+    a: &Args,
+    req: hyper::http::request::Builder,
+    body: Repeat,
+) -> Result<(hyper::StatusCode, Bytes), String> {
+    if conn.as_ref().is_none_or(|c| c.is_closed()) {
+        *conn = Some(connect(a.addr).await?);
+    }
+    let sender = conn.as_mut().expect("connected");
+    sender.ready().await.map_err(|e| e.to_string())?;
+    let mut req = req.header(hyper::header::HOST, "bench");
+    for (name, value) in &a.headers {
+        req = req.header(name.as_str(), value.as_str());
+    }
+    let req = req.body(body).map_err(|e| e.to_string())?;
+    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok((status, body))
+}
+
+/// What the server said, for the failure report.
+fn refused(status: hyper::StatusCode, body: &[u8]) -> String {
+    format!("HTTP {status}: {}", String::from_utf8_lossy(&body[..body.len().min(300)]))
+}
+
+/// One PUT; Err says what went wrong, the server's answer included.
 async fn put(
     conn: &mut Option<Sender>,
     a: &Args,
@@ -168,30 +196,16 @@ async fn put(
     size: usize,
     block: Bytes,
 ) -> Result<(), String> {
-    if conn.as_ref().is_none_or(|c| c.is_closed()) {
-        *conn = Some(connect(a.addr).await?);
-    }
-    let sender = conn.as_mut().expect("connected");
-    sender.ready().await.map_err(|e| e.to_string())?;
-    let mut req = hyper::Request::put(path)
-        .header(hyper::header::HOST, "bench")
-        .header(hyper::header::CONTENT_LENGTH, size);
-    for (name, value) in &a.headers {
-        req = req.header(name.as_str(), value.as_str());
-    }
-    let req = req.body(Repeat { block, left: size }).map_err(|e| e.to_string())?;
-    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-    let status = resp.status();
-    let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    let req = hyper::Request::put(path).header(hyper::header::CONTENT_LENGTH, size);
+    let (status, body) = request(conn, a, req, Repeat { block, left: size }).await?;
     if !status.is_success() {
-        // What the server said, for the failure report.
-        return Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&body[..body.len().min(300)])));
+        return Err(refused(status, &body));
     }
     Ok(())
 }
 
-/// One GET on the connection; Err unless the answer is a 200 with exactly the bytes a PUT of
-/// the same object sent (its block, repeated to its size).
+/// One GET; Err unless the answer is a 200 with exactly the bytes a PUT of the same object
+/// sent (its block, repeated to its size).
 async fn get(
     conn: &mut Option<Sender>,
     a: &Args,
@@ -199,21 +213,10 @@ async fn get(
     size: usize,
     block: &[u8],
 ) -> Result<(), String> {
-    if conn.as_ref().is_none_or(|c| c.is_closed()) {
-        *conn = Some(connect(a.addr).await?);
-    }
-    let sender = conn.as_mut().expect("connected");
-    sender.ready().await.map_err(|e| e.to_string())?;
-    let mut req = hyper::Request::get(path).header(hyper::header::HOST, "bench");
-    for (name, value) in &a.headers {
-        req = req.header(name.as_str(), value.as_str());
-    }
-    let req = req.body(Repeat { block: Bytes::new(), left: 0 }).map_err(|e| e.to_string())?;
-    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-    let status = resp.status();
-    let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    let req = hyper::Request::get(path);
+    let (status, body) = request(conn, a, req, Repeat { block: Bytes::new(), left: 0 }).await?;
     if status != hyper::StatusCode::OK {
-        return Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&body[..body.len().min(300)])));
+        return Err(refused(status, &body));
     }
     if body.len() != size {
         return Err(format!("{} bytes, not {size}", body.len()));

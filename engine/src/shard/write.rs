@@ -928,7 +928,7 @@ impl<I: Io> Shard<I> {
         Ok(header)
     }
 
-    /// Writes a buffer, fencing on failure.
+    /// Writes a buffer of records (never into a region being zeroed ahead), fencing on failure.
     pub(crate) async fn write_fenced(
         &self,
         blob: &BlobFile<I>,
@@ -940,6 +940,16 @@ impl<I: Io> Shard<I> {
             "a write at {offset} reaches into the region being zeroed from {:?}",
             blob.zeroing.get()
         );
+        self.write_any(blob, offset, buf).await
+    }
+
+    /// Writes a buffer anywhere in `blob` (the zeroing ahead's own writes), fencing on failure.
+    pub(crate) async fn write_any(
+        &self,
+        blob: &BlobFile<I>,
+        offset: u64,
+        buf: AlignedBuf,
+    ) -> Result<AlignedBuf> {
         let file = self.blob_file(blob).await?;
         let (r, buf) = self.io.write_at(&file, offset, buf).await;
         match r {

@@ -60,25 +60,20 @@ impl<I: Io> Shard<I> {
             }
         }
         let _done = Done(&blob);
-        let file = self.blob_file(&blob).await?;
+        // One buffer of zeros, written again and again (a write leaves its bytes as they are).
         let piece = (end - start).min(1 << 20) as usize;
         let mut buf = self.io.alloc_buf(piece).await;
+        buf.clear();
+        buf.set_len(piece);
+        buf.as_mut_slice().fill(0);
         let mut at = start;
         while at < end {
-            let n = ((end - at) as usize).min(piece);
-            buf.clear();
-            buf.set_len(n);
-            buf.as_mut_slice().fill(0);
-            let (r, b) = self.io.write_at(&file, at, buf).await;
-            buf = b;
-            if let Err(e) = r {
-                if !matches!(e, podstore_disks::Error::Crashed) {
-                    self.counters.borrow_mut().io_errors += 1;
-                }
-                return Err(self.fence(format!("write of zeros ahead of the tail failed: {e}")));
-            }
-            at += n as u64;
+            buf.set_len(((end - at) as usize).min(piece));
+            let n = buf.len() as u64;
+            buf = self.write_any(&blob, at, buf).await?;
+            at += n;
         }
+        let file = self.blob_file(&blob).await?;
         if let Err(e) = self.io.sync_data(&file).await {
             return Err(self.fence(format!("fdatasync of zeros ahead of the tail failed: {e}")));
         }
