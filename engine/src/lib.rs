@@ -21,6 +21,7 @@ pub mod files;
 mod group_commit;
 mod hex;
 pub mod index;
+pub mod names;
 pub mod placement;
 pub mod record;
 pub mod record_key;
