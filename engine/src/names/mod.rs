@@ -40,6 +40,10 @@ pub const RUNS_PER_MERGE: usize = 4;
 pub const RUNS_MAX: usize = 24;
 
 type Map = BTreeMap<Box<[u8]>, Name>;
+/// Entries in key order.
+pub type Entries = Vec<(Box<[u8]>, Name)>;
+/// Entries of one source, and whether it was cut short (it may hold more).
+type Taken = (Entries, bool);
 
 /// One shard's name index.
 pub struct Names<I: Io> {
@@ -73,7 +77,7 @@ pub struct NamesStats {
 /// filters), and where to continue if there may be more.
 #[derive(Debug, Default)]
 pub struct Listed {
-    pub entries: Vec<(Box<[u8]>, Name)>,
+    pub entries: Entries,
     /// The first key not yet looked at, if the range may hold more.
     pub next: Option<Box<[u8]>>,
 }
@@ -254,7 +258,7 @@ impl<I: Io> Names<I> {
         assert!(max > 0);
         let from: &[u8] = if from < prefix { prefix } else { from };
         // Newest source first: the memtable, the one being flushed, then the runs.
-        let mut sources: Vec<(Vec<(Box<[u8]>, Name)>, bool)> = Vec::new();
+        let mut sources: Vec<Taken> = Vec::new();
         sources.push(take_map(&self.mem.borrow(), from, prefix, max));
         let frozen = self.frozen.borrow().as_ref().map(|f| f.0.clone());
         if let Some(f) = frozen {
@@ -281,13 +285,7 @@ impl<I: Io> Names<I> {
         Ok(Listed { entries: merged.into_iter().collect(), next: bound.map(|b| successor(&b)) })
     }
 
-    async fn take_run(
-        &self,
-        run: &Run<I::File>,
-        from: &[u8],
-        prefix: &[u8],
-        max: usize,
-    ) -> Result<(Vec<(Box<[u8]>, Name)>, bool)> {
+    async fn take_run(&self, run: &Run<I::File>, from: &[u8], prefix: &[u8], max: usize) -> Result<Taken> {
         let mut out = Vec::new();
         let mut b = run.block_of(from);
         while b < run.blocks() {
@@ -416,7 +414,7 @@ impl<I: Io> std::fmt::Debug for Names<I> {
     }
 }
 
-fn take_map(map: &Map, from: &[u8], prefix: &[u8], max: usize) -> (Vec<(Box<[u8]>, Name)>, bool) {
+fn take_map(map: &Map, from: &[u8], prefix: &[u8], max: usize) -> Taken {
     let v: Vec<(Box<[u8]>, Name)> = map
         .range::<[u8], _>((Bound::Included(from), Bound::Unbounded))
         .take_while(|(k, _)| k.starts_with(prefix))
