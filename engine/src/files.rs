@@ -1,5 +1,11 @@
-//! The names of the files a shard keeps in its directory (blob files and index checkpoints),
+//! The names of the files a shard keeps in its directory (blob files, index checkpoints, the
+//! name index's damage mark),
 //! made and recognized in one place.
+
+/// Left in a shard's directory when a run of its name index failed its checks: the next start
+/// rebuilds the name index from the records, then removes it. (The runs' own names are made
+/// in `names/run.rs`.)
+pub const NAMES_DAMAGED_FILE: &str = "names.damaged";
 
 /// File name of a blob.
 pub fn blob_name(id: u32, dedicated: bool) -> String {

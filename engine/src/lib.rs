@@ -36,8 +36,8 @@ pub use error::{Error, Result};
 pub use hex::hex;
 pub use shard::{compact, scrub};
 pub use shard::{
-    validate, BatchItem, BatchOutcome, Chunk, CopyCheck, CopyItem, DeleteDone, ObjectMeta, ObjectReader,
-    PutDone, PutWriter, ReadCheck, RecoveryReport, Shard, ShardConfig, ShardStats, Stamp,
+    validate, BatchItem, BatchOutcome, Chunk, CopyCheck, CopyItem, DeleteDone, NamesFootprint, ObjectMeta,
+    ObjectReader, PutDone, PutWriter, ReadCheck, RecoveryReport, Shard, ShardConfig, ShardStats, Stamp,
 };
 pub use shard_set::{KeyVersion, ShardSet, ShardSpec};
 pub use version::{now_ms, Clock, Version};

@@ -21,7 +21,7 @@ use crate::{Error, Result};
 #[derive(Debug, Clone)]
 pub(crate) enum Found {
     /// A complete, verified record (or a void one, which has no verified body).
-    Record { offset: u64, header: Header, key: Vec<u8>, digest: [u8; 16] },
+    Record { offset: u64, header: Header, key: Vec<u8>, content_type: Box<str>, digest: [u8; 16] },
     /// A valid header without a valid footer: the record was never completed (the footer is
     /// written last, after every data block), so it was never acknowledged.
     Incomplete { header: Header, key: Vec<u8> },
@@ -231,8 +231,8 @@ impl<'a, I: Io> Scanner<'a, I> {
         Ok(true)
     }
 
-    /// Decodes the header at `pos` if one is there: returns it with its key.
-    async fn header_at(&mut self, pos: u64, blob: u32) -> Result<Option<(Header, Vec<u8>)>> {
+    /// Decodes the header at `pos` if one is there: returns it with its key and content type.
+    async fn header_at(&mut self, pos: u64, blob: u32) -> Result<Option<(Header, Vec<u8>, Box<str>)>> {
         if !self.ensure(pos, BLOCK).await? {
             return Ok(None);
         }
@@ -246,7 +246,8 @@ impl<'a, I: Io> Scanner<'a, I> {
             return Ok(None);
         }
         let key = h.key(b).to_vec();
-        Ok(Some((h, key)))
+        let content_type = String::from_utf8_lossy(h.content_type(b)).into();
+        Ok(Some((h, key, content_type)))
     }
 
     async fn block_is_zero(&mut self, pos: u64) -> Result<bool> {
@@ -281,17 +282,22 @@ impl<'a, I: Io> Scanner<'a, I> {
         let mut pos = from;
         while pos + BLOCK <= self.size {
             match self.header_at(pos, blob).await? {
-                Some((h, key)) if h.is_void() => {
+                Some((h, ..)) if h.is_void() => {
                     pos += h.record_len;
                     out.end_valid = pos;
-                    let _ = key;
                 }
-                Some((h, key)) => {
+                Some((h, key, content_type)) => {
                     let len = h.record_len;
                     match self.check_body(pos, &h).await? {
                         Body::Ok(digest) => {
                             if self.keep_valid {
-                                out.found.push(Found::Record { offset: pos, header: h, key, digest });
+                                out.found.push(Found::Record {
+                                    offset: pos,
+                                    header: h,
+                                    key,
+                                    content_type,
+                                    digest,
+                                });
                             }
                             out.records += 1;
                             out.end_valid = pos + len;

@@ -184,7 +184,7 @@ impl<I: Io> Shard<I> {
             );
             let scan = sc.scan(b.id, 0).await?;
             for found in scan.found {
-                let Found::Record { offset, header, key, digest } = found else {
+                let Found::Record { offset, header, key, digest, .. } = found else {
                     continue;
                 };
                 let fp = self.fp(&key);

@@ -19,13 +19,14 @@
 //! `PODSTORE_SIM_FIRST_SEED`. A failing seed prints itself; `PODSTORE_SIM_SEED=N` replays it.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::rc::Rc;
 
 use podstore_disks::{Io, SimDisk, SimFaults};
 use podstore_engine::budget::IoBudget;
 use podstore_engine::checkpoint::QuarantineReason;
+use podstore_engine::names::{Kind, Name};
 use podstore_engine::{
     BatchItem, BatchOutcome, CopyItem, Error, ReadCheck, Shard, ShardConfig, ShardSet, ShardSpec, Stamp,
 };
@@ -115,6 +116,9 @@ struct Totals {
     /// Zeroing ahead of the tail: bytes zeroed, and reservations that waited for a zeroing.
     zeroed_ahead_bytes: u64,
     zero_ahead_waits: u64,
+    /// Listings of every shard checked against the reads, and those a damaged run stopped.
+    listings_checked: u64,
+    listings_damaged: u64,
 }
 
 struct Seed {
@@ -283,6 +287,57 @@ async fn read_key(set: &ShardSet<SimDisk>, key: &[u8]) -> Result<Option<Vec<u8>>
             }
         }
     }
+}
+
+/// Lists every shard's names (pages of a random size, merged across shards by version as the
+/// node does) and checks the listing against what the reads just found: every key read whole
+/// is listed with its size, every key read absent is not.
+async fn check_listing(s: &Seed, set: &ShardSet<SimDisk>, read: &HashMap<Vec<u8>, Option<usize>>) {
+    let mut newest: BTreeMap<Vec<u8>, Name> = BTreeMap::new();
+    for sh in set.shards() {
+        let max = [1usize, 2, 5, 1000][fastrand::usize(0..4)];
+        let mut from: Box<[u8]> = Box::default();
+        loop {
+            let page = match sh.list_names(&from, b"", max).await {
+                Ok(p) => p,
+                // A flipped bit in a run: out of service until the next start rebuilds it.
+                Err(Error::Busy { .. }) if s.mode == Mode::Corrupt => {
+                    s.totals.borrow_mut().listings_damaged += 1;
+                    return;
+                }
+                Err(e) => s.fail(format!("seed {}: listing shard {} failed: {e}", s.seed, sh.id())),
+            };
+            for (k, n) in page.entries {
+                assert!(k[..] >= from[..], "seed {}: a listing went back", s.seed);
+                match newest.get(&k[..]) {
+                    Some(held) if held.version >= n.version => {}
+                    _ => {
+                        newest.insert(k.to_vec(), n);
+                    }
+                }
+            }
+            match page.next {
+                Some(n) => from = n,
+                None => break,
+            }
+        }
+    }
+    for (key, got) in read {
+        let listed = newest.get(key).filter(|n| n.kind == Kind::Live);
+        match (got, listed) {
+            (Some(len), Some(n)) if n.object_len == *len as u64 => {}
+            (None, None) => {}
+            // A damaged record may read as absent or as an older whole value (the index still
+            // points at it): it is listed as the index holds it. A key read whole is listed.
+            (_, Some(_)) if s.mode == Mode::Corrupt => {}
+            (got, listed) => s.fail(format!(
+                "seed {}: key {:?} read as {got:?} (length) but listed as {listed:?}",
+                s.seed,
+                String::from_utf8_lossy(&key[..key.len().min(40)])
+            )),
+        }
+    }
+    s.totals.borrow_mut().listings_checked += 1;
 }
 
 fn keys() -> Vec<Vec<u8>> {
@@ -457,6 +512,12 @@ async fn worker(s: Rc<Seed>, set: Rc<ShardSet<SimDisk>>, ops: u32, large_ok: boo
                 }
             }
             _ => {
+                // The name index's upkeep (memtable flushes, run merges) beside the checkpoints.
+                for sh in set.shards() {
+                    if matches!(sh.names_maintain().await, Err(e) if e.is_crash()) {
+                        return;
+                    }
+                }
                 let all =
                     if fastrand::bool() { set.checkpoint_all().await } else { set.checkpoint_due().await };
                 for (_, r) in all {
@@ -619,6 +680,8 @@ async fn final_compaction_and_scrub(s: &Seed, disk: &SimDisk, set: &ShardSet<Sim
             let ok = n.ends_with(".ckpt")
                 || n.ends_with(".tmp")
                 || n == "scrub.state"
+                || podstore_engine::names::parse_run_name(n).is_some()
+                || n == podstore_engine::files::NAMES_DAMAGED_FILE
                 || n == podstore_engine::record_key::KEY_FILE
                 || known.contains(n);
             if !ok {
@@ -710,6 +773,9 @@ fn run_seed(seed: u64) -> Totals {
         // Half the seeds zero ahead of the open blob's tail (steps of a quarter of it), beside
         // the writers, under crashes and write errors.
         zero_ahead_bytes: if rng.bool() { [16 << 10, 64 << 10][rng.usize(0..2)] } else { 0 },
+        // Most seeds flush the name index's memtable every few changes, so runs and their
+        // merges are under the crashes too.
+        names_memtable_bytes: [512, 2048, 4 << 20][rng.usize(0..3)],
         ..ShardConfig::default()
     };
     let nshards = rng.u32(1..=2);
@@ -764,8 +830,12 @@ fn run_seed(seed: u64) -> Totals {
             };
             recheck_read_errors(&s, &set).await;
             // Verify every key against the model, then collapse the model to what is there.
+            let mut read: HashMap<Vec<u8>, Option<usize>> = HashMap::new();
             for key in keys() {
                 let r = read_key(&set, &key).await;
+                if let Ok(v) = &r {
+                    read.insert(key.clone(), v.as_ref().map(|b| b.len()));
+                }
                 s.check_read(&key, usize::MAX, &r, false);
                 let mut m = s.model.borrow_mut();
                 let k = m.keys.entry(key.clone()).or_default();
@@ -789,6 +859,7 @@ fn run_seed(seed: u64) -> Totals {
                 }
                 k.attempts.clear();
             }
+            check_listing(&s, &set, &read).await;
             // The workload, with faults on and a crash somewhere.
             disk.set_faults(faults.clone());
             if !last {
@@ -880,6 +951,8 @@ fn simulation_keeps_every_promise() {
                 all.blob_reopens += t.blob_reopens;
                 all.zeroed_ahead_bytes += t.zeroed_ahead_bytes;
                 all.zero_ahead_waits += t.zero_ahead_waits;
+                all.listings_checked += t.listings_checked;
+                all.listings_damaged += t.listings_damaged;
                 all.moves += t.moves;
                 all.read_errors_rechecked += t.read_errors_rechecked;
                 all.read_errors_found_corrupt += t.read_errors_found_corrupt;
@@ -893,6 +966,7 @@ fn simulation_keeps_every_promise() {
     println!("simulation: {t:?}");
     assert_eq!(t.seeds as usize, seeds.len());
     assert!(t.acked_puts > 0 && t.verified_exact > 0, "the simulation verified nothing: {t:?}");
+    assert!(t.listings_checked > t.seeds, "the simulation checked few listings: {t:?}");
     if seeds.len() >= 50 {
         assert!(
             t.blobs_compacted > 0

@@ -171,6 +171,12 @@ impl<I: Io> Names<I> {
         self.io.sync_dir(&self.dir).await.map_err(|e| self.disk(e))
     }
 
+    /// Forgets the memtable (the index is out of service and will be rebuilt).
+    pub fn drop_memtable(&self) {
+        self.mem.borrow_mut().clear();
+        self.mem_bytes.set(0);
+    }
+
     /// Records a key's new state on this disk.
     pub fn apply(&self, key: &[u8], name: Name) {
         let add = name.memory_bytes(key.len());

@@ -11,6 +11,7 @@ use std::rc::Rc;
 use podstore_disks::{AlignedBuf, Io};
 
 use crate::index::Loc;
+use crate::names::Name;
 use crate::now_ms;
 use crate::record::{self, DataSums, Header};
 use crate::shard::{KeyLock, PutDone, Shard, Stamp};
@@ -252,6 +253,8 @@ impl<I: Io> Shard<I> {
             let loc = Loc::new(h.blob_id, h.offset, h.record_len, false);
             self.commit_index(p.slot, p.fp, &it.key, loc, h.record_len);
             self.digest_apply(&it.key, p.held, Some((h.version, false)));
+            let name = Name::live(h.version, h.object_len, h.created_ms, p.digest, &it.content_type);
+            self.names_apply(&it.key, name);
             if !matches!(it.stamp, Stamp::Moved(_)) {
                 self.backlog_add(h);
             }

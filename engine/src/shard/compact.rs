@@ -363,6 +363,7 @@ impl<I: Io> Shard<I> {
             if self.tombstone_droppable(&h).await {
                 self.index.borrow_mut().remove(slot, fp, &key);
                 self.digest_apply(&key, Some((h.version, true)), None);
+                self.names_apply(&key, crate::names::Name::gone());
                 self.counters.borrow_mut().since_checkpoint_records += 1;
                 return Ok(Moved::Dropped);
             }

@@ -26,6 +26,7 @@ use crate::checkpoint::{Checkpoint, CkptBlob, QuarantineReason, Quarantined};
 use crate::files::{blob_name, ckpt_name, parse_ckpt_name};
 use crate::group_commit::Synced;
 use crate::index::{fingerprint, Index, Loc, Slot, BLOB_ID_MAX, BLOB_SIZE_MAX_BYTES};
+use crate::names::Name;
 use crate::record::{
     self, corrupt, verify_chunks, DataSums, Footer, FormatError, Header, BLOCK, CHUNK_BYTES,
     CONTENT_TYPE_MAX_BYTES, FLAG_TOMBSTONE, FLAG_VOID, KEY_MAX_BYTES,
@@ -35,6 +36,7 @@ use crate::{Error, Result, Version};
 
 mod batch;
 pub mod compact;
+mod names;
 mod persist;
 mod read;
 mod rebalance;
@@ -46,6 +48,7 @@ mod write;
 mod zero_ahead;
 
 pub use batch::{BatchItem, BatchOutcome};
+pub use names::NamesFootprint;
 pub(crate) use read::Opened;
 pub use read::{Chunk, ObjectMeta, ObjectReader, ReadCheck};
 pub use recovery::RecoveryReport;
@@ -126,6 +129,9 @@ pub struct ShardConfig {
     /// it commit an extent conversion to the filesystem's journal, about three times the cost
     /// of one over written blocks; small writes are bound by that sync. A multiple of 16 KiB.
     pub zero_ahead_bytes: u64,
+    /// The name index's memtable is written as a run past this much memory (see
+    /// [`crate::names`]).
+    pub names_memtable_bytes: u64,
 }
 
 impl Default for ShardConfig {
@@ -153,6 +159,7 @@ impl Default for ShardConfig {
             open_blob_files_max: 4096,
             write_memory: None,
             zero_ahead_bytes: 128 << 20,
+            names_memtable_bytes: 4 << 20,
         }
     }
 }
@@ -209,6 +216,10 @@ pub struct Shard<I: Io> {
     /// Background work and checkpoints: compaction and scrub (control, progress, position),
     /// tombstone dropping, forgets, the checkpoint in progress.
     pub(crate) jobs: Jobs,
+    /// Every key in byte order, for listings (names.rs); not ready when it was lost and the
+    /// shard is open read-only (it is rebuilt from the blobs otherwise).
+    pub(crate) names: crate::names::Names<I>,
+    pub(crate) names_ready: Cell<bool>,
 }
 
 /// The shard's blob files: the table, the open one, descriptors cached, removals due.
@@ -328,9 +339,12 @@ impl<I: Io> Shard<I> {
         let slots = cfg.writes_in_flight_max;
         let read_slots = Semaphore::new(cfg.reads_in_flight_max);
         let backlogs = RefCell::new(vec![Backlog::default(); cfg.peers.len()]);
+        let names = crate::names::Names::new(io.clone(), dir, id, cfg.names_memtable_bytes);
         Shard {
             io,
             cfg,
+            names,
+            names_ready: Cell::new(true),
             dir: dir.to_path_buf(),
             id,
             index: RefCell::new(Index::default()),

@@ -67,7 +67,16 @@ impl<I: Io> Shard<I> {
     }
 
     async fn write_checkpoint(&self) -> Result<u64> {
+        // The name index's memtable is flushed in the same instant as the snapshot, and before
+        // the checkpoint is written: the runs never reflect fewer records than the checkpoint,
+        // so recovery's scan past the checkpoint covers the name index too.
+        let names = self.names.lock().await;
         let snap = self.snapshot();
+        if self.names_ready.get() {
+            let frozen = self.names.freeze(&names, self.names_watermark());
+            self.names.write(&names, frozen).await?;
+        }
+        drop(names);
         let (records_then, bytes_then) = {
             let c = self.counters.borrow();
             (c.since_checkpoint_records, c.since_checkpoint_bytes)

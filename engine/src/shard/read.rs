@@ -522,7 +522,7 @@ impl<I: Io> Shard<I> {
         })))
     }
 
-    async fn read_footer(
+    pub(crate) async fn read_footer(
         &self,
         blob: &BlobFile<I>,
         rec_off: u64,

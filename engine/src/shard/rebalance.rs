@@ -101,6 +101,7 @@ impl<I: Io> Shard<I> {
         }
         self.index.borrow_mut().remove(slot, fp, key);
         self.digest_apply(key, Some((h.version, h.is_tombstone())), None);
+        self.names_apply(key, crate::names::Name::gone());
         let mut c = self.counters.borrow_mut();
         if !h.is_tombstone() {
             c.live_bytes = c.live_bytes.saturating_sub(h.record_len);

@@ -28,6 +28,7 @@ use crate::blob::BlobFile;
 use crate::checkpoint::{Checkpoint, CkptError, QuarantineReason, Quarantined, CKPT_HEADER_BYTES};
 use crate::files::{blob_name, parse_blob_name, parse_ckpt_name};
 use crate::index::{Index, Loc, Slot};
+use crate::names::{Name, Opened, Watermark};
 use crate::record::Header;
 use crate::scan::{Found, Scanner};
 use crate::shard::{Shard, ShardConfig};
@@ -59,12 +60,29 @@ pub struct RecoveryReport {
     pub quarantined_new: u64,
     /// Records never completed (no valid footer) found before valid records: dead space.
     pub incomplete_records: u64,
+    /// Why the name index was rebuilt from the records (None: its runs were used).
+    pub names_rebuilt_why: Option<String>,
     pub duration_ms: u64,
 }
 
 enum TailItem {
-    Valid { blob: u32, offset: u64, record_len: u64, tombstone: bool, key: Vec<u8>, header: Header },
-    Bad { blob: u32, offset: u64, record_len: u64, key: Vec<u8>, version: crate::Version },
+    Valid {
+        blob: u32,
+        offset: u64,
+        record_len: u64,
+        tombstone: bool,
+        key: Vec<u8>,
+        header: Header,
+        content_type: Box<str>,
+        digest: [u8; 16],
+    },
+    Bad {
+        blob: u32,
+        offset: u64,
+        record_len: u64,
+        key: Vec<u8>,
+        version: crate::Version,
+    },
 }
 
 impl<I: Io> Shard<I> {
@@ -88,6 +106,30 @@ impl<I: Io> Shard<I> {
         let ck = newest_checkpoint(&shard.io, dir, id, &names, &mut report).await?;
         report.checkpoint_seq = (ck.max_seq > 0 || !ck.blobs.is_empty()).then_some(ck.max_seq);
         report.checkpoint_entries = shard.load_checkpoint(&ck);
+        let opened = if names.iter().any(|n| n == crate::files::NAMES_DAMAGED_FILE) {
+            Opened::Lost("a run failed its checks when it was read".into())
+        } else {
+            shard.names.open(&names, read_only).await?
+        };
+        let names_mark = match opened {
+            Opened::Runs(mark) if mark.max_seq >= ck.max_seq => Some(mark),
+            Opened::None if ck.max_seq == 0 && ck.blobs.is_empty() => Some(Watermark::default()),
+            Opened::Runs(mark) => {
+                report.names_rebuilt_why = Some(format!(
+                    "its runs reflect records up to {}, the checkpoint up to {}",
+                    mark.max_seq, ck.max_seq
+                ));
+                None
+            }
+            Opened::None => {
+                report.names_rebuilt_why = Some("the disk has no name index yet".into());
+                None
+            }
+            Opened::Lost(why) => {
+                report.names_rebuilt_why = Some(why);
+                None
+            }
+        };
 
         // Blobs on disk, checked against the checkpoint, then scanned past it.
         let mut on_disk: Vec<(u32, bool)> = names.iter().filter_map(|n| parse_blob_name(n)).collect();
@@ -101,6 +143,7 @@ impl<I: Io> Shard<I> {
             items: Vec::new(),
             max_seq: ck.max_seq,
             changed: removed_tmp,
+            names_mark,
         };
         let ck_blobs: HashMap<u32, u64> = ck.blobs.iter().map(|b| (b.id, b.scan_from)).collect();
         for (bid, dedicated) in on_disk {
@@ -117,6 +160,16 @@ impl<I: Io> Shard<I> {
         }
         shard.files.open_blob.set(open);
         shard.recount_bytes();
+        if let Some(why) = &report.names_rebuilt_why {
+            if read_only {
+                tracing::warn!("shard {id}: no listing from this disk while it is open read-only: {why}");
+                shard.names_ready.set(false);
+            } else {
+                tracing::warn!("shard {id}: rebuilding the name index from the records: {why}");
+                let n = shard.names_rebuild(&names).await?;
+                tracing::info!("shard {id}: name index rebuilt: {n} names");
+            }
+        }
         if read_only {
             *shard.fenced.borrow_mut() = Some("opened read-only".into());
         } else if changed || report.checkpoint_seq.is_none() && report.blobs > 0 {
@@ -253,6 +306,9 @@ struct Recovery<'a, I: Io> {
     max_seq: u64,
     /// Something on disk changed, or the index did: a fresh checkpoint is written.
     changed: bool,
+    /// What the name index's runs reflect (records past it are applied to it), or None when
+    /// it is rebuilt after the scan.
+    names_mark: Option<Watermark>,
 }
 
 impl<I: Io> Recovery<'_, I> {
@@ -327,11 +383,20 @@ impl<I: Io> Recovery<'_, I> {
     fn found(&mut self, bid: u32, end: u64, f: Found) -> bool {
         let clock = &self.shard.cfg.clock;
         match f {
-            Found::Record { offset, header, key, .. } => {
+            Found::Record { offset, header, key, content_type, digest } => {
                 self.max_seq = self.max_seq.max(header.seq);
                 clock.observe(header.version.hlc);
                 let (seq, record_len, tombstone) = (header.seq, header.record_len, header.is_tombstone());
-                let item = TailItem::Valid { blob: bid, offset, record_len, tombstone, key, header };
+                let item = TailItem::Valid {
+                    blob: bid,
+                    offset,
+                    record_len,
+                    tombstone,
+                    key,
+                    header,
+                    content_type,
+                    digest,
+                };
                 self.items.push((seq, item));
             }
             Found::BadBody { offset, header, key } if offset < end => {
@@ -405,12 +470,30 @@ impl<I: Io> Recovery<'_, I> {
         items.sort_by_key(|(seq, _)| *seq);
         let mut tail_keys: HashMap<u64, Vec<u8>> = HashMap::new();
         for (seq, item) in items {
+            if let (Some(mark), TailItem::Valid { key, header, content_type, digest, .. }) =
+                (&self.names_mark, &item)
+            {
+                if mark.needs(seq) {
+                    let name = if header.is_tombstone() {
+                        Name::tombstone(header.version, header.created_ms)
+                    } else {
+                        Name::live(
+                            header.version,
+                            header.object_len,
+                            header.created_ms,
+                            *digest,
+                            content_type,
+                        )
+                    };
+                    self.shard.names_apply(key, name);
+                }
+            }
             if seq <= ck.max_seq && !ck_in_flight.contains(&seq) {
                 continue;
             }
             self.changed = true;
             match item {
-                TailItem::Valid { blob, offset, record_len, tombstone, key, header } => {
+                TailItem::Valid { blob, offset, record_len, tombstone, key, header, .. } => {
                     let loc = Loc::new(blob, offset, record_len, tombstone);
                     self.apply_valid(&mut tail_keys, loc, key, &header).await?;
                 }

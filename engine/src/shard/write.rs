@@ -68,6 +68,7 @@ pub struct PutWriter<I: Io> {
     blob: Rc<BlobFile<I>>,
     header: Header,
     key: Vec<u8>,
+    content_type: Box<str>,
     fp: u64,
     slot: Slot,
     /// What the key held before (version, tombstone), when known: its digest is replaced.
@@ -318,6 +319,9 @@ impl<I: Io> PutWriter<I> {
         }
         self.shard.commit_index(self.slot, self.fp, &self.key, loc, self.header.record_len);
         self.shard.digest_apply(&self.key, self.held, Some((self.header.version, false)));
+        let h = &self.header;
+        let name = Name::live(h.version, h.object_len, h.created_ms, footer.digest, &self.content_type);
+        self.shard.names_apply(&self.key, name);
         if self.backlog {
             self.shard.backlog_add(&self.header);
         }
@@ -733,6 +737,7 @@ impl<I: Io> Shard<I> {
             blob,
             header,
             key: key.to_vec(),
+            content_type: content_type.into(),
             fp: self.fp(key),
             slot: w.slot,
             held: w.held,
@@ -884,6 +889,7 @@ impl<I: Io> Shard<I> {
         let rec_len = header.record_len;
         self.commit_index(slot, fp, key, Loc::new(header.blob_id, header.offset, rec_len, true), rec_len);
         self.digest_apply(key, held, Some((version, true)));
+        self.names_apply(key, Name::tombstone(version, header.created_ms));
         if !matches!(stamp, Stamp::Moved(_)) {
             self.backlog_add(&header);
         }

@@ -1,0 +1,164 @@
+//! The shard's side of its name index ([`crate::names`]): kept in step with the index at every
+//! change of a key, flushed with every checkpoint and when its memtable is full, rebuilt from
+//! the records when it was lost, and read by listings through the index (a name is shown live
+//! only while the index holds the key live).
+
+use super::*;
+use crate::files::NAMES_DAMAGED_FILE as DAMAGED_FILE;
+use crate::names::{Kind, Listed, Name, Watermark};
+
+impl<I: Io> Shard<I> {
+    /// Records a key's new state in the name index (nothing while it is out of service).
+    pub(crate) fn names_apply(&self, key: &[u8], name: Name) {
+        if self.names_ready.get() {
+            self.names.apply(key, name);
+        }
+    }
+
+    /// Takes the name index out of service after a run failed its checks, and leaves a mark
+    /// ([`DAMAGED_FILE`]) so the next start rebuilds it from the records (before the node is
+    /// ready). Returns the listing's error.
+    async fn names_damaged(&self, e: Error) -> Error {
+        tracing::error!("shard {}: name index out of service until the next start: {e}", self.id);
+        self.names_ready.set(false);
+        self.names.drop_memtable();
+        if !self.cfg.read_only {
+            let path = self.dir.join(DAMAGED_FILE);
+            if let Ok(f) = self.io.open(&path, OpenMode::CreateNew).await {
+                drop(f);
+                let _ = self.io.sync_dir(&self.dir).await;
+            }
+        }
+        Error::Busy {
+            shard: self.id,
+            what: format!("listing: the disk's name index is damaged and is rebuilt at the next start ({e})"),
+        }
+    }
+
+    /// What the records reflect now: every sequence reserved so far but those in flight.
+    pub(crate) fn names_watermark(&self) -> Watermark {
+        let blobs = self.files.blobs.borrow();
+        Watermark {
+            max_seq: self.writes.next_seq.get() - 1,
+            in_flight: blobs
+                .values()
+                .flat_map(|b| b.in_flight.borrow().values().copied().collect::<Vec<_>>())
+                .collect(),
+        }
+    }
+
+    /// Background upkeep of the name index: writes the memtable as a run when it is full and
+    /// merges runs when they are due. Returns whether it did anything.
+    pub async fn names_maintain(&self) -> Result<bool> {
+        if !self.names_ready.get() || self.cfg.read_only {
+            return Ok(false);
+        }
+        let mut did = false;
+        if self.names.flush_due() {
+            self.names.flush(|| self.names_watermark()).await?;
+            did = true;
+        }
+        if self.names.merge_due() {
+            did |= self.names.merge().await?;
+        }
+        Ok(did)
+    }
+
+    /// Up to `max` (> 0) of the keys this disk holds that start with `prefix`, from `from` on,
+    /// in byte order: live objects with what a listing shows, and tombstones (their version
+    /// hides an older copy of the key on another disk). `next` is where to go on from.
+    pub async fn list_names(&self, from: &[u8], prefix: &[u8], max: usize) -> Result<Listed> {
+        if !self.names_ready.get() {
+            return Err(Error::Busy {
+                shard: self.id,
+                what:
+                    "listing: the disk's name index is out of service until it is rebuilt at the next start"
+                        .into(),
+            });
+        }
+        let mut page = match self.names.list(from, prefix, max).await {
+            Ok(p) => p,
+            Err(e @ Error::Damaged { .. }) => return Err(self.names_damaged(e).await),
+            Err(e) => return Err(e),
+        };
+        let ix = self.index.borrow();
+        page.entries.retain(|(k, n)| match n.kind {
+            Kind::Gone => false,
+            Kind::Tombstone => true,
+            Kind::Live => {
+                ix.overflow_get(k).or_else(|| ix.main_get(self.fp(k))).is_some_and(|l| !l.is_tombstone())
+            }
+        });
+        Ok(page)
+    }
+
+    /// The name index's memory in RAM (bytes), its runs, the entries and bytes they hold.
+    pub fn names_footprint(&self) -> NamesFootprint {
+        let (entries, runs, bytes) = self.names.run_counts();
+        let st = self.names.stats.borrow();
+        NamesFootprint {
+            memory_bytes: self.names.memory_bytes(),
+            runs: runs as u64,
+            run_entries: entries,
+            run_bytes: bytes,
+            flushes: st.flushes,
+            merges: st.merges,
+            written_bytes: st.bytes_written,
+            ready: self.names_ready.get(),
+        }
+    }
+
+    /// Builds the name index again from the index and the records it points to (a header
+    /// read, and a footer read for an object's digest), in the order of the records on disk.
+    /// Runs written on the way claim no records, so a crash before the end rebuilds again;
+    /// the last run claims them all. Returns the names written.
+    pub(crate) async fn names_rebuild(&self, files: &[String]) -> Result<u64> {
+        self.names.clear(files).await?;
+        let mut locs: Vec<Loc> = self.entries().into_iter().map(|(_, _, l)| l).collect();
+        locs.sort_by_key(|l| (l.blob(), l.offset()));
+        let mut done = 0u64;
+        for loc in locs {
+            let Some((key, name)) = self.name_at(loc).await? else { continue };
+            self.names.apply(&key, name);
+            done += 1;
+            if self.names.flush_due() {
+                self.names.flush(Watermark::default).await?;
+            }
+        }
+        self.names.flush(|| self.names_watermark()).await?;
+        while self.names.merge_due() {
+            self.names.merge().await?;
+        }
+        if files.iter().any(|f| f == DAMAGED_FILE) {
+            self.io.remove(&self.dir.join(DAMAGED_FILE)).await.map_err(|e| self.disk_err(e))?;
+            self.io.sync_dir(&self.dir).await.map_err(|e| self.disk_err(e))?;
+        }
+        Ok(done)
+    }
+
+    /// The key and name of the record at `loc` (None if it does not read back: the scrub and
+    /// reads deal with that record).
+    async fn name_at(&self, loc: Loc) -> Result<Option<(Vec<u8>, Name)>> {
+        let Ok((h, key, ct)) = self.read_header(loc).await? else { return Ok(None) };
+        if h.is_tombstone() {
+            return Ok(Some((key, Name::tombstone(h.version, h.created_ms))));
+        }
+        let Some(blob) = self.blob(loc.blob()) else { return Ok(None) };
+        let Ok(footer) = self.read_footer(&blob, loc.offset(), &h).await? else { return Ok(None) };
+        let ct = if ct.len() > CONTENT_TYPE_MAX_BYTES { String::new() } else { ct };
+        Ok(Some((key, Name::live(h.version, h.object_len, h.created_ms, footer.digest, &ct))))
+    }
+}
+
+/// The name index's size and work, for stats and metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NamesFootprint {
+    pub memory_bytes: u64,
+    pub runs: u64,
+    pub run_entries: u64,
+    pub run_bytes: u64,
+    pub flushes: u64,
+    pub merges: u64,
+    pub written_bytes: u64,
+    pub ready: bool,
+}
