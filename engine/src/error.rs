@@ -31,6 +31,10 @@ pub enum Error {
     /// Too much of the shard is reserved by writes whose bodies have not arrived: try later.
     #[error("shard {shard} is busy: {what}")]
     Busy { shard: u32, what: String },
+    /// The shard's name index is out of service (damaged, rebuilt at the next start): the
+    /// disk can't take part in listings.
+    #[error("shard {shard} can't list: {reason}")]
+    NamesUnavailable { shard: u32, reason: String },
     /// No room for the record on this shard.
     #[error("shard {shard} is full")]
     NoSpace { shard: u32 },
@@ -58,6 +62,9 @@ impl Error {
         match self {
             Error::NoSpace { shard } => Error::NoSpace { shard: *shard },
             Error::Busy { shard, what } => Error::Busy { shard: *shard, what: what.clone() },
+            Error::NamesUnavailable { shard, reason } => {
+                Error::NamesUnavailable { shard: *shard, reason: reason.clone() }
+            }
             Error::Fenced { shard, reason } => Error::Fenced { shard: *shard, reason: reason.clone() },
             Error::Disk { shard, source: D::Crashed } => Error::Disk { shard: *shard, source: D::Crashed },
             Error::Disk { shard, source: D::Io { op, path, offset, source } } => Error::Disk {

@@ -301,7 +301,7 @@ async fn check_listing(s: &Seed, set: &ShardSet<SimDisk>, read: &HashMap<Vec<u8>
             let page = match sh.list_names(&from, b"", max).await {
                 Ok(p) => p,
                 // A flipped bit in a run: out of service until the next start rebuilds it.
-                Err(Error::Busy { .. }) if s.mode == Mode::Corrupt => {
+                Err(Error::NamesUnavailable { .. }) if s.mode == Mode::Corrupt => {
                     s.totals.borrow_mut().listings_damaged += 1;
                     return;
                 }

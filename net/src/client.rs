@@ -306,6 +306,69 @@ pub fn delete(server: SocketAddr, name: &str, copies: Option<&str>) -> Result<()
     })
 }
 
+/// Percent-encodes a query parameter's value (everything but unreserved characters).
+fn query_value(v: &[u8]) -> String {
+    let mut out = String::with_capacity(v.len());
+    for &b in v {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `podstore ls bucket[/prefix]`: the bucket's keys under the prefix, a page at a time as they
+/// come (time, size, key; `PRE` for a common prefix). Without `recursive` keys are grouped at
+/// the next `/` after the prefix, as directories.
+pub fn ls(server: SocketAddr, target: &str, recursive: bool, raw_bytes: bool) -> Result<(), String> {
+    let (bucket, prefix) = target.split_once('/').unwrap_or((target, ""));
+    if !crate::names::valid_bucket(bucket) {
+        return Err(format!("{bucket:?}: bucket names are 3-63 characters of a-z 0-9 . -"));
+    }
+    let mut query = format!("prefix={}", query_value(prefix.as_bytes()));
+    if !recursive {
+        query.push_str("&delimiter=%2F");
+    }
+    runtime()?.block_on(async {
+        let mut token: Option<String> = None;
+        let mut out = std::io::stdout().lock();
+        loop {
+            let q = match &token {
+                Some(t) => format!("{query}&token={t}"),
+                None => query.clone(),
+            };
+            let req = data_request(hyper::Method::GET, server, bucket);
+            let uri = format!("{}?{q}", url_path(bucket));
+            let req = req.uri(uri).body(http_body_util::Empty::<Bytes>::new()).map_err(|e| e.to_string())?;
+            let resp = send(server, req).await?;
+            if !resp.status().is_success() {
+                return Err(error_text(resp).await);
+            }
+            let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+            let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+            let mut lines = String::new();
+            for p in v["prefixes"].as_array().into_iter().flatten() {
+                lines.push_str(&format!("{:>34} {}\n", "PRE", p.as_str().unwrap_or("?")));
+            }
+            for o in v["objects"].as_array().into_iter().flatten() {
+                let when = o["last_modified"].as_str().unwrap_or("?");
+                let when = when.get(..19).unwrap_or(when).replace('T', " ");
+                let size = bytes_cell(&o["size"], raw_bytes);
+                lines.push_str(&format!("{when} {size:>14} {}\n", o["key"].as_str().unwrap_or("?")));
+            }
+            if out.write_all(lines.as_bytes()).is_err() {
+                return Ok(()); // the reader went away (| head)
+            }
+            match v["next"].as_str() {
+                Some(t) => token = Some(t.to_string()),
+                None => return Ok(()),
+            }
+        }
+    })
+}
+
 /// `podstore stat`: a running node's disks, from its admin port.
 pub fn stat(admin: SocketAddr, raw_bytes: bool) -> Result<(), String> {
     let req = Request::get("/admin/disks")

@@ -263,6 +263,9 @@ pub struct Engine {
     /// never): an fdatasync after writes into blocks the filesystem only reserved costs it a
     /// journal commit, about three times one over written blocks, and small PUTs wait for it.
     pub zero_ahead_bytes: u64,
+    /// The memory of each disk's name index (the sorted names listings read) held before it
+    /// is written to the disk as a run.
+    pub names_memtable_bytes: u64,
 }
 
 impl Default for Engine {
@@ -279,6 +282,7 @@ impl Default for Engine {
             unfilled_percent_max: 25,
             write_memory_bytes: 128 << 20,
             zero_ahead_bytes: 128 << 20,
+            names_memtable_bytes: 4 << 20,
         }
     }
 }
@@ -776,6 +780,7 @@ impl Config {
             ("engine.unfilled_percent_max", self.engine.unfilled_percent_max, 1, 100),
             ("engine.write_memory_bytes", self.engine.write_memory_bytes, 1 << 20, 1 << 40),
             ("engine.zero_ahead_bytes", self.engine.zero_ahead_bytes, 0, 1 << 30),
+            ("engine.names_memtable_bytes", self.engine.names_memtable_bytes, 64 << 10, 1 << 30),
             ("maintenance.background_mib_per_s", self.maintenance.background_mib_per_s, 1, 100_000),
             ("maintenance.compact_interval_s", self.maintenance.compact_interval_s, 0, 86_400),
             ("maintenance.scrub_period_s", self.maintenance.scrub_period_s, 0, 3650 * 86_400),

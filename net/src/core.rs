@@ -315,10 +315,26 @@ async fn open_shard(
     }
 }
 
+/// The disks a kind of background task runs for (one task per disk at most).
+type Running = Rc<RefCell<std::collections::HashSet<u32>>>;
+
+/// Runs `work` for disk `id` in a task of its own, unless one of its kind runs for the disk.
+fn spawn_per_disk(running: &Running, id: u32, work: impl std::future::Future<Output = ()> + 'static) {
+    if !running.borrow_mut().insert(id) {
+        return;
+    }
+    let running = running.clone();
+    tokio::task::spawn_local(async move {
+        work.await;
+        running.borrow_mut().remove(&id);
+    });
+}
+
 async fn housekeeping(index: usize, shared: Arc<Shared>, shards: Shards, jobs: crate::maintenance::Jobs) {
     let mut tick = tokio::time::interval(Duration::from_millis(200));
-    let probing: Rc<RefCell<std::collections::HashSet<u32>>> = Default::default();
-    let zeroing: Rc<RefCell<std::collections::HashSet<u32>>> = Default::default();
+    let probing: Running = Default::default();
+    let zeroing: Running = Default::default();
+    let naming: Running = Default::default();
     let mut ticks = 0u64;
     let mut ops_before = 0;
     loop {
@@ -334,12 +350,9 @@ async fn housekeeping(index: usize, shared: Arc<Shared>, shards: Shards, jobs: c
         if ticks.is_multiple_of(5) {
             let all: Vec<_> = shards.borrow().values().cloned().collect();
             for s in all {
-                if !probing.borrow_mut().insert(s.id()) {
-                    continue; // the last probe has not come back
-                }
-                let (shared, shards, jobs, probing) =
-                    (shared.clone(), shards.clone(), jobs.clone(), probing.clone());
-                tokio::task::spawn_local(async move {
+                // (A disk whose last probe has not come back is not probed again.)
+                let (shared, shards, jobs) = (shared.clone(), shards.clone(), jobs.clone());
+                spawn_per_disk(&probing, s.id(), async move {
                     let limit = Duration::from_millis(shared.cfg().engine.disk_timeout_ms);
                     let why = match tokio::time::timeout(limit, s.probe()).await {
                         Err(_) => Some(format!("a read took longer than {} ms", limit.as_millis())),
@@ -349,7 +362,6 @@ async fn housekeeping(index: usize, shared: Arc<Shared>, shards: Shards, jobs: c
                     if let Some(why) = why {
                         fail_disk(&shared, &shards, &jobs, s.id(), why).await;
                     }
-                    probing.borrow_mut().remove(&s.id());
                 });
             }
         }
@@ -357,11 +369,8 @@ async fn housekeeping(index: usize, shared: Arc<Shared>, shards: Shards, jobs: c
         // task per disk at most; it ends when the disk leaves the core or is far enough ahead).
         let all: Vec<_> = shards.borrow().values().filter(|s| s.zero_ahead_due()).cloned().collect();
         for s in all {
-            if !zeroing.borrow_mut().insert(s.id()) {
-                continue;
-            }
-            let (shards, zeroing) = (shards.clone(), zeroing.clone());
-            tokio::task::spawn_local(async move {
+            let shards = shards.clone();
+            spawn_per_disk(&zeroing, s.id(), async move {
                 while shards.borrow().contains_key(&s.id()) {
                     match s.zero_ahead().await {
                         Ok(true) => {}
@@ -372,7 +381,15 @@ async fn housekeeping(index: usize, shared: Arc<Shared>, shards: Shards, jobs: c
                         }
                     }
                 }
-                zeroing.borrow_mut().remove(&s.id());
+            });
+        }
+        // The name index's upkeep: a full memtable written as a run, runs merged.
+        let all: Vec<_> = shards.borrow().values().filter(|s| s.names_due()).cloned().collect();
+        for s in all {
+            spawn_per_disk(&naming, s.id(), async move {
+                if let Err(e) = s.names_maintain().await {
+                    tracing::warn!("shard {}: name index upkeep failed: {e}", s.id());
+                }
             });
         }
         let due: Vec<_> = shards
@@ -510,6 +527,13 @@ impl Exec {
             CoreMsg::Stats { reply } => self.stats(reply).await,
             CoreMsg::Has { shard, key, reply } => self.has(shard, key, reply).await,
             CoreMsg::Version { shard, key, reply } => self.version(shard, key, reply).await,
+            CoreMsg::ListNames { shard, from, prefix, max, reply } => {
+                let r = match self.shard(shard) {
+                    Ok(s) => s.list_names(&from, &prefix, max).await,
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(r);
+            }
             CoreMsg::Job { disk, job, action, ratio, idle_s, reply } => {
                 self.job(disk, job, action, ratio, idle_s, reply).await
             }

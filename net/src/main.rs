@@ -68,6 +68,19 @@ enum Cmd {
         #[arg(long)]
         range: Option<String>,
     },
+    /// List BUCKET's keys under an optional prefix (BUCKET/PREFIX): time, size and key, and
+    /// the next level of `/` as PRE lines unless --recursive.
+    Ls {
+        target: String,
+        /// Every key under the prefix, not grouped at the next `/`.
+        #[arg(long, short)]
+        recursive: bool,
+        #[arg(long, default_value = "127.0.0.1:7070")]
+        server: SocketAddr,
+        /// Sizes as numbers of bytes, not in binary units.
+        #[arg(long)]
+        bytes: bool,
+    },
     /// Show BUCKET/KEY's headers.
     Head {
         name: String,
@@ -271,6 +284,7 @@ fn main() -> ExitCode {
         }
         Cmd::Get { name, dest, server, range } => client::get(server, &name, &dest, range.as_deref()),
         Cmd::Head { name, server } => client::head(server, &name),
+        Cmd::Ls { target, recursive, server, bytes } => client::ls(server, &target, recursive, bytes),
         Cmd::Delete { name, server, copies } => client::delete(server, &name, copies.as_deref()),
         Cmd::Stat { admin, bytes } => client::stat(admin, bytes),
         Cmd::Tiers { admin, bytes } => client::tiers(admin, bytes),

@@ -117,6 +117,15 @@ pub enum CoreMsg {
         key: Vec<u8>,
         reply: oneshot::Sender<bool>,
     },
+    /// A page of a disk's names from a seek (`Shard::list_names`): storage keys from `from`
+    /// on that start with `prefix`, at most `max`.
+    ListNames {
+        shard: u32,
+        from: Box<[u8]>,
+        prefix: Box<[u8]>,
+        max: usize,
+        reply: oneshot::Sender<Result<podstore_engine::names::Listed, podstore_engine::Error>>,
+    },
     /// The version of the key's newest record on a disk (None: the disk has none).
     Version {
         shard: u32,

@@ -21,6 +21,7 @@ use md5::Digest;
 use podstore_engine::Stamp;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::list::{ListPage, ListRequest};
 use crate::msg::{BodyMsg, CoreMsg, GetStart, PutOutcome};
 use crate::names::ObjectName;
 use crate::peer::link::{CopyError, CopyResult, Links, Piece};
@@ -640,6 +641,26 @@ impl Objects {
             CoreMsg::Get { shard: at.shard, key: key.to_vec(), range: range.clone(), head, reply: reply_tx };
         self.send(at.owner, msg).await?;
         reply_rx.await.map_err(|_| gone())
+    }
+
+    /// A page of a bucket's listing, merged from every open disk (`list.rs`). A disk that
+    /// can't list (its name index out of service, the disk failing) fails the whole listing:
+    /// a listing that silently missed a disk's keys would look complete.
+    pub async fn list(&self, req: &ListRequest) -> Result<ListPage, Error> {
+        self.check_ready()?;
+        let layout = self.shared.layout.load_full();
+        let mut disks: Vec<u32> = layout.shard_core.keys().copied().collect();
+        disks.sort_unstable();
+        crate::list::list(req, &disks, |shard, from, prefix, max| {
+            let owner = layout.shard_core.get(&shard).copied();
+            async move {
+                let owner = owner.ok_or(Error::Unavailable("disk not available"))?;
+                let (reply, rx) = oneshot::channel();
+                self.send(owner, CoreMsg::ListNames { shard, from, prefix, max, reply }).await?;
+                Ok(rx.await.map_err(|_| gone())??)
+            }
+        })
+        .await
     }
 
     /// Reads an object (`range`: the client's Range header; `head`: no body). A key that a

@@ -163,6 +163,7 @@ pub(crate) fn shard_config(cfg: &Config, clock: Arc<podstore_engine::Clock>) -> 
             .map(|r| r.peers.iter().map(|p| p.name.clone()).collect())
             .unwrap_or_default(),
         zero_ahead_bytes: cfg.engine.zero_ahead_bytes,
+        names_memtable_bytes: cfg.engine.names_memtable_bytes,
         backlog_records_max: cfg.replication.as_ref().map_or(10_000_000, |r| r.backlog_records_max),
         tombstone_horizon_ms: cfg.maintenance.tombstone_horizon_s.saturating_mul(1000),
         shard_size_max_bytes: if cfg.engine.disk_bytes_max == 0 {

@@ -33,3 +33,41 @@ mod tests {
         assert_eq!(human_bytes(u64::MAX), "16384.0 PiB");
     }
 }
+
+/// A time in milliseconds since the Unix epoch as ISO 8601 in UTC with milliseconds
+/// (`2026-12-07T15:41:40.123Z`), as listings show it (and S3 does).
+pub fn iso8601_ms(ms: u64) -> String {
+    let (days, in_day_ms) = (ms / 86_400_000, ms % 86_400_000);
+    // Days since 1970-01-01 to a civil date (H. Hinnant, "chrono-Compatible Low-Level Date
+    // Algorithms": eras of 400 years starting in March).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let s = in_day_ms / 1000;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        s / 3600,
+        s / 60 % 60,
+        s % 60,
+        in_day_ms % 1000
+    )
+}
+
+#[cfg(test)]
+mod iso_tests {
+    use super::iso8601_ms;
+
+    #[test]
+    fn dates_in_utc() {
+        assert_eq!(iso8601_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(iso8601_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(iso8601_ms(1_796_658_100_123), "2026-12-07T15:41:40.123Z");
+        assert_eq!(iso8601_ms(4_102_444_799_999), "2099-12-31T23:59:59.999Z");
+    }
+}

@@ -98,6 +98,15 @@ fn requests_need_a_key_that_allows_them_and_refusals_change_and_tell_nothing() {
     assert_eq!(req("DELETE", "/cdn-assets/logo.png", &[], b"").status, 401);
     assert_eq!(req("GET", "/cdn-assets/logo.png", &[], b"").body, b"png");
 
+    // Listings: the rules of a GET of the bucket (its keys are no one else's business).
+    assert_eq!(req("GET", "/photos?limit=10", &[], b"").status, 401);
+    let r = req("GET", "/photos?limit=10", &with(&ro), b"");
+    assert_eq!(r.status, 200);
+    assert!(String::from_utf8_lossy(&r.body).contains("cat.jpg"));
+    assert_eq!(req("GET", "/music", &with(&ro), b"").status, 403);
+    assert_eq!(req("GET", "/music", &with(&up), b"").status, 200);
+    assert_eq!(req("GET", "/cdn-assets/", &[], b"").status, 200, "a public bucket lists for anyone");
+
     // Node endpoints need no key.
     assert_eq!(req("GET", "/_/health", &[], b"").status, 200);
 

@@ -29,9 +29,9 @@ impl<I: Io> Shard<I> {
                 let _ = self.io.sync_dir(&self.dir).await;
             }
         }
-        Error::Busy {
+        Error::NamesUnavailable {
             shard: self.id,
-            what: format!("listing: the disk's name index is damaged and is rebuilt at the next start ({e})"),
+            reason: "its name index failed its checks and is rebuilt at the next start".into(),
         }
     }
 
@@ -47,10 +47,18 @@ impl<I: Io> Shard<I> {
         }
     }
 
+    /// Whether [`Shard::names_maintain`] has work to do.
+    pub fn names_due(&self) -> bool {
+        self.names_ready.get()
+            && !self.cfg.read_only
+            && self.fenced.borrow().is_none()
+            && (self.names.flush_due() || self.names.merge_due())
+    }
+
     /// Background upkeep of the name index: writes the memtable as a run when it is full and
     /// merges runs when they are due. Returns whether it did anything.
     pub async fn names_maintain(&self) -> Result<bool> {
-        if !self.names_ready.get() || self.cfg.read_only {
+        if !self.names_ready.get() || self.cfg.read_only || self.fenced.borrow().is_some() {
             return Ok(false);
         }
         let mut did = false;

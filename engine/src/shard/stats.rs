@@ -71,6 +71,8 @@ pub struct ShardStats {
     /// for a zeroing (after which that blob is not zeroed further).
     pub zeroed_ahead_bytes: u64,
     pub zero_ahead_waits: u64,
+    /// The name index: its memory, runs and work.
+    pub names: super::NamesFootprint,
 }
 
 #[derive(Debug, Default)]
@@ -156,6 +158,7 @@ impl<I: Io> Shard<I> {
             migration_paused: false,
             migration_passes: 0,
             migration_last_error: None,
+            names: self.names_footprint(),
         }
     }
 }

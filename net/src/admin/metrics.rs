@@ -151,6 +151,13 @@ const METRICS: &[Described] = &[
     m(Counter, "podstore_disk_zeroed_ahead_bytes_total", None, "Bytes written with zeros ahead of the disk's write position (engine.zero_ahead_bytes)"),
     m(Counter, "podstore_disk_zero_ahead_waits_total", None, "Writes that caught up with a zeroing ahead and waited for it (that blob is then not zeroed further)"),
     m(Counter, "podstore_disk_checkpoints_total", None, "Index checkpoints written since the node started"),
+    m(Gauge, "podstore_names_memory_bytes", Some(Unit::Bytes), "Memory of the disk's name index (its memtable and the first key of each block of its runs)"),
+    m(Gauge, "podstore_names_runs", None, "Sorted run files of the disk's name index"),
+    m(Gauge, "podstore_names_run_bytes", Some(Unit::Bytes), "Bytes of the disk's name index runs"),
+    m(Gauge, "podstore_names_ready", None, "1 while the disk's name index serves listings; 0 after a run failed its checks (rebuilt at the next start)"),
+    m(Counter, "podstore_names_flushes_total", None, "Name index memtables written as runs"),
+    m(Counter, "podstore_names_merges_total", None, "Name index runs merged"),
+    m(Counter, "podstore_names_written_bytes_total", Some(Unit::Bytes), "Bytes of name index runs written (flushes and merges)"),
     m(Gauge, "podstore_disk_background_budget_bytes_per_second", Some(Unit::Bytes), "The disk's background I/O budget (compaction and scrub share it)"),
     m(Counter, "podstore_disk_background_bytes_total", Some(Unit::Bytes), "Bytes background jobs read and wrote on the disk"),
     m(Counter, "podstore_disk_moved_away_total", None, "Keys moved from the disk to the disks that take their writes (rebalancing, draining)"),
@@ -180,6 +187,7 @@ const METRICS: &[Described] = &[
     m(Counter, "podstore_http_requests_total", None, "Data requests by operation and status"),
     m(Histogram, "podstore_http_request_duration_seconds", Some(Unit::Seconds), "Data request latency by operation, until the response head"),
     m(Counter, "podstore_http_received_bytes_total", Some(Unit::Bytes), "Object bytes received from clients"),
+    m(Counter, "podstore_list_keys_total", None, "Objects and common prefixes returned by listings"),
     m(Counter, "podstore_http_sent_bytes_total", Some(Unit::Bytes), "Object bytes sent to clients"),
     m(Counter, "podstore_http_connections_refused_total", None, "Connections refused at the connection limit"),
     m(Counter, "podstore_test_faults_injected_total", None, "Test builds with PODSTORE_FAULTS only: disk faults injected, by kind"),
@@ -280,6 +288,14 @@ fn set_disk_gauges(shared: &Shared, d: &crate::shared::DiskInfo, s: Option<&Shar
         c("podstore_disk_zeroed_ahead_bytes_total", s.zeroed_ahead_bytes);
         c("podstore_disk_zero_ahead_waits_total", s.zero_ahead_waits);
         c("podstore_disk_checkpoints_total", s.checkpoints);
+        let n = &s.names;
+        g("podstore_names_memory_bytes", n.memory_bytes);
+        g("podstore_names_runs", n.runs);
+        g("podstore_names_run_bytes", n.run_bytes);
+        g("podstore_names_ready", n.ready as u64);
+        c("podstore_names_flushes_total", n.flushes);
+        c("podstore_names_merges_total", n.merges);
+        c("podstore_names_written_bytes_total", n.written_bytes);
         c("podstore_disk_background_bytes_total", s.background_bytes);
         c("podstore_disk_moved_away_total", s.moved_away);
         c("podstore_disk_migrated_objects_total", s.migrated_objects);

@@ -1,6 +1,6 @@
 //! The data API over HTTP/1.1 (docs/api.md): the connections (`conn.rs`), the routing of a
 //! request (the node endpoints, names, access keys) and the errors here, the object handlers
-//! in `objects.rs`.
+//! in `objects.rs`, bucket listings in `listing.rs`.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -15,6 +15,7 @@ use crate::names::{parse_object_path, NameError};
 use crate::service::{self, Objects};
 
 mod conn;
+mod listing;
 mod objects;
 
 pub use conn::{accept_loop, Connections};
@@ -69,6 +70,11 @@ fn engine_error(e: podstore_engine::Error) -> ApiError {
                 "too much of the disk is reserved by writes whose bodies have not arrived; try again",
             )
         }
+        E::NamesUnavailable { shard, reason } => err(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("disk {shard} can't take part in listings: {reason}"),
+        ),
         E::BodyLength { .. } => {
             err(StatusCode::BAD_REQUEST, "bad_length", "the body does not match Content-Length")
         }
@@ -156,36 +162,66 @@ async fn route(store: &Objects, req: Request<Incoming>) -> Result<Response<RespB
             _ => Err(err(StatusCode::NOT_FOUND, "not_found", "no such node endpoint")),
         };
     }
+    let method = req.method().clone();
+    if let Some(bucket) = listing::bucket_path(&path) {
+        if !crate::names::valid_bucket(bucket) {
+            return Err(err(
+                StatusCode::BAD_REQUEST,
+                "invalid_name",
+                "bucket names are 3-63 characters of a-z 0-9 . -",
+            ));
+        }
+        if !matches!(method, Method::GET | Method::HEAD) {
+            return Ok(not_allowed("GET, HEAD", "a bucket is listed with GET"));
+        }
+        if let Some(refusal) = authorize(store, &req, bucket, b"") {
+            return Ok(refusal);
+        }
+        let list = listing::parse_query(bucket, req.uri().query())?;
+        return listing::list(store, list, method == Method::HEAD).await;
+    }
     let name = parse_object_path(&path, crate::names::KEY_BYTES_MAX)
         .map_err(|NameError::Invalid(m)| err(StatusCode::BAD_REQUEST, "invalid_name", m))?;
-    let method = req.method().clone();
     if !matches!(method, Method::GET | Method::HEAD | Method::PUT | Method::DELETE) {
-        let mut r = err(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use GET, HEAD, PUT or DELETE")
-            .into_response(false);
-        r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, PUT, DELETE"));
-        return Ok(r);
+        return Ok(not_allowed("GET, HEAD, PUT, DELETE", "use GET, HEAD, PUT or DELETE"));
     }
-    if let Some(auth) = shared.auth.load().as_deref() {
-        // Before anything looks at the disks: a refusal tells nothing about the object.
-        let access = crate::auth::Access {
-            method: method.as_str(),
-            bucket: &name.bucket,
-            key: &name.key,
-            authorization: req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes()),
-            query: req.uri().query(),
-            now_s: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-        };
-        if let Err(denied) = auth.check(&access) {
-            return Ok(refused(denied, method == Method::HEAD));
-        }
+    if let Some(refusal) = authorize(store, &req, &name.bucket, &name.key) {
+        return Ok(refusal);
     }
     match method {
         Method::PUT => objects::put(store, name, req).await,
         Method::DELETE => objects::delete(store, name, req.headers()).await,
         _ => objects::get(store, &name, req.headers(), method == Method::HEAD).await,
     }
+}
+
+/// A 405 naming the methods the path takes.
+fn not_allowed(allow: &'static str, why: &'static str) -> Response<RespBody> {
+    let mut r = err(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", why).into_response(false);
+    r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
+/// The access keys' verdict on a request for `bucket` and `key` (empty for a listing): None
+/// when it may go on, else the refusal. Checked before anything looks at the disks, so a
+/// refusal tells nothing about the objects.
+fn authorize(
+    store: &Objects,
+    req: &Request<Incoming>,
+    bucket: &str,
+    key: &[u8],
+) -> Option<Response<RespBody>> {
+    let auth = store.shared.auth.load();
+    let auth = auth.as_deref()?;
+    let access = crate::auth::Access {
+        method: req.method().as_str(),
+        bucket,
+        key,
+        authorization: req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes()),
+        query: req.uri().query(),
+        now_s: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+    };
+    auth.check(&access).err().map(|denied| refused(denied, req.method() == Method::HEAD))
 }
 
 /// A 401 (with the scheme to use) or 403.
