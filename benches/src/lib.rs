@@ -228,3 +228,100 @@ pub fn tail_scan(dir: &Path, tail_bytes: u64) -> (u64, Duration) {
         (report.bytes_scanned, took)
     })
 }
+
+/// What the name index costs at scale (one disk, names without bodies).
+#[derive(Debug, Clone)]
+pub struct NamesAtScale {
+    pub names: u64,
+    /// RAM the index holds once the names are written (memtable empty), bytes per name.
+    pub ram_bytes_per_name: f64,
+    /// Bytes of its runs on the disk, per name.
+    pub disk_bytes_per_name: f64,
+    /// Runs left, and the time to build it (inserts in random order, flushes, merges).
+    pub runs: usize,
+    pub build: Duration,
+    /// Time to the first page (1000 names) of a prefix, from a cold seek: median and worst
+    /// over `seeks` random prefixes.
+    pub first_page_median: Duration,
+    pub first_page_max: Duration,
+    /// Names listed per second paging through the whole index, 1000 at a time.
+    pub list_per_s: f64,
+}
+
+/// Builds a name index of `names` names in random order on one disk (as a shard does: the
+/// memtable written as a run when full, runs merged when due), then measures what it holds in
+/// RAM, the first page of random prefixes and a full listing.
+pub fn names_at_scale(dir: &Path, names: u64, seeks: usize) -> NamesAtScale {
+    use podstore_engine::names::{Name, Names, Watermark};
+    use podstore_engine::Version;
+    let dir = dir.to_path_buf();
+    // Keys as a photo platform names them: bucket, date, user, object.
+    let key = |i: u64| {
+        let h = i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        format!(
+            "photos/{}/{:02}/{:07}/{:016x}.jpg",
+            2020 + h % 7,
+            1 + (h >> 8) % 12,
+            (h >> 16) % 1_000_000,
+            h
+        )
+    };
+    on_core(&dir.clone(), |io| async move {
+        let ix = Names::new(io, &dir, 0, 4 << 20);
+        let start = Instant::now();
+        for i in 0..names {
+            let v = Version { hlc: i << 16, origin: 1 };
+            ix.apply(
+                key(i).as_bytes(),
+                Name::live(v, 100_000 + i % 5_000_000, 1_796_000_000_000, [7; 16], "image/jpeg"),
+            );
+            if ix.flush_due() {
+                ix.flush(|| Watermark { max_seq: i, in_flight: vec![] }).await.expect("flush");
+            }
+            while ix.merge_due() {
+                ix.merge().await.expect("merge");
+            }
+        }
+        ix.flush(|| Watermark { max_seq: names, in_flight: vec![] }).await.expect("flush");
+        while ix.merge_due() {
+            ix.merge().await.expect("merge");
+        }
+        let build = start.elapsed();
+        let (_, runs, run_bytes) = ix.run_counts();
+        let ram = ix.memory_bytes();
+        let _ = std::fs::write("/proc/sys/vm/drop_caches", "1");
+        let mut rng = fastrand::Rng::with_seed(9);
+        let mut times = Vec::with_capacity(seeks);
+        for _ in 0..seeks {
+            let k = key(rng.u64(..names));
+            // A user's photos of a month: `photos/YYYY/MM/UUUUUUU/`.
+            let prefix = &k.as_bytes()[..k.rfind('/').expect("a slash") + 1];
+            let t = Instant::now();
+            let page = ix.list(prefix, prefix, 1000).await.expect("list");
+            times.push(t.elapsed());
+            assert!(!page.entries.is_empty(), "the prefix of a stored key lists it");
+        }
+        times.sort();
+        let t = Instant::now();
+        let (mut from, mut listed): (Box<[u8]>, u64) = (Box::default(), 0);
+        loop {
+            let page = ix.list(&from, b"photos/", 1000).await.expect("list");
+            listed += page.entries.len() as u64;
+            match page.next {
+                Some(n) => from = n,
+                None => break,
+            }
+        }
+        let list_per_s = listed as f64 / t.elapsed().as_secs_f64();
+        NamesAtScale {
+            names: listed,
+            ram_bytes_per_name: ram as f64 / names as f64,
+            disk_bytes_per_name: run_bytes as f64 / names as f64,
+            runs,
+            build,
+            first_page_median: times[times.len() / 2],
+            first_page_max: times[times.len() - 1],
+            list_per_s,
+        }
+    })
+}

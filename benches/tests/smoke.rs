@@ -18,5 +18,8 @@ fn benchmarks_run_at_a_tiny_size() {
     assert_eq!(n, 50_000);
     let (scanned, _) = tail_scan(&fresh_dir(&root, "tail"), 8 << 20);
     assert!(scanned >= 8 << 20);
+    let n = names_at_scale(&fresh_dir(&root, "names"), 20_000, 5);
+    assert_eq!(n.names, 20_000, "every name listed once");
+    assert!(n.ram_bytes_per_name > 0.0 && n.disk_bytes_per_name > 50.0, "{n:?}");
     let _ = std::fs::remove_dir_all(&root);
 }

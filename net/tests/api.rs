@@ -116,13 +116,18 @@ fn objects_ranges_conditionals_and_names() {
     assert_eq!(node.req("GET", "/photos/../../etc/passwd", &[], b"").body, b"just a key");
     let long = format!("/photos/{}", "k".repeat(1025));
     for bad in
-        ["/Photos/x", "/ph/x", "/photos", "/photos/", "/photos/a%00b", "/photos/%FF", long.as_str(), "/-ab/x"]
+        ["/Photos/x", "/ph/x", "/Photos", "/ph/", "/photos/a%00b", "/photos/%FF", long.as_str(), "/-ab/x"]
     {
         let r = node.req("GET", bad, &[], b"");
         assert_eq!((r.status, r.json_error()), (400, "invalid_name".into()), "{bad}");
         let r = node.req("PUT", bad, &[], b"x");
         assert_eq!(r.status, 400, "PUT {bad}");
     }
+    // A path without a key is the bucket's listing: GET and HEAD only.
+    assert_eq!(node.req("GET", "/photos", &[], b"").status, 200);
+    assert_eq!(node.req("GET", "/photos/", &[], b"").status, 200);
+    let r = node.req("PUT", "/photos/", &[], b"x");
+    assert_eq!((r.status, r.header("allow")), (405, Some("GET, HEAD")));
     // Methods.
     let r = node.req("POST", "/photos/x", &[], b"");
     assert_eq!((r.status, r.header("allow")), (405, Some("GET, HEAD, PUT, DELETE")));

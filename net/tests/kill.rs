@@ -1,6 +1,7 @@
 //! SIGKILL under load, through HTTP: writers PUT and DELETE while the node is killed at random
 //! moments; after each restart every object that got a 2xx is byte-exact (or replaced by the
-//! write that was in flight on its key), deleted ones stay deleted, nothing is ever partial.
+//! write that was in flight on its key), deleted ones stay deleted, nothing is ever partial,
+//! and the bucket's listing holds exactly the keys that read back, with their sizes.
 //!
 //! Rounds: `PODSTORE_HTTP_KILL_ROUNDS` (default 4; `.ci/run` asks for 200: the crash campaign of
 //! RELIABILITY.md). The time from restart to ready is recorded.
@@ -31,6 +32,25 @@ enum State {
 
 /// Per key: the last acknowledged state, and the write in flight (if any).
 type Model = HashMap<usize, (State, Option<State>)>;
+
+/// Every key of `bucket` with its size, from its listing in pages of `limit`.
+fn list_sizes(node: &Node, bucket: &str, limit: usize) -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut token = String::new();
+    loop {
+        let r = node.req("GET", &format!("/{bucket}?limit={limit}{token}"), &[], b"");
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let v: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
+        for o in v["objects"].as_array().expect("objects") {
+            let key = o["key"].as_str().expect("key").to_string();
+            assert!(out.insert(key, o["size"].as_u64().expect("size")).is_none(), "a key listed twice");
+        }
+        match v["next"].as_str() {
+            Some(t) => token = format!("&token={t}"),
+            None => return out,
+        }
+    }
+}
 
 #[test]
 fn sigkill_under_http_load_loses_no_acknowledged_object() {
@@ -89,6 +109,7 @@ fn sigkill_under_http_load_loses_no_acknowledged_object() {
         ready_max = ready_max.max(ready_in);
         ready_sum += ready_in;
         let mut m = model.lock().expect("model");
+        let mut present: std::collections::BTreeMap<String, u64> = Default::default();
         for (key, (acked, in_flight)) in m.iter_mut() {
             let r = node.req("GET", &format!("/killtest/key-{key}"), &[], b"");
             let seen = match r.status {
@@ -112,9 +133,19 @@ fn sigkill_under_http_load_loses_no_acknowledged_object() {
                 seen == *acked || Some(seen) == *in_flight,
                 "round {round}: key-{key} is {seen:?}; acknowledged {acked:?}, in flight {in_flight:?}"
             );
+            if let State::Version(v) = seen {
+                present.insert(format!("key-{key}"), value(*key, v).len() as u64);
+            }
             *acked = seen;
             *in_flight = None;
         }
+        // The listing after the restart: exactly the keys that read back, with their sizes.
+        let limit = rng.usize(1..40);
+        assert_eq!(
+            list_sizes(&node, "killtest", limit),
+            present,
+            "round {round}: listing (pages of {limit})"
+        );
     }
     println!(
         "http kill test: {rounds} SIGKILL rounds, {acked_total} acknowledged writes; every key checked after each restart; \

@@ -75,13 +75,17 @@ fn verdict(ratio: f64, target: f64) -> &'static str {
 fn main() {
     let mut dir = PathBuf::from("target/bench-data");
     let mut quick = false;
+    let mut names_only = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--dir" => dir = PathBuf::from(args.next().expect("--dir needs a value")),
             "--quick" => quick = true,
+            "--names" => names_only = true,
             "-h" | "--help" => {
-                println!("usage: podstore-bench [--dir DIR] [--quick]");
+                println!(
+                    "usage: podstore-bench [--dir DIR] [--quick] [--names (the name index's rows only)]"
+                );
                 return;
             }
             other => {
@@ -98,6 +102,10 @@ fn main() {
     println!();
     println!("| benchmark | podstore | machine limit (fio, same run) | ratio | target | |");
     println!("|---|---|---|---|---|---|");
+    if names_only {
+        names_rows(&dir, quick);
+        return;
+    }
 
     // Each comparison alternates podstore and fio `REPS` times on fresh files and reports the
     // medians: the disks of shared machines are noisy.
@@ -182,6 +190,9 @@ fn main() {
         if b <= 32.0 { "meets" } else { "above" }
     );
 
+    // 4b. The name index (listings).
+    names_rows(&dir, quick);
+
     // 5. Startup from a checkpoint, and the tail scan vs fio sequential reads.
     let (loaded, took) = startup_from_checkpoint(&fresh_dir(&dir, "startup"), n);
     let per_s = loaded as f64 / took.as_secs_f64();
@@ -202,6 +213,33 @@ fn main() {
         0.5,
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The name index (listings) at 10^7 names on one disk (10^6 in a quick run): RAM per name, the
+/// first page of a prefix from a cold seek, a full listing's rate.
+fn names_rows(dir: &std::path::Path, quick: bool) {
+    let count = if quick { 1_000_000 } else { 10_000_000 };
+    let s = names_at_scale(&fresh_dir(dir, "names"), count, 200);
+    println!(
+        "| name index, {count} names: RAM | {:.2} bytes/name ({} runs, {:.0} bytes/name on disk, built in {:.0} s) | - | - | at most 16 | {} |",
+        s.ram_bytes_per_name,
+        s.runs,
+        s.disk_bytes_per_name,
+        s.build.as_secs_f64(),
+        if s.ram_bytes_per_name <= 16.0 { "meets" } else { "above" }
+    );
+    let first_ms = s.first_page_median.as_secs_f64() * 1e3;
+    println!(
+        "| name index: first page (1000) of a prefix, cold | {first_ms:.2} ms median, {:.2} ms worst | - | - | at most 50 ms | {} |",
+        s.first_page_max.as_secs_f64() * 1e3,
+        if first_ms <= 50.0 { "meets" } else { "above" }
+    );
+    println!(
+        "| name index: listing rate, pages of 1000 | {:.0} names/s | - | - | at least 100000 | {} |",
+        s.list_per_s,
+        if s.list_per_s >= 100_000.0 { "meets" } else { "below" }
+    );
+    assert_eq!(s.names, count, "a full listing holds every name once");
 }
 
 /// Times each comparison is repeated.
