@@ -23,6 +23,7 @@ pub mod profile;
 pub mod range;
 pub mod reload;
 pub mod repl;
+pub mod s3;
 pub mod service;
 pub mod shared;
 pub mod tasks;
