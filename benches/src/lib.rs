@@ -279,12 +279,12 @@ pub fn names_at_scale(dir: &Path, names: u64, seeks: usize) -> NamesAtScale {
                 ix.flush(|| Watermark { max_seq: i, in_flight: vec![] }).await.expect("flush");
             }
             while ix.merge_due() {
-                ix.merge().await.expect("merge");
+                ix.merge(None).await.expect("merge");
             }
         }
         ix.flush(|| Watermark { max_seq: names, in_flight: vec![] }).await.expect("flush");
         while ix.merge_due() {
-            ix.merge().await.expect("merge");
+            ix.merge(None).await.expect("merge");
         }
         let build = start.elapsed();
         let (_, runs, run_bytes) = ix.run_counts();

@@ -55,7 +55,7 @@ fn listings_survive_a_power_loss_and_are_rebuilt_when_lost() {
         c.names_memtable_bytes = 16 << 10; // runs and merges
         let (shard, _) = Shard::open(disk.clone(), c.clone(), dir, 0).await.expect("open");
         fill(&shard, 600).await;
-        shard.names_maintain().await.expect("upkeep");
+        shard.names_maintain(None).await.expect("upkeep");
         assert_eq!(listed(&shard, b"photos/", 1000).await, expected(0..600, 7));
         assert_eq!(listed(&shard, b"photos/001", 7).await, expected(100..200, 7));
         assert!(shard.names_footprint().runs > 0, "{:?}", shard.names_footprint());

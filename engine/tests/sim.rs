@@ -514,7 +514,7 @@ async fn worker(s: Rc<Seed>, set: Rc<ShardSet<SimDisk>>, ops: u32, large_ok: boo
             _ => {
                 // The name index's upkeep (memtable flushes, run merges) beside the checkpoints.
                 for sh in set.shards() {
-                    if matches!(sh.names_maintain().await, Err(e) if e.is_crash()) {
+                    if matches!(sh.names_maintain(None).await, Err(e) if e.is_crash()) {
                         return;
                     }
                 }

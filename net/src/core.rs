@@ -386,8 +386,10 @@ async fn housekeeping(index: usize, shared: Arc<Shared>, shards: Shards, jobs: c
         // The name index's upkeep: a full memtable written as a run, runs merged.
         let all: Vec<_> = shards.borrow().values().filter(|s| s.names_due()).cloned().collect();
         for s in all {
+            // Merges within the disk's background budget, like every background job.
+            let j = jobs.borrow().get(&s.id()).cloned();
             spawn_per_disk(&naming, s.id(), async move {
-                if let Err(e) = s.names_maintain().await {
+                if let Err(e) = s.names_maintain(j.as_ref().map(|j| &j.budget)).await {
                     tracing::warn!("shard {}: name index upkeep failed: {e}", s.id());
                 }
             });

@@ -32,6 +32,7 @@ use podstore_disks::Io;
 pub use entry::{Kind, Name};
 pub use run::{parse_run_name, run_name, Run, RunWriter, Watermark};
 
+use crate::budget::IoBudget;
 use crate::{Error, Result};
 
 /// Runs of one size tier that are merged into one.
@@ -341,16 +342,18 @@ impl<I: Io> Names<I> {
 
     /// Merges the runs [`Names::merge_due`] picks into one; returns whether it did. A merge
     /// that takes the oldest run drops gone entries (nothing older is left for them to hide).
-    pub async fn merge(&self) -> Result<bool> {
+    /// With a `budget` (the disk's background budget), every block it reads is charged twice
+    /// (read, and its share of the writing) before it is read.
+    pub async fn merge(&self, budget: Option<&IoBudget>) -> Result<bool> {
         if self.merging.replace(true) {
             return Ok(false);
         }
-        let r = self.merge_runs().await;
+        let r = self.merge_runs(budget).await;
         self.merging.set(false);
         r
     }
 
-    async fn merge_runs(&self) -> Result<bool> {
+    async fn merge_runs(&self, budget: Option<&IoBudget>) -> Result<bool> {
         let Some(range) = self.merge_pick() else { return Ok(false) };
         let bottom = range.start == 0;
         let inputs: Vec<Rc<Run<I::File>>> = self.runs.borrow()[range].to_vec();
@@ -360,7 +363,7 @@ impl<I: Io> Names<I> {
         let mut dropped = 0u64;
         loop {
             for c in cursors.iter_mut() {
-                c.fill(&self.io, self.shard).await?;
+                c.fill(&self.io, self.shard, budget).await?;
             }
             // The lowest key; of the cursors at it, the newest run (the last) wins.
             let Some(min) = cursors.iter().filter_map(|c| c.peek()).min().map(Box::<[u8]>::from) else {
@@ -444,11 +447,14 @@ impl<F: Clone> Cursor<F> {
         Cursor { run, next_block: 0, entries: Vec::new().into_iter(), head: None }
     }
 
-    async fn fill<I: Io<File = F>>(&mut self, io: &I, shard: u32) -> Result<()> {
+    async fn fill<I: Io<File = F>>(&mut self, io: &I, shard: u32, budget: Option<&IoBudget>) -> Result<()> {
         while self.head.is_none() {
             if let Some(e) = self.entries.next() {
                 self.head = Some(e);
             } else if self.next_block < self.run.blocks() {
+                if let Some(b) = budget {
+                    b.take(2 * run::BLOCK_BYTES as u64).await;
+                }
                 self.entries = self.run.read_block(io, shard, self.next_block).await?.into_iter();
                 self.next_block += 1;
             } else {
@@ -554,7 +560,7 @@ mod tests {
                             .expect("flush");
                     }
                     while names.merge_due() {
-                        assert!(names.merge().await.expect("merge"));
+                        assert!(names.merge(None).await.expect("merge"));
                     }
                     if rng.below(400) == 0 || step == 3999 {
                         let prefix: &[u8] = [&b""[..], b"photo", b"photos/", b"photos/a", b"video/a/b/"]
@@ -609,7 +615,7 @@ mod tests {
                 }
                 names.flush(|| Watermark { max_seq: r as u64, in_flight: vec![] }).await.expect("flush");
             }
-            assert!(names.merge().await.expect("merge"));
+            assert!(names.merge(None).await.expect("merge"));
             let merged = run_name(1, RUNS_PER_MERGE as u64);
             let files = disk.list_dir(dir).await.expect("list");
             assert_eq!(files, vec![merged.clone()]);

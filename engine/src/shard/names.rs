@@ -56,8 +56,10 @@ impl<I: Io> Shard<I> {
     }
 
     /// Background upkeep of the name index: writes the memtable as a run when it is full and
-    /// merges runs when they are due. Returns whether it did anything.
-    pub async fn names_maintain(&self) -> Result<bool> {
+    /// merges runs when they are due, the merges within the disk's background `budget` (a
+    /// flush is a few MiB, part of bounding the memtable's memory: not paced). Returns whether
+    /// it did anything.
+    pub async fn names_maintain(&self, budget: Option<&crate::budget::IoBudget>) -> Result<bool> {
         if !self.names_ready.get() || self.cfg.read_only || self.fenced.borrow().is_some() {
             return Ok(false);
         }
@@ -67,7 +69,7 @@ impl<I: Io> Shard<I> {
             did = true;
         }
         if self.names.merge_due() {
-            did |= self.names.merge().await?;
+            did |= self.names.merge(budget).await?;
         }
         Ok(did)
     }
@@ -124,8 +126,13 @@ impl<I: Io> Shard<I> {
         self.names.clear(files).await?;
         let mut locs: Vec<Loc> = self.entries().into_iter().map(|(_, _, l)| l).collect();
         locs.sort_by_key(|l| (l.blob(), l.offset()));
-        let mut done = 0u64;
-        for loc in locs {
+        let (mut done, total) = (0u64, locs.len());
+        let mut said = std::time::Instant::now();
+        for (i, loc) in locs.into_iter().enumerate() {
+            if said.elapsed() >= std::time::Duration::from_secs(10) {
+                tracing::info!("shard {}: rebuilding the name index: {i} of {total} records read", self.id);
+                said = std::time::Instant::now();
+            }
             let Some((key, name)) = self.name_at(loc).await? else { continue };
             self.names.apply(&key, name);
             done += 1;
@@ -135,7 +142,7 @@ impl<I: Io> Shard<I> {
         }
         self.names.flush(|| self.names_watermark()).await?;
         while self.names.merge_due() {
-            self.names.merge().await?;
+            self.names.merge(None).await?;
         }
         if files.iter().any(|f| f == DAMAGED_FILE) {
             self.io.remove(&self.dir.join(DAMAGED_FILE)).await.map_err(|e| self.disk_err(e))?;
