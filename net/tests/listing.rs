@@ -138,6 +138,10 @@ fn listings_show_exactly_the_stored_keys_in_byte_order_across_disks_and_restarts
     let r = node.req("POST", "/photos", &[], b"");
     assert_eq!((r.status, r.header("allow")), (405, Some("GET, HEAD")));
     assert_eq!(node.req("GET", "/Photos", &[], b"").status, 400);
-    assert!(common::metric(&node, "podstore_names_runs{") >= 0.0);
+    let disks: Value = serde_json::from_slice(&node.admin("/admin/disks").body).expect("json");
+    for d in disks["disks"].as_array().expect("disks") {
+        assert_eq!(d["names"]["ready"], true, "{d}");
+    }
+    assert_eq!(common::metric(&node, "podstore_names_ready{"), 3.0, "every disk's name index serves");
     assert!(common::metric(&node, "podstore_names_memory_bytes{") > 0.0);
 }

@@ -91,6 +91,13 @@ pub(super) async fn disks_json(shared: &Shared) -> String {
                 "spilled": shared.routes.is_spilled(d.id),
                 "reads_in_flight_max": s.map(|s| s.reads_in_flight_max).unwrap_or(0),
                 "reads_in_flight_peak": s.map(|s| s.reads_in_flight_peak).unwrap_or(0),
+                // The name index listings read: whether it serves them, its runs and memory.
+                "names": s.map(|s| serde_json::json!({
+                    "ready": s.names.ready,
+                    "runs": s.names.runs,
+                    "run_bytes": s.names.run_bytes,
+                    "memory_bytes": s.names.memory_bytes,
+                })),
                 "profile": d.profile.map(|p| serde_json::json!({
                     "queue_depth": p.queue_depth,
                     "background_mib_per_s": p.background_mib_per_s,
