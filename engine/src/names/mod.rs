@@ -7,10 +7,13 @@
 //! their number low. RAM holds the memtable and, per run, the first key of each 64 KiB block.
 //!
 //! It needs no log of its own: the blob files are the log. A run records the point of the
-//! shard's record sequence it reflects (a [`Watermark`]); recovery applies every record past
-//! the newest run's watermark to the memtable, as it does for the index past its checkpoint.
-//! Every checkpoint flushes the memtable first, in the same instant as its snapshot, so the
-//! runs' watermark is never behind the checkpoint's and recovery's scan covers both.
+//! shard's record sequence it reflects (a [`Watermark`]). Every checkpoint flushes the
+//! memtable first, in the same instant as its snapshot, so the runs are never behind the
+//! checkpoint; recovery applies to the memtable every record it applies to the index (those
+//! past the checkpoint), in the same order, so the two end alike for every key it touches.
+//! (Not only those past the runs' watermark: a write that failed after its record reached the
+//! disk was applied to neither, and recovery's index takes it.) A runs' watermark behind the
+//! checkpoint means a run was lost: the name index is rebuilt.
 //!
 //! Changes that write no record (a key moved to another disk, a tombstone dropped by
 //! compaction) become [`Kind::Gone`] entries; like the index, they are durable at the next

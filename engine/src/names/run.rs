@@ -110,13 +110,6 @@ pub struct Watermark {
     pub in_flight: Vec<u64>,
 }
 
-impl Watermark {
-    /// Whether the record with sequence `seq` is not yet reflected.
-    pub fn needs(&self, seq: u64) -> bool {
-        seq > self.max_seq || self.in_flight.contains(&seq)
-    }
-}
-
 /// One open run.
 #[derive(Debug)]
 pub struct Run<F> {

@@ -91,14 +91,37 @@ impl<I: Io> Shard<I> {
             Err(e @ Error::Damaged { .. }) => return Err(self.names_damaged(e).await),
             Err(e) => return Err(e),
         };
-        let ix = self.index.borrow();
-        page.entries.retain(|(k, n)| match n.kind {
-            Kind::Gone => false,
-            Kind::Tombstone => true,
-            Kind::Live => {
-                ix.overflow_get(k).or_else(|| ix.main_get(self.fp(k))).is_some_and(|l| !l.is_tombstone())
+        // A name is listed live only while the index holds the key live. A tombstone whose
+        // key the index holds live is stale (its record was damaged and quarantined after the
+        // run that holds the tombstone was written, and the index kept the older record): the
+        // index wins, read from the record it points to, and the name index is repaired.
+        let mut stale = Vec::new();
+        {
+            let ix = self.index.borrow();
+            page.entries.retain(|(k, n)| {
+                let held = ix.overflow_get(k).or_else(|| ix.main_get(self.fp(k)));
+                match n.kind {
+                    Kind::Gone => false,
+                    Kind::Tombstone => {
+                        if let Some(l) = held.filter(|l| !l.is_tombstone()) {
+                            stale.push((k.clone(), l));
+                        }
+                        true
+                    }
+                    Kind::Live => held.is_some_and(|l| !l.is_tombstone()),
+                }
+            });
+        }
+        for (key, loc) in stale {
+            let Some((k, name)) = self.name_at(loc).await? else { continue };
+            if k[..] != key[..] {
+                continue; // another key of the same fingerprint: the tombstone stands
             }
-        });
+            self.names_apply(&key, name.clone());
+            if let Some(e) = page.entries.iter_mut().find(|(ek, _)| *ek == key) {
+                e.1 = name;
+            }
+        }
         Ok(page)
     }
 

@@ -470,26 +470,22 @@ impl<I: Io> Recovery<'_, I> {
         items.sort_by_key(|(seq, _)| *seq);
         let mut tail_keys: HashMap<u64, Vec<u8>> = HashMap::new();
         for (seq, item) in items {
-            if let (Some(mark), TailItem::Valid { key, header, content_type, digest, .. }) =
-                (&self.names_mark, &item)
-            {
-                if mark.needs(seq) {
-                    let name = if header.is_tombstone() {
-                        Name::tombstone(header.version, header.created_ms)
-                    } else {
-                        Name::live(
-                            header.version,
-                            header.object_len,
-                            header.created_ms,
-                            *digest,
-                            content_type,
-                        )
-                    };
-                    self.shard.names_apply(key, name);
-                }
-            }
             if seq <= ck.max_seq && !ck_in_flight.contains(&seq) {
                 continue;
+            }
+            // The name index takes every record the index takes, in the same order, though its
+            // runs may reflect some already (they are never behind the checkpoint): a record
+            // whose write failed after it reached the disk was never applied to either, and
+            // the index takes it now; applying a record again leaves a name as it was.
+            if let (Some(_), TailItem::Valid { key, header, content_type, digest, .. }) =
+                (&self.names_mark, &item)
+            {
+                let name = if header.is_tombstone() {
+                    Name::tombstone(header.version, header.created_ms)
+                } else {
+                    Name::live(header.version, header.object_len, header.created_ms, *digest, content_type)
+                };
+                self.shard.names_apply(key, name);
             }
             self.changed = true;
             match item {
