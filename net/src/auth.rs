@@ -186,6 +186,30 @@ impl Auth {
         }
     }
 
+    /// Whether anyone may read `bucket`.
+    pub fn is_public(&self, bucket: &str) -> bool {
+        self.public_buckets.iter().any(|b| b == bucket)
+    }
+
+    /// Access key `id`'s secret (S3 signs with it as the secret access key).
+    pub fn secret_of(&self, id: &str) -> Option<&str> {
+        let k = self.keys.iter().find(|k| k.id == id)?;
+        // Secrets are token characters (read_key_secret): always UTF-8.
+        std::str::from_utf8(&k.secret).ok()
+    }
+
+    /// Whether access key `id` (known) may read, or write, `bucket`: the reason if not.
+    pub fn allows(&self, id: &str, bucket: &str, read: bool) -> Result<(), &'static str> {
+        let Some(key) = self.keys.iter().find(|k| k.id == id) else { return Err("unknown access key") };
+        if !key.buckets.is_empty() && !key.buckets.iter().any(|b| b == bucket) {
+            return Err("the access key may not use this bucket");
+        }
+        if key.read_only && !read {
+            return Err("the access key is read-only");
+        }
+        Ok(())
+    }
+
     /// Whether the request may go on.
     pub fn check(&self, a: &Access) -> Result<(), Denied> {
         let read = matches!(a.method, "GET" | "HEAD");

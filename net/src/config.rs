@@ -171,6 +171,14 @@ pub struct Listen {
     pub data: SocketAddr,
     #[serde(deserialize_with = "socket_addr")]
     pub admin: SocketAddr,
+    /// The S3 API's port (API.md "S3"); none when absent (the shipped configuration and the
+    /// embedded default say 127.0.0.1:7073).
+    #[serde(default, deserialize_with = "opt_socket_addr")]
+    pub s3: Option<SocketAddr>,
+}
+
+fn opt_socket_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    socket_addr(d).map(Some)
 }
 
 /// An address as `ip:port`, `[ipv6]:port` or `host:port`; a host name is resolved once, when
@@ -197,7 +205,7 @@ pub fn resolve(text: &str) -> Result<SocketAddr, String> {
 
 impl Default for Listen {
     fn default() -> Self {
-        Listen { data: ([127, 0, 0, 1], 7070).into(), admin: ([127, 0, 0, 1], 7072).into() }
+        Listen { data: ([127, 0, 0, 1], 7070).into(), admin: ([127, 0, 0, 1], 7072).into(), s3: None }
     }
 }
 
@@ -546,7 +554,7 @@ impl Config {
             node_id: "podstore-dev".into(),
             cores: 0,
             io_backend: default_io_backend(),
-            listen: Listen::default(),
+            listen: Listen { s3: Some(([127, 0, 0, 1], 7073).into()), ..Listen::default() },
             limits: Limits::default(),
             engine: Engine { blob_size_bytes: 64 << 20, ..Engine::default() },
             maintenance: Maintenance::default(),
@@ -579,6 +587,9 @@ impl Config {
         let cores = if self.cores == 0 { "one per CPU".to_string() } else { self.cores.to_string() };
         let _ = writeln!(out, "node {}, cores: {cores}, disk I/O: {}", self.node_id, self.io_backend);
         let _ = writeln!(out, "data port {}, admin port {}", self.listen.data, self.listen.admin);
+        if let Some(s3) = self.listen.s3 {
+            let _ = writeln!(out, "S3 port {s3}");
+        }
         let _ = writeln!(
             out,
             "blobs of {}, copies by default: {}",
@@ -654,6 +665,12 @@ impl Config {
                 );
             }
             return Ok(());
+        }
+        if let Some(s3) = cfg.listen.s3.filter(|a| !a.ip().is_loopback() && !has_keys) {
+            return Err(format!(
+                "the S3 port listens on {s3} (beyond loopback) and no access keys are configured: \
+                 add [[auth.keys]] (they sign S3 requests too), or start with --insecure"
+            ));
         }
         if !cfg.listen.data.ip().is_loopback() && !has_keys {
             return Err(format!(

@@ -75,8 +75,8 @@ pub fn run(cfg: Config, reload: crate::reload::Reload) -> Result<(), String> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<CoreReady>();
     let started = Instant::now();
     let mut threads = Vec::new();
-    for (index, (((inbox, listener), repl_listener), disks)) in
-        inbox_rx.into_iter().zip(ports.data).zip(ports.repl).zip(specs).enumerate()
+    for (index, ((((inbox, listener), s3_listener), repl_listener), disks)) in
+        inbox_rx.into_iter().zip(ports.data).zip(ports.s3).zip(ports.repl).zip(specs).enumerate()
     {
         let start = CoreStart {
             index,
@@ -86,7 +86,7 @@ pub fn run(cfg: Config, reload: crate::reload::Reload) -> Result<(), String> {
             inbox,
             ready_tx: ready_tx.clone(),
             shutdown: shutdown_rx.clone(),
-            serve: crate::tasks::serve(listener, repl_listener),
+            serve: crate::tasks::serve(listener, s3_listener, repl_listener),
             background: crate::tasks::background(),
         };
         let t = std::thread::Builder::new()
@@ -222,6 +222,7 @@ fn open_disks(cfg: &Config, ncores: usize) -> Result<OpenDisks, String> {
 /// (`SO_REUSEPORT`), the admin port, and the replica set's secret.
 struct Ports {
     data: Vec<std::net::TcpListener>,
+    s3: Vec<Option<std::net::TcpListener>>,
     repl: Vec<Option<std::net::TcpListener>>,
     admin: std::net::TcpListener,
     repl_secret: Option<Vec<u8>>,
@@ -236,6 +237,12 @@ impl Ports {
                     .map_err(|e| format!("data port {}: {e}", cfg.listen.data))?,
             );
         }
+        let mut s3: Vec<Option<std::net::TcpListener>> = (0..ncores).map(|_| None).collect();
+        if let Some(addr) = cfg.listen.s3 {
+            for slot in s3.iter_mut() {
+                *slot = Some(reuseport_listener(addr).map_err(|e| format!("S3 port {addr}: {e}"))?);
+            }
+        }
         let mut repl: Vec<Option<std::net::TcpListener>> = (0..ncores).map(|_| None).collect();
         let mut repl_secret = None;
         if let Some(r) = &cfg.replication {
@@ -249,7 +256,7 @@ impl Ports {
         }
         let admin = std::net::TcpListener::bind(cfg.listen.admin)
             .map_err(|e| format!("admin port {}: {e}", cfg.listen.admin))?;
-        Ok(Ports { data, repl, admin, repl_secret })
+        Ok(Ports { data, s3, repl, admin, repl_secret })
     }
 }
 

@@ -19,25 +19,35 @@ fn objects(ctx: &CoreCtx) -> Rc<Objects> {
     Rc::new(Objects::new(ctx.shared.clone(), ctx.links.clone(), ctx.index, ctx.shards.clone()))
 }
 
-/// The front ends of one core: HTTP on its data-port socket, and the replication receiver on
-/// its replication-port socket (when replication is configured). Each ends at shutdown; HTTP
-/// then drains its connections.
-pub fn serve(listener: std::net::TcpListener, repl_listener: Option<std::net::TcpListener>) -> Spawn {
+/// The front ends of one core: HTTP on its data-port socket, S3 on its S3-port socket (when
+/// one is configured), and the replication receiver on its replication-port socket (when
+/// replication is configured). Each ends at shutdown; HTTP then drains its connections.
+pub fn serve(
+    listener: std::net::TcpListener,
+    s3_listener: Option<std::net::TcpListener>,
+    repl_listener: Option<std::net::TcpListener>,
+) -> Spawn {
     Box::new(move |ctx: &CoreCtx| {
         let objects = objects(ctx);
-        let conns = Rc::new(crate::http::Connections::default());
-        let accept = crate::http::accept_loop(
-            ctx.index,
-            ctx.shared.clone(),
-            listener,
-            ctx.shutdown.clone(),
-            conns.clone(),
-            objects.clone(),
-        );
-        let mut tasks = vec![tokio::task::spawn_local(async move {
-            accept.await;
-            conns.drain(DRAIN_GRACE).await;
-        })];
+        let mut tasks = Vec::new();
+        let fronts = [(Some(listener), crate::http::Front::Data), (s3_listener, crate::http::Front::S3)];
+        for (listener, front) in fronts {
+            let Some(listener) = listener else { continue };
+            let conns = Rc::new(crate::http::Connections::default());
+            let accept = crate::http::accept_loop(
+                ctx.index,
+                ctx.shared.clone(),
+                listener,
+                ctx.shutdown.clone(),
+                conns.clone(),
+                objects.clone(),
+                front,
+            );
+            tasks.push(tokio::task::spawn_local(async move {
+                accept.await;
+                conns.drain(DRAIN_GRACE).await;
+            }));
+        }
         if let Some(l) = repl_listener {
             let server = crate::repl::server::accept_loop(ctx.index, objects, l, ctx.shutdown.clone());
             tasks.push(tokio::task::spawn_local(server));

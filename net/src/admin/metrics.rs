@@ -188,6 +188,8 @@ const METRICS: &[Described] = &[
     m(Histogram, "podstore_http_request_duration_seconds", Some(Unit::Seconds), "Data request latency by operation, until the response head"),
     m(Counter, "podstore_http_received_bytes_total", Some(Unit::Bytes), "Object bytes received from clients"),
     m(Counter, "podstore_list_keys_total", None, "Objects and common prefixes returned by listings"),
+    m(Counter, "podstore_s3_requests_total", None, "Requests on the S3 port, by method and status"),
+    m(Histogram, "podstore_s3_request_duration_seconds", Some(Unit::Seconds), "Time to the answer's headers of requests on the S3 port"),
     m(Counter, "podstore_http_sent_bytes_total", Some(Unit::Bytes), "Object bytes sent to clients"),
     m(Counter, "podstore_http_connections_refused_total", None, "Connections refused at the connection limit"),
     m(Counter, "podstore_test_faults_injected_total", None, "Test builds with PODSTORE_FAULTS only: disk faults injected, by kind"),

@@ -44,7 +44,17 @@ impl Connections {
     }
 }
 
-/// Accepts connections until shutdown, up to `limits.connections_max` open at once.
+/// Which API a listener serves (the connections' limits and timeouts are the same).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Front {
+    /// The native data API (docs/api.md).
+    Data,
+    /// The S3 API (`s3/`).
+    S3,
+}
+
+/// Accepts connections until shutdown, up to `limits.connections_max` open at once (the
+/// data and S3 ports together).
 pub async fn accept_loop(
     core: usize,
     shared: Arc<Shared>,
@@ -52,8 +62,9 @@ pub async fn accept_loop(
     shutdown: watch::Receiver<bool>,
     conns: Rc<Connections>,
     objects: Rc<Objects>,
+    front: Front,
 ) {
-    let what = format!("core {core}: data");
+    let what = format!("core {core}: {}", if front == Front::Data { "data" } else { "S3" });
     crate::accept::accept_each(&what, listener, shutdown, |stream, _from| {
         let limit = shared.cfg().limits.connections_max;
         if shared.connections.fetch_add(1, Ordering::Relaxed) >= limit {
@@ -68,7 +79,7 @@ pub async fn accept_loop(
         conns.open.set(conns.open.get() + 1);
         let (shared, conns, objects) = (shared.clone(), conns.clone(), objects.clone());
         tokio::task::spawn_local(async move {
-            serve_connection(shared.clone(), objects, stream, stop_rx).await;
+            serve_connection(shared.clone(), objects, stream, stop_rx, front).await;
             shared.connections.fetch_sub(1, Ordering::Relaxed);
             conns.open.set(conns.open.get() - 1);
             conns.closed.notify_waiters();
@@ -82,6 +93,7 @@ async fn serve_connection(
     objects: Rc<Objects>,
     stream: tokio::net::TcpStream,
     mut stop: watch::Receiver<bool>,
+    front: Front,
 ) {
     let limits = &shared.cfg().limits;
     let mut b = hyper::server::conn::http1::Builder::new();
@@ -114,7 +126,10 @@ async fn serve_connection(
             watch.header_since.set(None);
             watch.head_request.set(req.method() == hyper::Method::HEAD);
             async move {
-                let resp = super::handle(&objects, req).await;
+                let resp = match front {
+                    Front::Data => super::handle(&objects, req).await,
+                    Front::S3 => crate::s3::handle(&objects, req).await,
+                };
                 in_flight.set(in_flight.get() - 1);
                 watch.last_active.set(Instant::now());
                 // The next bytes read start the next request's headers.

@@ -18,7 +18,7 @@ mod conn;
 mod listing;
 mod objects;
 
-pub use conn::{accept_loop, Connections};
+pub use conn::{accept_loop, Connections, Front};
 
 /// An API error: status, code and message (API.md: JSON error bodies).
 #[derive(Debug)]

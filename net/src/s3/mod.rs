@@ -1,5 +1,268 @@
 //! The S3 front end (API.md "S3"): its own listener over the same object service as the
-//! native API. So far: request signatures (`sigv4.rs`); the listener, the operations and the
-//! XML come next (issue 23).
+//! native API, path-style addressing (`/bucket/key`), AWS Signature Version 4 with the
+//! access keys of `[[auth.keys]]` (`sigv4.rs`), errors as S3's XML (`error.rs`).
+//!
+//! Served so far: GetObject and HeadObject (ranges, the four conditional headers,
+//! `response-*` overrides), ListObjectsV2 and ListObjects (`list.rs`), HeadBucket,
+//! GetBucketLocation and GetBucketVersioning. Every other operation answers
+//! `501 NotImplemented` (writes come with the objects' S3 metadata: issue 23).
 
+pub mod error;
+mod list;
+mod object;
 pub mod sigv4;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+
+use crate::body::{RespBody, SERVER};
+use crate::names::{percent_decode, valid_bucket, KEY_BYTES_MAX};
+use crate::service::Objects;
+use error::S3Error;
+
+/// Most a signed request's clock may differ from this node's (as S3 allows), seconds.
+const SKEW_MAX_S: u64 = 15 * 60;
+/// The region GetBucketLocation names (signatures of any region are accepted: the region is
+/// part of what is signed).
+const REGION: &str = "us-east-1";
+
+/// A request as the S3 operations see it.
+pub(crate) struct S3Request<'a> {
+    pub method: &'a Method,
+    pub bucket: &'a str,
+    /// The object's key (empty: the request is for the bucket).
+    pub key: &'a [u8],
+    /// Query parameters, decoded, in the order sent.
+    pub query: &'a [(String, String)],
+    pub headers: &'a hyper::HeaderMap,
+}
+
+impl S3Request<'_> {
+    fn param(&self, name: &str) -> Option<&str> {
+        self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.query.iter().any(|(k, _)| k == name)
+    }
+}
+
+/// Serves one request on the S3 port.
+pub async fn handle(objects: &Objects, req: Request<Incoming>) -> Response<RespBody> {
+    let request_id = format!("{:016x}", fastrand::u64(..));
+    let head = req.method() == Method::HEAD;
+    let resource = req.uri().path().to_string();
+    let op = req.method().as_str().to_ascii_lowercase();
+    let started = std::time::Instant::now();
+    let mut resp = match route(objects, &req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(&resource, &request_id, head),
+    };
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert("x-amz-request-id", v);
+    }
+    metrics::counter!("podstore_s3_requests_total", "op" => op, "status" => resp.status().as_u16().to_string())
+        .increment(1);
+    metrics::histogram!("podstore_s3_request_duration_seconds").record(started.elapsed().as_secs_f64());
+    resp
+}
+
+/// Query parameters, decoded (`+` is a space only in form bodies, never in S3 queries).
+fn query_pairs(q: Option<&str>) -> Result<Vec<(String, String)>, S3Error> {
+    let bad = || S3Error::invalid_argument("a query parameter is not percent-encoded UTF-8");
+    let mut out = Vec::new();
+    for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let k = String::from_utf8(percent_decode(k).map_err(|_| bad())?).map_err(|_| bad())?;
+        let v = String::from_utf8(percent_decode(v).map_err(|_| bad())?).map_err(|_| bad())?;
+        out.push((k, v));
+    }
+    Ok(out)
+}
+
+async fn route(objects: &Objects, req: &Request<Incoming>) -> Result<Response<RespBody>, S3Error> {
+    let raw_path = req.uri().path();
+    let path =
+        percent_decode(raw_path).map_err(|_| S3Error::invalid_argument("the path is not percent-encoded"))?;
+    let query = query_pairs(req.uri().query())?;
+    let rest = path.strip_prefix(b"/").unwrap_or(&path);
+    let (bucket, key) = match rest.iter().position(|&b| b == b'/') {
+        Some(at) => (&rest[..at], &rest[at + 1..]),
+        None => (rest, &[][..]),
+    };
+    let bucket = std::str::from_utf8(bucket).map_err(|_| S3Error::invalid_argument("bucket name"))?;
+    authorize(objects, req, &path, &query, bucket)?;
+    if bucket.is_empty() {
+        return Err(S3Error::not_implemented("ListBuckets"));
+    }
+    if !valid_bucket(bucket) {
+        return Err(S3Error::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidBucketName",
+            "The specified bucket is not valid.",
+        ));
+    }
+    if key.len() > KEY_BYTES_MAX {
+        return Err(S3Error::new(StatusCode::BAD_REQUEST, "KeyTooLongError", "Your key is too long"));
+    }
+    let r = S3Request { method: req.method(), bucket, key, query: &query, headers: req.headers() };
+    match (req.method(), key.is_empty()) {
+        (&Method::GET | &Method::HEAD, false) => object::get(objects, &r).await,
+        (&Method::HEAD, true) => Ok(ok_empty()),
+        (&Method::GET, true) if r.has("location") => Ok(xml(format!(
+            "<LocationConstraint xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">{REGION}</LocationConstraint>"
+        ))),
+        (&Method::GET, true) if r.has("versioning") => {
+            Ok(xml("<VersioningConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"/>".into()))
+        }
+        (&Method::GET, true) if bucket_subresource(&r).is_none() => list::list_objects(objects, &r).await,
+        (&Method::GET, true) => Err(S3Error::not_implemented(bucket_subresource(&r).unwrap_or("this request"))),
+        (m, _) => Err(S3Error::not_implemented(&format!("{m} here"))),
+    }
+}
+
+/// The bucket subresource a GET asks for (acl, policy, cors, ...), if any.
+fn bucket_subresource<'a>(r: &'a S3Request<'_>) -> Option<&'a str> {
+    const LISTING: [&str; 8] = [
+        "list-type",
+        "prefix",
+        "delimiter",
+        "max-keys",
+        "continuation-token",
+        "start-after",
+        "encoding-type",
+        "fetch-owner",
+    ];
+    r.query.iter().map(|(k, _)| k.as_str()).find(|k| {
+        !LISTING.contains(k) && *k != "marker" && !k.starts_with("X-Amz-") && !k.starts_with("x-id")
+    })
+}
+
+fn ok_empty() -> Response<RespBody> {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::SERVER, SERVER)
+        .header(header::CONTENT_LENGTH, 0)
+        .body(RespBody::Empty)
+        .expect("static headers are valid")
+}
+
+/// A 200 with an XML document.
+pub(crate) fn xml(doc: String) -> Response<RespBody> {
+    let body = format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n{doc}");
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::SERVER, SERVER)
+        .header(header::CONTENT_TYPE, "application/xml")
+        .header(header::CONTENT_LENGTH, body.len())
+        .body(RespBody::full(body))
+        .expect("static headers are valid")
+}
+
+/// `YYYYMMDDTHHMMSSZ` as seconds since the epoch.
+fn amz_seconds(d: &str) -> Option<u64> {
+    let n = |a: usize, b: usize| d.get(a..b)?.parse::<i64>().ok();
+    let (y, mo, da, h, mi, s) = (n(0, 4)?, n(4, 6)?, n(6, 8)?, n(9, 11)?, n(11, 13)?, n(13, 15)?);
+    // Days from the civil date (H. Hinnant's algorithm, the inverse of units::iso8601_ms).
+    let y2 = if mo <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + da - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + h * 3600 + mi * 60 + s).ok()
+}
+
+/// The access keys' verdict (before anything looks at the disks): with no keys configured
+/// every request is served (loopback only, see `Config::check_exposure`); otherwise a valid
+/// SigV4 signature of a key that may use the bucket, or a read of a public bucket.
+fn authorize(
+    objects: &Objects,
+    req: &Request<Incoming>,
+    path: &[u8],
+    query: &[(String, String)],
+    bucket: &str,
+) -> Result<(), S3Error> {
+    let auth = objects.shared.auth.load();
+    let Some(auth) = auth.as_deref() else { return Ok(()) };
+    let read = matches!(*req.method(), Method::GET | Method::HEAD);
+    let header_value = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok());
+    let malformed =
+        |why: &'static str| S3Error::new(StatusCode::BAD_REQUEST, "AuthorizationHeaderMalformed", why);
+    let claim = match header_value("authorization") {
+        Some(a) => sigv4::parse_header(a, header_value("x-amz-date").unwrap_or("")).map_err(|e| match e {
+            sigv4::SigError::Malformed(why) => malformed(why),
+            sigv4::SigError::Mismatch => S3Error::access_denied("signature"),
+        })?,
+        None => match sigv4::parse_query(query) {
+            Some(c) => c.map_err(|e| match e {
+                sigv4::SigError::Malformed(why) => {
+                    S3Error::new(StatusCode::BAD_REQUEST, "AuthorizationQueryParametersError", why)
+                }
+                sigv4::SigError::Mismatch => S3Error::access_denied("signature"),
+            })?,
+            None if read && auth.is_public(bucket) && !bucket.is_empty() => return Ok(()),
+            None => return Err(S3Error::access_denied("Anonymous access is forbidden for this operation")),
+        },
+    };
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let signed_at =
+        amz_seconds(&claim.amz_date).ok_or_else(|| malformed("the request's date is not valid"))?;
+    match claim.expires_s {
+        None if signed_at.abs_diff(now) > SKEW_MAX_S => {
+            return Err(S3Error::new(
+                StatusCode::FORBIDDEN,
+                "RequestTimeTooSkewed",
+                "The difference between the request time and the server's time is too large.",
+            ))
+        }
+        Some(e) if signed_at > now + SKEW_MAX_S || signed_at + e < now => {
+            return Err(S3Error::access_denied("Request has expired"))
+        }
+        _ => {}
+    }
+    let Some(secret) = auth.secret_of(&claim.access_key) else {
+        return Err(S3Error::new(
+            StatusCode::FORBIDDEN,
+            "InvalidAccessKeyId",
+            "The AWS Access Key Id you provided does not exist in our records.",
+        ));
+    };
+    let headers: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect();
+    let payload = match claim.expires_s {
+        Some(_) => sigv4::UNSIGNED_PAYLOAD,
+        None => header_value("x-amz-content-sha256").ok_or_else(|| {
+            S3Error::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidRequest",
+                "Missing required header for this request: x-amz-content-sha256",
+            )
+        })?,
+    };
+    let r = sigv4::Request {
+        method: req.method().as_str(),
+        path,
+        query,
+        headers: &headers,
+        payload_hash: payload,
+    };
+    sigv4::verify(secret, &claim, &r).map_err(|_| {
+        S3Error::new(
+            StatusCode::FORBIDDEN,
+            "SignatureDoesNotMatch",
+            "The request signature we calculated does not match the signature you provided.",
+        )
+    })?;
+    if !bucket.is_empty() {
+        auth.allows(&claim.access_key, bucket, read).map_err(S3Error::access_denied)?;
+    }
+    Ok(())
+}
