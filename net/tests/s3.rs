@@ -58,7 +58,10 @@ fn json(o: std::process::Output) -> serde_json::Value {
 #[test]
 #[ignore = "needs the AWS CLI and curl (apt-get install awscli curl): cargo test -- --ignored (.ci/run runs it)"]
 fn the_aws_cli_lists_and_reads_with_signed_requests() {
-    assert!(Command::new("aws").arg("--version").output().is_ok(), "the AWS CLI is not installed (apt-get install awscli)");
+    assert!(
+        Command::new("aws").arg("--version").output().is_ok(),
+        "the AWS CLI is not installed (apt-get install awscli)"
+    );
     let dir = fresh_dir("s3");
     let (data, admin, s3) = (free_addr(), free_addr(), free_addr());
     let mut text = common::config_text(&dir, data, admin, "");
