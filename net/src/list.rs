@@ -86,11 +86,15 @@ where
     Fut: Future<Output = Result<Listed, E>>,
 {
     assert!((1..=LIST_LIMIT_MAX).contains(&req.limit), "limit {}", req.limit);
-    let bucket_prefix_len = req.bucket.len() + 1;
+    // An empty bucket lists the storage keys themselves (`bucket/key`): with the delimiter
+    // `/`, the buckets ([`buckets`]).
+    let bucket_prefix_len = if req.bucket.is_empty() { 0 } else { req.bucket.len() + 1 };
     let storage = |k: &[u8]| -> Box<[u8]> {
         let mut v = Vec::with_capacity(bucket_prefix_len + k.len());
-        v.extend_from_slice(req.bucket.as_bytes());
-        v.push(b'/');
+        if !req.bucket.is_empty() {
+            v.extend_from_slice(req.bucket.as_bytes());
+            v.push(b'/');
+        }
         v.extend_from_slice(k);
         v.into()
     };
@@ -122,6 +126,37 @@ where
         match item {
             Item::Object(o) => page.objects.push(o),
             Item::Prefix(p) => page.prefixes.push(p),
+        }
+    }
+}
+
+/// Every bucket that holds at least one object, in byte order, at most `max` of them: the
+/// common prefixes of the storage keys at `/`, one seek per bucket and disk.
+pub async fn buckets<F, Fut, E>(disks: &[u32], max: usize, fetch: F) -> Result<Vec<String>, E>
+where
+    F: Fn(u32, Box<[u8]>, Box<[u8]>, usize) -> Fut,
+    Fut: Future<Output = Result<Listed, E>>,
+{
+    let mut out = Vec::new();
+    let mut req = ListRequest {
+        bucket: String::new(),
+        prefix: Vec::new(),
+        delimiter: Some(b"/".to_vec()),
+        from: Vec::new(),
+        limit: LIST_LIMIT_MAX,
+    };
+    loop {
+        let page = list(&req, disks, &fetch).await?;
+        for p in page.prefixes {
+            if out.len() == max {
+                return Ok(out);
+            }
+            // Storage keys are `bucket/key` with a valid bucket: the prefix is `bucket/`.
+            out.push(String::from_utf8_lossy(&p[..p.len() - 1]).into_owned());
+        }
+        match page.next {
+            Some(n) => req.from = n,
+            None => return Ok(out),
         }
     }
 }
@@ -326,6 +361,15 @@ mod tests {
                 assert_eq!(all(&disks, "zz", Some("/"), limit).await, (vec![], vec![]));
             });
         }
+        // The buckets: every one with a live object, none holding only tombstones ("gone").
+        disks[1].insert(b"gone/x".to_vec(), Name::tombstone(Version { hlc: 3, origin: 1 }, 0));
+        run(async {
+            let ids = [0u32, 1, 2];
+            let b = buckets(&ids, 100, |d, f, p, m| fetch(&disks, d, f, p, m)).await.expect("buckets");
+            assert_eq!(b, vec!["bk", "bkt", "bkt2"]);
+            let b = buckets(&ids, 2, |d, f, p, m| fetch(&disks, d, f, p, m)).await.expect("buckets");
+            assert_eq!(b, vec!["bk", "bkt"]);
+        });
         // A delimiter of several bytes, and a start inside the range.
         run(async {
             let (o, p) = all(&disks, "", Some("/b/"), 2).await;

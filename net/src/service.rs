@@ -652,15 +652,36 @@ impl Objects {
         let mut disks: Vec<u32> = layout.shard_core.keys().copied().collect();
         disks.sort_unstable();
         crate::list::list(req, &disks, |shard, from, prefix, max| {
-            let owner = layout.shard_core.get(&shard).copied();
-            async move {
-                let owner = owner.ok_or(Error::Unavailable("disk not available"))?;
-                let (reply, rx) = oneshot::channel();
-                self.send(owner, CoreMsg::ListNames { shard, from, prefix, max, reply }).await?;
-                Ok(rx.await.map_err(|_| gone())??)
-            }
+            self.list_disk(&layout, shard, from, prefix, max)
         })
         .await
+    }
+
+    /// The buckets holding at least one object (at most `max`), from every open disk's names.
+    pub async fn buckets(&self, max: usize) -> Result<Vec<String>, Error> {
+        self.check_ready()?;
+        let layout = self.shared.layout.load_full();
+        let mut disks: Vec<u32> = layout.shard_core.keys().copied().collect();
+        disks.sort_unstable();
+        crate::list::buckets(&disks, max, |shard, from, prefix, max| {
+            self.list_disk(&layout, shard, from, prefix, max)
+        })
+        .await
+    }
+
+    /// One page of one disk's names (`CoreMsg::ListNames` to the disk's core).
+    async fn list_disk(
+        &self,
+        layout: &crate::shared::Layout,
+        shard: u32,
+        from: Box<[u8]>,
+        prefix: Box<[u8]>,
+        max: usize,
+    ) -> Result<podstore_engine::names::Listed, Error> {
+        let owner = layout.shard_core.get(&shard).copied().ok_or(Error::Unavailable("disk not available"))?;
+        let (reply, rx) = oneshot::channel();
+        self.send(owner, CoreMsg::ListNames { shard, from, prefix, max, reply }).await?;
+        Ok(rx.await.map_err(|_| gone())??)
     }
 
     /// Reads an object (`range`: the client's Range header; `head`: no body). A key that a

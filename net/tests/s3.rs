@@ -89,7 +89,15 @@ fn the_aws_cli_lists_and_reads_with_signed_requests() {
     assert_eq!(node.req("PUT", "/videos/v1", &[("authorization", &bearer)], b"video").status, 201);
     keys.sort();
 
-    // aws s3 ls: the first level, then everything.
+    // aws s3 ls: the buckets (those the key may use), the first level, then everything.
+    let buckets = ok(aws(s3, "uploader", UP, &["s3", "ls"]));
+    let names: Vec<&str> = buckets.lines().filter_map(|l| l.split_whitespace().last()).collect();
+    assert_eq!(names, vec!["photos", "videos"], "{buckets}");
+    let buckets = ok(aws(s3, "reader", RO, &["s3", "ls"]));
+    assert_eq!(
+        buckets.lines().filter_map(|l| l.split_whitespace().last()).collect::<Vec<_>>(),
+        vec!["photos"]
+    );
     let top = ok(aws(s3, "reader", RO, &["s3", "ls", "s3://photos/"]));
     assert!(top.contains("PRE 2026/") && top.contains("PRE ключ/"), "{top}");
     assert!(

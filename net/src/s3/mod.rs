@@ -3,8 +3,8 @@
 //! access keys of `[[auth.keys]]` (`sigv4.rs`), errors as S3's XML (`error.rs`).
 //!
 //! Served so far: GetObject and HeadObject (ranges, the four conditional headers,
-//! `response-*` overrides), ListObjectsV2 and ListObjects (`list.rs`), HeadBucket,
-//! GetBucketLocation and GetBucketVersioning. Every other operation answers
+//! `response-*` overrides), ListObjectsV2 and ListObjects (`list.rs`), ListBuckets (the
+//! buckets holding objects), HeadBucket, GetBucketLocation and GetBucketVersioning. Every other operation answers
 //! `501 NotImplemented` (writes come with the objects' S3 metadata: issue 23).
 
 pub mod error;
@@ -94,9 +94,12 @@ async fn route(objects: &Objects, req: &Request<Incoming>) -> Result<Response<Re
         None => (rest, &[][..]),
     };
     let bucket = std::str::from_utf8(bucket).map_err(|_| S3Error::invalid_argument("bucket name"))?;
-    authorize(objects, req, &path, &query, bucket)?;
+    let signer = authorize(objects, req, &path, &query, bucket)?;
     if bucket.is_empty() {
-        return Err(S3Error::not_implemented("ListBuckets"));
+        return match *req.method() {
+            Method::GET => list_buckets(objects, signer.as_deref()).await,
+            _ => Err(S3Error::not_implemented(&format!("{} /", req.method()))),
+        };
     }
     if !valid_bucket(bucket) {
         return Err(S3Error::new(
@@ -122,6 +125,34 @@ async fn route(objects: &Objects, req: &Request<Incoming>) -> Result<Response<Re
         (&Method::GET, true) => Err(S3Error::not_implemented(bucket_subresource(&r).unwrap_or("this request"))),
         (m, _) => Err(S3Error::not_implemented(&format!("{m} here"))),
     }
+}
+
+/// Most buckets ListBuckets shows.
+const BUCKETS_MAX: usize = 10_000;
+
+/// ListBuckets: every bucket holding an object (buckets are not created apart from their
+/// objects yet), those the signing key may use.
+async fn list_buckets(objects: &Objects, signer: Option<&str>) -> Result<Response<RespBody>, S3Error> {
+    let auth = objects.shared.auth.load();
+    let names = objects.buckets(BUCKETS_MAX).await?;
+    let mut x = String::from(
+        "<ListAllMyBucketsResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\
+         <Owner><ID>podstore</ID><DisplayName>podstore</DisplayName></Owner><Buckets>",
+    );
+    for b in names {
+        let allowed = match (auth.as_deref(), signer) {
+            (Some(a), Some(id)) => a.allows(id, &b, true).is_ok(),
+            _ => true,
+        };
+        if allowed {
+            // (When a bucket was created is not kept: the epoch says "unknown".)
+            x.push_str(&format!(
+                "<Bucket><Name>{b}</Name><CreationDate>1970-01-01T00:00:00.000Z</CreationDate></Bucket>"
+            ));
+        }
+    }
+    x.push_str("</Buckets></ListAllMyBucketsResult>");
+    Ok(xml(x))
 }
 
 /// The bucket subresource a GET asks for (acl, policy, cors, ...), if any.
@@ -179,16 +210,17 @@ fn amz_seconds(d: &str) -> Option<u64> {
 
 /// The access keys' verdict (before anything looks at the disks): with no keys configured
 /// every request is served (loopback only, see `Config::check_exposure`); otherwise a valid
-/// SigV4 signature of a key that may use the bucket, or a read of a public bucket.
+/// SigV4 signature of a key that may use the bucket, or a read of a public bucket. Returns the
+/// signing key's id (None: no keys, or an anonymous read of a public bucket).
 fn authorize(
     objects: &Objects,
     req: &Request<Incoming>,
     path: &[u8],
     query: &[(String, String)],
     bucket: &str,
-) -> Result<(), S3Error> {
+) -> Result<Option<String>, S3Error> {
     let auth = objects.shared.auth.load();
-    let Some(auth) = auth.as_deref() else { return Ok(()) };
+    let Some(auth) = auth.as_deref() else { return Ok(None) };
     let read = matches!(*req.method(), Method::GET | Method::HEAD);
     let header_value = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok());
     let malformed =
@@ -205,7 +237,7 @@ fn authorize(
                 }
                 sigv4::SigError::Mismatch => S3Error::access_denied("signature"),
             })?,
-            None if read && auth.is_public(bucket) && !bucket.is_empty() => return Ok(()),
+            None if read && auth.is_public(bucket) && !bucket.is_empty() => return Ok(None),
             None => return Err(S3Error::access_denied("Anonymous access is forbidden for this operation")),
         },
     };
@@ -264,5 +296,5 @@ fn authorize(
     if !bucket.is_empty() {
         auth.allows(&claim.access_key, bucket, read).map_err(S3Error::access_denied)?;
     }
-    Ok(())
+    Ok(Some(claim.access_key))
 }
