@@ -710,7 +710,12 @@ struct Moving<'a> {
 impl<'a> Moving<'a> {
     /// Marks the key as moving, if no other move of it is under way.
     fn claim(shared: &'a Shared, fp: u64) -> Option<Moving<'a>> {
-        shared.moving.lock().unwrap_or_else(|e| e.into_inner()).insert(fp).then_some(Moving { shared, fp })
+        // The lock is released at the end of this statement, and the mark is made only when the
+        // key was not moving: `then_some(Moving { .. })` built one either way and dropped it
+        // while the lock was still held (a deadlock of the core, seen in the tiering benchmark),
+        // and its drop would have cleared the other move's mark.
+        let claimed = shared.moving.lock().unwrap_or_else(|e| e.into_inner()).insert(fp);
+        claimed.then(|| Moving { shared, fp })
     }
 }
 
