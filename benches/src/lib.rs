@@ -269,11 +269,12 @@ pub fn names_at_scale(dir: &Path, names: u64, seeks: usize) -> NamesAtScale {
     on_core(&dir.clone(), |io| async move {
         let ix = Names::new(io, &dir, 0, 4 << 20);
         let start = Instant::now();
+        let jpeg = podstore_engine::Attrs::from("image/jpeg");
         for i in 0..names {
             let v = Version { hlc: i << 16, origin: 1 };
             ix.apply(
                 key(i).as_bytes(),
-                Name::live(v, 100_000 + i % 5_000_000, 1_796_000_000_000, [7; 16], "image/jpeg"),
+                Name::live(v, 100_000 + i % 5_000_000, 1_796_000_000_000, [7; 16], &jpeg),
             );
             if ix.flush_due() {
                 ix.flush(|| Watermark { max_seq: i, in_flight: vec![] }).await.expect("flush");

@@ -104,7 +104,7 @@ impl RamCache {
         let cache = mini_moka::unsync::Cache::builder()
             .max_capacity(capacity_bytes)
             .weigher(|k: &Vec<u8>, v: &Rc<Cached>| {
-                (k.len() + v.data.len() + v.meta.content_type.len() + ENTRY_OVERHEAD_BYTES)
+                (k.len() + v.data.len() + v.meta.attrs.stored_len() + ENTRY_OVERHEAD_BYTES)
                     .min(u32::MAX as usize) as u32
             })
             .build();
@@ -176,7 +176,7 @@ mod tests {
             loc,
             meta: ObjectMeta {
                 object_len: len as u64,
-                content_type: String::new(),
+                attrs: crate::Attrs::default(),
                 created_ms: 0,
                 digest: [0; 16],
                 seq: 0,

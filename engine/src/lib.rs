@@ -10,6 +10,7 @@
 //! [`podstore_disks::Io`], so the same engine runs on io_uring, the fallback and the simulator.
 #![forbid(unsafe_code)]
 
+pub mod attrs;
 pub mod backlog;
 mod blob;
 pub mod budget;
@@ -32,6 +33,7 @@ mod shard_set;
 pub mod version;
 pub mod write_memory;
 
+pub use attrs::{Attrs, DigestKind};
 pub use error::{Error, Result};
 pub use hex::hex;
 pub use shard::{compact, scrub};

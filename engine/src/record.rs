@@ -10,16 +10,17 @@
 //!
 //! ```text
 //! record (4096-aligned, length a multiple of 4096)
-//! +--------------------+-----+--------------+------------------------+--------+---------+
-//! | header (128 bytes) | key | content type | object data            | footer | zeros   |
-//! +--------------------+-----+--------------+------------------------+--------+---------+
+//! +--------------------+-----+--------------+---------+-------------+--------+-------+
+//! | header (128 bytes) | key | content type | headers | object data | footer | zeros |
+//! +--------------------+-----+--------------+---------+-------------+--------+-------+
 //!
 //! header, little-endian
 //! offset size field
 //!      0    4 magic "PSR1"
 //!      4    2 format version = 2
 //!      6    2 flags: bit 0 tombstone, bit 1 void (abandoned before completion: skip
-//!             record length bytes); other bits zero
+//!             record length bytes), bit 2 the content digest is MD5 (else XXH3-128);
+//!             other bits zero
 //!      8    4 shard id (the disk id)
 //!     12    4 blob id
 //!     16    8 offset of this record in its blob, bytes
@@ -29,19 +30,22 @@
 //!     48    8 record length, bytes (multiple of 4096, everything above included)
 //!     56    2 key length (1..=1088: bucket, `/`, key; see KEY_MAX_BYTES)
 //!     58    1 content type length (0..=255)
-//!     59    5 zero
+//!     59    2 headers length (0..=2560: the content headers kept with the object, encoded
+//!             as attrs.rs says)
+//!     61    3 zero
 //!     64    8 version: hybrid logical clock (ms << 16 | counter), see version.rs
 //!     72    8 version: origin (the node that accepted the write)
 //!     80   16 tag: SipHash-2-4-128 keyed with the shard's record key, of header bytes 0..80,
-//!             then the key, then the content type
+//!             then the key, the content type and the headers
 //!     96   28 zero
-//!    124    4 CRC32C of header bytes 0..124, then the key, then the content type
+//!    124    4 CRC32C of header bytes 0..124, then the key, the content type and the headers
 //!
 //! footer, directly after the data (unaligned), little-endian
 //!      0    4 magic "PSF1"
 //!      4    4 chunk count n = ceil(object length / 1 MiB)
 //!      8    8 sequence (the header's: binds the footer to its record)
-//!     16   16 content digest: XXH3-128 of the object data (the ETag)
+//!     16   16 content digest: XXH3-128 of the object data, or its MD5 when the header's
+//!             flag bit 2 says so (the ETag)
 //!     32  4*n CRC32C of each 1 MiB chunk of the data (the last may be shorter)
 //!  32+4n    4 CRC32C of footer bytes 0..32+4n
 //! ```
@@ -54,10 +58,12 @@
 //! Version history: 1 (first); 2 (the header tag; a shard of version 1 has no record key and is
 //! refused at open). Within version 2, keys up to 1088 bytes since 2026-12 (1024 before: a
 //! build older than that reads a record with a longer key as damaged, so downgrade only to a
-//! build that has this limit).
+//! build that has this limit); the headers length, the headers and the MD5 flag since 2026-12
+//! too (a build before them reads such a record as damaged: the same rule).
 
 use podstore_disks::le;
 
+use crate::attrs::{self, Attrs, DigestKind, HEADERS_MAX_BYTES};
 use crate::record_key::RecordKey;
 use crate::Error;
 
@@ -76,8 +82,7 @@ const SUMS_BLOCK_BYTES: usize = 64 << 10;
 /// Longest storage key: a bucket of up to 63 bytes, a slash and an API key of up to 1024 bytes
 /// (API.md "Names"). Until 2026-12 it was 1024, which refused the longest API keys.
 pub const KEY_MAX_BYTES: usize = 63 + 1 + 1024;
-/// Longest content type.
-pub const CONTENT_TYPE_MAX_BYTES: usize = 255;
+pub use crate::attrs::CONTENT_TYPE_MAX_BYTES;
 /// Block size of the format.
 pub const BLOCK: u64 = 4096;
 
@@ -85,6 +90,8 @@ pub const BLOCK: u64 = 4096;
 pub const FLAG_TOMBSTONE: u16 = 1;
 /// Header flag: the record was abandoned before completion; its space is dead.
 pub const FLAG_VOID: u16 = 2;
+/// Header flag: the footer's content digest is the data's MD5 (written through S3).
+pub const FLAG_MD5: u16 = 4;
 
 // The header's fields (the diagram above), each at its offset.
 const H_MAGIC: usize = 0;
@@ -99,7 +106,8 @@ const H_OBJECT_LEN: usize = 40;
 const H_RECORD_LEN: usize = 48;
 const H_KEY_LEN: usize = 56;
 const H_CT_LEN: usize = 58;
-const H_ZERO_1: usize = 59;
+const H_HEADERS_LEN: usize = 59;
+const H_ZERO_1: usize = 61;
 const H_HLC: usize = 64;
 const H_ORIGIN: usize = 72;
 const H_TAG: usize = 80;
@@ -119,7 +127,8 @@ const _: () = assert!(le::tiles(
         (H_RECORD_LEN, 8),
         (H_KEY_LEN, 2),
         (H_CT_LEN, 1),
-        (H_ZERO_1, 5),
+        (H_HEADERS_LEN, 2),
+        (H_ZERO_1, 3),
         (H_HLC, 8),
         (H_ORIGIN, 8),
         (H_TAG, 16),
@@ -150,6 +159,8 @@ pub struct Header {
     pub record_len: u64,
     pub key_len: u16,
     pub content_type_len: u8,
+    /// Bytes of the encoded headers after the content type.
+    pub headers_len: u16,
     /// The write's version, the same on every copy.
     pub version: crate::Version,
 }
@@ -185,21 +196,31 @@ pub fn footer_len(object_len: u64) -> u64 {
     FOOTER_FIXED_BYTES as u64 + 4 * chunk_count(object_len) + 4
 }
 
-/// Offset of the data from the record start.
-pub fn data_start(key_len: usize, content_type_len: usize) -> u64 {
-    (HEADER_BYTES + key_len + content_type_len) as u64
+/// Offset of the data from the record start, after the key and `attrs_len` bytes of
+/// attributes (the content type and the headers: [`Attrs::stored_len`]).
+pub fn data_start(key_len: usize, attrs_len: usize) -> u64 {
+    (HEADER_BYTES + key_len + attrs_len) as u64
 }
 
 /// Total (aligned) record length.
-pub fn record_len(key_len: usize, content_type_len: usize, object_len: u64) -> u64 {
-    let raw = data_start(key_len, content_type_len) + object_len + footer_len(object_len);
+pub fn record_len(key_len: usize, attrs_len: usize, object_len: u64) -> u64 {
+    let raw = data_start(key_len, attrs_len) + object_len + footer_len(object_len);
     raw.div_ceil(BLOCK) * BLOCK
 }
 
 impl Header {
     /// Offset of the data from the record start.
     pub fn data_start(&self) -> u64 {
-        data_start(self.key_len as usize, self.content_type_len as usize)
+        data_start(self.key_len as usize, self.content_type_len as usize + self.headers_len as usize)
+    }
+
+    /// The algorithm of the footer's content digest.
+    pub fn digest_kind(&self) -> DigestKind {
+        if self.flags & FLAG_MD5 != 0 {
+            DigestKind::Md5
+        } else {
+            DigestKind::Xxh3
+        }
     }
 
     /// Offset of the footer from the record start.
@@ -217,11 +238,14 @@ impl Header {
         self.flags & FLAG_VOID != 0
     }
 
-    /// Encodes header, key and content type into `out` (which must hold
-    /// `data_start()` bytes), tagged with the shard's record key `rk`.
-    pub fn encode(&self, key: &[u8], content_type: &[u8], out: &mut [u8], rk: &RecordKey) {
+    /// Encodes header, key and attributes into `out` (which must hold `data_start()` bytes),
+    /// tagged with the shard's record key `rk`.
+    pub fn encode(&self, key: &[u8], attrs: &Attrs, out: &mut [u8], rk: &RecordKey) {
         assert_eq!(key.len(), self.key_len as usize);
-        assert_eq!(content_type.len(), self.content_type_len as usize);
+        assert_eq!(attrs.content_type.len(), self.content_type_len as usize);
+        assert_eq!(attrs.encoded_headers().len(), self.headers_len as usize);
+        assert_eq!(attrs.digest, self.digest_kind(), "the MD5 flag is the attributes' digest");
+        let headers_at = HEADER_BYTES + key.len() + attrs.content_type.len();
         let ds = self.data_start() as usize;
         let b = &mut out[..ds];
         b[..HEADER_BYTES].fill(0);
@@ -237,10 +261,12 @@ impl Header {
         le::put(b, H_RECORD_LEN, self.record_len);
         le::put(b, H_KEY_LEN, self.key_len);
         le::put(b, H_CT_LEN, self.content_type_len);
+        le::put(b, H_HEADERS_LEN, self.headers_len);
         le::put(b, H_HLC, self.version.hlc);
         le::put(b, H_ORIGIN, self.version.origin);
         b[HEADER_BYTES..HEADER_BYTES + key.len()].copy_from_slice(key);
-        b[HEADER_BYTES + key.len()..ds].copy_from_slice(content_type);
+        b[HEADER_BYTES + key.len()..headers_at].copy_from_slice(attrs.content_type.as_bytes());
+        b[headers_at..ds].copy_from_slice(attrs.encoded_headers());
         let tag = rk.tag(&b[0..H_TAG], &b[HEADER_BYTES..ds]);
         b[H_TAG..H_ZERO_2].copy_from_slice(&tag);
         let mut crc = podstore_disks::crc::crc32c(&b[0..H_CRC]);
@@ -260,9 +286,13 @@ impl Header {
         }
         let key_len: u16 = le::get(b, H_KEY_LEN);
         let ct_len: u8 = le::get(b, H_CT_LEN);
-        let ds = data_start(key_len as usize, ct_len as usize) as usize;
+        let headers_len: u16 = le::get(b, H_HEADERS_LEN);
+        let ds = data_start(key_len as usize, ct_len as usize + headers_len as usize) as usize;
         if key_len == 0 || key_len as usize > KEY_MAX_BYTES {
             return Err(FormatError::Field("key length"));
+        }
+        if headers_len as usize > HEADERS_MAX_BYTES {
+            return Err(FormatError::Field("headers length"));
         }
         if b.len() < ds {
             return Err(FormatError::Short);
@@ -287,16 +317,25 @@ impl Header {
             record_len: le::get(b, H_RECORD_LEN),
             key_len,
             content_type_len: ct_len,
+            headers_len,
             version: crate::Version { hlc: le::get(b, H_HLC), origin: le::get(b, H_ORIGIN) },
         };
         if b[H_ZERO_1..H_HLC].iter().chain(&b[H_ZERO_2..H_CRC]).any(|&x| x != 0) {
             return Err(FormatError::Field("reserved"));
         }
-        if h.flags & !(FLAG_TOMBSTONE | FLAG_VOID) != 0 {
+        if h.flags & !(FLAG_TOMBSTONE | FLAG_VOID | FLAG_MD5) != 0 {
             return Err(FormatError::Field("flags"));
         }
-        if h.is_tombstone() && h.object_len != 0 {
-            return Err(FormatError::Field("tombstone length"));
+        if h.is_tombstone()
+            && (h.object_len != 0 || h.flags & FLAG_MD5 != 0 || ds != HEADER_BYTES + key_len as usize)
+        {
+            return Err(FormatError::Field("tombstone"));
+        }
+        if attrs::check_encoding(&b[ds - headers_len as usize..ds]).is_err() {
+            return Err(FormatError::Field("headers"));
+        }
+        if std::str::from_utf8(h.content_type(b)).is_err() {
+            return Err(FormatError::Field("content type"));
         }
         if !h.offset.is_multiple_of(BLOCK) {
             return Err(FormatError::Field("offset"));
@@ -322,6 +361,13 @@ impl Header {
     pub fn content_type<'a>(&self, b: &'a [u8]) -> &'a [u8] {
         let s = HEADER_BYTES + self.key_len as usize;
         &b[s..s + self.content_type_len as usize]
+    }
+
+    /// The attributes that follow the key in `b` (of a header [`Header::decode`] took).
+    pub fn attrs(&self, b: &[u8]) -> Attrs {
+        let ct = String::from_utf8_lossy(self.content_type(b));
+        let s = HEADER_BYTES + self.key_len as usize + self.content_type_len as usize;
+        Attrs::from_record(&ct, &b[s..s + self.headers_len as usize], self.digest_kind())
     }
 }
 
@@ -384,8 +430,53 @@ pub(crate) struct DataSums {
     current: u32,
     in_chunk: u64,
     /// None: the digest is not computed (a copy checked by its chunk CRCs takes it as given).
-    digest: Option<xxhash_rust::xxh3::Xxh3>,
+    digest: Option<Digester>,
     total: u64,
+}
+
+/// A content digest being computed.
+pub enum Digester {
+    Xxh3(Box<xxhash_rust::xxh3::Xxh3>),
+    Md5(md5::Md5),
+}
+
+impl std::fmt::Debug for Digester {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Digester::Xxh3(_) => "Digester(XXH3-128)",
+            Digester::Md5(_) => "Digester(MD5)",
+        })
+    }
+}
+
+impl Digester {
+    pub fn new(kind: DigestKind) -> Digester {
+        match kind {
+            DigestKind::Xxh3 => Digester::Xxh3(Box::default()),
+            DigestKind::Md5 => Digester::Md5(md5::Md5::default()),
+        }
+    }
+
+    pub fn update(&mut self, data: &[u8]) {
+        match self {
+            Digester::Xxh3(h) => h.update(data),
+            Digester::Md5(h) => md5::Digest::update(h, data),
+        }
+    }
+
+    pub fn finish(self) -> [u8; 16] {
+        match self {
+            Digester::Xxh3(h) => h.digest128().to_le_bytes(),
+            Digester::Md5(h) => md5::Digest::finalize(h).into(),
+        }
+    }
+}
+
+/// The content digest of `data` as a record of digest `kind` stores it.
+pub fn digest_of(kind: DigestKind, data: &[u8]) -> [u8; 16] {
+    let mut d = Digester::new(kind);
+    d.update(data);
+    d.finish()
 }
 
 impl std::fmt::Debug for DataSums {
@@ -395,14 +486,8 @@ impl std::fmt::Debug for DataSums {
 }
 
 impl DataSums {
-    pub(crate) fn new() -> DataSums {
-        DataSums {
-            crcs: Vec::new(),
-            current: 0,
-            in_chunk: 0,
-            digest: Some(xxhash_rust::xxh3::Xxh3::new()),
-            total: 0,
-        }
+    pub(crate) fn new(kind: DigestKind) -> DataSums {
+        DataSums { crcs: Vec::new(), current: 0, in_chunk: 0, digest: Some(Digester::new(kind)), total: 0 }
     }
 
     /// Stops computing the whole object's digest (before any data): the chunk CRCs only.
@@ -452,7 +537,7 @@ impl DataSums {
             self.crcs.push(self.current);
         }
         // (Zero when not computed: the caller stores the digest it was given instead.)
-        let digest = self.digest.map_or([0; 16], |d| d.digest128().to_le_bytes());
+        let digest = self.digest.map_or([0; 16], Digester::finish);
         Footer { seq, digest, chunk_crcs: self.crcs }
     }
 }
@@ -488,7 +573,7 @@ mod tests {
             data.chunks(CHUNK_BYTES as usize).map(podstore_disks::crc::crc32c).collect();
         let want_digest = xxhash_rust::xxh3::xxh3_128(&data).to_le_bytes();
         for cut in [1usize, 4095, 65_536, 65_537, 1 << 20, (1 << 20) + 3, 3 << 20, data.len()] {
-            let mut s = DataSums::new();
+            let mut s = DataSums::new(DigestKind::Xxh3);
             for piece in data.chunks(cut) {
                 s.update(piece);
             }
@@ -499,18 +584,25 @@ mod tests {
         }
     }
 
+    fn attrs() -> Attrs {
+        Attrs::new("image/jpeg", [("x-amz-meta-a", "1"), ("cache-control", "no-cache")], DigestKind::Md5)
+            .expect("valid")
+    }
+
     fn header(object_len: u64) -> Header {
+        let a = attrs();
         Header {
-            flags: 0,
+            flags: FLAG_MD5,
             shard_id: 1,
             blob_id: 2,
             offset: 8192,
             seq: 42,
             created_ms: 1_700_000_000_000,
             object_len,
-            record_len: record_len(3, 10, object_len),
+            record_len: record_len(3, a.stored_len(), object_len),
             key_len: 3,
             content_type_len: 10,
+            headers_len: a.encoded_headers().len() as u16,
             version: crate::Version { hlc: 0x1234_5678_9abc, origin: 77 },
         }
     }
@@ -520,11 +612,13 @@ mod tests {
         let h = header(5000);
         let mut b = vec![0u8; 4096];
         let rk = RecordKey::from_bytes([9; 16]);
-        h.encode(b"abc", b"image/jpeg", &mut b, &rk);
+        h.encode(b"abc", &attrs(), &mut b, &rk);
         let d = Header::decode(&b, &rk).expect("valid");
         assert_eq!(d, h);
         assert_eq!(d.key(&b), b"abc");
         assert_eq!(d.content_type(&b), b"image/jpeg");
+        assert_eq!(d.attrs(&b), attrs());
+        assert_eq!(d.digest_kind(), DigestKind::Md5);
         for bit in 0..(h.data_start() as usize * 8) {
             let mut c = b.clone();
             c[bit / 8] ^= 1 << (bit % 8);
@@ -548,7 +642,7 @@ mod tests {
     #[test]
     fn footer_round_trips_and_chunks_verify() {
         let data: Vec<u8> = (0..(CHUNK_BYTES as usize * 2 + 77)).map(|i| (i * 7 % 256) as u8).collect();
-        let mut s = DataSums::new();
+        let mut s = DataSums::new(DigestKind::Xxh3);
         for piece in data.chunks(333_333) {
             s.update(piece);
         }

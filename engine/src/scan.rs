@@ -13,6 +13,7 @@ use std::task::{Context, Poll, Waker};
 
 use podstore_disks::{AlignedBuf, Io};
 
+use crate::attrs::Attrs;
 use crate::budget::{IoBudget, JobCtl};
 use crate::record::{DataSums, Footer, Header, BLOCK, HEADER_BYTES};
 use crate::{Error, Result};
@@ -21,7 +22,7 @@ use crate::{Error, Result};
 #[derive(Debug, Clone)]
 pub(crate) enum Found {
     /// A complete, verified record (or a void one, which has no verified body).
-    Record { offset: u64, header: Header, key: Vec<u8>, content_type: Box<str>, digest: [u8; 16] },
+    Record { offset: u64, header: Header, key: Vec<u8>, attrs: Attrs, digest: [u8; 16] },
     /// A valid header without a valid footer: the record was never completed (the footer is
     /// written last, after every data block), so it was never acknowledged.
     Incomplete { header: Header, key: Vec<u8> },
@@ -232,7 +233,7 @@ impl<'a, I: Io> Scanner<'a, I> {
     }
 
     /// Decodes the header at `pos` if one is there: returns it with its key and content type.
-    async fn header_at(&mut self, pos: u64, blob: u32) -> Result<Option<(Header, Vec<u8>, Box<str>)>> {
+    async fn header_at(&mut self, pos: u64, blob: u32) -> Result<Option<(Header, Vec<u8>, Attrs)>> {
         if !self.ensure(pos, BLOCK).await? {
             return Ok(None);
         }
@@ -246,8 +247,8 @@ impl<'a, I: Io> Scanner<'a, I> {
             return Ok(None);
         }
         let key = h.key(b).to_vec();
-        let content_type = String::from_utf8_lossy(h.content_type(b)).into();
-        Ok(Some((h, key, content_type)))
+        let attrs = h.attrs(b);
+        Ok(Some((h, key, attrs)))
     }
 
     async fn block_is_zero(&mut self, pos: u64) -> Result<bool> {
@@ -259,7 +260,7 @@ impl<'a, I: Io> Scanner<'a, I> {
 
     /// Verifies a record's body (data chunks, digest, footer) by streaming it.
     async fn check_body(&mut self, pos: u64, h: &Header) -> Result<Body> {
-        let mut sums = DataSums::new();
+        let mut sums = DataSums::new(h.digest_kind());
         let data_read = self.feed(pos + h.data_start(), h.object_len, |d| sums.update(d)).await?;
         let flen = crate::record::footer_len(h.object_len);
         let mut fbytes = Vec::with_capacity(flen as usize);
@@ -286,18 +287,12 @@ impl<'a, I: Io> Scanner<'a, I> {
                     pos += h.record_len;
                     out.end_valid = pos;
                 }
-                Some((h, key, content_type)) => {
+                Some((h, key, attrs)) => {
                     let len = h.record_len;
                     match self.check_body(pos, &h).await? {
                         Body::Ok(digest) => {
                             if self.keep_valid {
-                                out.found.push(Found::Record {
-                                    offset: pos,
-                                    header: h,
-                                    key,
-                                    content_type,
-                                    digest,
-                                });
+                                out.found.push(Found::Record { offset: pos, header: h, key, attrs, digest });
                             }
                             out.records += 1;
                             out.end_valid = pos + len;

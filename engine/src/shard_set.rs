@@ -80,8 +80,8 @@ impl<I: Io> ShardSet<I> {
     }
 
     /// Starts a streaming PUT.
-    pub async fn put(&self, key: &[u8], content_type: &str, object_len: u64) -> Result<PutWriter<I>> {
-        self.shard_for(key)?.put(key, content_type, object_len).await
+    pub async fn put(&self, key: &[u8], attrs: &crate::Attrs, object_len: u64) -> Result<PutWriter<I>> {
+        self.shard_for(key)?.put(key, attrs, object_len).await
     }
 
     /// Stores a whole object from memory.

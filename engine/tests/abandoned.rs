@@ -16,7 +16,7 @@ const DIR: &str = "/d";
 
 /// Starts a write of `len` bytes and sends half of its body.
 async fn started(shard: &Rc<Shard<SimDisk>>, key: &str, len: usize) -> PutWriter<SimDisk> {
-    let mut w = shard.put(key.as_bytes(), "", len as u64).await.expect("start");
+    let mut w = shard.put(key.as_bytes(), &"".into(), len as u64).await.expect("start");
     w.write(&data(len / 2, 9)).await.expect("half the body");
     w
 }
@@ -102,7 +102,7 @@ fn writes_waiting_for_their_bodies_hold_at_most_the_configured_bytes() {
         let (shard, _) = Shard::open(disk, c, Path::new(DIR), 0).await.expect("open");
         let mut waiting = Vec::new();
         let refused = loop {
-            match shard.put(format!("k/w{}", waiting.len()).as_bytes(), "", 20_000).await {
+            match shard.put(format!("k/w{}", waiting.len()).as_bytes(), &"".into(), 20_000).await {
                 Ok(w) => waiting.push(w),
                 Err(e) => break e,
             }
@@ -114,14 +114,14 @@ fn writes_waiting_for_their_bodies_hold_at_most_the_configured_bytes() {
         let mut w = waiting.remove(0);
         w.write(&data(20_000, 3)).await.expect("body");
         w.finish().await.expect("finish");
-        let more = shard.put(b"k/more", "", 20_000).await.expect("room again");
+        let more = shard.put(b"k/more", &"".into(), 20_000).await.expect("room again");
         drop(more);
         // Abandoned ones give theirs back.
         for w in waiting {
             w.abort().await.expect("abort");
         }
         for i in 0..4 {
-            let w = shard.put(format!("k/after-{i}").as_bytes(), "", 20_000).await.expect("after");
+            let w = shard.put(format!("k/after-{i}").as_bytes(), &"".into(), 20_000).await.expect("after");
             w.abort().await.expect("abort");
         }
         shard.put_bytes(b"k/last", "", &data(20_000, 4)).await.expect("a normal write");

@@ -20,7 +20,7 @@ fn put_get_overwrite_delete_and_ranges() {
         let v1 = data(10_000, 1);
         let done = shard.put_bytes(b"a", "image/jpeg", &v1).await.expect("put");
         let mut r = shard.get(b"a").await.expect("get").expect("exists");
-        assert_eq!(r.meta.content_type, "image/jpeg");
+        assert_eq!(&*r.meta.attrs.content_type, "image/jpeg");
         assert_eq!(r.meta.object_len, 10_000);
         assert_eq!(r.meta.digest, done.digest);
         r.set_range(100, 200);
@@ -44,7 +44,7 @@ fn put_get_overwrite_delete_and_ranges() {
         assert_eq!((st.objects, st.tombstones), (2, 1));
         assert!(st.dead_bytes > 3_000_000);
         // Limits.
-        assert!(matches!(shard.put(b"", "", 1).await.map(|_| ()), Err(Error::Invalid(_))));
+        assert!(matches!(shard.put(b"", &"".into(), 1).await.map(|_| ()), Err(Error::Invalid(_))));
         // The longest storage key: a 63-byte bucket, a slash and a 1024-byte key.
         const KEY_MAX: usize = podstore_engine::record::KEY_MAX_BYTES;
         assert_eq!(KEY_MAX, 63 + 1 + 1024);
@@ -52,12 +52,18 @@ fn put_get_overwrite_delete_and_ranges() {
         shard.put_bytes(&longest, "", b"v").await.expect("the longest key");
         assert_eq!(get(&shard, &longest).await, Some(b"v".to_vec()));
         assert!(shard.delete(&longest).await.expect("delete the longest key"));
-        assert!(matches!(shard.put(&[b'k'; KEY_MAX + 1], "", 1).await.map(|_| ()), Err(Error::Invalid(_))));
-        assert!(matches!(shard.put(b"x", "", 9 << 20).await.map(|_| ()), Err(Error::TooLarge { .. })));
-        let mut w = shard.put(b"short", "", 10).await.expect("put");
+        assert!(matches!(
+            shard.put(&[b'k'; KEY_MAX + 1], &"".into(), 1).await.map(|_| ()),
+            Err(Error::Invalid(_))
+        ));
+        assert!(matches!(
+            shard.put(b"x", &"".into(), 9 << 20).await.map(|_| ()),
+            Err(Error::TooLarge { .. })
+        ));
+        let mut w = shard.put(b"short", &"".into(), 10).await.expect("put");
         w.write(b"12345").await.expect("write");
         assert!(matches!(w.finish().await, Err(Error::BodyLength { expected: 10, got: 5 })));
-        let mut w = shard.put(b"long", "", 3).await.expect("put");
+        let mut w = shard.put(b"long", &"".into(), 3).await.expect("put");
         assert!(matches!(w.write(b"1234").await, Err(Error::BodyLength { .. })));
         drop(w);
         assert_eq!(get(&shard, b"short").await, None);
@@ -192,7 +198,7 @@ fn a_failed_write_or_sync_fences_the_shard_and_promises_nothing() {
             let (shard, _) = Shard::open(disk.clone(), cfg(), dir, 0).await.expect("open");
             shard.put_bytes(b"before", "", &data(5000, 1)).await.expect("healthy put");
             disk.set_faults(faults.clone());
-            let mut w = shard.put(b"victim", "", 100_000).await.expect("reserve");
+            let mut w = shard.put(b"victim", &"".into(), 100_000).await.expect("reserve");
             let mut failed = None;
             for piece in data(100_000, 2).chunks(7000) {
                 if let Err(e) = w.write(piece).await {
@@ -227,7 +233,7 @@ fn continuing_a_failed_write_is_an_error_not_a_panic() {
     run(async {
         let disk = SimDisk::new(6, SimFaults::default());
         let (shard, _) = Shard::open(disk.clone(), cfg(), Path::new("/w"), 0).await.expect("open");
-        let mut w = shard.put(b"k", "", 10).await.expect("put");
+        let mut w = shard.put(b"k", &"".into(), 10).await.expect("put");
         assert!(matches!(w.write(&[0; 11]).await, Err(Error::BodyLength { .. })));
         assert!(w.write(&[0; 10]).await.is_err());
         assert!(w.finish().await.is_err());
@@ -296,7 +302,7 @@ fn read_only_open_changes_nothing_on_disk() {
         let (shard, _) = Shard::open(disk.clone(), cfg(), dir, 0).await.expect("open");
         shard.put_bytes(b"kept", "", &data(3000, 1)).await.expect("put");
         // A write cut short: its record is torn at the tail.
-        let mut w = shard.put(b"torn", "", 50_000).await.expect("put");
+        let mut w = shard.put(b"torn", &"".into(), 50_000).await.expect("put");
         w.write(&data(40_000, 2)).await.expect("write");
         drop(w);
         drop(shard);
@@ -321,12 +327,12 @@ fn a_body_received_straight_into_the_writer_buffer_is_stored_and_checked() {
         let (shard, _) = Shard::open(disk.clone(), cfg(), Path::new("/d0"), 0).await.expect("open");
         let want = data(100_000, 9);
         let digest = {
-            let mut w = shard.put(b"probe", "", want.len() as u64).await.expect("put");
+            let mut w = shard.put(b"probe", &"".into(), want.len() as u64).await.expect("put");
             w.write(&want).await.expect("write");
             w.finish().await.expect("finish").digest
         };
         for (key, expect) in [(&b"direct"[..], Some(digest)), (&b"bad-digest"[..], Some([0u8; 16]))] {
-            let mut w = shard.put(key, "", want.len() as u64).await.expect("put");
+            let mut w = shard.put(key, &"".into(), want.len() as u64).await.expect("put");
             let mut at = 0;
             let mut step = 1;
             loop {
@@ -426,7 +432,7 @@ fn a_copy_checked_by_its_chunk_crcs_is_stored_only_when_every_chunk_matches() {
             let shard = shard.clone();
             async move {
                 let mut w = shard
-                    .put_stamped(key, "", body.len() as u64, Stamp::Given(version))
+                    .put_stamped(key, &"".into(), body.len() as u64, Stamp::Given(version))
                     .await
                     .expect("start")
                     .expect("newer");

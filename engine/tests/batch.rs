@@ -38,7 +38,7 @@ fn body(i: usize) -> Vec<u8> {
 fn item(i: usize, stamp: Stamp) -> BatchItem {
     BatchItem {
         key: format!("bench/obj-{i}").into_bytes(),
-        content_type: "image/jpeg".into(),
+        attrs: "image/jpeg".into(),
         data: body(i),
         stamp,
         digest: None,

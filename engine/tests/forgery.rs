@@ -48,10 +48,11 @@ fn forged_record(offset: u64, rk: &RecordKey) -> Vec<u8> {
         record_len: record_len(VICTIM_KEY.len(), 0, n),
         key_len: VICTIM_KEY.len() as u16,
         content_type_len: 0,
+        headers_len: 0,
         version: Version { hlc: u64::MAX >> 1, origin: 1 },
     };
     let mut b = vec![0u8; h.data_start() as usize];
-    h.encode(VICTIM_KEY, b"", &mut b, rk);
+    h.encode(VICTIM_KEY, &Default::default(), &mut b, rk);
     b.extend_from_slice(FORGED_DATA);
     let digest = xxhash_rust::xxh3::xxh3_128(FORGED_DATA).to_le_bytes();
     b.extend(

@@ -8,8 +8,15 @@ use podstore_disks::label::Label;
 use podstore_disks::Tier;
 use podstore_engine::checkpoint::{Checkpoint, CkptBlob, QuarantineReason, Quarantined};
 use podstore_engine::record::{record_len, Footer, Header, FLAG_TOMBSTONE};
+use podstore_engine::{Attrs, DigestKind};
 
-fn record(key: &[u8], ct: &[u8], data_len: u64, tombstone: bool) -> Vec<u8> {
+fn record(key: &[u8], ct: &str, data_len: u64, tombstone: bool) -> Vec<u8> {
+    // A tombstone has no attributes; an object here carries a header kept with it.
+    let attrs = if tombstone {
+        Attrs::default()
+    } else {
+        Attrs::new(ct, [("cache-control", "max-age=60")], DigestKind::Xxh3).expect("valid")
+    };
     let h = Header {
         flags: if tombstone { FLAG_TOMBSTONE } else { 0 },
         shard_id: 3,
@@ -18,13 +25,14 @@ fn record(key: &[u8], ct: &[u8], data_len: u64, tombstone: bool) -> Vec<u8> {
         seq: 77,
         created_ms: 1_764_000_000_000,
         object_len: data_len,
-        record_len: record_len(key.len(), ct.len(), data_len),
+        record_len: record_len(key.len(), attrs.stored_len(), data_len),
         key_len: key.len() as u16,
-        content_type_len: ct.len() as u8,
+        content_type_len: attrs.content_type.len() as u8,
+        headers_len: attrs.encoded_headers().len() as u16,
         version: podstore_engine::Version { hlc: 1_764_000_000_000 << 16 | 3, origin: 0xabcd },
     };
     let mut b = vec![0u8; h.data_start() as usize];
-    h.encode(key, ct, &mut b, &podstore_engine::record_key::FUZZ_KEY);
+    h.encode(key, &attrs, &mut b, &podstore_engine::record_key::FUZZ_KEY);
     b.extend((0..data_len).map(|i| i as u8));
     let crcs =
         if data_len == 0 { vec![] } else { vec![podstore_disks::crc::crc32c(&b[h.data_start() as usize..])] };
@@ -67,8 +75,8 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     let label =
         Label { disk_id: 5, tier: Tier::Capacity, node_id: "pod-01".into(), created_unix_s: 1_764_000_000 };
     vec![
-        ("record", "object", record(b"photos/cat.jpg", b"image/jpeg", 300, false)),
-        ("record", "tombstone", record(b"photos/cat.jpg", b"", 0, true)),
+        ("record", "object", record(b"photos/cat.jpg", "image/jpeg", 300, false)),
+        ("record", "tombstone", record(b"photos/cat.jpg", "", 0, true)),
         ("checkpoint", "small", ck.encode()),
         ("checkpoint", "empty", Checkpoint::default().encode()),
         ("label", "capacity", label.encode()),

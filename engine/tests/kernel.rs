@@ -245,7 +245,7 @@ fn a_five_gib_class_object_streams_in_and_out() {
     let len: u64 = (4 << 30) + (512 << 20) + 12_345;
     with_uring(&dir.clone(), |io| async move {
         let (shard, _) = Shard::open(io, ShardConfig::default(), &dir, 9).await.expect("open");
-        let mut w = shard.put(b"movie.mkv", "video/x-matroska", len).await.expect("put");
+        let mut w = shard.put(b"movie.mkv", &"video/x-matroska".into(), len).await.expect("put");
         let mut piece = vec![0u8; 1 << 20];
         let mut pos = 0u64;
         let mut digest = xxhash_rust::xxh3::Xxh3::new();

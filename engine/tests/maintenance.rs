@@ -254,7 +254,7 @@ fn scrub_finds_a_flipped_bit_quarantines_the_key_and_compaction_waits_for_its_re
         let vv =
             if damaged == victim { v } else { shard.version_of(&damaged).await.expect("v").expect("some").0 };
         let mut w = shard
-            .put_stamped(&damaged, "", good.len() as u64, Stamp::Given(vv))
+            .put_stamped(&damaged, &"".into(), good.len() as u64, Stamp::Given(vv))
             .await
             .expect("put")
             .expect("a repair");
@@ -324,7 +324,7 @@ fn scrub_finds_records_whose_header_a_fault_destroyed_and_a_peer_names_them() {
             assert!(matches!(read(&shard, &key(i)).await, Err(Error::Quarantined { .. })));
             let good = value(i, 0);
             let mut w = shard
-                .put_stamped(&key(i), "", good.len() as u64, Stamp::Given(versions[i]))
+                .put_stamped(&key(i), &"".into(), good.len() as u64, Stamp::Given(versions[i]))
                 .await
                 .expect("put")
                 .expect("a repair");
@@ -439,15 +439,15 @@ fn a_record_the_device_cannot_read_is_marked_bad_replaced_by_a_newer_write_and_b
         // A peer's copy of a key marked bad after a read error in its body (its header reads):
         // an older version is refused (the error may pass), the same version repairs it.
         let older = Stamp::Given(podstore_engine::Version { hlc: 1, origin: 9 });
-        assert!(shard.put_stamped(&key(5), "", 1, older).await.expect("older").is_none());
+        assert!(shard.put_stamped(&key(5), &"".into(), 1, older).await.expect("older").is_none());
         let v5 = Stamp::Given(shard.version_of(&key(5)).await.expect("version").expect("held").0);
-        let w = shard.put_stamped(&key(5), "", value(5, 2).len() as u64, v5).await.expect("copy");
+        let w = shard.put_stamped(&key(5), &"".into(), value(5, 2).len() as u64, v5).await.expect("copy");
         let mut w = w.expect("a copy over a bad record is taken");
         w.write(&value(5, 2)).await.expect("write");
         w.finish().await.expect("finish");
         assert!(!is_bad(&shard, 5));
         assert_eq!(read(&shard, &key(5)).await.expect("read"), Some(value(5, 2)));
-        let again = shard.put_stamped(&key(5), "", 0, v5).await.expect("again");
+        let again = shard.put_stamped(&key(5), &"".into(), 0, v5).await.expect("again");
         assert!(again.is_none(), "the repaired key takes no second copy of the same version");
         // The scrub: key 9's header sits on a bad sector nobody read yet; the scan of its blob
         // fails, each record of the blob is then read alone: key 9's place is marked as a bad

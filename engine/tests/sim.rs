@@ -27,8 +27,10 @@ use podstore_disks::{Io, SimDisk, SimFaults};
 use podstore_engine::budget::IoBudget;
 use podstore_engine::checkpoint::QuarantineReason;
 use podstore_engine::names::{Kind, Name};
+use podstore_engine::record::digest_of;
 use podstore_engine::{
-    BatchItem, BatchOutcome, CopyItem, Error, ReadCheck, Shard, ShardConfig, ShardSet, ShardSpec, Stamp,
+    Attrs, BatchItem, BatchOutcome, CopyItem, DigestKind, Error, ReadCheck, Shard, ShardConfig, ShardSet,
+    ShardSpec, Stamp,
 };
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -260,6 +262,26 @@ fn describe(v: &Val) -> String {
     }
 }
 
+/// The attributes a write of `v` carries (a function of the value, so a read checks that the
+/// attributes it got are its bytes' own): by length, no headers and XXH3, headers and MD5 (as
+/// S3 writes), or headers and XXH3.
+fn attrs_for(len: usize) -> Attrs {
+    let text = len.to_string();
+    let headers = [("x-amz-meta-len", text.as_str()), ("cache-control", "max-age=60")];
+    match len % 3 {
+        0 => Attrs::from("application/octet-stream"),
+        1 => Attrs::new("image/jpeg", headers, DigestKind::Md5).expect("valid"),
+        _ => Attrs::new("video/mp4", headers, DigestKind::Xxh3).expect("valid"),
+    }
+}
+
+/// A read's attributes and digest must be those its bytes were written with.
+fn check_attrs(meta: &podstore_engine::ObjectMeta, whole: &[u8]) {
+    let want = attrs_for(whole.len());
+    assert_eq!(meta.attrs, want, "attributes of a {}-byte object", whole.len());
+    assert_eq!(meta.digest, digest_of(want.digest, whole), "digest of a {}-byte object", whole.len());
+}
+
 async fn read_key(set: &ShardSet<SimDisk>, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
     match set.get_newest(key).await? {
         None => Ok(None),
@@ -277,13 +299,16 @@ async fn read_key(set: &ShardSet<SimDisk>, key: &[u8]) -> Result<Option<Vec<u8>>
                     return Ok(None);
                 };
                 let whole = r2.read_all().await?;
+                check_attrs(&r2.meta, &whole);
                 // A concurrent write may have replaced the object between the two reads.
                 if r2.meta.version == version {
                     assert_eq!(&whole[a as usize..], &tail[..], "range read differs from whole read");
                 }
                 Ok(Some(whole))
             } else {
-                r.read_all().await.map(Some)
+                let whole = r.read_all().await?;
+                check_attrs(&r.meta, &whole);
+                Ok(Some(whole))
             }
         }
     }
@@ -325,7 +350,14 @@ async fn check_listing(s: &Seed, set: &ShardSet<SimDisk>, read: &HashMap<Vec<u8>
     for (key, got) in read {
         let listed = newest.get(key).filter(|n| n.kind == Kind::Live);
         match (got, listed) {
-            (Some(len), Some(n)) if n.object_len == *len as u64 => {}
+            (Some(len), Some(n)) if n.object_len == *len as u64 => {
+                let want = attrs_for(*len);
+                assert_eq!(
+                    (&n.content_type, n.digest_kind),
+                    (&want.content_type, want.digest),
+                    "listed attributes"
+                );
+            }
             (None, None) => {}
             // A damaged record may read as absent or as an older whole value (the index still
             // points at it): it is listed as the index holds it. A key read whole is listed.
@@ -364,7 +396,7 @@ async fn worker(s: Rc<Seed>, set: Rc<ShardSet<SimDisk>>, ops: u32, large_ok: boo
                 let v = Rc::new(val);
                 let id = s.begin(&key, Attempt::Put(v.clone()));
                 let r = async {
-                    let mut w = set.put(&key, "application/octet-stream", v.len() as u64).await?;
+                    let mut w = set.put(&key, &attrs_for(v.len()), v.len() as u64).await?;
                     for piece in v.chunks(pieces) {
                         w.write(piece).await?;
                     }
@@ -406,7 +438,7 @@ async fn worker(s: Rc<Seed>, set: Rc<ShardSet<SimDisk>>, ops: u32, large_ok: boo
             90..=94 => {
                 let _id = s.begin(&key, Attempt::Aborted);
                 let r = async {
-                    let mut w = set.put(&key, "", val.len() as u64 + 1).await?;
+                    let mut w = set.put(&key, &"".into(), val.len() as u64 + 1).await?;
                     w.write(&val[..val.len() / 2]).await?;
                     if fastrand::bool() {
                         w.abort().await
@@ -547,7 +579,7 @@ async fn move_key(
         }
         Some(CopyItem::Put(mut r)) => {
             let meta = r.meta.clone();
-            let w = to.put_stamped(key, &meta.content_type, meta.object_len, stamp(meta.version)).await?;
+            let w = to.put_stamped(key, &meta.attrs, meta.object_len, stamp(meta.version)).await?;
             if let Some(mut w) = w {
                 while let Some(c) = r.next_chunk().await? {
                     w.write(&c).await?;
@@ -585,7 +617,7 @@ async fn migrate_batch(
                 let data = r.read_all().await?;
                 items.push(BatchItem {
                     key: key.clone(),
-                    content_type: meta.content_type.clone(),
+                    attrs: meta.attrs.clone(),
                     data,
                     stamp: Stamp::Moved(meta.version),
                     digest: Some(meta.digest),

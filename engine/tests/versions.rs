@@ -17,7 +17,7 @@ fn cfg(clock: Arc<Clock>) -> ShardConfig {
 }
 
 async fn copy(shard: &Rc<Shard<SimDisk>>, key: &[u8], body: &[u8], v: Version) -> bool {
-    match shard.put_stamped(key, "", body.len() as u64, Stamp::Given(v)).await.expect("put copy") {
+    match shard.put_stamped(key, &"".into(), body.len() as u64, Stamp::Given(v)).await.expect("put copy") {
         Some(mut w) => {
             w.write(body).await.expect("write");
             assert_eq!(w.finish().await.expect("finish").version, v);
@@ -285,7 +285,7 @@ fn a_damaged_record_copied_unchecked_is_refused_then_quarantined_by_the_checked_
         let other = SimDisk::new(6, SimFaults::default());
         let (peer, _) = Shard::open(other, cfg(clock.clone()), Path::new("/d"), 0).await.expect("open peer");
         let mut w = peer
-            .put_stamped(b"k", "", got.len() as u64, Stamp::Given(r.meta.version))
+            .put_stamped(b"k", &"".into(), got.len() as u64, Stamp::Given(r.meta.version))
             .await
             .expect("put copy")
             .expect("a writer");

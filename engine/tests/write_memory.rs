@@ -46,13 +46,13 @@ fn writes_past_the_budget_use_one_small_buffer_and_every_writer_gives_its_share_
         let (a, b) = (data(LEN, 1), data(LEN, 2));
 
         // A takes its first buffer, and its second once the first is written.
-        let mut wa = shard.put(b"k/a", "", LEN as u64).await.expect("start a");
+        let mut wa = shard.put(b"k/a", &"".into(), LEN as u64).await.expect("start a");
         assert_eq!(memory.used(), BUF as u64);
         wa.write(&a[..BUF + 10]).await.expect("a's first buffer");
         assert_eq!((memory.used(), memory.refused()), (2 * BUF as u64, 0));
 
         // B finds no room: it writes its whole body through one small buffer.
-        let mut wb = shard.put(b"k/b", "", LEN as u64).await.expect("start b");
+        let mut wb = shard.put(b"k/b", &"".into(), LEN as u64).await.expect("start b");
         assert_eq!((memory.used(), memory.refused()), (2 * BUF as u64, 1), "b's buffer is not counted");
         send(&mut wb, &b).await;
         wb.finish().await.expect("finish b");
@@ -63,12 +63,12 @@ fn writes_past_the_budget_use_one_small_buffer_and_every_writer_gives_its_share_
         assert_eq!(memory.used(), 0, "a gave its buffers back");
 
         // Aborted and dropped writers give theirs back too.
-        let mut wc = shard.put(b"k/c", "", LEN as u64).await.expect("start c");
+        let mut wc = shard.put(b"k/c", &"".into(), LEN as u64).await.expect("start c");
         wc.write(&data(BUF + 1, 3)).await.expect("c's first buffer");
         assert_eq!(memory.used(), 2 * BUF as u64);
         wc.abort().await.expect("abort c");
         assert_eq!(memory.used(), 0, "an aborted writer gives its buffers back");
-        let mut wd = shard.put(b"k/d", "", LEN as u64).await.expect("start d");
+        let mut wd = shard.put(b"k/d", &"".into(), LEN as u64).await.expect("start d");
         wd.write(&data(BUF + 1, 4)).await.expect("d's first buffer");
         drop(wd);
         assert_eq!(memory.used(), 0, "a dropped writer gives its buffers back");

@@ -9,7 +9,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(h) = Header::decode(data, &FUZZ_KEY) {
         let ds = h.data_start() as usize;
         let mut out = vec![0u8; ds];
-        h.encode(h.key(data), h.content_type(data), &mut out, &FUZZ_KEY);
+        h.encode(h.key(data), &h.attrs(data), &mut out, &FUZZ_KEY);
         assert_eq!(&out[..], &data[..ds]);
         if let Some(rest) = data.get(ds..) {
             // A footer for an object of at most the remaining length.

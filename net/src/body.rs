@@ -1,14 +1,72 @@
-//! Response bodies: empty, whole, or streamed from the core that reads the object.
+//! Bodies: a request's as the object service reads it (with the limits on how slowly it may
+//! come), and responses' (empty, whole, or streamed from the core that reads the object).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hyper::body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::sync::mpsc;
 
 /// The `Server` header of every HTTP answer (data and admin ports).
 pub const SERVER: &str = concat!("podstore/", env!("CARGO_PKG_VERSION"));
+
+/// A write's body as its front end receives it: pieces in order, `None` at its end (an error
+/// says why it stopped: the front end's own limits, such as a body too slow, included).
+pub trait BodySource {
+    fn next(&mut self) -> impl std::future::Future<Output = Option<Result<Bytes, String>>>;
+}
+
+/// A request's body as the object service reads it: its data frames, with the limits of
+/// `[limits]` on how slowly it may come (`body_progress_bytes` per
+/// `body_progress_timeout_ms`).
+#[derive(Debug)]
+pub struct RequestBody {
+    body: Incoming,
+    window: Duration,
+    window_end: Instant,
+    window_bytes: u64,
+    progress_bytes: u64,
+}
+
+impl RequestBody {
+    pub fn new(body: Incoming, limits: &crate::config::Limits) -> RequestBody {
+        let window = Duration::from_millis(limits.body_progress_timeout_ms);
+        RequestBody {
+            body,
+            window,
+            window_end: Instant::now() + window,
+            window_bytes: 0,
+            progress_bytes: limits.body_progress_bytes,
+        }
+    }
+}
+
+impl BodySource for RequestBody {
+    async fn next(&mut self) -> Option<Result<Bytes, String>> {
+        loop {
+            match tokio::time::timeout_at(self.window_end.into(), self.body.frame()).await {
+                Ok(Some(Ok(frame))) => {
+                    let Ok(data) = frame.into_data() else { continue };
+                    self.window_bytes += data.len() as u64;
+                    metrics::counter!("podstore_http_received_bytes_total").increment(data.len() as u64);
+                    return Some(Ok(data));
+                }
+                Ok(Some(Err(e))) => return Some(Err(format!("body: {e}"))),
+                Ok(None) => return None,
+                Err(_) => {
+                    if self.window_bytes < self.progress_bytes {
+                        return Some(Err("the body is too slow".into()));
+                    }
+                    self.window_end = Instant::now() + self.window;
+                    self.window_bytes = 0;
+                }
+            }
+        }
+    }
+}
 
 /// A piece of a streamed object, or why the stream stopped early.
 pub type Piece = Result<Bytes, String>;

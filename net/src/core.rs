@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use podstore_disks::{AnyIo, DiskSpec, UringConfig};
-use podstore_engine::{DeleteDone, ReadCheck, RecoveryReport, Shard, ShardSpec, ShardStats, Stamp};
+use podstore_engine::{
+    CopyCheck, DeleteDone, ReadCheck, RecoveryReport, Shard, ShardSpec, ShardStats, Stamp,
+};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::msg::{BodyMsg, CoreMsg, GetStart, JobAction, JobKind, PutBatchResult, PutOutcome};
@@ -511,8 +513,8 @@ impl Exec {
     async fn run(self: Rc<Self>, msg: CoreMsg) {
         match msg {
             CoreMsg::AddDisk { reply, .. } => self.shutting_down_add_disk(reply).await,
-            CoreMsg::Put { shard, key, content_type, len, stamp, body, reply } => {
-                self.put(shard, key, content_type, len, stamp, body, reply).await
+            CoreMsg::Put { shard, key, attrs, len, stamp, digest_given, body, reply } => {
+                self.put(shard, key, attrs, (len, digest_given), stamp, body, reply).await
             }
             CoreMsg::Get { shard, key, range, head, reply } => self.get(shard, key, range, head, reply).await,
             CoreMsg::Delete { shard, key, stamp, always, reply } => {
@@ -557,8 +559,8 @@ impl Exec {
         &self,
         shard: u32,
         key: Vec<u8>,
-        content_type: String,
-        len: u64,
+        attrs: podstore_engine::Attrs,
+        (len, digest_given): (u64, bool),
         stamp: Stamp,
         mut body: mpsc::Receiver<BodyMsg>,
         reply: oneshot::Sender<Result<PutOutcome, podstore_engine::Error>>,
@@ -575,7 +577,7 @@ impl Exec {
             c.invalidate(&key);
         }
         let r = async {
-            let Some(mut w) = s.put_stamped(&key, &content_type, len, stamp).await? else {
+            let Some(mut w) = s.put_stamped(&key, &attrs, len, stamp).await? else {
                 // Superseded: take the body (so the sender is not stuck) and store nothing.
                 while let Some(m) = body.recv().await {
                     if matches!(m, BodyMsg::End { .. }) {
@@ -584,9 +586,15 @@ impl Exec {
                 }
                 return Ok(PutOutcome::Superseded);
             };
+            if digest_given {
+                w.check_chunks_only();
+            }
             loop {
                 match body.recv().await {
                     Some(BodyMsg::Data(b)) => w.write(&b).await?,
+                    Some(BodyMsg::End { ok: true, digest: Some(d) }) if digest_given => {
+                        return w.finish_copy(CopyCheck::Given(d)).await.map(PutOutcome::Stored)
+                    }
                     Some(BodyMsg::End { ok: true, digest }) => {
                         return w.finish_expecting(digest).await.map(PutOutcome::Stored)
                     }

@@ -4,6 +4,7 @@
 
 pub mod accept;
 pub mod admin;
+pub mod answer;
 pub mod auth;
 pub mod body;
 pub mod client;

@@ -271,7 +271,7 @@ mod tests {
     type Disks = Vec<BTreeMap<Vec<u8>, Name>>;
 
     fn live(v: u64, len: u64) -> Name {
-        Name::live(Version { hlc: v, origin: 1 }, len, 0, [0; 16], "")
+        Name::live(Version { hlc: v, origin: 1 }, len, 0, [0; 16], &"".into())
     }
 
     /// One disk's page as the engine gives it (in order, from `from`, at most `max`; names

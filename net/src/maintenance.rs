@@ -535,7 +535,7 @@ async fn migrate_to(
             if shard.in_backlog(meta.seq) { Stamp::Given(meta.version) } else { Stamp::Moved(meta.version) };
         let item = podstore_engine::BatchItem {
             key,
-            content_type: meta.content_type.clone(),
+            attrs: meta.attrs.clone(),
             data,
             stamp,
             digest: Some(meta.digest),
@@ -766,9 +766,10 @@ async fn move_key(
             let msg = CoreMsg::Put {
                 shard: target,
                 key: key.to_vec(),
-                content_type: meta.content_type.clone(),
+                attrs: meta.attrs.clone(),
                 len: meta.object_len,
                 stamp,
+                digest_given: false,
                 body: body_rx,
                 reply: tx,
             };

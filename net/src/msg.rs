@@ -49,9 +49,12 @@ pub enum CoreMsg {
     Put {
         shard: u32,
         key: Vec<u8>,
-        content_type: String,
+        attrs: podstore_engine::Attrs,
         len: u64,
         stamp: Stamp,
+        /// The sender hashes the body as it passes: the digest its end names is stored as it
+        /// is (the writer computes only the chunk CRCs). Otherwise a digest there is checked.
+        digest_given: bool,
         body: mpsc::Receiver<BodyMsg>,
         reply: oneshot::Sender<Result<PutOutcome, podstore_engine::Error>>,
     },

@@ -18,9 +18,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use md5::Digest;
-use podstore_engine::Stamp;
+use podstore_engine::record::Digester;
+use podstore_engine::{DigestKind, Stamp};
 use tokio::sync::{mpsc, oneshot};
 
+pub use crate::body::BodySource;
 use crate::list::{ListPage, ListRequest};
 use crate::msg::{BodyMsg, CoreMsg, GetStart, PutOutcome};
 use crate::names::ObjectName;
@@ -69,18 +71,14 @@ fn gone() -> Error {
     Error::Unavailable("the request was interrupted")
 }
 
-/// A write's body as its front end receives it: pieces in order, `None` at its end (an error
-/// says why it stopped: the front end's own limits, such as a body too slow, included).
-pub trait BodySource {
-    fn next(&mut self) -> impl std::future::Future<Output = Option<Result<Bytes, String>>>;
-}
-
 /// A PUT as the service takes it.
 #[derive(Debug)]
 pub struct PutRequest {
     pub name: ObjectName,
     pub len: u64,
-    pub content_type: String,
+    /// Content type, the content headers kept with the object, its digest's algorithm (MD5
+    /// for S3, computed here as the body passes).
+    pub attrs: podstore_engine::Attrs,
     /// The body must have this MD5 (nothing is stored otherwise).
     pub md5: Option<[u8; 16]>,
     /// Durable copies to wait for, this appliance's included.
@@ -90,7 +88,8 @@ pub struct PutRequest {
 /// What a write did.
 #[derive(Debug, Clone, Copy)]
 pub struct Written {
-    /// The object's XXH3-128 (a PUT; zero for a delete).
+    /// The object's digest: XXH3-128, or MD5 when its attributes asked (a PUT; zero for a
+    /// delete).
     pub digest: [u8; 16],
     /// Durable copies made before the answer, this appliance's included.
     pub copies: u32,
@@ -289,7 +288,7 @@ impl Objects {
     pub async fn put(&self, req: PutRequest, mut body: impl BodySource) -> Result<Written, Error> {
         self.check_ready()?;
         let shared = &self.shared;
-        let PutRequest { name, len, content_type, md5: want_md5, copies: want } = req;
+        let PutRequest { name, len, attrs, md5: want_md5, copies: want } = req;
         let (mut shard, mut owner) = match self.large_object_route(&name.storage_key(), len) {
             Some(r) => r,
             None => self.locate_wait(&name.storage_key()).await?,
@@ -299,6 +298,9 @@ impl Objects {
         // shard stamp it.
         let version = (!peers.is_empty()).then(|| shared.clock.now());
         let stamp = version.map_or(Stamp::Local, Stamp::Given);
+        // An MD5 is computed here, on the connection's thread, and handed to the writer (which
+        // then computes only its chunk CRCs): once, whatever else needs it.
+        let md5_kind = attrs.digest == DigestKind::Md5;
         // A small body is read whole first and handed over in one message (fewer cross-core
         // wake-ups); a large one streams to the owning core as it arrives.
         let small = len <= SMALL_BODY_MAX_BYTES;
@@ -307,9 +309,10 @@ impl Objects {
         let mut msg = Some(CoreMsg::Put {
             shard,
             key: name.storage_key(),
-            content_type: content_type.clone(),
+            attrs: attrs.clone(),
             len,
             stamp,
+            digest_given: md5_kind,
             body: rx,
             reply: reply_tx,
         });
@@ -317,10 +320,10 @@ impl Objects {
             self.send(owner, msg.take().expect("not sent yet")).await?;
         }
         // Copies to peers stream beside the local write; each reports into `copies_rx`.
-        let (to_peers, copies_rx) = self.start_copies(&name, &content_type, len, version);
+        let (to_peers, copies_rx) = self.start_copies(&name, &attrs, len, version);
         let mut sinks = BodySinks {
-            md5: want_md5.map(|_| md5::Md5::new()),
-            hash: version.map(|_| xxhash_rust::xxh3::Xxh3::new()),
+            md5: want_md5.filter(|_| !md5_kind).map(|_| md5::Md5::new()),
+            hash: (version.is_some() || md5_kind).then(|| Digester::new(attrs.digest)),
             to_peers,
             whole: small.then(|| Vec::with_capacity(len as usize)),
             stall: Duration::from_millis(shared.cfg().limits.copy_timeout_ms),
@@ -339,15 +342,16 @@ impl Objects {
             let w = Bytes::from(w);
             // Room for both was made when the channel was created.
             let _ = tx.try_send(BodyMsg::Data(w.clone()));
-            let _ = tx.try_send(BodyMsg::End { ok: true, digest: None });
+            let _ = tx.try_send(BodyMsg::End { ok: true, digest: digest.filter(|_| md5_kind) });
             drop(tx);
             self.send(owner, msg.take().expect("not sent yet")).await?;
             let got = reply_rx.await.map_err(|_| gone())?;
-            let (got, at) = self.spill_on(got, (shard, owner), &name, &content_type, stamp, w).await?;
+            let (got, at) = self.spill_on(got, (shard, owner), &name, &attrs, stamp, (w, digest)).await?;
             (shard, owner) = at;
             got
         } else {
-            let _ = tx.send(BodyMsg::End { ok: complete && digest_ok, digest: None }).await;
+            let end = BodyMsg::End { ok: complete && digest_ok, digest: digest.filter(|_| md5_kind) };
+            let _ = tx.send(end).await;
             drop(tx);
             reply_rx.await.map_err(|_| gone())?
         }?;
@@ -372,7 +376,7 @@ impl Objects {
     fn start_copies(
         &self,
         name: &ObjectName,
-        content_type: &str,
+        attrs: &podstore_engine::Attrs,
         len: u64,
         version: Option<podstore_engine::Version>,
     ) -> (Vec<Option<mpsc::Sender<Piece>>>, mpsc::Receiver<PeerCopy>) {
@@ -382,10 +386,10 @@ impl Objects {
         if let Some(v) = version {
             for (i, p) in peers.iter().enumerate() {
                 let (ptx, prx) = mpsc::channel(PEER_PIECES_MAX);
-                let (p, ct, copies_tx) = (p.clone(), content_type.to_string(), copies_tx.clone());
+                let (p, attrs, copies_tx) = (p.clone(), attrs.clone(), copies_tx.clone());
                 let (bucket, key) = (name.bucket.clone(), name.key.clone());
                 tokio::task::spawn_local(async move {
-                    let r = p.send_put(v, &bucket, &key, &ct, len, None, prx).await;
+                    let r = p.send_put(v, &bucket, &key, &attrs, len, None, prx).await;
                     note_copy(&p.conf.name, "put", &r);
                     let _ = copies_tx.send((i, r)).await;
                 });
@@ -403,9 +407,9 @@ impl Objects {
         mut got: Result<PutOutcome, podstore_engine::Error>,
         (mut shard, mut owner): (u32, usize),
         name: &ObjectName,
-        content_type: &str,
+        attrs: &podstore_engine::Attrs,
         stamp: Stamp,
-        body: Bytes,
+        (body, digest): (Bytes, Option<[u8; 16]>),
     ) -> Result<(Result<PutOutcome, podstore_engine::Error>, (u32, usize)), Error> {
         for _ in 0..3 {
             if !matches!(got, Err(podstore_engine::Error::NoSpace { .. })) {
@@ -421,14 +425,16 @@ impl Objects {
             }
             let (tx, rx) = mpsc::channel(2);
             let _ = tx.try_send(BodyMsg::Data(body.clone()));
-            let _ = tx.try_send(BodyMsg::End { ok: true, digest: None });
+            let md5_kind = attrs.digest == DigestKind::Md5;
+            let _ = tx.try_send(BodyMsg::End { ok: true, digest: digest.filter(|_| md5_kind) });
             let (reply, answer) = oneshot::channel();
             let again = CoreMsg::Put {
                 shard: next,
                 key: name.storage_key(),
-                content_type: content_type.to_string(),
+                attrs: attrs.clone(),
                 len: body.len() as u64,
                 stamp,
+                digest_given: md5_kind,
                 body: rx,
                 reply,
             };
@@ -600,14 +606,15 @@ impl Objects {
         &self,
         (shard, owner): (u32, usize),
         key: Vec<u8>,
-        content_type: String,
+        attrs: podstore_engine::Attrs,
         len: u64,
         version: podstore_engine::Version,
         body: mpsc::Receiver<BodyMsg>,
     ) -> Result<oneshot::Receiver<Result<PutOutcome, podstore_engine::Error>>, Error> {
         let (reply, answer) = oneshot::channel();
         let stamp = Stamp::Given(version);
-        self.send(owner, CoreMsg::Put { shard, key, content_type, len, stamp, body, reply }).await?;
+        let msg = CoreMsg::Put { shard, key, attrs, len, stamp, digest_given: false, body, reply };
+        self.send(owner, msg).await?;
         Ok(answer)
     }
 
@@ -754,8 +761,11 @@ impl Objects {
 /// their copies by, each peer's copy, and (for a small body) the whole body kept to be handed
 /// to its core in one message.
 struct BodySinks {
+    /// The client's Content-MD5 to check, when the digest is not an MD5 itself.
     md5: Option<md5::Md5>,
-    hash: Option<xxhash_rust::xxh3::Xxh3>,
+    /// The content digest of the object's kind: for the peers' trailers, and stored as it is
+    /// when it is an MD5.
+    hash: Option<Digester>,
     to_peers: Vec<Option<mpsc::Sender<Piece>>>,
     whole: Option<Vec<u8>>,
     /// How long a peer may take no piece before it is dropped from this write.
@@ -811,11 +821,13 @@ impl BodySinks {
         complete: bool,
         want_md5: Option<[u8; 16]>,
     ) -> (Option<Vec<u8>>, bool, Option<[u8; 16]>) {
+        let md5_kind = matches!(self.hash, Some(Digester::Md5(_)));
+        let digest = self.hash.map(Digester::finish);
         let digest_ok = match (self.md5, want_md5) {
             (Some(m), Some(want)) => m.finalize()[..] == want[..],
+            (None, Some(want)) if md5_kind => digest == Some(want),
             _ => true,
         };
-        let digest = self.hash.map(|h| h.digest128().to_le_bytes());
         for slot in self.to_peers.iter_mut() {
             feed_peer(slot, Piece::End(digest.filter(|_| complete && digest_ok)), self.stall).await;
         }

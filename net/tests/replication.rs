@@ -608,7 +608,7 @@ fn send_flagged_copy(
         version: podstore_engine::Version { hlc: hlc << 16, origin: 42 },
         bucket: "photos".into(),
         key: key.as_bytes().to_vec(),
-        content_type: "image/jpeg".into(),
+        attrs: "image/jpeg".into(),
     }
     .encode(true);
     s.write_all(&FrameHeader::encode_flagged(Kind::Put, PUT_CHUNK_CRCS, req, &meta, body.len() as u64))
@@ -754,7 +754,7 @@ fn a_peer_that_stalls_mid_copy_does_not_hold_the_key_forever() {
         version: podstore_engine::Version { hlc: 1 << 16, origin: 42 },
         bucket: "photos".into(),
         key: b"stuck".to_vec(),
-        content_type: String::new(),
+        attrs: Default::default(),
     }
     .encode(true);
     s.write_all(&FrameHeader::encode(Kind::Put, 1, &meta, 1 << 20)).expect("put header");

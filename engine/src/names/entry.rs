@@ -5,20 +5,23 @@
 //! entry, little-endian (52 bytes, then the key, then the content type)
 //! offset size field
 //!      0    2 key length (1..=KEY_MAX_BYTES)
-//!      2    1 kind: 1 live object, 2 tombstone, 3 gone (the disk no longer holds the key)
+//!      2    1 kind: 1 live object, 2 tombstone, 3 gone (the disk no longer holds the key);
+//!             bit 7 set (live only): the digest is the content's MD5, not its XXH3-128
 //!      3    1 content type length (0..=255; 0 unless live)
 //!      4    8 version: hybrid logical clock
 //!     12    8 version: origin
 //!     20    8 object length, bytes
 //!     28    8 created, milliseconds since the Unix epoch (a listing's last-modified)
-//!     36   16 content digest (the native ETag)
+//!     36   16 content digest (the ETag)
 //!     52    k key
 //!   52+k    c content type
 //! ```
-//! Version history: 1 (first), with run format 1.
+//! Version history: 1 (first), with run format 1; within it, bit 7 of the kind since 2026-12
+//! (a build before it finds such a run damaged and rebuilds the name index from the records).
 
 use podstore_disks::le;
 
+use crate::attrs::{Attrs, DigestKind};
 use crate::record::{CONTENT_TYPE_MAX_BYTES, KEY_MAX_BYTES};
 use crate::Version;
 
@@ -35,6 +38,8 @@ const E_ORIGIN: usize = 12;
 const E_LEN: usize = 20;
 const E_CREATED: usize = 28;
 const E_DIGEST: usize = 36;
+/// The kind byte's bit that marks an MD5 digest.
+const KIND_MD5: u8 = 0x80;
 const _: () = assert!(le::tiles(
     &[
         (E_KEY_LEN, 2),
@@ -69,20 +74,25 @@ pub struct Name {
     pub object_len: u64,
     pub created_ms: u64,
     pub digest: [u8; 16],
+    /// The digest's algorithm (what an S3 listing shows as the ETag depends on it).
+    pub digest_kind: DigestKind,
     pub content_type: Box<str>,
 }
 
 impl Name {
     /// A live object.
-    pub fn live(
-        version: Version,
-        object_len: u64,
-        created_ms: u64,
-        digest: [u8; 16],
-        content_type: &str,
-    ) -> Name {
-        assert!(content_type.len() <= CONTENT_TYPE_MAX_BYTES, "content type of {} bytes", content_type.len());
-        Name { kind: Kind::Live, version, object_len, created_ms, digest, content_type: content_type.into() }
+    pub fn live(version: Version, object_len: u64, created_ms: u64, digest: [u8; 16], attrs: &Attrs) -> Name {
+        let ct = &attrs.content_type;
+        assert!(ct.len() <= CONTENT_TYPE_MAX_BYTES, "content type of {} bytes", ct.len());
+        Name {
+            kind: Kind::Live,
+            version,
+            object_len,
+            created_ms,
+            digest,
+            digest_kind: attrs.digest,
+            content_type: ct.clone(),
+        }
     }
 
     /// A tombstone written at `created_ms`.
@@ -93,6 +103,7 @@ impl Name {
             object_len: 0,
             created_ms,
             digest: [0; 16],
+            digest_kind: DigestKind::Xxh3,
             content_type: "".into(),
         }
     }
@@ -105,6 +116,7 @@ impl Name {
             object_len: 0,
             created_ms: 0,
             digest: [0; 16],
+            digest_kind: DigestKind::Xxh3,
             content_type: "".into(),
         }
     }
@@ -121,7 +133,8 @@ impl Name {
         out.resize(start + ENTRY_FIXED_BYTES, 0);
         let b = &mut out[start..];
         le::put(b, E_KEY_LEN, key.len() as u16);
-        le::put(b, E_KIND, self.kind as u8);
+        let md5 = if self.digest_kind == DigestKind::Md5 { KIND_MD5 } else { 0 };
+        le::put(b, E_KIND, self.kind as u8 | md5);
         le::put(b, E_CT_LEN, self.content_type.len() as u8);
         le::put(b, E_HLC, self.version.hlc);
         le::put(b, E_ORIGIN, self.version.origin);
@@ -141,10 +154,11 @@ impl Name {
         if key_len == 0 || key_len > KEY_MAX_BYTES {
             return None;
         }
-        let kind = match le::get::<u8>(fixed, E_KIND) {
-            1 => Kind::Live,
-            2 => Kind::Tombstone,
-            3 => Kind::Gone,
+        let (kind, digest_kind) = match le::get::<u8>(fixed, E_KIND) {
+            1 => (Kind::Live, DigestKind::Xxh3),
+            0x81 => (Kind::Live, DigestKind::Md5),
+            2 => (Kind::Tombstone, DigestKind::Xxh3),
+            3 => (Kind::Gone, DigestKind::Xxh3),
             _ => return None,
         };
         let len = ENTRY_FIXED_BYTES + key_len + ct_len;
@@ -158,6 +172,7 @@ impl Name {
             object_len: le::get(fixed, E_LEN),
             created_ms: le::get(fixed, E_CREATED),
             digest,
+            digest_kind,
             content_type: ct.into(),
         };
         Some((key, name, len))
@@ -178,7 +193,8 @@ mod tests {
     fn entries_round_trip_and_reject_garbage() {
         let v = Version { hlc: 7 << 16, origin: 3 };
         let names = [
-            Name::live(v, 12345, 1_700_000_000_000, [9; 16], "image/jpeg"),
+            Name::live(v, 12345, 1_700_000_000_000, [9; 16], &"image/jpeg".into()),
+            Name::live(v, 1, 2, [8; 16], &Attrs::new("text/plain", [], DigestKind::Md5).expect("valid")),
             Name::tombstone(v, 5),
             Name::gone(),
         ];

@@ -546,9 +546,13 @@ mod tests {
                     let k = key(&mut rng);
                     let v = Version { hlc: (step + 1) << 16, origin: 1 };
                     let n = match rng.below(10) {
-                        0..=5 => {
-                            Name::live(v, rng.below(1 << 30), step, [(step % 251) as u8; 16], "image/jpeg")
-                        }
+                        0..=5 => Name::live(
+                            v,
+                            rng.below(1 << 30),
+                            step,
+                            [(step % 251) as u8; 16],
+                            &"image/jpeg".into(),
+                        ),
                         6..=7 => Name::tombstone(v, step),
                         _ => Name::gone(),
                     };
@@ -613,7 +617,7 @@ mod tests {
                     let k = format!("bucket/key-{:05}", i * 4 + r);
                     names.apply(
                         k.as_bytes(),
-                        Name::live(Version { hlc: 1, origin: 1 }, i as u64, 0, [1; 16], ""),
+                        Name::live(Version { hlc: 1, origin: 1 }, i as u64, 0, [1; 16], &"".into()),
                     );
                 }
                 names.flush(|| Watermark { max_seq: r as u64, in_flight: vec![] }).await.expect("flush");

@@ -10,6 +10,7 @@ use std::rc::Rc;
 
 use podstore_disks::{AlignedBuf, Io};
 
+use crate::attrs::{Attrs, DigestKind};
 use crate::index::Loc;
 use crate::names::Name;
 use crate::now_ms;
@@ -21,10 +22,10 @@ use crate::{Error, Result};
 #[derive(Debug, Clone)]
 pub struct BatchItem {
     pub key: Vec<u8>,
-    pub content_type: String,
+    pub attrs: Attrs,
     pub data: Vec<u8>,
     pub stamp: Stamp,
-    /// The content's XXH3-128 when the sender knows it (a copy): the object is stored only if
+    /// The content's digest (of `attrs.digest`'s kind) when the sender knows it (a copy): the object is stored only if
     /// the bytes match it.
     pub digest: Option<[u8; 16]>,
 }
@@ -94,8 +95,8 @@ impl<I: Io> Shard<I> {
         let mut order = Vec::with_capacity(items.len());
         for (i, it) in items.iter().enumerate() {
             let len = it.data.len() as u64;
-            let rec_len = record::record_len(it.key.len(), it.content_type.len(), len);
-            if let Err(e) = crate::validate(&it.key, &it.content_type) {
+            let rec_len = record::record_len(it.key.len(), it.attrs.stored_len(), len);
+            if let Err(e) = crate::validate(&it.key, &it.attrs.content_type) {
                 out[i] = Some(Err(e));
             } else if rec_len > limit {
                 out[i] = Some(Err(Error::TooLarge { len, max: limit }));
@@ -127,7 +128,7 @@ impl<I: Io> Shard<I> {
                 continue;
             }
             last_fp = Some(fp);
-            let mut sums = DataSums::new();
+            let mut sums = DataSums::new(it.attrs.digest);
             sums.update(&it.data);
             locks.push(self.lock_key(fp).await);
             let r = async {
@@ -165,7 +166,7 @@ impl<I: Io> Shard<I> {
                     Some(Err(Error::Invalid("the content does not match the digest it was sent with")));
             }
             let header = Header {
-                flags: 0,
+                flags: if it.attrs.digest == DigestKind::Md5 { record::FLAG_MD5 } else { 0 },
                 shard_id: self.id,
                 blob_id: blob.id,
                 offset,
@@ -174,7 +175,8 @@ impl<I: Io> Shard<I> {
                 object_len: it.data.len() as u64,
                 record_len: r.record_len,
                 key_len: it.key.len() as u16,
-                content_type_len: it.content_type.len() as u8,
+                content_type_len: it.attrs.content_type.len() as u8,
+                headers_len: it.attrs.encoded_headers().len() as u16,
                 version: r.version,
             };
             pending.push(Pending {
@@ -253,7 +255,7 @@ impl<I: Io> Shard<I> {
             let loc = Loc::new(h.blob_id, h.offset, h.record_len, false);
             self.commit_index(p.slot, p.fp, &it.key, loc, h.record_len);
             self.digest_apply(&it.key, p.held, Some((h.version, false)));
-            let name = Name::live(h.version, h.object_len, h.created_ms, p.digest, &it.content_type);
+            let name = Name::live(h.version, h.object_len, h.created_ms, p.digest, &it.attrs);
             self.names_apply(&it.key, name);
             if !matches!(it.stamp, Stamp::Moved(_)) {
                 self.backlog_add(h);
@@ -287,7 +289,7 @@ fn encode_record(
         h.flags |= record::FLAG_VOID;
     }
     let ds = h.data_start() as usize;
-    h.encode(&it.key, it.content_type.as_bytes(), &mut region[..ds], rk);
+    h.encode(&it.key, &it.attrs, &mut region[..ds], rk);
     region[ds..ds + it.data.len()].copy_from_slice(&it.data);
     let f = ds + it.data.len();
     region[f..f + footer.len()].copy_from_slice(footer);

@@ -391,7 +391,7 @@ impl<I: Io> Shard<I> {
             moved_from: Some((loc, meta.seq)),
             backlog: false,
         };
-        let mut w = self.start_writer(&key, &meta.content_type, meta.object_len, start).await?;
+        let mut w = self.start_writer(&key, &meta.attrs, meta.object_len, start).await?;
         loop {
             match r.next_chunk().await {
                 Ok(Some(c)) => w.write(&c).await?,

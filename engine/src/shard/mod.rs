@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
+use crate::attrs::{Attrs, DigestKind};
 use crate::backlog::{Backlog, BacklogEntry, BacklogStats};
 use crate::blob::BlobFile;
 use crate::checkpoint::{Checkpoint, CkptBlob, QuarantineReason, Quarantined};
@@ -29,7 +30,7 @@ use crate::index::{fingerprint, Index, Loc, Slot, BLOB_ID_MAX, BLOB_SIZE_MAX_BYT
 use crate::names::Name;
 use crate::record::{
     self, corrupt, verify_chunks, DataSums, Footer, FormatError, Header, BLOCK, CHUNK_BYTES,
-    CONTENT_TYPE_MAX_BYTES, FLAG_TOMBSTONE, FLAG_VOID, KEY_MAX_BYTES,
+    CONTENT_TYPE_MAX_BYTES, FLAG_MD5, FLAG_TOMBSTONE, FLAG_VOID, KEY_MAX_BYTES,
 };
 use crate::scan::HEADER_READ_BYTES;
 use crate::{Error, Result, Version};

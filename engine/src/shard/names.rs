@@ -177,14 +177,13 @@ impl<I: Io> Shard<I> {
     /// The key and name of the record at `loc` (None if it does not read back: the scrub and
     /// reads deal with that record).
     async fn name_at(&self, loc: Loc) -> Result<Option<(Vec<u8>, Name)>> {
-        let Ok((h, key, ct)) = self.read_header(loc).await? else { return Ok(None) };
+        let Ok((h, key, attrs)) = self.read_header(loc).await? else { return Ok(None) };
         if h.is_tombstone() {
             return Ok(Some((key, Name::tombstone(h.version, h.created_ms))));
         }
         let Some(blob) = self.blob(loc.blob()) else { return Ok(None) };
         let Ok(footer) = self.read_footer(&blob, loc.offset(), &h).await? else { return Ok(None) };
-        let ct = if ct.len() > CONTENT_TYPE_MAX_BYTES { String::new() } else { ct };
-        Ok(Some((key, Name::live(h.version, h.object_len, h.created_ms, footer.digest, &ct))))
+        Ok(Some((key, Name::live(h.version, h.object_len, h.created_ms, footer.digest, &attrs))))
     }
 }
 

@@ -5,9 +5,10 @@ use crate::now_ms;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectMeta {
     pub object_len: u64,
-    pub content_type: String,
+    /// The content type, the content headers kept with the object, the digest's algorithm.
+    pub attrs: Attrs,
     pub created_ms: u64,
-    /// XXH3-128 of the content: the ETag.
+    /// The content's digest (XXH3-128, or MD5 as `attrs.digest` says): the ETag.
     pub digest: [u8; 16],
     pub seq: u64,
     /// The write's version, the same on every copy.
@@ -242,7 +243,7 @@ impl<I: Io> Shard<I> {
     pub(crate) async fn read_header(
         &self,
         loc: Loc,
-    ) -> Result<std::result::Result<(Header, Vec<u8>, String), FormatError>> {
+    ) -> Result<std::result::Result<(Header, Vec<u8>, Attrs), FormatError>> {
         let blob = self.blob(loc.blob()).ok_or_else(|| Error::Damaged {
             shard: self.id,
             reason: format!("index points to missing blob {}", loc.blob()),
@@ -256,8 +257,7 @@ impl<I: Io> Shard<I> {
             if h.shard_id != self.id || h.blob_id != loc.blob() || h.offset != loc.offset() {
                 return Err(FormatError::Field("identity"));
             }
-            let ct = String::from_utf8_lossy(h.content_type(b)).into_owned();
-            Ok((h.clone(), h.key(b).to_vec(), ct))
+            Ok((h.clone(), h.key(b).to_vec(), h.attrs(b)))
         }))
     }
 
@@ -473,7 +473,7 @@ impl<I: Io> Shard<I> {
         if h.is_tombstone() || h.is_void() || whole.is_some_and(|l| l != h.record_len) {
             return Ok(Opened::Bad(FormatError::Field("record kind"), h.seq));
         }
-        let content_type = String::from_utf8_lossy(h.content_type(&buf)).into_owned();
+        let attrs = h.attrs(&buf);
         let footer;
         let mem;
         if whole.is_some() {
@@ -498,7 +498,7 @@ impl<I: Io> Shard<I> {
         }
         let meta = ObjectMeta {
             object_len: h.object_len,
-            content_type,
+            attrs,
             created_ms: h.created_ms,
             digest: footer.digest,
             seq: h.seq,

@@ -73,7 +73,7 @@ enum TailItem {
         tombstone: bool,
         key: Vec<u8>,
         header: Header,
-        content_type: Box<str>,
+        attrs: crate::Attrs,
         digest: [u8; 16],
     },
     Bad {
@@ -383,20 +383,12 @@ impl<I: Io> Recovery<'_, I> {
     fn found(&mut self, bid: u32, end: u64, f: Found) -> bool {
         let clock = &self.shard.cfg.clock;
         match f {
-            Found::Record { offset, header, key, content_type, digest } => {
+            Found::Record { offset, header, key, attrs, digest } => {
                 self.max_seq = self.max_seq.max(header.seq);
                 clock.observe(header.version.hlc);
                 let (seq, record_len, tombstone) = (header.seq, header.record_len, header.is_tombstone());
-                let item = TailItem::Valid {
-                    blob: bid,
-                    offset,
-                    record_len,
-                    tombstone,
-                    key,
-                    header,
-                    content_type,
-                    digest,
-                };
+                let item =
+                    TailItem::Valid { blob: bid, offset, record_len, tombstone, key, header, attrs, digest };
                 self.items.push((seq, item));
             }
             Found::BadBody { offset, header, key } if offset < end => {
@@ -477,13 +469,11 @@ impl<I: Io> Recovery<'_, I> {
             // runs may reflect some already (they are never behind the checkpoint): a record
             // whose write failed after it reached the disk was never applied to either, and
             // the index takes it now; applying a record again leaves a name as it was.
-            if let (Some(_), TailItem::Valid { key, header, content_type, digest, .. }) =
-                (&self.names_mark, &item)
-            {
+            if let (Some(_), TailItem::Valid { key, header, attrs, digest, .. }) = (&self.names_mark, &item) {
                 let name = if header.is_tombstone() {
                     Name::tombstone(header.version, header.created_ms)
                 } else {
-                    Name::live(header.version, header.object_len, header.created_ms, *digest, content_type)
+                    Name::live(header.version, header.object_len, header.created_ms, *digest, attrs)
                 };
                 self.shard.names_apply(key, name);
             }

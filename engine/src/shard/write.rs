@@ -68,7 +68,7 @@ pub struct PutWriter<I: Io> {
     blob: Rc<BlobFile<I>>,
     header: Header,
     key: Vec<u8>,
-    content_type: Box<str>,
+    attrs: Attrs,
     fp: u64,
     slot: Slot,
     /// What the key held before (version, tombstone), when known: its digest is replaced.
@@ -103,6 +103,11 @@ pub enum CopyCheck {
     /// The chunk CRC32Cs the sender stored (see [`PutWriter::check_chunks_only`]), and the
     /// digest to store with them.
     Chunks { digest: [u8; 16], crcs: Vec<u32> },
+    /// The digest the caller computed over the very bytes it wrote (a front end hashes the
+    /// body as it passes, on its own thread): stored as it is. With
+    /// [`PutWriter::check_chunks_only`] the writer computes only the chunk CRCs; without it,
+    /// the digest is checked like [`CopyCheck::Digest`].
+    Given([u8; 16]),
 }
 
 /// A buffer's write in flight (see `PutWriter::flush`).
@@ -276,12 +281,13 @@ impl<I: Io> PutWriter<I> {
         if self.sums.total() != self.header.object_len {
             return Err(Error::BodyLength { expected: self.header.object_len, got: self.sums.total() });
         }
-        let sums = std::mem::replace(&mut self.sums, DataSums::new());
+        let sums = std::mem::replace(&mut self.sums, DataSums::new(DigestKind::Xxh3));
         let hashed = sums.hashing();
         let mut footer = sums.finish(self.header.seq);
         let matches = match &check {
             None => hashed,
             Some(CopyCheck::Digest(d)) => hashed && *d == footer.digest,
+            Some(CopyCheck::Given(d)) => !hashed || *d == footer.digest,
             Some(CopyCheck::Chunks { digest, crcs }) => {
                 *crcs == footer.chunk_crcs && (!hashed || *digest == footer.digest)
             }
@@ -290,7 +296,7 @@ impl<I: Io> PutWriter<I> {
             self.broken = true;
             return Err(Error::Invalid("the content does not match the checksums it was sent with"));
         }
-        if let Some(CopyCheck::Chunks { digest, .. }) = check {
+        if let Some(CopyCheck::Chunks { digest, .. } | CopyCheck::Given(digest)) = check {
             footer.digest = digest;
         }
         self.append(&footer.encode()).await?;
@@ -320,7 +326,7 @@ impl<I: Io> PutWriter<I> {
         self.shard.commit_index(self.slot, self.fp, &self.key, loc, self.header.record_len);
         self.shard.digest_apply(&self.key, self.held, Some((self.header.version, false)));
         let h = &self.header;
-        let name = Name::live(h.version, h.object_len, h.created_ms, footer.digest, &self.content_type);
+        let name = Name::live(h.version, h.object_len, h.created_ms, footer.digest, &self.attrs);
         self.shard.names_apply(&self.key, name);
         if self.backlog {
             self.shard.backlog_add(&self.header);
@@ -354,12 +360,7 @@ impl<I: Io> PutWriter<I> {
         };
         buf.clear();
         buf.set_len(h.data_start() as usize);
-        h.encode(
-            &self.key,
-            &vec![b' '; h.content_type_len as usize],
-            buf.as_mut_slice(),
-            &self.shard.record_key,
-        );
+        h.encode(&self.key, &self.attrs, buf.as_mut_slice(), &self.shard.record_key);
         buf.pad_to_alignment();
         buf.set_len(BLOCK as usize);
         let r = self.shard.write_fenced(&self.blob, h.offset, buf).await;
@@ -628,16 +629,8 @@ impl<I: Io> Shard<I> {
     /// Starts a streaming PUT of `object_len` bytes, stamped with a new version of this
     /// node's clock. Write the body with [`PutWriter::write`], then [`PutWriter::finish`]; the
     /// object exists only after `finish` returns Ok.
-    pub async fn put(
-        self: &Rc<Self>,
-        key: &[u8],
-        content_type: &str,
-        object_len: u64,
-    ) -> Result<PutWriter<I>> {
-        Ok(self
-            .put_stamped(key, content_type, object_len, Stamp::Local)
-            .await?
-            .expect("a local stamp is newest"))
+    pub async fn put(self: &Rc<Self>, key: &[u8], attrs: &Attrs, object_len: u64) -> Result<PutWriter<I>> {
+        Ok(self.put_stamped(key, attrs, object_len, Stamp::Local).await?.expect("a local stamp is newest"))
     }
 
     /// Starts a streaming PUT with a given stamp. With [`Stamp::Given`] (a copy of another
@@ -647,11 +640,11 @@ impl<I: Io> Shard<I> {
     pub async fn put_stamped(
         self: &Rc<Self>,
         key: &[u8],
-        content_type: &str,
+        attrs: &Attrs,
         object_len: u64,
         stamp: Stamp,
     ) -> Result<Option<PutWriter<I>>> {
-        validate(key, content_type)?;
+        validate(key, &attrs.content_type)?;
         if object_len > self.cfg.object_size_max_bytes {
             return Err(Error::TooLarge { len: object_len, max: self.cfg.object_size_max_bytes });
         }
@@ -678,18 +671,18 @@ impl<I: Io> Shard<I> {
             moved_from: None,
             backlog,
         };
-        self.start_writer(key, content_type, object_len, w).await.map(Some)
+        self.start_writer(key, attrs, object_len, w).await.map(Some)
     }
 
     /// Reserves a record and starts its writer (a PUT, or a move by compaction).
     pub(crate) async fn start_writer(
         self: &Rc<Self>,
         key: &[u8],
-        content_type: &str,
+        attrs: &Attrs,
         object_len: u64,
         w: WriterStart<I>,
     ) -> Result<PutWriter<I>> {
-        let rec_len = record::record_len(key.len(), content_type.len(), object_len);
+        let rec_len = record::record_len(key.len(), attrs.stored_len(), object_len);
         // A client's write (not a move) counts against the bytes reserved and not yet filled.
         let counted = if w.moved_from.is_none() { rec_len } else { 0 };
         let unfilled = self.writes.unfilled.get();
@@ -709,7 +702,7 @@ impl<I: Io> Shard<I> {
             self.writes.unfilled.set(self.writes.unfilled.get().saturating_sub(counted));
         })?;
         let header = Header {
-            flags: 0,
+            flags: if attrs.digest == DigestKind::Md5 { FLAG_MD5 } else { 0 },
             shard_id: self.id,
             blob_id: blob.id,
             offset,
@@ -718,7 +711,8 @@ impl<I: Io> Shard<I> {
             object_len,
             record_len: rec_len,
             key_len: key.len() as u16,
-            content_type_len: content_type.len() as u8,
+            content_type_len: attrs.content_type.len() as u8,
+            headers_len: attrs.encoded_headers().len() as u16,
             version: w.version,
         };
         // No larger than the record (a 4 KiB object needs 8 KiB, not a full buffer).
@@ -729,7 +723,7 @@ impl<I: Io> Shard<I> {
         buf.clear();
         let ds = header.data_start() as usize;
         buf.set_len(ds);
-        header.encode(key, content_type.as_bytes(), buf.as_mut_slice(), &self.record_key);
+        header.encode(key, attrs, buf.as_mut_slice(), &self.record_key);
         Ok(PutWriter {
             shard: self.clone(),
             _permit: w.permit,
@@ -737,7 +731,7 @@ impl<I: Io> Shard<I> {
             blob,
             header,
             key: key.to_vec(),
-            content_type: content_type.into(),
+            attrs: attrs.clone(),
             fp: self.fp(key),
             slot: w.slot,
             held: w.held,
@@ -746,7 +740,7 @@ impl<I: Io> Shard<I> {
             buf: Some(buf),
             pending: None,
             written: 0,
-            sums: DataSums::new(),
+            sums: DataSums::new(attrs.digest),
             finished: false,
             broken: false,
             unfilled: counted,
@@ -819,7 +813,7 @@ impl<I: Io> Shard<I> {
 
     /// Stores a whole object from memory (a convenience over [`Shard::put`]).
     pub async fn put_bytes(self: &Rc<Self>, key: &[u8], content_type: &str, data: &[u8]) -> Result<PutDone> {
-        let mut w = self.put(key, content_type, data.len() as u64).await?;
+        let mut w = self.put(key, &Attrs::from(content_type), data.len() as u64).await?;
         w.write(data).await?;
         w.finish().await
     }
@@ -919,14 +913,15 @@ impl<I: Io> Shard<I> {
             record_len: rec_len,
             key_len: key.len() as u16,
             content_type_len: 0,
+            headers_len: 0,
             version,
         };
         let mut buf = self.io.alloc_buf(rec_len as usize).await;
         buf.clear();
         let ds = header.data_start() as usize;
         buf.set_len(ds);
-        header.encode(key, b"", buf.as_mut_slice(), &self.record_key);
-        buf.extend_from(&DataSums::new().finish(seq).encode());
+        header.encode(key, &Attrs::default(), buf.as_mut_slice(), &self.record_key);
+        buf.extend_from(&DataSums::new(DigestKind::Xxh3).finish(seq).encode());
         buf.pad_to_alignment();
         let r = self.write_and_commit(&blob, offset, buf).await;
         blob.in_flight.borrow_mut().remove(&offset);

@@ -3,12 +3,11 @@
 //! in `objects.rs`, bucket listings in `listing.rs`.
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use podstore_engine::ObjectMeta;
 
 use crate::body::{RespBody, SERVER};
 use crate::names::{parse_object_path, NameError};
@@ -267,15 +266,6 @@ pub(super) fn copies(h: &HeaderMap, cfg: &crate::config::Config) -> Result<u32, 
 
 pub(super) fn etag(meta_digest: &[u8; 16]) -> String {
     format!("\"{}\"", podstore_engine::hex(meta_digest))
-}
-
-pub(super) fn last_modified(meta: &ObjectMeta) -> std::time::SystemTime {
-    // HTTP dates have second granularity: compare and send whole seconds.
-    std::time::UNIX_EPOCH + Duration::from_secs(meta.created_ms / 1000)
-}
-
-pub(super) fn etag_matches(list: &str, tag: &str) -> bool {
-    list.split(',').map(str::trim).any(|t| t == "*" || t == tag || t.strip_prefix("W/") == Some(tag))
 }
 
 impl From<service::Error> for ApiError {

@@ -2,68 +2,17 @@
 //! arrives), DELETE, and GET and HEAD (the object from the service, then the conditional
 //! headers and the range).
 
-use std::time::{Duration, Instant};
-
 use base64::Engine as _;
-use bytes::Bytes;
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 
-use super::{base_response, copies, err, etag, etag_matches, last_modified, ApiError};
-use crate::body::RespBody;
+use super::{base_response, copies, err, etag, ApiError};
+use crate::answer::{conditions, kept_headers, last_modified, Condition};
+use crate::body::{RequestBody, RespBody};
 use crate::names::ObjectName;
 use crate::range::RangeAnswer;
-use crate::service::{self, Objects, PutRequest};
-
-/// A request's body as the object service reads it: its data frames, with the limits of
-/// `[limits]` on how slowly it may come (`body_progress_bytes` per
-/// `body_progress_timeout_ms`).
-struct HttpBody {
-    body: Incoming,
-    window: Duration,
-    window_end: Instant,
-    window_bytes: u64,
-    progress_bytes: u64,
-}
-
-impl HttpBody {
-    fn new(body: Incoming, limits: &crate::config::Limits) -> HttpBody {
-        let window = Duration::from_millis(limits.body_progress_timeout_ms);
-        HttpBody {
-            body,
-            window,
-            window_end: Instant::now() + window,
-            window_bytes: 0,
-            progress_bytes: limits.body_progress_bytes,
-        }
-    }
-}
-
-impl service::BodySource for HttpBody {
-    async fn next(&mut self) -> Option<Result<Bytes, String>> {
-        loop {
-            match tokio::time::timeout_at(self.window_end.into(), self.body.frame()).await {
-                Ok(Some(Ok(frame))) => {
-                    let Ok(data) = frame.into_data() else { continue };
-                    self.window_bytes += data.len() as u64;
-                    metrics::counter!("podstore_http_received_bytes_total").increment(data.len() as u64);
-                    return Some(Ok(data));
-                }
-                Ok(Some(Err(e))) => return Some(Err(format!("body: {e}"))),
-                Ok(None) => return None,
-                Err(_) => {
-                    if self.window_bytes < self.progress_bytes {
-                        return Some(Err("the body is too slow".into()));
-                    }
-                    self.window_end = Instant::now() + self.window;
-                    self.window_bytes = 0;
-                }
-            }
-        }
-    }
-}
+use crate::service::{Objects, PutRequest};
 
 /// PUT: the headers checked, the body handed to the object service as it arrives.
 pub(super) async fn put(
@@ -122,8 +71,8 @@ pub(super) async fn put(
                 })?,
         ),
     };
-    let body = HttpBody::new(req.into_body(), &cfg.limits);
-    let put = PutRequest { name, len, content_type, md5, copies };
+    let body = RequestBody::new(req.into_body(), &cfg.limits);
+    let put = PutRequest { name, len, attrs: content_type.as_str().into(), md5, copies };
     let written = objects.put(put, body).await?;
     Ok(base_response(StatusCode::CREATED)
         .header(header::ETAG, etag(&written.digest))
@@ -159,25 +108,17 @@ pub(super) async fn get(
     let tag = etag(&meta.digest);
     let modified = last_modified(meta);
     let lm = httpdate::fmt_http_date(modified);
-    // Conditional requests (API.md): If-Match, then If-None-Match, then If-Modified-Since.
-    if let Some(v) = h.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) {
-        if !etag_matches(v, &tag) {
-            return Err(err(
-                StatusCode::PRECONDITION_FAILED,
-                "precondition_failed",
-                "If-Match does not match",
-            ));
-        }
+    // Conditional requests (API.md): If-Match, If-Unmodified-Since, If-None-Match,
+    // If-Modified-Since.
+    let condition = conditions(h, &tag, modified);
+    if condition == Condition::Failed {
+        return Err(err(
+            StatusCode::PRECONDITION_FAILED,
+            "precondition_failed",
+            "a precondition does not hold",
+        ));
     }
-    let not_modified = match h.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
-        Some(v) => etag_matches(v, &tag),
-        None => h
-            .get(header::IF_MODIFIED_SINCE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| httpdate::parse_http_date(v).ok())
-            .is_some_and(|since| modified <= since),
-    };
-    if not_modified {
+    if condition == Condition::NotModified {
         return Ok(base_response(StatusCode::NOT_MODIFIED)
             .header(header::ETAG, tag)
             .header(header::LAST_MODIFIED, lm)
@@ -192,9 +133,12 @@ pub(super) async fn get(
         .header(header::ACCEPT_RANGES, "bytes")
         .header(
             header::CONTENT_TYPE,
-            HeaderValue::from_str(&meta.content_type)
+            HeaderValue::from_str(&meta.attrs.content_type)
                 .unwrap_or(HeaderValue::from_static("application/octet-stream")),
         );
+    if let Some(hs) = b.headers_mut() {
+        kept_headers(hs, &meta.attrs);
+    }
     let (status, send_len) = match start.range {
         RangeAnswer::Whole => (StatusCode::OK, len),
         RangeAnswer::Part { start: a, end } => {

@@ -28,7 +28,9 @@
 //!              sender puts each copy on a connection the owning core accepted, where it is
 //!              read straight into the record's write buffers
 //!   PUT        hlc u64, origin u64, bucket (u8 length), key (u16 length), content type
-//!              (u8 length)
+//!              (u8 length), digest kind u8 (0 XXH3-128, 1 MD5: the trailer's digest is of
+//!              this kind), headers (u16 length; kept with the object, encoded as the
+//!              engine's attrs.rs says)
 //!   DELETE     hlc u64, origin u64, bucket (u8 length), key (u16 length)
 //!   ACK        status u8 (0 stored, 1 a newer or the same version was already stored,
 //!              2 failed), message string
@@ -46,7 +48,7 @@
 //! PUT trailer (28 bytes), after the data
 //!      0    4 magic "PSRT"
 //!      4    4 flags: bit 0 abort (the sender could not complete the body: store nothing)
-//!      8   16 XXH3-128 of the data (the ETag)
+//!      8   16 the data's digest of the PUT's kind (the ETag)
 //!     24    4 CRC32C of trailer bytes 0..24
 //!
 //! PUT chunk CRCs (when the header's flag bit 0 is set), after the trailer: one CRC32C per
@@ -69,11 +71,13 @@
 //! 2. Anti-entropy and read repair: DIGESTS_REQ, DIGESTS, KEYS_REQ, KEYS, PULL.
 //! 3. AUTH_OK carries the acceptor's placement, so copies go to the core that writes them.
 //! 4. PUT flag bit 0: the chunk CRC32Cs after the trailer (catch-up sends a stored record's).
+//! 5. PUT metadata ends with the digest kind and the headers (a decoder before it refuses the
+//!    longer metadata).
 //!
 //! A change that a decoder of the build before would misread, not refuse, takes version 2.
 
 use podstore_disks::le;
-use podstore_engine::Version;
+use podstore_engine::{Attrs, DigestKind, Version};
 
 pub const MAGIC: u32 = u32::from_le_bytes(*b"PSRP");
 pub const TRAILER_MAGIC: u32 = u32::from_le_bytes(*b"PSRT");
@@ -353,8 +357,8 @@ pub struct WriteMeta {
     pub version: Version,
     pub bucket: String,
     pub key: Vec<u8>,
-    /// PUT only.
-    pub content_type: String,
+    /// PUT only: content type, headers, digest kind.
+    pub attrs: Attrs,
 }
 
 /// How a peer answered a write.
@@ -466,7 +470,11 @@ impl WriteMeta {
             .str8(self.bucket.as_bytes())
             .str16(&self.key);
         if put {
-            w.str8(self.content_type.as_bytes()).0
+            let kind = match self.attrs.digest {
+                DigestKind::Xxh3 => 0,
+                DigestKind::Md5 => 1,
+            };
+            w.str8(self.attrs.content_type.as_bytes()).u8(kind).str16(self.attrs.encoded_headers()).0
         } else {
             w.0
         }
@@ -479,17 +487,26 @@ impl WriteMeta {
         let version = Version { hlc: r.u64()?, origin: r.u64()? };
         let bucket = text(r.str8()?, "bucket is not UTF-8")?;
         let key = r.str16()?.to_vec();
-        let content_type = if put { text(r.str8()?, "content type is not UTF-8")? } else { String::new() };
+        let attrs = if put {
+            let ct = text(r.str8()?, "content type is not UTF-8")?;
+            let digest = match r.u8()? {
+                0 => DigestKind::Xxh3,
+                1 => DigestKind::Md5,
+                _ => return Err(FrameError::Field("digest kind")),
+            };
+            let headers = r.str16()?;
+            Attrs::from_stored(&ct, headers, digest)
+                .map_err(|_| FrameError::Field("content type or headers"))?
+        } else {
+            Attrs::default()
+        };
         r.end()?;
         if version.hlc == 0 || version.origin == 0 {
             return Err(FrameError::Field("a copied write needs a version"));
         }
         crate::names::validate_name(&bucket, &key, key_bytes_max)
             .map_err(|crate::names::NameError::Invalid(m)| FrameError::Field(m))?;
-        if content_type.chars().any(char::is_control) {
-            return Err(FrameError::Field("content type contains a control character"));
-        }
-        Ok(WriteMeta { version, bucket, key, content_type })
+        Ok(WriteMeta { version, bucket, key, attrs })
     }
 
     /// The engine's key (`bucket/key`).
@@ -762,11 +779,24 @@ mod tests {
             version: Version { hlc: 5 << 16, origin: 3 },
             bucket: "photos".into(),
             key: "a/b c.jpg".into(),
-            content_type: "image/jpeg".into(),
+            attrs: Attrs::new(
+                "image/jpeg",
+                [("x-amz-meta-k", "v"), ("cache-control", "no-store")],
+                DigestKind::Md5,
+            )
+            .expect("valid"),
         };
         assert_eq!(WriteMeta::decode(&m.encode(true), true, 1024), Ok(m.clone()));
+        // A digest kind it does not know, or headers that are not an encoding, are refused.
+        let mut e = m.encode(true);
+        let kind_at = 8 + 8 + 1 + 6 + 2 + 9 + 1 + 10;
+        e[kind_at] = 7;
+        assert_eq!(WriteMeta::decode(&e, true, 1024), Err(FrameError::Field("digest kind")));
+        let mut e = m.encode(true);
+        e[kind_at + 3] = 0;
+        assert!(WriteMeta::decode(&e, true, 1024).is_err());
         let mut d = m.clone();
-        d.content_type.clear();
+        d.attrs = Attrs::default();
         assert_eq!(WriteMeta::decode(&m.encode(false), false, 1024), Ok(d));
         // Names are checked like a client's.
         let bad = WriteMeta { bucket: "A".into(), ..m.clone() };

@@ -478,7 +478,7 @@ impl PeerLink {
         version: Version,
         bucket: &str,
         key: &[u8],
-        content_type: &str,
+        attrs: &podstore_engine::Attrs,
         len: u64,
         crcs: Option<Vec<u32>>,
         mut body: mpsc::Receiver<Piece>,
@@ -490,8 +490,7 @@ impl PeerLink {
         conn.busy.set(conn.busy.get() + 1);
         let _busy = Busy(conn.clone());
         let meta =
-            WriteMeta { version, bucket: bucket.into(), key: key.into(), content_type: content_type.into() }
-                .encode(true);
+            WriteMeta { version, bucket: bucket.into(), key: key.into(), attrs: attrs.clone() }.encode(true);
         let (tx, rx) = oneshot::channel();
         {
             let mut w = conn.writer.lock().await;
@@ -596,7 +595,7 @@ impl PeerLink {
 
     /// Sends a copy of a DELETE.
     pub async fn send_delete(&self, version: Version, bucket: &str, key: &[u8]) -> CopyResult {
-        let meta = WriteMeta { version, bucket: bucket.into(), key: key.into(), content_type: String::new() }
+        let meta = WriteMeta { version, bucket: bucket.into(), key: key.into(), attrs: Default::default() }
             .encode(false);
         copy_result(&self.conf.name, self.request(Kind::Delete, &meta).await)
     }
@@ -750,8 +749,7 @@ pub async fn send_item(
                     }
                 }
             };
-            let send =
-                link.send_put(meta.version, &bucket, &k, &meta.content_type, meta.object_len, crcs, rx);
+            let send = link.send_put(meta.version, &bucket, &k, &meta.attrs, meta.object_len, crcs, rx);
             let ((), r) = tokio::join!(feed, send);
             r
         }

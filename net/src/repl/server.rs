@@ -337,7 +337,7 @@ async fn receive_put(
     let mut to_core = None;
     if let Ok(at) = target {
         metrics::counter!("podstore_repl_received_forwarded_total", "peer" => peer.to_string()).increment(1);
-        let (key, ct) = (wm.storage_key(), wm.content_type.clone());
+        let (key, ct) = (wm.storage_key(), wm.attrs.clone());
         if let Ok(answer) = objects.forward_copy(at, key, ct, len, wm.version, rx).await {
             reply_rx = Some(answer);
             to_core = Some(tx);
@@ -439,7 +439,7 @@ async fn receive_put_direct(
     let mut scratch = Vec::new();
     let mut failure: Option<String> = None;
     let mut writer =
-        match shard.put_stamped(&wm.storage_key(), &wm.content_type, len, Stamp::Given(wm.version)).await {
+        match shard.put_stamped(&wm.storage_key(), &wm.attrs, len, Stamp::Given(wm.version)).await {
             Ok(w) => w,
             Err(e) => {
                 failure = Some(e.to_string());

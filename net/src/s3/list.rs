@@ -137,7 +137,7 @@ pub(super) async fn list_objects(
              <StorageClass>STANDARD</StorageClass></Contents>",
             name_text(&o.key, url),
             crate::units::iso8601_ms(o.name.created_ms),
-            escape(etag(&o.name.digest)),
+            escape(etag(&o.name.digest, o.name.digest_kind)),
             o.name.object_len,
             if owner { "<Owner><ID>podstore</ID><DisplayName>podstore</DisplayName></Owner>" } else { "" },
         ));

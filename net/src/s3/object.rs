@@ -6,19 +6,21 @@ use hyper::{Response, StatusCode};
 
 use super::error::S3Error;
 use super::S3Request;
+use crate::answer::{conditions, kept_headers, last_modified, Condition};
 use crate::body::{RespBody, SERVER};
 use crate::range::RangeAnswer;
 use crate::service::Objects;
+use podstore_engine::DigestKind;
 
-/// The ETag S3 clients are shown of an object written through the native API: its XXH3-128
-/// digest with a part-count suffix, which S3 clients read as "not the content's MD5" (as for
-/// a multipart upload) and so never compare with an MD5 of their own.
-pub(crate) fn etag(digest: &[u8; 16]) -> String {
-    format!("\"{}-1\"", podstore_engine::hex(digest))
-}
-
-fn matches(list: &str, tag: &str) -> bool {
-    list.split(',').map(str::trim).any(|t| t == "*" || t == tag || t.strip_prefix("W/") == Some(tag))
+/// The ETag S3 clients are shown: the content's MD5 in hex for an object written through S3;
+/// for one written through the native API its XXH3-128 digest with a part-count suffix, which
+/// S3 clients read as "not the content's MD5" (as for a multipart upload) and so never compare
+/// with an MD5 of their own.
+pub(crate) fn etag(digest: &[u8; 16], kind: DigestKind) -> String {
+    match kind {
+        DigestKind::Md5 => format!("\"{}\"", podstore_engine::hex(digest)),
+        DigestKind::Xxh3 => format!("\"{}-1\"", podstore_engine::hex(digest)),
+    }
 }
 
 /// GET or HEAD of an object.
@@ -33,30 +35,17 @@ pub(super) async fn get(objects: &Objects, r: &S3Request<'_>) -> Result<Response
     storage_key.extend_from_slice(r.key);
     let start = objects.get(&storage_key, range, head).await?;
     let meta = &start.meta;
-    let tag = etag(&meta.digest);
-    let modified = std::time::UNIX_EPOCH + std::time::Duration::from_secs(meta.created_ms / 1000);
-    let date = |n| text(n).and_then(|v| httpdate::parse_http_date(v).ok());
-    let failed = || {
-        S3Error::new(
+    let tag = etag(&meta.digest, meta.attrs.digest);
+    let modified = last_modified(meta);
+    let condition = conditions(h, &tag, modified);
+    if condition == Condition::Failed {
+        return Err(S3Error::new(
             StatusCode::PRECONDITION_FAILED,
             "PreconditionFailed",
             "At least one of the pre-conditions you specified did not hold",
-        )
-    };
-    // S3's order: If-Match, then If-Unmodified-Since unless If-Match held; If-None-Match,
-    // then If-Modified-Since unless If-None-Match was given.
-    match text(header::IF_MATCH) {
-        Some(v) if !matches(v, &tag) => return Err(failed()),
-        Some(_) => {}
-        None if date(header::IF_UNMODIFIED_SINCE).is_some_and(|since| modified > since) => {
-            return Err(failed())
-        }
-        None => {}
+        ));
     }
-    let not_modified = match text(header::IF_NONE_MATCH) {
-        Some(v) => matches(v, &tag),
-        None => date(header::IF_MODIFIED_SINCE).is_some_and(|since| modified <= since),
-    };
+    let not_modified = condition == Condition::NotModified;
     let lm = httpdate::fmt_http_date(modified);
     let base = || {
         Response::builder()
@@ -68,11 +57,14 @@ pub(super) async fn get(objects: &Objects, r: &S3Request<'_>) -> Result<Response
         return Ok(base().status(StatusCode::NOT_MODIFIED).body(RespBody::Empty).expect("valid headers"));
     }
     let len = meta.object_len;
-    let content_type = r.param("response-content-type").unwrap_or(&meta.content_type);
+    let content_type = r.param("response-content-type").unwrap_or(&meta.attrs.content_type);
     let mut b = base().header(header::ACCEPT_RANGES, "bytes").header(
         header::CONTENT_TYPE,
         HeaderValue::from_str(content_type).unwrap_or(HeaderValue::from_static("application/octet-stream")),
     );
+    if let Some(hs) = b.headers_mut() {
+        kept_headers(hs, &meta.attrs);
+    }
     for (param, name) in [
         ("response-content-disposition", header::CONTENT_DISPOSITION),
         ("response-cache-control", header::CACHE_CONTROL),
@@ -80,8 +72,10 @@ pub(super) async fn get(objects: &Objects, r: &S3Request<'_>) -> Result<Response
         ("response-content-language", header::CONTENT_LANGUAGE),
         ("response-expires", header::EXPIRES),
     ] {
-        if let Some(v) = r.param(param).and_then(|v| HeaderValue::from_str(v).ok()) {
-            b = b.header(name, v);
+        if let (Some(v), Some(hs)) =
+            (r.param(param).and_then(|v| HeaderValue::from_str(v).ok()), b.headers_mut())
+        {
+            hs.insert(name, v);
         }
     }
     let (status, send_len) = match start.range {
