@@ -887,6 +887,19 @@ impl Replication {
     }
 }
 
+/// The copies a request's `X-Copies` header (None: absent) asks for, the configured default
+/// when it has none; the message for a client when the value is not one.
+pub fn copies_wanted(value: Option<&[u8]>, cfg: &Config) -> Result<u32, String> {
+    let n = cfg.replica_set_size();
+    let v = match value {
+        None => cfg.default_copies.as_str(),
+        Some(v) => std::str::from_utf8(v).map_err(|_| "X-Copies is not text".to_string())?,
+    };
+    parse_copies(v.trim(), n).ok_or_else(|| {
+        format!("X-Copies must be any, quorum, all or a number of appliances no larger than the replica set ({n})")
+    })
+}
+
 /// The copies an `X-Copies` value asks for in a replica set of `n` appliances: `any` 1,
 /// `quorum` a majority, `all` n, or a number from 1 to n. None for anything else.
 pub fn parse_copies(v: &str, n: u32) -> Option<u32> {

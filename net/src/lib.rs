@@ -7,6 +7,7 @@ pub mod admin;
 pub mod answer;
 pub mod auth;
 pub mod body;
+pub mod checks;
 pub mod client;
 pub mod config;
 pub mod core;

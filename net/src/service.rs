@@ -17,12 +17,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use md5::Digest;
 use podstore_engine::record::Digester;
 use podstore_engine::{DigestKind, Stamp};
 use tokio::sync::{mpsc, oneshot};
 
 pub use crate::body::BodySource;
+use crate::checks::{Algorithm, Check, Running};
 use crate::list::{ListPage, ListRequest};
 use crate::msg::{BodyMsg, CoreMsg, GetStart, PutOutcome};
 use crate::names::ObjectName;
@@ -55,9 +55,10 @@ pub enum Error {
     /// A write's body did not arrive whole: nothing was stored.
     #[error("{0}")]
     IncompleteBody(String),
-    /// The body does not match the digest the client sent: nothing was stored.
-    #[error("the body does not match Content-MD5; nothing was stored")]
-    BadDigest,
+    /// The body does not match a digest the client sent (which one: `Content-MD5` or
+    /// `x-amz-content-sha256`): nothing was stored.
+    #[error("the body does not match {0}; nothing was stored")]
+    BadDigest(&'static str),
     /// Fewer durable copies than asked for within the copy timeout.
     #[error("{written} of the {want} copies asked for were written in time; the write may exist on some appliances")]
     CopiesUnavailable { written: u32, want: u32 },
@@ -79,8 +80,9 @@ pub struct PutRequest {
     /// Content type, the content headers kept with the object, its digest's algorithm (MD5
     /// for S3, computed here as the body passes).
     pub attrs: podstore_engine::Attrs,
-    /// The body must have this MD5 (nothing is stored otherwise).
-    pub md5: Option<[u8; 16]>,
+    /// Digests the body must have (Content-MD5, S3's signed payload hash and checksums):
+    /// nothing is stored otherwise.
+    pub checks: Vec<Check>,
     /// Durable copies to wait for, this appliance's included.
     pub copies: u32,
 }
@@ -288,7 +290,7 @@ impl Objects {
     pub async fn put(&self, req: PutRequest, mut body: impl BodySource) -> Result<Written, Error> {
         self.check_ready()?;
         let shared = &self.shared;
-        let PutRequest { name, len, attrs, md5: want_md5, copies: want } = req;
+        let PutRequest { name, len, attrs, checks, copies: want } = req;
         let (mut shard, mut owner) = match self.large_object_route(&name.storage_key(), len) {
             Some(r) => r,
             None => self.locate_wait(&name.storage_key()).await?,
@@ -322,21 +324,24 @@ impl Objects {
         // Copies to peers stream beside the local write; each reports into `copies_rx`.
         let (to_peers, copies_rx) = self.start_copies(&name, &attrs, len, version);
         let mut sinks = BodySinks {
-            md5: want_md5.filter(|_| !md5_kind).map(|_| md5::Md5::new()),
+            checks: Running::default(),
+            md5_of_content: None,
             hash: (version.is_some() || md5_kind).then(|| Digester::new(attrs.digest)),
             to_peers,
             whole: small.then(|| Vec::with_capacity(len as usize)),
             stall: Duration::from_millis(shared.cfg().limits.copy_timeout_ms),
             received: 0,
         };
+        sinks.take_checks(checks, md5_kind);
         let failed = sinks.receive(&mut body, len, &tx).await;
         let complete = failed.is_none() && sinks.received == len;
-        let (whole, digest_ok, digest) = sinks.end(complete, want_md5).await;
+        let (whole, mismatch, digest) = sinks.end(complete).await;
+        let digest_ok = mismatch.is_none();
         let outcome = if let Some(w) = whole {
             if !(complete && digest_ok) {
-                return Err(match failed {
-                    Some(why) => Error::IncompleteBody(why),
-                    None => Error::BadDigest,
+                return Err(match (failed, mismatch) {
+                    (Some(why), _) => Error::IncompleteBody(why),
+                    (None, m) => Error::BadDigest(m.unwrap_or("its length")),
                 });
             }
             let w = Bytes::from(w);
@@ -358,8 +363,8 @@ impl Objects {
         if let Some(why) = failed {
             return Err(Error::IncompleteBody(why));
         }
-        if !digest_ok {
-            return Err(Error::BadDigest);
+        if let Some(m) = mismatch {
+            return Err(Error::BadDigest(m));
         }
         let (etag_digest, seq) = match outcome {
             PutOutcome::Stored(done) => (done.digest, Some(done.seq)),
@@ -761,8 +766,11 @@ impl Objects {
 /// their copies by, each peer's copy, and (for a small body) the whole body kept to be handed
 /// to its core in one message.
 struct BodySinks {
-    /// The client's Content-MD5 to check, when the digest is not an MD5 itself.
-    md5: Option<md5::Md5>,
+    /// The client's digests to check (a Content-MD5 of an object whose content digest is an
+    /// MD5 is not computed twice: see `md5_of_content`).
+    checks: Running,
+    /// A Content-MD5 compared with the content digest (the object's own MD5) at the end.
+    md5_of_content: Option<Check>,
     /// The content digest of the object's kind: for the peers' trailers, and stored as it is
     /// when it is an MD5.
     hash: Option<Digester>,
@@ -774,6 +782,17 @@ struct BodySinks {
 }
 
 impl BodySinks {
+    /// Takes the client's digests to check; a Content-MD5 of an object whose content digest
+    /// is its MD5 (`md5_kind`) is compared with that instead of being computed again.
+    fn take_checks(&mut self, mut checks: Vec<Check>, md5_kind: bool) {
+        if md5_kind {
+            if let Some(at) = checks.iter().position(|c| c.algorithm == Algorithm::Md5) {
+                self.md5_of_content = Some(checks.swap_remove(at));
+            }
+        }
+        self.checks = Running::new(checks);
+    }
+
     /// Takes the body until `len` bytes came, it failed (the reason is returned), or the
     /// core writing it gave up. A large body streams to the core through `tx` as it comes.
     async fn receive(
@@ -796,9 +815,7 @@ impl BodySinks {
                 None => return Some("the body ended early".into()),
             };
             self.received += data.len() as u64;
-            if let Some(m) = self.md5.as_mut() {
-                m.update(&data);
-            }
+            self.checks.update(&data);
             if let Some(hs) = self.hash.as_mut() {
                 hs.update(&data);
             }
@@ -815,23 +832,17 @@ impl BodySinks {
     }
 
     /// Ends the peers' copies (storable only if the body came whole and matched the client's
-    /// MD5); returns the small body, whether the MD5 matched, and the body's XXH3-128.
-    async fn end(
-        mut self,
-        complete: bool,
-        want_md5: Option<[u8; 16]>,
-    ) -> (Option<Vec<u8>>, bool, Option<[u8; 16]>) {
-        let md5_kind = matches!(self.hash, Some(Digester::Md5(_)));
+    /// digests); returns the small body, the digest it did not match (if any), and the body's
+    /// content digest (when computed).
+    async fn end(mut self, complete: bool) -> (Option<Vec<u8>>, Option<&'static str>, Option<[u8; 16]>) {
         let digest = self.hash.map(Digester::finish);
-        let digest_ok = match (self.md5, want_md5) {
-            (Some(m), Some(want)) => m.finalize()[..] == want[..],
-            (None, Some(want)) if md5_kind => digest == Some(want),
-            _ => true,
-        };
+        let content_md5 = self.md5_of_content.filter(|c| digest.is_none_or(|d| d[..] != c.want[..]));
+        let mismatch = content_md5.map(|c| c.header).or_else(|| self.checks.failed());
+        let digest_ok = mismatch.is_none();
         for slot in self.to_peers.iter_mut() {
             feed_peer(slot, Piece::End(digest.filter(|_| complete && digest_ok)), self.stall).await;
         }
-        (self.whole, digest_ok, digest)
+        (self.whole, mismatch, digest)
     }
 }
 

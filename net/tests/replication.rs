@@ -884,3 +884,64 @@ fn copies_arrive_on_the_core_that_writes_them() {
         n.kill();
     }
 }
+
+/// What an S3 write keeps beside the bytes (its content headers, user metadata and MD5 ETag)
+/// reaches a peer with the copy: live, and by catch-up after the peer was away.
+#[test]
+fn s3_writes_reach_peers_with_their_headers_and_md5() {
+    let m = members(2);
+    let secret = secret_file("s3-repl", "a-shared-secret-for-s3-copies-1");
+    let s3 = common::free_addr();
+    let dir = common::fresh_dir("s3repl-a");
+    let text = common::config_text_as(
+        &m[0].name,
+        &dir,
+        m[0].data,
+        m[0].admin,
+        &repl_config(&m[0], &[&m[1]], &secret),
+    )
+    .replacen("[listen]\n", &format!("[listen]\ns3 = \"{s3}\"\n"), 1);
+    let mut a = Node::start_with_config(dir, m[0].data, m[0].admin, text);
+    let mut b =
+        Node::start_on("s3repl-b", &m[1].name, m[1].data, m[1].admin, &repl_config(&m[1], &[&m[0]], &secret));
+    let md5_hex = |v: &[u8]| {
+        use md5::Digest;
+        md5::Md5::digest(v).iter().map(|x| format!("{x:02x}")).collect::<String>()
+    };
+    let put = |key: &str, v: &[u8], copies: &str| {
+        // No access keys configured: the loopback S3 port serves unsigned requests.
+        common::request(
+            s3,
+            "PUT",
+            &format!("/media/{key}"),
+            &[
+                ("content-type", "video/mp4"),
+                ("cache-control", "no-cache"),
+                ("x-amz-meta-take", key),
+                ("x-copies", copies),
+            ],
+            v,
+        )
+        .expect("s3 put")
+    };
+    let check = |n: &Node, key: &str, v: &[u8]| {
+        let g = n.req("GET", &format!("/media/{key}"), &[], b"");
+        g.status == 200
+            && g.body == v
+            && g.header("etag") == Some(format!("\"{}\"", md5_hex(v)).as_str())
+            && g.header("x-amz-meta-take") == Some(key)
+            && g.header("cache-control") == Some("no-cache")
+            && g.header("content-type") == Some("video/mp4")
+    };
+    let live = body(1_500_000, 3);
+    let r = put("live", &live, "all");
+    assert_eq!((r.status, r.header("x-podstore-copies-written")), (200, Some("2")));
+    assert!(check(&b, "live", &live), "the live copy carries the headers and the MD5");
+    b.kill();
+    let later = body(40_000, 4);
+    assert_eq!(put("later", &later, "1").status, 200);
+    b.spawn(&[]);
+    eventually("the copy made by catch-up carries them too", || check(&b, "later", &later));
+    a.kill();
+    b.kill();
+}

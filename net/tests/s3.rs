@@ -1,8 +1,11 @@
 //! The S3 port with a real client (the AWS CLI): listings (`aws s3 ls`, ListObjectsV2 and v1
 //! with prefixes, delimiters and pages), downloads, presigned URLs, and Signature Version 4
 //! with the access keys of `[[auth.keys]]`: a wrong secret, a key limited to other buckets and
-//! an unsigned request are refused with S3's error codes. Needs the AWS CLI and curl: it runs
-//! when asked (`cargo test -- --ignored`; `.ci/run` installs both and runs it).
+//! an unsigned request are refused with S3's error codes. Writes: `aws s3 cp` (single part,
+//! with metadata and the CLI's CRC32 checksum), a tree up and back, `aws s3 rm --recursive`
+//! (DeleteObjects), a wrong Content-MD5 storing nothing, and one namespace with the native API.
+//! Needs the AWS CLI and curl: it runs when asked (`cargo test -- --ignored`; `.ci/run`
+//! installs both and runs it).
 
 mod common;
 
@@ -24,14 +27,23 @@ fn secret_file(dir: &Path, name: &str, secret: &str) -> String {
 
 /// The CLI's configuration: Signature Version 4 for presigned URLs too (version 1 of the CLI
 /// presigns with version 2, which comes later).
+/// Multipart uploads come later: the CLI uploads files up to 64 MiB in one PUT.
 fn aws_config() -> std::path::PathBuf {
     let p = std::env::temp_dir().join(format!("podstore-it-aws-config-{}", std::process::id()));
-    std::fs::write(&p, "[default]\ns3 =\n    signature_version = s3v4\n").expect("write aws config");
+    std::fs::write(&p, "[default]\ns3 =\n    signature_version = s3v4\n    multipart_threshold = 64MB\n")
+        .expect("write aws config");
     p
 }
 
 /// Runs `aws` against the node's S3 port as access key `id`.
 fn aws(s3: std::net::SocketAddr, id: &str, secret: &str, args: &[&str]) -> std::process::Output {
+    let t = std::time::Instant::now();
+    let o = aws_run(s3, id, secret, args);
+    eprintln!("aws {args:?}: {:?}", t.elapsed());
+    o
+}
+
+fn aws_run(s3: std::net::SocketAddr, id: &str, secret: &str, args: &[&str]) -> std::process::Output {
     Command::new("aws")
         .arg("--endpoint-url")
         .arg(format!("http://{s3}"))
@@ -47,7 +59,12 @@ fn aws(s3: std::net::SocketAddr, id: &str, secret: &str, args: &[&str]) -> std::
 }
 
 fn ok(o: std::process::Output) -> String {
-    assert!(o.status.success(), "aws failed: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "aws failed: {}{}",
+        String::from_utf8_lossy(&o.stderr),
+        String::from_utf8_lossy(&o.stdout)
+    );
     String::from_utf8(o.stdout).expect("utf-8")
 }
 
@@ -185,5 +202,195 @@ fn the_aws_cli_lists_and_reads_with_signed_requests() {
     // What S3 does not do here yet answers 501, never a wrong success.
     let put = aws(s3, "uploader", UP, &["s3api", "put-bucket-acl", "--bucket", "photos", "--acl", "private"]);
     assert!(!put.status.success() && String::from_utf8_lossy(&put.stderr).contains("NotImplemented"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A request signed by curl's own Signature Version 4 as the uploader: the final answer's
+/// status (after any 100 Continue), and its headers and body as text.
+fn curl_signed(s3: std::net::SocketAddr, args: &[&str], path: &str) -> (u16, String) {
+    let o = Command::new("curl")
+        .args(["-s", "-i", "--aws-sigv4", "aws:amz:us-east-1:s3", "--user", &format!("uploader:{UP}")])
+        .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"])
+        .args(args)
+        .arg(format!("http://{s3}{path}"))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let last = text.rsplit("HTTP/1.1 ").next().unwrap_or("").to_string();
+    (last.get(..3).and_then(|s| s.parse().ok()).unwrap_or(0), last)
+}
+
+fn md5_hex(b: &[u8]) -> String {
+    use md5::Digest;
+    md5::Md5::digest(b).iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[test]
+#[ignore = "needs the AWS CLI (apt-get install awscli): cargo test -- --ignored (.ci/run runs it)"]
+fn the_aws_cli_writes_and_deletes_in_one_namespace_with_the_native_api() {
+    let dir = fresh_dir("s3-writes");
+    let (data, admin, s3) = (free_addr(), free_addr(), free_addr());
+    let mut text = common::config_text(&dir, data, admin, "");
+    text = text.replacen("[listen]\n", &format!("[listen]\ns3 = \"{s3}\"\n"), 1);
+    text.push_str(&format!(
+        "\n[auth]\n\n[[auth.keys]]\nid = \"uploader\"\nsecret_file = \"{}\"\n\n\
+         [[auth.keys]]\nid = \"reader\"\nsecret_file = \"{}\"\nread_only = true\n",
+        secret_file(&dir, "up", UP),
+        secret_file(&dir, "ro", RO)
+    ));
+    let node = Node::start_with_config(dir.clone(), data, admin, text);
+    let bearer = format!("Bearer uploader.{UP}");
+
+    // One object through the CLI: its MD5 is its ETag, its metadata and content headers come
+    // back through S3 and through the native API.
+    let file = dir.join("clip.mp4");
+    let body: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(&file, &body).expect("write file");
+    let f = file.display().to_string();
+    ok(aws(
+        s3,
+        "uploader",
+        UP,
+        &[
+            "s3",
+            "cp",
+            &f,
+            "s3://media/2026/clip.mp4",
+            "--content-type",
+            "video/mp4",
+            "--metadata",
+            "camera=z9,take=3",
+            "--cache-control",
+            "max-age=60",
+        ],
+    ));
+    let head =
+        json(aws(s3, "reader", RO, &["s3api", "head-object", "--bucket", "media", "--key", "2026/clip.mp4"]));
+    assert_eq!(head["ETag"].as_str(), Some(format!("\"{}\"", md5_hex(&body)).as_str()), "{head}");
+    assert_eq!(head["ContentType"].as_str(), Some("video/mp4"));
+    assert_eq!(head["CacheControl"].as_str(), Some("max-age=60"));
+    assert_eq!(head["Metadata"]["camera"].as_str(), Some("z9"));
+    assert_eq!(head["Metadata"]["take"].as_str(), Some("3"));
+    let native = node.req("GET", "/media/2026/clip.mp4", &[("authorization", &bearer)], b"");
+    assert_eq!(native.status, 200);
+    assert!(native.body == body, "the native API reads what S3 wrote");
+    assert_eq!(native.header("x-amz-meta-camera"), Some("z9"));
+    assert_eq!(native.header("cache-control"), Some("max-age=60"));
+    let back = dir.join("back.mp4");
+    ok(aws(s3, "reader", RO, &["s3", "cp", "s3://media/2026/clip.mp4", &back.display().to_string()]));
+    assert!(std::fs::read(&back).expect("read back") == body);
+    // Listed through both APIs with the same size; S3 shows the MD5.
+    let listed = json(aws(s3, "reader", RO, &["s3api", "list-objects-v2", "--bucket", "media"]));
+    assert_eq!(listed["Contents"][0]["ETag"].as_str(), Some(format!("\"{}\"", md5_hex(&body)).as_str()));
+    let page = node.req("GET", "/media?prefix=2026/", &[("authorization", &bearer)], b"");
+    assert!(
+        String::from_utf8_lossy(&page.body).contains("\"size\":3000000"),
+        "{}",
+        String::from_utf8_lossy(&page.body)
+    );
+
+    // A tree up and back, then removed (DeleteObjects); the listing follows.
+    let tree = dir.join("tree");
+    std::fs::create_dir_all(tree.join("sub dir")).expect("mkdir");
+    for i in 0..12u32 {
+        std::fs::write(tree.join(format!("f{i}")), vec![i as u8; 1000 * i as usize]).expect("write");
+    }
+    std::fs::write(tree.join("sub dir/a & b.txt"), "ampersand").expect("write");
+    let t = tree.display().to_string();
+    ok(aws(s3, "uploader", UP, &["s3", "cp", &t, "s3://media/tree/", "--recursive"]));
+    let down = dir.join("down");
+    ok(aws(s3, "reader", RO, &["s3", "cp", "s3://media/tree/", &down.display().to_string(), "--recursive"]));
+    for i in 0..12u32 {
+        assert_eq!(
+            std::fs::read(down.join(format!("f{i}"))).expect("read"),
+            vec![i as u8; 1000 * i as usize]
+        );
+    }
+    assert_eq!(std::fs::read_to_string(down.join("sub dir/a & b.txt")).expect("read"), "ampersand");
+    let all = ok(aws(s3, "reader", RO, &["s3", "ls", "s3://media/tree/", "--recursive"]));
+    assert_eq!(all.lines().count(), 13, "{all}");
+    ok(aws(s3, "uploader", UP, &["s3", "rm", "s3://media/tree/", "--recursive"]));
+    let left =
+        json(aws(s3, "reader", RO, &["s3api", "list-objects-v2", "--bucket", "media", "--prefix", "tree/"]));
+    assert!(left.get("Contents").is_none(), "{left}");
+    assert_eq!(node.req("GET", "/media/tree/f3", &[("authorization", &bearer)], b"").status, 404);
+
+    // One namespace: written natively, read and deleted through S3; a quiet batch delete.
+    let r = node.req(
+        "PUT",
+        "/media/native.txt",
+        &[("authorization", &bearer), ("content-type", "text/plain")],
+        b"native",
+    );
+    assert_eq!(r.status, 201);
+    assert_eq!(ok(aws(s3, "reader", RO, &["s3", "cp", "s3://media/native.txt", "-"])), "native");
+    ok(aws(s3, "uploader", UP, &["s3", "rm", "s3://media/native.txt"]));
+    assert_eq!(node.req("GET", "/media/native.txt", &[("authorization", &bearer)], b"").status, 404);
+    let quiet = ok(aws(
+        s3,
+        "uploader",
+        UP,
+        &[
+            "s3api",
+            "delete-objects",
+            "--bucket",
+            "media",
+            "--delete",
+            r#"{"Objects":[{"Key":"2026/clip.mp4"},{"Key":"never"}],"Quiet":true}"#,
+        ],
+    ));
+    assert!(
+        !quiet.contains("Deleted") && !quiet.contains("Errors"),
+        "a quiet delete names no key it deleted: {quiet}"
+    );
+    assert_eq!(node.req("GET", "/media/2026/clip.mp4", &[("authorization", &bearer)], b"").status, 404);
+
+    // Refusals store nothing: a Content-MD5 of other bytes, a read-only key, metadata too large.
+    let wrong_md5 = "XUFAKrxLKna5cZ2REBfFkg=="; // MD5 of "hello"
+    let bad = aws(
+        s3,
+        "uploader",
+        UP,
+        &[
+            "s3api",
+            "put-object",
+            "--bucket",
+            "media",
+            "--key",
+            "bad",
+            "--body",
+            &f,
+            "--content-md5",
+            wrong_md5,
+        ],
+    );
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("BadDigest"));
+    let ro = aws(s3, "reader", RO, &["s3", "cp", &f, "s3://media/bad"]);
+    assert!(!ro.status.success() && String::from_utf8_lossy(&ro.stderr).contains("AccessDenied"));
+    let big = "v".repeat(2100);
+    let meta = format!("big={big}");
+    let large = aws(s3, "uploader", UP, &["s3", "cp", &f, "s3://media/bad", "--metadata", &meta]);
+    assert!(!large.status.success() && String::from_utf8_lossy(&large.stderr).contains("MetadataTooLarge"));
+    // Signed by curl: an additional checksum of other bytes stores nothing; X-Copies is
+    // checked and answered as on the native API.
+    let hello = dir.join("hello.txt");
+    std::fs::write(&hello, "hello\n").expect("write");
+    let up = hello.display().to_string();
+    let (status, text) = curl_signed(s3, &["-T", &up, "-H", "x-amz-checksum-crc32: AAAAAA=="], "/media/bad");
+    assert!(
+        status == 400 && text.contains("<Code>BadDigest</Code>") && text.contains("x-amz-checksum-crc32"),
+        "{text}"
+    );
+    let (status, text) = curl_signed(s3, &["-T", &up, "-H", "x-copies: 5"], "/media/bad");
+    assert!(status == 400 && text.contains("X-Copies"), "{text}");
+    let (status, text) = curl_signed(s3, &["-T", &up, "-H", "x-copies: all"], "/media/hello.txt");
+    assert!(status == 200 && text.contains("x-podstore-copies-written: 1"), "{text}");
+    let (status, text) = curl_signed(s3, &["-X", "DELETE", "-H", "x-copies: 1"], "/media/hello.txt");
+    assert!(status == 204 && text.contains("x-podstore-copies-written: 1"), "{text}");
+    assert_eq!(
+        node.req("GET", "/media/bad", &[("authorization", &bearer)], b"").status,
+        404,
+        "nothing stored"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

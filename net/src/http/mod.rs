@@ -248,20 +248,8 @@ fn text(status: StatusCode, body: &'static str, head: bool) -> Response<RespBody
 
 /// X-Copies on a single node: any, quorum, all and 1 all mean this node.
 pub(super) fn copies(h: &HeaderMap, cfg: &crate::config::Config) -> Result<u32, ApiError> {
-    let v = match h.get("x-copies") {
-        None => cfg.default_copies.as_str(),
-        Some(v) => {
-            v.to_str().map_err(|_| err(StatusCode::BAD_REQUEST, "bad_copies", "X-Copies is not text"))?
-        }
-    };
-    let n = cfg.replica_set_size();
-    crate::config::parse_copies(v.trim(), n).ok_or_else(|| {
-        err(
-            StatusCode::BAD_REQUEST,
-            "bad_copies",
-            format!("X-Copies must be any, quorum, all or a number of appliances no larger than the replica set ({n})"),
-        )
-    })
+    crate::config::copies_wanted(h.get("x-copies").map(|v| v.as_bytes()), cfg)
+        .map_err(|m| err(StatusCode::BAD_REQUEST, "bad_copies", m))
 }
 
 pub(super) fn etag(meta_digest: &[u8; 16]) -> String {
@@ -277,7 +265,7 @@ impl From<service::Error> for ApiError {
             E::NoDisk => err(StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage", message),
             E::Unavailable(_) => err(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message),
             E::IncompleteBody(_) => err(StatusCode::BAD_REQUEST, "incomplete_body", message),
-            E::BadDigest => err(StatusCode::BAD_REQUEST, "bad_digest", message),
+            E::BadDigest(_) => err(StatusCode::BAD_REQUEST, "bad_digest", message),
             E::CopiesUnavailable { .. } => {
                 err(StatusCode::SERVICE_UNAVAILABLE, "copies_unavailable", message)
             }

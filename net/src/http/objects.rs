@@ -2,7 +2,6 @@
 //! arrives), DELETE, and GET and HEAD (the object from the service, then the conditional
 //! headers and the range).
 
-use base64::Engine as _;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Request, Response, StatusCode};
@@ -10,6 +9,7 @@ use hyper::{Request, Response, StatusCode};
 use super::{base_response, copies, err, etag, ApiError};
 use crate::answer::{conditions, kept_headers, last_modified, Condition};
 use crate::body::{RequestBody, RespBody};
+use crate::checks::{Algorithm, Check};
 use crate::names::ObjectName;
 use crate::range::RangeAnswer;
 use crate::service::{Objects, PutRequest};
@@ -59,20 +59,15 @@ pub(super) async fn put(
             "Content-Type is longer than 255 bytes",
         ));
     }
-    let md5: Option<[u8; 16]> = match h.get("content-md5") {
-        None => None,
-        Some(v) => Some(
-            v.to_str()
-                .ok()
-                .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s.trim()).ok())
-                .and_then(|d| <[u8; 16]>::try_from(d).ok())
-                .ok_or_else(|| {
-                    err(StatusCode::BAD_REQUEST, "bad_digest", "Content-MD5 is not base64 of 16 bytes")
-                })?,
-        ),
-    };
+    let mut checks = Vec::new();
+    if let Some(v) = h.get("content-md5") {
+        let c = v.to_str().ok().and_then(|s| Check::from_base64(Algorithm::Md5, s, "Content-MD5"));
+        checks.push(c.ok_or_else(|| {
+            err(StatusCode::BAD_REQUEST, "bad_digest", "Content-MD5 is not base64 of 16 bytes")
+        })?);
+    }
     let body = RequestBody::new(req.into_body(), &cfg.limits);
-    let put = PutRequest { name, len, attrs: content_type.as_str().into(), md5, copies };
+    let put = PutRequest { name, len, attrs: content_type.as_str().into(), checks, copies };
     let written = objects.put(put, body).await?;
     Ok(base_response(StatusCode::CREATED)
         .header(header::ETAG, etag(&written.digest))

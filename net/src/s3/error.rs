@@ -69,7 +69,16 @@ impl From<crate::service::Error> for S3Error {
                 S3Error::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", message)
             }
             E::NoDisk => S3Error::new(StatusCode::INSUFFICIENT_STORAGE, "InsufficientStorage", message),
-            E::BadDigest => S3Error::new(StatusCode::BAD_REQUEST, "BadDigest", message),
+            E::BadDigest("x-amz-content-sha256") => S3Error::new(
+                StatusCode::BAD_REQUEST,
+                "XAmzContentSHA256Mismatch",
+                "The provided 'x-amz-content-sha256' header does not match what was computed.",
+            ),
+            E::BadDigest(header) => S3Error::new(
+                StatusCode::BAD_REQUEST,
+                "BadDigest",
+                format!("The {header} you specified did not match what we received."),
+            ),
             E::IncompleteBody(_) => S3Error::new(StatusCode::BAD_REQUEST, "IncompleteBody", message),
             E::Engine(e) => match e {
                 podstore_engine::Error::Invalid(_) => S3Error::invalid_argument(e.to_string()),

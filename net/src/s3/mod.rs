@@ -3,14 +3,16 @@
 //! access keys of `[[auth.keys]]` (`sigv4.rs`), errors as S3's XML (`error.rs`).
 //!
 //! Served so far: GetObject and HeadObject (ranges, the four conditional headers,
-//! `response-*` overrides), ListObjectsV2 and ListObjects (`list.rs`), ListBuckets (the
-//! buckets holding objects), HeadBucket, GetBucketLocation and GetBucketVersioning. Every other operation answers
-//! `501 NotImplemented` (writes come with the objects' S3 metadata: issue 23).
+//! `response-*` overrides, the content headers kept with the object; `object.rs`), PutObject,
+//! DeleteObject and DeleteObjects (`write.rs`), ListObjectsV2 and ListObjects (`list.rs`),
+//! ListBuckets (the buckets holding objects), HeadBucket, GetBucketLocation and
+//! GetBucketVersioning. Every other operation answers `501 NotImplemented`.
 
 pub mod error;
 mod list;
 mod object;
 pub mod sigv4;
+mod write;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -57,10 +59,22 @@ pub async fn handle(objects: &Objects, req: Request<Incoming>) -> Response<RespB
     let resource = req.uri().path().to_string();
     let op = req.method().as_str().to_ascii_lowercase();
     let started = std::time::Instant::now();
-    let mut resp = match route(objects, &req).await {
+    let (parts, body) = req.into_parts();
+    let expects_continue =
+        parts.headers.get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let empty = parts.headers.get(header::CONTENT_LENGTH).is_none_or(|v| v.as_bytes() == b"0");
+    let mut resp = match route(objects, &parts, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(&resource, &request_id, head),
     };
+    // botocore (the AWS CLI, boto3) sends `Expect: 100-continue` with every PUT, and a final
+    // answer that comes without an interim 100 (an empty body, which needs none, or an error
+    // answered before the body) leaves its pooled connection parsing the next answer against
+    // the stale status line: that request then hangs for its read timeout (botocore issues
+    // 3755 and 3613). Closing such a connection makes the client open a fresh one.
+    if expects_continue && (empty || !resp.status().is_success()) {
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("x-amz-request-id", v);
     }
@@ -83,11 +97,15 @@ fn query_pairs(q: Option<&str>) -> Result<Vec<(String, String)>, S3Error> {
     Ok(out)
 }
 
-async fn route(objects: &Objects, req: &Request<Incoming>) -> Result<Response<RespBody>, S3Error> {
-    let raw_path = req.uri().path();
+async fn route(
+    objects: &Objects,
+    req: &hyper::http::request::Parts,
+    body: Incoming,
+) -> Result<Response<RespBody>, S3Error> {
+    let raw_path = req.uri.path();
     let path =
         percent_decode(raw_path).map_err(|_| S3Error::invalid_argument("the path is not percent-encoded"))?;
-    let query = query_pairs(req.uri().query())?;
+    let query = query_pairs(req.uri.query())?;
     let rest = path.strip_prefix(b"/").unwrap_or(&path);
     let (bucket, key) = match rest.iter().position(|&b| b == b'/') {
         Some(at) => (&rest[..at], &rest[at + 1..]),
@@ -95,6 +113,7 @@ async fn route(objects: &Objects, req: &Request<Incoming>) -> Result<Response<Re
     };
     let bucket = std::str::from_utf8(bucket).map_err(|_| S3Error::invalid_argument("bucket name"))?;
     let signer = authorize(objects, req, &path, &query, bucket)?;
+    let req = Req { method: &req.method, headers: &req.headers };
     if bucket.is_empty() {
         return match *req.method() {
             Method::GET => list_buckets(objects, signer.as_deref()).await,
@@ -114,6 +133,9 @@ async fn route(objects: &Objects, req: &Request<Incoming>) -> Result<Response<Re
     let r = S3Request { method: req.method(), bucket, key, query: &query, headers: req.headers() };
     match (req.method(), key.is_empty()) {
         (&Method::GET | &Method::HEAD, false) => object::get(objects, &r).await,
+        (&Method::PUT, false) if object_subresource(&r).is_none() => write::put(objects, &r, body).await,
+        (&Method::DELETE, false) if object_subresource(&r).is_none() => write::delete(objects, &r).await,
+        (&Method::POST, true) if r.has("delete") => write::delete_many(objects, &r, body).await,
         (&Method::HEAD, true) => Ok(ok_empty()),
         (&Method::GET, true) if r.has("location") => Ok(xml(format!(
             "<LocationConstraint xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">{REGION}</LocationConstraint>"
@@ -153,6 +175,26 @@ async fn list_buckets(objects: &Objects, signer: Option<&str>) -> Result<Respons
     }
     x.push_str("</Buckets></ListAllMyBucketsResult>");
     Ok(xml(x))
+}
+
+/// The object subresource a request asks for (tagging, acl, uploads, ...), if any.
+fn object_subresource<'a>(r: &'a S3Request<'_>) -> Option<&'a str> {
+    r.query.iter().map(|(k, _)| k.as_str()).find(|k| !k.starts_with("X-Amz-") && !k.starts_with("x-id"))
+}
+
+/// The method and headers of a request whose body was taken.
+struct Req<'a> {
+    method: &'a Method,
+    headers: &'a hyper::HeaderMap,
+}
+
+impl Req<'_> {
+    fn method(&self) -> &Method {
+        self.method
+    }
+    fn headers(&self) -> &hyper::HeaderMap {
+        self.headers
+    }
 }
 
 /// The bucket subresource a GET asks for (acl, policy, cors, ...), if any.
@@ -214,15 +256,15 @@ fn amz_seconds(d: &str) -> Option<u64> {
 /// signing key's id (None: no keys, or an anonymous read of a public bucket).
 fn authorize(
     objects: &Objects,
-    req: &Request<Incoming>,
+    req: &hyper::http::request::Parts,
     path: &[u8],
     query: &[(String, String)],
     bucket: &str,
 ) -> Result<Option<String>, S3Error> {
     let auth = objects.shared.auth.load();
     let Some(auth) = auth.as_deref() else { return Ok(None) };
-    let read = matches!(*req.method(), Method::GET | Method::HEAD);
-    let header_value = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok());
+    let read = matches!(req.method, Method::GET | Method::HEAD);
+    let header_value = |n: &str| req.headers.get(n).and_then(|v| v.to_str().ok());
     let malformed =
         |why: &'static str| S3Error::new(StatusCode::BAD_REQUEST, "AuthorizationHeaderMalformed", why);
     let claim = match header_value("authorization") {
@@ -265,7 +307,7 @@ fn authorize(
         ));
     };
     let headers: Vec<(String, String)> = req
-        .headers()
+        .headers
         .iter()
         .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
         .collect();
@@ -279,13 +321,8 @@ fn authorize(
             )
         })?,
     };
-    let r = sigv4::Request {
-        method: req.method().as_str(),
-        path,
-        query,
-        headers: &headers,
-        payload_hash: payload,
-    };
+    let r =
+        sigv4::Request { method: req.method.as_str(), path, query, headers: &headers, payload_hash: payload };
     sigv4::verify(secret, &claim, &r).map_err(|_| {
         S3Error::new(
             StatusCode::FORBIDDEN,
