@@ -61,7 +61,7 @@ struct Cursor {
 }
 
 /// The smallest key above every key that starts with `p` (None: no such key).
-fn prefix_end(p: &[u8]) -> Option<Box<[u8]>> {
+pub fn prefix_end(p: &[u8]) -> Option<Box<[u8]>> {
     let mut v = p.to_vec();
     while let Some(last) = v.pop() {
         if last < 0xFF {
@@ -199,6 +199,10 @@ where
             continue;
         }
         let key = &min[bucket_prefix_len..];
+        if key.is_empty() && bucket_prefix_len > 0 {
+            // The bucket's own record (`bucket/`, made by S3's CreateBucket): not an object.
+            continue;
+        }
         if let Some(d) = req.delimiter.as_deref() {
             let rest = &key[req.prefix.len()..];
             if let Some(at) = memchr::memmem::find(rest, d) {
@@ -340,6 +344,8 @@ mod tests {
         for i in 0..40 {
             disks[0].insert(format!("bkt/a/d{i:02}").into_bytes(), live(10, 7777));
         }
+        // The bucket's own record (S3's CreateBucket): never listed as an object.
+        disks[1].insert(b"bkt/".to_vec(), live(1, 0));
         // Another bucket, and a bucket whose name extends this one's.
         disks[1].insert(b"bkt2/a".to_vec(), live(1, 1));
         disks[2].insert(b"bk/a".to_vec(), live(1, 1));

@@ -106,6 +106,15 @@ pub fn validate_name(bucket: &str, key: &[u8], key_bytes_max: usize) -> Result<(
     Ok(())
 }
 
+/// [`validate_name`] for a copied write, which may also be a bucket's own record (an empty
+/// key: `bucket/`, written by S3's CreateBucket so every member knows the bucket).
+pub fn validate_copied_name(bucket: &str, key: &[u8], key_bytes_max: usize) -> Result<(), NameError> {
+    if key.is_empty() && valid_bucket(bucket) {
+        return Ok(());
+    }
+    validate_name(bucket, key, key_bytes_max)
+}
+
 /// An access key id: 1-64 of `A-Z a-z 0-9 _ -` (no dot: the token splits at the first).
 pub fn valid_key_id(id: &str) -> bool {
     (1..=64).contains(&id.len()) && id.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')

@@ -886,24 +886,32 @@ fn copies_arrive_on_the_core_that_writes_them() {
 }
 
 /// What an S3 write keeps beside the bytes (its content headers, user metadata and MD5 ETag)
-/// reaches a peer with the copy: live, and by catch-up after the peer was away.
+/// reaches a peer with the copy: live, and by catch-up after the peer was away. A bucket
+/// created or deleted through S3 is created or deleted on the peer too.
 #[test]
 fn s3_writes_reach_peers_with_their_headers_and_md5() {
     let m = members(2);
     let secret = secret_file("s3-repl", "a-shared-secret-for-s3-copies-1");
-    let s3 = common::free_addr();
-    let dir = common::fresh_dir("s3repl-a");
-    let text = common::config_text_as(
-        &m[0].name,
-        &dir,
-        m[0].data,
-        m[0].admin,
-        &repl_config(&m[0], &[&m[1]], &secret),
-    )
-    .replacen("[listen]\n", &format!("[listen]\ns3 = \"{s3}\"\n"), 1);
-    let mut a = Node::start_with_config(dir, m[0].data, m[0].admin, text);
-    let mut b =
-        Node::start_on("s3repl-b", &m[1].name, m[1].data, m[1].admin, &repl_config(&m[1], &[&m[0]], &secret));
+    let with_s3 = |i: usize, s3: SocketAddr| {
+        let (me, peer) = (&m[i], &m[1 - i]);
+        let dir = common::fresh_dir(&format!("s3repl-{i}"));
+        let text =
+            common::config_text_as(&me.name, &dir, me.data, me.admin, &repl_config(me, &[peer], &secret))
+                .replacen("[listen]\n", &format!("[listen]\ns3 = \"{s3}\"\n"), 1);
+        Node::start_with_config(dir, me.data, me.admin, text)
+    };
+    let (s3, s3_b) = (common::free_addr(), common::free_addr());
+    let mut a = with_s3(0, s3);
+    let mut b = with_s3(1, s3_b);
+    // No access keys configured: the loopback S3 ports serve unsigned requests.
+    let s3_req =
+        |at: SocketAddr, method: &str, path: &str| common::request(at, method, path, &[], b"").expect("s3");
+    assert_eq!(s3_req(s3, "PUT", "/albums").status, 200, "CreateBucket");
+    assert_eq!(s3_req(s3, "PUT", "/albums").status, 409, "BucketAlreadyOwnedByYou");
+    eventually("the peer knows the bucket", || s3_req(s3_b, "HEAD", "/albums").status == 200);
+    assert_eq!(s3_req(s3_b, "DELETE", "/albums").status, 204, "DeleteBucket on the peer");
+    eventually("the bucket is gone here too", || s3_req(s3, "HEAD", "/albums").status == 404);
+    assert_eq!(s3_req(s3, "GET", "/albums").status, 404, "NoSuchBucket");
     let md5_hex = |v: &[u8]| {
         use md5::Digest;
         md5::Md5::digest(v).iter().map(|x| format!("{x:02x}")).collect::<String>()

@@ -371,6 +371,24 @@ fn the_aws_cli_writes_and_deletes_in_one_namespace_with_the_native_api() {
     let meta = format!("big={big}");
     let large = aws(s3, "uploader", UP, &["s3", "cp", &f, "s3://media/bad", "--metadata", &meta]);
     assert!(!large.status.success() && String::from_utf8_lossy(&large.stderr).contains("MetadataTooLarge"));
+    // Buckets: created (known to HeadBucket and ListBuckets), refused twice, deleted only when
+    // empty; a listing of a bucket that does not exist is NoSuchBucket.
+    ok(aws(s3, "uploader", UP, &["s3", "mb", "s3://fresh"]));
+    let again = aws(s3, "uploader", UP, &["s3", "mb", "s3://fresh"]);
+    assert!(
+        !again.status.success() && String::from_utf8_lossy(&again.stderr).contains("BucketAlreadyOwnedByYou")
+    );
+    ok(aws(s3, "reader", RO, &["s3api", "head-bucket", "--bucket", "fresh"]));
+    let buckets = ok(aws(s3, "uploader", UP, &["s3", "ls"]));
+    assert!(buckets.lines().any(|l| l.ends_with(" fresh") && !l.starts_with("1970")), "{buckets}");
+    ok(aws(s3, "uploader", UP, &["s3", "cp", &f, "s3://fresh/one"]));
+    let full = aws(s3, "uploader", UP, &["s3", "rb", "s3://fresh"]);
+    assert!(!full.status.success() && String::from_utf8_lossy(&full.stderr).contains("BucketNotEmpty"));
+    ok(aws(s3, "uploader", UP, &["s3", "rm", "s3://fresh/one"]));
+    ok(aws(s3, "uploader", UP, &["s3", "rb", "s3://fresh"]));
+    assert!(!aws(s3, "reader", RO, &["s3api", "head-bucket", "--bucket", "fresh"]).status.success());
+    let none = aws(s3, "reader", RO, &["s3", "ls", "s3://fresh"]);
+    assert!(!none.status.success() && String::from_utf8_lossy(&none.stderr).contains("NoSuchBucket"));
     // Signed by curl: an additional checksum of other bytes stores nothing; X-Copies is
     // checked and answered as on the native API.
     let hello = dir.join("hello.txt");

@@ -504,7 +504,7 @@ impl WriteMeta {
         if version.hlc == 0 || version.origin == 0 {
             return Err(FrameError::Field("a copied write needs a version"));
         }
-        crate::names::validate_name(&bucket, &key, key_bytes_max)
+        crate::names::validate_copied_name(&bucket, &key, key_bytes_max)
             .map_err(|crate::names::NameError::Invalid(m)| FrameError::Field(m))?;
         Ok(WriteMeta { version, bucket, key, attrs })
     }

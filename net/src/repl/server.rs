@@ -297,7 +297,7 @@ async fn answer_request(
                 String::from_utf8(r.str8().map_err(|e| e.to_string())?.to_vec()).map_err(|_| "bad bucket")?;
             let key = r.str16().map_err(|e| e.to_string())?.to_vec();
             r.end().map_err(|e| e.to_string())?;
-            crate::names::validate_name(&bucket, &key, crate::names::KEY_BYTES_MAX)
+            crate::names::validate_copied_name(&bucket, &key, crate::names::KEY_BYTES_MAX)
                 .map_err(|crate::names::NameError::Invalid(m)| m.to_string())?;
             let idx = shared
                 .cfg()

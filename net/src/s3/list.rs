@@ -60,16 +60,8 @@ pub(super) async fn list_objects(
         let m = key_param(Some(m), "marker")?;
         // A marker that is a common prefix (it ends with the delimiter) skips all under it.
         from = match &delimiter {
-            Some(d) if m.ends_with(d) && m.len() > prefix.len() => {
-                let mut p = m.clone();
-                while p.last() == Some(&0xFF) {
-                    p.pop();
-                }
-                if let Some(last) = p.last_mut() {
-                    *last += 1;
-                }
-                p
-            }
+            Some(d) if m.ends_with(d) && m.len() > prefix.len() => crate::list::prefix_end(&m)
+                .map_or_else(|| podstore_engine::names::successor(&m).into(), Vec::from),
             _ => podstore_engine::names::successor(&m).into(),
         };
     }
@@ -94,6 +86,12 @@ pub(super) async fn list_objects(
         };
         objects.list(&req).await?
     };
+    if page.objects.is_empty()
+        && page.prefixes.is_empty()
+        && super::bucket::created(objects, r.bucket).await?.is_none()
+    {
+        return Err(super::bucket::no_such_bucket());
+    }
     let mut x = String::with_capacity(256 + page.objects.len() * 256);
     x.push_str("<ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">");
     x.push_str(&format!("<Name>{}</Name><Prefix>{}</Prefix>", r.bucket, name_text(&prefix, url)));

@@ -8,6 +8,7 @@
 //! ListBuckets (the buckets holding objects), HeadBucket, GetBucketLocation and
 //! GetBucketVersioning. Every other operation answers `501 NotImplemented`.
 
+mod bucket;
 pub mod error;
 mod list;
 mod object;
@@ -116,7 +117,7 @@ async fn route(
     let req = Req { method: &req.method, headers: &req.headers };
     if bucket.is_empty() {
         return match *req.method() {
-            Method::GET => list_buckets(objects, signer.as_deref()).await,
+            Method::GET => bucket::list(objects, signer.as_deref()).await,
             _ => Err(S3Error::not_implemented(&format!("{} /", req.method()))),
         };
     }
@@ -136,7 +137,9 @@ async fn route(
         (&Method::PUT, false) if object_subresource(&r).is_none() => write::put(objects, &r, body).await,
         (&Method::DELETE, false) if object_subresource(&r).is_none() => write::delete(objects, &r).await,
         (&Method::POST, true) if r.has("delete") => write::delete_many(objects, &r, body).await,
-        (&Method::HEAD, true) => Ok(ok_empty()),
+        (&Method::HEAD, true) => bucket::head(objects, &r).await,
+        (&Method::PUT, true) if bucket_subresource(&r).is_none() => bucket::create(objects, &r).await,
+        (&Method::DELETE, true) if bucket_subresource(&r).is_none() => bucket::delete(objects, &r).await,
         (&Method::GET, true) if r.has("location") => Ok(xml(format!(
             "<LocationConstraint xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">{REGION}</LocationConstraint>"
         ))),
@@ -147,34 +150,6 @@ async fn route(
         (&Method::GET, true) => Err(S3Error::not_implemented(bucket_subresource(&r).unwrap_or("this request"))),
         (m, _) => Err(S3Error::not_implemented(&format!("{m} here"))),
     }
-}
-
-/// Most buckets ListBuckets shows.
-const BUCKETS_MAX: usize = 10_000;
-
-/// ListBuckets: every bucket holding an object (buckets are not created apart from their
-/// objects yet), those the signing key may use.
-async fn list_buckets(objects: &Objects, signer: Option<&str>) -> Result<Response<RespBody>, S3Error> {
-    let auth = objects.shared.auth.load();
-    let names = objects.buckets(BUCKETS_MAX).await?;
-    let mut x = String::from(
-        "<ListAllMyBucketsResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\
-         <Owner><ID>podstore</ID><DisplayName>podstore</DisplayName></Owner><Buckets>",
-    );
-    for b in names {
-        let allowed = match (auth.as_deref(), signer) {
-            (Some(a), Some(id)) => a.allows(id, &b, true).is_ok(),
-            _ => true,
-        };
-        if allowed {
-            // (When a bucket was created is not kept: the epoch says "unknown".)
-            x.push_str(&format!(
-                "<Bucket><Name>{b}</Name><CreationDate>1970-01-01T00:00:00.000Z</CreationDate></Bucket>"
-            ));
-        }
-    }
-    x.push_str("</Buckets></ListAllMyBucketsResult>");
-    Ok(xml(x))
 }
 
 /// The object subresource a request asks for (tagging, acl, uploads, ...), if any.
@@ -212,15 +187,6 @@ fn bucket_subresource<'a>(r: &'a S3Request<'_>) -> Option<&'a str> {
     r.query.iter().map(|(k, _)| k.as_str()).find(|k| {
         !LISTING.contains(k) && *k != "marker" && !k.starts_with("X-Amz-") && !k.starts_with("x-id")
     })
-}
-
-fn ok_empty() -> Response<RespBody> {
-    Response::builder()
-        .status(StatusCode::OK)
-        .header(header::SERVER, SERVER)
-        .header(header::CONTENT_LENGTH, 0)
-        .body(RespBody::Empty)
-        .expect("static headers are valid")
 }
 
 /// A 200 with an XML document.

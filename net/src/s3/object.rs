@@ -33,7 +33,16 @@ pub(super) async fn get(objects: &Objects, r: &S3Request<'_>) -> Result<Response
     storage_key.extend_from_slice(r.bucket.as_bytes());
     storage_key.push(b'/');
     storage_key.extend_from_slice(r.key);
-    let start = objects.get(&storage_key, range, head).await?;
+    let start = match objects.get(&storage_key, range, head).await {
+        Ok(s) => s,
+        // A missing key of a missing bucket is NoSuchBucket, as S3 says (looked up only then).
+        Err(crate::service::Error::NotFound)
+            if !head && super::bucket::created(objects, r.bucket).await?.is_none() =>
+        {
+            return Err(super::bucket::no_such_bucket())
+        }
+        Err(e) => return Err(e.into()),
+    };
     let meta = &start.meta;
     let tag = etag(&meta.digest, meta.attrs.digest);
     let modified = last_modified(meta);

@@ -51,7 +51,7 @@ fn header_text<'a>(h: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, S3Er
 }
 
 /// The copies a write waits for (`X-Copies`, else the configured default).
-fn copies(objects: &Objects, h: &HeaderMap) -> Result<u32, S3Error> {
+pub(super) fn copies(objects: &Objects, h: &HeaderMap) -> Result<u32, S3Error> {
     crate::config::copies_wanted(h.get("x-copies").map(|v| v.as_bytes()), &objects.shared.cfg())
         .map_err(S3Error::invalid_argument)
 }
