@@ -175,6 +175,10 @@ pub struct Listen {
     /// embedded default say 127.0.0.1:7073).
     #[serde(default, deserialize_with = "opt_socket_addr")]
     pub s3: Option<SocketAddr>,
+    /// Virtual-hosted addressing on the S3 port: a request for host `bucket.<s3_domain>` is for
+    /// that bucket (path-style requests keep working). None: path-style only.
+    #[serde(default)]
+    pub s3_domain: Option<String>,
 }
 
 fn opt_socket_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
@@ -205,7 +209,12 @@ pub fn resolve(text: &str) -> Result<SocketAddr, String> {
 
 impl Default for Listen {
     fn default() -> Self {
-        Listen { data: ([127, 0, 0, 1], 7070).into(), admin: ([127, 0, 0, 1], 7072).into(), s3: None }
+        Listen {
+            data: ([127, 0, 0, 1], 7070).into(),
+            admin: ([127, 0, 0, 1], 7072).into(),
+            s3: None,
+            s3_domain: None,
+        }
     }
 }
 
@@ -706,6 +715,21 @@ impl Config {
                 "io_backend",
                 format!("{:?}: expected \"io_uring\" or \"sync\"", self.io_backend),
             ));
+        }
+        if let Some(d) = &self.listen.s3_domain {
+            let label_ok = |l: &str| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+            };
+            if d.len() > 200 || !d.split('.').all(label_ok) {
+                return Err(invalid(
+                    "listen.s3_domain",
+                    format!("{d:?}: expected a lower-case domain name (such as s3.example.com)"),
+                ));
+            }
         }
         if let Some(filter) = &self.log {
             tracing_subscriber::EnvFilter::try_new(filter)

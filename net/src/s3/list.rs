@@ -1,5 +1,7 @@
-//! ListObjectsV2 and ListObjects (v1) over the node's listing (`crate::list`): the same keys in
-//! the same byte order as `GET /{bucket}`, rendered as S3's `ListBucketResult`.
+//! ListObjectsV2, ListObjects (v1) and ListObjectVersions over the node's listing
+//! (`crate::list`): the same keys in the same byte order as `GET /{bucket}`, rendered as S3's
+//! `ListBucketResult`, or `ListVersionsResult` where each object is its one version, `null`
+//! (buckets are not versioned; tools that empty a bucket list its versions).
 
 use base64::Engine as _;
 use hyper::Response;
@@ -37,7 +39,13 @@ pub(super) async fn list_objects(
     objects: &Objects,
     r: &S3Request<'_>,
 ) -> Result<Response<RespBody>, S3Error> {
-    let v2 = r.param("list-type") == Some("2");
+    let versions = r.has("versions");
+    let v2 = !versions && r.param("list-type") == Some("2");
+    if versions && r.param("version-id-marker").is_some_and(|v| !v.is_empty() && v != "null") {
+        return Err(S3Error::invalid_argument(
+            "A version-id marker cannot be specified without a key marker.",
+        ));
+    }
     let url = match r.param("encoding-type") {
         None => false,
         Some("url") => true,
@@ -55,7 +63,11 @@ pub(super) async fn list_objects(
     let delimiter = (!delimiter.is_empty()).then_some(delimiter);
     // Where to start: v2's continuation token (ours), else start-after; v1's marker.
     let mut from = Vec::new();
-    let marker = if v2 { r.param("start-after") } else { r.param("marker") };
+    let marker = match (versions, v2) {
+        (true, _) => r.param("key-marker"),
+        (false, true) => r.param("start-after"),
+        (false, false) => r.param("marker"),
+    };
     if let Some(m) = marker.filter(|m| !m.is_empty()) {
         let m = key_param(Some(m), "marker")?;
         // A marker that is a common prefix (it ends with the delimiter) skips all under it.
@@ -93,7 +105,8 @@ pub(super) async fn list_objects(
         return Err(super::bucket::no_such_bucket());
     }
     let mut x = String::with_capacity(256 + page.objects.len() * 256);
-    x.push_str("<ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">");
+    let root = if versions { "ListVersionsResult" } else { "ListBucketResult" };
+    x.push_str(&format!("<{root} xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">"));
     x.push_str(&format!("<Name>{}</Name><Prefix>{}</Prefix>", r.bucket, name_text(&prefix, url)));
     if v2 {
         x.push_str(&format!("<KeyCount>{}</KeyCount>", page.objects.len() + page.prefixes.len()));
@@ -108,7 +121,14 @@ pub(super) async fn list_objects(
             x.push_str(&format!("<StartAfter>{}</StartAfter>", name_text(s.as_bytes(), url)));
         }
     } else {
-        x.push_str(&format!("<Marker>{}</Marker>", name_text(marker.unwrap_or("").as_bytes(), url)));
+        let (this, next) = if versions { ("KeyMarker", "NextKeyMarker") } else { ("Marker", "NextMarker") };
+        x.push_str(&format!("<{this}>{}</{this}>", name_text(marker.unwrap_or("").as_bytes(), url)));
+        if versions {
+            x.push_str(&format!(
+                "<VersionIdMarker>{}</VersionIdMarker>",
+                escape(r.param("version-id-marker").unwrap_or(""))
+            ));
+        }
         if page.next.is_some() {
             // The last key or common prefix of this page: the next page's marker.
             let last = match (page.objects.last(), page.prefixes.last()) {
@@ -117,7 +137,10 @@ pub(super) async fn list_objects(
                 (None, Some(p)) => p,
                 (None, None) => &prefix,
             };
-            x.push_str(&format!("<NextMarker>{}</NextMarker>", name_text(last, url)));
+            x.push_str(&format!("<{next}>{}</{next}>", name_text(last, url)));
+            if versions {
+                x.push_str("<NextVersionIdMarker>null</NextVersionIdMarker>");
+            }
         }
     }
     x.push_str(&format!("<MaxKeys>{max_keys}</MaxKeys>"));
@@ -129,10 +152,15 @@ pub(super) async fn list_objects(
     }
     x.push_str(&format!("<IsTruncated>{}</IsTruncated>", page.next.is_some()));
     let owner = !v2 || r.param("fetch-owner") == Some("true");
+    let (entry, version) = if versions {
+        ("Version", "<VersionId>null</VersionId><IsLatest>true</IsLatest>")
+    } else {
+        ("Contents", "")
+    };
     for o in &page.objects {
         x.push_str(&format!(
-            "<Contents><Key>{}</Key><LastModified>{}</LastModified><ETag>{}</ETag><Size>{}</Size>{}\
-             <StorageClass>STANDARD</StorageClass></Contents>",
+            "<{entry}><Key>{}</Key>{version}<LastModified>{}</LastModified><ETag>{}</ETag><Size>{}</Size>{}\
+             <StorageClass>STANDARD</StorageClass></{entry}>",
             name_text(&o.key, url),
             crate::units::iso8601_ms(o.name.created_ms),
             escape(etag(&o.name.digest, o.name.digest_kind)),
@@ -143,6 +171,6 @@ pub(super) async fn list_objects(
     for p in &page.prefixes {
         x.push_str(&format!("<CommonPrefixes><Prefix>{}</Prefix></CommonPrefixes>", name_text(p, url)));
     }
-    x.push_str("</ListBucketResult>");
+    x.push_str(&format!("</{root}>"));
     Ok(xml(x))
 }

@@ -108,9 +108,15 @@ async fn route(
         percent_decode(raw_path).map_err(|_| S3Error::invalid_argument("the path is not percent-encoded"))?;
     let query = query_pairs(req.uri.query())?;
     let rest = path.strip_prefix(b"/").unwrap_or(&path);
-    let (bucket, key) = match rest.iter().position(|&b| b == b'/') {
-        Some(at) => (&rest[..at], &rest[at + 1..]),
-        None => (rest, &[][..]),
+    let host = req.headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    let domain = objects.shared.cfg().listen.s3_domain.clone();
+    let (bucket, key) = match virtual_bucket(host, domain.as_deref()) {
+        // Virtual-hosted: the bucket is the host's first label, the whole path the key.
+        Some(b) => (b.as_bytes(), rest),
+        None => match rest.iter().position(|&b| b == b'/') {
+            Some(at) => (&rest[..at], &rest[at + 1..]),
+            None => (rest, &[][..]),
+        },
     };
     let bucket = std::str::from_utf8(bucket).map_err(|_| S3Error::invalid_argument("bucket name"))?;
     let signer = authorize(objects, req, &path, &query, bucket)?;
@@ -133,7 +139,7 @@ async fn route(
     }
     let r = S3Request { method: req.method(), bucket, key, query: &query, headers: req.headers() };
     match (req.method(), key.is_empty()) {
-        (&Method::GET | &Method::HEAD, false) => object::get(objects, &r).await,
+        (&Method::GET | &Method::HEAD, false) if object_subresource(&r).is_none() => object::get(objects, &r).await,
         (&Method::PUT, false) if object_subresource(&r).is_none() => write::put(objects, &r, body).await,
         (&Method::DELETE, false) if object_subresource(&r).is_none() => write::delete(objects, &r).await,
         (&Method::POST, true) if r.has("delete") => write::delete_many(objects, &r, body).await,
@@ -152,9 +158,34 @@ async fn route(
     }
 }
 
+/// The bucket a virtual-hosted request names: `bucket.<domain>` (any port), with `domain`
+/// configured (`[listen] s3_domain`).
+fn virtual_bucket<'a>(host: &'a str, domain: Option<&str>) -> Option<&'a str> {
+    let domain = domain?;
+    let name = match host.rsplit_once(':') {
+        Some((n, port)) if port.bytes().all(|c| c.is_ascii_digit()) => n,
+        _ => host,
+    };
+    let bucket = name.strip_suffix(domain)?.strip_suffix('.')?;
+    (!bucket.is_empty()).then_some(bucket)
+}
+
 /// The object subresource a request asks for (tagging, acl, uploads, ...), if any.
 fn object_subresource<'a>(r: &'a S3Request<'_>) -> Option<&'a str> {
-    r.query.iter().map(|(k, _)| k.as_str()).find(|k| !k.starts_with("X-Amz-") && !k.starts_with("x-id"))
+    r.query
+        .iter()
+        .find(|(k, v)| {
+            !k.starts_with("X-Amz-")
+                && !k.starts_with("x-id")
+                && !k.starts_with("response-")
+                && !is_null_version(k, v)
+        })
+        .map(|(k, _)| k.as_str())
+}
+
+/// `versionId=null`: the one version of an object of an unversioned bucket (the object).
+fn is_null_version(k: &str, v: &str) -> bool {
+    k == "versionId" && v == "null"
 }
 
 /// The method and headers of a request whose body was taken.
@@ -174,7 +205,10 @@ impl Req<'_> {
 
 /// The bucket subresource a GET asks for (acl, policy, cors, ...), if any.
 fn bucket_subresource<'a>(r: &'a S3Request<'_>) -> Option<&'a str> {
-    const LISTING: [&str; 8] = [
+    const LISTING: [&str; 11] = [
+        "versions",
+        "key-marker",
+        "version-id-marker",
         "list-type",
         "prefix",
         "delimiter",
@@ -300,4 +334,21 @@ fn authorize(
         auth.allows(&claim.access_key, bucket, read).map_err(S3Error::access_denied)?;
     }
     Ok(Some(claim.access_key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn virtual_hosted_buckets_come_from_the_host() {
+        let d = Some("s3.example.com");
+        assert_eq!(virtual_bucket("photos.s3.example.com", d), Some("photos"));
+        assert_eq!(virtual_bucket("my.photos.s3.example.com:7073", d), Some("my.photos"));
+        assert_eq!(virtual_bucket("s3.example.com:7073", d), None, "path-style on the domain itself");
+        assert_eq!(virtual_bucket("photos.other.com", d), None);
+        assert_eq!(virtual_bucket("xs3.example.com", d), None, "a label must end before the domain");
+        assert_eq!(virtual_bucket("photos.s3.example.com", None), None, "not configured");
+        assert_eq!(virtual_bucket("127.0.0.1:7073", d), None);
+    }
 }
