@@ -1,0 +1,191 @@
+//! The S3 clients people run, each doing its real job against a real node: a boto3 script of
+//! every operation served (with bad signatures, an expired presigned URL and a key restricted
+//! to other buckets), s3cmd (buckets, put, get, sync both ways, recursive delete) and rclone
+//! (an S3 remote of provider Other: mkdir, copy, ls, lsf, check with and without downloading,
+//! delete, rmdir). They need the clients installed: they run when asked
+//! (`cargo test -- --ignored`; `.ci/run` installs python3-boto3, s3cmd and rclone and runs
+//! them).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{free_addr, fresh_dir, Node};
+
+const UP: &str = "dXBsb2FkZXItc2VjcmV0LWZvci10aGUtY2xpZW50LXRlc3Rz";
+const RO: &str = "cmVhZGVyLXNlY3JldC1mb3ItdGhlLWNsaWVudC10ZXN0cy0t";
+const OTHER: &str = "b3RoZXItc2VjcmV0LWZvci10aGUtY2xpZW50LXRlc3RzLS0t";
+
+fn secret_file(dir: &Path, name: &str, secret: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join(name);
+    std::fs::write(&p, format!("{secret}\n")).expect("write secret");
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    p.display().to_string()
+}
+
+/// A node with an S3 port and three keys: `uploader` (every bucket), `reader` (bucket
+/// `photos`, read only), `other` (bucket `elsewhere`).
+fn node(name: &str) -> (Node, SocketAddr, PathBuf) {
+    let dir = fresh_dir(name);
+    let (data, admin, s3) = (free_addr(), free_addr(), free_addr());
+    let mut text = common::config_text(&dir, data, admin, "");
+    text = text.replacen("[listen]\n", &format!("[listen]\ns3 = \"{s3}\"\n"), 1);
+    text.push_str(&format!(
+        "\n[auth]\n\n[[auth.keys]]\nid = \"uploader\"\nsecret_file = \"{}\"\n\n\
+         [[auth.keys]]\nid = \"reader\"\nsecret_file = \"{}\"\nbuckets = [\"photos\"]\nread_only = true\n\n\
+         [[auth.keys]]\nid = \"other\"\nsecret_file = \"{}\"\nbuckets = [\"elsewhere\"]\n",
+        secret_file(&dir, "up", UP),
+        secret_file(&dir, "ro", RO),
+        secret_file(&dir, "other", OTHER)
+    ));
+    (Node::start_with_config(dir.clone(), data, admin, text), s3, dir)
+}
+
+fn run(what: &str, cmd: &mut Command) -> String {
+    let o = cmd.output().unwrap_or_else(|e| panic!("{what}: {e} (is it installed?)"));
+    assert!(
+        o.status.success(),
+        "{what} failed:\n{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A tree of files: large and small, nested, names with spaces and symbols.
+fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let files: Vec<(String, Vec<u8>)> = (0..10u32)
+        .map(|i| {
+            let len = if i % 4 == 0 { 3_000_000 + i as usize * 1_001 } else { i as usize * 777 };
+            let data: Vec<u8> =
+                (0..len).map(|b| (b as u32).wrapping_mul(2_654_435_761).wrapping_add(i) as u8).collect();
+            let name = match i % 3 {
+                0 => format!("f{i}.bin"),
+                1 => format!("sub dir/g {i} & more.txt"),
+                _ => format!("a/b/c/h{i}"),
+            };
+            (name, data)
+        })
+        .collect();
+    for (name, data) in &files {
+        let p = dir.join(name);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, data).expect("write");
+    }
+    files
+}
+
+fn same_tree(files: &[(String, Vec<u8>)], dir: &Path) {
+    for (name, data) in files {
+        let got = std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(got == *data, "{name} differs");
+    }
+}
+
+#[test]
+#[ignore = "needs python3 with boto3: cargo test -- --ignored (.ci/run runs it)"]
+fn boto3_does_every_operation_served() {
+    let (_node, s3, _dir) = node("s3-boto3");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/s3_clients/boto3_all.py");
+    let out = run(
+        "the boto3 script",
+        Command::new("python3").arg(&script).arg(format!("http://{s3}")).args([UP, RO, OTHER]),
+    );
+    assert!(out.contains("all boto3 checks passed"), "{out}");
+}
+
+#[test]
+#[ignore = "needs s3cmd (apt-get install s3cmd): cargo test -- --ignored (.ci/run runs it)"]
+fn s3cmd_puts_syncs_and_removes() {
+    let (node, s3, dir) = node("s3-s3cmd");
+    let cfg = dir.join("s3cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[default]\naccess_key = uploader\nsecret_key = {UP}\nhost_base = {s3}\nhost_bucket = {s3}\n\
+             use_https = False\nsignature_v2 = False\nbucket_location = us-east-1\n"
+        ),
+    )
+    .expect("write s3cfg");
+    let s3cmd = |args: &[&str]| {
+        run(
+            &format!("s3cmd {args:?}"),
+            Command::new("s3cmd").arg("-c").arg(&cfg).arg("--no-progress").args(args),
+        )
+    };
+    s3cmd(&["mb", "s3://media"]);
+    assert!(s3cmd(&["ls"]).contains("s3://media"));
+    let src = dir.join("src");
+    let files = tree(&src);
+    let one = src.join("f0.bin").display().to_string();
+    s3cmd(&["put", &one, "s3://media/one/f0.bin"]);
+    let back = dir.join("one.bin").display().to_string();
+    s3cmd(&["get", "s3://media/one/f0.bin", &back]);
+    assert!(std::fs::read(&back).expect("read") == files[0].1);
+    // sync up, then down into an empty directory; a second sync up sends nothing (MD5s match).
+    s3cmd(&["sync", &format!("{}/", src.display()), "s3://media/tree/"]);
+    let down = dir.join("down");
+    s3cmd(&["sync", "s3://media/tree/", &format!("{}/", down.display())]);
+    same_tree(&files, &down);
+    let again = s3cmd(&["sync", &format!("{}/", src.display()), "s3://media/tree/"]);
+    assert!(!again.contains("upload:"), "nothing to send again: {again}");
+    let listed = s3cmd(&["ls", "--recursive", "s3://media/tree/"]);
+    assert_eq!(listed.lines().count(), files.len(), "{listed}");
+    // The native API reads what s3cmd wrote.
+    let r =
+        node.req("GET", "/media/tree/a/b/c/h2", &[("authorization", &format!("Bearer uploader.{UP}"))], b"");
+    assert!(r.status == 200 && r.body == files[2].1);
+    s3cmd(&["del", "--recursive", "--force", "s3://media/"]);
+    s3cmd(&["rb", "s3://media"]);
+    assert!(!s3cmd(&["ls"]).contains("s3://media"));
+}
+
+#[test]
+#[ignore = "needs rclone (apt-get install rclone): cargo test -- --ignored (.ci/run runs it)"]
+fn rclone_copies_lists_and_checks() {
+    let (_node, s3, dir) = node("s3-rclone");
+    // The remote from the environment (no file); a CA bundle set for other AWS tools would
+    // make rclone refuse its own plain-HTTP transport.
+    let cmd = |args: &[&str]| {
+        let mut c = Command::new("rclone");
+        c.args(args)
+            .env_remove("AWS_CA_BUNDLE")
+            .env("RCLONE_CONFIG", dir.join("rclone.conf"))
+            .env("RCLONE_CONFIG_PS_TYPE", "s3")
+            .env("RCLONE_CONFIG_PS_PROVIDER", "Other")
+            .env("RCLONE_CONFIG_PS_ACCESS_KEY_ID", "uploader")
+            .env("RCLONE_CONFIG_PS_SECRET_ACCESS_KEY", UP)
+            .env("RCLONE_CONFIG_PS_ENDPOINT", format!("http://{s3}"))
+            .env("RCLONE_CONFIG_PS_REGION", "us-east-1");
+        c
+    };
+    let rclone = |args: &[&str]| run(&format!("rclone {args:?}"), &mut cmd(args));
+    let src = dir.join("src");
+    let files = tree(&src);
+    let s = src.display().to_string();
+    rclone(&["mkdir", "ps:backup"]);
+    rclone(&["copy", &s, "ps:backup/tree"]);
+    let ls = rclone(&["ls", "ps:backup"]);
+    assert_eq!(ls.lines().count(), files.len(), "{ls}");
+    let lsf = rclone(&["lsf", "ps:backup/tree"]);
+    let mut top: Vec<&str> = lsf.lines().collect();
+    top.sort();
+    assert_eq!(top, vec!["a/", "f0.bin", "f3.bin", "f6.bin", "f9.bin", "sub dir/"], "{lsf}");
+    // check compares sizes and the MD5s (the ETags); --download compares the bytes.
+    rclone(&["check", &s, "ps:backup/tree"]);
+    rclone(&["check", "--download", &s, "ps:backup/tree"]);
+    let down = dir.join("down");
+    rclone(&["copy", "ps:backup/tree", &down.display().to_string()]);
+    same_tree(&files, &down);
+    // A changed file is found by check, and copied again.
+    std::fs::write(src.join("f3.bin"), b"changed").expect("write");
+    let changed = cmd(&["check", &s, "ps:backup/tree"]).output().expect("rclone");
+    assert!(!changed.status.success(), "check finds the changed file");
+    rclone(&["copy", &s, "ps:backup/tree"]);
+    rclone(&["check", &s, "ps:backup/tree"]);
+    rclone(&["purge", "ps:backup"]);
+    assert!(!rclone(&["lsd", "ps:"]).contains("backup"));
+}
