@@ -7,6 +7,10 @@
 //! podstore-load --addr 127.0.0.1:7070 --prefix /bench/o --count 100000 --size 4096 --conns 64 \
 //!     [--header 'X-Copies: all'] [--step 2 --first 1] [--seconds 5] [--size-max 31457280]
 //! ```
+//! With `--s3-key ID:SECRET` every request is signed with AWS Signature Version 4 (header
+//! authorization, `x-amz-content-sha256: UNSIGNED-PAYLOAD`, as SDKs send over TLS): the same
+//! load against the S3 port. `--list BUCKET` pages through a bucket's listing instead (1000
+//! keys a page: ListObjectsV2 with `--s3-key`, the native listing without) and prints keys/s.
 //! With `--rate R` the PUTs start at most R a second, all connections together (a steady
 //! load beside another benchmark). With `--seconds S` the load stops after S seconds or `count` PUTs, whichever comes first
 //! (`puts=` says how many were made: objects `first`, `first + step`, ... in that number).
@@ -67,6 +71,17 @@ struct Args {
     /// byte: a pass that warms a server's caches, or checks what an earlier load stored.
     #[arg(long)]
     get: bool,
+    /// Sign every request as S3 access key `ID` with `SECRET` (SigV4, unsigned payload).
+    #[arg(long, value_parser = s3_key)]
+    s3_key: Option<(String, String)>,
+    /// List BUCKET whole instead, in pages of 1000, and print the keys per second.
+    #[arg(long)]
+    list: Option<String>,
+}
+
+fn s3_key(v: &str) -> Result<(String, String), String> {
+    let (id, secret) = v.split_once(':').ok_or("an S3 key is ID:SECRET")?;
+    Ok((id.to_string(), secret.to_string()))
 }
 
 fn positive(v: &str) -> Result<f64, String> {
@@ -176,11 +191,94 @@ async fn request(
     for (name, value) in &a.headers {
         req = req.header(name.as_str(), value.as_str());
     }
+    if let Some((id, secret)) = &a.s3_key {
+        req = sign(req, id, secret);
+    }
     let req = req.body(body).map_err(|e| e.to_string())?;
     let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
     let status = resp.status();
     let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
     Ok((status, body))
+}
+
+/// Adds SigV4 headers to a request (its path and query as they will be sent).
+fn sign(req: hyper::http::request::Builder, id: &str, secret: &str) -> hyper::http::request::Builder {
+    use podstore_net::s3::sigv4;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let date = sigv4::amz_date(now_ms);
+    let (method, uri) =
+        (req.method_ref().cloned().unwrap_or_default(), req.uri_ref().cloned().unwrap_or_default());
+    let decode = |s: &str| podstore_net::names::percent_decode(s).unwrap_or_else(|_| s.as_bytes().to_vec());
+    let path = decode(uri.path());
+    let query: Vec<(String, String)> = uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (
+                String::from_utf8_lossy(&decode(k)).into_owned(),
+                String::from_utf8_lossy(&decode(v)).into_owned(),
+            )
+        })
+        .collect();
+    let headers = [
+        ("host".to_string(), "bench".to_string()),
+        ("x-amz-content-sha256".to_string(), sigv4::UNSIGNED_PAYLOAD.to_string()),
+        ("x-amz-date".to_string(), date.clone()),
+    ];
+    let auth = sigv4::authorization(
+        id,
+        secret,
+        &date,
+        method.as_str(),
+        &path,
+        &query,
+        &headers,
+        sigv4::UNSIGNED_PAYLOAD,
+    );
+    req.header("x-amz-content-sha256", sigv4::UNSIGNED_PAYLOAD)
+        .header("x-amz-date", date)
+        .header("authorization", auth)
+}
+
+/// Pages through `bucket`'s listing, 1000 keys a page, one request at a time: keys, seconds.
+async fn list_all(a: &Args, bucket: &str) -> Result<(u64, f64), String> {
+    let mut conn = None;
+    let start = Instant::now();
+    let (mut keys, mut token): (u64, Option<String>) = (0, None);
+    loop {
+        let path = match (&a.s3_key, &token) {
+            (Some(_), None) => format!("/{bucket}?list-type=2&max-keys=1000"),
+            (Some(_), Some(t)) => format!("/{bucket}?list-type=2&max-keys=1000&continuation-token={t}"),
+            (None, None) => format!("/{bucket}?limit=1000"),
+            (None, Some(t)) => format!("/{bucket}?limit=1000&token={t}"),
+        };
+        let (status, body) =
+            request(&mut conn, a, hyper::Request::get(&path), Repeat { block: Bytes::new(), left: 0 })
+                .await?;
+        if !status.is_success() {
+            return Err(refused(status, &body));
+        }
+        let text = String::from_utf8_lossy(&body);
+        let next = if a.s3_key.is_some() {
+            keys += text.matches("<Key>").count() as u64;
+            text.split_once("<NextContinuationToken>")
+                .and_then(|(_, r)| r.split_once('<'))
+                .map(|(t, _)| t.to_string())
+        } else {
+            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+            keys += v["objects"].as_array().map_or(0, |o| o.len() as u64);
+            v["next"].as_str().map(str::to_string)
+        };
+        match next {
+            Some(t) => token = Some(t),
+            None => return Ok((keys, start.elapsed().as_secs_f64())),
+        }
+    }
 }
 
 /// What the server said, for the failure report.
@@ -306,6 +404,20 @@ async fn connection(load: Arc<Load>) {
 
 fn main() {
     let args = Args::parse();
+    if let Some(bucket) = args.list.clone() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let r = tokio::task::LocalSet::new().block_on(&rt, async { list_all(&args, &bucket).await });
+        match r {
+            Ok((keys, secs)) => {
+                println!("keys={keys} seconds={secs:.3} keys_per_s={:.0}", keys as f64 / secs.max(1e-9));
+                return;
+            }
+            Err(e) => {
+                eprintln!("list {bucket}: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
     let load = Arc::new(Load {
         pool: pool(),
         start: Instant::now(),

@@ -277,6 +277,50 @@ pub fn verify(secret: &str, claim: &Claim, r: &Request<'_>) -> Result<(), SigErr
     m.verify_slice(&claim.signature).map_err(|_| SigError::Mismatch)
 }
 
+/// Signs a request as an S3 client does: the `Authorization` header's value for `headers`
+/// (lowercase name, value; all of them signed: `host`, `x-amz-date` = `amz_date` and
+/// `x-amz-content-sha256` = `payload_hash` among them), scope `us-east-1`/`s3`. For load
+/// generators and tests that speak S3 without an SDK.
+#[allow(clippy::too_many_arguments)]
+pub fn authorization(
+    access_key: &str,
+    secret: &str,
+    amz_date: &str,
+    method: &str,
+    path: &[u8],
+    query: &[(String, String)],
+    headers: &[(String, String)],
+    payload_hash: &str,
+) -> String {
+    let mut names: Vec<String> = headers.iter().map(|(n, _)| n.to_ascii_lowercase()).collect();
+    names.sort();
+    names.dedup();
+    let claim = Claim {
+        access_key: access_key.into(),
+        date: amz_date.get(..8).unwrap_or("").into(),
+        region: "us-east-1".into(),
+        service: "s3".into(),
+        signed_headers: names,
+        signature: Vec::new(),
+        amz_date: amz_date.into(),
+        expires_s: None,
+    };
+    let r = Request { method, path, query, headers, payload_hash };
+    let sig = signature(secret, &claim, &canonical_request(&r, &claim));
+    format!(
+        "{ALGORITHM} Credential={access_key}/{}/us-east-1/s3/aws4_request, SignedHeaders={}, Signature={}",
+        claim.date,
+        claim.signed_headers.join(";"),
+        hex(&sig)
+    )
+}
+
+/// `YYYYMMDDTHHMMSSZ` of a time in milliseconds since the epoch (`x-amz-date`).
+pub fn amz_date(ms: u64) -> String {
+    let iso = crate::units::iso8601_ms(ms); // 2026-12-07T20:12:00.000Z
+    iso.get(..19).unwrap_or("").replace(['-', ':'], "") + "Z"
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,6 +424,37 @@ mod tests {
              Signature=34b48302e7b5fa45bde8084f4b7868a86f0a534bc59db6670ed5711ef69dc6f7",
             "34b48302e7b5fa45bde8084f4b7868a86f0a534bc59db6670ed5711ef69dc6f7",
         );
+    }
+
+    #[test]
+    fn a_client_signature_is_the_published_one() {
+        let headers: Vec<(String, String)> = [
+            ("host", "examplebucket.s3.amazonaws.com"),
+            ("range", "bytes=0-9"),
+            ("x-amz-content-sha256", EMPTY),
+            ("x-amz-date", "20130524T000000Z"),
+        ]
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+        let got = authorization(
+            "AKIAIOSFODNN7EXAMPLE",
+            SECRET,
+            "20130524T000000Z",
+            "GET",
+            b"/test.txt",
+            &[],
+            &headers,
+            EMPTY,
+        );
+        assert_eq!(
+            got,
+            "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request, \
+             SignedHeaders=host;range;x-amz-content-sha256;x-amz-date, \
+             Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41"
+        );
+        assert_eq!(amz_date(0), "19700101T000000Z");
+        assert_eq!(amz_date(1_369_353_600_000), "20130524T000000Z");
     }
 
     #[test]

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# The S3 front end beside the native API of the same node, in one run, with the same load
+# generator (podstore-load) and the same objects: durable PUT and checked GET of 4 KiB and
+# 1 MiB objects (every S3 request signed with AWS Signature Version 4 by an access key, as SDKs
+# sign over TLS: x-amz-content-sha256 UNSIGNED-PAYLOAD; every native request with a bearer
+# token of the same key), and the listing rate of a bucket of many objects in pages of 1000
+# (ListObjectsV2 against the native listing). Prints a table of S3/native ratios beside the
+# issue's targets (GET at least 0.9, PUT 1 MiB at least 0.7: S3 computes each body's MD5, the
+# ETag S3 clients check; listing at least 100,000 keys/s).
+#
+#   benches/s3/run.sh [--quick]
+#
+# As root it measures on an XFS filesystem on a loop device of its own (losetup -f --show
+# --direct-io=on, detached at the end); otherwise in a temp directory, and says so.
+set -euo pipefail
+quick=0
+[ "${1:-}" = "--quick" ] && quick=1
+top=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$top"
+if [ $quick = 1 ]; then N4K=10000; N1M=300; NLIST=100000
+else N4K=40000; N1M=1500; NLIST=1000000; fi
+
+cargo build --release --locked -q -p podstore-net -p podstore-benches
+PODSTORE=$top/target/release/podstore
+LOAD=$top/target/release/podstore-load
+
+work=$(mktemp -d /tmp/podstore-s3bench.XXXXXX)
+dev=""; ps_pid=""
+cleanup() {
+  status=$?
+  [ $status != 0 ] && { echo "s3-bench failed ($status); podstore's log:" >&2; tail -n 30 "$work/podstore.log" >&2 || true; }
+  [ -n "$ps_pid" ] && kill "$ps_pid" 2>/dev/null && wait "$ps_pid" 2>/dev/null || true
+  if [ -n "$dev" ]; then umount "$work/mnt" 2>/dev/null || true; losetup -d "$dev" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+mkdir -p "$work/mnt"
+where="a temp directory on $(df --output=source,fstype "$work" | tail -1 | xargs) (not root: no loop device)"
+if [ "$(id -u)" = 0 ]; then
+  truncate -s 32G "$work/disk.img"
+  dev=$(losetup -f --show --direct-io=on "$work/disk.img")
+  mkfs.xfs -q -f "$dev"
+  mount "$dev" "$work/mnt"
+  where="XFS on loop device $dev (--direct-io=on)"
+fi
+mkdir -p "$work/mnt/podstore"
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+PS=$(port); PA=$(port); P3=$(port)
+SECRET=czMtYmVuY2gtc2VjcmV0LW9mLXRoZS1iZW5jaG1hcmstLQ
+printf '%s\n' "$SECRET" > "$work/key"; chmod 600 "$work/key"
+cat > "$work/podstore.toml" <<TOML
+node_id = "bench"
+[listen]
+data = "127.0.0.1:$PS"
+admin = "127.0.0.1:$PA"
+s3 = "127.0.0.1:$P3"
+[auth]
+[[auth.keys]]
+id = "bench"
+secret_file = "$work/key"
+[[disks]]
+id = 0
+path = "$work/mnt/podstore"
+tier = "capacity"
+require_mount_point = false
+TOML
+"$PODSTORE" serve --config "$work/podstore.toml" > "$work/podstore.log" 2>&1 &
+ps_pid=$!
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PA/ready" >/dev/null && break; sleep 0.1; done
+
+native=(--addr "127.0.0.1:$PS" --header "Authorization: Bearer bench.$SECRET")
+s3=(--addr "127.0.0.1:$P3" --s3-key "bench:$SECRET")
+field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p"; }
+ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
+declare -A R
+measure() { # label object-prefix count size conns mode(put|get)
+  local label=$1 name=$2 n=$3 size=$4 conns=$5 mode=$6 extra=()
+  [ "$mode" = get ] && extra=(--get)
+  local a b
+  a=$("$LOAD" "${native[@]}" --prefix "/bench/$name-native" --count "$n" --size "$size" --conns "$conns" "${extra[@]}")
+  b=$("$LOAD" "${s3[@]}" --prefix "/bench/$name-s3" --count "$n" --size "$size" --conns "$conns" "${extra[@]}")
+  echo "  native: $a"; echo "  s3:     $b"
+  R[$label-n]=$(echo "$a" | field req_per_s); R[$label-s]=$(echo "$b" | field req_per_s)
+  R[$label-nm]=$(echo "$a" | field mib_per_s); R[$label-sm]=$(echo "$b" | field mib_per_s)
+}
+echo "s3-bench on $where; podstore $(git -C "$top" rev-parse --short HEAD), $(nproc) cores"
+echo "loads: podstore-load, 64 connections for 4 KiB, 16 for 1 MiB; S3 signed (SigV4, UNSIGNED-PAYLOAD), native with a bearer token"
+echo "PUT 4 KiB x $N4K";  measure put4k o4k "$N4K" 4096 64 put
+echo "GET 4 KiB x $N4K";  measure get4k o4k "$N4K" 4096 64 get
+echo "PUT 1 MiB x $N1M";  measure put1m o1m "$N1M" 1048576 16 put
+echo "GET 1 MiB x $N1M";  measure get1m o1m "$N1M" 1048576 16 get
+echo "listing: $NLIST objects of 64 bytes in bucket 'list'"
+"$LOAD" "${native[@]}" --prefix /list/k --count "$NLIST" --size 64 --conns 64 | sed 's/^/  fill: /'
+ln=$("$LOAD" "${native[@]}" --list list); ls3=$("$LOAD" "${s3[@]}" --list list)
+echo "  native: $ln"; echo "  s3:     $ls3"
+LN=$(echo "$ln" | field keys_per_s); LS=$(echo "$ls3" | field keys_per_s)
+echo
+echo "| figure | native | S3 | S3 / native | target |"
+echo "|---|---|---|---|---|"
+echo "| GET 4 KiB, req/s | ${R[get4k-n]} | ${R[get4k-s]} | $(ratio "${R[get4k-s]}" "${R[get4k-n]}") | >= 0.9 |"
+echo "| GET 1 MiB, MiB/s | ${R[get1m-nm]} | ${R[get1m-sm]} | $(ratio "${R[get1m-sm]}" "${R[get1m-nm]}") | >= 0.9 |"
+echo "| PUT 4 KiB, req/s | ${R[put4k-n]} | ${R[put4k-s]} | $(ratio "${R[put4k-s]}" "${R[put4k-n]}") | - |"
+echo "| PUT 1 MiB, MiB/s | ${R[put1m-nm]} | ${R[put1m-sm]} | $(ratio "${R[put1m-sm]}" "${R[put1m-nm]}") | >= 0.7 |"
+echo "| listing, keys/s (pages of 1000) | $LN | $LS | $(ratio "$LS" "$LN") | S3 >= 100000 |"
