@@ -16,6 +16,12 @@ set -euo pipefail
 quick=0
 [ "${1:-}" = "--quick" ] && quick=1
 top=$(cd "$(dirname "$0")/../.." && pwd)
+# The results also as JSON and an SVG chart of the ratios (benches/report.py), in
+# $PODSTORE_BENCH_RESULTS (default target/bench-results): the script runs itself through it.
+if [ -z "${PODSTORE_BENCH_REPORTING:-}" ]; then
+  PODSTORE_BENCH_REPORTING=1 bash "$0" "$@" | python3 "$top/benches/report.py" s3 "${PODSTORE_BENCH_RESULTS:-$top/target/bench-results}"
+  exit "${PIPESTATUS[0]}"
+fi
 cd "$top"
 if [ $quick = 1 ]; then N4K=10000; N1M=300; NLIST=100000
 else N4K=40000; N1M=1500; NLIST=1000000; fi
@@ -95,10 +101,10 @@ ln=$("$LOAD" "${native[@]}" --list list); ls3=$("$LOAD" "${s3[@]}" --list list)
 echo "  native: $ln"; echo "  s3:     $ls3"
 LN=$(echo "$ln" | field keys_per_s); LS=$(echo "$ls3" | field keys_per_s)
 echo
-echo "| figure | native | S3 | S3 / native | target |"
+echo "| figure | native | S3 | ratio S3 / native | target |"
 echo "|---|---|---|---|---|"
 echo "| GET 4 KiB, req/s | ${R[get4k-n]} | ${R[get4k-s]} | $(ratio "${R[get4k-s]}" "${R[get4k-n]}") | >= 0.9 |"
 echo "| GET 1 MiB, MiB/s | ${R[get1m-nm]} | ${R[get1m-sm]} | $(ratio "${R[get1m-sm]}" "${R[get1m-nm]}") | >= 0.9 |"
 echo "| PUT 4 KiB, req/s | ${R[put4k-n]} | ${R[put4k-s]} | $(ratio "${R[put4k-s]}" "${R[put4k-n]}") | - |"
 echo "| PUT 1 MiB, MiB/s | ${R[put1m-nm]} | ${R[put1m-sm]} | $(ratio "${R[put1m-sm]}" "${R[put1m-nm]}") | >= 0.7 |"
-echo "| listing, keys/s (pages of 1000) | $LN | $LS | $(ratio "$LS" "$LN") | S3 >= 100000 |"
+echo "| listing, keys/s (pages of 1000; S3 target >= 100000) | $LN | $LS | $(ratio "$LS" "$LN") | - |"
