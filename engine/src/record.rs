@@ -490,6 +490,12 @@ impl DataSums {
         DataSums { crcs: Vec::new(), current: 0, in_chunk: 0, digest: Some(Digester::new(kind)), total: 0 }
     }
 
+    /// The sums so far, leaving empty ones (no digest: nothing allocated) in their place.
+    pub(crate) fn take(&mut self) -> DataSums {
+        let empty = DataSums { crcs: Vec::new(), current: 0, in_chunk: 0, digest: None, total: 0 };
+        std::mem::replace(self, empty)
+    }
+
     /// Stops computing the whole object's digest (before any data): the chunk CRCs only.
     pub(crate) fn crcs_only(&mut self) {
         assert_eq!(self.total, 0, "the digest is given up before any data");

@@ -54,11 +54,14 @@ pub fn conditions(h: &HeaderMap, tag: &str, modified: SystemTime) -> Condition {
 }
 
 /// Adds the content headers kept with the object (Cache-Control, Content-Disposition, ...,
-/// `x-amz-meta-*`) to an answer. (Every stored value was checked to be header text when it was
-/// written; one that is not is left out rather than failing the answer.)
+/// `x-amz-meta-*`) to an answer, UTF-8 values as their bytes. (Every stored value was checked
+/// to be header text when it was written; one that is not is left out rather than failing the
+/// answer.)
 pub fn kept_headers(headers: &mut HeaderMap, attrs: &Attrs) {
     for (name, value) in attrs.headers() {
-        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+        if let (Ok(n), Ok(v)) =
+            (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_bytes(value.as_bytes()))
+        {
             headers.insert(n, v);
         }
     }

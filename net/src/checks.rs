@@ -125,7 +125,15 @@ pub struct Running(Vec<(Check, Hasher)>);
 
 impl Running {
     pub fn new(checks: Vec<Check>) -> Running {
-        Running(checks.into_iter().map(|c| (Hasher::new(c.algorithm), c)).map(|(h, c)| (c, h)).collect())
+        Running(
+            checks
+                .into_iter()
+                .map(|c| {
+                    let h = Hasher::new(c.algorithm);
+                    (c, h)
+                })
+                .collect(),
+        )
     }
 
     pub fn update(&mut self, data: &[u8]) {

@@ -323,16 +323,16 @@ impl Objects {
         }
         // Copies to peers stream beside the local write; each reports into `copies_rx`.
         let (to_peers, copies_rx) = self.start_copies(&name, &attrs, len, version);
+        let (checks, md5_of_content) = split_checks(checks, md5_kind);
         let mut sinks = BodySinks {
-            checks: Running::default(),
-            md5_of_content: None,
+            checks,
+            md5_of_content,
             hash: (version.is_some() || md5_kind).then(|| Digester::new(attrs.digest)),
             to_peers,
             whole: small.then(|| Vec::with_capacity(len as usize)),
             stall: Duration::from_millis(shared.cfg().limits.copy_timeout_ms),
             received: 0,
         };
-        sinks.take_checks(checks, md5_kind);
         let failed = sinks.receive(&mut body, len, &tx).await;
         let complete = failed.is_none() && sinks.received == len;
         let (whole, mismatch, digest) = sinks.end(complete).await;
@@ -781,18 +781,16 @@ struct BodySinks {
     received: u64,
 }
 
-impl BodySinks {
-    /// Takes the client's digests to check; a Content-MD5 of an object whose content digest
-    /// is its MD5 (`md5_kind`) is compared with that instead of being computed again.
-    fn take_checks(&mut self, mut checks: Vec<Check>, md5_kind: bool) {
-        if md5_kind {
-            if let Some(at) = checks.iter().position(|c| c.algorithm == Algorithm::Md5) {
-                self.md5_of_content = Some(checks.swap_remove(at));
-            }
-        }
-        self.checks = Running::new(checks);
-    }
+/// The client's digests to compute as the body passes, and apart from them a Content-MD5 of
+/// an object whose content digest is its MD5 (`md5_kind`): compared with that digest instead
+/// of being computed again.
+fn split_checks(mut checks: Vec<Check>, md5_kind: bool) -> (Running, Option<Check>) {
+    let at = checks.iter().position(|c| md5_kind && c.algorithm == Algorithm::Md5);
+    let md5 = at.map(|at| checks.swap_remove(at));
+    (Running::new(checks), md5)
+}
 
+impl BodySinks {
     /// Takes the body until `len` bytes came, it failed (the reason is returned), or the
     /// core writing it gave up. A large body streams to the core through `tx` as it comes.
     async fn receive(

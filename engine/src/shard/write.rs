@@ -281,7 +281,7 @@ impl<I: Io> PutWriter<I> {
         if self.sums.total() != self.header.object_len {
             return Err(Error::BodyLength { expected: self.header.object_len, got: self.sums.total() });
         }
-        let sums = std::mem::replace(&mut self.sums, DataSums::new(DigestKind::Xxh3));
+        let sums = self.sums.take();
         let hashed = sums.hashing();
         let mut footer = sums.finish(self.header.seq);
         let matches = match &check {

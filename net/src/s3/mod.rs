@@ -120,11 +120,10 @@ async fn route(
     };
     let bucket = std::str::from_utf8(bucket).map_err(|_| S3Error::invalid_argument("bucket name"))?;
     let signer = authorize(objects, req, &path, &query, bucket)?;
-    let req = Req { method: &req.method, headers: &req.headers };
     if bucket.is_empty() {
-        return match *req.method() {
+        return match req.method {
             Method::GET => bucket::list(objects, signer.as_deref()).await,
-            _ => Err(S3Error::not_implemented(&format!("{} /", req.method()))),
+            _ => Err(S3Error::not_implemented(&format!("{} /", req.method))),
         };
     }
     if !valid_bucket(bucket) {
@@ -137,8 +136,8 @@ async fn route(
     if key.len() > KEY_BYTES_MAX {
         return Err(S3Error::new(StatusCode::BAD_REQUEST, "KeyTooLongError", "Your key is too long"));
     }
-    let r = S3Request { method: req.method(), bucket, key, query: &query, headers: req.headers() };
-    match (req.method(), key.is_empty()) {
+    let r = S3Request { method: &req.method, bucket, key, query: &query, headers: &req.headers };
+    match (&req.method, key.is_empty()) {
         (&Method::GET | &Method::HEAD, false) if object_subresource(&r).is_none() => object::get(objects, &r).await,
         (&Method::PUT, false) if object_subresource(&r).is_none() => write::put(objects, &r, body).await,
         (&Method::DELETE, false) if object_subresource(&r).is_none() => write::delete(objects, &r).await,
@@ -186,21 +185,6 @@ fn object_subresource<'a>(r: &'a S3Request<'_>) -> Option<&'a str> {
 /// `versionId=null`: the one version of an object of an unversioned bucket (the object).
 fn is_null_version(k: &str, v: &str) -> bool {
     k == "versionId" && v == "null"
-}
-
-/// The method and headers of a request whose body was taken.
-struct Req<'a> {
-    method: &'a Method,
-    headers: &'a hyper::HeaderMap,
-}
-
-impl Req<'_> {
-    fn method(&self) -> &Method {
-        self.method
-    }
-    fn headers(&self) -> &hyper::HeaderMap {
-        self.headers
-    }
 }
 
 /// The bucket subresource a GET asks for (acl, policy, cors, ...), if any.

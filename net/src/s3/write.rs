@@ -7,7 +7,6 @@
 //! connection's thread, and is the object's ETag. The standard content headers and
 //! `x-amz-meta-*` are kept with the object and returned by GET and HEAD.
 
-use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -40,6 +39,14 @@ fn name_of(r: &S3Request<'_>) -> ObjectName {
     ObjectName { bucket: r.bucket.to_string(), key: r.key.to_vec() }
 }
 
+/// The name of a key in the request's bucket, checked as the native API checks names.
+fn checked_name(bucket: &str, key: Vec<u8>) -> Result<ObjectName, S3Error> {
+    let name = ObjectName { bucket: bucket.to_string(), key };
+    crate::names::validate_name(&name.bucket, &name.key, crate::names::KEY_BYTES_MAX)
+        .map_err(|crate::names::NameError::Invalid(m)| S3Error::invalid_argument(m))?;
+    Ok(name)
+}
+
 fn header_text<'a>(h: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, S3Error> {
     match h.get(name) {
         None => Ok(None),
@@ -60,8 +67,14 @@ pub(super) fn copies(objects: &Objects, h: &HeaderMap) -> Result<u32, S3Error> {
 /// checksum (`x-amz-checksum-*`, at most one, as S3 allows).
 fn checks_of(h: &HeaderMap) -> Result<Vec<Check>, S3Error> {
     let mut checks = Vec::new();
-    if let Some(m) = content_md5(h)? {
-        checks.push(Check { algorithm: Algorithm::Md5, want: m.to_vec(), header: "Content-MD5" });
+    if let Some(v) = header_text(h, "content-md5")? {
+        checks.push(Check::from_base64(Algorithm::Md5, v, "Content-MD5").ok_or_else(|| {
+            S3Error::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidDigest",
+                "The Content-MD5 you specified was invalid.",
+            )
+        })?);
     }
     if let Some(s) = payload_sha256(h)? {
         checks.push(Check { algorithm: Algorithm::Sha256, want: s.to_vec(), header: "x-amz-content-sha256" });
@@ -119,23 +132,6 @@ fn payload_sha256(h: &HeaderMap) -> Result<Option<[u8; 32]>, S3Error> {
         ));
     }
     Ok(Some(out))
-}
-
-/// Content-MD5, when given: the base64 of 16 bytes.
-fn content_md5(h: &HeaderMap) -> Result<Option<[u8; 16]>, S3Error> {
-    let Some(v) = header_text(h, "content-md5")? else { return Ok(None) };
-    base64::engine::general_purpose::STANDARD
-        .decode(v.trim())
-        .ok()
-        .and_then(|d| <[u8; 16]>::try_from(d).ok())
-        .map(Some)
-        .ok_or_else(|| {
-            S3Error::new(
-                StatusCode::BAD_REQUEST,
-                "InvalidDigest",
-                "The Content-MD5 you specified was invalid.",
-            )
-        })
 }
 
 /// The attributes a PutObject keeps: its content type (S3's default `binary/octet-stream`),
@@ -218,9 +214,7 @@ pub(super) async fn put(
             format!("Your proposed upload exceeds the maximum allowed object size ({max} bytes)."),
         ));
     }
-    let name = name_of(r);
-    crate::names::validate_name(&name.bucket, &name.key, crate::names::KEY_BYTES_MAX)
-        .map_err(|crate::names::NameError::Invalid(m)| S3Error::invalid_argument(m))?;
+    let name = checked_name(r.bucket, r.key.to_vec())?;
     let put =
         PutRequest { name, len, attrs: attrs_of(h)?, checks: checks_of(h)?, copies: copies(objects, h)? };
     // The answer names the additional checksum it checked (not kept with the object yet:
@@ -315,14 +309,11 @@ pub(super) async fn delete_many(
     let (keys, quiet) = parse_delete(&doc)?;
     let results: Vec<(Vec<u8>, Result<(), S3Error>)> = futures_util::stream::iter(keys)
         .map(|key| async move {
-            let name = ObjectName { bucket: r.bucket.to_string(), key };
-            let checked = crate::names::validate_name(&name.bucket, &name.key, crate::names::KEY_BYTES_MAX)
-                .map_err(|crate::names::NameError::Invalid(m)| S3Error::invalid_argument(m));
-            let r = match checked {
-                Ok(()) => objects.delete(&name, want).await.map(|_| ()).map_err(S3Error::from),
+            let r = match checked_name(r.bucket, key.clone()) {
+                Ok(name) => objects.delete(&name, want).await.map(|_| ()).map_err(S3Error::from),
                 Err(e) => Err(e),
             };
-            (name.key, r)
+            (key, r)
         })
         .buffered(DELETES_IN_FLIGHT)
         .collect()
