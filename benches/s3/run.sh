@@ -89,11 +89,24 @@ measure() { # label object-prefix count size conns mode(put|get)
   R[$label-n]=$(echo "$a" | field req_per_s); R[$label-s]=$(echo "$b" | field req_per_s)
   R[$label-nm]=$(echo "$a" | field mib_per_s); R[$label-sm]=$(echo "$b" | field mib_per_s)
 }
+# Body bytes the node hashed with MD5 so far: "lanes single" (beside other bodies, or alone).
+md5_bytes() {
+  curl -sf "http://127.0.0.1:$PA/metrics" | awk '/^podstore_md5_hashed_bytes_total\{kernel="lanes"\}/ {l=$2}
+    /^podstore_md5_hashed_bytes_total\{kernel="single"\}/ {s=$2} END {printf "%.0f %.0f\n", l, s}'
+}
+md5_note() { # bytes before, bytes after
+  python3 -c "import sys; l0,s0,l1,s1=map(int,sys.argv[1:]); l,s=l1-l0,s1-s0; t=max(l+s,1)
+print(f'  S3 bodies MD5-hashed beside others (SIMD lanes): {l/2**20:.0f} MiB, alone: {s/2**20:.0f} MiB ({100*l/t:.0f}% in lanes)')" $1 $2
+}
 echo "s3-bench on $where; podstore $(git -C "$top" rev-parse --short HEAD), $(nproc) cores"
 echo "loads: podstore-load, 64 connections for 4 KiB, 16 for 1 MiB; S3 signed (SigV4, UNSIGNED-PAYLOAD), native with a bearer token"
+m0=$(md5_bytes)
 echo "PUT 4 KiB x $N4K";  measure put4k o4k "$N4K" 4096 64 put
+m1=$(md5_bytes); md5_note "$m0" "$m1"
 echo "GET 4 KiB x $N4K";  measure get4k o4k "$N4K" 4096 64 get
+m0=$(md5_bytes)
 echo "PUT 1 MiB x $N1M";  measure put1m o1m "$N1M" 1048576 16 put
+m1=$(md5_bytes); md5_note "$m0" "$m1"
 echo "GET 1 MiB x $N1M";  measure get1m o1m "$N1M" 1048576 16 get
 echo "listing: $NLIST objects of 64 bytes in bucket 'list'"
 "$LOAD" "${native[@]}" --prefix /list/k --count "$NLIST" --size 64 --conns 64 | sed 's/^/  fill: /'

@@ -21,6 +21,7 @@ mod io;
 pub mod label;
 pub mod le;
 mod lock;
+pub mod md5_lanes;
 mod sigpipe;
 mod sim;
 mod sock;

@@ -5,8 +5,12 @@
 //! does not match one of them is not stored.
 
 use base64::Engine as _;
+use bytes::Bytes;
 use crc_fast::{CrcAlgorithm, Digest as CrcDigest};
 use md5::Digest as _;
+use podstore_disks::md5_lanes::Md5Stream;
+use podstore_engine::record::Digester;
+use podstore_engine::DigestKind;
 
 /// What a digest is computed with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +119,37 @@ impl Hasher {
                     (v as u32).to_be_bytes().to_vec()
                 }
             }
+        }
+    }
+}
+
+/// A stored object's content digest, computed as its body passes (see `DigestKind`): an MD5
+/// beside the other bodies its thread receives (`podstore_disks::md5_lanes`), or an XXH3.
+#[derive(Debug)]
+pub enum ContentHash {
+    Md5(Md5Stream),
+    Xxh3(Digester),
+}
+
+impl ContentHash {
+    pub fn new(kind: DigestKind) -> ContentHash {
+        match kind {
+            DigestKind::Md5 => ContentHash::Md5(Md5Stream::new()),
+            DigestKind::Xxh3 => ContentHash::Xxh3(Digester::new(kind)),
+        }
+    }
+
+    pub fn update(&mut self, data: &Bytes) {
+        match self {
+            ContentHash::Md5(h) => h.update(data),
+            ContentHash::Xxh3(h) => h.update(data),
+        }
+    }
+
+    pub fn finish(self) -> [u8; 16] {
+        match self {
+            ContentHash::Md5(h) => h.finish(),
+            ContentHash::Xxh3(h) => h.finish(),
         }
     }
 }

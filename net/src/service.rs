@@ -17,12 +17,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use podstore_engine::record::Digester;
 use podstore_engine::{DigestKind, Stamp};
 use tokio::sync::{mpsc, oneshot};
 
 pub use crate::body::BodySource;
-use crate::checks::{Algorithm, Check, Running};
+use crate::checks::{Algorithm, Check, ContentHash, Running};
 use crate::list::{ListPage, ListRequest};
 use crate::msg::{BodyMsg, CoreMsg, GetStart, PutOutcome};
 use crate::names::ObjectName;
@@ -300,8 +299,9 @@ impl Objects {
         // shard stamp it.
         let version = (!peers.is_empty()).then(|| shared.clock.now());
         let stamp = version.map_or(Stamp::Local, Stamp::Given);
-        // An MD5 is computed here, on the connection's thread, and handed to the writer (which
-        // then computes only its chunk CRCs): once, whatever else needs it.
+        // An MD5 is computed here, on the connection's thread (beside the other bodies the
+        // thread receives: podstore_disks::md5_lanes), and handed to the writer (which then
+        // computes only its chunk CRCs): once, whatever else needs it.
         let md5_kind = attrs.digest == DigestKind::Md5;
         // A small body is read whole first and handed over in one message (fewer cross-core
         // wake-ups); a large one streams to the owning core as it arrives.
@@ -327,7 +327,7 @@ impl Objects {
         let mut sinks = BodySinks {
             checks,
             md5_of_content,
-            hash: (version.is_some() || md5_kind).then(|| Digester::new(attrs.digest)),
+            hash: (version.is_some() || md5_kind).then(|| ContentHash::new(attrs.digest)),
             to_peers,
             whole: small.then(|| Vec::with_capacity(len as usize)),
             stall: Duration::from_millis(shared.cfg().limits.copy_timeout_ms),
@@ -773,7 +773,7 @@ struct BodySinks {
     md5_of_content: Option<Check>,
     /// The content digest of the object's kind: for the peers' trailers, and stored as it is
     /// when it is an MD5.
-    hash: Option<Digester>,
+    hash: Option<ContentHash>,
     to_peers: Vec<Option<mpsc::Sender<Piece>>>,
     whole: Option<Vec<u8>>,
     /// How long a peer may take no piece before it is dropped from this write.
@@ -833,7 +833,7 @@ impl BodySinks {
     /// digests); returns the small body, the digest it did not match (if any), and the body's
     /// content digest (when computed).
     async fn end(mut self, complete: bool) -> (Option<Vec<u8>>, Option<&'static str>, Option<[u8; 16]>) {
-        let digest = self.hash.map(Digester::finish);
+        let digest = self.hash.map(ContentHash::finish);
         let content_md5 = self.md5_of_content.filter(|c| digest.is_none_or(|d| d[..] != c.want[..]));
         let mismatch = content_md5.map(|c| c.header).or_else(|| self.checks.failed());
         let digest_ok = mismatch.is_none();

@@ -189,6 +189,8 @@ const METRICS: &[Described] = &[
     m(Counter, "podstore_http_received_bytes_total", Some(Unit::Bytes), "Object bytes received from clients"),
     m(Counter, "podstore_list_keys_total", None, "Objects and common prefixes returned by listings"),
     m(Counter, "podstore_s3_requests_total", None, "Requests on the S3 port, by method and status"),
+    m(Counter, "podstore_md5_hashed_bytes_total", Some(Unit::Bytes), "Body bytes hashed with MD5 (S3 PUTs' ETags), by kernel: lanes (beside other bodies, one SIMD lane each) or single (one body at a time)"),
+    m(Counter, "podstore_md5_lane_pass_bytes_total", Some(Unit::Bytes), "Bytes of each lane of the MD5 vector passes: the lanes' bytes over this is how many bodies a pass hashed on average (of 8)"),
     m(Histogram, "podstore_s3_request_duration_seconds", Some(Unit::Seconds), "Time to the answer's headers of requests on the S3 port"),
     m(Counter, "podstore_http_sent_bytes_total", Some(Unit::Bytes), "Object bytes sent to clients"),
     m(Counter, "podstore_http_connections_refused_total", None, "Connections refused at the connection limit"),
@@ -391,6 +393,10 @@ fn set_node_gauges(shared: &Shared) {
     metrics::gauge!("podstore_write_memory_bytes").set(shared.write_memory.used() as f64);
     metrics::gauge!("podstore_write_memory_max_bytes").set(shared.write_memory.max() as f64);
     metrics::counter!("podstore_write_memory_refused_total").absolute(shared.write_memory.refused());
+    let md5 = podstore_disks::md5_lanes::hashed();
+    metrics::counter!("podstore_md5_hashed_bytes_total", "kernel" => "lanes").absolute(md5.lanes);
+    metrics::counter!("podstore_md5_hashed_bytes_total", "kernel" => "single").absolute(md5.single);
+    metrics::counter!("podstore_md5_lane_pass_bytes_total").absolute(md5.passes);
     metrics::gauge!("podstore_http_open_connections").set(shared.connections.load(Ordering::Relaxed) as f64);
     metrics::gauge!("podstore_recovery_duration_seconds")
         .set(shared.recovery_ms.load(Ordering::Relaxed) as f64 / 1000.0);
