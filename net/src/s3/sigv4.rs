@@ -8,6 +8,7 @@
 //! the examples published there.
 
 use hmac::{Hmac, KeyInit, Mac};
+use podstore_engine::hex;
 use sha2::{Digest, Sha256};
 
 type HmacSha256 = Hmac<Sha256>;
@@ -51,10 +52,6 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         return None;
     }
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// `Credential=AKID/20130524/us-east-1/s3/aws4_request`'s value: (key, date, region, service).
@@ -257,10 +254,43 @@ fn string_and_key(secret: &str, claim: &Claim, canonical: &str) -> (String, [u8;
     let scope = format!("{}/{}/{}/aws4_request", claim.date, claim.region, claim.service);
     let to_sign =
         format!("{ALGORITHM}\n{}\n{scope}\n{}", claim.amz_date, hex(&Sha256::digest(canonical.as_bytes())));
-    let k = hmac(format!("AWS4{secret}").as_bytes(), claim.date.as_bytes());
-    let k = hmac(&k, claim.region.as_bytes());
-    let k = hmac(&k, claim.service.as_bytes());
-    (to_sign, hmac(&k, b"aws4_request"))
+    (to_sign, signing_key(secret, &scope))
+}
+
+/// Signing keys derived lately on this thread: (secret, scope, key). A key serves every
+/// request of its secret for a day, and deriving it costs four HMACs per request otherwise.
+type DerivedKeys = Vec<(String, String, [u8; 32])>;
+
+thread_local! {
+    static SIGNING_KEYS: std::cell::RefCell<DerivedKeys> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// How many signing keys a thread keeps (the access keys in use, each for today and perhaps
+/// yesterday).
+const SIGNING_KEYS_KEPT: usize = 16;
+
+/// The key that signs requests of `scope` (`date/region/service/aws4_request`) with `secret`.
+fn signing_key(secret: &str, scope: &str) -> [u8; 32] {
+    // The secret is compared without an early exit, so the time taken says nothing of it.
+    let same_secret = |a: &str| {
+        a.len() == secret.len() && a.bytes().zip(secret.bytes()).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+    };
+    let cached = SIGNING_KEYS
+        .with_borrow(|keys| keys.iter().find(|(s, sc, _)| sc == scope && same_secret(s)).map(|k| k.2));
+    if let Some(k) = cached {
+        return k;
+    }
+    let mut k = hmac(format!("AWS4{secret}").as_bytes(), scope.split('/').next().unwrap_or("").as_bytes());
+    for part in scope.split('/').skip(1) {
+        k = hmac(&k, part.as_bytes());
+    }
+    SIGNING_KEYS.with_borrow_mut(|keys| {
+        if keys.len() == SIGNING_KEYS_KEPT {
+            keys.remove(0);
+        }
+        keys.push((secret.to_string(), scope.to_string(), k));
+    });
+    k
 }
 
 /// The signature of a canonical request with `secret`, for the claim's date and scope.
