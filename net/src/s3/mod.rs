@@ -290,9 +290,11 @@ fn authorize(
             "The AWS Access Key Id you provided does not exist in our records.",
         ));
     };
+    // Only the signed headers go into the canonical request.
     let headers: Vec<(String, String)> = req
         .headers
         .iter()
+        .filter(|(n, _)| claim.signed_headers.iter().any(|s| s == n.as_str()))
         .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
         .collect();
     let payload = match claim.expires_s {

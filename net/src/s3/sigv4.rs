@@ -224,15 +224,20 @@ pub fn canonical_request(r: &Request<'_>, claim: &Claim) -> String {
     }
     out.push('\n');
     for name in &claim.signed_headers {
-        let values: Vec<String> = r
-            .headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.split_whitespace().collect::<Vec<_>>().join(" "))
-            .collect();
         out.push_str(name);
         out.push(':');
-        out.push_str(&values.join(","));
+        // Each value trimmed, inner runs of spaces as one; several values joined by commas.
+        for (i, (_, v)) in r.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            for (j, word) in v.split_whitespace().enumerate() {
+                if j > 0 {
+                    out.push(' ');
+                }
+                out.push_str(word);
+            }
+        }
         out.push('\n');
     }
     out.push('\n');
