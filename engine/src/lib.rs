@@ -35,7 +35,7 @@ pub mod write_memory;
 
 pub use attrs::{Attrs, AttrsError, DigestKind};
 pub use error::{Error, Result};
-pub use hex::hex;
+pub use hex::{hex, hex_into};
 pub use shard::{compact, scrub};
 pub use shard::{
     validate, BatchItem, BatchOutcome, Chunk, CopyCheck, CopyItem, DeleteDone, NamesFootprint, ObjectMeta,

@@ -8,7 +8,7 @@
 //! the examples published there.
 
 use hmac::{Hmac, KeyInit, Mac};
-use podstore_engine::hex;
+use podstore_engine::{hex, hex_into};
 use sha2::{Digest, Sha256};
 
 type HmacSha256 = Hmac<Sha256>;
@@ -256,9 +256,21 @@ fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
 /// The string to sign of a canonical request, and the key that signs it (derived from the
 /// secret for the claim's date, region and service).
 fn string_and_key(secret: &str, claim: &Claim, canonical: &str) -> (String, [u8; 32]) {
-    let scope = format!("{}/{}/{}/aws4_request", claim.date, claim.region, claim.service);
-    let to_sign =
-        format!("{ALGORITHM}\n{}\n{scope}\n{}", claim.amz_date, hex(&Sha256::digest(canonical.as_bytes())));
+    // Built in place at their final sizes (format! grew them, a reallocation or two each,
+    // on every signed request).
+    let mut scope = String::with_capacity(claim.date.len() + claim.region.len() + claim.service.len() + 15);
+    for part in [&claim.date, &claim.region, &claim.service] {
+        scope.push_str(part);
+        scope.push('/');
+    }
+    scope.push_str("aws4_request");
+    let digest = Sha256::digest(canonical.as_bytes());
+    let mut to_sign = String::with_capacity(ALGORITHM.len() + claim.amz_date.len() + scope.len() + 67);
+    for part in [ALGORITHM, &claim.amz_date, &scope] {
+        to_sign.push_str(part);
+        to_sign.push('\n');
+    }
+    hex_into(&digest, &mut to_sign);
     (to_sign, signing_key(secret, &scope))
 }
 
