@@ -7,18 +7,10 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{free_addr, Node};
+use common::{free_addr, secret_file, Node};
 
 const UP: &str = "dXBsb2FkZXItc2VjcmV0LWZvci10aGUtYXV0aC10ZXN0cw==";
 const RO: &str = "cmVhZGVyLXNlY3JldC1mb3ItdGhlLWF1dGgtdGVzdHMtLQ==";
-
-fn secret_file(dir: &Path, name: &str, secret: &str) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let p = dir.join(name);
-    std::fs::write(&p, format!("{secret}\n")).expect("write secret");
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    p
-}
 
 fn keys_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("podstore-it-keys-{name}-{}", std::process::id()));

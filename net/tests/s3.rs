@@ -9,21 +9,12 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 
-use common::{free_addr, fresh_dir, request, Node};
+use common::{free_addr, fresh_dir, request, secret_file, Node};
 
 const UP: &str = "dXBsb2FkZXItc2VjcmV0LWZvci10aGUtczMtdGVzdHMtLQ==";
 const RO: &str = "cmVhZGVyLXNlY3JldC1mb3ItdGhlLXMzLXRlc3RzLS0tLQ==";
-
-fn secret_file(dir: &Path, name: &str, secret: &str) -> String {
-    use std::os::unix::fs::PermissionsExt;
-    let p = dir.join(name);
-    std::fs::write(&p, format!("{secret}\n")).expect("write secret");
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    p.display().to_string()
-}
 
 /// The CLI's configuration: Signature Version 4 for presigned URLs too (version 1 of the CLI
 /// presigns with version 2, which comes later).
@@ -86,8 +77,8 @@ fn the_aws_cli_lists_and_reads_with_signed_requests() {
     text.push_str(&format!(
         "\n[auth]\n\n[[auth.keys]]\nid = \"uploader\"\nsecret_file = \"{}\"\n\n\
          [[auth.keys]]\nid = \"reader\"\nsecret_file = \"{}\"\nbuckets = [\"photos\"]\nread_only = true\n",
-        secret_file(&dir, "up", UP),
-        secret_file(&dir, "ro", RO)
+        secret_file(&dir, "up", UP).display(),
+        secret_file(&dir, "ro", RO).display()
     ));
     let node = Node::start_with_config(dir.clone(), data, admin, text);
     let bearer = format!("Bearer uploader.{UP}");
@@ -235,8 +226,8 @@ fn the_aws_cli_writes_and_deletes_in_one_namespace_with_the_native_api() {
     text.push_str(&format!(
         "\n[auth]\n\n[[auth.keys]]\nid = \"uploader\"\nsecret_file = \"{}\"\n\n\
          [[auth.keys]]\nid = \"reader\"\nsecret_file = \"{}\"\nread_only = true\n",
-        secret_file(&dir, "up", UP),
-        secret_file(&dir, "ro", RO)
+        secret_file(&dir, "up", UP).display(),
+        secret_file(&dir, "ro", RO).display()
     ));
     let node = Node::start_with_config(dir.clone(), data, admin, text);
     let bearer = format!("Bearer uploader.{UP}");

@@ -12,19 +12,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{free_addr, fresh_dir, Node};
+use common::{free_addr, fresh_dir, secret_file, Node};
 
 const UP: &str = "dXBsb2FkZXItc2VjcmV0LWZvci10aGUtY2xpZW50LXRlc3Rz";
 const RO: &str = "cmVhZGVyLXNlY3JldC1mb3ItdGhlLWNsaWVudC10ZXN0cy0t";
 const OTHER: &str = "b3RoZXItc2VjcmV0LWZvci10aGUtY2xpZW50LXRlc3RzLS0t";
-
-fn secret_file(dir: &Path, name: &str, secret: &str) -> String {
-    use std::os::unix::fs::PermissionsExt;
-    let p = dir.join(name);
-    std::fs::write(&p, format!("{secret}\n")).expect("write secret");
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    p.display().to_string()
-}
 
 /// A node with an S3 port and three keys: `uploader` (every bucket), `reader` (bucket
 /// `photos`, read only), `other` (bucket `elsewhere`).
@@ -37,9 +29,9 @@ fn node(name: &str) -> (Node, SocketAddr, PathBuf) {
         "\n[auth]\n\n[[auth.keys]]\nid = \"uploader\"\nsecret_file = \"{}\"\n\n\
          [[auth.keys]]\nid = \"reader\"\nsecret_file = \"{}\"\nbuckets = [\"photos\"]\nread_only = true\n\n\
          [[auth.keys]]\nid = \"other\"\nsecret_file = \"{}\"\nbuckets = [\"elsewhere\"]\n",
-        secret_file(&dir, "up", UP),
-        secret_file(&dir, "ro", RO),
-        secret_file(&dir, "other", OTHER)
+        secret_file(&dir, "up", UP).display(),
+        secret_file(&dir, "ro", RO).display(),
+        secret_file(&dir, "other", OTHER).display()
     ));
     (Node::start_with_config(dir.clone(), data, admin, text), s3, dir)
 }

@@ -11,19 +11,11 @@ use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use base64::Engine as _;
-use common::{free_addr, fresh_dir, metric, read_response, Node};
+use common::{free_addr, fresh_dir, metric, read_response, secret_file, Node};
 use md5::Digest as _;
 use podstore_net::s3::sigv4;
 
 const SECRET: &str = "bGFuZXMtc2VjcmV0LWZvci10aGUtczMtcHV0LXRlc3Q=";
-
-fn secret_file(dir: &std::path::Path) -> String {
-    use std::os::unix::fs::PermissionsExt;
-    let p = dir.join("key");
-    std::fs::write(&p, format!("{SECRET}\n")).expect("write secret");
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    p.display().to_string()
-}
 
 /// A signed S3 PUT of `body` sent in two halves, the clients meeting at `halfway` between
 /// them (so every body is half received when the first ends): status, ETag, S3 error code.
@@ -83,7 +75,7 @@ fn puts_side_by_side_have_the_md5_of_their_bodies() {
     text = text.replacen("[listen]\n", &format!("[listen]\ns3 = \"{s3}\"\n"), 1);
     text.push_str(&format!(
         "\n[auth]\n\n[[auth.keys]]\nid = \"lanes\"\nsecret_file = \"{}\"\n",
-        secret_file(&dir)
+        secret_file(&dir, "key", SECRET).display()
     ));
     let node = Node::start_with_config(dir.clone(), data, admin, text);
     let lanes_before = metric(&node, "podstore_md5_hashed_bytes_total{kernel=\"lanes\"}");

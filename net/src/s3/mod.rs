@@ -252,16 +252,12 @@ fn authorize(
     let malformed =
         |why: &'static str| S3Error::new(StatusCode::BAD_REQUEST, "AuthorizationHeaderMalformed", why);
     let claim = match header_value("authorization") {
-        Some(a) => sigv4::parse_header(a, header_value("x-amz-date").unwrap_or("")).map_err(|e| match e {
-            sigv4::SigError::Malformed(why) => malformed(why),
-            sigv4::SigError::Mismatch => S3Error::access_denied("signature"),
-        })?,
+        Some(a) => {
+            sigv4::parse_header(a, header_value("x-amz-date").unwrap_or("")).map_err(|e| malformed(e.0))?
+        }
         None => match sigv4::parse_query(query) {
-            Some(c) => c.map_err(|e| match e {
-                sigv4::SigError::Malformed(why) => {
-                    S3Error::new(StatusCode::BAD_REQUEST, "AuthorizationQueryParametersError", why)
-                }
-                sigv4::SigError::Mismatch => S3Error::access_denied("signature"),
+            Some(c) => c.map_err(|e| {
+                S3Error::new(StatusCode::BAD_REQUEST, "AuthorizationQueryParametersError", e.0)
             })?,
             None if read && auth.is_public(bucket) && !bucket.is_empty() => return Ok(None),
             None => return Err(S3Error::access_denied("Anonymous access is forbidden for this operation")),

@@ -20,15 +20,14 @@ pub const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
 /// Longest a presigned URL may be valid (7 days), seconds.
 pub const PRESIGN_MAX_S: u64 = 7 * 86_400;
 
-/// Why a signature can't be checked or does not match (each maps to an S3 error code).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SigError {
-    /// The header or query is not a SigV4 signature we can read (`AuthorizationHeaderMalformed`
-    /// / `AuthorizationQueryParametersError`).
-    Malformed(&'static str),
-    /// The request is signed, but not by the secret of its access key (`SignatureDoesNotMatch`).
-    Mismatch,
-}
+/// The header or query is not a SigV4 signature we can read, and why
+/// (`AuthorizationHeaderMalformed` / `AuthorizationQueryParametersError`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Malformed(pub &'static str);
+
+/// The request is signed, but not by the secret of its access key (`SignatureDoesNotMatch`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mismatch;
 
 /// What a request's signature claims: who signed, when, for which scope and headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,8 +54,8 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 }
 
 /// `Credential=AKID/20130524/us-east-1/s3/aws4_request`'s value: (key, date, region, service).
-fn credential(v: &str) -> Result<(String, String, String, String), SigError> {
-    let bad = SigError::Malformed("the credential is not access-key/date/region/service/aws4_request");
+fn credential(v: &str) -> Result<(String, String, String, String), Malformed> {
+    let bad = Malformed("the credential is not access-key/date/region/service/aws4_request");
     let mut it = v.rsplitn(5, '/');
     let (Some("aws4_request"), Some(service), Some(region), Some(date), Some(key)) =
         (it.next(), it.next(), it.next(), it.next(), it.next())
@@ -69,52 +68,50 @@ fn credential(v: &str) -> Result<(String, String, String, String), SigError> {
     Ok((key.into(), date.into(), region.into(), service.into()))
 }
 
-fn signed_header_list(v: &str) -> Result<Vec<String>, SigError> {
+fn signed_header_list(v: &str) -> Result<Vec<String>, Malformed> {
     let names: Vec<String> = v.split(';').map(str::to_string).collect();
     if names.iter().any(|n| n.is_empty() || n.bytes().any(|b| b.is_ascii_uppercase() || b == b' '))
         || !names.iter().any(|n| n == "host")
     {
-        return Err(SigError::Malformed("SignedHeaders must be lowercase names and include host"));
+        return Err(Malformed("SignedHeaders must be lowercase names and include host"));
     }
     Ok(names)
 }
 
-fn check_amz_date(d: &str) -> Result<(), SigError> {
+fn check_amz_date(d: &str) -> Result<(), Malformed> {
     let b = d.as_bytes();
     let ok = b.len() == 16
         && b[8] == b'T'
         && b[15] == b'Z'
         && b[..8].iter().chain(&b[9..15]).all(|c| c.is_ascii_digit());
-    ok.then_some(()).ok_or(SigError::Malformed("the request's date is not YYYYMMDDTHHMMSSZ"))
+    ok.then_some(()).ok_or(Malformed("the request's date is not YYYYMMDDTHHMMSSZ"))
 }
 
 /// Reads an `Authorization: AWS4-HMAC-SHA256 Credential=..., SignedHeaders=..., Signature=...`
 /// header; `amz_date` is the request's `x-amz-date` (or `Date`, which S3 also takes: then in
 /// the signature's form already converted by the caller).
-pub fn parse_header(value: &str, amz_date: &str) -> Result<Claim, SigError> {
+pub fn parse_header(value: &str, amz_date: &str) -> Result<Claim, Malformed> {
     let rest = value
         .strip_prefix(ALGORITHM)
         .filter(|r| r.starts_with(' '))
-        .ok_or(SigError::Malformed("only AWS4-HMAC-SHA256 signatures are accepted"))?;
+        .ok_or(Malformed("only AWS4-HMAC-SHA256 signatures are accepted"))?;
     let (mut cred, mut signed, mut sig) = (None, None, None);
     for part in rest.split(',') {
-        let (k, v) =
-            part.trim().split_once('=').ok_or(SigError::Malformed("a part of Authorization has no ="))?;
+        let (k, v) = part.trim().split_once('=').ok_or(Malformed("a part of Authorization has no ="))?;
         match k {
             "Credential" => cred = Some(v),
             "SignedHeaders" => signed = Some(v),
             "Signature" => sig = Some(v),
-            _ => return Err(SigError::Malformed("Authorization has an unknown part")),
+            _ => return Err(Malformed("Authorization has an unknown part")),
         }
     }
     let (Some(cred), Some(signed), Some(sig)) = (cred, signed, sig) else {
-        return Err(SigError::Malformed("Authorization needs Credential, SignedHeaders and Signature"));
+        return Err(Malformed("Authorization needs Credential, SignedHeaders and Signature"));
     };
     check_amz_date(amz_date)?;
     let (access_key, date, region, service) = credential(cred)?;
-    let signature = unhex(sig)
-        .filter(|s| s.len() == 32)
-        .ok_or(SigError::Malformed("the signature is not 64 hex digits"))?;
+    let signature =
+        unhex(sig).filter(|s| s.len() == 32).ok_or(Malformed("the signature is not 64 hex digits"))?;
     Ok(Claim {
         access_key,
         date,
@@ -129,15 +126,14 @@ pub fn parse_header(value: &str, amz_date: &str) -> Result<Claim, SigError> {
 
 /// Reads a presigned URL's `X-Amz-*` parameters (decoded); None if the query has no
 /// `X-Amz-Signature` (not presigned).
-pub fn parse_query(params: &[(String, String)]) -> Option<Result<Claim, SigError>> {
+pub fn parse_query(params: &[(String, String)]) -> Option<Result<Claim, Malformed>> {
     let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let sig = get("X-Amz-Signature")?;
     Some((|| {
         if get("X-Amz-Algorithm") != Some(ALGORITHM) {
-            return Err(SigError::Malformed("X-Amz-Algorithm must be AWS4-HMAC-SHA256"));
+            return Err(Malformed("X-Amz-Algorithm must be AWS4-HMAC-SHA256"));
         }
-        let missing =
-            SigError::Malformed("a presigned URL needs X-Amz-Credential, -Date, -Expires and -SignedHeaders");
+        let missing = Malformed("a presigned URL needs X-Amz-Credential, -Date, -Expires and -SignedHeaders");
         let (cred, date, expires, signed) = match (
             get("X-Amz-Credential"),
             get("X-Amz-Date"),
@@ -152,11 +148,10 @@ pub fn parse_query(params: &[(String, String)]) -> Option<Result<Claim, SigError
             .parse::<u64>()
             .ok()
             .filter(|e| (1..=PRESIGN_MAX_S).contains(e))
-            .ok_or(SigError::Malformed("X-Amz-Expires must be 1 to 604800 seconds"))?;
+            .ok_or(Malformed("X-Amz-Expires must be 1 to 604800 seconds"))?;
         let (access_key, day, region, service) = credential(cred)?;
-        let signature = unhex(sig)
-            .filter(|s| s.len() == 32)
-            .ok_or(SigError::Malformed("the signature is not 64 hex digits"))?;
+        let signature =
+            unhex(sig).filter(|s| s.len() == 32).ok_or(Malformed("the signature is not 64 hex digits"))?;
         Ok(Claim {
             access_key,
             date: day,
@@ -317,11 +312,11 @@ pub fn signature(secret: &str, claim: &Claim, canonical: &str) -> [u8; 32] {
 }
 
 /// Checks `claim`'s signature of `r` with `secret` (constant time).
-pub fn verify(secret: &str, claim: &Claim, r: &Request<'_>) -> Result<(), SigError> {
+pub fn verify(secret: &str, claim: &Claim, r: &Request<'_>) -> Result<(), Mismatch> {
     let (to_sign, key) = string_and_key(secret, claim, &canonical_request(r, claim));
     let mut m = HmacSha256::new_from_slice(&key).expect("HMAC takes any key length");
     m.update(to_sign.as_bytes());
-    m.verify_slice(&claim.signature).map_err(|_| SigError::Mismatch)
+    m.verify_slice(&claim.signature).map_err(|_| Mismatch)
 }
 
 /// Signs a request as an S3 client does: the `Authorization` header's value for `headers`
@@ -402,9 +397,9 @@ mod tests {
         };
         assert_eq!(hex(&signature(SECRET, &claim, &canonical_request(&r, &claim))), want, "{path}");
         assert_eq!(verify(SECRET, &claim, &r), Ok(()));
-        assert_eq!(verify("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEz", &claim, &r), Err(SigError::Mismatch));
+        assert_eq!(verify("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEz", &claim, &r), Err(Mismatch));
         let r2 = Request { method: "DELETE", ..r };
-        assert_eq!(verify(SECRET, &claim, &r2), Err(SigError::Mismatch));
+        assert_eq!(verify(SECRET, &claim, &r2), Err(Mismatch));
     }
 
     #[test]
@@ -526,10 +521,10 @@ mod tests {
         };
         assert_eq!(verify(SECRET, &claim, &r), Ok(()));
         let r = Request { path: b"/test.txu", ..r };
-        assert_eq!(verify(SECRET, &claim, &r), Err(SigError::Mismatch));
+        assert_eq!(verify(SECRET, &claim, &r), Err(Mismatch));
         let mut long = q.clone();
         long[3].1 = "604801".into();
-        assert!(matches!(parse_query(&long), Some(Err(SigError::Malformed(_)))));
+        assert!(matches!(parse_query(&long), Some(Err(Malformed(_)))));
         assert!(parse_query(&h(&[("prefix", "a")])).is_none());
     }
 
@@ -546,7 +541,7 @@ mod tests {
             "AWS4-HMAC-SHA256 Credential=A/20130524/us-east-1/s3/aws4_request",
             "AWS4-HMAC-SHA256Credential=A/20130524/us-east-1/s3/aws4_request",
         ] {
-            assert!(matches!(parse_header(bad, d), Err(SigError::Malformed(_))), "{bad}");
+            assert!(matches!(parse_header(bad, d), Err(Malformed(_))), "{bad}");
         }
         let ok = format!(
             "AWS4-HMAC-SHA256 Credential=A/20130524/us-east-1/s3/aws4_request, SignedHeaders=host, Signature={}",

@@ -13,6 +13,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Writes an access key's secret file (mode 0600, as the node requires) and returns its path.
+pub fn secret_file(dir: &Path, name: &str, secret: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join(name);
+    std::fs::write(&p, format!("{secret}\n")).expect("write secret");
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    p
+}
+
 /// Runs the binary with `args` to its end, output captured; killed (and the test failed) if it
 /// has not ended within 60 s (a node that should have refused to start, say).
 pub fn run_podstore(args: &[&std::ffi::OsStr]) -> std::process::Output {
