@@ -61,7 +61,7 @@ pub fn hashed() -> Hashed {
 
 /// How the CPU hashes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Kernel {
+enum Kernel {
     /// `md-5`, one stream at a time.
     Single,
     /// AVX2, eight streams at once.
@@ -73,7 +73,7 @@ const LANES: usize = 8;
 
 impl Kernel {
     /// The kernel this CPU has.
-    pub fn detect() -> Kernel {
+    fn detect() -> Kernel {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             return Kernel::X8;
@@ -83,8 +83,9 @@ impl Kernel {
 }
 
 /// Hashes this thread's streams with at most `kernel` (never more than the CPU has): for
-/// tests and measurements of each kernel on one machine.
-pub fn limit_kernel(kernel: Kernel) {
+/// the tests, which try each kernel the machine has.
+#[cfg(test)]
+fn limit_kernel(kernel: Kernel) {
     POOL.with_borrow_mut(|p| p.kernel = kernel.min(Kernel::detect()));
 }
 
@@ -131,8 +132,10 @@ impl Slot {
         self.queued = 0;
     }
 
+    /// The MD5 of what was given, once everything queued is hashed (`Pool::hash` with
+    /// `drain`).
     fn digest(&mut self) -> [u8; 16] {
-        self.drain_single();
+        debug_assert!(self.queue.is_empty(), "hashed before its digest");
         let mut last = [[0u8; 64]; 2];
         let n = self.tail_len;
         let flat = last.as_flattened_mut();
