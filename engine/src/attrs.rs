@@ -13,6 +13,12 @@
 //!
 //! At most [`HEADERS_MAX_BYTES`] encoded, so that a record's header block (128 bytes, the
 //! longest key, the longest content type and these) stays within one 4 KiB read.
+//!
+//! Names starting with `x-podstore-` are the node's own, never a client's (`Attrs::new`
+//! refuses them; `Attrs::headers` leaves them out). One so far: `x-podstore-multipart`, on the
+//! record of a multipart object, whose data is then the manifest naming its parts (the net
+//! crate's format): its value is the whole object's length, its part count and its ETag's
+//! digest (MD5 of the parts' MD5s) as 32 hex digits, separated by spaces ([`Multipart`]).
 
 /// Longest content type.
 pub const CONTENT_TYPE_MAX_BYTES: usize = 255;
@@ -29,6 +35,44 @@ pub enum DigestKind {
     Xxh3,
     /// MD5: written through S3, whose clients compare the ETag with their own MD5.
     Md5,
+}
+
+/// Prefix of the header names that are the node's own.
+const RESERVED_PREFIX: &str = "x-podstore-";
+/// The header that marks a multipart object's manifest record.
+const MULTIPART_HEADER: &str = "x-podstore-multipart";
+
+/// What a multipart object's record says of the whole object (its data is the manifest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Multipart {
+    /// The whole object's length (its parts' lengths added up).
+    pub object_len: u64,
+    /// How many parts it has (1..=10,000).
+    pub parts: u16,
+    /// The MD5 of the parts' MD5s: with `-<parts>`, its ETag.
+    pub etag: [u8; 16],
+}
+
+impl Multipart {
+    fn encode(&self) -> String {
+        let hex: String = self.etag.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{} {} {hex}", self.object_len, self.parts)
+    }
+
+    fn parse(v: &str) -> Option<Multipart> {
+        let mut it = v.split(' ');
+        let object_len = it.next()?.parse().ok()?;
+        let parts: u16 = it.next()?.parse().ok()?;
+        let hex = it.next()?.as_bytes();
+        if it.next().is_some() || hex.len() != 32 || parts == 0 {
+            return None;
+        }
+        let mut etag = [0u8; 16];
+        for (o, pair) in etag.iter_mut().zip(hex.chunks(2)) {
+            *o = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+        }
+        Some(Multipart { object_len, parts, etag })
+    }
 }
 
 /// Why attributes were refused.
@@ -48,6 +92,8 @@ pub enum AttrsError {
     TooLarge(usize),
     #[error("the stored headers are not a valid encoding")]
     Encoding,
+    #[error("header {0} is reserved for the node's own use")]
+    Reserved(String),
 }
 
 /// A record's attributes.
@@ -89,6 +135,9 @@ impl Attrs {
             if name.is_empty() || name.len() > 255 || !name.bytes().all(token_char) {
                 return Err(AttrsError::Name(name.to_string()));
             }
+            if name.starts_with(RESERVED_PREFIX) {
+                return Err(AttrsError::Reserved(name.to_string()));
+            }
             if !value_ok(value) {
                 return Err(AttrsError::Value(name.to_string()));
             }
@@ -126,9 +175,37 @@ impl Attrs {
         &self.headers
     }
 
-    /// The headers, in the order they were given.
+    /// The headers a client gave, in their order (the node's own left out).
     pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.all_headers().filter(|(n, _)| !n.starts_with(RESERVED_PREFIX))
+    }
+
+    fn all_headers(&self) -> impl Iterator<Item = (&str, &str)> {
         Pairs(&self.headers).map(|r| r.expect("headers are valid by construction"))
+    }
+
+    /// What a multipart object's record says of the whole object; None for any other record.
+    pub fn multipart(&self) -> Option<Multipart> {
+        let (_, v) = self.all_headers().find(|(n, _)| *n == MULTIPART_HEADER)?;
+        Some(Multipart::parse(v).expect("checked when the attributes were made"))
+    }
+
+    /// These attributes on a multipart object's record (its data the manifest of its parts).
+    pub fn with_multipart(mut self, m: Multipart) -> Result<Attrs, AttrsError> {
+        if self.multipart().is_some() {
+            return Err(AttrsError::Twice(MULTIPART_HEADER.to_string()));
+        }
+        let value = m.encode();
+        let mut enc = self.headers.to_vec();
+        enc.push(MULTIPART_HEADER.len() as u8);
+        enc.extend_from_slice(MULTIPART_HEADER.as_bytes());
+        enc.extend_from_slice(&(value.len() as u16).to_le_bytes());
+        enc.extend_from_slice(value.as_bytes());
+        if enc.len() > HEADERS_MAX_BYTES {
+            return Err(AttrsError::TooLarge(enc.len()));
+        }
+        self.headers = enc.into();
+        Ok(self)
     }
 
     /// Bytes the attributes take in a record after the key: the content type and the headers.
@@ -156,6 +233,11 @@ pub(crate) fn check_encoding(b: &[u8]) -> Result<(), AttrsError> {
     for p in Pairs(b) {
         let (name, value) = p.ok_or(AttrsError::Encoding)?;
         if name.is_empty() || !name.bytes().all(token_char) || !value_ok(value) || names.contains(&name) {
+            return Err(AttrsError::Encoding);
+        }
+        if name.starts_with(RESERVED_PREFIX)
+            && (name != MULTIPART_HEADER || Multipart::parse(value).is_none())
+        {
             return Err(AttrsError::Encoding);
         }
         names.push(name);
@@ -237,6 +319,32 @@ mod tests {
         let mut bad = enc.to_vec();
         bad[1] = b'C';
         assert_eq!(Attrs::from_stored("", &bad, DigestKind::Xxh3), Err(AttrsError::Encoding));
+    }
+
+    #[test]
+    fn a_multipart_record_says_so_and_clients_cannot() {
+        let m = Multipart { object_len: 5 << 30, parts: 10_000, etag: [0xab; 16] };
+        let a = Attrs::new("video/mp4", [("x-amz-meta-a", "1")], DigestKind::Md5).expect("valid");
+        assert_eq!(a.multipart(), None);
+        let b = a.clone().with_multipart(m).expect("fits");
+        assert_eq!(b.multipart(), Some(m));
+        assert_eq!(b.headers().collect::<Vec<_>>(), [("x-amz-meta-a", "1")], "not a client's header");
+        let c = Attrs::from_stored(&b.content_type, b.encoded_headers(), DigestKind::Md5).expect("decodes");
+        assert_eq!(c.multipart(), Some(m));
+        assert!(matches!(b.with_multipart(m), Err(AttrsError::Twice(_))));
+        assert!(matches!(
+            Attrs::new("", [("x-podstore-multipart", "1 1 00")], DigestKind::Md5),
+            Err(AttrsError::Reserved(_))
+        ));
+        // A stored value that is not a manifest's description is refused, as is any other
+        // reserved name.
+        for (n, v) in [("x-podstore-multipart", "1 0 ab"), ("x-podstore-other", "x")] {
+            let mut enc = vec![n.len() as u8];
+            enc.extend_from_slice(n.as_bytes());
+            enc.extend_from_slice(&(v.len() as u16).to_le_bytes());
+            enc.extend_from_slice(v.as_bytes());
+            assert_eq!(Attrs::from_stored("", &enc, DigestKind::Md5), Err(AttrsError::Encoding), "{n}");
+        }
     }
 
     #[test]

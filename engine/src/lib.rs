@@ -33,7 +33,7 @@ mod shard_set;
 pub mod version;
 pub mod write_memory;
 
-pub use attrs::{Attrs, AttrsError, DigestKind};
+pub use attrs::{Attrs, AttrsError, DigestKind, Multipart};
 pub use error::{Error, Result};
 pub use hex::{hex, hex_into};
 pub use shard::{compact, scrub};

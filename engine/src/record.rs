@@ -28,7 +28,7 @@
 //!     32    8 created, milliseconds since the Unix epoch
 //!     40    8 object length, bytes (0 for a tombstone)
 //!     48    8 record length, bytes (multiple of 4096, everything above included)
-//!     56    2 key length (1..=1088: bucket, `/`, key; see KEY_MAX_BYTES)
+//!     56    2 key length (1..=1152: bucket, `/`, key; see KEY_MAX_BYTES)
 //!     58    1 content type length (0..=255)
 //!     59    2 headers length (0..=2560: the content headers kept with the object, encoded
 //!             as attrs.rs says)
@@ -58,7 +58,7 @@
 //! Version history: 1 (first); 2 (the header tag; a shard of version 1 has no record key and is
 //! refused at open). Within version 2, keys up to 1088 bytes since 2026-12 (1024 before: a
 //! build older than that reads a record with a longer key as damaged, so downgrade only to a
-//! build that has this limit); the headers length, the headers and the MD5 flag since 2026-12
+//! build that has this limit), up to 1152 since late 2026-12 (the same rule); the headers length, the headers and the MD5 flag since 2026-12
 //! too (a build before them reads such a record as damaged: the same rule).
 
 use podstore_disks::le;
@@ -80,8 +80,13 @@ pub const CHUNK_BYTES: u64 = 1 << 20;
 /// Block in which the writer's two sums (XXH3-128, CRC32C) advance together.
 const SUMS_BLOCK_BYTES: usize = 64 << 10;
 /// Longest storage key: a bucket of up to 63 bytes, a slash and an API key of up to 1024 bytes
-/// (API.md "Names"). Until 2026-12 it was 1024, which refused the longest API keys.
-pub const KEY_MAX_BYTES: usize = 63 + 1 + 1024;
+/// (API.md "Names"), and 64 more for the node's own names built from them (a multipart
+/// upload's parts and state: a reserved bucket, the client's bucket and key, the upload's id).
+/// Until 2026-12 it was 1024, then 1088. The longest header block still fits one 4 KiB read:
+/// 128 + 1152 + 255 (content type) + 2560 (headers) = 4095.
+pub const KEY_MAX_BYTES: usize = 63 + 1 + 1024 + 64;
+const _: () =
+    assert!(HEADER_BYTES + KEY_MAX_BYTES + CONTENT_TYPE_MAX_BYTES + HEADERS_MAX_BYTES <= BLOCK as usize);
 pub use crate::attrs::CONTENT_TYPE_MAX_BYTES;
 /// Block size of the format.
 pub const BLOCK: u64 = 4096;

@@ -14,6 +14,7 @@ pub mod core;
 pub mod http;
 pub mod list;
 pub mod maintenance;
+pub mod manifest;
 pub mod msg;
 pub mod names;
 pub mod node;

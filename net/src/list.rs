@@ -151,6 +151,11 @@ where
             if out.len() == max {
                 return Ok(out);
             }
+            // The node's own buckets (a multipart upload's parts and state) start with a dot,
+            // which no client's may.
+            if p.first() == Some(&b'.') {
+                continue;
+            }
             // Storage keys are `bucket/key` with a valid bucket: the prefix is `bucket/`.
             out.push(String::from_utf8_lossy(&p[..p.len() - 1]).into_owned());
         }

@@ -107,10 +107,21 @@ pub fn validate_name(bucket: &str, key: &[u8], key_bytes_max: usize) -> Result<(
 }
 
 /// [`validate_name`] for a copied write, which may also be a bucket's own record (an empty
-/// key: `bucket/`, written by S3's CreateBucket so every member knows the bucket).
+/// key: `bucket/`, written by S3's CreateBucket so every member knows the bucket) or a record
+/// of the node's own reserved buckets (a multipart upload's state and parts, `manifest.rs`:
+/// any key that fits the engine's).
 pub fn validate_copied_name(bucket: &str, key: &[u8], key_bytes_max: usize) -> Result<(), NameError> {
     if key.is_empty() && valid_bucket(bucket) {
         return Ok(());
+    }
+    if crate::manifest::is_reserved_bucket(bucket.as_bytes()) {
+        return match key.len() {
+            0 => Err(NameError::Invalid("empty key")),
+            n if bucket.len() + 1 + n > podstore_engine::record::KEY_MAX_BYTES => {
+                Err(NameError::Invalid("key too long"))
+            }
+            _ => Ok(()),
+        };
     }
     validate_name(bucket, key, key_bytes_max)
 }

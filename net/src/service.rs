@@ -23,9 +23,11 @@ use tokio::sync::{mpsc, oneshot};
 pub use crate::body::BodySource;
 use crate::checks::{Algorithm, Check, ContentHash, Running};
 use crate::list::{ListPage, ListRequest};
+use crate::manifest::Manifest;
 use crate::msg::{BodyMsg, CoreMsg, GetStart, PutOutcome};
 use crate::names::ObjectName;
 use crate::peer::link::{CopyError, CopyResult, Links, Piece};
+use crate::range::RangeAnswer;
 use crate::shared::{Shards, Shared, PIECES_IN_FLIGHT_MAX};
 
 /// PUT bodies up to this size are read whole before they go to the owning core (fewer
@@ -63,6 +65,10 @@ pub enum Error {
     CopiesUnavailable { written: u32, want: u32 },
     #[error("no such object")]
     NotFound,
+    /// A multipart object's manifest or one of its parts is not what its completion wrote
+    /// (damaged, or a part gone): the object can't be read whole.
+    #[error("{0}")]
+    Damaged(String),
     #[error(transparent)]
     Engine(#[from] podstore_engine::Error),
 }
@@ -696,10 +702,135 @@ impl Objects {
         Ok(rx.await.map_err(|_| gone())??)
     }
 
-    /// Reads an object (`range`: the client's Range header; `head`: no body). A key that a
-    /// move between disks hid is looked for again; one missing here (and not deleted) or
-    /// damaged is asked of the peers first (read repair).
+    /// Reads an object (`range`: the client's Range header; `head`: no body): one record, or
+    /// a multipart object's parts in turn (`manifest.rs`), its meta then the whole object's
+    /// (its length, its ETag's digest).
     pub async fn get(&self, key: &[u8], range: Option<String>, head: bool) -> Result<GetStart, Error> {
+        let start = self.get_record(key, range.clone(), head).await?;
+        match start.meta.attrs.multipart() {
+            None => Ok(start),
+            Some(m) => self.get_multipart(key, start, m, range, head).await,
+        }
+    }
+
+    /// A multipart object: its manifest (the record's data, read whole: read again without
+    /// the client's range when one was asked), then the parts that the range covers streamed
+    /// in order, each checked to be the part the completion named (version, length, MD5).
+    async fn get_multipart(
+        &self,
+        key: &[u8],
+        start: GetStart,
+        m: podstore_engine::Multipart,
+        range: Option<String>,
+        head: bool,
+    ) -> Result<GetStart, Error> {
+        let mut meta = start.meta.clone();
+        meta.object_len = m.object_len;
+        meta.digest = m.etag;
+        let answer = crate::range::resolve(range.as_deref(), m.object_len);
+        let (from, end) = match answer {
+            RangeAnswer::Whole => (0, m.object_len),
+            RangeAnswer::Part { start, end } => (start, end),
+            RangeAnswer::Unsatisfiable => (0, 0),
+        };
+        if head || from == end {
+            return Ok(GetStart { meta, range: answer, first: None, body: None });
+        }
+        let whole = if range.is_none() { start } else { self.get_record(key, None, false).await? };
+        if whole.meta.version != meta.version {
+            return Err(Error::Unavailable("the object was written again while it was read"));
+        }
+        let bytes = read_whole(whole).await?;
+        let manifest = Manifest::decode(&bytes).map_err(|e| Error::Damaged(e.to_string()))?;
+        if manifest.object_len() != m.object_len || manifest.parts.len() != m.parts as usize {
+            return Err(Error::Damaged("the manifest does not match its record".into()));
+        }
+        let (tx, rx) = mpsc::channel(PIECES_IN_FLIGHT_MAX);
+        let svc = self.detached();
+        tokio::task::spawn_local(async move {
+            if let Err(why) = svc.stream_parts(&manifest, (from, end), &tx).await {
+                metrics::counter!("podstore_multipart_read_failures_total").increment(1);
+                tracing::warn!("a multipart read stopped: {why}");
+                let _ = tx.send(Err(why)).await;
+            }
+        });
+        Ok(GetStart { meta, range: answer, first: None, body: Some(rx) })
+    }
+
+    /// The manifest of the multipart object at `key`, with its record's meta (None: the key
+    /// holds no object, or one that is not a multipart object).
+    pub async fn manifest(
+        &self,
+        key: &[u8],
+    ) -> Result<Option<(podstore_engine::ObjectMeta, Manifest)>, Error> {
+        let start = match self.get_record(key, None, false).await {
+            Ok(s) => s,
+            Err(Error::NotFound) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if start.meta.attrs.multipart().is_none() {
+            return Ok(None);
+        }
+        let meta = start.meta.clone();
+        let bytes = read_whole(start).await?;
+        let manifest = Manifest::decode(&bytes).map_err(|e| Error::Damaged(e.to_string()))?;
+        Ok(Some((meta, manifest)))
+    }
+
+    /// Sends bytes `from..end` of a multipart object, part after part, to `tx`.
+    async fn stream_parts(
+        &self,
+        manifest: &Manifest,
+        (from, end): (u64, u64),
+        tx: &mpsc::Sender<crate::body::Piece>,
+    ) -> Result<(), String> {
+        let mut at = 0u64;
+        for p in &manifest.parts {
+            let (ps, pe) = (at, at + p.len);
+            at = pe;
+            if pe <= from || ps >= end {
+                continue;
+            }
+            let (a, b) = (from.max(ps) - ps, end.min(pe) - ps);
+            let range = (a > 0 || b < p.len).then(|| format!("bytes={a}-{}", b - 1));
+            let key = manifest.part_storage_key(p);
+            let got =
+                self.get_record(&key, range, false).await.map_err(|e| format!("part {}: {e}", p.number))?;
+            let meta = &got.meta;
+            if meta.version != p.version || meta.object_len != p.len || meta.digest != p.md5 {
+                return Err(format!("part {} is not the one the upload's completion named", p.number));
+            }
+            let mut sent = 0u64;
+            let mut pieces = got.body;
+            let mut next = got.first.map(Ok);
+            loop {
+                let piece = match next.take() {
+                    Some(piece) => piece,
+                    None => match pieces.as_mut() {
+                        Some(rx) => match rx.recv().await {
+                            Some(piece) => piece,
+                            None => break,
+                        },
+                        None => break,
+                    },
+                };
+                let data = piece.map_err(|e| format!("part {}: {e}", p.number))?;
+                sent += data.len() as u64;
+                if tx.send(Ok(data)).await.is_err() {
+                    return Ok(()); // the client went away
+                }
+            }
+            if sent != b - a {
+                return Err(format!("part {} ended after {sent} of {} bytes", p.number, b - a));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads one record (see [`Objects::get`]). A key that a move between disks hid is looked
+    /// for again; one missing here (and not deleted) or damaged is asked of the peers first
+    /// (read repair).
+    async fn get_record(&self, key: &[u8], range: Option<String>, head: bool) -> Result<GetStart, Error> {
         self.check_ready()?;
         let shared = &self.shared;
         // Read before the disks are asked where the key is: a move that completes after this
@@ -760,6 +891,23 @@ impl Objects {
         }
         false
     }
+}
+
+/// The whole data of a record read without a range (a manifest: at most about 480 KiB).
+async fn read_whole(start: GetStart) -> Result<Vec<u8>, Error> {
+    let mut out = Vec::with_capacity(start.meta.object_len as usize);
+    out.extend_from_slice(start.first.as_deref().unwrap_or_default());
+    if let Some(mut rx) = start.body {
+        while let Some(piece) = rx.recv().await {
+            out.extend_from_slice(
+                &piece.map_err(|e| Error::Damaged(format!("a manifest's read failed: {e}")))?,
+            );
+        }
+    }
+    if out.len() as u64 != start.meta.object_len {
+        return Err(Error::Damaged("a manifest's read ended early".into()));
+    }
+    Ok(out)
 }
 
 /// Where a PUT's body goes as it arrives: the client's MD5 check, the XXH3 the peers check

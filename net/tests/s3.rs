@@ -4,6 +4,9 @@
 //! an unsigned request are refused with S3's error codes. Writes: `aws s3 cp` (single part,
 //! with metadata and the CLI's CRC32 checksum), a tree up and back, `aws s3 rm --recursive`
 //! (DeleteObjects), a wrong Content-MD5 storing nothing, and one namespace with the native API.
+//! Multipart: `aws s3 cp` of a 200 MiB file both ways, `aws s3 sync` of a tree with large
+//! files and back, and the `aws s3api` multipart calls by hand (list-parts, list uploads,
+//! abort, complete).
 //! Needs the AWS CLI and curl: it runs when asked (`cargo test -- --ignored`; `.ci/run`
 //! installs both and runs it).
 
@@ -17,12 +20,11 @@ const UP: &str = "dXBsb2FkZXItc2VjcmV0LWZvci10aGUtczMtdGVzdHMtLQ==";
 const RO: &str = "cmVhZGVyLXNlY3JldC1mb3ItdGhlLXMzLXRlc3RzLS0tLQ==";
 
 /// The CLI's configuration: Signature Version 4 for presigned URLs too (version 1 of the CLI
-/// presigns with version 2, which comes later).
-/// Multipart uploads come later: the CLI uploads files up to 64 MiB in one PUT.
+/// presigns with version 2, which comes later). Multipart uploads at the CLI's defaults (files
+/// from 8 MiB, in parts of 8 MiB, 10 at a time).
 fn aws_config() -> std::path::PathBuf {
     let p = std::env::temp_dir().join(format!("podstore-it-aws-config-{}", std::process::id()));
-    std::fs::write(&p, "[default]\ns3 =\n    signature_version = s3v4\n    multipart_threshold = 64MB\n")
-        .expect("write aws config");
+    std::fs::write(&p, "[default]\ns3 =\n    signature_version = s3v4\n").expect("write aws config");
     p
 }
 
@@ -423,4 +425,159 @@ fn the_aws_cli_writes_and_deletes_in_one_namespace_with_the_native_api() {
         "nothing stored"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn md5_raw(b: &[u8]) -> [u8; 16] {
+    use md5::Digest;
+    md5::Md5::digest(b).into()
+}
+
+#[test]
+#[ignore = "needs the AWS CLI (apt-get install awscli): cargo test -- --ignored (.ci/run runs it)"]
+fn the_aws_cli_moves_large_files_in_parts() {
+    let dir = fresh_dir("s3-multipart-cli");
+    let (data, admin, s3) = (free_addr(), free_addr(), free_addr());
+    let mut text = common::config_text(&dir, data, admin, "");
+    text = text.replacen("[listen]\n", &format!("[listen]\ns3 = \"{s3}\"\n"), 1);
+    text.push_str(&format!(
+        "\n[auth]\n\n[[auth.keys]]\nid = \"uploader\"\nsecret_file = \"{}\"\n",
+        secret_file(&dir, "up", UP).display()
+    ));
+    let node = Node::start_with_config(dir.clone(), data, admin, text);
+    let up = |args: &[&str]| ok(aws(s3, "uploader", UP, args));
+
+    // 200 MiB up in 25 parts of 8 MiB, and back.
+    let big: Vec<u8> = (0..200u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+    let file = dir.join("video.bin");
+    std::fs::write(&file, &big).expect("write");
+    up(&["s3", "cp", &file.display().to_string(), "s3://media/video.bin"]);
+    let head =
+        json(aws(s3, "uploader", UP, &["s3api", "head-object", "--bucket", "media", "--key", "video.bin"]));
+    assert_eq!(head["ContentLength"], 200u64 << 20, "{head}");
+    let mut md5s = Vec::new();
+    for chunk in big.chunks(8 << 20) {
+        md5s.extend_from_slice(&md5_raw(chunk));
+    }
+    let etag = format!("\"{}-25\"", md5_hex(&md5s));
+    assert_eq!(head["ETag"].as_str(), Some(etag.as_str()), "S3's multipart ETag");
+    let back = dir.join("back.bin");
+    up(&["s3", "cp", "s3://media/video.bin", &back.display().to_string()]);
+    assert!(std::fs::read(&back).expect("read back") == big, "200 MiB back byte for byte");
+    std::fs::remove_file(&back).expect("rm");
+    // Nothing was written twice: the disks hold about 200 MiB for it, not 400.
+    let used: f64 = common::metric(&node, "podstore_disk_used_bytes");
+    assert!(used < 260.0 * (1 << 20) as f64, "{used} bytes used for a 200 MiB object");
+
+    // A tree with large and small files, synced up and back.
+    let tree = dir.join("tree");
+    std::fs::create_dir_all(tree.join("clips")).expect("mkdir");
+    let mut files = Vec::new();
+    for i in 0..6u32 {
+        let len = if i % 2 == 0 { (9 << 20) + i as usize * 4099 } else { 1000 * i as usize };
+        let body: Vec<u8> = (0..len as u32).map(|b| (b.wrapping_mul(40_503) ^ i) as u8).collect();
+        let name = format!("clips/c{i}.mp4");
+        std::fs::write(tree.join(&name), &body).expect("write");
+        files.push((name, body));
+    }
+    up(&["s3", "sync", &tree.display().to_string(), "s3://media/tree/"]);
+    let down = dir.join("down");
+    up(&["s3", "sync", "s3://media/tree/", &down.display().to_string()]);
+    for (name, body) in &files {
+        assert!(std::fs::read(down.join(name)).expect("read") == *body, "{name}");
+    }
+    // A second sync has nothing to do: sizes and times match.
+    let again = up(&["s3", "sync", &tree.display().to_string(), "s3://media/tree/"]);
+    assert!(again.trim().is_empty(), "{again}");
+
+    // The multipart calls by hand.
+    let created = json(aws(
+        s3,
+        "uploader",
+        UP,
+        &["s3api", "create-multipart-upload", "--bucket", "media", "--key", "hand.bin"],
+    ));
+    let id = created["UploadId"].as_str().expect("upload id").to_string();
+    let part1 = dir.join("p1");
+    let part2 = dir.join("p2");
+    std::fs::write(&part1, vec![1u8; 5 << 20]).expect("write");
+    std::fs::write(&part2, b"the last part").expect("write");
+    let mut etags = Vec::new();
+    for (n, p) in [("1", &part1), ("2", &part2)] {
+        let r = json(aws(
+            s3,
+            "uploader",
+            UP,
+            &[
+                "s3api",
+                "upload-part",
+                "--bucket",
+                "media",
+                "--key",
+                "hand.bin",
+                "--upload-id",
+                &id,
+                "--part-number",
+                n,
+                "--body",
+                &p.display().to_string(),
+            ],
+        ));
+        etags.push(r["ETag"].as_str().expect("etag").to_string());
+    }
+    let parts = json(aws(
+        s3,
+        "uploader",
+        UP,
+        &["s3api", "list-parts", "--bucket", "media", "--key", "hand.bin", "--upload-id", &id],
+    ));
+    assert_eq!(parts["Parts"].as_array().map(Vec::len), Some(2), "{parts}");
+    assert_eq!(parts["Parts"][1]["Size"], 13);
+    let uploads = json(aws(s3, "uploader", UP, &["s3api", "list-multipart-uploads", "--bucket", "media"]));
+    assert_eq!(uploads["Uploads"][0]["UploadId"].as_str(), Some(id.as_str()), "{uploads}");
+    let doc = serde_json::json!({"Parts": [
+        {"PartNumber": 1, "ETag": etags[0]}, {"PartNumber": 2, "ETag": etags[1]}
+    ]});
+    let doc_file = dir.join("parts.json");
+    std::fs::write(&doc_file, doc.to_string()).expect("write");
+    let done = json(aws(
+        s3,
+        "uploader",
+        UP,
+        &[
+            "s3api",
+            "complete-multipart-upload",
+            "--bucket",
+            "media",
+            "--key",
+            "hand.bin",
+            "--upload-id",
+            &id,
+            "--multipart-upload",
+            &format!("file://{}", doc_file.display()),
+        ],
+    ));
+    assert!(done["ETag"].as_str().is_some_and(|e| e.ends_with("-2\"")), "{done}");
+    let got = dir.join("hand.out");
+    up(&["s3", "cp", "s3://media/hand.bin", &got.display().to_string()]);
+    let mut want = vec![1u8; 5 << 20];
+    want.extend_from_slice(b"the last part");
+    assert!(std::fs::read(&got).expect("read") == want);
+    // An abort, then the upload is gone.
+    let created = json(aws(
+        s3,
+        "uploader",
+        UP,
+        &["s3api", "create-multipart-upload", "--bucket", "media", "--key", "gone.bin"],
+    ));
+    let id = created["UploadId"].as_str().expect("upload id").to_string();
+    up(&["s3api", "abort-multipart-upload", "--bucket", "media", "--key", "gone.bin", "--upload-id", &id]);
+    let left = json(aws(s3, "uploader", UP, &["s3api", "list-multipart-uploads", "--bucket", "media"]));
+    assert!(left.get("Uploads").is_none(), "{left}");
+    let listed = aws(
+        s3,
+        "uploader",
+        UP,
+        &["s3api", "list-parts", "--bucket", "media", "--key", "gone.bin", "--upload-id", &id],
+    );
+    assert!(String::from_utf8_lossy(&listed.stderr).contains("NoSuchUpload"));
 }

@@ -6,7 +6,9 @@
 //! offset size field
 //!      0    2 key length (1..=KEY_MAX_BYTES)
 //!      2    1 kind: 1 live object, 2 tombstone, 3 gone (the disk no longer holds the key);
-//!             bit 7 set (live only): the digest is the content's MD5, not its XXH3-128
+//!             bit 7 set (live only): the digest is the content's MD5, not its XXH3-128;
+//!             bit 6 set (live MD5 only): a multipart object (the length and the digest are
+//!             the whole object's and its ETag's; its part count follows the content type)
 //!      3    1 content type length (0..=255; 0 unless live)
 //!      4    8 version: hybrid logical clock
 //!     12    8 version: origin
@@ -15,9 +17,11 @@
 //!     36   16 content digest (the ETag)
 //!     52    k key
 //!   52+k    c content type
+//! 52+k+c    2 part count (bit 6 of the kind only)
 //! ```
 //! Version history: 1 (first), with run format 1; within it, bit 7 of the kind since 2026-12
-//! (a build before it finds such a run damaged and rebuilds the name index from the records).
+//! and bit 6 since late 2026-12 (a build before either finds such a run damaged and rebuilds
+//! the name index from the records).
 
 use podstore_disks::le;
 
@@ -28,7 +32,7 @@ use crate::Version;
 /// Fixed part of an encoded entry.
 pub const ENTRY_FIXED_BYTES: usize = 52;
 /// Longest encoded entry.
-pub const ENTRY_MAX_BYTES: usize = ENTRY_FIXED_BYTES + KEY_MAX_BYTES + CONTENT_TYPE_MAX_BYTES;
+pub const ENTRY_MAX_BYTES: usize = ENTRY_FIXED_BYTES + KEY_MAX_BYTES + CONTENT_TYPE_MAX_BYTES + 2;
 
 const E_KEY_LEN: usize = 0;
 const E_KIND: usize = 2;
@@ -40,6 +44,8 @@ const E_CREATED: usize = 28;
 const E_DIGEST: usize = 36;
 /// The kind byte's bit that marks an MD5 digest.
 const KIND_MD5: u8 = 0x80;
+/// The kind byte's bit that marks a multipart object.
+const KIND_MULTIPART: u8 = 0x40;
 const _: () = assert!(le::tiles(
     &[
         (E_KEY_LEN, 2),
@@ -77,13 +83,21 @@ pub struct Name {
     /// The digest's algorithm (what an S3 listing shows as the ETag depends on it).
     pub digest_kind: DigestKind,
     pub content_type: Box<str>,
+    /// A multipart object's part count (its ETag is the digest with `-<parts>`); 0 for any
+    /// other.
+    pub parts: u16,
 }
 
 impl Name {
-    /// A live object.
+    /// A live object: its record's length and digest, or for a multipart object's record
+    /// (a manifest) the whole object's length and its ETag's digest.
     pub fn live(version: Version, object_len: u64, created_ms: u64, digest: [u8; 16], attrs: &Attrs) -> Name {
         let ct = &attrs.content_type;
         assert!(ct.len() <= CONTENT_TYPE_MAX_BYTES, "content type of {} bytes", ct.len());
+        let (object_len, digest, parts) = match attrs.multipart() {
+            Some(m) if attrs.digest == DigestKind::Md5 => (m.object_len, m.etag, m.parts),
+            _ => (object_len, digest, 0),
+        };
         Name {
             kind: Kind::Live,
             version,
@@ -92,6 +106,7 @@ impl Name {
             digest,
             digest_kind: attrs.digest,
             content_type: ct.clone(),
+            parts,
         }
     }
 
@@ -105,6 +120,7 @@ impl Name {
             digest: [0; 16],
             digest_kind: DigestKind::Xxh3,
             content_type: "".into(),
+            parts: 0,
         }
     }
 
@@ -118,12 +134,13 @@ impl Name {
             digest: [0; 16],
             digest_kind: DigestKind::Xxh3,
             content_type: "".into(),
+            parts: 0,
         }
     }
 
     /// Bytes of the encoded entry with a key of `key_len` bytes.
     pub fn encoded_len(&self, key_len: usize) -> usize {
-        ENTRY_FIXED_BYTES + key_len + self.content_type.len()
+        ENTRY_FIXED_BYTES + key_len + self.content_type.len() + if self.parts > 0 { 2 } else { 0 }
     }
 
     /// Appends the encoded entry to `out`.
@@ -134,7 +151,8 @@ impl Name {
         let b = &mut out[start..];
         le::put(b, E_KEY_LEN, key.len() as u16);
         let md5 = if self.digest_kind == DigestKind::Md5 { KIND_MD5 } else { 0 };
-        le::put(b, E_KIND, self.kind as u8 | md5);
+        let multipart = if self.parts > 0 { KIND_MULTIPART } else { 0 };
+        le::put(b, E_KIND, self.kind as u8 | md5 | multipart);
         le::put(b, E_CT_LEN, self.content_type.len() as u8);
         le::put(b, E_HLC, self.version.hlc);
         le::put(b, E_ORIGIN, self.version.origin);
@@ -143,6 +161,9 @@ impl Name {
         b[E_DIGEST..E_DIGEST + 16].copy_from_slice(&self.digest);
         out.extend_from_slice(key);
         out.extend_from_slice(self.content_type.as_bytes());
+        if self.parts > 0 {
+            out.extend_from_slice(&self.parts.to_le_bytes());
+        }
     }
 
     /// Decodes the entry at the start of `b`: the key, the name and the bytes it took. None if
@@ -154,16 +175,26 @@ impl Name {
         if key_len == 0 || key_len > KEY_MAX_BYTES {
             return None;
         }
-        let (kind, digest_kind) = match le::get::<u8>(fixed, E_KIND) {
-            1 => (Kind::Live, DigestKind::Xxh3),
-            0x81 => (Kind::Live, DigestKind::Md5),
-            2 => (Kind::Tombstone, DigestKind::Xxh3),
-            3 => (Kind::Gone, DigestKind::Xxh3),
+        let (kind, digest_kind, multipart) = match le::get::<u8>(fixed, E_KIND) {
+            1 => (Kind::Live, DigestKind::Xxh3, false),
+            0x81 => (Kind::Live, DigestKind::Md5, false),
+            0xC1 => (Kind::Live, DigestKind::Md5, true),
+            2 => (Kind::Tombstone, DigestKind::Xxh3, false),
+            3 => (Kind::Gone, DigestKind::Xxh3, false),
             _ => return None,
         };
-        let len = ENTRY_FIXED_BYTES + key_len + ct_len;
+        let ct_end = ENTRY_FIXED_BYTES + key_len + ct_len;
         let key = b.get(ENTRY_FIXED_BYTES..ENTRY_FIXED_BYTES + key_len)?;
-        let ct = std::str::from_utf8(b.get(ENTRY_FIXED_BYTES + key_len..len)?).ok()?;
+        let ct = std::str::from_utf8(b.get(ENTRY_FIXED_BYTES + key_len..ct_end)?).ok()?;
+        let (parts, len) = if multipart {
+            let parts = u16::from_le_bytes(b.get(ct_end..ct_end + 2)?.try_into().ok()?);
+            if parts == 0 {
+                return None;
+            }
+            (parts, ct_end + 2)
+        } else {
+            (0, ct_end)
+        };
         let mut digest = [0u8; 16];
         digest.copy_from_slice(&fixed[E_DIGEST..E_DIGEST + 16]);
         let name = Name {
@@ -174,6 +205,7 @@ impl Name {
             digest,
             digest_kind,
             content_type: ct.into(),
+            parts,
         };
         Some((key, name, len))
     }
@@ -195,6 +227,17 @@ mod tests {
         let names = [
             Name::live(v, 12345, 1_700_000_000_000, [9; 16], &"image/jpeg".into()),
             Name::live(v, 1, 2, [8; 16], &Attrs::new("text/plain", [], DigestKind::Md5).expect("valid")),
+            Name::live(
+                v,
+                420,
+                2,
+                [8; 16],
+                &Attrs::new("video/mp4", [], DigestKind::Md5)
+                    .and_then(|a| {
+                        a.with_multipart(crate::Multipart { object_len: 9 << 30, parts: 1000, etag: [5; 16] })
+                    })
+                    .expect("valid"),
+            ),
             Name::tombstone(v, 5),
             Name::gone(),
         ];
@@ -205,6 +248,9 @@ mod tests {
             assert_eq!(out.len(), 3 + n.encoded_len(key.len()));
             let (k, d, used) = Name::decode(&out[3..]).expect("decodes");
             assert_eq!((k, &d, used), (&key[..], &n, n.encoded_len(key.len())));
+            if n.parts > 0 {
+                assert_eq!((d.object_len, d.digest, d.parts), (9 << 30, [5; 16], 1000), "the whole object's");
+            }
             // Every truncation fails cleanly.
             for cut in 0..used {
                 assert!(Name::decode(&out[3..3 + cut]).is_none(), "cut at {cut}");

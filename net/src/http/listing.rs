@@ -106,7 +106,10 @@ pub(super) async fn list(
         "objects": page.objects.iter().map(|o| serde_json::json!({
             "key": text(&o.key),
             "size": o.name.object_len,
-            "etag": podstore_engine::hex(&o.name.digest),
+            "etag": match o.name.parts {
+                0 => podstore_engine::hex(&o.name.digest),
+                n => format!("{}-{n}", podstore_engine::hex(&o.name.digest)),
+            },
             "last_modified": crate::units::iso8601_ms(o.name.created_ms),
             "content_type": &*o.name.content_type,
         })).collect::<Vec<_>>(),

@@ -252,8 +252,13 @@ pub(super) fn copies(h: &HeaderMap, cfg: &crate::config::Config) -> Result<u32, 
         .map_err(|m| err(StatusCode::BAD_REQUEST, "bad_copies", m))
 }
 
-pub(super) fn etag(meta_digest: &[u8; 16]) -> String {
-    format!("\"{}\"", podstore_engine::hex(meta_digest))
+/// A native ETag: the content digest in hex; for a multipart object (written through S3) the
+/// MD5 of its parts' MD5s and `-<parts>`, as S3 shows it.
+pub(super) fn etag(meta_digest: &[u8; 16], parts: u16) -> String {
+    match parts {
+        0 => format!("\"{}\"", podstore_engine::hex(meta_digest)),
+        n => format!("\"{}-{n}\"", podstore_engine::hex(meta_digest)),
+    }
 }
 
 impl From<service::Error> for ApiError {
@@ -270,6 +275,7 @@ impl From<service::Error> for ApiError {
                 err(StatusCode::SERVICE_UNAVAILABLE, "copies_unavailable", message)
             }
             E::NotFound => err(StatusCode::NOT_FOUND, "not_found", message),
+            E::Damaged(_) => err(StatusCode::INTERNAL_SERVER_ERROR, "damaged", message),
             E::Engine(e) => engine_error(e),
         }
     }

@@ -70,7 +70,7 @@ pub(super) async fn put(
     let put = PutRequest { name, len, attrs: content_type.as_str().into(), checks, copies };
     let written = objects.put(put, body).await?;
     Ok(base_response(StatusCode::CREATED)
-        .header(header::ETAG, etag(&written.digest))
+        .header(header::ETAG, etag(&written.digest, 0))
         .header("x-copies-written", written.copies)
         .header(header::CONTENT_LENGTH, 0)
         .body(RespBody::Empty)
@@ -100,7 +100,7 @@ pub(super) async fn get(
     let range = h.get(header::RANGE).and_then(|v| v.to_str().ok()).map(str::to_string);
     let start = objects.get(&name.storage_key(), range, head).await?;
     let meta = &start.meta;
-    let tag = etag(&meta.digest);
+    let tag = etag(&meta.digest, meta.attrs.multipart().map_or(0, |m| m.parts));
     let modified = last_modified(meta);
     let lm = httpdate::fmt_http_date(modified);
     // Conditional requests (API.md): If-Match, If-Unmodified-Since, If-None-Match,

@@ -137,8 +137,8 @@ pub(super) async fn list(objects: &Objects, signer: Option<&str>) -> Result<Resp
     Ok(xml(x))
 }
 
-/// The empty body of a bucket's record.
-struct NoBody;
+/// The empty body of a record with no data (a bucket's, an open upload's).
+pub(super) struct NoBody;
 
 impl crate::service::BodySource for NoBody {
     async fn next(&mut self) -> Option<Result<bytes::Bytes, String>> {

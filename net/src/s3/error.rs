@@ -80,6 +80,7 @@ impl From<crate::service::Error> for S3Error {
                 format!("The {header} you specified did not match what we received."),
             ),
             E::IncompleteBody(_) => S3Error::new(StatusCode::BAD_REQUEST, "IncompleteBody", message),
+            E::Damaged(_) => S3Error::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", message),
             E::Engine(e) => match e {
                 podstore_engine::Error::Invalid(_) => S3Error::invalid_argument(e.to_string()),
                 podstore_engine::Error::TooLarge { .. } => {

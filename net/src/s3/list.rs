@@ -163,7 +163,7 @@ pub(super) async fn list_objects(
              <StorageClass>STANDARD</StorageClass></{entry}>",
             name_text(&o.key, url),
             crate::units::iso8601_ms(o.name.created_ms),
-            escape(etag(&o.name.digest, o.name.digest_kind)),
+            escape(etag(&o.name.digest, o.name.digest_kind, o.name.parts)),
             o.name.object_len,
             if owner { "<Owner><ID>podstore</ID><DisplayName>podstore</DisplayName></Owner>" } else { "" },
         ));

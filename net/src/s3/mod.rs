@@ -6,11 +6,13 @@
 //! `response-*` overrides, the content headers kept with the object; `object.rs`), PutObject,
 //! DeleteObject and DeleteObjects (`write.rs`), ListObjectsV2 and ListObjects (`list.rs`),
 //! ListBuckets (the buckets holding objects), HeadBucket, GetBucketLocation and
-//! GetBucketVersioning. Every other operation answers `501 NotImplemented`.
+//! GetBucketVersioning, multipart uploads (`multipart.rs`). Every other operation answers
+//! `501 NotImplemented`.
 
 mod bucket;
 pub mod error;
 mod list;
+mod multipart;
 mod object;
 pub mod sigv4;
 mod write;
@@ -138,6 +140,14 @@ async fn route(
     }
     let r = S3Request { method: &req.method, bucket, key, query: &query, headers: &req.headers };
     match (&req.method, key.is_empty()) {
+        (&Method::POST, false) if r.has("uploads") => multipart::create(objects, &r).await,
+        (&Method::POST, false) if r.has("uploadId") => multipart::complete(objects, &r, body).await,
+        (&Method::PUT, false) if r.has("uploadId") && r.has("partNumber") => {
+            multipart::upload_part(objects, &r, body).await
+        }
+        (&Method::DELETE, false) if r.has("uploadId") => multipart::abort(objects, &r).await,
+        (&Method::GET, false) if r.has("uploadId") => multipart::list_parts(objects, &r).await,
+        (&Method::GET, true) if r.has("uploads") => multipart::list_uploads(objects, &r).await,
         (&Method::GET | &Method::HEAD, false) if object_subresource(&r).is_none() => object::get(objects, &r).await,
         (&Method::PUT, false) if object_subresource(&r).is_none() => write::put(objects, &r, body).await,
         (&Method::DELETE, false) if object_subresource(&r).is_none() => write::delete(objects, &r).await,

@@ -12,12 +12,14 @@ use crate::range::RangeAnswer;
 use crate::service::Objects;
 use podstore_engine::DigestKind;
 
-/// The ETag S3 clients are shown: the content's MD5 in hex for an object written through S3;
-/// for one written through the native API its XXH3-128 digest with a part-count suffix, which
-/// S3 clients read as "not the content's MD5" (as for a multipart upload) and so never compare
+/// The ETag S3 clients are shown: the content's MD5 in hex for an object written through S3
+/// in one piece; for a multipart object the MD5 of its parts' MD5s and `-<parts>` (S3's own
+/// form); for one written through the native API its XXH3-128 digest with `-1`, which S3
+/// clients read as "not the content's MD5" (as for a multipart upload) and so never compare
 /// with an MD5 of their own.
-pub(crate) fn etag(digest: &[u8; 16], kind: DigestKind) -> String {
+pub(crate) fn etag(digest: &[u8; 16], kind: DigestKind, parts: u16) -> String {
     match kind {
+        _ if parts > 0 => format!("\"{}-{parts}\"", podstore_engine::hex(digest)),
         DigestKind::Md5 => format!("\"{}\"", podstore_engine::hex(digest)),
         DigestKind::Xxh3 => format!("\"{}-1\"", podstore_engine::hex(digest)),
     }
@@ -44,7 +46,8 @@ pub(super) async fn get(objects: &Objects, r: &S3Request<'_>) -> Result<Response
         Err(e) => return Err(e.into()),
     };
     let meta = &start.meta;
-    let tag = etag(&meta.digest, meta.attrs.digest);
+    let parts = meta.attrs.multipart().map_or(0, |m| m.parts);
+    let tag = etag(&meta.digest, meta.attrs.digest, parts);
     let modified = last_modified(meta);
     let condition = conditions(h, &tag, modified);
     if condition == Condition::Failed {

@@ -40,14 +40,14 @@ fn name_of(r: &S3Request<'_>) -> ObjectName {
 }
 
 /// The name of a key in the request's bucket, checked as the native API checks names.
-fn checked_name(bucket: &str, key: Vec<u8>) -> Result<ObjectName, S3Error> {
+pub(super) fn checked_name(bucket: &str, key: Vec<u8>) -> Result<ObjectName, S3Error> {
     let name = ObjectName { bucket: bucket.to_string(), key };
     crate::names::validate_name(&name.bucket, &name.key, crate::names::KEY_BYTES_MAX)
         .map_err(|crate::names::NameError::Invalid(m)| S3Error::invalid_argument(m))?;
     Ok(name)
 }
 
-fn header_text<'a>(h: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, S3Error> {
+pub(super) fn header_text<'a>(h: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, S3Error> {
     match h.get(name) {
         None => Ok(None),
         Some(v) => v
@@ -65,7 +65,7 @@ pub(super) fn copies(objects: &Objects, h: &HeaderMap) -> Result<u32, S3Error> {
 
 /// The digests a body must have: Content-MD5, the signed payload hash, an additional
 /// checksum (`x-amz-checksum-*`, at most one, as S3 allows).
-fn checks_of(h: &HeaderMap) -> Result<Vec<Check>, S3Error> {
+pub(super) fn checks_of(h: &HeaderMap) -> Result<Vec<Check>, S3Error> {
     let mut checks = Vec::new();
     if let Some(v) = header_text(h, "content-md5")? {
         checks.push(Check::from_base64(Algorithm::Md5, v, "Content-MD5").ok_or_else(|| {
@@ -137,7 +137,7 @@ fn payload_sha256(h: &HeaderMap) -> Result<Option<[u8; 32]>, S3Error> {
 /// The attributes a PutObject keeps: its content type (S3's default `binary/octet-stream`),
 /// the standard content headers, `x-amz-meta-*` (a header given twice keeps its values
 /// joined by commas, as S3 does), and MD5 as the digest.
-fn attrs_of(h: &HeaderMap) -> Result<Attrs, S3Error> {
+pub(super) fn attrs_of(h: &HeaderMap) -> Result<Attrs, S3Error> {
     let content_type = header_text(h, "content-type")?.unwrap_or("binary/octet-stream");
     let mut kept: Vec<(&str, String)> = Vec::new();
     let mut user_bytes = 0;
@@ -173,11 +173,23 @@ fn attrs_of(h: &HeaderMap) -> Result<Attrs, S3Error> {
     })
 }
 
-fn written_response(status: StatusCode, copies: u32) -> hyper::http::response::Builder {
+pub(super) fn written_response(status: StatusCode, copies: u32) -> hyper::http::response::Builder {
     Response::builder()
         .status(status)
         .header(header::SERVER, SERVER)
         .header("x-podstore-copies-written", copies)
+}
+
+/// A write's Content-Length (required).
+pub(super) fn content_length(h: &HeaderMap) -> Result<u64, S3Error> {
+    match header_text(h, "content-length")? {
+        None => Err(S3Error::new(
+            StatusCode::LENGTH_REQUIRED,
+            "MissingContentLength",
+            "You must provide the Content-Length HTTP header.",
+        )),
+        Some(v) => v.trim().parse().map_err(|_| S3Error::invalid_argument("Content-Length is not a number")),
+    }
 }
 
 /// PutObject.
@@ -193,18 +205,7 @@ pub(super) async fn put(
     if header_text(h, "content-encoding")?.is_some_and(|v| v.split(',').any(|e| e.trim() == "aws-chunked")) {
         return Err(S3Error::not_implemented("aws-chunked uploads (Content-Encoding: aws-chunked)"));
     }
-    let len: u64 = match header_text(h, "content-length")? {
-        None => {
-            return Err(S3Error::new(
-                StatusCode::LENGTH_REQUIRED,
-                "MissingContentLength",
-                "You must provide the Content-Length HTTP header.",
-            ))
-        }
-        Some(v) => {
-            v.trim().parse().map_err(|_| S3Error::invalid_argument("Content-Length is not a number"))?
-        }
-    };
+    let len = content_length(h)?;
     let cfg = objects.shared.cfg();
     let max = cfg.limits.object_bytes_max;
     if len > max {
@@ -239,21 +240,26 @@ pub(super) async fn delete(objects: &Objects, r: &S3Request<'_>) -> Result<Respo
     Ok(written_response(StatusCode::NO_CONTENT, written.copies).body(RespBody::Empty).expect("valid headers"))
 }
 
-/// The keys of a DeleteObjects request and whether it is quiet.
-fn parse_delete(doc: &[u8]) -> Result<(Vec<Vec<u8>>, bool), S3Error> {
-    let malformed = || {
-        S3Error::new(
-            StatusCode::BAD_REQUEST,
-            "MalformedXML",
-            "The XML you provided was not well-formed or did not validate against our published schema.",
-        )
-    };
+pub(super) fn malformed_xml() -> S3Error {
+    S3Error::new(
+        StatusCode::BAD_REQUEST,
+        "MalformedXML",
+        "The XML you provided was not well-formed or did not validate against our published schema.",
+    )
+}
+
+/// Walks a request's XML document: `leaf` gets each element's path (local names from the
+/// root) and its text, entities resolved, when the element ends. A document that is not
+/// well-formed is `MalformedXML`.
+pub(super) fn xml_leaves(
+    doc: &[u8],
+    mut leaf: impl FnMut(&[&str], String) -> Result<(), S3Error>,
+) -> Result<(), S3Error> {
     let mut reader = quick_xml::Reader::from_reader(doc);
     let mut path: Vec<String> = Vec::new();
-    let (mut keys, mut quiet) = (Vec::new(), false);
     let mut text = String::new();
     loop {
-        match reader.read_event().map_err(|_| malformed())? {
+        match reader.read_event().map_err(|_| malformed_xml())? {
             Event::Start(e) => {
                 path.push(AsRef::<str>::as_ref(&e.local_name()).to_string());
                 text.clear();
@@ -262,30 +268,42 @@ fn parse_delete(doc: &[u8]) -> Result<(Vec<Vec<u8>>, bool), S3Error> {
             Event::GeneralRef(g) => {
                 // Entities (&amp; &#38; ...) arrive on their own: resolved here.
                 let entity = format!("&{};", g.into_inner());
-                text.push_str(&quick_xml::escape::unescape(&entity).map_err(|_| malformed())?);
+                text.push_str(&quick_xml::escape::unescape(&entity).map_err(|_| malformed_xml())?);
             }
             Event::CData(c) => text.push_str(&c.into_inner()),
             Event::End(_) => {
                 let p: Vec<&str> = path.iter().map(|s| s.as_str()).collect();
-                match p.as_slice() {
-                    ["Delete", "Object", "Key"] => {
-                        if keys.len() == DELETE_KEYS_MAX {
-                            return Err(malformed());
-                        }
-                        keys.push(std::mem::take(&mut text).into_bytes());
-                    }
-                    ["Delete", "Quiet"] => quiet = text.trim() == "true",
-                    _ => {}
-                }
+                leaf(&p, std::mem::take(&mut text))?;
                 path.pop();
-                text.clear();
             }
             Event::Empty(_) | Event::Comment(_) | Event::Decl(_) | Event::PI(_) | Event::DocType(_) => {}
             Event::Eof => break,
         }
     }
-    if keys.is_empty() || !path.is_empty() {
-        return Err(malformed());
+    if !path.is_empty() {
+        return Err(malformed_xml());
+    }
+    Ok(())
+}
+
+/// The keys of a DeleteObjects request and whether it is quiet.
+fn parse_delete(doc: &[u8]) -> Result<(Vec<Vec<u8>>, bool), S3Error> {
+    let (mut keys, mut quiet) = (Vec::new(), false);
+    xml_leaves(doc, |path, text| {
+        match path {
+            ["Delete", "Object", "Key"] => {
+                if keys.len() == DELETE_KEYS_MAX {
+                    return Err(malformed_xml());
+                }
+                keys.push(text.into_bytes());
+            }
+            ["Delete", "Quiet"] => quiet = text.trim() == "true",
+            _ => {}
+        }
+        Ok(())
+    })?;
+    if keys.is_empty() {
+        return Err(malformed_xml());
     }
     Ok((keys, quiet))
 }
@@ -337,7 +355,7 @@ pub(super) async fn delete_many(
 }
 
 /// A request body read whole, at most `max` bytes.
-async fn read_small_body(mut body: Incoming, max: usize) -> Result<Bytes, S3Error> {
+pub(super) async fn read_small_body(mut body: Incoming, max: usize) -> Result<Bytes, S3Error> {
     let mut out = Vec::new();
     while let Some(frame) = body.frame().await {
         let frame =
