@@ -1,4 +1,4 @@
-//! The network layer's fuzz seeds (`fuzz/seeds/{handshake,names,range,config,auth}`): valid
+//! The network layer's fuzz seeds (`fuzz/seeds/{handshake,names,range,config,auth,manifest}`): valid
 //! inputs made by the current encoders and accepted by the decoders, so each fuzzer starts
 //! from the accepting paths. Fails when a format changes and the seeds were not regenerated
 //! (`PODSTORE_WRITE_SEEDS=1 cargo test -p podstore-net --test fuzz_seeds`).
@@ -9,6 +9,23 @@ use podstore_net::auth::{presign_query, Access, Auth};
 use podstore_net::peer::auth::{Challenge, Hello};
 
 const SECRET: &[u8] = b"ZnV6ei1zZWNyZXQtZm9yLXRoZS1hdXRoLXRhcmdldA==";
+
+fn manifest() -> Vec<u8> {
+    use podstore_net::manifest::{part_key, parts_prefix, Manifest, Part};
+    let base =
+        [b".parts/".as_slice(), &parts_prefix("photos", b"clip.mp4", "0190000000001234567890abcdef0123")]
+            .concat();
+    assert_eq!(part_key(&base, 1).len(), base.len() + 5);
+    let parts = (1..=3u16)
+        .map(|n| Part {
+            number: n,
+            len: 5 << 20,
+            md5: [n as u8; 16],
+            version: podstore_engine::Version { hlc: u64::from(n) << 16, origin: 9 },
+        })
+        .collect();
+    Manifest { base, parts }.encode()
+}
 
 fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     let hello = Hello { name: "pod-01".into(), datacenter: "dc1".into(), nonce: [5; 32] };
@@ -31,6 +48,7 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         ("config", "two-tiers", config.as_bytes().to_vec()),
         ("auth", "bearer", [[bearer.len() as u8].as_slice(), &bearer].concat()),
         ("auth", "presigned", [[0u8].as_slice(), query.as_bytes()].concat()),
+        ("manifest", "three-parts", manifest()),
     ]
 }
 
@@ -63,6 +81,7 @@ fn fuzz_seed_corpus_is_current_and_accepted() {
                 "s.toml".as_ref(),
             )
             .is_ok(),
+            "manifest" => podstore_net::manifest::Manifest::decode(&bytes).is_ok(),
             "auth" => {
                 let a = Auth::from_keys(&[("k", SECRET, &["photos"], false)], &[]);
                 let split = bytes[0] as usize;
