@@ -229,3 +229,118 @@ fn an_upload_outlives_a_sigkill_of_the_node() {
         "the completed object is whole after a SIGKILL"
     );
 }
+
+#[test]
+fn objects_and_parts_are_copied_inside_the_node() {
+    let (node, addr) = s3_node("s3-copy");
+    let small = data(300_000, 21);
+    let r = s3(
+        addr,
+        "PUT",
+        "/src/small.jpg",
+        &[("content-type", "image/jpeg"), ("x-amz-meta-who", "me")],
+        &small,
+    );
+    assert_eq!(r.status, 200);
+    let small_etag = format!("\"{}\"", hex(&md5(&small)));
+    // A multipart source of two parts.
+    let (p1, p2) = (data(5 << 20, 22), data(2 << 20, 23));
+    let id = create(addr, "/src/big.bin");
+    assert_eq!(part(addr, "/src/big.bin", &id, 1, &p1).status, 200);
+    assert_eq!(part(addr, "/src/big.bin", &id, 2, &p2).status, 200);
+    let done = s3(
+        addr,
+        "POST",
+        &format!("/src/big.bin?uploadId={id}"),
+        &[],
+        completion(&[(1, &p1), (2, &p2)]).as_bytes(),
+    );
+    assert_eq!(done.status, 200);
+    let big: Vec<u8> = [&p1[..], &p2].concat();
+
+    // CopyObject keeps the source's content type and metadata (COPY), or takes the request's
+    // (REPLACE); the copy's ETag is its MD5, across buckets too.
+    let copy = |to: &str, headers: &[(&str, &str)]| s3(addr, "PUT", to, headers, b"");
+    let c = copy("/src/copy.jpg", &[("x-amz-copy-source", "/src/small.jpg")]);
+    assert_eq!(c.status, 200, "{}", text(&c));
+    assert_eq!(element(&text(&c), "ETag"), small_etag.replace('"', "&quot;"));
+    let got = s3(addr, "GET", "/src/copy.jpg", &[], b"");
+    assert!(got.body == small);
+    assert_eq!((got.header("content-type"), got.header("x-amz-meta-who")), (Some("image/jpeg"), Some("me")));
+    let c = copy(
+        "/dst/renamed.jpg",
+        &[
+            ("x-amz-copy-source", "src/small.jpg"),
+            ("x-amz-metadata-directive", "REPLACE"),
+            ("content-type", "text/plain"),
+        ],
+    );
+    assert_eq!(c.status, 200, "{}", text(&c));
+    let got = s3(addr, "GET", "/dst/renamed.jpg", &[], b"");
+    assert!(got.body == small);
+    assert_eq!((got.header("content-type"), got.header("x-amz-meta-who")), (Some("text/plain"), None));
+    // A multipart source is copied whole into one record.
+    let c = copy("/dst/big-copy.bin", &[("x-amz-copy-source", "/src/big.bin")]);
+    assert_eq!(c.status, 200, "{}", text(&c));
+    let got = s3(addr, "GET", "/dst/big-copy.bin", &[], b"");
+    assert!(got.body == big);
+    assert_eq!(got.header("etag"), Some(format!("\"{}\"", hex(&md5(&big))).as_str()));
+    // The conditions, a copy onto itself, a source that does not exist.
+    let failed =
+        copy("/dst/x", &[("x-amz-copy-source", "/src/small.jpg"), ("x-amz-copy-source-if-match", "\"0\"")]);
+    assert_eq!((failed.status, code(&failed)), (412, "PreconditionFailed".into()));
+    let failed = copy(
+        "/dst/x",
+        &[("x-amz-copy-source", "/src/small.jpg"), ("x-amz-copy-source-if-none-match", &small_etag)],
+    );
+    assert_eq!(failed.status, 412);
+    let held = copy(
+        "/dst/x",
+        &[("x-amz-copy-source", "/src/small.jpg"), ("x-amz-copy-source-if-match", &small_etag)],
+    );
+    assert_eq!(held.status, 200);
+    assert_eq!(code(&copy("/src/small.jpg", &[("x-amz-copy-source", "/src/small.jpg")])), "InvalidRequest");
+    let itself = copy(
+        "/src/small.jpg",
+        &[
+            ("x-amz-copy-source", "/src/small.jpg"),
+            ("x-amz-metadata-directive", "REPLACE"),
+            ("content-type", "image/png"),
+        ],
+    );
+    assert_eq!(itself.status, 200, "metadata replaced in place");
+    assert_eq!(s3(addr, "HEAD", "/src/small.jpg", &[], b"").header("content-type"), Some("image/png"));
+    assert_eq!(code(&copy("/dst/x", &[("x-amz-copy-source", "/src/none")])), "NoSuchKey");
+    assert_eq!(s3(addr, "GET", "/dst/x", &[], b"").body, small, "only the copy whose condition held");
+
+    // UploadPartCopy: a new object from ranges of the multipart one (across its parts) and
+    // the whole small one.
+    let id = create(addr, "/dst/assembled.bin");
+    let cut = (5 << 20) - 100;
+    let pc = |n: u16, src: &str, range: Option<&str>| {
+        let mut h = vec![("x-amz-copy-source", src)];
+        if let Some(r) = range {
+            h.push(("x-amz-copy-source-range", r));
+        }
+        s3(addr, "PUT", &format!("/dst/assembled.bin?partNumber={n}&uploadId={id}"), &h, b"")
+    };
+    let r1 = pc(1, "/src/big.bin", Some(&format!("bytes=100-{}", 100 + cut + 5_000 - 1)));
+    assert_eq!(r1.status, 200, "{}", text(&r1));
+    let piece1 = &big[100..100 + cut + 5_000];
+    assert_eq!(element(&text(&r1), "ETag"), format!("&quot;{}&quot;", hex(&md5(piece1))));
+    let r2 = pc(2, "/src/copy.jpg", None);
+    assert_eq!(r2.status, 200, "{}", text(&r2));
+    assert_eq!(code(&pc(3, "/src/copy.jpg", Some("bytes=0-300000"))), "InvalidArgument", "past the end");
+    assert_eq!(code(&pc(3, "/src/copy.jpg", Some("bytes=400000-400001"))), "InvalidRange");
+    let done = s3(
+        addr,
+        "POST",
+        &format!("/dst/assembled.bin?uploadId={id}"),
+        &[],
+        completion(&[(1, piece1), (2, &small)]).as_bytes(),
+    );
+    assert_eq!(done.status, 200, "{}", text(&done));
+    let got = s3(addr, "GET", "/dst/assembled.bin", &[], b"");
+    assert!(got.body == [piece1, &small[..]].concat(), "assembled from copied parts");
+    drop(node);
+}

@@ -10,6 +10,7 @@
 //! `501 NotImplemented`.
 
 mod bucket;
+mod copy;
 pub mod error;
 mod list;
 mod multipart;
@@ -43,6 +44,9 @@ pub(crate) struct S3Request<'a> {
     /// Query parameters, decoded, in the order sent.
     pub query: &'a [(String, String)],
     pub headers: &'a hyper::HeaderMap,
+    /// The access key that signed the request (None: no keys are configured, or an anonymous
+    /// read of a public bucket).
+    pub signer: Option<&'a str>,
 }
 
 impl S3Request<'_> {
@@ -138,7 +142,14 @@ async fn route(
     if key.len() > KEY_BYTES_MAX {
         return Err(S3Error::new(StatusCode::BAD_REQUEST, "KeyTooLongError", "Your key is too long"));
     }
-    let r = S3Request { method: &req.method, bucket, key, query: &query, headers: &req.headers };
+    let r = S3Request {
+        method: &req.method,
+        bucket,
+        key,
+        query: &query,
+        headers: &req.headers,
+        signer: signer.as_deref(),
+    };
     match (&req.method, key.is_empty()) {
         (&Method::POST, false) if r.has("uploads") => multipart::create(objects, &r).await,
         (&Method::POST, false) if r.has("uploadId") => multipart::complete(objects, &r, body).await,
@@ -149,7 +160,10 @@ async fn route(
         (&Method::GET, false) if r.has("uploadId") => multipart::list_parts(objects, &r).await,
         (&Method::GET, true) if r.has("uploads") => multipart::list_uploads(objects, &r).await,
         (&Method::GET | &Method::HEAD, false) if object_subresource(&r).is_none() => object::get(objects, &r).await,
-        (&Method::PUT, false) if object_subresource(&r).is_none() => write::put(objects, &r, body).await,
+        (&Method::PUT, false) if object_subresource(&r).is_none() => match copy::source(r.headers)? {
+            Some(src) => copy::copy_object(objects, &r, src).await,
+            None => write::put(objects, &r, body).await,
+        },
         (&Method::DELETE, false) if object_subresource(&r).is_none() => write::delete(objects, &r).await,
         (&Method::POST, true) if r.has("delete") => write::delete_many(objects, &r, body).await,
         (&Method::HEAD, true) => bucket::head(objects, &r).await,

@@ -109,9 +109,6 @@ pub(super) async fn upload_part(
     body: Incoming,
 ) -> Result<Response<RespBody>, S3Error> {
     let h = r.headers;
-    if h.contains_key("x-amz-copy-source") {
-        return Err(S3Error::not_implemented("UploadPartCopy"));
-    }
     let id = upload_id(r)?;
     let number: u16 = r
         .param("partNumber")
@@ -120,7 +117,11 @@ pub(super) async fn upload_part(
         .ok_or_else(|| {
             S3Error::invalid_argument("Part number must be an integer between 1 and 10000, inclusive")
         })?;
-    let len = super::write::content_length(h)?;
+    let copy_source = super::copy::source(h)?;
+    let len = match copy_source {
+        Some(_) => 0,
+        None => super::write::content_length(h)?,
+    };
     let cfg = objects.shared.cfg();
     let max = cfg.limits.object_bytes_max;
     if len > max {
@@ -135,6 +136,9 @@ pub(super) async fn upload_part(
     let prefix = manifest::parts_prefix(&name.bucket, &name.key, id);
     let part = ObjectName { bucket: PARTS_BUCKET.into(), key: manifest::part_key(&prefix, number) };
     let attrs = Attrs::new("application/octet-stream", [], DigestKind::Md5).expect("a valid content type");
+    if let Some(src) = copy_source {
+        return upload_part_copy(objects, r, src, part, attrs).await;
+    }
     let put = PutRequest { name: part, len, attrs, checks: checks_of(h)?, copies: copies(objects, h)? };
     let checked =
         put.checks.iter().find(|c| c.header.starts_with("x-amz-checksum-")).map(|c| (c.header, c.base64()));
@@ -147,6 +151,45 @@ pub(super) async fn upload_part(
         b = b.header(name, value);
     }
     Ok(b.body(RespBody::Empty).expect("valid headers"))
+}
+
+/// UploadPartCopy: a part copied from an object (`x-amz-copy-source`), whole or a range of it
+/// (`x-amz-copy-source-range`, inside the object), inside the node.
+async fn upload_part_copy(
+    objects: &Objects,
+    r: &S3Request<'_>,
+    src: super::copy::Source,
+    part: ObjectName,
+    attrs: Attrs,
+) -> Result<Response<RespBody>, S3Error> {
+    let h = r.headers;
+    let want = copies(objects, h)?;
+    let range = super::copy::copy_range(h)?;
+    let (start, _) = super::copy::open_source(objects, r, &src, range.clone()).await?;
+    let len = super::copy::source_len(&start)?;
+    if let Some((a, b)) = range.as_deref().and_then(|v| v.strip_prefix("bytes=")?.split_once('-')) {
+        let asked = b.parse::<u64>().unwrap_or(0) - a.parse::<u64>().unwrap_or(0) + 1;
+        if asked != len || start.range == crate::range::RangeAnswer::Whole && asked != start.meta.object_len {
+            return Err(S3Error::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidArgument",
+                "Range specified is not valid for source object",
+            ));
+        }
+    }
+    let max = objects.shared.cfg().limits.object_bytes_max;
+    if len > max {
+        return Err(S3Error::new(
+            StatusCode::BAD_REQUEST,
+            "EntityTooLarge",
+            format!("Your proposed upload exceeds the maximum allowed part size ({max} bytes)."),
+        ));
+    }
+    let put = PutRequest { name: part, len, attrs, checks: Vec::new(), copies: want };
+    let written = objects.put(put, super::copy::SourceBody::new(start)).await?;
+    metrics::counter!("podstore_s3_copies_total", "op" => "part").increment(1);
+    let etag = format!("\"{}\"", podstore_engine::hex(&written.digest));
+    Ok(super::copy::copied("CopyPartResult", &etag, written.copies))
 }
 
 /// Every stored part of an upload, in number order: (number, its listing entry).

@@ -199,9 +199,6 @@ pub(super) async fn put(
     body: Incoming,
 ) -> Result<Response<RespBody>, S3Error> {
     let h = r.headers;
-    if h.contains_key("x-amz-copy-source") {
-        return Err(S3Error::not_implemented("CopyObject"));
-    }
     if header_text(h, "content-encoding")?.is_some_and(|v| v.split(',').any(|e| e.trim() == "aws-chunked")) {
         return Err(S3Error::not_implemented("aws-chunked uploads (Content-Encoding: aws-chunked)"));
     }
