@@ -10,6 +10,7 @@
 //! `501 NotImplemented`.
 
 mod bucket;
+mod chunked;
 mod copy;
 pub mod error;
 mod list;
@@ -47,6 +48,9 @@ pub(crate) struct S3Request<'a> {
     /// The access key that signed the request (None: no keys are configured, or an anonymous
     /// read of a public bucket).
     pub signer: Option<&'a str>,
+    /// The signatures of an aws-chunked body's chunks, seeded with the request's (a signed
+    /// streaming upload when access keys are configured); taken by the body's decoder.
+    pub chunk_signer: std::cell::Cell<Option<sigv4::ChunkSigner>>,
 }
 
 impl S3Request<'_> {
@@ -125,7 +129,7 @@ async fn route(
         },
     };
     let bucket = std::str::from_utf8(bucket).map_err(|_| S3Error::invalid_argument("bucket name"))?;
-    let signer = authorize(objects, req, &path, &query, bucket)?;
+    let (signer, chunk_signer) = authorize(objects, req, &path, &query, bucket)?;
     if bucket.is_empty() {
         return match req.method {
             Method::GET => bucket::list(objects, signer.as_deref()).await,
@@ -149,6 +153,7 @@ async fn route(
         query: &query,
         headers: &req.headers,
         signer: signer.as_deref(),
+        chunk_signer: std::cell::Cell::new(chunk_signer),
     };
     match (&req.method, key.is_empty()) {
         (&Method::POST, false) if r.has("uploads") => multipart::create(objects, &r).await,
@@ -261,16 +266,17 @@ fn amz_seconds(d: &str) -> Option<u64> {
 /// The access keys' verdict (before anything looks at the disks): with no keys configured
 /// every request is served (loopback only, see `Config::check_exposure`); otherwise a valid
 /// SigV4 signature of a key that may use the bucket, or a read of a public bucket. Returns the
-/// signing key's id (None: no keys, or an anonymous read of a public bucket).
+/// signing key's id (None: no keys, or an anonymous read of a public bucket), and for a signed
+/// aws-chunked body the signer of its chunks.
 fn authorize(
     objects: &Objects,
     req: &hyper::http::request::Parts,
     path: &[u8],
     query: &[(String, String)],
     bucket: &str,
-) -> Result<Option<String>, S3Error> {
+) -> Result<(Option<String>, Option<sigv4::ChunkSigner>), S3Error> {
     let auth = objects.shared.auth.load();
-    let Some(auth) = auth.as_deref() else { return Ok(None) };
+    let Some(auth) = auth.as_deref() else { return Ok((None, None)) };
     let read = matches!(req.method, Method::GET | Method::HEAD);
     let header_value = |n: &str| req.headers.get(n).and_then(|v| v.to_str().ok());
     let malformed =
@@ -283,7 +289,7 @@ fn authorize(
             Some(c) => c.map_err(|e| {
                 S3Error::new(StatusCode::BAD_REQUEST, "AuthorizationQueryParametersError", e.0)
             })?,
-            None if read && auth.is_public(bucket) && !bucket.is_empty() => return Ok(None),
+            None if read && auth.is_public(bucket) && !bucket.is_empty() => return Ok((None, None)),
             None => return Err(S3Error::access_denied("Anonymous access is forbidden for this operation")),
         },
     };
@@ -339,7 +345,9 @@ fn authorize(
     if !bucket.is_empty() {
         auth.allows(&claim.access_key, bucket, read).map_err(S3Error::access_denied)?;
     }
-    Ok(Some(claim.access_key))
+    let chunks = payload.starts_with("STREAMING-AWS4-HMAC-SHA256-PAYLOAD") && claim.expires_s.is_none();
+    let chunk_signer = if chunks { sigv4::ChunkSigner::new(secret, &claim) } else { None };
+    Ok((Some(claim.access_key), chunk_signer))
 }
 
 #[cfg(test)]

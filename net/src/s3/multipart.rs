@@ -17,10 +17,10 @@ use quick_xml::escape::escape;
 use super::bucket::NoBody;
 use super::error::S3Error;
 use super::write::{
-    attrs_of, checked_name, checks_of, copies, malformed_xml, read_small_body, written_response, xml_leaves,
+    attrs_of, checked_name, copies, malformed_xml, read_small_body, written_response, xml_leaves,
 };
 use super::{xml, S3Request};
-use crate::body::{RequestBody, RespBody};
+use crate::body::RespBody;
 use crate::list::{ListRequest, LIST_LIMIT_MAX};
 use crate::manifest::{self, Manifest, Part, PARTS_BUCKET, PARTS_MAX, UPLOADS_BUCKET};
 use crate::names::ObjectName;
@@ -117,40 +117,17 @@ pub(super) async fn upload_part(
         .ok_or_else(|| {
             S3Error::invalid_argument("Part number must be an integer between 1 and 10000, inclusive")
         })?;
-    let copy_source = super::copy::source(h)?;
-    let len = match copy_source {
-        Some(_) => 0,
-        None => super::write::content_length(h)?,
-    };
-    let cfg = objects.shared.cfg();
-    let max = cfg.limits.object_bytes_max;
-    if len > max {
-        return Err(S3Error::new(
-            StatusCode::BAD_REQUEST,
-            "EntityTooLarge",
-            format!("Your proposed upload exceeds the maximum allowed part size ({max} bytes)."),
-        ));
-    }
     let name = checked_name(r.bucket, r.key.to_vec())?;
     open_upload(objects, &name.bucket, &name.key, id).await?;
     let prefix = manifest::parts_prefix(&name.bucket, &name.key, id);
     let part = ObjectName { bucket: PARTS_BUCKET.into(), key: manifest::part_key(&prefix, number) };
     let attrs = Attrs::new("application/octet-stream", [], DigestKind::Md5).expect("a valid content type");
-    if let Some(src) = copy_source {
-        return upload_part_copy(objects, r, src, part, attrs).await;
-    }
-    let put = PutRequest { name: part, len, attrs, checks: checks_of(h)?, copies: copies(objects, h)? };
-    let checked =
-        put.checks.iter().find(|c| c.header.starts_with("x-amz-checksum-")).map(|c| (c.header, c.base64()));
-    let written = objects.put(put, RequestBody::new(body, &cfg.limits)).await?;
+    let response = match super::copy::source(h)? {
+        Some(src) => upload_part_copy(objects, r, src, part, attrs).await?,
+        None => super::write::store(objects, r, part, attrs, body, "part").await?,
+    };
     metrics::counter!("podstore_s3_multipart_total", "op" => "part").increment(1);
-    let mut b = written_response(StatusCode::OK, written.copies)
-        .header(header::ETAG, format!("\"{}\"", podstore_engine::hex(&written.digest)))
-        .header(header::CONTENT_LENGTH, 0);
-    if let Some((name, value)) = checked {
-        b = b.header(name, value);
-    }
-    Ok(b.body(RespBody::Empty).expect("valid headers"))
+    Ok(response)
 }
 
 /// UploadPartCopy: a part copied from an object (`x-amz-copy-source`), whole or a range of it

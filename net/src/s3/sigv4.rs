@@ -357,6 +357,73 @@ pub fn authorization(
     )
 }
 
+/// The SHA-256 of nothing, in hex (a chunk's string to sign holds it).
+const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+/// The signatures of an aws-chunked body (`STREAMING-AWS4-HMAC-SHA256-PAYLOAD`, and its
+/// `-TRAILER` form): each chunk is signed with the one before's signature, the first with the
+/// request's own ("Signature Calculations ... Transferring Payload in Multiple Chunks" in the
+/// S3 API reference, whose example the tests check).
+#[derive(Debug, Clone)]
+pub struct ChunkSigner {
+    key: [u8; 32],
+    /// `AWS4-HMAC-SHA256-PAYLOAD`'s lines after the algorithm: the date and the scope.
+    date_scope: String,
+    previous: [u8; 32],
+}
+
+impl ChunkSigner {
+    /// The signer of a body whose request `claim` (signed with `secret`) was verified.
+    pub fn new(secret: &str, claim: &Claim) -> Option<ChunkSigner> {
+        let scope = format!("{}/{}/{}/aws4_request", claim.date, claim.region, claim.service);
+        let previous = claim.signature.as_slice().try_into().ok()?;
+        Some(ChunkSigner {
+            key: signing_key(secret, &scope),
+            date_scope: format!("{}\n{scope}\n", claim.amz_date),
+            previous,
+        })
+    }
+
+    fn sign(&self, algorithm: &str, tail: &str) -> [u8; 32] {
+        let mut to_sign =
+            String::with_capacity(algorithm.len() + self.date_scope.len() + 64 + 2 + tail.len());
+        to_sign.push_str(algorithm);
+        to_sign.push('\n');
+        to_sign.push_str(&self.date_scope);
+        hex_into(&self.previous, &mut to_sign);
+        to_sign.push('\n');
+        to_sign.push_str(tail);
+        hmac(&self.key, to_sign.as_bytes())
+    }
+
+    /// The signature of the next chunk, whose data has SHA-256 `data_sha256`; it becomes the
+    /// one the chunk after is signed with.
+    pub fn next_chunk(&mut self, data_sha256: &[u8; 32]) -> [u8; 32] {
+        let mut tail = String::with_capacity(EMPTY_SHA256.len() + 65);
+        tail.push_str(EMPTY_SHA256);
+        tail.push('\n');
+        hex_into(data_sha256, &mut tail);
+        self.previous = self.sign("AWS4-HMAC-SHA256-PAYLOAD", &tail);
+        self.previous
+    }
+
+    /// The signature of the trailer (its lines, each `name:value\n`), after the last chunk.
+    pub fn trailer(&mut self, lines: &[u8]) -> [u8; 32] {
+        let mut tail = String::with_capacity(64);
+        hex_into(&Sha256::digest(lines), &mut tail);
+        self.previous = self.sign("AWS4-HMAC-SHA256-TRAILER", &tail);
+        self.previous
+    }
+}
+
+/// Compares a signature with the hex a client sent, in constant time.
+pub fn same_signature(want: &[u8; 32], sent_hex: &[u8]) -> bool {
+    let mut wanted = String::with_capacity(64);
+    hex_into(want, &mut wanted);
+    wanted.len() == sent_hex.len()
+        && wanted.bytes().zip(sent_hex).fold(0u8, |d, (a, b)| d | (a ^ b.to_ascii_lowercase())) == 0
+}
+
 /// `YYYYMMDDTHHMMSSZ` of a time in milliseconds since the epoch (`x-amz-date`).
 pub fn amz_date(ms: u64) -> String {
     let iso = crate::units::iso8601_ms(ms); // 2026-12-07T20:12:00.000Z
@@ -366,6 +433,34 @@ pub fn amz_date(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunk_signatures_are_the_published_example() {
+        // S3 API reference, "Example: PUT Object" of "Transferring Payload in Multiple
+        // Chunks": 65536 and 1024 bytes of 'a', then the empty last chunk.
+        let claim = Claim {
+            access_key: "AKIAIOSFODNN7EXAMPLE".into(),
+            date: "20130524".into(),
+            region: "us-east-1".into(),
+            service: "s3".into(),
+            signed_headers: Vec::new(),
+            signature: unhex("4f232c4386841ef735655705268965c44a0e4690baa4adea153f7db9fa80a0a9")
+                .expect("hex"),
+            amz_date: "20130524T000000Z".into(),
+            expires_s: None,
+        };
+        let mut s = ChunkSigner::new(SECRET, &claim).expect("a signature of 32 bytes");
+        let sha = |b: &[u8]| -> [u8; 32] { Sha256::digest(b).into() };
+        let c1 = s.next_chunk(&sha(&[b'a'; 65536]));
+        assert_eq!(hex(&c1), "ad80c730a21e5b8d04586a2213dd63b9a0e99e0e2307b0ade35a65485a288648");
+        let c2 = s.next_chunk(&sha(&[b'a'; 1024]));
+        assert_eq!(hex(&c2), "0055627c9e194cb4542bae2aa5492e3c1575bbb81b612b7d234b86a503ef5497");
+        let c3 = s.next_chunk(&sha(b""));
+        assert_eq!(hex(&c3), "b6c6ea8a5354eaf15b3cb7646744f4275b71ea724fed81ceb9323e279d449df9");
+        assert!(same_signature(&c3, b"B6C6EA8A5354EAF15B3CB7646744F4275B71EA724FED81CEB9323E279D449DF9"));
+        assert!(!same_signature(&c3, b"b6c6"));
+        assert!(!same_signature(&c2, c3.as_slice()));
+    }
 
     const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
     const EMPTY: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";

@@ -16,11 +16,13 @@ use podstore_engine::{Attrs, AttrsError, DigestKind};
 use quick_xml::escape::escape;
 use quick_xml::events::Event;
 
+use super::chunked::{ChunkedBody, Streaming};
 use super::error::S3Error;
 use super::{xml, S3Request};
 use crate::body::{RequestBody, RespBody, SERVER};
 use crate::checks::{Algorithm, Check};
 use crate::names::ObjectName;
+use crate::service::BodySource;
 use crate::service::{Objects, PutRequest};
 
 /// The content headers S3 keeps with an object besides `x-amz-meta-*`.
@@ -85,7 +87,7 @@ pub(super) fn checks_of(h: &HeaderMap) -> Result<Vec<Check>, S3Error> {
         if suffix == "type" || suffix == "mode" {
             continue;
         }
-        let header = CHECKSUM_HEADERS.iter().find(|(s, _)| *s == suffix).map(|(_, n)| *n);
+        let header = checksum_header(suffix);
         let (Some(algorithm), Some(header)) = (Algorithm::of_s3_checksum(suffix), header) else {
             return Err(S3Error::invalid_argument(format!("unknown checksum header {name}")));
         };
@@ -109,14 +111,17 @@ const CHECKSUM_HEADERS: [(&str, &str); 5] = [
     ("sha256", "x-amz-checksum-sha256"),
 ];
 
+/// The header of an S3 checksum's suffix (`crc32` → `x-amz-checksum-crc32`).
+pub(super) fn checksum_header(suffix: &str) -> Option<&'static str> {
+    CHECKSUM_HEADERS.iter().find(|(s, _)| *s == suffix).map(|(_, n)| *n)
+}
+
 /// The signed payload hash, when the client gave one (not `UNSIGNED-PAYLOAD`).
 fn payload_sha256(h: &HeaderMap) -> Result<Option<[u8; 32]>, S3Error> {
     let Some(v) = header_text(h, "x-amz-content-sha256")? else { return Ok(None) };
-    if v == super::sigv4::UNSIGNED_PAYLOAD {
+    // An aws-chunked body is checked by its decoder (chunk signatures, a trailer).
+    if v == super::sigv4::UNSIGNED_PAYLOAD || v.starts_with("STREAMING-") {
         return Ok(None);
-    }
-    if v.starts_with("STREAMING-") {
-        return Err(S3Error::not_implemented("aws-chunked uploads (x-amz-content-sha256: STREAMING-...)"));
     }
     let mut out = [0u8; 32];
     if v.len() != 64
@@ -148,8 +153,16 @@ pub(super) fn attrs_of(h: &HeaderMap) -> Result<Attrs, S3Error> {
             continue;
         }
         let values: Result<Vec<&str>, _> = h.get_all(name).iter().map(|v| v.to_str()).collect();
-        let value =
+        let mut value =
             values.map_err(|_| S3Error::invalid_argument(format!("the {n} header is not text")))?.join(",");
+        if n == "content-encoding" {
+            // aws-chunked is how the body came, not what the object is (S3 drops it too).
+            let kept: Vec<&str> = value.split(',').map(str::trim).filter(|e| *e != "aws-chunked").collect();
+            value = kept.join(",");
+            if value.is_empty() {
+                continue;
+            }
+        }
         if user {
             user_bytes += n.len() - "x-amz-meta-".len() + value.len();
         }
@@ -198,29 +211,100 @@ pub(super) async fn put(
     r: &S3Request<'_>,
     body: Incoming,
 ) -> Result<Response<RespBody>, S3Error> {
+    let name = checked_name(r.bucket, r.key.to_vec())?;
+    store(objects, r, name, attrs_of(r.headers)?, body, "object").await
+}
+
+/// Stores a request's body under `name` (a PutObject's object, an UploadPart's part): its
+/// length (the decoded one of an aws-chunked body) within the largest object, checked against
+/// the digests the request names, copied as `X-Copies` says. The answer: the MD5 as ETag, the
+/// additional checksum checked (a header's or an aws-chunked trailer's).
+pub(super) async fn store(
+    objects: &Objects,
+    r: &S3Request<'_>,
+    name: ObjectName,
+    attrs: Attrs,
+    body: Incoming,
+    what: &str,
+) -> Result<Response<RespBody>, S3Error> {
     let h = r.headers;
-    if header_text(h, "content-encoding")?.is_some_and(|v| v.split(',').any(|e| e.trim() == "aws-chunked")) {
-        return Err(S3Error::not_implemented("aws-chunked uploads (Content-Encoding: aws-chunked)"));
+    let streaming = match header_text(h, "x-amz-content-sha256")? {
+        Some(p) => Streaming::of(p)?,
+        None => None,
+    };
+    let chunked_encoding =
+        header_text(h, "content-encoding")?.is_some_and(|v| v.split(',').any(|e| e.trim() == "aws-chunked"));
+    if chunked_encoding && streaming.is_none() {
+        return Err(S3Error::not_implemented("aws-chunked bodies without a STREAMING- x-amz-content-sha256"));
     }
-    let len = content_length(h)?;
+    let len = match streaming {
+        None => content_length(h)?,
+        Some(_) => match header_text(h, "x-amz-decoded-content-length")? {
+            None => {
+                return Err(S3Error::new(
+                    StatusCode::LENGTH_REQUIRED,
+                    "MissingContentLength",
+                    "You must provide the x-amz-decoded-content-length header with an aws-chunked body.",
+                ))
+            }
+            Some(v) => v
+                .trim()
+                .parse()
+                .map_err(|_| S3Error::invalid_argument("x-amz-decoded-content-length is not a number"))?,
+        },
+    };
     let cfg = objects.shared.cfg();
     let max = cfg.limits.object_bytes_max;
     if len > max {
         return Err(S3Error::new(
             StatusCode::BAD_REQUEST,
             "EntityTooLarge",
-            format!("Your proposed upload exceeds the maximum allowed object size ({max} bytes)."),
+            format!("Your proposed upload exceeds the maximum allowed {what} size ({max} bytes)."),
         ));
     }
-    let name = checked_name(r.bucket, r.key.to_vec())?;
-    let put =
-        PutRequest { name, len, attrs: attrs_of(h)?, checks: checks_of(h)?, copies: copies(objects, h)? };
+    let put = PutRequest { name, len, attrs, checks: checks_of(h)?, copies: copies(objects, h)? };
     // The answer names the additional checksum it checked (not kept with the object yet:
     // GetObject does not return it).
-    let checked =
+    let mut checked =
         put.checks.iter().find(|c| c.header.starts_with("x-amz-checksum-")).map(|c| (c.header, c.base64()));
-    let body = RequestBody::new(body, &cfg.limits);
-    let written = objects.put(put, body).await?;
+    let plain = RequestBody::new(body, &cfg.limits);
+    let (written, outcome) = match streaming {
+        None => (objects.put(put, plain).await, None),
+        Some(mode) => {
+            let signer = r.chunk_signer.take();
+            if mode.signed() && signer.is_none() && objects.shared.auth.load().is_some() {
+                return Err(S3Error::new(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidRequest",
+                    "a signed aws-chunked body needs a request signed in its Authorization header",
+                ));
+            }
+            let (mut chunked, outcome) =
+                ChunkedBody::new(plain, mode, signer, header_text(h, "x-amz-trailer")?, len)?;
+            if len == 0 {
+                // The service reads nothing of an empty body: its end is checked here.
+                if let Some(Err(why)) = chunked.next().await {
+                    return Err(outcome
+                        .borrow_mut()
+                        .failure
+                        .take()
+                        .unwrap_or_else(|| S3Error::invalid_argument(why)));
+                }
+            }
+            (objects.put(put, chunked).await, Some(outcome))
+        }
+    };
+    let written = match written {
+        Ok(w) => w,
+        // What the decoder found (a signature, a trailer's checksum) says more than "the body
+        // ended".
+        Err(e) => {
+            return Err(outcome.and_then(|o| o.borrow_mut().failure.take()).unwrap_or_else(|| e.into()))
+        }
+    };
+    if let Some(o) = outcome {
+        checked = checked.or_else(|| o.borrow_mut().checked.take());
+    }
     let mut b = written_response(StatusCode::OK, written.copies)
         .header(header::ETAG, format!("\"{}\"", podstore_engine::hex(&written.digest)))
         .header(header::CONTENT_LENGTH, 0);
