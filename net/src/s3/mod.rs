@@ -16,6 +16,7 @@ pub mod error;
 mod list;
 mod multipart;
 mod object;
+pub mod sigv2;
 pub mod sigv4;
 mod write;
 
@@ -129,7 +130,12 @@ async fn route(
         },
     };
     let bucket = std::str::from_utf8(bucket).map_err(|_| S3Error::invalid_argument("bucket name"))?;
-    let (signer, chunk_signer) = authorize(objects, req, &path, &query, bucket)?;
+    // The resource a Signature Version 2 URL signs: the path as sent, the bucket first.
+    let resource = match virtual_bucket(host, domain.as_deref()) {
+        Some(b) => format!("/{b}{raw_path}"),
+        None => raw_path.to_string(),
+    };
+    let (signer, chunk_signer) = authorize(objects, req, (&path, &resource), &query, bucket)?;
     if bucket.is_empty() {
         return match req.method {
             Method::GET => bucket::list(objects, signer.as_deref()).await,
@@ -207,8 +213,14 @@ fn object_subresource<'a>(r: &'a S3Request<'_>) -> Option<&'a str> {
                 && !k.starts_with("x-id")
                 && !k.starts_with("response-")
                 && !is_null_version(k, v)
+                && !is_v2_presign(k)
         })
         .map(|(k, _)| k.as_str())
+}
+
+/// A Signature Version 2 presigned URL's own parameters.
+fn is_v2_presign(k: &str) -> bool {
+    matches!(k, "AWSAccessKeyId" | "Expires" | "Signature")
 }
 
 /// `versionId=null`: the one version of an object of an unversioned bucket (the object).
@@ -232,7 +244,11 @@ fn bucket_subresource<'a>(r: &'a S3Request<'_>) -> Option<&'a str> {
         "fetch-owner",
     ];
     r.query.iter().map(|(k, _)| k.as_str()).find(|k| {
-        !LISTING.contains(k) && *k != "marker" && !k.starts_with("X-Amz-") && !k.starts_with("x-id")
+        !LISTING.contains(k)
+            && *k != "marker"
+            && !k.starts_with("X-Amz-")
+            && !k.starts_with("x-id")
+            && !is_v2_presign(k)
     })
 }
 
@@ -271,7 +287,7 @@ fn amz_seconds(d: &str) -> Option<u64> {
 fn authorize(
     objects: &Objects,
     req: &hyper::http::request::Parts,
-    path: &[u8],
+    (path, resource): (&[u8], &str),
     query: &[(String, String)],
     bucket: &str,
 ) -> Result<(Option<String>, Option<sigv4::ChunkSigner>), S3Error> {
@@ -289,8 +305,18 @@ fn authorize(
             Some(c) => c.map_err(|e| {
                 S3Error::new(StatusCode::BAD_REQUEST, "AuthorizationQueryParametersError", e.0)
             })?,
-            None if read && auth.is_public(bucket) && !bucket.is_empty() => return Ok((None, None)),
-            None => return Err(S3Error::access_denied("Anonymous access is forbidden for this operation")),
+            None => match sigv2::parse_query(query) {
+                Some(c) => {
+                    let c = c.map_err(|e| {
+                        S3Error::new(StatusCode::BAD_REQUEST, "AuthorizationQueryParametersError", e.0)
+                    })?;
+                    return authorize_v2(auth, req, resource, query, bucket, c).map(|id| (Some(id), None));
+                }
+                None if read && auth.is_public(bucket) && !bucket.is_empty() => return Ok((None, None)),
+                None => {
+                    return Err(S3Error::access_denied("Anonymous access is forbidden for this operation"))
+                }
+            },
         },
     };
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -348,6 +374,58 @@ fn authorize(
     let chunks = payload.starts_with("STREAMING-AWS4-HMAC-SHA256-PAYLOAD") && claim.expires_s.is_none();
     let chunk_signer = if chunks { sigv4::ChunkSigner::new(secret, &claim) } else { None };
     Ok((Some(claim.access_key), chunk_signer))
+}
+
+/// The verdict on a Signature Version 2 presigned URL (`sigv2.rs`): not expired (and not
+/// valid for more than 7 days, as a SigV4 URL may not be), signed by a known key that may use
+/// the bucket. Returns the key's id.
+fn authorize_v2(
+    auth: &crate::auth::Auth,
+    req: &hyper::http::request::Parts,
+    resource: &str,
+    query: &[(String, String)],
+    bucket: &str,
+    claim: sigv2::Claim,
+) -> Result<String, S3Error> {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    if claim.expires_s < now {
+        return Err(S3Error::access_denied("Request has expired"));
+    }
+    if claim.expires_s > now + sigv4::PRESIGN_MAX_S + SKEW_MAX_S {
+        return Err(S3Error::new(
+            StatusCode::BAD_REQUEST,
+            "AuthorizationQueryParametersError",
+            "Expires must be less than a week (604800 seconds) in the future",
+        ));
+    }
+    let Some(secret) = auth.secret_of(&claim.access_key) else {
+        return Err(S3Error::new(
+            StatusCode::FORBIDDEN,
+            "InvalidAccessKeyId",
+            "The AWS Access Key Id you provided does not exist in our records.",
+        ));
+    };
+    let headers: Vec<(String, String)> = req
+        .headers
+        .iter()
+        .filter(|(n, _)| {
+            matches!(n.as_str(), "content-md5" | "content-type") || n.as_str().starts_with("x-amz-")
+        })
+        .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect();
+    let to_sign = sigv2::string_to_sign(req.method.as_str(), resource, query, &headers, claim.expires_s);
+    sigv2::verify(secret, &claim, &to_sign).map_err(|_| {
+        S3Error::new(
+            StatusCode::FORBIDDEN,
+            "SignatureDoesNotMatch",
+            "The request signature we calculated does not match the signature you provided.",
+        )
+    })?;
+    if !bucket.is_empty() {
+        let read = matches!(req.method, Method::GET | Method::HEAD);
+        auth.allows(&claim.access_key, bucket, read).map_err(S3Error::access_denied)?;
+    }
+    Ok(claim.access_key)
 }
 
 #[cfg(test)]

@@ -149,7 +149,44 @@ try:
 except urllib.error.HTTPError as e:
     check(e.code == 403 and b"expired" in e.read(), "an expired presigned URL is refused")
 check(error_code(lambda: up.put_bucket_acl(Bucket="photos", ACL="private"))[0] == "NotImplemented", "PutBucketAcl: NotImplemented")
-check(error_code(lambda: up.copy_object(Bucket="photos", Key="c2", CopySource="photos/2026/cat.jpg"))[0] == "NotImplemented", "CopyObject: NotImplemented")
+
+# CopyObject, and a key may copy only from a bucket it may read.
+r = up.copy_object(Bucket="photos", Key="c2", CopySource="photos/2026/cat.jpg")
+check(r["CopyObjectResult"]["ETag"] == f'"{md5.hexdigest()}"', "CopyObject")
+check(ro.get_object(Bucket="photos", Key="c2")["Body"].read() == body, "the copy reads back")
+check(error_code(lambda: other.copy_object(Bucket="elsewhere", Key="c3", CopySource="photos/2026/cat.jpg"))[0] == "AccessDenied", "a copy from a bucket the key may not read")
+up.delete_object(Bucket="photos", Key="c2")
+
+# Default settings (the SDK's own checksums, its transfer manager's multipart uploads and
+# ranged downloads) and a Signature Version 2 presigned URL.
+default = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="uploader", aws_secret_access_key=up_secret, region_name="us-east-1")
+big = hashlib.sha256(b"seed").digest() * (12 * 1024 * 1024 // 32 + 7)
+import io
+import tempfile
+from boto3.s3.transfer import TransferConfig
+
+tc = TransferConfig(multipart_threshold=5 * 1024 * 1024, multipart_chunksize=5 * 1024 * 1024)
+default.upload_fileobj(io.BytesIO(big), "photos", "big.bin", Config=tc)
+h = default.head_object(Bucket="photos", Key="big.bin")
+check(h["ContentLength"] == len(big) and h["ETag"].endswith('-3"'), "upload_fileobj in 3 parts")
+with tempfile.TemporaryFile() as f:
+    default.download_fileobj("photos", "big.bin", f, Config=tc)
+    f.seek(0)
+    check(f.read() == big, "download_fileobj in ranges, byte-exact")
+default.put_object(Bucket="photos", Key="small", Body=b"checksummed by default")
+check(default.get_object(Bucket="photos", Key="small")["Body"].read() == b"checksummed by default", "PutObject with the default checksum")
+v2 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="reader", aws_secret_access_key=ro_secret, region_name="us-east-1", config=Config(signature_version="s3", s3={"addressing_style": "path"}))
+url = v2.generate_presigned_url("get_object", Params={"Bucket": "photos", "Key": "big.bin"}, ExpiresIn=60)
+check("AWSAccessKeyId=" in url and "Signature=" in url, "a Signature Version 2 URL")
+check(urllib.request.urlopen(url).read() == big, "a SigV2 presigned URL reads the object")
+bad = url.replace("Expires=", "Expires=1")
+try:
+    urllib.request.urlopen(bad)
+    check(False, "a SigV2 URL with a changed expiry is refused")
+except urllib.error.HTTPError as e:
+    check(e.code in (400, 403), "a SigV2 URL with a changed expiry is refused")
+for k in ("big.bin", "small"):
+    up.delete_object(Bucket="photos", Key=k)
 
 # The bucket emptied, then deleted.
 up.delete_object(Bucket="photos", Key="2026/cat.jpg")
