@@ -1,6 +1,7 @@
 //! The S3 clients people run, each doing its real job against a real node: a boto3 script of
 //! every operation served (with bad signatures, an expired presigned URL and a key restricted
-//! to other buckets), s3cmd (buckets, put, get, sync both ways, recursive delete) and rclone
+//! to other buckets; its default settings' multipart transfers, a Signature Version 2 URL), a
+//! boto3 multipart upload interrupted by a SIGKILL of the node and resumed, s3cmd (buckets, put, get, sync both ways, recursive delete) and rclone
 //! (an S3 remote of provider Other: mkdir, copy, ls, lsf, check with and without downloading,
 //! delete, rmdir). They need the clients installed: they run when asked
 //! (`cargo test -- --ignored`; `.ci/run` installs python3-boto3, s3cmd and rclone and runs
@@ -87,6 +88,53 @@ fn boto3_does_every_operation_served() {
         Command::new("python3").arg(&script).arg(format!("http://{s3}")).args([UP, RO, OTHER]),
     );
     assert!(out.contains("all boto3 checks passed"), "{out}");
+}
+
+#[test]
+#[ignore = "needs python3 with boto3: cargo test -- --ignored (.ci/run runs it)"]
+fn a_boto3_multipart_upload_survives_a_sigkill_of_the_node() {
+    let (mut node, s3, dir) = node("s3-boto3-resume");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/s3_clients/boto3_resume.py");
+    let state = dir.join("upload-state.json");
+    let endpoint = format!("http://{s3}");
+    let upload = Command::new("python3")
+        .arg(&script)
+        .args([endpoint.as_str(), UP, "upload"])
+        .arg(&state)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    // Killed once three parts are acknowledged, while the fourth is on its way.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let done = std::fs::read_to_string(&state)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v["done"].as_object().map(|d| d.len()))
+            .unwrap_or(0);
+        if done >= 3 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the upload made no progress");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    node.kill();
+    let out = upload.wait_with_output().expect("the upload phase");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    node.spawn(&[]);
+    node.wait_ready();
+    let out = run(
+        "the resume phase",
+        Command::new("python3").arg(&script).args([endpoint.as_str(), UP, "resume"]).arg(&state),
+    );
+    assert!(out.contains("resumed"), "{out}");
 }
 
 #[test]
