@@ -226,6 +226,60 @@ fn rclone_copies_lists_and_checks() {
     assert!(!changed.status.success(), "check finds the changed file");
     rclone(&["copy", &s, "ps:backup/tree"]);
     rclone(&["check", &s, "ps:backup/tree"]);
+    // sync with large files in parts (cutoff and chunk lowered from rclone's 200 MiB and
+    // 5 MiB defaults to 8 MiB and 5 MiB), server-side moves (CopyObject), check both ways.
+    let big = src.join("video");
+    std::fs::create_dir_all(&big).expect("mkdir");
+    for i in 0..3u32 {
+        let body: Vec<u8> =
+            (0..(12 << 20) + i * 1_000_003).map(|b| (b.wrapping_mul(2_246_822_519) >> 7) as u8).collect();
+        std::fs::write(big.join(format!("clip{i}.mp4")), body).expect("write");
+    }
+    let parts = ["--s3-upload-cutoff", "8M", "--s3-chunk-size", "5M"];
+    rclone(&[&["sync", &s, "ps:backup/tree"][..], &parts].concat());
+    rclone(&["check", &s, "ps:backup/tree"]);
+    rclone(&["check", "--download", &s, "ps:backup/tree"]);
+    rclone(&["moveto", "ps:backup/tree/video/clip0.mp4", "ps:backup/tree/video/moved.mp4"]);
+    let moved = dir.join("moved.mp4");
+    rclone(&["copyto", "ps:backup/tree/video/moved.mp4", &moved.display().to_string()]);
+    assert!(std::fs::read(&moved).expect("read") == std::fs::read(big.join("clip0.mp4")).expect("read"));
+    let synced = dir.join("synced");
+    rclone(&["sync", "ps:backup/tree", &synced.display().to_string()]);
+    rclone(&["check", "--download", "ps:backup/tree", &synced.display().to_string()]);
     rclone(&["purge", "ps:backup"]);
     assert!(!rclone(&["lsd", "ps:"]).contains("backup"));
+}
+
+#[test]
+#[ignore = "needs restic (apt-get install restic): cargo test -- --ignored (.ci/run runs it)"]
+fn restic_backs_up_checks_and_restores() {
+    let (_node, s3, dir) = node("s3-restic");
+    let restic = |args: &[&str]| {
+        run(
+            &format!("restic {args:?}"),
+            Command::new("restic")
+                .args(args)
+                .env("RESTIC_REPOSITORY", format!("s3:http://{s3}/backups/host1"))
+                .env("RESTIC_PASSWORD", "restic-test-password")
+                .env("AWS_ACCESS_KEY_ID", "uploader")
+                .env("AWS_SECRET_ACCESS_KEY", UP)
+                .env("AWS_DEFAULT_REGION", "us-east-1")
+                .env("RESTIC_CACHE_DIR", dir.join("restic-cache"))
+                .env_remove("AWS_CA_BUNDLE"),
+        )
+    };
+    let src = dir.join("src");
+    let mut files = tree(&src);
+    // A large file: restic packs it into blobs of several MiB.
+    let big: Vec<u8> = (0..40u32 << 20).map(|b| (b.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(src.join("big.bin"), &big).expect("write");
+    files.push(("big.bin".into(), big));
+    restic(&["init"]);
+    restic(&["backup", &src.display().to_string()]);
+    restic(&["check", "--read-data"]);
+    let out = dir.join("restored");
+    restic(&["restore", "latest", "--target", &out.display().to_string()]);
+    // restore puts the tree under its absolute path.
+    same_tree(&files, &out.join(src.strip_prefix("/").expect("absolute")));
+    assert!(restic(&["snapshots"]).contains("1 snapshots"));
 }
