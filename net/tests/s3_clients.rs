@@ -283,3 +283,78 @@ fn restic_backs_up_checks_and_restores() {
     same_tree(&files, &out.join(src.strip_prefix("/").expect("absolute")));
     assert!(restic(&["snapshots"]).contains("1 snapshots"));
 }
+
+#[test]
+#[ignore = "needs s3fs and /dev/fuse as root (apt-get install s3fs): cargo test -- --ignored (.ci/run runs it)"]
+fn s3fs_mounts_a_bucket_and_renames_in_it() {
+    let (node, s3, dir) = node("s3-s3fs");
+    let bearer = format!("Bearer uploader.{UP}");
+    assert_eq!(node.req("PUT", "/mounted/.keep", &[("authorization", &bearer)], b"").status, 201);
+    let passwd = dir.join("passwd-s3fs");
+    std::fs::write(&passwd, format!("uploader:{UP}\n")).expect("write");
+    std::fs::set_permissions(&passwd, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
+    let mnt = dir.join("mnt");
+    std::fs::create_dir_all(&mnt).expect("mkdir");
+    let mut fs = Command::new("s3fs")
+        .arg("mounted")
+        .arg(&mnt)
+        .arg("-f")
+        .args(["-o", &format!("url=http://{s3}"), "-o", "use_path_request_style", "-o", "endpoint=us-east-1"])
+        .args(["-o", &format!("passwd_file={}", passwd.display()), "-o", "sigv4", "-o", "multipart_size=5"])
+        .args(["-o", "dbglevel=warn", "-o", "stat_cache_expire=1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("s3fs");
+    let unmount = |mnt: &Path| {
+        let _ = Command::new("fusermount").arg("-u").arg(mnt).status();
+    };
+    let mounted =
+        || std::fs::read_to_string("/proc/self/mounts").is_ok_and(|m| m.contains(&mnt.display().to_string()));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !mounted() {
+        assert!(std::time::Instant::now() < deadline, "s3fs did not mount");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // Copy a tree in (a 30 MiB file goes up in parts of 5 MiB), list it, read it back.
+        let src = dir.join("src");
+        let mut files = tree(&src);
+        let big: Vec<u8> = (0..30u32 << 20).map(|b| (b.wrapping_mul(2_654_435_761) >> 5) as u8).collect();
+        std::fs::write(src.join("big.bin"), &big).expect("write");
+        files.push(("big.bin".into(), big.clone()));
+        run("cp -r", Command::new("cp").arg("-r").arg(format!("{}/.", src.display())).arg(&mnt));
+        let mut listed: Vec<String> = std::fs::read_dir(&mnt)
+            .expect("ls")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        listed.sort();
+        for want in ["a", "big.bin", "f0.bin", "sub dir"] {
+            assert!(listed.iter().any(|l| l == want), "{want} in {listed:?}");
+        }
+        same_tree(&files, &mnt);
+        // Renames: a file (a copy inside the node, then a delete), a large file (copied in
+        // parts), a directory.
+        std::fs::rename(mnt.join("f0.bin"), mnt.join("renamed.bin")).expect("rename a file");
+        std::fs::rename(mnt.join("big.bin"), mnt.join("big-renamed.bin")).expect("rename a large file");
+        std::fs::rename(mnt.join("sub dir"), mnt.join("moved dir")).expect("rename a directory");
+        assert!(std::fs::read(mnt.join("renamed.bin")).expect("read") == files[0].1);
+        assert!(std::fs::read(mnt.join("big-renamed.bin")).expect("read") == big);
+        assert!(!mnt.join("f0.bin").exists() && !mnt.join("sub dir").exists());
+        assert!(std::fs::read(mnt.join("moved dir/g 1 & more.txt")).expect("read") == files[1].1);
+    }));
+    unmount(&mnt);
+    let _ = fs.wait();
+    if let Err(e) = outcome {
+        let mut log = String::new();
+        if let Some(mut err) = fs.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut err, &mut log);
+        }
+        eprintln!("s3fs said:\n{log}");
+        std::panic::resume_unwind(e);
+    }
+    // What s3fs wrote is there through the native API too.
+    let r = node.req("GET", "/mounted/big-renamed.bin", &[("authorization", &bearer)], b"");
+    assert_eq!((r.status, r.body.len()), (200, 30 << 20));
+    assert_eq!(node.req("GET", "/mounted/big.bin", &[("authorization", &bearer)], b"").status, 404);
+}
