@@ -1,7 +1,10 @@
 //! The S3 clients people run, each doing its real job against a real node: a boto3 script of
 //! every operation served (with bad signatures, an expired presigned URL and a key restricted
 //! to other buckets; its default settings' multipart transfers, a Signature Version 2 URL), a
-//! boto3 multipart upload interrupted by a SIGKILL of the node and resumed, s3cmd (buckets, put, get, sync both ways, recursive delete) and rclone
+//! boto3 multipart upload interrupted by a SIGKILL of the node and resumed, restic (init,
+//! backup, check --read-data, restore), s3fs (a FUSE mount: copy in, list, read, rename), a
+//! container registry (Debian's docker-registry on the node, an image pushed and pulled by
+//! skopeo), s3cmd (buckets, put, get, sync both ways, recursive delete) and rclone
 //! (an S3 remote of provider Other: mkdir, copy, ls, lsf, check with and without downloading,
 //! delete, rmdir). They need the clients installed: they run when asked
 //! (`cargo test -- --ignored`; `.ci/run` installs python3-boto3, s3cmd and rclone and runs
@@ -357,4 +360,75 @@ fn s3fs_mounts_a_bucket_and_renames_in_it() {
     let r = node.req("GET", "/mounted/big-renamed.bin", &[("authorization", &bearer)], b"");
     assert_eq!((r.status, r.body.len()), (200, 30 << 20));
     assert_eq!(node.req("GET", "/mounted/big.bin", &[("authorization", &bearer)], b"").status, 404);
+}
+
+#[test]
+#[ignore = "needs docker-registry and skopeo (apt-get install docker-registry skopeo): cargo test -- --ignored (.ci/run runs it)"]
+fn a_container_registry_keeps_its_images_on_the_node() {
+    let (node, s3, dir) = node("s3-registry");
+    let bearer = format!("Bearer uploader.{UP}");
+    assert_eq!(node.req("PUT", "/registry/.keep", &[("authorization", &bearer)], b"").status, 201);
+    let registry_addr = common::free_addr();
+    let config = dir.join("registry.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  s3:\n    accesskey: uploader\n    secretkey: {UP}\n\
+             \x20   region: us-east-1\n    regionendpoint: http://{s3}\n    bucket: registry\n    secure: false\n\
+             \x20   v4auth: true\n    chunksize: 5242880\n    rootdirectory: /images\n  redirect:\n    disable: true\n\
+             \x20 delete:\n    enabled: true\nhttp:\n  addr: {registry_addr}\n"
+        ),
+    )
+    .expect("write registry config");
+    struct Registry(std::process::Child);
+    impl Drop for Registry {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _registry = Registry(
+        Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            // A CA bundle set for other AWS tools makes the registry's SDK refuse plain HTTP.
+            .env_remove("AWS_CA_BUNDLE")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("docker-registry"),
+    );
+    common::eventually("the registry answers", || std::net::TcpStream::connect(registry_addr).is_ok());
+    let image = dir.join("image");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/s3_clients/oci_image.py");
+    let layers: Vec<String> =
+        serde_json::from_str(&run("the image", Command::new("python3").arg(&script).arg(&image).arg("v1")))
+            .expect("layer digests");
+    let skopeo = |args: &[&str]| {
+        run(&format!("skopeo {args:?}"), Command::new("skopeo").arg("--insecure-policy").args(args))
+    };
+    let remote = format!("docker://{registry_addr}/podstore/test:v1");
+    skopeo(&["copy", "--dest-tls-verify=false", &format!("oci:{}:v1", image.display()), &remote]);
+    let inspect: serde_json::Value =
+        serde_json::from_str(&skopeo(&["inspect", "--tls-verify=false", &remote])).expect("inspect json");
+    let listed: Vec<&str> =
+        inspect["Layers"].as_array().expect("layers").iter().filter_map(|l| l.as_str()).collect();
+    assert_eq!(listed, layers.iter().map(String::as_str).collect::<Vec<_>>(), "{inspect}");
+    let pulled = dir.join("pulled");
+    skopeo(&["copy", "--src-tls-verify=false", &remote, &format!("oci:{}:v1", pulled.display())]);
+    for digest in &layers {
+        let hex = digest.trim_start_matches("sha256:");
+        let a = std::fs::read(image.join("blobs/sha256").join(hex)).expect("pushed layer");
+        let b = std::fs::read(pulled.join("blobs/sha256").join(hex)).expect("pulled layer");
+        assert!(a == b, "layer {digest} pulled as pushed");
+    }
+    // The registry's blobs are objects of the node.
+    let listing = node.req(
+        "GET",
+        "/registry?prefix=images/docker/registry/v2/blobs/",
+        &[("authorization", &bearer)],
+        b"",
+    );
+    let text = String::from_utf8_lossy(&listing.body);
+    assert!(text.contains(layers[0].trim_start_matches("sha256:")), "{text}");
 }
