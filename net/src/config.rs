@@ -332,6 +332,15 @@ pub struct Maintenance {
     /// top of the bytes it moves: small objects are moved and copied at a rate the disk's
     /// queue and the cores can bear beside the foreground.
     pub op_cost_kib: u64,
+    /// An S3 multipart upload not completed within this many seconds of its start is removed
+    /// with its parts (and takes no more parts, nor a completion).
+    pub multipart_expiry_s: u64,
+    /// Seconds between sweeps of multipart uploads' parts (expired uploads, parts no object
+    /// names any more).
+    pub multipart_sweep_interval_s: u64,
+    /// Parts of an upload younger than this are never swept (a completion, or copies from
+    /// peers, may still be on their way).
+    pub multipart_sweep_grace_s: u64,
 }
 
 impl Default for Maintenance {
@@ -346,6 +355,9 @@ impl Default for Maintenance {
             busy_ops_per_s: 500,
             busy_share: 0.25,
             op_cost_kib: 32,
+            multipart_expiry_s: 7 * 86_400,
+            multipart_sweep_interval_s: 3600,
+            multipart_sweep_grace_s: 3600,
         }
     }
 }
@@ -829,6 +841,14 @@ impl Config {
             ("maintenance.repair_interval_s", self.maintenance.repair_interval_s, 1, 86_400),
             ("maintenance.busy_ops_per_s", self.maintenance.busy_ops_per_s, 0, 100_000_000),
             ("maintenance.op_cost_kib", self.maintenance.op_cost_kib, 0, 1 << 20),
+            ("maintenance.multipart_expiry_s", self.maintenance.multipart_expiry_s, 1, 3650 * 86_400),
+            (
+                "maintenance.multipart_sweep_interval_s",
+                self.maintenance.multipart_sweep_interval_s,
+                1,
+                86_400,
+            ),
+            ("maintenance.multipart_sweep_grace_s", self.maintenance.multipart_sweep_grace_s, 0, 30 * 86_400),
             ("ram_cache.size_bytes", self.ram_cache.size_bytes, 0, 1 << 50),
             ("tiering.migrate_idle_s", self.tiering.migrate_idle_s, 0, 3650 * 86_400),
             ("tiering.migrate_interval_s", self.tiering.migrate_interval_s, 1, 86_400),

@@ -538,6 +538,13 @@ impl Exec {
                 };
                 let _ = reply.send(r);
             }
+            CoreMsg::Forget { shard, key, version, reply } => {
+                let r = match self.shard(shard) {
+                    Ok(s) => s.forget(&key, version).await,
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(r);
+            }
             CoreMsg::Job { disk, job, action, ratio, idle_s, reply } => {
                 self.job(disk, job, action, ratio, idle_s, reply).await
             }

@@ -29,5 +29,6 @@ pub mod repl;
 pub mod s3;
 pub mod service;
 pub mod shared;
+pub mod sweep;
 pub mod tasks;
 pub mod units;

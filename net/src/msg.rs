@@ -129,6 +129,15 @@ pub enum CoreMsg {
         max: usize,
         reply: oneshot::Sender<Result<podstore_engine::names::Listed, podstore_engine::Error>>,
     },
+    /// Forgets a key on one disk if its newest record there still has `version`, with no
+    /// tombstone (`Shard::forget`): the multipart sweep's garbage, which this appliance alone
+    /// judged dead. Answers whether it did.
+    Forget {
+        shard: u32,
+        key: Vec<u8>,
+        version: podstore_engine::Version,
+        reply: oneshot::Sender<Result<bool, podstore_engine::Error>>,
+    },
     /// The version of the key's newest record on a disk (None: the disk has none).
     Version {
         shard: u32,

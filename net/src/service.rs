@@ -777,6 +777,16 @@ impl Objects {
         Ok(Some((meta, manifest)))
     }
 
+    /// Forgets a key on this appliance alone (no tombstone, nothing sent to peers) if its
+    /// newest record still has `version`: garbage this appliance judged dead (the multipart
+    /// sweep, `sweep.rs`). True if it did.
+    pub async fn forget_here(&self, key: &[u8], version: podstore_engine::Version) -> Result<bool, Error> {
+        let at = self.read_route(key).await?;
+        let (reply, rx) = oneshot::channel();
+        self.send(at.owner, CoreMsg::Forget { shard: at.shard, key: key.to_vec(), version, reply }).await?;
+        Ok(rx.await.map_err(|_| gone())??)
+    }
+
     /// Sends bytes `from..end` of a multipart object, part after part, to `tx`.
     async fn stream_parts(
         &self,

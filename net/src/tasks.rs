@@ -57,8 +57,8 @@ pub fn serve(
 }
 
 /// Replication's tasks on one core: catch-up toward each peer and repair of this core's
-/// damaged records; on core 0 also the watch over the peers and the anti-entropy passes
-/// (which reach every core through its inbox).
+/// damaged records; on core 0 also the watch over the peers, the anti-entropy passes (which
+/// reach every core through its inbox) and the multipart sweep (`sweep.rs`).
 pub fn background() -> Spawn {
     Box::new(|ctx: &CoreCtx| {
         let (shared, shards, links) = (&ctx.shared, &ctx.shards, &ctx.links);
@@ -74,6 +74,7 @@ pub fn background() -> Spawn {
         if ctx.index == 0 {
             tasks.push(tokio::task::spawn_local(crate::repl::watch::run(shared.clone(), links.clone())));
             let objects = objects(ctx);
+            tasks.push(tokio::task::spawn_local(crate::sweep::run(objects.clone())));
             for i in 0..links.peers.len() {
                 tasks.push(tokio::task::spawn_local(crate::repl::anti_entropy::run(objects.clone(), i)));
             }

@@ -12,9 +12,13 @@ use common::{eventually, free_addr, fresh_dir, metric, request, Node, Resp};
 use md5::Digest as _;
 
 fn s3_node(name: &str) -> (Node, std::net::SocketAddr) {
+    s3_node_with(name, "")
+}
+
+fn s3_node_with(name: &str, extra: &str) -> (Node, std::net::SocketAddr) {
     let dir = fresh_dir(name);
     let (data, admin, s3) = (free_addr(), free_addr(), free_addr());
-    let text = common::config_text(&dir, data, admin, "").replacen(
+    let text = common::config_text(&dir, data, admin, extra).replacen(
         "[listen]\n",
         &format!("[listen]\ns3 = \"{s3}\"\n"),
         1,
@@ -343,4 +347,57 @@ fn objects_and_parts_are_copied_inside_the_node() {
     let got = s3(addr, "GET", "/dst/assembled.bin", &[], b"");
     assert!(got.body == [piece1, &small[..]].concat(), "assembled from copied parts");
     drop(node);
+}
+
+#[test]
+fn the_sweep_removes_expired_uploads_and_parts_no_object_names() {
+    let (node, addr) = s3_node_with(
+        "s3-sweep",
+        "[maintenance]\nmultipart_expiry_s = 6\nmultipart_sweep_interval_s = 1\nmultipart_sweep_grace_s = 0\n",
+    );
+    let (p1, p2) = (data(5 << 20, 31), data(1000, 32));
+    let upload = |path: &str| {
+        let id = create(addr, path);
+        assert_eq!(part(addr, path, &id, 1, &p1).status, 200);
+        assert_eq!(part(addr, path, &id, 2, &p2).status, 200);
+        id
+    };
+    let complete = |path: &str, id: &str| {
+        let r = s3(
+            addr,
+            "POST",
+            &format!("{path}?uploadId={id}"),
+            &[],
+            completion(&[(1, &p1), (2, &p2)]).as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{}", text(&r));
+    };
+    // kept: completed and left alone; rewritten: completed, then written again in one piece;
+    // deleted: completed, then deleted; open: never completed (it expires).
+    for path in ["/media/kept", "/media/rewritten", "/media/deleted"] {
+        let id = upload(path);
+        complete(path, &id);
+    }
+    assert_eq!(s3(addr, "PUT", "/media/rewritten", &[], b"one piece now").status, 200);
+    assert_eq!(s3(addr, "DELETE", "/media/deleted", &[], b"").status, 204);
+    let open = upload("/media/open");
+    // The kept object (its manifest and two parts) and the rewritten one's single record stay.
+    eventually("the sweep leaves four records", || objects(&node) == 4.0);
+    assert!(metric(&node, "podstore_multipart_swept_total") >= 7.0, "six parts and an upload's state");
+    assert_eq!(code(&s3(addr, "GET", &format!("/media/open?uploadId={open}"), &[], b"")), "NoSuchUpload");
+    assert_eq!(
+        code(&part(addr, "/media/open", &open, 3, b"late")),
+        "NoSuchUpload",
+        "an expired upload takes no part"
+    );
+    let kept = s3(addr, "GET", "/media/kept", &[], b"");
+    assert!(
+        kept.status == 200 && kept.body == [&p1[..], &p2].concat(),
+        "a live object's parts are never swept"
+    );
+    assert_eq!(s3(addr, "GET", "/media/rewritten", &[], b"").body, b"one piece now");
+    // More sweeps change nothing.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert_eq!(objects(&node), 4.0);
+    assert!(s3(addr, "GET", "/media/kept", &[], b"").body == [&p1[..], &p2].concat());
 }

@@ -61,8 +61,15 @@ fn upload_name(bucket: &str, key: &[u8], id: &str) -> ObjectName {
     ObjectName { bucket: UPLOADS_BUCKET.into(), key: manifest::upload_key(bucket, key, id) }
 }
 
-/// The attributes of an open upload (the object's to be), or NoSuchUpload.
+/// The attributes of an open upload (the object's to be), or NoSuchUpload (none, or one older
+/// than `maintenance.multipart_expiry_s`: the sweep removes those, and every appliance refuses
+/// them alike).
 async fn open_upload(objects: &Objects, bucket: &str, key: &[u8], id: &str) -> Result<Attrs, S3Error> {
+    let expiry_ms = objects.shared.cfg().maintenance.multipart_expiry_s.saturating_mul(1000);
+    let started = manifest::upload_started_ms(id).unwrap_or(0);
+    if podstore_engine::now_ms().saturating_sub(started) > expiry_ms {
+        return Err(no_such_upload());
+    }
     match objects.get(&upload_name(bucket, key, id).storage_key(), None, true).await {
         Ok(start) => Ok(start.meta.attrs),
         Err(crate::service::Error::NotFound) => Err(no_such_upload()),
