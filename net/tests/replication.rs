@@ -950,6 +950,51 @@ fn s3_writes_reach_peers_with_their_headers_and_md5() {
     assert_eq!(put("later", &later, "1").status, 200);
     b.spawn(&[]);
     eventually("the copy made by catch-up carries them too", || check(&b, "later", &later));
+
+    // A multipart upload: each part and the completion with X-Copies all; the peer serves the
+    // whole object (its manifest and parts copied, nothing written twice), and one completed
+    // while the peer was away reaches it by catch-up.
+    let multipart = |key: &str, parts: &[Vec<u8>], copies: &str| {
+        let path = format!("/media/{key}");
+        let h = [("x-copies", copies)];
+        let r =
+            common::request(s3, "POST", &format!("{path}?uploads"), &[("content-type", "video/mp4")], b"")
+                .expect("create");
+        let doc = String::from_utf8_lossy(&r.body).into_owned();
+        let id =
+            doc.split("<UploadId>").nth(1).and_then(|x| x.split('<').next()).expect("upload id").to_string();
+        let mut xml = String::from("<CompleteMultipartUpload>");
+        for (i, p) in parts.iter().enumerate() {
+            let r = common::request(s3, "PUT", &format!("{path}?partNumber={}&uploadId={id}", i + 1), &h, p)
+                .expect("part");
+            assert_eq!(
+                (r.status, r.header("x-podstore-copies-written")),
+                (200, Some(if copies == "all" { "2" } else { "1" }))
+            );
+            xml.push_str(&format!(
+                "<Part><PartNumber>{}</PartNumber><ETag>\"{}\"</ETag></Part>",
+                i + 1,
+                md5_hex(p)
+            ));
+        }
+        xml.push_str("</CompleteMultipartUpload>");
+        common::request(s3, "POST", &format!("{path}?uploadId={id}"), &h, xml.as_bytes()).expect("complete")
+    };
+    let parts = vec![body(5 << 20, 5), body(300_000, 6)];
+    let whole = parts.concat();
+    let done = multipart("joined", &parts, "all");
+    assert_eq!((done.status, done.header("x-podstore-copies-written")), (200, Some("2")));
+    let g = b.req("GET", "/media/joined", &[], b"");
+    assert!(g.status == 200 && g.body == whole, "the peer reads the multipart object whole at once");
+    assert!(g.header("etag").is_some_and(|e| e.ends_with("-2\"")), "{:?}", g.header("etag"));
+    b.kill();
+    let parts2 = vec![body(5 << 20, 7), body(5 << 20, 8), body(10, 9)];
+    assert_eq!(multipart("joined-later", &parts2, "1").status, 200);
+    b.spawn(&[]);
+    eventually("a multipart object reaches the peer by catch-up", || {
+        let g = b.req("GET", "/media/joined-later", &[], b"");
+        g.status == 200 && g.body == parts2.concat()
+    });
     a.kill();
     b.kill();
 }
