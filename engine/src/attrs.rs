@@ -41,6 +41,24 @@ pub enum DigestKind {
 const RESERVED_PREFIX: &str = "x-podstore-";
 /// The header that marks a multipart object's manifest record.
 const MULTIPART_HEADER: &str = "x-podstore-multipart";
+/// The header that keeps the additional checksum (S3's `x-amz-checksum-*`) a write was
+/// checked against: `<algorithm> <base64>`, the base64 with `-<parts>` for a multipart
+/// object's composite checksum.
+const CHECKSUM_HEADER: &str = "x-podstore-checksum";
+/// The algorithms a kept checksum may name (the suffixes of S3's checksum headers).
+pub const CHECKSUM_ALGORITHMS: [&str; 5] = ["crc32", "crc32c", "crc64nvme", "sha1", "sha256"];
+
+fn checksum_ok(v: &str) -> bool {
+    let Some((algorithm, value)) = v.split_once(' ') else { return false };
+    let (b64, parts) = match value.split_once('-') {
+        Some((b, n)) => (b, Some(n)),
+        None => (value, None),
+    };
+    CHECKSUM_ALGORITHMS.contains(&algorithm)
+        && (4..=88).contains(&b64.len())
+        && b64.bytes().all(|c| c.is_ascii_alphanumeric() || b"+/=".contains(&c))
+        && parts.is_none_or(|n| n.parse::<u16>().is_ok_and(|n| n > 0))
+}
 
 /// What a multipart object's record says of the whole object (its data is the manifest).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,10 +163,7 @@ impl Attrs {
                 return Err(AttrsError::Twice(name.to_string()));
             }
             seen.push(name);
-            enc.push(name.len() as u8);
-            enc.extend_from_slice(name.as_bytes());
-            enc.extend_from_slice(&(value.len() as u16).to_le_bytes());
-            enc.extend_from_slice(value.as_bytes());
+            push_pair(&mut enc, name, value);
             if enc.len() > HEADERS_MAX_BYTES {
                 return Err(AttrsError::TooLarge(enc.len()));
             }
@@ -191,16 +206,42 @@ impl Attrs {
     }
 
     /// These attributes on a multipart object's record (its data the manifest of its parts).
-    pub fn with_multipart(mut self, m: Multipart) -> Result<Attrs, AttrsError> {
-        if self.multipart().is_some() {
-            return Err(AttrsError::Twice(MULTIPART_HEADER.to_string()));
+    pub fn with_multipart(self, m: Multipart) -> Result<Attrs, AttrsError> {
+        self.with_reserved(MULTIPART_HEADER, &m.encode())
+    }
+
+    /// The additional checksum the write was checked against: its algorithm (`crc32`, ...)
+    /// and base64 value (with `-<parts>` for a multipart object's composite checksum).
+    pub fn checksum(&self) -> Option<(&str, &str)> {
+        let (_, v) = self.all_headers().find(|(n, _)| *n == CHECKSUM_HEADER)?;
+        v.split_once(' ')
+    }
+
+    /// These attributes keeping the checksum `value` (base64, `-<parts>` for a composite one)
+    /// of `algorithm` (one of [`CHECKSUM_ALGORITHMS`]).
+    pub fn with_checksum(self, algorithm: &str, value: &str) -> Result<Attrs, AttrsError> {
+        let v = format!("{algorithm} {value}");
+        if !checksum_ok(&v) {
+            return Err(AttrsError::Value(CHECKSUM_HEADER.to_string()));
         }
-        let value = m.encode();
+        self.with_reserved(CHECKSUM_HEADER, &v)
+    }
+
+    /// These attributes without their kept checksum.
+    pub fn without_checksum(self) -> Attrs {
+        let mut enc = Vec::with_capacity(self.headers.len());
+        for (n, v) in self.all_headers().filter(|(n, _)| *n != CHECKSUM_HEADER) {
+            push_pair(&mut enc, n, v);
+        }
+        Attrs { headers: enc.into(), ..self }
+    }
+
+    fn with_reserved(mut self, name: &str, value: &str) -> Result<Attrs, AttrsError> {
+        if self.all_headers().any(|(n, _)| n == name) {
+            return Err(AttrsError::Twice(name.to_string()));
+        }
         let mut enc = self.headers.to_vec();
-        enc.push(MULTIPART_HEADER.len() as u8);
-        enc.extend_from_slice(MULTIPART_HEADER.as_bytes());
-        enc.extend_from_slice(&(value.len() as u16).to_le_bytes());
-        enc.extend_from_slice(value.as_bytes());
+        push_pair(&mut enc, name, value);
         if enc.len() > HEADERS_MAX_BYTES {
             return Err(AttrsError::TooLarge(enc.len()));
         }
@@ -212,6 +253,14 @@ impl Attrs {
     pub fn stored_len(&self) -> usize {
         self.content_type.len() + self.headers.len()
     }
+}
+
+/// Appends one encoded pair.
+fn push_pair(enc: &mut Vec<u8>, name: &str, value: &str) {
+    enc.push(name.len() as u8);
+    enc.extend_from_slice(name.as_bytes());
+    enc.extend_from_slice(&(value.len() as u16).to_le_bytes());
+    enc.extend_from_slice(value.as_bytes());
 }
 
 fn check_content_type(ct: &str) -> Result<(), AttrsError> {
@@ -235,9 +284,12 @@ pub(crate) fn check_encoding(b: &[u8]) -> Result<(), AttrsError> {
         if name.is_empty() || !name.bytes().all(token_char) || !value_ok(value) || names.contains(&name) {
             return Err(AttrsError::Encoding);
         }
-        if name.starts_with(RESERVED_PREFIX)
-            && (name != MULTIPART_HEADER || Multipart::parse(value).is_none())
-        {
+        let reserved_ok = match name {
+            MULTIPART_HEADER => Multipart::parse(value).is_some(),
+            CHECKSUM_HEADER => checksum_ok(value),
+            _ => false,
+        };
+        if name.starts_with(RESERVED_PREFIX) && !reserved_ok {
             return Err(AttrsError::Encoding);
         }
         names.push(name);
@@ -331,7 +383,18 @@ mod tests {
         assert_eq!(b.headers().collect::<Vec<_>>(), [("x-amz-meta-a", "1")], "not a client's header");
         let c = Attrs::from_stored(&b.content_type, b.encoded_headers(), DigestKind::Md5).expect("decodes");
         assert_eq!(c.multipart(), Some(m));
-        assert!(matches!(b.with_multipart(m), Err(AttrsError::Twice(_))));
+        assert!(matches!(b.clone().with_multipart(m), Err(AttrsError::Twice(_))));
+        // A kept checksum, composite or not; nothing else passes for one.
+        let c = b.with_checksum("crc32", "AAAAAA==-3").expect("a composite checksum");
+        assert_eq!(c.checksum(), Some(("crc32", "AAAAAA==-3")));
+        assert_eq!(c.multipart(), Some(m));
+        let d = Attrs::from_stored(&c.content_type, c.encoded_headers(), DigestKind::Md5).expect("decodes");
+        assert_eq!(d.checksum(), Some(("crc32", "AAAAAA==-3")));
+        assert_eq!(d.clone().without_checksum().checksum(), None);
+        assert_eq!(d.without_checksum().multipart(), Some(m));
+        for (alg, v) in [("md5", "AAAAAA=="), ("crc32", "AA AA"), ("crc32", "AAAAAA==-0"), ("sha1", "")] {
+            assert!(a.clone().with_checksum(alg, v).is_err(), "{alg} {v}");
+        }
         assert!(matches!(
             Attrs::new("", [("x-podstore-multipart", "1 1 00")], DigestKind::Md5),
             Err(AttrsError::Reserved(_))

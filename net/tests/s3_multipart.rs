@@ -401,3 +401,64 @@ fn the_sweep_removes_expired_uploads_and_parts_no_object_names() {
     assert_eq!(objects(&node), 4.0);
     assert!(s3(addr, "GET", "/media/kept", &[], b"").body == [&p1[..], &p2].concat());
 }
+
+#[test]
+fn checksums_are_kept_and_returned_when_asked() {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let (_node, addr) = s3_node("s3-checksums");
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let sha = |b: &[u8]| -> Vec<u8> { sha2::Sha256::digest(b).to_vec() };
+    let body = data(100_000, 41);
+    let sum = b64(&sha(&body));
+    let r = s3(addr, "PUT", "/sums/one", &[("x-amz-checksum-sha256", &sum)], &body);
+    assert_eq!((r.status, r.header("x-amz-checksum-sha256")), (200, Some(sum.as_str())));
+    let mode = [("x-amz-checksum-mode", "ENABLED")];
+    for method in ["GET", "HEAD"] {
+        let r = s3(addr, method, "/sums/one", &mode, b"");
+        assert_eq!(r.header("x-amz-checksum-sha256"), Some(sum.as_str()), "{method}");
+        assert_eq!(r.header("x-amz-checksum-type"), Some("FULL_OBJECT"), "{method}");
+        assert_eq!(
+            s3(addr, method, "/sums/one", &[], b"").header("x-amz-checksum-sha256"),
+            None,
+            "not asked"
+        );
+    }
+    let ranged = s3(addr, "GET", "/sums/one", &[mode[0], ("range", "bytes=0-9")], b"");
+    assert_eq!((ranged.status, ranged.header("x-amz-checksum-sha256")), (206, None), "not a range's");
+    // A copy has the same bytes and keeps it.
+    assert_eq!(s3(addr, "PUT", "/sums/copy", &[("x-amz-copy-source", "/sums/one")], b"").status, 200);
+    assert_eq!(
+        s3(addr, "HEAD", "/sums/copy", &mode, b"").header("x-amz-checksum-sha256"),
+        Some(sum.as_str())
+    );
+    // A wrong one stores nothing.
+    let wrong = s3(addr, "PUT", "/sums/wrong", &[("x-amz-checksum-sha256", &b64(&sha(b"x")))], &body);
+    assert_eq!((wrong.status, code(&wrong)), (400, "BadDigest".into()));
+    assert_eq!(s3(addr, "HEAD", "/sums/wrong", &[], b"").status, 404);
+    // A multipart object whose parts kept theirs: S3's composite checksum.
+    let (p1, p2) = (data(5 << 20, 42), data(77, 43));
+    let id = create(addr, "/sums/parts");
+    for (n, p) in [(1, &p1), (2, &p2)] {
+        let r = s3(
+            addr,
+            "PUT",
+            &format!("/sums/parts?partNumber={n}&uploadId={id}"),
+            &[("x-amz-checksum-sha256", &b64(&sha(p)))],
+            p,
+        );
+        assert_eq!(r.status, 200);
+    }
+    let done = s3(
+        addr,
+        "POST",
+        &format!("/sums/parts?uploadId={id}"),
+        &[],
+        completion(&[(1, &p1), (2, &p2)]).as_bytes(),
+    );
+    assert_eq!(done.status, 200);
+    let composite = format!("{}-2", b64(&sha(&[sha(&p1), sha(&p2)].concat())));
+    let r = s3(addr, "HEAD", "/sums/parts", &mode, b"");
+    assert_eq!(r.header("x-amz-checksum-sha256"), Some(composite.as_str()));
+    assert_eq!(r.header("x-amz-checksum-type"), Some("COMPOSITE"));
+}

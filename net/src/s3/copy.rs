@@ -199,14 +199,18 @@ pub(super) async fn copy_object(
             format!("The specified copy source is larger than the maximum allowable size for a copy source: {max}"),
         ));
     }
-    let attrs = match replaced {
+    let source = &start.meta.attrs;
+    let mut attrs = match replaced {
         Some(a) => a,
-        None => {
-            let a = &start.meta.attrs;
-            podstore_engine::Attrs::new(&a.content_type, a.headers(), DigestKind::Md5)
-                .map_err(|e| S3Error::invalid_argument(e.to_string()))?
-        }
+        None => podstore_engine::Attrs::new(&source.content_type, source.headers(), DigestKind::Md5)
+            .map_err(|e| S3Error::invalid_argument(e.to_string()))?,
     };
+    // The same bytes: the source's checksum holds for the copy (not a multipart source's
+    // composite one, which is of its parts).
+    if let Some((algorithm, value)) = source.checksum().filter(|(_, v)| !v.contains('-')) {
+        attrs =
+            attrs.with_checksum(algorithm, value).map_err(|e| S3Error::invalid_argument(e.to_string()))?;
+    }
     let put = crate::service::PutRequest { name, len, attrs, checks: Vec::new(), copies: want };
     let written = objects.put(put, SourceBody::new(start)).await?;
     metrics::counter!("podstore_s3_copies_total", "op" => "object").increment(1);

@@ -317,7 +317,11 @@ pub(super) async fn complete(
             format!("Your proposed upload exceeds the maximum allowed object size ({MULTIPART_OBJECT_BYTES_MAX} bytes)."),
         ));
     }
-    let attrs = attrs.with_multipart(whole).map_err(|e| S3Error::invalid_argument(e.to_string()))?;
+    let mut attrs = attrs.with_multipart(whole).map_err(|e| S3Error::invalid_argument(e.to_string()))?;
+    if let Some((algorithm, value)) = composite_checksum(objects, &m).await? {
+        attrs =
+            attrs.with_checksum(&algorithm, &value).map_err(|e| S3Error::invalid_argument(e.to_string()))?;
+    }
     let data = Bytes::from(m.encode());
     let put =
         PutRequest { name: name.clone(), len: data.len() as u64, attrs, checks: Vec::new(), copies: want };
@@ -330,6 +334,39 @@ pub(super) async fn complete(
     }
     metrics::counter!("podstore_s3_multipart_total", "op" => "complete").increment(1);
     Ok(completed(r, &whole, written.copies))
+}
+
+/// S3's composite checksum of a multipart object whose every part kept a checksum of one
+/// algorithm: that algorithm over the parts' checksums one after another, with `-<parts>`.
+async fn composite_checksum(objects: &Objects, m: &Manifest) -> Result<Option<(String, String)>, S3Error> {
+    use base64::Engine as _;
+    use futures_util::StreamExt;
+    let sums: Vec<Result<Option<(String, String)>, crate::service::Error>> =
+        futures_util::stream::iter(m.parts.iter().map(|p| m.part_storage_key(p)))
+            .map(|key| async move {
+                let start = objects.get(&key, None, true).await?;
+                Ok(start.meta.attrs.checksum().map(|(a, v)| (a.to_string(), v.to_string())))
+            })
+            .buffered(32)
+            .collect()
+            .await;
+    let mut raw = Vec::new();
+    let mut algorithm: Option<String> = None;
+    for s in sums {
+        let Some((a, v)) = s? else { return Ok(None) };
+        if algorithm.as_ref().is_some_and(|x| *x != a) {
+            return Ok(None);
+        }
+        let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(&v) else { return Ok(None) };
+        raw.extend_from_slice(&bytes);
+        algorithm = Some(a);
+    }
+    let Some(a) = algorithm else { return Ok(None) };
+    let Some(alg) = crate::checks::Algorithm::of_s3_checksum(&a) else { return Ok(None) };
+    let mut h = crate::checks::Hasher::new(alg);
+    h.update(&raw);
+    let sum = base64::engine::general_purpose::STANDARD.encode(h.finish(alg));
+    Ok(Some((a, format!("{sum}-{}", m.parts.len()))))
 }
 
 /// AbortMultipartUpload (`DELETE /bucket/key?uploadId=ID`): the upload is closed, then its

@@ -104,6 +104,19 @@ pub(super) async fn get(objects: &Objects, r: &S3Request<'_>) -> Result<Response
             ));
         }
     };
+    // The checksum the object was written with, when asked for (a whole answer's).
+    let mode = h.get("x-amz-checksum-mode").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"ENABLED"));
+    if let (true, RangeAnswer::Whole, Some((algorithm, value))) = (mode, start.range, meta.attrs.checksum()) {
+        if let (Ok(n), Ok(v), Some(hs)) = (
+            header::HeaderName::from_bytes(format!("x-amz-checksum-{algorithm}").as_bytes()),
+            HeaderValue::from_str(value),
+            b.headers_mut(),
+        ) {
+            hs.insert(n, v);
+            let kind = if value.contains('-') { "COMPOSITE" } else { "FULL_OBJECT" };
+            hs.insert("x-amz-checksum-type", HeaderValue::from_static(kind));
+        }
+    }
     let body = if head || send_len == 0 {
         RespBody::Empty
     } else {

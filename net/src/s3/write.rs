@@ -262,11 +262,18 @@ pub(super) async fn store(
             format!("Your proposed upload exceeds the maximum allowed {what} size ({max} bytes)."),
         ));
     }
-    let put = PutRequest { name, len, attrs, checks: checks_of(h)?, copies: copies(objects, h)? };
-    // The answer names the additional checksum it checked (not kept with the object yet:
-    // GetObject does not return it).
+    let mut put = PutRequest { name, len, attrs, checks: checks_of(h)?, copies: copies(objects, h)? };
+    // The answer names the additional checksum it checked; one sent as a header is kept with
+    // the object (GetObject and HeadObject return it with x-amz-checksum-mode: ENABLED).
     let mut checked =
         put.checks.iter().find(|c| c.header.starts_with("x-amz-checksum-")).map(|c| (c.header, c.base64()));
+    if let Some((header, value)) = &checked {
+        let algorithm = header.trim_start_matches("x-amz-checksum-");
+        put.attrs = put
+            .attrs
+            .with_checksum(algorithm, value)
+            .map_err(|e| S3Error::invalid_argument(e.to_string()))?;
+    }
     let plain = RequestBody::new(body, &cfg.limits);
     let (written, outcome) = match streaming {
         None => (objects.put(put, plain).await, None),

@@ -77,6 +77,10 @@ r = up.put_object(
     ChecksumAlgorithm="SHA256",
 )
 check(r["ETag"] == f'"{md5.hexdigest()}"', "PutObject's ETag is the MD5")
+sha = base64.b64encode(hashlib.sha256(body).digest()).decode()
+check(up.head_object(Bucket="photos", Key="2026/cat.jpg", ChecksumMode="ENABLED").get("ChecksumSHA256") == sha, "the checksum kept and returned")
+g = up.get_object(Bucket="photos", Key="2026/cat.jpg", ChecksumMode="ENABLED")
+check(g["Body"].read() == body and g.get("ChecksumSHA256") == sha, "GetObject with the checksum (the SDK validates it)")
 bad_md5 = base64.b64encode(hashlib.md5(b"other").digest()).decode()
 check(error_code(lambda: up.put_object(Bucket="photos", Key="bad", Body=b"x", ContentMD5=bad_md5))[0] == "BadDigest", "a wrong Content-MD5")
 check(error_code(lambda: up.head_object(Bucket="photos", Key="bad"))[1] == 404, "nothing stored after BadDigest")
