@@ -6,7 +6,10 @@
 # token of the same key), and the listing rate of a bucket of many objects in pages of 1000
 # (ListObjectsV2 against the native listing). Prints a table of S3/native ratios beside the
 # issue's targets (GET at least 0.9, PUT 1 MiB at least 0.7: S3 computes each body's MD5, the
-# ETag S3 clients check; listing at least 100,000 keys/s).
+# ETag S3 clients check; listing at least 100,000 keys/s). Then one large object (1 GiB; 256 MiB
+# with --quick) three ways against one native PUT of it: podstore-load as an S3 multipart
+# upload with 8 parts of 8 MiB in flight (target at least 0.8 of the native PUT), the AWS CLI's
+# `aws s3 cp` (multipart at its defaults: 8 MiB parts, 10 at a time) and one signed S3 PUT.
 #
 #   benches/s3/run.sh [--quick]
 #
@@ -23,8 +26,8 @@ if [ -z "${PODSTORE_BENCH_REPORTING:-}" ]; then
   exit "${PIPESTATUS[0]}"
 fi
 cd "$top"
-if [ $quick = 1 ]; then N4K=10000; N1M=300; NLIST=100000
-else N4K=40000; N1M=1500; NLIST=1000000; fi
+if [ $quick = 1 ]; then N4K=10000; N1M=300; NLIST=100000; BIG_MIB=256
+else N4K=40000; N1M=1500; NLIST=1000000; BIG_MIB=1024; fi
 ROUNDS=3
 
 cargo build --release --locked -q -p podstore-net -p podstore-benches
@@ -145,3 +148,52 @@ echo "| GET 1 MiB, MiB/s | ${R[get1m-nm]} | ${R[get1m-sm]} | $(ratio "${R[get1m-
 echo "| PUT 4 KiB, req/s | ${R[put4k-n]} | ${R[put4k-s]} | $(ratio "${R[put4k-s]}" "${R[put4k-n]}") | - |"
 echo "| PUT 1 MiB, MiB/s | ${R[put1m-nm]} | ${R[put1m-sm]} | $(ratio "${R[put1m-sm]}" "${R[put1m-nm]}") | >= 0.7 |"
 echo "| listing, keys/s (pages of 1000; S3 target >= 100000) | $LN | $LS | $(ratio "$LS" "$LN") | - |"
+
+# One large object: a native PUT, S3 multipart uploads (podstore-load, the AWS CLI), one S3
+# PUT; each the median of $ROUNDS rounds taking turns, each round an object of its own.
+BIG=$((BIG_MIB << 20))
+big_file="$work/mnt/big.bin"
+python3 -c "import sys; b=bytes(range(256))*4096; f=open(sys.argv[1],'wb'); [f.write(b) for _ in range($BIG_MIB)]" "$big_file"
+awsconf="$work/aws.conf"; printf '[default]\ns3 =\n    signature_version = s3v4\n' > "$awsconf"
+aws_cp() { # object name: seconds
+  local t0 t1
+  t0=$(date +%s.%N)
+  AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY="$SECRET" AWS_DEFAULT_REGION=us-east-1 AWS_CONFIG_FILE="$awsconf" \
+    AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_EC2_METADATA_DISABLED=true \
+    aws --endpoint-url "http://127.0.0.1:$P3" s3 cp --quiet "$big_file" "s3://bench/$1" >&2
+  t1=$(date +%s.%N)
+  python3 -c "print($t1 - $t0)"
+}
+declare -a bn=() bm=() ba=() bs=() cn=() cm=() ca=()
+have_aws=0; command -v aws >/dev/null && have_aws=1
+echo "one object of $BIG_MIB MiB"
+for r in $(seq "$ROUNDS"); do
+  ways=(native multipart aws single); [ $((r % 2)) = 0 ] && ways=(single aws multipart native)
+  for way in "${ways[@]}"; do
+    t0=$(node_ticks)
+    case $way in
+      native) out=$("$LOAD" "${native[@]}" --prefix "/bench/big-native-r$r" --count 1 --size "$BIG" --conns 1)
+              v=$(echo "$out" | field mib_per_s); bn+=("$v");;
+      multipart) out=$("$LOAD" "${s3[@]}" --prefix "/bench/big-mp-r$r" --count 1 --size "$BIG" --conns 8 --multipart 8388608)
+              v=$(echo "$out" | field mib_per_s); bm+=("$v");;
+      aws) [ $have_aws = 1 ] || continue
+           secs=$(aws_cp "big-aws-r$r"); v=$(python3 -c "print(f'{$BIG_MIB / $secs:.1f}')"); ba+=("$v"); out="aws s3 cp: seconds=$secs mib_per_s=$v";;
+      single) out=$("$LOAD" "${s3[@]}" --prefix "/bench/big-s3-r$r" --count 1 --size "$BIG" --conns 1)
+              v=$(echo "$out" | field mib_per_s); bs+=("$v");;
+    esac
+    cpu=$(python3 -c "print(f'{($(node_ticks) - $t0) / $(getconf CLK_TCK) / ($BIG_MIB / 1024):.2f}')")
+    case $way in native) cn+=("$cpu");; multipart) cm+=("$cpu");; aws) ca+=("$cpu");; esac
+    printf '  %-9s round %s: %s node_cpu_s_per_gib=%s\n' "$way" "$r" "$out" "$cpu"
+  done
+done
+BN=$(median "${bn[@]}"); BM=$(median "${bm[@]}"); BS=$(median "${bs[@]}")
+echo
+echo "| one $BIG_MIB MiB object | MiB/s | ratio to the native PUT | node CPU s/GiB | target |"
+echo "|---|---|---|---|---|"
+echo "| native PUT (one request) | $BN | 1.00 | $(median "${cn[@]}") | - |"
+echo "| S3 multipart, podstore-load (8 MiB parts, 8 in flight) | $BM | $(ratio "$BM" "$BN") | $(median "${cm[@]}") | >= 0.8 |"
+if [ $have_aws = 1 ]; then
+  BA=$(median "${ba[@]}")
+  echo "| S3 multipart, aws s3 cp (8 MiB parts, 10 at a time) | $BA | $(ratio "$BA" "$BN") | $(median "${ca[@]}") | - |"
+fi
+echo "| S3 PUT (one request) | $BS | $(ratio "$BS" "$BN") | - | - |"

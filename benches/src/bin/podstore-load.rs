@@ -11,7 +11,8 @@
 //! authorization, `x-amz-content-sha256: UNSIGNED-PAYLOAD`, as SDKs send over TLS): the same
 //! load against the S3 port. `--list BUCKET` pages through a bucket's listing instead (1000
 //! keys a page: ListObjectsV2 with `--s3-key`, the native listing without) and prints keys/s.
-//! With `--rate R` the PUTs start at most R a second, all connections together (a steady
+//! `--multipart PART_BYTES` (with `--s3-key`) sends each object as an S3 multipart upload,
+//! `--conns` parts in flight, and prints its throughput. With `--rate R` the PUTs start at most R a second, all connections together (a steady
 //! load beside another benchmark). With `--seconds S` the load stops after S seconds or `count` PUTs, whichever comes first
 //! (`puts=` says how many were made: objects `first`, `first + step`, ... in that number).
 //! The `n`th PUT writes object `i = first + n * step` (default: 0, 1, 2, ...; `--step 2`
@@ -77,6 +78,10 @@ struct Args {
     /// List BUCKET whole instead, in pages of 1000, and print the keys per second.
     #[arg(long)]
     list: Option<String>,
+    /// With `--s3-key`: each object goes up as an S3 multipart upload of parts of this many
+    /// bytes (the last shorter), `--conns` parts in flight, objects one after another.
+    #[arg(long)]
+    multipart: Option<usize>,
 }
 
 fn s3_key(v: &str) -> Result<(String, String), String> {
@@ -286,6 +291,135 @@ fn refused(status: hyper::StatusCode, body: &[u8]) -> String {
     format!("HTTP {status}: {}", String::from_utf8_lossy(&body[..body.len().min(300)]))
 }
 
+/// One request whose answer's ETag matters (an S3 part): the status, the ETag, the body.
+async fn request_etag(
+    conn: &mut Option<Sender>,
+    a: &Args,
+    req: hyper::http::request::Builder,
+    body: Repeat,
+) -> Result<(hyper::StatusCode, String, Bytes), String> {
+    if conn.as_ref().is_none_or(|c| c.is_closed()) {
+        *conn = Some(connect(a.addr).await?);
+    }
+    let sender = conn.as_mut().expect("connected");
+    sender.ready().await.map_err(|e| e.to_string())?;
+    let mut req = req.header(hyper::header::HOST, "bench");
+    if let Some((id, secret)) = &a.s3_key {
+        req = sign(req, id, secret);
+    }
+    let resp =
+        sender.send_request(req.body(body).map_err(|e| e.to_string())?).await.map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let etag = resp.headers().get("etag").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok((status, etag, body))
+}
+
+/// One object as an S3 multipart upload: created, its parts sent `conns` at a time (each on a
+/// connection of its own), completed. The seconds it took.
+async fn multipart_put(
+    a: Arc<Args>,
+    path: String,
+    size: usize,
+    part: usize,
+    block: Bytes,
+) -> Result<f64, String> {
+    let t = Instant::now();
+    let mut conn = None;
+    let empty = || Repeat { block: Bytes::new(), left: 0 };
+    let (status, _, body) =
+        request_etag(&mut conn, &a, hyper::Request::post(format!("{path}?uploads")), empty()).await?;
+    if !status.is_success() {
+        return Err(refused(status, &body));
+    }
+    let text = String::from_utf8_lossy(&body);
+    let id =
+        text.split("<UploadId>").nth(1).and_then(|x| x.split('<').next()).ok_or("no UploadId")?.to_string();
+    let parts = size.div_ceil(part).max(1);
+    let next = Arc::new(AtomicU64::new(1));
+    let etags = Arc::new(Mutex::new(vec![String::new(); parts]));
+    let tasks: Vec<_> = (0..a.conns.min(parts as u64))
+        .map(|_| {
+            let (a, path, id, block, next, etags) =
+                (a.clone(), path.clone(), id.clone(), block.clone(), next.clone(), etags.clone());
+            tokio::task::spawn_local(async move {
+                let mut conn = None;
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed) as usize;
+                    if n > parts {
+                        return Ok::<(), String>(());
+                    }
+                    let len = part.min(size - (n - 1) * part);
+                    let req = hyper::Request::put(format!("{path}?partNumber={n}&uploadId={id}"))
+                        .header(hyper::header::CONTENT_LENGTH, len);
+                    let (status, etag, body) =
+                        request_etag(&mut conn, &a, req, Repeat { block: block.clone(), left: len }).await?;
+                    if !status.is_success() {
+                        return Err(refused(status, &body));
+                    }
+                    etags.lock().expect("etags")[n - 1] = etag;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.map_err(|e| e.to_string())??;
+    }
+    let mut doc = String::from("<CompleteMultipartUpload>");
+    for (i, e) in etags.lock().expect("etags").iter().enumerate() {
+        doc.push_str(&format!("<Part><PartNumber>{}</PartNumber><ETag>{e}</ETag></Part>", i + 1));
+    }
+    doc.push_str("</CompleteMultipartUpload>");
+    let len = doc.len();
+    let req =
+        hyper::Request::post(format!("{path}?uploadId={id}")).header(hyper::header::CONTENT_LENGTH, len);
+    let (status, _, body) =
+        request_etag(&mut conn, &a, req, Repeat { block: Bytes::from(doc), left: len }).await?;
+    if !status.is_success() {
+        return Err(refused(status, &body));
+    }
+    Ok(t.elapsed().as_secs_f64())
+}
+
+/// `--multipart`: the objects one after another, each a multipart upload; prints what they
+/// took and the throughput.
+fn multipart_main(args: Args, part: usize) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let pool = pool();
+    let a = Arc::new(args);
+    let r: Result<(f64, u64), String> = tokio::task::LocalSet::new().block_on(&rt, async {
+        let (mut secs, mut bytes) = (0.0, 0u64);
+        let mut body = Vec::new();
+        for n in 0..a.count {
+            let i = a.first + n * a.step;
+            let size = size_of(&a, i);
+            object(&pool, i, size, &mut body);
+            secs += multipart_put(
+                a.clone(),
+                format!("{}-{i}", a.prefix),
+                size,
+                part,
+                Bytes::copy_from_slice(&body),
+            )
+            .await?;
+            bytes += size as u64;
+        }
+        Ok((secs, bytes))
+    });
+    match r {
+        Ok((secs, bytes)) => println!(
+            "multipart_objects={} part_bytes={part} parts_in_flight={} seconds={secs:.2} mib_per_s={:.1}",
+            a.count,
+            a.conns,
+            bytes as f64 / (1 << 20) as f64 / secs.max(1e-9)
+        ),
+        Err(e) => {
+            eprintln!("multipart: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
 /// One PUT; Err says what went wrong, the server's answer included.
 async fn put(
     conn: &mut Option<Sender>,
@@ -404,6 +538,13 @@ async fn connection(load: Arc<Load>) {
 
 fn main() {
     let args = Args::parse();
+    if let Some(part) = args.multipart {
+        if args.s3_key.is_none() {
+            eprintln!("--multipart needs --s3-key");
+            std::process::exit(2);
+        }
+        return multipart_main(args, part);
+    }
     if let Some(bucket) = args.list.clone() {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         let r = tokio::task::LocalSet::new().block_on(&rt, async { list_all(&args, &bucket).await });
