@@ -6,7 +6,8 @@
 //!
 //! - an open upload older than `maintenance.multipart_expiry_s` (its id says when it started)
 //!   is expired: its state and its parts go (UploadPart and CompleteMultipartUpload refuse it
-//!   from then on, here and on every appliance, whose clocks agree on its age);
+//!   from then on, here and on every appliance, whose clocks agree on its age), all but the
+//!   parts a completion cut off by a crash before it closed the upload made the object from;
 //! - the parts of an upload that is no longer open are kept only while the object at its key
 //!   is a multipart object whose manifest names them (the same parts prefix, the same
 //!   versions); the others go: parts never named in the completion, and every part of an
@@ -140,9 +141,11 @@ pub async fn pass(objects: &Objects, now_ms: u64) -> Result<Swept, Error> {
                 swept.expired += 1;
                 metrics::counter!("podstore_multipart_swept_total", "what" => "upload").increment(1);
             }
+            // Its parts go unless a completion cut off before it closed the upload wrote the
+            // object from them.
             let mut prefix = key.clone();
             prefix.push(b'/');
-            swept.parts += forget_parts(objects, &prefix, |_, _| false).await?;
+            swept.parts += forget_unnamed(objects, &prefix).await?;
         }
         match next {
             Some(n) => from = n,
@@ -182,7 +185,7 @@ pub async fn pass(objects: &Objects, now_ms: u64) -> Result<Swept, Error> {
 /// the object at its key is a multipart object whose manifest names them.
 async fn judge_parts(objects: &Objects, prefix: &[u8], now_ms: u64, grace_ms: u64) -> Result<u64, Error> {
     let Some(upload) = prefix.strip_suffix(b"/") else { return Ok(0) };
-    let Some((bucket, key, id)) = manifest::split_upload_key(upload) else { return Ok(0) };
+    let Some((_, _, id)) = manifest::split_upload_key(upload) else { return Ok(0) };
     let started = manifest::upload_started_ms(id).unwrap_or(0);
     if now_ms.saturating_sub(started) < grace_ms {
         return Ok(0);
@@ -192,6 +195,15 @@ async fn judge_parts(objects: &Objects, prefix: &[u8], now_ms: u64, grace_ms: u6
         Err(Error::NotFound) => {}
         Err(e) => return Err(e),
     }
+    forget_unnamed(objects, prefix).await
+}
+
+/// Forgets the parts under an upload's parts prefix that the object at its key (when it is a
+/// multipart object completed from this upload) does not name.
+async fn forget_unnamed(objects: &Objects, prefix: &[u8]) -> Result<u64, Error> {
+    let Some((bucket, key, _)) = prefix.strip_suffix(b"/").and_then(manifest::split_upload_key) else {
+        return Ok(0);
+    };
     let base = storage_key(PARTS_BUCKET, prefix);
     let object = [bucket, b"/", key].concat();
     let named = match objects.manifest(&object).await? {

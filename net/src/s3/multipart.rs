@@ -70,11 +70,38 @@ async fn open_upload(objects: &Objects, bucket: &str, key: &[u8], id: &str) -> R
     if podstore_engine::now_ms().saturating_sub(started) > expiry_ms {
         return Err(no_such_upload());
     }
-    match objects.get(&upload_name(bucket, key, id).storage_key(), None, true).await {
-        Ok(start) => Ok(start.meta.attrs),
-        Err(crate::service::Error::NotFound) => Err(no_such_upload()),
-        Err(e) => Err(e.into()),
+    let state = upload_name(bucket, key, id);
+    let attrs = match objects.get(&state.storage_key(), None, true).await {
+        Ok(start) => start.meta.attrs,
+        Err(crate::service::Error::NotFound) => return Err(no_such_upload()),
+        Err(e) => return Err(e.into()),
+    };
+    // A completion that wrote the object but was cut off (a crash) before it closed the
+    // upload: the upload is completed, and a part sent now would replace one the object reads.
+    if completed_as(objects, bucket, key, id).await?.is_some() {
+        objects.delete(&state, 1).await?;
+        return Err(no_such_upload());
     }
+    Ok(attrs)
+}
+
+/// The object at the key, when it is the completion of this upload (its manifest names this
+/// upload's parts).
+async fn completed_as(
+    objects: &Objects,
+    bucket: &str,
+    key: &[u8],
+    id: &str,
+) -> Result<Option<(podstore_engine::ObjectMeta, Manifest)>, S3Error> {
+    let object = ObjectName { bucket: bucket.to_string(), key: key.to_vec() }.storage_key();
+    match objects.get(&object, None, true).await {
+        Ok(start) if start.meta.attrs.multipart().is_some() => {}
+        Ok(_) | Err(crate::service::Error::NotFound) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let mut base = format!("{PARTS_BUCKET}/").into_bytes();
+    base.extend_from_slice(&manifest::parts_prefix(bucket, key, id));
+    Ok(objects.manifest(&object).await?.filter(|(_, m)| m.base == base))
 }
 
 /// A body of one piece held in memory (a manifest).
@@ -274,11 +301,9 @@ pub(super) async fn complete(
         Ok(a) => a,
         Err(e) if e.code == "NoSuchUpload" => {
             // Completed already (the client did not get the answer): the same answer again.
-            return match objects.manifest(&name.storage_key()).await? {
-                Some((meta, m)) if m.base == base => {
-                    Ok(completed(r, &meta.attrs.multipart().expect("a manifest's record"), 1))
-                }
-                _ => Err(e),
+            return match completed_as(objects, &name.bucket, &name.key, id).await? {
+                Some((meta, _)) => Ok(completed(r, &meta.attrs.multipart().expect("a manifest's record"), 1)),
+                None => Err(e),
             };
         }
         Err(e) => return Err(e),
