@@ -353,7 +353,8 @@ fn objects_and_parts_are_copied_inside_the_node() {
 fn the_sweep_removes_expired_uploads_and_parts_no_object_names() {
     let (node, addr) = s3_node_with(
         "s3-sweep",
-        "[maintenance]\nmultipart_expiry_s = 6\nmultipart_sweep_interval_s = 1\nmultipart_sweep_grace_s = 0\n",
+        "[engine]\nblob_size_bytes = 4194304\n\n[maintenance]\ncompact_interval_s = 0\nmultipart_expiry_s = 6\n\
+         multipart_sweep_interval_s = 1\nmultipart_sweep_grace_s = 0\n",
     );
     let (p1, p2) = (data(5 << 20, 31), data(1000, 32));
     let upload = |path: &str| {
@@ -400,6 +401,22 @@ fn the_sweep_removes_expired_uploads_and_parts_no_object_names() {
     std::thread::sleep(std::time::Duration::from_millis(2500));
     assert_eq!(objects(&node), 4.0);
     assert!(s3(addr, "GET", "/media/kept", &[], b"").body == [&p1[..], &p2].concat());
+    // What the sweep let go is dead space that compaction returns; the live object's parts
+    // are moved, not dropped.
+    let dead = metric(&node, "podstore_disk_dead_bytes{");
+    assert!(dead > 15e6, "the swept parts are dead space: {dead}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_podstore"))
+        .args(["compact", "--admin", &node.admin.to_string()])
+        .output()
+        .expect("podstore compact");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let reclaimed = metric(&node, "podstore_disk_reclaimed_bytes_total{");
+    assert!(reclaimed > 10e6, "compaction returned the swept parts' space: {reclaimed} of {dead}");
+    assert_eq!(objects(&node), 4.0);
+    let kept = s3(addr, "GET", "/media/kept", &[], b"");
+    assert!(kept.status == 200 && kept.body == [&p1[..], &p2].concat(), "whole after compaction");
+    let listed = text(&s3(addr, "GET", "/media?list-type=2", &[], b""));
+    assert!(listed.contains(&format!("<Size>{}</Size>", p1.len() + p2.len())), "{listed}");
 }
 
 #[test]

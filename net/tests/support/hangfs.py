@@ -9,13 +9,20 @@ removed, reads answer again (the blocked ones too). (A flag file, not a signal: 
 signal handlers only between bytecodes, and the main thread stays in libfuse.) Every file is opened with direct_io, so reads always reach this
 process (no page cache in between). Needs mfusepy (pip) and libfuse 3; root mounts directly.
 """
+import ctypes.util
 import errno
 import os
 import sys
 import threading
 import time
 
-import mfusepy as fuse
+# mfusepy takes libfuse 2 when both are installed (s3fs, which the S3 client tests install,
+# brings it), and the blocking reads this filesystem is for behave differently there: the
+# whole mount stopped answering, not only the reads. libfuse 3 it is, by name.
+if not os.environ.get("FUSE_LIBRARY_PATH") and ctypes.util.find_library("fuse3"):
+    os.environ["FUSE_LIBRARY_PATH"] = ctypes.util.find_library("fuse3")
+
+import mfusepy as fuse  # noqa: E402
 
 answering = threading.Event()
 answering.set()
