@@ -30,6 +30,9 @@ use crate::service::{Objects, PutRequest};
 pub const PART_BYTES_MIN: u64 = 5 << 20;
 /// Largest multipart object (S3's limit).
 pub const MULTIPART_OBJECT_BYTES_MAX: u64 = 5 << 40;
+/// Most two appliances' clocks may differ, for telling an object written before an upload
+/// started from its completion.
+const CLOCK_SKEW_MAX_MS: u64 = 3_600_000;
 /// Largest CompleteMultipartUpload body: 10,000 parts with their checksums.
 const COMPLETE_BODY_MAX_BYTES: usize = 8 << 20;
 const NS: &str = "http://s3.amazonaws.com/doc/2006-03-01/";
@@ -94,8 +97,13 @@ async fn completed_as(
     id: &str,
 ) -> Result<Option<(podstore_engine::ObjectMeta, Manifest)>, S3Error> {
     let object = ObjectName { bucket: bucket.to_string(), key: key.to_vec() }.storage_key();
+    // An object written before the upload started (by more than any clock skew between
+    // appliances) is not its completion: its manifest is not read (every UploadPart asks).
+    let started = manifest::upload_started_ms(id).unwrap_or(0);
     match objects.get(&object, None, true).await {
-        Ok(start) if start.meta.attrs.multipart().is_some() => {}
+        Ok(start)
+            if start.meta.attrs.multipart().is_some()
+                && start.meta.created_ms + CLOCK_SKEW_MAX_MS >= started => {}
         Ok(_) | Err(crate::service::Error::NotFound) => return Ok(None),
         Err(e) => return Err(e.into()),
     }
