@@ -126,14 +126,6 @@ fn incomplete(why: impl Into<String>) -> S3Error {
     S3Error::new(StatusCode::BAD_REQUEST, "IncompleteBody", why)
 }
 
-fn bad_signature() -> S3Error {
-    S3Error::new(
-        StatusCode::FORBIDDEN,
-        "SignatureDoesNotMatch",
-        "The request signature we calculated does not match the signature you provided.",
-    )
-}
-
 impl<B: BodySource> ChunkedBody<B> {
     /// `trailer`: the checksum header `x-amz-trailer` names (a `-TRAILER` mode needs one).
     pub(super) fn new(
@@ -226,6 +218,14 @@ impl<B: BodySource> ChunkedBody<B> {
         Ok(())
     }
 
+    /// Bytes of the current chunk, `left` of which were still to come.
+    fn chunk_data(&mut self, data: Bytes, left: u64) -> Result<(), S3Error> {
+        let n = data.len() as u64;
+        self.decoded_data(data)?;
+        self.state = if n == left { State::DataEnd } else { State::Data { left: left - n } };
+        Ok(())
+    }
+
     /// The end of a chunk (its `\r\n` read): a signed chunk's signature is checked and its
     /// bytes go on.
     fn chunk_end(&mut self) -> Result<(), S3Error> {
@@ -233,7 +233,7 @@ impl<B: BodySource> ChunkedBody<B> {
             let data = std::mem::take(&mut self.chunk).freeze();
             let sig = s.next_chunk(&Sha256::digest(&data).into());
             if !same_signature(&sig, &self.chunk_sig) {
-                return Err(bad_signature());
+                return Err(S3Error::signature_mismatch());
             }
             if !data.is_empty() {
                 self.ready.push_back(data);
@@ -288,12 +288,7 @@ impl<B: BodySource> ChunkedBody<B> {
                 }
                 let take = left.min(self.buf.len() as u64) as usize;
                 let data = self.buf.split_to(take).freeze();
-                self.decoded_data(data)?;
-                self.state = if take as u64 == left {
-                    State::DataEnd
-                } else {
-                    State::Data { left: left - take as u64 }
-                };
+                self.chunk_data(data, left)?;
             }
             State::DataEnd => {
                 if self.buf.len() < 2 {
@@ -325,7 +320,7 @@ impl<B: BodySource> ChunkedBody<B> {
                     if let Some(s) = self.signer.as_mut() {
                         let sig = s.trailer(&self.trailer_lines);
                         if !same_signature(&sig, value.as_bytes()) {
-                            return Err(bad_signature());
+                            return Err(S3Error::signature_mismatch());
                         }
                     }
                     self.trailer_signed = true;
@@ -396,16 +391,10 @@ impl<B: BodySource> BodySource for ChunkedBody<B> {
                     if let (State::Data { left }, true, None) =
                         (self.state, self.buf.is_empty(), &self.signer)
                     {
-                        let take = left.min(b.len() as u64) as usize;
-                        let data = b.split_to(take);
-                        if let Err(e) = self.decoded_data(data) {
+                        let data = b.split_to(left.min(b.len() as u64) as usize);
+                        if let Err(e) = self.chunk_data(data, left) {
                             return self.fail(e);
                         }
-                        self.state = if take as u64 == left {
-                            State::DataEnd
-                        } else {
-                            State::Data { left: left - take as u64 }
-                        };
                     }
                     self.buf.extend_from_slice(&b);
                 }

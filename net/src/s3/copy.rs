@@ -79,7 +79,7 @@ pub(super) async fn open_source(
     r: &S3Request<'_>,
     src: &Source,
     range: Option<String>,
-) -> Result<(GetStart, String), S3Error> {
+) -> Result<GetStart, S3Error> {
     may_read(objects, r.signer, &src.bucket)?;
     let name = ObjectName { bucket: src.bucket.clone(), key: src.key.clone() };
     let start = match objects.get(&name.storage_key(), range, false).await {
@@ -113,7 +113,7 @@ pub(super) async fn open_source(
         }
         None => {}
     }
-    Ok((start, tag))
+    Ok(start)
 }
 
 /// A source's bytes as a write's body.
@@ -189,7 +189,7 @@ pub(super) async fn copy_object(
     // The request's own attributes are checked before anything is read.
     let replaced = if replace { Some(super::write::attrs_of(h)?) } else { None };
     let want = super::write::copies(objects, h)?;
-    let (start, _) = open_source(objects, r, &src, None).await?;
+    let start = open_source(objects, r, &src, None).await?;
     let len = source_len(&start)?;
     let max = objects.shared.cfg().limits.object_bytes_max;
     if len > max {

@@ -28,6 +28,25 @@ impl S3Error {
         S3Error::new(StatusCode::NOT_IMPLEMENTED, "NotImplemented", format!("{what} is not implemented"))
     }
 
+    /// A signature (of a request, a chunk, a trailer) that the access key's secret does not
+    /// make.
+    pub fn signature_mismatch() -> S3Error {
+        S3Error::new(
+            StatusCode::FORBIDDEN,
+            "SignatureDoesNotMatch",
+            "The request signature we calculated does not match the signature you provided.",
+        )
+    }
+
+    /// An access key id the node does not have.
+    pub fn unknown_access_key() -> S3Error {
+        S3Error::new(
+            StatusCode::FORBIDDEN,
+            "InvalidAccessKeyId",
+            "The AWS Access Key Id you provided does not exist in our records.",
+        )
+    }
+
     pub fn invalid_argument(why: impl Into<String>) -> S3Error {
         S3Error::new(StatusCode::BAD_REQUEST, "InvalidArgument", why)
     }

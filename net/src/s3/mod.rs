@@ -336,11 +336,7 @@ fn authorize(
         _ => {}
     }
     let Some(secret) = auth.secret_of(&claim.access_key) else {
-        return Err(S3Error::new(
-            StatusCode::FORBIDDEN,
-            "InvalidAccessKeyId",
-            "The AWS Access Key Id you provided does not exist in our records.",
-        ));
+        return Err(S3Error::unknown_access_key());
     };
     // Only the signed headers go into the canonical request.
     let headers: Vec<(String, String)> = req
@@ -361,13 +357,7 @@ fn authorize(
     };
     let r =
         sigv4::Request { method: req.method.as_str(), path, query, headers: &headers, payload_hash: payload };
-    sigv4::verify(secret, &claim, &r).map_err(|_| {
-        S3Error::new(
-            StatusCode::FORBIDDEN,
-            "SignatureDoesNotMatch",
-            "The request signature we calculated does not match the signature you provided.",
-        )
-    })?;
+    sigv4::verify(secret, &claim, &r).map_err(|_| S3Error::signature_mismatch())?;
     if !bucket.is_empty() {
         auth.allows(&claim.access_key, bucket, read).map_err(S3Error::access_denied)?;
     }
@@ -399,11 +389,7 @@ fn authorize_v2(
         ));
     }
     let Some(secret) = auth.secret_of(&claim.access_key) else {
-        return Err(S3Error::new(
-            StatusCode::FORBIDDEN,
-            "InvalidAccessKeyId",
-            "The AWS Access Key Id you provided does not exist in our records.",
-        ));
+        return Err(S3Error::unknown_access_key());
     };
     let headers: Vec<(String, String)> = req
         .headers
@@ -414,13 +400,7 @@ fn authorize_v2(
         .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
         .collect();
     let to_sign = sigv2::string_to_sign(req.method.as_str(), resource, query, &headers, claim.expires_s);
-    sigv2::verify(secret, &claim, &to_sign).map_err(|_| {
-        S3Error::new(
-            StatusCode::FORBIDDEN,
-            "SignatureDoesNotMatch",
-            "The request signature we calculated does not match the signature you provided.",
-        )
-    })?;
+    sigv2::verify(secret, &claim, &to_sign).map_err(|_| S3Error::signature_mismatch())?;
     if !bucket.is_empty() {
         let read = matches!(req.method, Method::GET | Method::HEAD);
         auth.allows(&claim.access_key, bucket, read).map_err(S3Error::access_denied)?;

@@ -184,7 +184,7 @@ async fn upload_part_copy(
     let h = r.headers;
     let want = copies(objects, h)?;
     let range = super::copy::copy_range(h)?;
-    let (start, _) = super::copy::open_source(objects, r, &src, range.clone()).await?;
+    let start = super::copy::open_source(objects, r, &src, range.clone()).await?;
     let len = super::copy::source_len(&start)?;
     if let Some((a, b)) = range.as_deref().and_then(|v| v.strip_prefix("bytes=")?.split_once('-')) {
         let asked = b.parse::<u64>().unwrap_or(0) - a.parse::<u64>().unwrap_or(0) + 1;
